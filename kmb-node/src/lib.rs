@@ -1,0 +1,1 @@
+//! kmb replicated key-value node.

@@ -1,0 +1,1 @@
+//! kmb simulator (VOPR) and checkers.

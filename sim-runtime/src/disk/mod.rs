@@ -1,0 +1,28 @@
+//! The file API every byte of durable state goes through.
+//!
+//! Semantics shared by both modes (and relied on by kmb's storage):
+//! * [`File::open`] creates a missing file and never truncates an existing one.
+//! * [`File::write_at`] is *not* durable until a later [`File::sync`] returns `Ok`. A crash may
+//!   lose, keep, or tear (at 512-byte sector granularity) any write not yet synced.
+//! * [`File::sync`] failing means the state of the unsynced data is unknown: callers must stop,
+//!   never retry the same sync (the kernel may already have dropped the dirty pages).
+//! * [`File::read_at`] reads exactly `buf.len()` bytes or fails (`UnexpectedEof` past the end).
+//! * Directory operations ([`remove`], [`rename`], [`create_dir_all`]) are durable when they
+//!   return (production syncs the parent directory; the simulated disk applies them at once).
+//!
+//! Production ([`real`](self)): `std::fs` files, `sync_data` on a blocking thread.
+//! Simulation: an in-memory disk per madsim node, registered as a simulator plugin, surviving
+//! kill/restart, with the faults configured through [`crate::fault`].
+
+/// Sector size: the granularity of torn writes and latent sector errors.
+pub const SECTOR_SIZE: u64 = 512;
+
+#[cfg(not(madsim))]
+mod real;
+#[cfg(not(madsim))]
+pub use real::*;
+
+#[cfg(madsim)]
+pub(crate) mod simulated;
+#[cfg(madsim)]
+pub use simulated::{create_dir_all, exists, list, remove, rename, File};

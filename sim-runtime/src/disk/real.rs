@@ -1,0 +1,110 @@
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A file on the real disk.
+#[derive(Clone, Debug)]
+pub struct File {
+    inner: Arc<std::fs::File>,
+    path: PathBuf,
+}
+
+impl File {
+    /// Open `path` for reading and writing, creating it if missing; never truncates.
+    pub async fn open(path: impl AsRef<Path>) -> io::Result<File> {
+        let path = path.as_ref().to_path_buf();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        Ok(File {
+            inner: Arc::new(file),
+            path,
+        })
+    }
+
+    /// The path this file was opened at.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Read exactly `buf.len()` bytes at `offset`.
+    pub async fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read_exact_at(buf, offset)
+    }
+
+    /// Write all of `data` at `offset` (not durable until [`File::sync`]).
+    pub async fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_all_at(data, offset)
+    }
+
+    /// Make every completed write durable (`fdatasync`), on a blocking thread.
+    pub async fn sync(&self) -> io::Result<()> {
+        let file = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || file.sync_data())
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    /// The file's length in bytes.
+    pub async fn len(&self) -> io::Result<u64> {
+        Ok(self.inner.metadata()?.len())
+    }
+
+    /// Whether the file is empty.
+    pub async fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len().await? == 0)
+    }
+
+    /// Truncate or extend (with zeros) to `len` bytes (not durable until [`File::sync`]).
+    pub async fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+}
+
+fn sync_parent(path: &Path) -> io::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(parent)?.sync_all()
+}
+
+/// Remove a file (durably).
+pub async fn remove(path: impl AsRef<Path>) -> io::Result<()> {
+    std::fs::remove_file(path.as_ref())?;
+    sync_parent(path.as_ref())
+}
+
+/// Rename a file, replacing any file at `to` (durably).
+pub async fn rename(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
+    std::fs::rename(from.as_ref(), to.as_ref())?;
+    sync_parent(to.as_ref())
+}
+
+/// Create a directory and its parents (durably).
+pub async fn create_dir_all(path: impl AsRef<Path>) -> io::Result<()> {
+    std::fs::create_dir_all(path.as_ref())?;
+    sync_parent(path.as_ref())
+}
+
+/// Whether a file or directory exists at `path`.
+pub async fn exists(path: impl AsRef<Path>) -> io::Result<bool> {
+    path.as_ref().try_exists()
+}
+
+/// The names of the files in directory `dir`, sorted.
+pub async fn list(dir: impl AsRef<Path>) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir.as_ref())? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}

@@ -1,0 +1,409 @@
+//! The simulated disk: per madsim node, in memory, surviving kill/restart, with faults.
+//!
+//! Each file keeps two images: `current` (what reads see: every completed write) and `durable`
+//! (what survives a power loss), plus the ordered list of writes not yet synced. A sync moves
+//! the pending writes into `durable`; a kill (madsim calls `World::reset_node`) decides for each
+//! pending write whether it is lost, kept or torn, then `current` becomes `durable`.
+//! Directory operations (create, remove, rename) are durable at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use madsim::rand::Rng;
+use madsim::task::NodeId;
+
+use super::SECTOR_SIZE;
+use crate::fault::{self, WorldState};
+
+#[derive(Clone, Debug)]
+enum Pending {
+    Write { offset: u64, data: Vec<u8> },
+    SetLen(u64),
+}
+
+#[derive(Default)]
+struct SimFile {
+    current: Vec<u8>,
+    durable: Vec<u8>,
+    pending: Vec<Pending>,
+    /// Sectors (by index) with a latent error: reads fail until the sector is rewritten.
+    bad_sectors: BTreeSet<u64>,
+}
+
+#[derive(Default)]
+pub(crate) struct NodeDisk {
+    names: BTreeMap<PathBuf, u64>,
+    files: BTreeMap<u64, SimFile>,
+    dirs: BTreeSet<PathBuf>,
+    next_inode: u64,
+}
+
+impl NodeDisk {
+    fn bytes_used(&self) -> u64 {
+        self.files.values().map(|f| f.current.len() as u64).sum()
+    }
+}
+
+fn apply(buf: &mut Vec<u8>, offset: u64, data: &[u8]) {
+    let start = offset as usize;
+    let end = start + data.len();
+    if buf.len() < end {
+        buf.resize(end, 0);
+    }
+    buf[start..end].copy_from_slice(data);
+}
+
+fn apply_pending(buf: &mut Vec<u8>, pending: &Pending) {
+    match pending {
+        Pending::Write { offset, data } => apply(buf, *offset, data),
+        Pending::SetLen(len) => buf.resize(*len as usize, 0),
+    }
+}
+
+fn sectors(offset: u64, len: u64) -> std::ops::Range<u64> {
+    if len == 0 {
+        return 0..0;
+    }
+    offset / SECTOR_SIZE..(offset + len).div_ceil(SECTOR_SIZE)
+}
+
+/// Power loss on `node`: each unsynced write is lost, kept or torn per the node's knobs.
+pub(crate) fn power_loss(state: &mut WorldState, node: NodeId) {
+    state.killed.insert(node);
+    let faults = state.disk_faults(node);
+    let Some(mut disk) = state.disks.remove(&node) else {
+        return;
+    };
+    for (inode, file) in disk.files.iter_mut() {
+        for pending in std::mem::take(&mut file.pending) {
+            let Pending::Write { offset, data } = &pending else {
+                apply_pending(&mut file.durable, &pending);
+                continue;
+            };
+            let draw: f64 = state.rng.gen();
+            if draw < faults.crash_lost_probability {
+                state.counters.crash_lost_writes += 1;
+                state.record(
+                    "disk.crash_lost",
+                    format!("node {node} inode {inode} offset {offset} len {}", data.len()),
+                );
+            } else if draw < faults.crash_lost_probability + faults.crash_torn_probability {
+                state.counters.crash_torn_writes += 1;
+                let mut kept = Vec::new();
+                let end = offset + data.len() as u64;
+                let mut start = *offset;
+                while start < end {
+                    let sector_end = ((start / SECTOR_SIZE + 1) * SECTOR_SIZE).min(end);
+                    if state.rng.gen_bool(0.5) {
+                        let slice = &data[(start - offset) as usize..(sector_end - offset) as usize];
+                        apply(&mut file.durable, start, slice);
+                        kept.push(start / SECTOR_SIZE);
+                    }
+                    start = sector_end;
+                }
+                state.record(
+                    "disk.crash_torn",
+                    format!(
+                        "node {node} inode {inode} offset {offset} len {} sectors kept {kept:?}",
+                        data.len()
+                    ),
+                );
+            } else {
+                state.counters.crash_kept_writes += 1;
+                apply_pending(&mut file.durable, &pending);
+            }
+        }
+        file.current = file.durable.clone();
+    }
+    state.disks.insert(node, disk);
+}
+
+/// A file on the simulated disk of the node that opened it.
+#[derive(Clone, Debug)]
+pub struct File {
+    node: NodeId,
+    inode: u64,
+    path: PathBuf,
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{}: no such file", path.display()),
+    )
+}
+
+async fn latency(node: NodeId, sync: bool) {
+    let delay = fault::with(|s| {
+        let faults = s.disk_faults(node);
+        let range = if sync {
+            faults.sync_latency
+        } else {
+            faults.io_latency
+        };
+        s.uniform(range)
+    });
+    if !delay.is_zero() {
+        crate::time::sleep(delay).await;
+    }
+}
+
+impl File {
+    /// Open `path` for reading and writing, creating it if missing; never truncates.
+    pub async fn open(path: impl AsRef<Path>) -> io::Result<File> {
+        let node = madsim::plugin::node();
+        let path = path.as_ref().to_path_buf();
+        let inode = fault::with(|s| {
+            let disk = s.disks.entry(node).or_default();
+            if let Some(inode) = disk.names.get(&path) {
+                return *inode;
+            }
+            disk.next_inode += 1;
+            let inode = disk.next_inode;
+            disk.names.insert(path.clone(), inode);
+            disk.files.insert(inode, SimFile::default());
+            inode
+        });
+        Ok(File { node, inode, path })
+    }
+
+    /// The path this file was opened at.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with_file<T>(
+        &self,
+        f: impl FnOnce(&mut SimFile, &mut WorldState) -> io::Result<T>,
+    ) -> io::Result<T> {
+        fault::with(|s| {
+            let mut disk = s.disks.remove(&self.node).unwrap_or_default();
+            let result = match disk.files.get_mut(&self.inode) {
+                Some(file) => f(file, s),
+                None => Err(not_found(&self.path)),
+            };
+            s.disks.insert(self.node, disk);
+            result
+        })
+    }
+
+    /// Read exactly `buf.len()` bytes at `offset`.
+    pub async fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        latency(self.node, false).await;
+        let node = self.node;
+        let path = self.path.display().to_string();
+        self.with_file(|file, s| {
+            let len = buf.len() as u64;
+            if offset + len > file.current.len() as u64 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{path}: read of {len} bytes at {offset} past the end"),
+                ));
+            }
+            if len == 0 {
+                return Ok(());
+            }
+            let faults = s.disk_faults(node);
+            if s.chance(faults.latent_error_probability) {
+                let range = sectors(offset, len);
+                let sector = s.rng.gen_range(range);
+                file.bad_sectors.insert(sector);
+                s.counters.latent_errors_injected += 1;
+                s.record(
+                    "disk.latent_error",
+                    format!("node {node} {path} sector {sector}"),
+                );
+            }
+            if s.chance(faults.bit_rot_probability) {
+                let byte = s.rng.gen_range(offset..offset + len) as usize;
+                let bit = 1u8 << s.rng.gen_range(0..8);
+                file.current[byte] ^= bit;
+                if byte < file.durable.len() {
+                    file.durable[byte] ^= bit;
+                }
+                s.counters.bit_rots += 1;
+                s.record(
+                    "disk.bit_rot",
+                    format!("node {node} {path} byte {byte} bit {bit:#04x}"),
+                );
+            }
+            if file.bad_sectors.range(sectors(offset, len)).next().is_some() {
+                s.counters.latent_error_reads += 1;
+                return Err(io::Error::other(format!(
+                    "{path}: latent sector error reading {len} bytes at {offset}"
+                )));
+            }
+            let start = offset as usize;
+            buf.copy_from_slice(&file.current[start..start + buf.len()]);
+            Ok(())
+        })
+    }
+
+    /// Write all of `data` at `offset` (not durable until [`File::sync`]).
+    pub async fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        latency(self.node, false).await;
+        let node = self.node;
+        let path = self.path.display().to_string();
+        let used = fault::with(|s| s.disks.get(&node).map_or(0, NodeDisk::bytes_used));
+        self.with_file(|file, s| {
+            let faults = s.disk_faults(node);
+            let len = data.len() as u64;
+            let growth = (offset + len).saturating_sub(file.current.len() as u64);
+            let over_capacity = faults.capacity_bytes.is_some_and(|cap| used + growth > cap);
+            if over_capacity || s.chance(faults.disk_full_probability) {
+                s.counters.disk_full_errors += 1;
+                s.record("disk.full", format!("node {node} {path} offset {offset}"));
+                return Err(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    format!("{path}: no space left on device"),
+                ));
+            }
+            let mut target = offset;
+            if len > 0 && s.chance(faults.misdirect_probability) {
+                let extent = (file.current.len() as u64).max(offset + len);
+                let slots = extent.div_ceil(SECTOR_SIZE).max(2);
+                target = s.rng.gen_range(0..slots) * SECTOR_SIZE;
+                if target == offset {
+                    target += SECTOR_SIZE;
+                }
+                s.counters.misdirected_writes += 1;
+                s.record(
+                    "disk.misdirect",
+                    format!("node {node} {path} offset {offset} landed at {target} len {len}"),
+                );
+            }
+            apply(&mut file.current, target, data);
+            // A full rewrite of a sector clears its latent error.
+            let first_full = target.div_ceil(SECTOR_SIZE);
+            let end_full = (target + len) / SECTOR_SIZE;
+            if first_full < end_full {
+                let cleared: Vec<u64> = file.bad_sectors.range(first_full..end_full).copied().collect();
+                for sector in cleared {
+                    file.bad_sectors.remove(&sector);
+                }
+            }
+            file.pending.push(Pending::Write {
+                offset: target,
+                data: data.to_vec(),
+            });
+            Ok(())
+        })
+    }
+
+    /// Make every completed write durable. On an injected failure, a random subset of the
+    /// dirty writes persists and the rest are dropped, as after a real `fsync` error.
+    pub async fn sync(&self) -> io::Result<()> {
+        latency(self.node, true).await;
+        let node = self.node;
+        let path = self.path.display().to_string();
+        self.with_file(|file, s| {
+            let faults = s.disk_faults(node);
+            let pending = std::mem::take(&mut file.pending);
+            if s.chance(faults.sync_error_probability) {
+                let mut persisted = 0;
+                for p in &pending {
+                    if s.rng.gen_bool(0.5) {
+                        apply_pending(&mut file.durable, p);
+                        persisted += 1;
+                    }
+                }
+                s.counters.sync_errors += 1;
+                s.record(
+                    "disk.sync_error",
+                    format!("node {node} {path} persisted {persisted} of {}", pending.len()),
+                );
+                return Err(io::Error::other(format!("{path}: fsync failed")));
+            }
+            for p in &pending {
+                apply_pending(&mut file.durable, p);
+            }
+            Ok(())
+        })
+    }
+
+    /// The file's length in bytes.
+    pub async fn len(&self) -> io::Result<u64> {
+        self.with_file(|file, _| Ok(file.current.len() as u64))
+    }
+
+    /// Whether the file is empty.
+    pub async fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len().await? == 0)
+    }
+
+    /// Truncate or extend (with zeros) to `len` bytes (not durable until [`File::sync`]).
+    pub async fn set_len(&self, len: u64) -> io::Result<()> {
+        self.with_file(|file, _| {
+            file.current.resize(len as usize, 0);
+            file.pending.push(Pending::SetLen(len));
+            Ok(())
+        })
+    }
+}
+
+fn with_disk<T>(f: impl FnOnce(&mut NodeDisk) -> T) -> T {
+    let node = madsim::plugin::node();
+    fault::with(|s| f(s.disks.entry(node).or_default()))
+}
+
+/// Remove a file (durably).
+pub async fn remove(path: impl AsRef<Path>) -> io::Result<()> {
+    let path = path.as_ref();
+    with_disk(|disk| match disk.names.remove(path) {
+        Some(inode) => {
+            disk.files.remove(&inode);
+            Ok(())
+        }
+        None => Err(not_found(path)),
+    })
+}
+
+/// Rename a file, replacing any file at `to` (durably).
+pub async fn rename(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
+    let (from, to) = (from.as_ref(), to.as_ref());
+    with_disk(|disk| {
+        let inode = disk.names.remove(from).ok_or_else(|| not_found(from))?;
+        if let Some(old) = disk.names.insert(to.to_path_buf(), inode) {
+            disk.files.remove(&old);
+        }
+        Ok(())
+    })
+}
+
+/// Create a directory and its parents (durably).
+pub async fn create_dir_all(path: impl AsRef<Path>) -> io::Result<()> {
+    let path = path.as_ref();
+    with_disk(|disk| {
+        for ancestor in path.ancestors() {
+            if !ancestor.as_os_str().is_empty() {
+                disk.dirs.insert(ancestor.to_path_buf());
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Whether a file or directory exists at `path`.
+pub async fn exists(path: impl AsRef<Path>) -> io::Result<bool> {
+    let path = path.as_ref();
+    Ok(with_disk(|disk| {
+        disk.names.contains_key(path) || disk.dirs.contains(path)
+    }))
+}
+
+/// The names of the files in directory `dir`, sorted.
+pub async fn list(dir: impl AsRef<Path>) -> io::Result<Vec<String>> {
+    let dir = dir.as_ref();
+    with_disk(|disk| {
+        if !disk.dirs.contains(dir) && !disk.names.keys().any(|p| p.parent() == Some(dir)) {
+            return Err(not_found(dir));
+        }
+        Ok(disk
+            .names
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect())
+    })
+}

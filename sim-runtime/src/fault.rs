@@ -1,0 +1,323 @@
+//! Fault injection control (simulation only).
+//!
+//! One plugin, [`World`], registered in every simulation by [`crate::sim::runtime`], holds the
+//! simulated disks, the fault knobs, a counter per fault, and an ordered log of every fault that
+//! fired. Every draw comes from the simulation's seeded generator, so the same seed gives the
+//! same fault events, in the same order, at the same simulated times.
+//!
+//! Knobs are per node for the disk ([`set_disk_faults`]) and per directed link, keyed by the
+//! nodes' IP addresses, for the network ([`set_link_faults`], [`partition`], [`heal`]). Network
+//! faults act on whole frames inside [`crate::net`]'s writer, so production framing, checksums
+//! and reconnects run unchanged.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use madsim::plugin::Simulator;
+use madsim::rand::{GlobalRng, Rng};
+use madsim::task::NodeId;
+use madsim::time::TimeHandle;
+
+use crate::disk::simulated::NodeDisk;
+
+/// Disk fault knobs for one node. All probabilities are in `[0, 1]`; the default injects none.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DiskFaults {
+    /// On a kill, probability that a write not yet synced is lost entirely.
+    pub crash_lost_probability: f64,
+    /// On a kill, probability that a write not yet synced is torn: a random subset of its
+    /// 512-byte sectors persists. (Otherwise, with the remaining probability, it is kept.)
+    pub crash_torn_probability: f64,
+    /// Per read: probability that one sector in the read range develops a latent error; reads
+    /// of that sector fail until it is rewritten.
+    pub latent_error_probability: f64,
+    /// Per read: probability that one bit in the read range silently rots (in stored bytes).
+    pub bit_rot_probability: f64,
+    /// Per write: probability that the data lands at another sector-aligned offset instead.
+    pub misdirect_probability: f64,
+    /// Per sync: probability that the sync fails; a random subset of the dirty writes persists.
+    pub sync_error_probability: f64,
+    /// Per write: probability of a "no space left on device" error.
+    pub disk_full_probability: f64,
+    /// Total bytes the node's disk may hold; writes past it fail with "no space".
+    pub capacity_bytes: Option<u64>,
+    /// Latency of each sync, drawn uniformly in `[min, max]`.
+    pub sync_latency: (Duration, Duration),
+    /// Latency of each read and write, drawn uniformly in `[min, max]`.
+    pub io_latency: (Duration, Duration),
+}
+
+/// Network fault knobs for one directed link (frames from `src` to `dst`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LinkFaults {
+    /// Per frame: probability it is dropped.
+    pub drop_probability: f64,
+    /// Per frame: probability it is sent twice.
+    pub duplicate_probability: f64,
+    /// Per frame: probability it is held back and sent after the next frame.
+    pub reorder_probability: f64,
+    /// Per frame: probability one bit of it is flipped (the frame checksum must catch it).
+    pub corrupt_probability: f64,
+    /// Extra delay per frame, drawn uniformly in `[min, max]` (head-of-line, like TCP).
+    pub delay: (Duration, Duration),
+}
+
+/// How often each fault fired (since the simulation started).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounters {
+    pub crash_lost_writes: u64,
+    pub crash_torn_writes: u64,
+    pub crash_kept_writes: u64,
+    pub latent_errors_injected: u64,
+    pub latent_error_reads: u64,
+    pub bit_rots: u64,
+    pub misdirected_writes: u64,
+    pub sync_errors: u64,
+    pub disk_full_errors: u64,
+    pub frames_sent: u64,
+    pub frames_dropped: u64,
+    pub frames_duplicated: u64,
+    pub frames_reordered: u64,
+    pub frames_corrupted: u64,
+    pub frames_delayed: u64,
+    pub frames_partitioned: u64,
+    pub partitions: u64,
+    pub heals: u64,
+    pub kills: u64,
+    pub restarts: u64,
+    pub pauses: u64,
+    pub resumes: u64,
+}
+
+impl FaultCounters {
+    /// `(name, count)` for every counter, in a fixed order (for reports).
+    pub fn entries(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("crash_lost_writes", self.crash_lost_writes),
+            ("crash_torn_writes", self.crash_torn_writes),
+            ("crash_kept_writes", self.crash_kept_writes),
+            ("latent_errors_injected", self.latent_errors_injected),
+            ("latent_error_reads", self.latent_error_reads),
+            ("bit_rots", self.bit_rots),
+            ("misdirected_writes", self.misdirected_writes),
+            ("sync_errors", self.sync_errors),
+            ("disk_full_errors", self.disk_full_errors),
+            ("frames_sent", self.frames_sent),
+            ("frames_dropped", self.frames_dropped),
+            ("frames_duplicated", self.frames_duplicated),
+            ("frames_reordered", self.frames_reordered),
+            ("frames_corrupted", self.frames_corrupted),
+            ("frames_delayed", self.frames_delayed),
+            ("frames_partitioned", self.frames_partitioned),
+            ("partitions", self.partitions),
+            ("heals", self.heals),
+            ("kills", self.kills),
+            ("restarts", self.restarts),
+            ("pauses", self.pauses),
+            ("resumes", self.resumes),
+        ]
+    }
+}
+
+/// One fault that fired, in simulation order.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FaultEvent {
+    /// Simulated time since the start of the run.
+    pub at: Duration,
+    /// What fired, e.g. `disk.bit_rot`, `net.drop`, `node.kill`.
+    pub kind: &'static str,
+    /// Where: node id, file and offset, or link.
+    pub detail: String,
+}
+
+/// Upper bound on the fault log, so a long run cannot grow it without limit.
+pub const EVENT_LOG_MAX: usize = 1_000_000;
+
+pub(crate) struct WorldState {
+    pub(crate) rng: GlobalRng,
+    pub(crate) disks: BTreeMap<NodeId, NodeDisk>,
+    pub(crate) disk_faults: BTreeMap<NodeId, DiskFaults>,
+    pub(crate) link_faults: BTreeMap<(IpAddr, IpAddr), LinkFaults>,
+    pub(crate) default_link_faults: LinkFaults,
+    pub(crate) blocked: BTreeSet<(IpAddr, IpAddr)>,
+    pub(crate) killed: BTreeSet<NodeId>,
+    pub(crate) counters: FaultCounters,
+    pub(crate) events: Vec<FaultEvent>,
+    pub(crate) events_dropped: u64,
+    time: TimeHandle,
+}
+
+impl WorldState {
+    pub(crate) fn chance(&mut self, probability: f64) -> bool {
+        probability > 0.0 && self.rng.gen_bool(probability.min(1.0))
+    }
+
+    pub(crate) fn uniform(&mut self, (min, max): (Duration, Duration)) -> Duration {
+        if max <= min {
+            return min;
+        }
+        let nanos = self.rng.gen_range(min.as_nanos() as u64..=max.as_nanos() as u64);
+        Duration::from_nanos(nanos)
+    }
+
+    pub(crate) fn record(&mut self, kind: &'static str, detail: String) {
+        if self.events.len() >= EVENT_LOG_MAX {
+            self.events_dropped += 1;
+            return;
+        }
+        let at = self.time.elapsed();
+        self.events.push(FaultEvent { at, kind, detail });
+    }
+
+    pub(crate) fn disk_faults(&self, node: NodeId) -> DiskFaults {
+        self.disk_faults.get(&node).cloned().unwrap_or_default()
+    }
+
+    pub(crate) fn link_faults(&self, src: IpAddr, dst: IpAddr) -> LinkFaults {
+        self.link_faults
+            .get(&(src, dst))
+            .cloned()
+            .unwrap_or_else(|| self.default_link_faults.clone())
+    }
+}
+
+/// The simulator plugin holding all fault state of one simulation.
+pub struct World {
+    state: Mutex<WorldState>,
+}
+
+impl Simulator for World {
+    fn new(rand: &GlobalRng, time: &TimeHandle, _config: &madsim::Config) -> Self {
+        World {
+            state: Mutex::new(WorldState {
+                rng: rand.clone(),
+                disks: BTreeMap::new(),
+                disk_faults: BTreeMap::new(),
+                link_faults: BTreeMap::new(),
+                default_link_faults: LinkFaults::default(),
+                blocked: BTreeSet::new(),
+                killed: BTreeSet::new(),
+                counters: FaultCounters::default(),
+                events: Vec::new(),
+                events_dropped: 0,
+                time: time.clone(),
+            }),
+        }
+    }
+
+    fn reset_node(&self, id: NodeId) {
+        // Called by madsim on kill: power loss for this node's disk.
+        let mut state = self.lock();
+        crate::disk::simulated::power_loss(&mut state, id);
+    }
+}
+
+impl World {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, WorldState> {
+        // A poisoned lock means a panic inside the simulator itself: propagate it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub(crate) fn world() -> Arc<World> {
+    madsim::plugin::simulator::<World>()
+}
+
+pub(crate) fn with<T>(f: impl FnOnce(&mut WorldState) -> T) -> T {
+    let world = world();
+    let mut state = world.lock();
+    f(&mut state)
+}
+
+/// Set the disk fault knobs of `node`.
+pub fn set_disk_faults(node: NodeId, faults: DiskFaults) {
+    with(|s| {
+        s.disk_faults.insert(node, faults);
+    })
+}
+
+/// The disk fault knobs of `node`.
+pub fn disk_faults(node: NodeId) -> DiskFaults {
+    with(|s| s.disk_faults(node))
+}
+
+/// Set the fault knobs of the directed link `src → dst`.
+pub fn set_link_faults(src: IpAddr, dst: IpAddr, faults: LinkFaults) {
+    with(|s| {
+        s.link_faults.insert((src, dst), faults);
+    })
+}
+
+/// Set the fault knobs of every link without its own setting.
+pub fn set_default_link_faults(faults: LinkFaults) {
+    with(|s| s.default_link_faults = faults)
+}
+
+/// Clear every link's fault knobs (partitions are separate: see [`heal_all`]).
+pub fn clear_link_faults() {
+    with(|s| {
+        s.link_faults.clear();
+        s.default_link_faults = LinkFaults::default();
+    })
+}
+
+/// Block frames from `src` to `dst` (an asymmetric partition).
+pub fn partition_oneway(src: IpAddr, dst: IpAddr) {
+    with(|s| {
+        if s.blocked.insert((src, dst)) {
+            s.counters.partitions += 1;
+            s.record("net.partition", format!("{src} -> {dst}"));
+        }
+    })
+}
+
+/// Block frames both ways between `a` and `b` (a symmetric partition).
+pub fn partition(a: IpAddr, b: IpAddr) {
+    partition_oneway(a, b);
+    partition_oneway(b, a);
+}
+
+/// Unblock both directions between `a` and `b`.
+pub fn heal(a: IpAddr, b: IpAddr) {
+    with(|s| {
+        for link in [(a, b), (b, a)] {
+            if s.blocked.remove(&link) {
+                s.counters.heals += 1;
+                s.record("net.heal", format!("{} -> {}", link.0, link.1));
+            }
+        }
+    })
+}
+
+/// Unblock every link.
+pub fn heal_all() {
+    with(|s| {
+        let links: Vec<_> = std::mem::take(&mut s.blocked).into_iter().collect();
+        for (src, dst) in links {
+            s.counters.heals += 1;
+            s.record("net.heal", format!("{src} -> {dst}"));
+        }
+    })
+}
+
+/// Whether frames from `src` to `dst` are blocked.
+pub fn is_partitioned(src: IpAddr, dst: IpAddr) -> bool {
+    with(|s| s.blocked.contains(&(src, dst)))
+}
+
+/// How often each fault fired so far.
+pub fn counters() -> FaultCounters {
+    with(|s| s.counters.clone())
+}
+
+/// Every fault that fired so far, in order.
+pub fn events() -> Vec<FaultEvent> {
+    with(|s| s.events.clone())
+}
+
+/// Number of fault events recorded so far (cheaper than [`events`]).
+pub fn event_count() -> usize {
+    with(|s| s.events.len())
+}

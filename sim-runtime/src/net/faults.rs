@@ -1,0 +1,136 @@
+//! The simulation-only frame interposer: network faults applied to whole frames.
+
+use std::net::IpAddr;
+
+use madsim::rand::Rng;
+use tokio::io::{AsyncWriteExt, WriteHalf};
+use tokio::sync::mpsc;
+
+use super::{encode_frame, write_frame, TcpStream};
+use crate::fault;
+use crate::time::Duration;
+
+/// A frame held back for reordering is sent at the latest this long after it was held.
+const HOLD_MAX: Duration = Duration::from_millis(20);
+
+/// What the fault layer decided for one frame.
+struct Plan {
+    drop: bool,
+    delay: Duration,
+    corrupt_bit: Option<usize>,
+    duplicate: bool,
+    reorder: bool,
+}
+
+fn plan(src: IpAddr, dst: IpAddr, frame_len: usize) -> Plan {
+    fault::with(|s| {
+        s.counters.frames_sent += 1;
+        let link = format!("{src} -> {dst}");
+        let mut plan = Plan {
+            drop: false,
+            delay: Duration::ZERO,
+            corrupt_bit: None,
+            duplicate: false,
+            reorder: false,
+        };
+        if s.blocked.contains(&(src, dst)) {
+            s.counters.frames_partitioned += 1;
+            plan.drop = true;
+            return plan;
+        }
+        let faults = s.link_faults(src, dst);
+        if s.chance(faults.drop_probability) {
+            s.counters.frames_dropped += 1;
+            s.record("net.drop", link);
+            plan.drop = true;
+            return plan;
+        }
+        plan.delay = s.uniform(faults.delay);
+        if !plan.delay.is_zero() {
+            s.counters.frames_delayed += 1;
+        }
+        if s.chance(faults.corrupt_probability) {
+            let bit = s.rng.gen_range(0..frame_len * 8);
+            s.counters.frames_corrupted += 1;
+            s.record("net.corrupt", format!("{link} bit {bit}"));
+            plan.corrupt_bit = Some(bit);
+        }
+        if s.chance(faults.duplicate_probability) {
+            s.counters.frames_duplicated += 1;
+            s.record("net.duplicate", link.clone());
+            plan.duplicate = true;
+        }
+        if s.chance(faults.reorder_probability) {
+            s.counters.frames_reordered += 1;
+            s.record("net.reorder", link);
+            plan.reorder = true;
+        }
+        plan
+    })
+}
+
+pub(super) async fn writer_task(
+    mut write: WriteHalf<TcpStream>,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    link: Option<(IpAddr, IpAddr)>,
+) {
+    let mut held: Option<Vec<u8>> = None;
+    loop {
+        let next = if held.is_some() {
+            match crate::time::timeout(HOLD_MAX, rx.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    let frame = held.take().expect("held frame");
+                    if write_frame(&mut write, &frame).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        } else {
+            rx.recv().await
+        };
+        let Some(payload) = next else { break };
+        let mut frame = encode_frame(&payload);
+        let Some((src, dst)) = link else {
+            if write_frame(&mut write, &frame).await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let plan = plan(src, dst, frame.len());
+        if plan.drop {
+            continue;
+        }
+        if !plan.delay.is_zero() {
+            crate::time::sleep(plan.delay).await;
+            // A partition that began during the delay catches the frame too.
+            if fault::is_partitioned(src, dst) {
+                fault::with(|s| s.counters.frames_partitioned += 1);
+                continue;
+            }
+        }
+        if let Some(bit) = plan.corrupt_bit {
+            frame[bit / 8] ^= 1 << (bit % 8);
+        }
+        if plan.reorder && held.is_none() {
+            held = Some(frame);
+            continue;
+        }
+        let copies = if plan.duplicate { 2 } else { 1 };
+        for _ in 0..copies {
+            if write_frame(&mut write, &frame).await.is_err() {
+                return;
+            }
+        }
+        if let Some(frame) = held.take() {
+            if write_frame(&mut write, &frame).await.is_err() {
+                return;
+            }
+        }
+    }
+    if let Some(frame) = held.take() {
+        let _ = write_frame(&mut write, &frame).await;
+    }
+    let _ = write.shutdown().await;
+}

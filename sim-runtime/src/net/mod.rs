@@ -1,0 +1,254 @@
+//! Networking: TCP, and the framed message connection every kmb peer and client link uses.
+//!
+//! A frame is `len: u32 LE | checksum: u64 LE | payload`, where `checksum` is xxh3-64 of the
+//! payload seeded with `len`. A frame whose checksum fails or whose length exceeds the limit is
+//! an error and is never delivered; the reader is poisoned afterwards (the stream can no longer
+//! be trusted to be aligned), so the caller drops the connection and reconnects.
+//!
+//! Writes go through a per-connection writer task that writes each frame whole and flushes it.
+//! Under madsim that task is where network faults act (drop, duplicate, reorder, corrupt,
+//! delay, partition — see [`crate::fault`]), so the real framing code always runs.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+
+pub use tokio::net::{TcpListener, TcpStream};
+
+use crate::time::Duration;
+
+#[cfg(madsim)]
+mod faults;
+
+/// Bytes in a frame header.
+pub const FRAME_HEADER_SIZE: usize = 12;
+/// Default upper bound on a frame's payload.
+pub const FRAME_PAYLOAD_MAX: usize = 4 << 20;
+/// Frames queued per connection before [`FrameWriter::send`] waits.
+pub const FRAME_QUEUE_MAX: usize = 4096;
+
+/// Why a frame could not be sent or received.
+#[derive(Debug)]
+pub enum FrameError {
+    /// The connection is closed (cleanly at a frame boundary, or the writer task ended).
+    Closed,
+    /// An I/O error on the socket.
+    Io(io::Error),
+    /// The frame failed its checksum: corrupt in transit; never delivered.
+    Checksum,
+    /// The frame's length exceeds the limit; never delivered.
+    TooLarge { len: usize, max: usize },
+    /// The sender's queue is full ([`FrameWriter::try_send`] only).
+    Full,
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::Closed => f.write_str("connection closed"),
+            FrameError::Io(e) => write!(f, "i/o error: {e}"),
+            FrameError::Checksum => f.write_str("frame checksum mismatch"),
+            FrameError::TooLarge { len, max } => {
+                write!(f, "frame of {len} bytes exceeds the limit of {max}")
+            }
+            FrameError::Full => f.write_str("send queue full"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+fn checksum(payload: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(payload, payload.len() as u64)
+}
+
+/// Encode one frame.
+pub fn encode_frame(payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(FRAME_HEADER_SIZE + payload.len());
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&checksum(payload).to_le_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// Split a connected stream into a frame writer (with its writer task) and a frame reader.
+pub fn framed(stream: TcpStream) -> (FrameWriter, FrameReader) {
+    framed_with_limit(stream, FRAME_PAYLOAD_MAX)
+}
+
+/// [`framed`] with an explicit payload size limit for received frames.
+pub fn framed_with_limit(stream: TcpStream, payload_max: usize) -> (FrameWriter, FrameReader) {
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().ok();
+    let peer = stream.peer_addr().ok();
+    let (read, write) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::channel(FRAME_QUEUE_MAX);
+    let link = match (local, peer) {
+        (Some(l), Some(p)) => Some((l.ip(), p.ip())),
+        _ => None,
+    };
+    crate::task::spawn(writer_task(write, rx, link));
+    (
+        FrameWriter { tx, peer },
+        FrameReader {
+            read,
+            payload_max,
+            poisoned: false,
+            peer,
+        },
+    )
+}
+
+async fn write_frame(write: &mut WriteHalf<TcpStream>, frame: &[u8]) -> io::Result<()> {
+    write.write_all(frame).await?;
+    write.flush().await
+}
+
+#[cfg(not(madsim))]
+async fn writer_task(
+    mut write: WriteHalf<TcpStream>,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    _link: Option<(IpAddr, IpAddr)>,
+) {
+    while let Some(payload) = rx.recv().await {
+        if write_frame(&mut write, &encode_frame(&payload)).await.is_err() {
+            return;
+        }
+    }
+    let _ = write.shutdown().await;
+}
+
+#[cfg(madsim)]
+async fn writer_task(
+    write: WriteHalf<TcpStream>,
+    rx: mpsc::Receiver<Vec<u8>>,
+    link: Option<(IpAddr, IpAddr)>,
+) {
+    faults::writer_task(write, rx, link).await
+}
+
+/// The sending half of a framed connection. Cloning shares the connection.
+#[derive(Clone, Debug)]
+pub struct FrameWriter {
+    tx: mpsc::Sender<Vec<u8>>,
+    peer: Option<SocketAddr>,
+}
+
+impl FrameWriter {
+    /// Queue one frame; waits while the queue is full.
+    pub async fn send(&self, payload: Vec<u8>) -> Result<(), FrameError> {
+        self.tx.send(payload).await.map_err(|_| FrameError::Closed)
+    }
+
+    /// Queue one frame without waiting; `Full` if the queue is full.
+    pub fn try_send(&self, payload: Vec<u8>) -> Result<(), FrameError> {
+        self.tx.try_send(payload).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => FrameError::Full,
+            mpsc::error::TrySendError::Closed(_) => FrameError::Closed,
+        })
+    }
+
+    /// Whether the writer task has ended (the connection is gone).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// The remote address, if known.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+}
+
+/// The receiving half of a framed connection.
+#[derive(Debug)]
+pub struct FrameReader {
+    read: ReadHalf<TcpStream>,
+    payload_max: usize,
+    poisoned: bool,
+    peer: Option<SocketAddr>,
+}
+
+impl FrameReader {
+    /// Receive the next intact frame's payload.
+    pub async fn recv(&mut self) -> Result<Vec<u8>, FrameError> {
+        if self.poisoned {
+            return Err(FrameError::Closed);
+        }
+        let result = self.recv_inner().await;
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        result
+    }
+
+    async fn recv_inner(&mut self) -> Result<Vec<u8>, FrameError> {
+        let mut header = [0u8; FRAME_HEADER_SIZE];
+        match self.read.read_exact(&mut header).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+            Err(e) => return Err(FrameError::Io(e)),
+        }
+        let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
+        let sum = u64::from_le_bytes(header[4..12].try_into().expect("8 bytes"));
+        if len > self.payload_max {
+            return Err(FrameError::TooLarge {
+                len,
+                max: self.payload_max,
+            });
+        }
+        let mut payload = vec![0u8; len];
+        self.read
+            .read_exact(&mut payload)
+            .await
+            .map_err(FrameError::Io)?;
+        if checksum(&payload) != sum {
+            return Err(FrameError::Checksum);
+        }
+        Ok(payload)
+    }
+
+    /// The remote address, if known.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+}
+
+/// Exponential backoff with jitter for reconnecting to a peer.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            min: Duration::from_millis(10),
+            max: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Connect to `addr`, retrying with backoff up to `attempts_max` times (`None`: forever).
+pub async fn connect_with_backoff(
+    addr: SocketAddr,
+    backoff: Backoff,
+    attempts_max: Option<u32>,
+) -> io::Result<TcpStream> {
+    use rand::Rng;
+    let mut delay = backoff.min;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match TcpStream::connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) if attempts_max.is_some_and(|max| attempt >= max) => return Err(e),
+            Err(_) => {}
+        }
+        let jitter = crate::rand::rng().gen_range(0..=delay.as_micros() as u64 / 2);
+        crate::time::sleep(delay + Duration::from_micros(jitter)).await;
+        delay = (delay * 2).min(backoff.max);
+    }
+}
