@@ -158,7 +158,9 @@ impl WorldState {
         if max <= min {
             return min;
         }
-        let nanos = self.rng.gen_range(min.as_nanos() as u64..=max.as_nanos() as u64);
+        let nanos = self
+            .rng
+            .gen_range(min.as_nanos() as u64..=max.as_nanos() as u64);
         Duration::from_nanos(nanos)
     }
 

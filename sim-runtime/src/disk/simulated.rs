@@ -86,7 +86,10 @@ pub(crate) fn power_loss(state: &mut WorldState, node: NodeId) {
                 state.counters.crash_lost_writes += 1;
                 state.record(
                     "disk.crash_lost",
-                    format!("node {node} inode {inode} offset {offset} len {}", data.len()),
+                    format!(
+                        "node {node} inode {inode} offset {offset} len {}",
+                        data.len()
+                    ),
                 );
             } else if draw < faults.crash_lost_probability + faults.crash_torn_probability {
                 state.counters.crash_torn_writes += 1;
@@ -96,7 +99,8 @@ pub(crate) fn power_loss(state: &mut WorldState, node: NodeId) {
                 while start < end {
                     let sector_end = ((start / SECTOR_SIZE + 1) * SECTOR_SIZE).min(end);
                     if state.rng.gen_bool(0.5) {
-                        let slice = &data[(start - offset) as usize..(sector_end - offset) as usize];
+                        let slice =
+                            &data[(start - offset) as usize..(sector_end - offset) as usize];
                         apply(&mut file.durable, start, slice);
                         kept.push(start / SECTOR_SIZE);
                     }
@@ -228,7 +232,12 @@ impl File {
                     format!("node {node} {path} byte {byte} bit {bit:#04x}"),
                 );
             }
-            if file.bad_sectors.range(sectors(offset, len)).next().is_some() {
+            if file
+                .bad_sectors
+                .range(sectors(offset, len))
+                .next()
+                .is_some()
+            {
                 s.counters.latent_error_reads += 1;
                 return Err(io::Error::other(format!(
                     "{path}: latent sector error reading {len} bytes at {offset}"
@@ -278,7 +287,11 @@ impl File {
             let first_full = target.div_ceil(SECTOR_SIZE);
             let end_full = (target + len) / SECTOR_SIZE;
             if first_full < end_full {
-                let cleared: Vec<u64> = file.bad_sectors.range(first_full..end_full).copied().collect();
+                let cleared: Vec<u64> = file
+                    .bad_sectors
+                    .range(first_full..end_full)
+                    .copied()
+                    .collect();
                 for sector in cleared {
                     file.bad_sectors.remove(&sector);
                 }
@@ -311,7 +324,10 @@ impl File {
                 s.counters.sync_errors += 1;
                 s.record(
                     "disk.sync_error",
-                    format!("node {node} {path} persisted {persisted} of {}", pending.len()),
+                    format!(
+                        "node {node} {path} persisted {persisted} of {}",
+                        pending.len()
+                    ),
                 );
                 return Err(io::Error::other(format!("{path}: fsync failed")));
             }

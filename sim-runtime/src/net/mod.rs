@@ -113,7 +113,10 @@ async fn writer_task(
     _link: Option<(IpAddr, IpAddr)>,
 ) {
     while let Some(payload) = rx.recv().await {
-        if write_frame(&mut write, &encode_frame(&payload)).await.is_err() {
+        if write_frame(&mut write, &encode_frame(&payload))
+            .await
+            .is_err()
+        {
             return;
         }
     }
