@@ -1,1 +1,4 @@
-//! kmb simulator (VOPR) and checkers.
+//! # kmb-tests — the VOPR (deterministic simulator) and its checkers
+//!
+//! * [`swarm`] — every parameter a seed decides.
+pub mod swarm;

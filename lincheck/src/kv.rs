@@ -1,0 +1,513 @@
+//! The key-value model for kmb's own histories.
+//!
+//! Keys and values are UTF-8 strings (`String`). Operations:
+//!
+//! | input | output |
+//! |---|---|
+//! | `Get { key }` | `Value(Option<String>)` (`None` = absent) |
+//! | `Set { key, value }` | `Ok` |
+//! | `Del { key }` | `Deleted(n)`, `n` = 1 if the key existed, else 0 |
+//! | `IncrBy { key, delta }` | `Int(new value)`, or `Error` if the value is not an integer or the sum overflows |
+//! | `Cas { key, expected, new }` | `Swapped(true)` iff the current value equals `expected` (`None` = absent); then the value becomes `new` |
+//! | `Scan { start, end, limit }` | `Entries(pairs)`: the present keys `start <= key < end` in ascending order, at most `limit` |
+//!
+//! An absent key counts as 0 for `IncrBy`. A value is an integer iff it is the
+//! canonical decimal rendering of an `i64` (what `i64::to_string` produces: optional
+//! `-`, no `+`, no leading zeros, no spaces); `IncrBy` stores its result that way.
+//!
+//! [`check`] verifies a history in two parts:
+//!
+//! 1. **Per key**: all single-key operations are partitioned by key and each key is
+//!    checked for linearizability with the search (unknown outcomes allowed).
+//! 2. **Op numbers** (covers scans, which span keys): every kmb reply carries the op
+//!    number at which the server ordered the operation (unique across the history).
+//!    Using the completed operations that carry one, the checker verifies that
+//!    (a) op numbers are unique and respect real-time order (if `a` returned before
+//!    `b` was invoked then `op(a) < op(b)`), and (b) replaying those operations in
+//!    op-number order through the full model reproduces every output, scans included.
+//!
+//!    Operations with an unknown outcome have no op number, yet may have taken effect
+//!    anywhere after their call. A key written by an unknown-outcome operation `u` is
+//!    *uncertain* for every completed operation `x` with `u.call <= x.ret` (only those
+//!    could be ordered after `u`). The replay checks nothing on uncertain keys: a
+//!    single-key op on an uncertain key is skipped (the per-key check covers it), and a
+//!    scan is checked only on its certain keys — every returned certain key must hold
+//!    the returned value, and every certain key present in the replay that the scan
+//!    must have returned (within the range, and not beyond its last entry when the
+//!    limit was reached) must be there. Entries on uncertain keys are accepted as they
+//!    are. This is sound (no false alarms) but may miss violations on those keys.
+//!
+//!    If a completed write has no op number, the order of writes is unknown, so the
+//!    replay is skipped: the verdict is [`Verdict::Unknown`] if the history has a
+//!    completed scan, otherwise the per-key verdict stands. A completed scan without
+//!    an op number cannot be checked either: [`Verdict::Unknown`].
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    check_partitioned, describe_op, CheckOptions, Failure, Model, Operation, PartitionedModel,
+    Verdict,
+};
+
+mod ndjson;
+
+pub use ndjson::{parse_ndjson, parse_ndjson_with_lines, write_ndjson, OpName, Record, ResultKind};
+
+/// A key-value request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KvInput {
+    /// Read a key.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Write a key.
+    Set {
+        /// The key.
+        key: String,
+        /// The value written.
+        value: String,
+    },
+    /// Delete a key.
+    Del {
+        /// The key.
+        key: String,
+    },
+    /// Add `delta` to the integer value of a key (absent = 0).
+    IncrBy {
+        /// The key.
+        key: String,
+        /// The increment.
+        delta: i64,
+    },
+    /// Compare-and-set.
+    Cas {
+        /// The key.
+        key: String,
+        /// The value the key must hold (`None` = must be absent).
+        expected: Option<String>,
+        /// The new value.
+        new: String,
+    },
+    /// Ordered range read of `start <= key < end`, at most `limit` entries.
+    Scan {
+        /// Inclusive lower bound.
+        start: String,
+        /// Exclusive upper bound.
+        end: String,
+        /// Maximum number of entries.
+        limit: u64,
+    },
+}
+
+impl KvInput {
+    /// The key of a single-key operation; `None` for a scan.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            KvInput::Get { key }
+            | KvInput::Set { key, .. }
+            | KvInput::Del { key }
+            | KvInput::IncrBy { key, .. }
+            | KvInput::Cas { key, .. } => Some(key),
+            KvInput::Scan { .. } => None,
+        }
+    }
+
+    /// `true` for operations that may change the store (everything but get and scan).
+    pub fn may_write(&self) -> bool {
+        !matches!(self, KvInput::Get { .. } | KvInput::Scan { .. })
+    }
+}
+
+/// A key-value reply (without the op number).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KvOutput {
+    /// Reply to `Set`.
+    Ok,
+    /// Reply to `Get` (`None` = absent).
+    Value(Option<String>),
+    /// Reply to `Del`: 1 if the key existed, else 0.
+    Deleted(u64),
+    /// Reply to a successful `IncrBy`: the new value.
+    Int(i64),
+    /// Error reply to `IncrBy` (value not an integer, or overflow).
+    Error,
+    /// Reply to `Cas`: whether it swapped.
+    Swapped(bool),
+    /// Reply to `Scan`.
+    Entries(Vec<(String, String)>),
+}
+
+/// A completed kmb reply: the output plus the op number at which the server ordered
+/// the operation (`None` if the reply carried none).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KvReply {
+    /// The output.
+    pub output: KvOutput,
+    /// The server's op number for this operation.
+    pub op_number: Option<u64>,
+}
+
+/// A key-value operation as checked by [`check`].
+pub type KvOp = Operation<KvInput, KvReply>;
+
+enum Effect {
+    Keep,
+    Put(String),
+    Remove,
+}
+
+fn parse_canonical_int(s: &str) -> Option<i64> {
+    let n: i64 = s.parse().ok()?;
+    (n.to_string() == s).then_some(n)
+}
+
+/// Applies a single-key operation to the current value of its key. Scans are not
+/// single-key operations: the result for them is `(Entries([]), Keep)`.
+fn apply_key(cur: Option<&str>, input: &KvInput) -> (KvOutput, Effect) {
+    match input {
+        KvInput::Get { .. } => (KvOutput::Value(cur.map(str::to_string)), Effect::Keep),
+        KvInput::Set { value, .. } => (KvOutput::Ok, Effect::Put(value.clone())),
+        KvInput::Del { .. } => match cur {
+            Some(_) => (KvOutput::Deleted(1), Effect::Remove),
+            None => (KvOutput::Deleted(0), Effect::Keep),
+        },
+        KvInput::IncrBy { delta, .. } => {
+            let base = match cur {
+                None => Some(0),
+                Some(s) => parse_canonical_int(s),
+            };
+            match base.and_then(|b| b.checked_add(*delta)) {
+                Some(n) => (KvOutput::Int(n), Effect::Put(n.to_string())),
+                None => (KvOutput::Error, Effect::Keep),
+            }
+        }
+        KvInput::Cas { expected, new, .. } => {
+            if cur == expected.as_deref() {
+                (KvOutput::Swapped(true), Effect::Put(new.clone()))
+            } else {
+                (KvOutput::Swapped(false), Effect::Keep)
+            }
+        }
+        KvInput::Scan { .. } => (KvOutput::Entries(Vec::new()), Effect::Keep),
+    }
+}
+
+/// The full sequential specification: applies `input` to `store` and returns the
+/// output.
+pub fn apply(store: &mut BTreeMap<String, String>, input: &KvInput) -> KvOutput {
+    match input {
+        KvInput::Scan { start, end, limit } => {
+            if start >= end {
+                return KvOutput::Entries(Vec::new());
+            }
+            let limit = usize::try_from(*limit).unwrap_or(usize::MAX);
+            KvOutput::Entries(
+                store
+                    .range::<str, _>((
+                        std::ops::Bound::Included(start.as_str()),
+                        std::ops::Bound::Excluded(end.as_str()),
+                    ))
+                    .take(limit)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            )
+        }
+        _ => {
+            let key = input.key().unwrap_or_default();
+            let (out, effect) = apply_key(store.get(key).map(String::as_str), input);
+            match effect {
+                Effect::Keep => {}
+                Effect::Put(v) => {
+                    store.insert(key.to_string(), v);
+                }
+                Effect::Remove => {
+                    store.remove(key);
+                }
+            }
+            out
+        }
+    }
+}
+
+/// The per-key model: the state is the key's value; partitions are keys; scans belong
+/// to no partition (they are checked by the op-number replay of [`check`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KvKeyModel;
+
+impl Model for KvKeyModel {
+    type State = Option<String>;
+    type Input = KvInput;
+    type Output = KvReply;
+
+    fn init(&self) -> Option<String> {
+        None
+    }
+
+    fn step(
+        &self,
+        state: &Option<String>,
+        input: &KvInput,
+        output: &KvReply,
+    ) -> Option<Option<String>> {
+        if matches!(input, KvInput::Scan { .. }) {
+            return None;
+        }
+        let (expected, effect) = apply_key(state.as_deref(), input);
+        (expected == output.output).then(|| next_state(state, effect))
+    }
+
+    fn step_unknown(&self, state: &Option<String>, input: &KvInput) -> Vec<Option<String>> {
+        if matches!(input, KvInput::Scan { .. }) {
+            return vec![state.clone()];
+        }
+        let (_, effect) = apply_key(state.as_deref(), input);
+        vec![next_state(state, effect)]
+    }
+}
+
+fn next_state(state: &Option<String>, effect: Effect) -> Option<String> {
+    match effect {
+        Effect::Keep => state.clone(),
+        Effect::Put(v) => Some(v),
+        Effect::Remove => None,
+    }
+}
+
+impl PartitionedModel for KvKeyModel {
+    type Key = String;
+
+    fn partition(&self, input: &KvInput) -> Option<String> {
+        input.key().map(str::to_string)
+    }
+}
+
+/// The partition name of failures found by the op-number checks.
+pub const OP_NUMBER_PARTITION: &str = "(op-number order)";
+
+/// Checks a kmb history: per-key linearizability, then the op-number checks (real-time
+/// order and replay, which is what checks scans). See the module documentation.
+pub fn check(history: &[KvOp], options: &CheckOptions) -> Verdict {
+    let per_key = check_partitioned(&KvKeyModel, history, options);
+    if matches!(per_key, Verdict::NotLinearizable(_)) {
+        return per_key;
+    }
+    per_key.and(check_op_numbers(history))
+}
+
+fn numbered_failure(history: &[KvOp], prefix: Vec<usize>, index: usize, reason: String) -> Verdict {
+    Verdict::NotLinearizable(Failure {
+        partition: OP_NUMBER_PARTITION.to_string(),
+        prefix,
+        op_index: index,
+        op: describe_op(index, &history[index]),
+        reason,
+    })
+}
+
+/// The op-number checks alone (part 2 of [`check`]): uniqueness and real-time order of
+/// op numbers, and the replay in op-number order (which checks scans).
+pub fn check_op_numbers(history: &[KvOp]) -> Verdict {
+    // Completed ops with an op number, sorted by op number.
+    let mut numbered: Vec<(u64, usize)> = history
+        .iter()
+        .enumerate()
+        .filter_map(|(i, op)| Some((op.output.as_ref()?.op_number?, i)))
+        .collect();
+    if numbered.is_empty() {
+        return Verdict::Linearizable;
+    }
+    numbered.sort_unstable();
+    for (pos, w) in numbered.windows(2).enumerate() {
+        if w[0].0 == w[1].0 {
+            return numbered_failure(
+                history,
+                numbered[..pos].iter().map(|&(_, i)| i).collect(),
+                w[1].1,
+                format!("op number {} is also used by op #{}", w[1].0, w[0].1),
+            );
+        }
+    }
+    let prefix_before = |num: u64| -> Vec<usize> {
+        numbered
+            .iter()
+            .take_while(|&&(n, _)| n < num)
+            .map(|&(_, i)| i)
+            .collect()
+    };
+
+    // (a) Real time: if a.ret < b.call then op(a) < op(b).
+    let mut by_ret: Vec<usize> = numbered.iter().map(|&(_, i)| i).collect();
+    by_ret.sort_by_key(|&i| history[i].ret);
+    let mut by_call = by_ret.clone();
+    by_call.sort_by_key(|&i| history[i].call);
+    let op_num = |i: usize| history[i].output.as_ref().and_then(|r| r.op_number);
+    let mut ptr = 0;
+    let mut max: Option<(u64, usize)> = None;
+    for &b in &by_call {
+        while ptr < by_ret.len() && history[by_ret[ptr]].ret < history[b].call {
+            let a = by_ret[ptr];
+            let n = op_num(a).unwrap_or(0);
+            if !matches!(max, Some((m, _)) if m >= n) {
+                max = Some((n, a));
+            }
+            ptr += 1;
+        }
+        let nb = op_num(b).unwrap_or(0);
+        if let Some((na, a)) = max {
+            if na >= nb {
+                return numbered_failure(
+                    history,
+                    prefix_before(nb),
+                    b,
+                    format!(
+                        "real-time order violated: op #{a} (op number {na}) returned at {} \
+                         before this op (op number {nb}) was called at {}",
+                        history[a].ret, history[b].call
+                    ),
+                );
+            }
+        }
+    }
+
+    // (b) Replay in op-number order.
+    let has_completed_scan = history
+        .iter()
+        .any(|o| matches!(o.input, KvInput::Scan { .. }) && o.output.is_some());
+    for (i, op) in history.iter().enumerate() {
+        let Some(reply) = &op.output else { continue };
+        if reply.op_number.is_some() {
+            continue;
+        }
+        if matches!(op.input, KvInput::Scan { .. }) {
+            return Verdict::Unknown {
+                reason: format!("scan #{i} has no op number, so it cannot be checked"),
+            };
+        }
+        if op.input.may_write() {
+            if has_completed_scan {
+                return Verdict::Unknown {
+                    reason: format!(
+                        "completed write #{i} has no op number, so scans cannot be checked"
+                    ),
+                };
+            }
+            return Verdict::Linearizable;
+        }
+    }
+    // Earliest call of an unknown-outcome write, per key.
+    let mut uncertain_from: HashMap<&str, u64> = HashMap::new();
+    for op in history.iter().filter(|op| op.output.is_none()) {
+        if let (true, Some(key)) = (op.input.may_write(), op.input.key()) {
+            let e = uncertain_from.entry(key).or_insert(op.call);
+            *e = (*e).min(op.call);
+        }
+    }
+    let mut store: BTreeMap<String, String> = BTreeMap::new();
+    for (pos, &(num, i)) in numbered.iter().enumerate() {
+        let op = &history[i];
+        let Some(reply) = &op.output else { continue };
+        let uncertain = |key: &str| uncertain_from.get(key).is_some_and(|&c| c <= op.ret);
+        let result = match (&op.input, &reply.output) {
+            (KvInput::Scan { start, end, limit }, KvOutput::Entries(actual)) => {
+                check_scan(&store, start, end, *limit, actual, &uncertain)
+            }
+            (KvInput::Scan { .. }, other) => Err(format!("a scan cannot reply {other:?}")),
+            (input, actual) => {
+                let expected = apply(&mut store, input);
+                if expected != *actual && !uncertain(input.key().unwrap_or_default()) {
+                    Err(format!(
+                        "replaying in op-number order gives {expected:?}, but the reply was {actual:?}"
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        if let Err(reason) = result {
+            return numbered_failure(
+                history,
+                numbered[..pos].iter().map(|&(_, i)| i).collect(),
+                i,
+                format!("op number {num}: {reason}"),
+            );
+        }
+    }
+    Verdict::Linearizable
+}
+
+/// Checks a scan's reply against the replayed store, ignoring uncertain keys.
+fn check_scan(
+    store: &BTreeMap<String, String>,
+    start: &str,
+    end: &str,
+    limit: u64,
+    actual: &[(String, String)],
+    uncertain: &dyn Fn(&str) -> bool,
+) -> Result<(), String> {
+    if actual.len() as u64 > limit {
+        return Err(format!(
+            "scan returned {} entries, more than its limit {limit}",
+            actual.len()
+        ));
+    }
+    for (k, _) in actual {
+        if k.as_str() < start || k.as_str() >= end {
+            return Err(format!(
+                "scan returned key {k:?} outside [{start:?}, {end:?})"
+            ));
+        }
+    }
+    for w in actual.windows(2) {
+        if w[0].0 >= w[1].0 {
+            return Err(format!(
+                "scan returned keys out of order: {:?} then {:?}",
+                w[0].0, w[1].0
+            ));
+        }
+    }
+    for (k, v) in actual {
+        if uncertain(k) {
+            continue;
+        }
+        match store.get(k) {
+            Some(sv) if sv == v => {}
+            other => {
+                return Err(format!(
+                    "scan returned {k:?} = {v:?}, but replaying in op-number order gives {:?}",
+                    other
+                ))
+            }
+        }
+    }
+    if start >= end || limit == 0 {
+        return Ok(());
+    }
+    // Keys the scan must have returned: up to its last entry if the limit was reached,
+    // otherwise the whole range.
+    let full = actual.len() as u64 == limit;
+    let last = actual.last().map(|(k, _)| k.as_str());
+    let range = store.range::<str, _>((
+        std::ops::Bound::Included(start),
+        std::ops::Bound::Excluded(end),
+    ));
+    for (k, v) in range {
+        if full && Some(k.as_str()) > last {
+            break;
+        }
+        if uncertain(k) {
+            continue;
+        }
+        if actual
+            .binary_search_by(|(ak, _)| ak.as_str().cmp(k))
+            .is_err()
+        {
+            return Err(format!(
+                "scan is missing key {k:?} (= {v:?}), present when replaying in op-number order"
+            ));
+        }
+    }
+    Ok(())
+}

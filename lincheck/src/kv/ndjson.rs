@@ -1,0 +1,391 @@
+//! kmb's NDJSON history format (see `docs/history-format.md`).
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::{KvInput, KvOp, KvOutput, KvReply};
+use crate::{Operation, ParseError};
+
+/// The `op` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpName {
+    /// `get`
+    Get,
+    /// `set`
+    Set,
+    /// `del`
+    Del,
+    /// `incrby`
+    Incrby,
+    /// `cas`
+    Cas,
+    /// `scan`
+    Scan,
+}
+
+/// The `result` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResultKind {
+    /// A definite, successful reply; output fields present.
+    Ok,
+    /// A definite error reply that depends on the state (only `incrby` on a
+    /// non-integer value, or overflow); no output fields.
+    Error,
+    /// The operation certainly did not take effect; it is dropped by the parser.
+    Fail,
+    /// The outcome is unknown (timeout, lost connection): it may take effect at any
+    /// time after `call`, or never.
+    Unknown,
+}
+
+/// Deserializes a present field as `Some(inner)`, so that with `#[serde(default)]` an
+/// absent field is `None`, `null` is `Some(None)` and `"x"` is `Some(Some("x"))`.
+fn nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// One line of a kmb NDJSON history: one operation. Serialize it with `serde_json`
+/// (or [`Record::to_line`]) to produce the format; fields that are `None` are omitted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    /// Client id.
+    pub client: u64,
+    /// Invocation time.
+    pub call: u64,
+    /// Completion time: required for `ok` / `error`, optional (ignored) otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ret: Option<u64>,
+    /// The operation.
+    pub op: OpName,
+    /// Key (`get`, `set`, `del`, `incrby`, `cas`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `set`: the value written (a string). `get` with result `ok`: the value read,
+    /// `null` when absent.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "nullable"
+    )]
+    pub value: Option<Option<String>>,
+    /// `incrby`: the increment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<i64>,
+    /// `cas`: the expected value, `null` = must be absent.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "nullable"
+    )]
+    pub expected: Option<Option<String>>,
+    /// `cas`: the new value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new: Option<String>,
+    /// `scan`: inclusive start key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    /// `scan`: exclusive end key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+    /// `scan`: maximum number of entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// The outcome.
+    pub result: ResultKind,
+    /// `del` with result `ok`: 0 or 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<u64>,
+    /// `incrby` with result `ok`: the new value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_value: Option<i64>,
+    /// `cas` with result `ok`: whether it swapped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swapped: Option<bool>,
+    /// `scan` with result `ok`: `[[key, value], ...]` in ascending key order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries: Option<Vec<(String, String)>>,
+    /// The server's op number (result `ok` / `error`; optional for `fail`; must be
+    /// absent for `unknown`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op_number: Option<u64>,
+}
+
+const INPUT_FIELDS: [&str; 8] = [
+    "key", "value", "delta", "expected", "new", "start", "end", "limit",
+];
+
+impl Record {
+    fn empty(client: u64, call: u64, ret: Option<u64>, op: OpName, result: ResultKind) -> Self {
+        Record {
+            client,
+            call,
+            ret,
+            op,
+            key: None,
+            value: None,
+            delta: None,
+            expected: None,
+            new: None,
+            start: None,
+            end: None,
+            limit: None,
+            result,
+            deleted: None,
+            new_value: None,
+            swapped: None,
+            entries: None,
+            op_number: None,
+        }
+    }
+
+    fn with_input(mut self, input: &KvInput) -> Self {
+        match input {
+            KvInput::Get { key } | KvInput::Del { key } => self.key = Some(key.clone()),
+            KvInput::Set { key, value } => {
+                self.key = Some(key.clone());
+                self.value = Some(Some(value.clone()));
+            }
+            KvInput::IncrBy { key, delta } => {
+                self.key = Some(key.clone());
+                self.delta = Some(*delta);
+            }
+            KvInput::Cas { key, expected, new } => {
+                self.key = Some(key.clone());
+                self.expected = Some(expected.clone());
+                self.new = Some(new.clone());
+            }
+            KvInput::Scan { start, end, limit } => {
+                self.start = Some(start.clone());
+                self.end = Some(end.clone());
+                self.limit = Some(*limit);
+            }
+        }
+        self
+    }
+
+    /// The record of an operation with a definite reply (`ok` / `error`) or an unknown
+    /// outcome (`output: None`; `ret` is then omitted).
+    pub fn from_op(op: &KvOp) -> Record {
+        let name = op_name(&op.input);
+        let Some(reply) = &op.output else {
+            return Record::empty(op.client, op.call, None, name, ResultKind::Unknown)
+                .with_input(&op.input);
+        };
+        let result = if reply.output == KvOutput::Error {
+            ResultKind::Error
+        } else {
+            ResultKind::Ok
+        };
+        let mut r =
+            Record::empty(op.client, op.call, Some(op.ret), name, result).with_input(&op.input);
+        r.op_number = reply.op_number;
+        match &reply.output {
+            KvOutput::Ok | KvOutput::Error => {}
+            KvOutput::Value(v) => r.value = Some(v.clone()),
+            KvOutput::Deleted(n) => r.deleted = Some(*n),
+            KvOutput::Int(n) => r.new_value = Some(*n),
+            KvOutput::Swapped(b) => r.swapped = Some(*b),
+            KvOutput::Entries(e) => r.entries = Some(e.clone()),
+        }
+        r
+    }
+
+    /// The record of an operation that certainly did not take effect.
+    pub fn failed(client: u64, call: u64, ret: Option<u64>, input: &KvInput) -> Record {
+        Record::empty(client, call, ret, op_name(input), ResultKind::Fail).with_input(input)
+    }
+
+    /// The record as one JSON line (without the trailing newline).
+    pub fn to_line(&self) -> String {
+        // Serializing this type cannot fail: all map keys are strings.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    fn present(&self, field: &str) -> bool {
+        match field {
+            "key" => self.key.is_some(),
+            "value" => self.value.is_some(),
+            "delta" => self.delta.is_some(),
+            "expected" => self.expected.is_some(),
+            "new" => self.new.is_some(),
+            "start" => self.start.is_some(),
+            "end" => self.end.is_some(),
+            "limit" => self.limit.is_some(),
+            "deleted" => self.deleted.is_some(),
+            "new_value" => self.new_value.is_some(),
+            "swapped" => self.swapped.is_some(),
+            "entries" => self.entries.is_some(),
+            _ => false,
+        }
+    }
+
+    /// Validates the record and converts it into an operation; `Ok(None)` for a
+    /// `fail` record (it did not happen).
+    pub fn to_op(&self) -> Result<Option<KvOp>, String> {
+        let (inputs, output): (&[&str], Option<&str>) = match self.op {
+            OpName::Get => (&["key"], Some("value")),
+            OpName::Set => (&["key", "value"], None),
+            OpName::Del => (&["key"], Some("deleted")),
+            OpName::Incrby => (&["key", "delta"], Some("new_value")),
+            OpName::Cas => (&["key", "expected", "new"], Some("swapped")),
+            OpName::Scan => (&["start", "end", "limit"], Some("entries")),
+        };
+        let op = serde_json::to_value(self.op)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let with_output = self.result == ResultKind::Ok;
+        let all = INPUT_FIELDS
+            .iter()
+            .chain(["deleted", "new_value", "swapped", "entries"].iter());
+        for &f in all {
+            let wanted = inputs.contains(&f) || (with_output && output == Some(f));
+            match (wanted, self.present(f)) {
+                (true, false) => {
+                    return Err(format!("missing field `{f}` for op `{op}`"));
+                }
+                (false, true) => {
+                    return Err(format!(
+                        "field `{f}` is not allowed for op `{op}` with result `{:?}`",
+                        self.result
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if self.result == ResultKind::Error && self.op != OpName::Incrby {
+            return Err(format!(
+                "result `error` is only valid for `incrby`, not `{op}`"
+            ));
+        }
+        let input = self.input()?;
+        let ret = match self.result {
+            ResultKind::Fail => return Ok(None),
+            ResultKind::Unknown => {
+                if self.op_number.is_some() {
+                    return Err("`op_number` is not allowed with result `unknown`".to_string());
+                }
+                return Ok(Some(Operation {
+                    client: self.client,
+                    input,
+                    output: None,
+                    call: self.call,
+                    ret: u64::MAX,
+                }));
+            }
+            ResultKind::Ok | ResultKind::Error => self
+                .ret
+                .ok_or_else(|| "missing field `ret` (required for ok/error)".to_string())?,
+        };
+        if ret < self.call {
+            return Err(format!("`ret` ({ret}) is before `call` ({})", self.call));
+        }
+        let output = match self.op {
+            _ if self.result == ResultKind::Error => KvOutput::Error,
+            OpName::Get => KvOutput::Value(self.value.clone().flatten()),
+            OpName::Set => KvOutput::Ok,
+            OpName::Del => match self.deleted {
+                Some(n @ (0 | 1)) => KvOutput::Deleted(n),
+                other => return Err(format!("`deleted` must be 0 or 1, got {other:?}")),
+            },
+            OpName::Incrby => KvOutput::Int(self.new_value.unwrap_or_default()),
+            OpName::Cas => KvOutput::Swapped(self.swapped.unwrap_or_default()),
+            OpName::Scan => KvOutput::Entries(self.entries.clone().unwrap_or_default()),
+        };
+        Ok(Some(Operation {
+            client: self.client,
+            input,
+            output: Some(KvReply {
+                output,
+                op_number: self.op_number,
+            }),
+            call: self.call,
+            ret,
+        }))
+    }
+
+    fn input(&self) -> Result<KvInput, String> {
+        let key = || self.key.clone().unwrap_or_default();
+        Ok(match self.op {
+            OpName::Get => KvInput::Get { key: key() },
+            OpName::Set => KvInput::Set {
+                key: key(),
+                value: self
+                    .value
+                    .clone()
+                    .flatten()
+                    .ok_or_else(|| "`value` of a set must be a string, not null".to_string())?,
+            },
+            OpName::Del => KvInput::Del { key: key() },
+            OpName::Incrby => KvInput::IncrBy {
+                key: key(),
+                delta: self.delta.unwrap_or_default(),
+            },
+            OpName::Cas => KvInput::Cas {
+                key: key(),
+                expected: self.expected.clone().flatten(),
+                new: self.new.clone().unwrap_or_default(),
+            },
+            OpName::Scan => KvInput::Scan {
+                start: self.start.clone().unwrap_or_default(),
+                end: self.end.clone().unwrap_or_default(),
+                limit: self.limit.unwrap_or_default(),
+            },
+        })
+    }
+}
+
+fn op_name(input: &KvInput) -> OpName {
+    match input {
+        KvInput::Get { .. } => OpName::Get,
+        KvInput::Set { .. } => OpName::Set,
+        KvInput::Del { .. } => OpName::Del,
+        KvInput::IncrBy { .. } => OpName::Incrby,
+        KvInput::Cas { .. } => OpName::Cas,
+        KvInput::Scan { .. } => OpName::Scan,
+    }
+}
+
+/// Parses an NDJSON history, keeping each operation's 1-based line number. Blank lines
+/// are skipped; `fail` records are validated and dropped.
+pub fn parse_ndjson_with_lines(text: &str) -> Result<Vec<(usize, KvOp)>, ParseError> {
+    let mut ops = Vec::new();
+    for (idx, line) in text.lines().enumerate() {
+        let lineno = idx + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record: Record = serde_json::from_str(line).map_err(|e| ParseError {
+            line: lineno,
+            message: e.to_string(),
+        })?;
+        let op = record.to_op().map_err(|message| ParseError {
+            line: lineno,
+            message,
+        })?;
+        if let Some(op) = op {
+            ops.push((lineno, op));
+        }
+    }
+    Ok(ops)
+}
+
+/// Parses an NDJSON history into the operations to check (`fail` records dropped).
+pub fn parse_ndjson(text: &str) -> Result<Vec<KvOp>, ParseError> {
+    Ok(parse_ndjson_with_lines(text)?
+        .into_iter()
+        .map(|(_, op)| op)
+        .collect())
+}
+
+/// Renders operations as NDJSON (one [`Record`] per line, each line ending in `\n`).
+pub fn write_ndjson(ops: &[KvOp]) -> String {
+    let mut out = String::new();
+    for op in ops {
+        out.push_str(&Record::from_op(op).to_line());
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,8 @@
+//! Unit tests.
+
+mod differential;
+mod jepsen_parse;
+mod kv_check;
+mod kv_model;
+mod ndjson;
+mod register;
