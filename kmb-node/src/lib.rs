@@ -1,1 +1,19 @@
-//! kmb replicated key-value node.
+//! # kmb-node — the replicated key-value node
+//!
+//! * [`entry`] — the log entry (header + body), checksums and the hash chain. Pure.
+//! * [`storage`] — on-disk formats (WAL, superblock, checkpoints), pure recovery decisions,
+//!   and the storage engine over `sim_runtime::disk`.
+//! * [`core`] — the Viewstamped Replication protocol: pure, ticks and messages in, effects out.
+//! * [`kv`] — the key-value state machine. Pure.
+//! * [`resp`] — RESP2 (Redis protocol) command parser and reply encoder. Pure.
+
+pub mod client;
+pub mod commands;
+pub mod core;
+pub mod entry;
+#[cfg(madsim)]
+pub mod inspect;
+pub mod kv;
+pub mod node;
+pub mod resp;
+pub mod storage;

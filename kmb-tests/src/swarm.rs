@@ -182,7 +182,13 @@ mod tests {
             assert!(s.disk.crash_lost + s.disk.crash_torn <= 1.0);
         }
         assert_eq!(sizes.into_iter().collect::<Vec<_>>(), vec![1, 3, 5]);
-        let plain = Swarm::from_seed(1, SwarmOptions { no_enhanced_workloads: true, ..Default::default() });
+        let plain = Swarm::from_seed(
+            1,
+            SwarmOptions {
+                no_enhanced_workloads: true,
+                ..Default::default()
+            },
+        );
         assert_eq!((plain.mix.rmw, plain.mix.scan), (0, 0));
     }
 }

@@ -86,3 +86,40 @@ pub fn resume(node: NodeId) {
 pub fn is_killed(node: NodeId) -> bool {
     fault::with(|s| s.killed.contains(&node))
 }
+
+/// Run `run(seed)` for every seed on `jobs` worker threads, handing each result to `done` on
+/// the calling thread as it completes (in completion order). `run` should itself use [`run`]
+/// so every seed gets a fresh thread and a fresh simulation.
+pub fn for_each_seed<R, F, D>(seeds: &[u64], jobs: usize, run: F, mut done: D)
+where
+    R: Send,
+    F: Fn(u64) -> R + Sync,
+    D: FnMut(u64, R),
+{
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = std::sync::mpsc::channel::<(u64, R)>();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.clamp(1, seeds.len().max(1)) {
+            let tx = tx.clone();
+            let (next, run) = (&next, &run);
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&seed) = seeds.get(i) else { break };
+                if tx.send((seed, run(seed))).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        for (seed, result) in rx {
+            done(seed, result);
+        }
+    });
+}
+
+/// The host's monotonic clock, for measuring the simulator itself (wall time per seed, seeds
+/// per second). Never call it inside a simulation: simulated code uses [`crate::time`].
+pub fn host_now() -> std::time::Instant {
+    std::time::Instant::now()
+}

@@ -1,0 +1,131 @@
+//! Append throughput of the storage engine on the real disk (not a timed test).
+//!
+//! `cargo bench -p kmb-node --bench storage_append` (or `scripts/storage-bench.sh`).
+//! For 128 B and 4 KiB bodies, with one sync per append and with group commit (64 appends per
+//! sync), prints the median ops/s and MB/s over several runs. `KMB_BENCH_DIR` picks the
+//! directory (default: the system temp dir), `KMB_BENCH_RUNS` the number of runs (default 5).
+
+#[cfg(madsim)]
+fn main() {}
+
+#[cfg(not(madsim))]
+fn main() {
+    bench::main()
+}
+
+#[cfg(not(madsim))]
+mod bench {
+    use kmb_node::entry::{Entry, EntryFields, Operation};
+    use kmb_node::storage::{Identity, Storage, StorageConfig};
+    use sim_runtime::time::Instant;
+
+    const CLUSTER: u64 = 1;
+
+    async fn run(dir: &std::path::Path, body: usize, per_sync: u64, ops: u64) -> (f64, f64) {
+        let path = dir.join(format!("bench-{body}-{per_sync}.kmb"));
+        let config = StorageConfig {
+            slot_count: 1024,
+            slot_size: 8192,
+        };
+        let id = Identity {
+            cluster: CLUSTER,
+            replica: 0,
+            replica_count: 1,
+        };
+        Storage::format(&path, id, config).await.expect("format");
+        let (mut s, _) = Storage::open(&path).await.expect("open");
+        let mut parent = Entry::root(CLUSTER).checksum();
+        let payload = vec![0x5au8; body];
+        // Build entries up front so only storage work is timed.
+        let entries: Vec<Entry> = (1..=ops)
+            .map(|op| {
+                let e = Entry::new(
+                    EntryFields {
+                        cluster: CLUSTER,
+                        replica: 0,
+                        view: 0,
+                        op,
+                        commit: op - 1,
+                        parent,
+                        client: 1,
+                        request: op,
+                        operation: Operation::Request,
+                    },
+                    payload.clone(),
+                );
+                parent = e.checksum();
+                e
+            })
+            .collect();
+        let start = Instant::now();
+        for e in &entries {
+            let op = e.header.op;
+            if op > s.superblock().checkpoint.op + config.slot_count as u64 {
+                // WAL full: checkpoint (a tiny blob) at the last durable op.
+                let at = op - 1;
+                let checksum = entries[at as usize - 1].checksum();
+                s.checkpoint(at, checksum, b"bench")
+                    .await
+                    .expect("checkpoint");
+            }
+            s.append(e).await.expect("append");
+            if op % per_sync == 0 {
+                s.sync().await.expect("sync");
+            }
+        }
+        s.sync().await.expect("sync");
+        let secs = start.elapsed().as_secs_f64();
+        drop(s);
+        let _ = std::fs::remove_file(&path);
+        let ops_per_sec = ops as f64 / secs;
+        let mb_per_sec = ops_per_sec * (body + 128) as f64 / 1e6;
+        (ops_per_sec, mb_per_sec)
+    }
+
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    }
+
+    pub fn main() {
+        let dir = std::env::var("KMB_BENCH_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|_| std::env::temp_dir());
+        let runs: usize = std::env::var("KMB_BENCH_RUNS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(5);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        println!(
+            "storage append benchmark in {} ({runs} runs, medians)",
+            dir.display()
+        );
+        println!(
+            "{:>8} {:>14} {:>8} {:>12} {:>10}",
+            "body", "mode", "ops", "ops/s", "MB/s"
+        );
+        for body in [128usize, 4096] {
+            for (mode, per_sync, ops) in [("sync/append", 1u64, 1000u64), ("group 64", 64, 20_000)]
+            {
+                let mut opss = Vec::new();
+                let mut mbs = Vec::new();
+                for _ in 0..runs {
+                    let (o, m) = rt.block_on(run(&dir, body, per_sync, ops));
+                    opss.push(o);
+                    mbs.push(m);
+                }
+                println!(
+                    "{:>8} {:>14} {:>8} {:>12.0} {:>10.2}",
+                    body,
+                    mode,
+                    ops,
+                    median(opss),
+                    median(mbs)
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! The kmb client library: RESP over TCP with kmb's session extension.
+//!
+//! Every request is sent as `KMB.REQ <client-id> <request-number> <command> <args>...`; the
+//! reply is a two-element array `[op-number, reply]`, where `op-number` is the op at which the
+//! cluster ordered the request (the simulator's checkers use it). The client:
+//!
+//! * follows the primary: a `-REDIRECT <replica> <address>` error moves it there;
+//! * retries a request on timeout, connection loss or redirect **with the same request
+//!   number**, so the cluster executes it exactly once (its client table returns the cached
+//!   reply of a retried request);
+//! * reports a request that never reached any replica as [`ClientError::Failed`] (certainly
+//!   not executed) and one that was sent but got no reply before the deadline as
+//!   [`ClientError::Unknown`] (it may or may not take effect, at any later time).
+//!
+//! Requests on one `Client` are sequential (one outstanding request), as in VSR.
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::resp::{self, Value};
+use sim_runtime::net::TcpStream;
+use sim_runtime::time::{self, Duration, Instant};
+
+/// Client tuning.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// How long one attempt waits for a reply before trying another replica.
+    pub attempt_timeout: Duration,
+    /// How long a request is retried before it is reported as failed or unknown.
+    pub request_timeout: Duration,
+    /// Pause between attempts when no replica answered usefully.
+    pub retry_backoff: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            attempt_timeout: Duration::from_millis(1000),
+            request_timeout: Duration::from_secs(10),
+            retry_backoff: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Why a request did not complete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientError {
+    /// Certainly not executed: it never reached a replica, or a replica refused it before
+    /// ordering it.
+    Failed(String),
+    /// Sent, but no reply before the deadline: it may take effect at any later time, or never.
+    Unknown(String),
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Failed(m) => write!(f, "failed: {m}"),
+            ClientError::Unknown(m) => write!(f, "outcome unknown: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// A committed reply: the op number it was ordered at and the command's reply (which may be a
+/// command error such as `ERR value is not an integer`, itself committed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub op: u64,
+    pub value: Value,
+}
+
+struct Connection {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+enum Attempt {
+    Reply(Reply),
+    /// Try the replica at this index next.
+    Redirect(usize),
+    /// The replica refused before ordering the request (e.g. view change, recovering).
+    Refused(String),
+    /// Connection-level failure; `sent` says whether the request may have been delivered.
+    Broken {
+        sent: bool,
+        why: String,
+    },
+}
+
+/// A kmb client session.
+pub struct Client {
+    addresses: Vec<SocketAddr>,
+    client_id: u128,
+    request: u64,
+    primary: usize,
+    config: ClientConfig,
+    connection: Option<(usize, Connection)>,
+}
+
+impl Client {
+    /// A client of the cluster whose replicas serve clients at `addresses`, with a unique
+    /// `client_id` (draw it from `sim_runtime::rand`).
+    pub fn new(addresses: Vec<SocketAddr>, client_id: u128, config: ClientConfig) -> Client {
+        assert!(!addresses.is_empty(), "a client needs at least one address");
+        Client {
+            addresses,
+            client_id,
+            request: 0,
+            primary: 0,
+            config,
+            connection: None,
+        }
+    }
+
+    /// This session's client id.
+    pub fn client_id(&self) -> u128 {
+        self.client_id
+    }
+
+    /// The request number the next request will carry.
+    pub fn next_request(&self) -> u64 {
+        self.request + 1
+    }
+
+    /// Execute one command (e.g. `["SET", "k", "v"]`) exactly once.
+    pub async fn execute(&mut self, command: &[&[u8]]) -> Result<Reply, ClientError> {
+        self.request += 1;
+        let mut args: Vec<Vec<u8>> = vec![
+            b"KMB.REQ".to_vec(),
+            self.client_id.to_string().into_bytes(),
+            self.request.to_string().into_bytes(),
+        ];
+        args.extend(command.iter().map(|a| a.to_vec()));
+        let encoded = Value::Array(args.into_iter().map(Value::Bulk).collect()).encode();
+        let deadline = Instant::now() + self.config.request_timeout;
+        let mut ever_sent = false;
+        let mut last_error = String::from("no attempt made");
+        let mut target = self.primary;
+        while Instant::now() < deadline {
+            match self.attempt(target, &encoded).await {
+                Attempt::Reply(reply) => {
+                    self.primary = target;
+                    return Ok(reply);
+                }
+                Attempt::Redirect(to) => {
+                    target = to;
+                    continue;
+                }
+                Attempt::Refused(why) => {
+                    last_error = why;
+                    target = (target + 1) % self.addresses.len();
+                }
+                Attempt::Broken { sent, why } => {
+                    ever_sent |= sent;
+                    last_error = why;
+                    self.connection = None;
+                    target = (target + 1) % self.addresses.len();
+                }
+            }
+            time::sleep(self.config.retry_backoff).await;
+        }
+        if ever_sent {
+            Err(ClientError::Unknown(last_error))
+        } else {
+            Err(ClientError::Failed(last_error))
+        }
+    }
+
+    async fn attempt(&mut self, target: usize, encoded: &[u8]) -> Attempt {
+        let timeout = self.config.attempt_timeout;
+        if self.connection.as_ref().map(|(i, _)| *i) != Some(target) {
+            self.connection = None;
+            let addr = self.addresses[target];
+            match time::timeout(timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    self.connection = Some((
+                        target,
+                        Connection {
+                            stream,
+                            buffer: Vec::new(),
+                        },
+                    ));
+                }
+                Ok(Err(e)) => {
+                    return Attempt::Broken {
+                        sent: false,
+                        why: format!("connect {addr}: {e}"),
+                    }
+                }
+                Err(_) => {
+                    return Attempt::Broken {
+                        sent: false,
+                        why: format!("connect {addr}: timed out"),
+                    }
+                }
+            }
+        }
+        let Some((_, connection)) = self.connection.as_mut() else {
+            unreachable!("connected above");
+        };
+        if let Err(e) = connection.stream.write_all(encoded).await {
+            // Part of the request may have reached the replica.
+            return Attempt::Broken {
+                sent: true,
+                why: format!("send: {e}"),
+            };
+        }
+        let _ = connection.stream.flush().await;
+        match time::timeout(timeout, read_value(connection)).await {
+            Err(_) => Attempt::Broken {
+                sent: true,
+                why: "reply timed out".into(),
+            },
+            Ok(Err(why)) => Attempt::Broken { sent: true, why },
+            Ok(Ok(value)) => self.interpret(value),
+        }
+    }
+
+    fn interpret(&self, value: Value) -> Attempt {
+        match value {
+            Value::Array(mut items) if items.len() == 2 => {
+                let reply = items.pop().expect("two items");
+                match items.pop() {
+                    Some(Value::Integer(op)) if op >= 0 => Attempt::Reply(Reply {
+                        op: op as u64,
+                        value: reply,
+                    }),
+                    _ => Attempt::Broken {
+                        sent: true,
+                        why: "malformed session reply".into(),
+                    },
+                }
+            }
+            Value::Error(e) if e.starts_with("REDIRECT ") => {
+                let replica = e
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|r| r.parse::<usize>().ok())
+                    .filter(|&r| r < self.addresses.len());
+                match replica {
+                    Some(r) => Attempt::Redirect(r),
+                    None => Attempt::Refused(e),
+                }
+            }
+            // The replica accepted the request but saw no commit in time: it may still
+            // take effect.
+            Value::Error(e) if e.starts_with("TIMEOUT") => Attempt::Broken { sent: true, why: e },
+            // Refusals before ordering (not primary yet, view change, recovering, busy):
+            // the request was not executed, so retrying it is safe.
+            Value::Error(e) => Attempt::Refused(e),
+            other => Attempt::Broken {
+                sent: true,
+                why: format!("unexpected reply {other:?}"),
+            },
+        }
+    }
+
+    /// `SET key value`.
+    pub async fn set(&mut self, key: &[u8], value: &[u8]) -> Result<Reply, ClientError> {
+        self.execute(&[b"SET", key, value]).await
+    }
+
+    /// `GET key`.
+    pub async fn get(&mut self, key: &[u8]) -> Result<Reply, ClientError> {
+        self.execute(&[b"GET", key]).await
+    }
+
+    /// `DEL key`.
+    pub async fn del(&mut self, key: &[u8]) -> Result<Reply, ClientError> {
+        self.execute(&[b"DEL", key]).await
+    }
+
+    /// `INCRBY key delta`.
+    pub async fn incrby(&mut self, key: &[u8], delta: i64) -> Result<Reply, ClientError> {
+        let delta = delta.to_string();
+        self.execute(&[b"INCRBY", key, delta.as_bytes()]).await
+    }
+
+    /// Compare-and-set: `CAS key IFEQ expected new` or, with `expected = None`,
+    /// `CAS key IFABSENT new`. Replies `1` if it set the value, `0` if not.
+    pub async fn cas(
+        &mut self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<Reply, ClientError> {
+        match expected {
+            Some(expected) => self.execute(&[b"CAS", key, b"IFEQ", expected, new]).await,
+            None => self.execute(&[b"CAS", key, b"IFABSENT", new]).await,
+        }
+    }
+
+    /// Range scan: `RANGE start end LIMIT n` — keys in `[start, end)`, in order, at most `n`.
+    pub async fn range(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+    ) -> Result<Reply, ClientError> {
+        let limit = limit.to_string();
+        self.execute(&[b"RANGE", start, end, b"LIMIT", limit.as_bytes()])
+            .await
+    }
+}
+
+async fn read_value(connection: &mut Connection) -> Result<Value, String> {
+    loop {
+        match resp::parse_value(&connection.buffer) {
+            Err(e) => return Err(e.to_string()),
+            Ok(Some((value, used))) => {
+                connection.buffer.drain(..used);
+                return Ok(value);
+            }
+            Ok(None) => {}
+        }
+        let mut chunk = [0u8; 4096];
+        match connection.stream.read(&mut chunk).await {
+            Ok(0) => return Err("connection closed".into()),
+            Ok(n) => connection.buffer.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(format!("receive: {e}")),
+        }
+    }
+}

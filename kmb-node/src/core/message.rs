@@ -1,0 +1,373 @@
+//! Replica-to-replica messages and their total, bounded encoding.
+//!
+//! Layout: magic `KMBM`, version `u16`, tag `u8`, cluster `u64`, sender replica `u8`, then the
+//! body fields in declaration order (little-endian). Headers are the 128-byte entry headers
+//! (checksum-verified on decode), entries are `u32`-length-prefixed [`Entry`] encodings
+//! (checksum-verified, exact length), header lists are `u32`-counted and at most
+//! [`HEADERS_MAX`] long, snapshots are `u64`-prefixed and at most
+//! [`snapshot::SNAPSHOT_SIZE_MAX`](super::snapshot::SNAPSHOT_SIZE_MAX). Decoding never panics
+//! and rejects trailing bytes. Semantic checks (cluster, view, op ranges) happen in the replica.
+
+use super::codec::{DecodeError, Reader, Writer};
+use super::snapshot::SNAPSHOT_SIZE_MAX;
+use crate::entry::{Checksum, Entry, Header, BODY_SIZE_MAX, HEADER_SIZE};
+
+/// At most this many headers in one message.
+pub const HEADERS_MAX: usize = 256;
+/// Largest encoded message.
+pub const MESSAGE_SIZE_MAX: usize = SNAPSHOT_SIZE_MAX + 4096;
+
+const MAGIC: [u8; 4] = *b"KMBM";
+const VERSION: u16 = 1;
+
+/// A message between replicas.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// Cluster id; a mismatch is dropped.
+    pub cluster: u64,
+    /// Sender's replica index; must match the transport's `from`.
+    pub replica: u8,
+    pub body: Body,
+}
+
+/// What a message says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// Primary → backups: append `entry`; `commit` is the primary's commit number. Also the
+    /// answer to [`Body::RequestPrepare`] (then from any replica, verified by checksum).
+    Prepare {
+        view: u32,
+        commit: u64,
+        entry: Entry,
+    },
+    /// Backup → primary: every op up to `op` is durable here and chains to `checksum`.
+    PrepareOk {
+        view: u32,
+        op: u64,
+        checksum: Checksum,
+    },
+    /// Primary → backups heartbeat: commit number and durable checkpoint op.
+    Commit {
+        view: u32,
+        commit: u64,
+        checkpoint_op: u64,
+    },
+    StartViewChange {
+        view: u32,
+    },
+    /// To the new primary: the sender's durable `log_view`, head and log suffix headers.
+    DoViewChange {
+        view: u32,
+        log_view: u32,
+        op: u64,
+        op_checksum: Checksum,
+        commit: u64,
+        checkpoint_op: u64,
+        headers: Vec<Header>,
+    },
+    /// New primary → all: the log of the new view (head and suffix headers).
+    StartView {
+        view: u32,
+        op: u64,
+        op_checksum: Checksum,
+        commit: u64,
+        checkpoint_op: u64,
+        headers: Vec<Header>,
+    },
+    /// A replica that saw a newer view asks its primary for the StartView.
+    RequestStartView {
+        view: u32,
+    },
+    /// A restarted replica with an unreadable head asks for the current view and log.
+    Recovery {
+        nonce: u64,
+    },
+    /// Answer to Recovery from a replica in normal status; only the primary fills in `headers`.
+    RecoveryResponse {
+        view: u32,
+        nonce: u64,
+        op: u64,
+        op_checksum: Checksum,
+        commit: u64,
+        checkpoint_op: u64,
+        headers: Vec<Header>,
+    },
+    /// Ask for the entry at `op` whose checksum is `checksum`.
+    RequestPrepare {
+        op: u64,
+        checksum: Checksum,
+    },
+    /// Ask for the headers of ops `op_min..=op_max` (at most [`HEADERS_MAX`]).
+    RequestHeaders {
+        op_min: u64,
+        op_max: u64,
+    },
+    /// Answer to RequestHeaders (unverified; the receiver checks them against its hash chain).
+    Headers {
+        headers: Vec<Header>,
+    },
+    /// Ask for the sender's durable checkpoint.
+    RequestStateTransfer,
+    /// A durable checkpoint: state after applying every op up to `checkpoint_op`.
+    StateTransfer {
+        view: u32,
+        checkpoint_op: u64,
+        checkpoint_checksum: Checksum,
+        snapshot: Vec<u8>,
+    },
+}
+
+impl Body {
+    fn tag(&self) -> u8 {
+        match self {
+            Body::Prepare { .. } => 1,
+            Body::PrepareOk { .. } => 2,
+            Body::Commit { .. } => 3,
+            Body::StartViewChange { .. } => 4,
+            Body::DoViewChange { .. } => 5,
+            Body::StartView { .. } => 6,
+            Body::RequestStartView { .. } => 7,
+            Body::Recovery { .. } => 8,
+            Body::RecoveryResponse { .. } => 9,
+            Body::RequestPrepare { .. } => 10,
+            Body::RequestHeaders { .. } => 11,
+            Body::Headers { .. } => 12,
+            Body::RequestStateTransfer => 13,
+            Body::StateTransfer { .. } => 14,
+        }
+    }
+}
+
+fn write_headers(w: &mut Writer, headers: &[Header]) {
+    debug_assert!(headers.len() <= HEADERS_MAX);
+    w.u32(headers.len() as u32);
+    for h in headers {
+        w.raw(&h.encode());
+    }
+}
+
+fn read_headers(r: &mut Reader<'_>) -> Result<Vec<Header>, DecodeError> {
+    let n = r.count(HEADERS_MAX, HEADER_SIZE)?;
+    let mut headers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let header =
+            Header::decode(r.raw(HEADER_SIZE)?).map_err(|_| DecodeError::Invalid("header"))?;
+        headers.push(header);
+    }
+    Ok(headers)
+}
+
+fn read_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
+    let bytes = r.bytes(HEADER_SIZE + BODY_SIZE_MAX as usize)?;
+    let entry = Entry::decode(bytes).map_err(|_| DecodeError::Invalid("entry"))?;
+    if HEADER_SIZE + entry.body.len() != bytes.len() {
+        return Err(DecodeError::Invalid("entry length"));
+    }
+    Ok(entry)
+}
+
+impl Message {
+    pub fn new(cluster: u64, replica: u8, body: Body) -> Message {
+        Message {
+            cluster,
+            replica,
+            body,
+        }
+    }
+
+    /// Encode. Bodies built by the replica respect every bound the decoder checks.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.raw(&MAGIC);
+        w.u16(VERSION);
+        w.u8(self.body.tag());
+        w.u64(self.cluster);
+        w.u8(self.replica);
+        match &self.body {
+            Body::Prepare {
+                view,
+                commit,
+                entry,
+            } => {
+                w.u32(*view);
+                w.u64(*commit);
+                w.bytes(&entry.encode());
+            }
+            Body::PrepareOk { view, op, checksum } => {
+                w.u32(*view);
+                w.u64(*op);
+                w.u128(*checksum);
+            }
+            Body::Commit {
+                view,
+                commit,
+                checkpoint_op,
+            } => {
+                w.u32(*view);
+                w.u64(*commit);
+                w.u64(*checkpoint_op);
+            }
+            Body::StartViewChange { view } | Body::RequestStartView { view } => w.u32(*view),
+            Body::DoViewChange {
+                view,
+                log_view,
+                op,
+                op_checksum,
+                commit,
+                checkpoint_op,
+                headers,
+            } => {
+                w.u32(*view);
+                w.u32(*log_view);
+                w.u64(*op);
+                w.u128(*op_checksum);
+                w.u64(*commit);
+                w.u64(*checkpoint_op);
+                write_headers(&mut w, headers);
+            }
+            Body::StartView {
+                view,
+                op,
+                op_checksum,
+                commit,
+                checkpoint_op,
+                headers,
+            } => {
+                w.u32(*view);
+                w.u64(*op);
+                w.u128(*op_checksum);
+                w.u64(*commit);
+                w.u64(*checkpoint_op);
+                write_headers(&mut w, headers);
+            }
+            Body::Recovery { nonce } => w.u64(*nonce),
+            Body::RecoveryResponse {
+                view,
+                nonce,
+                op,
+                op_checksum,
+                commit,
+                checkpoint_op,
+                headers,
+            } => {
+                w.u32(*view);
+                w.u64(*nonce);
+                w.u64(*op);
+                w.u128(*op_checksum);
+                w.u64(*commit);
+                w.u64(*checkpoint_op);
+                write_headers(&mut w, headers);
+            }
+            Body::RequestPrepare { op, checksum } => {
+                w.u64(*op);
+                w.u128(*checksum);
+            }
+            Body::RequestHeaders { op_min, op_max } => {
+                w.u64(*op_min);
+                w.u64(*op_max);
+            }
+            Body::Headers { headers } => write_headers(&mut w, headers),
+            Body::RequestStateTransfer => {}
+            Body::StateTransfer {
+                view,
+                checkpoint_op,
+                checkpoint_checksum,
+                snapshot,
+            } => {
+                w.u32(*view);
+                w.u64(*checkpoint_op);
+                w.u128(*checkpoint_checksum);
+                w.blob(snapshot);
+            }
+        }
+        w.buf
+    }
+
+    /// Decode; total (never panics), bounded, no trailing bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
+        if bytes.len() > MESSAGE_SIZE_MAX {
+            return Err(DecodeError::TooLarge);
+        }
+        let mut r = Reader::new(bytes);
+        if r.raw(4)? != MAGIC {
+            return Err(DecodeError::Invalid("message magic"));
+        }
+        if r.u16()? != VERSION {
+            return Err(DecodeError::Invalid("message version"));
+        }
+        let tag = r.u8()?;
+        let cluster = r.u64()?;
+        let replica = r.u8()?;
+        let body = match tag {
+            1 => Body::Prepare {
+                view: r.u32()?,
+                commit: r.u64()?,
+                entry: read_entry(&mut r)?,
+            },
+            2 => Body::PrepareOk {
+                view: r.u32()?,
+                op: r.u64()?,
+                checksum: r.u128()?,
+            },
+            3 => Body::Commit {
+                view: r.u32()?,
+                commit: r.u64()?,
+                checkpoint_op: r.u64()?,
+            },
+            4 => Body::StartViewChange { view: r.u32()? },
+            5 => Body::DoViewChange {
+                view: r.u32()?,
+                log_view: r.u32()?,
+                op: r.u64()?,
+                op_checksum: r.u128()?,
+                commit: r.u64()?,
+                checkpoint_op: r.u64()?,
+                headers: read_headers(&mut r)?,
+            },
+            6 => Body::StartView {
+                view: r.u32()?,
+                op: r.u64()?,
+                op_checksum: r.u128()?,
+                commit: r.u64()?,
+                checkpoint_op: r.u64()?,
+                headers: read_headers(&mut r)?,
+            },
+            7 => Body::RequestStartView { view: r.u32()? },
+            8 => Body::Recovery { nonce: r.u64()? },
+            9 => Body::RecoveryResponse {
+                view: r.u32()?,
+                nonce: r.u64()?,
+                op: r.u64()?,
+                op_checksum: r.u128()?,
+                commit: r.u64()?,
+                checkpoint_op: r.u64()?,
+                headers: read_headers(&mut r)?,
+            },
+            10 => Body::RequestPrepare {
+                op: r.u64()?,
+                checksum: r.u128()?,
+            },
+            11 => Body::RequestHeaders {
+                op_min: r.u64()?,
+                op_max: r.u64()?,
+            },
+            12 => Body::Headers {
+                headers: read_headers(&mut r)?,
+            },
+            13 => Body::RequestStateTransfer,
+            14 => Body::StateTransfer {
+                view: r.u32()?,
+                checkpoint_op: r.u64()?,
+                checkpoint_checksum: r.u128()?,
+                snapshot: r.blob(SNAPSHOT_SIZE_MAX)?.to_vec(),
+            },
+            _ => return Err(DecodeError::Invalid("message tag")),
+        };
+        r.finish()?;
+        Ok(Message {
+            cluster,
+            replica,
+            body,
+        })
+    }
+}

@@ -1,0 +1,1770 @@
+//! The replica: Viewstamped Replication Revisited made durable the TigerBeetle way.
+//!
+//! Pure: [`Replica::step`] handles one [`Input`] and returns the [`Effect`]s to execute in
+//! order. Durability is part of the effects: the replica never acts on a write (PrepareOk,
+//! counting itself, DoViewChange, StartView, reusing WAL space) before the glue has reported
+//! it durable with [`Input::Synced`], [`Input::SuperblockSynced`] or
+//! [`Input::CheckpointDone`]. See `docs/protocol.md`.
+//!
+//! The log lives in memory as `slots`: for every op after the durable checkpoint whose header
+//! is known, the header, and the body if present. A slot without a body, or an op without a
+//! slot, is repaired from peers; a repaired header or body is accepted only if it matches the
+//! hash chain (the successor's `parent`, or the header installed from the primary).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use xxhash_rust::xxh3::xxh3_128;
+
+use super::message::{Body, Message, HEADERS_MAX};
+use super::snapshot::{self, ClientEntry, ClientTable, SNAPSHOT_SIZE_MAX};
+use super::{CheckpointState, Config, DurableState, Effect, Input, Status};
+use crate::entry::{Checksum, Entry, EntryFields, Header, Operation, BODY_SIZE_MAX};
+use crate::kv::{self, KvState};
+
+/// At most this many RequestPrepare repairs per round.
+const REPAIR_BODIES_MAX: usize = 64;
+/// At most this many header gaps asked about per round.
+const REPAIR_GAPS_MAX: usize = 4;
+
+#[derive(Clone, Debug)]
+struct Slot {
+    header: Header,
+    body: Option<Vec<u8>>,
+    /// The body is known durable in the local WAL.
+    durable: bool,
+}
+
+#[derive(Clone, Debug)]
+struct LogSummary {
+    view: u32,
+    log_view: u32,
+    op: u64,
+    op_checksum: Checksum,
+    commit: u64,
+    checkpoint_op: u64,
+    headers: Vec<Header>,
+}
+
+/// Why a log could not be installed.
+enum InstallError {
+    /// The message is malformed or contradicts committed state: dropped.
+    Conflict,
+    /// The head's header is not included (the sender's head is its checkpoint): state
+    /// transfer is needed first.
+    MissingHead,
+}
+
+/// One replica's protocol state. See the module docs.
+pub struct Replica {
+    config: Config,
+    status: Status,
+    halted: Option<String>,
+    effects: Vec<Effect>,
+    tick: u64,
+
+    view: u32,
+    /// The view whose log this replica has completely and durably installed (in memory;
+    /// `superblock` says what is durable).
+    log_view: u32,
+    superblock: (u32, u32),
+    superblock_inflight: Option<(u32, u32)>,
+
+    checkpoint: CheckpointState,
+    checkpoint_inflight: Option<CheckpointState>,
+
+    slots: BTreeMap<u64, Slot>,
+    op: u64,
+    commit_min: u64,
+    commit_max: u64,
+    kv: KvState,
+    clients: ClientTable,
+
+    /// Ops written since the last Sync request.
+    dirty: BTreeSet<u64>,
+    dirty_truncate: bool,
+    /// (op echoed, ops covered) of the outstanding Sync.
+    sync_inflight: Option<(u64, BTreeSet<u64>)>,
+    syncing_truncate: bool,
+
+    /// Primary: highest op each replica acknowledged in this view.
+    ack_op: Vec<u64>,
+    /// Backup: the last op acknowledged in this view.
+    acked_op: Option<u64>,
+
+    svc_from: BTreeSet<u8>,
+    dvcs: BTreeMap<u8, LogSummary>,
+    dvc_sent: bool,
+    vc_installed: bool,
+
+    primary_contact_tick: u64,
+    heartbeat_due: u64,
+    prepare_due: u64,
+    repair_due: u64,
+    view_change_due: u64,
+    resend_due: u64,
+    state_transfer_due: u64,
+    repair_inflight: BTreeSet<u64>,
+
+    rng: u64,
+    nonce: u64,
+    recovery_replies: BTreeMap<u8, LogSummary>,
+
+    commits: Vec<(u64, Checksum)>,
+}
+
+/// Slots with ops in `lo..=hi` (empty if `lo > hi`, where `BTreeMap::range` would panic).
+fn span(
+    slots: &BTreeMap<u64, Slot>,
+    lo: u64,
+    hi: u64,
+) -> std::collections::btree_map::Range<'_, u64, Slot> {
+    if lo > hi {
+        slots.range(lo..lo)
+    } else {
+        slots.range(lo..=hi)
+    }
+}
+
+/// Views and op numbers in messages are bounded far below overflow, so that no arithmetic on
+/// them (`view + 1`, `op + 1`, `checkpoint + slot_count`) can overflow.
+const VIEW_MAX: u32 = u32::MAX / 2;
+const OP_MAX: u64 = 1 << 60;
+
+fn numbers_in_range(body: &Body) -> bool {
+    let headers_ok =
+        |headers: &[Header]| headers.iter().all(|h| h.op < OP_MAX && h.view < VIEW_MAX);
+    match body {
+        Body::Prepare {
+            view,
+            commit,
+            entry,
+        } => *view < VIEW_MAX && *commit < OP_MAX && headers_ok(&[entry.header]),
+        Body::PrepareOk { view, op, .. } => *view < VIEW_MAX && *op < OP_MAX,
+        Body::Commit {
+            view,
+            commit,
+            checkpoint_op,
+        } => *view < VIEW_MAX && *commit < OP_MAX && *checkpoint_op < OP_MAX,
+        Body::StartViewChange { view } | Body::RequestStartView { view } => *view < VIEW_MAX,
+        Body::DoViewChange {
+            view,
+            op,
+            commit,
+            checkpoint_op,
+            headers,
+            ..
+        }
+        | Body::StartView {
+            view,
+            op,
+            commit,
+            checkpoint_op,
+            headers,
+            ..
+        }
+        | Body::RecoveryResponse {
+            view,
+            op,
+            commit,
+            checkpoint_op,
+            headers,
+            ..
+        } => {
+            *view < VIEW_MAX
+                && *op < OP_MAX
+                && *commit < OP_MAX
+                && *checkpoint_op < OP_MAX
+                && headers_ok(headers)
+        }
+        Body::Recovery { .. } | Body::RequestStateTransfer => true,
+        Body::RequestPrepare { op, .. } => *op < OP_MAX,
+        Body::RequestHeaders { op_min, op_max } => *op_min < OP_MAX && *op_max < OP_MAX,
+        Body::Headers { headers } => headers_ok(headers),
+        Body::StateTransfer {
+            view,
+            checkpoint_op,
+            ..
+        } => *view < VIEW_MAX && *checkpoint_op < OP_MAX,
+    }
+}
+
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Replica {
+    /// Build a replica from its configuration and what storage recovered. Start-up effects
+    /// (e.g. Recovery messages) are returned by [`Replica::poll_effects`] or the first step.
+    ///
+    /// Panics if `config.validate()` fails (a programming error; validate first). An
+    /// inconsistent `durable` state does not panic: the replica starts halted.
+    pub fn new(config: Config, durable: DurableState) -> Replica {
+        if let Err(e) = config.validate() {
+            panic!("invalid config: {e}");
+        }
+        let n = config.replica_count as usize;
+        let root = Entry::root(config.cluster);
+        let checkpoint = durable.checkpoint.clone().unwrap_or(CheckpointState {
+            op: 0,
+            checksum: root.checksum(),
+            snapshot: snapshot::empty(),
+        });
+        let mut rng = config.seed;
+        let nonce = splitmix64(&mut rng);
+        let mut replica = Replica {
+            status: Status::Normal,
+            halted: None,
+            effects: Vec::new(),
+            tick: 0,
+            view: durable.view,
+            log_view: durable.log_view,
+            superblock: (durable.view, durable.log_view),
+            superblock_inflight: None,
+            checkpoint_inflight: None,
+            slots: BTreeMap::new(),
+            op: checkpoint.op,
+            commit_min: checkpoint.op,
+            commit_max: checkpoint.op,
+            kv: KvState::new(),
+            clients: ClientTable::new(),
+            dirty: BTreeSet::new(),
+            dirty_truncate: false,
+            sync_inflight: None,
+            syncing_truncate: false,
+            ack_op: vec![0; n],
+            acked_op: None,
+            svc_from: BTreeSet::new(),
+            dvcs: BTreeMap::new(),
+            dvc_sent: false,
+            vc_installed: false,
+            primary_contact_tick: 0,
+            heartbeat_due: config.heartbeat_ticks,
+            prepare_due: config.prepare_ticks,
+            repair_due: config.repair_ticks,
+            view_change_due: config.view_change_ticks,
+            resend_due: config.heartbeat_ticks,
+            state_transfer_due: 0,
+            repair_inflight: BTreeSet::new(),
+            rng,
+            nonce,
+            recovery_replies: BTreeMap::new(),
+            commits: Vec::new(),
+            checkpoint,
+            config,
+        };
+        if let Err(reason) = replica.load(durable) {
+            replica.halt(reason);
+        }
+        replica
+    }
+
+    fn load(&mut self, durable: DurableState) -> Result<(), String> {
+        let cluster = self.config.cluster;
+        if durable.log_view > durable.view {
+            return Err("recovered log_view exceeds view".to_string());
+        }
+        let (kv, clients) = snapshot::decode(&self.checkpoint.snapshot)
+            .map_err(|e| format!("checkpoint snapshot does not decode: {e}"))?;
+        self.kv = kv;
+        self.clients = clients;
+        let cp = self.checkpoint.op;
+        if cp == 0 {
+            let root = Entry::root(cluster);
+            self.slots.insert(
+                0,
+                Slot {
+                    header: root.header,
+                    body: Some(root.body),
+                    durable: true,
+                },
+            );
+        }
+        for entry in durable.entries {
+            let h = entry.header;
+            if h.cluster != cluster || h.op <= cp || !entry.is_valid() {
+                return Err(format!("recovered entry at op {} is invalid", h.op));
+            }
+            if self.slots.range(h.op..).next().is_some() {
+                return Err("recovered entries are not ascending".to_string());
+            }
+            self.slots.insert(
+                h.op,
+                Slot {
+                    header: h,
+                    body: Some(entry.body),
+                    durable: true,
+                },
+            );
+            self.op = self.op.max(h.op);
+        }
+        let faulty: BTreeSet<u64> = durable.faulty.iter().copied().filter(|&o| o > cp).collect();
+        for &o in &faulty {
+            if self.slots.contains_key(&o) {
+                return Err(format!("op {o} is both intact and faulty"));
+            }
+        }
+        // Adjacent intact entries must chain.
+        let mut prev: Option<(u64, Checksum)> = Some((cp, self.checkpoint.checksum));
+        for (&o, slot) in &self.slots {
+            if let Some((p, c)) = prev {
+                if p + 1 == o && slot.header.parent != c {
+                    return Err(format!("recovered log is not hash-chained at op {o}"));
+                }
+            }
+            prev = Some((o, slot.header.checksum));
+        }
+        let head_faulty = faulty.last().is_some_and(|&f| f > self.op);
+        if let Some(&f) = faulty.last() {
+            self.op = self.op.max(f);
+        }
+        // Replay what the contiguous prefix proves committed.
+        let mut commit_max = cp;
+        let mut o = cp + 1;
+        while let Some(slot) = self.slots.get(&o) {
+            commit_max = commit_max.max(slot.header.commit.min(o - 1));
+            o += 1;
+        }
+        self.commit_max = commit_max;
+        self.commit_ops_unchecked();
+
+        if !durable.restarted {
+            self.status = Status::Normal;
+        } else if head_faulty {
+            if self.config.replica_count == 1 {
+                return Err("single replica with an unreadable log head: cannot repair".into());
+            }
+            self.status = Status::Recovering;
+            self.broadcast(Body::Recovery { nonce: self.nonce });
+        } else if self.log_view < self.view
+            || self.config.primary_of(self.view) == self.config.replica
+        {
+            // A restarted primary may have lost its unsynced pipeline: never resume as primary.
+            let view = if self.log_view < self.view {
+                self.view
+            } else {
+                self.view + 1
+            };
+            self.start_view_change(view);
+        } else {
+            self.status = Status::Normal;
+            self.send_repairs();
+        }
+        self.progress();
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- inspection
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn view(&self) -> u32 {
+        self.view
+    }
+    pub fn log_view(&self) -> u32 {
+        self.log_view
+    }
+    pub fn status(&self) -> Status {
+        self.status
+    }
+    /// The head op number.
+    pub fn op(&self) -> u64 {
+        self.op
+    }
+    /// The highest op applied here.
+    pub fn commit(&self) -> u64 {
+        self.commit_min
+    }
+    /// The highest op known committed in the cluster.
+    pub fn commit_max(&self) -> u64 {
+        self.commit_max
+    }
+    /// The durable checkpoint op.
+    pub fn checkpoint_op(&self) -> u64 {
+        self.checkpoint.op
+    }
+    pub fn is_primary(&self) -> bool {
+        self.status == Status::Normal && self.config.primary_of(self.view) == self.config.replica
+    }
+    pub fn halted(&self) -> Option<&str> {
+        self.halted.as_deref()
+    }
+    /// Checksum of the entry at `op`, if known (header present, or the checkpoint's).
+    pub fn log_checksum_at(&self, op: u64) -> Option<Checksum> {
+        self.checksum_at(op)
+    }
+    /// The entry at `op`, if its body is present.
+    pub fn entry(&self, op: u64) -> Option<Entry> {
+        let slot = self.slots.get(&op)?;
+        Some(Entry {
+            header: slot.header,
+            body: slot.body.clone()?,
+        })
+    }
+    pub fn kv(&self) -> &KvState {
+        &self.kv
+    }
+    pub fn clients(&self) -> &ClientTable {
+        &self.clients
+    }
+    /// xxh3-128 of the snapshot encoding (kv state + client table) at `commit()`.
+    pub fn state_hash(&self) -> u128 {
+        xxh3_128(&snapshot::encode(&self.kv, &self.clients))
+    }
+    /// The (op, checksum) pairs applied since the last call.
+    pub fn take_commits(&mut self) -> Vec<(u64, Checksum)> {
+        std::mem::take(&mut self.commits)
+    }
+    /// Effects queued outside `step` (at construction).
+    pub fn poll_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    // ---------------------------------------------------------------- input
+
+    /// Handle one input; return the effects to execute, in order.
+    pub fn step(&mut self, input: Input) -> Vec<Effect> {
+        if self.halted.is_none() {
+            match input {
+                Input::Message { from, message } => self.on_message(from, message),
+                Input::Tick => self.on_tick(),
+                Input::ClientRequest {
+                    client,
+                    request,
+                    body,
+                } => self.on_client_request(client, request, body),
+                Input::Synced { op } => self.on_synced(op),
+                Input::SuperblockSynced { view, log_view } => {
+                    if self.superblock_inflight == Some((view, log_view)) {
+                        self.superblock_inflight = None;
+                        self.superblock = (view, log_view);
+                    }
+                }
+                Input::CheckpointDone { op } => self.on_checkpoint_done(op),
+            }
+            if self.halted.is_none() {
+                self.progress();
+            }
+        }
+        std::mem::take(&mut self.effects)
+    }
+
+    // ---------------------------------------------------------------- helpers
+
+    fn halt(&mut self, reason: String) {
+        if self.halted.is_none() {
+            self.effects.push(Effect::Halt(reason.clone()));
+            self.halted = Some(reason);
+        }
+    }
+
+    fn primary(&self) -> u8 {
+        self.config.primary_of(self.view)
+    }
+
+    fn is_primary_elect(&self) -> bool {
+        self.status == Status::ViewChange && self.primary() == self.config.replica
+    }
+
+    fn others(&self) -> impl Iterator<Item = u8> {
+        let me = self.config.replica;
+        (0..self.config.replica_count).filter(move |&r| r != me)
+    }
+
+    fn send(&mut self, to: u8, body: Body) {
+        debug_assert_ne!(to, self.config.replica);
+        let message = Message::new(self.config.cluster, self.config.replica, body);
+        self.effects.push(Effect::Send { to, message });
+    }
+
+    fn broadcast(&mut self, body: Body) {
+        let others: Vec<u8> = self.others().collect();
+        for to in others {
+            self.send(to, body.clone());
+        }
+    }
+
+    fn checksum_at(&self, op: u64) -> Option<Checksum> {
+        if let Some(slot) = self.slots.get(&op) {
+            return Some(slot.header.checksum);
+        }
+        if let Some(cp) = &self.checkpoint_inflight {
+            if cp.op == op {
+                return Some(cp.checksum);
+            }
+        }
+        (op == self.checkpoint.op).then_some(self.checkpoint.checksum)
+    }
+
+    fn ring_allows(&self, op: u64) -> bool {
+        op <= self.checkpoint.op + self.config.slot_count
+    }
+
+    fn log_synced(&self) -> bool {
+        self.dirty.is_empty() && !self.dirty_truncate && self.sync_inflight.is_none()
+    }
+
+    fn forget_durability(&mut self, op: u64) {
+        self.dirty.remove(&op);
+        if let Some((_, syncing)) = &mut self.sync_inflight {
+            syncing.remove(&op);
+        }
+    }
+
+    fn remove_slot(&mut self, op: u64) {
+        debug_assert!(op > self.commit_min);
+        self.slots.remove(&op);
+        self.forget_durability(op);
+    }
+
+    /// Store a header-only slot (replacing a different one).
+    fn put_header(&mut self, header: Header) {
+        debug_assert!(header.op > self.commit_min);
+        if self
+            .slots
+            .get(&header.op)
+            .is_some_and(|s| s.header.checksum == header.checksum)
+        {
+            return;
+        }
+        self.remove_slot(header.op);
+        self.slots.insert(
+            header.op,
+            Slot {
+                header,
+                body: None,
+                durable: false,
+            },
+        );
+    }
+
+    /// Store an entry (header and body) and write it to the WAL.
+    fn put_entry(&mut self, entry: Entry) {
+        let op = entry.header.op;
+        debug_assert!(op > self.commit_min && self.ring_allows(op));
+        self.forget_durability(op);
+        self.slots.insert(
+            op,
+            Slot {
+                header: entry.header,
+                body: Some(entry.body.clone()),
+                durable: false,
+            },
+        );
+        self.dirty.insert(op);
+        self.effects.push(Effect::WriteEntries(vec![entry]));
+    }
+
+    fn truncate_after(&mut self, op: u64) {
+        debug_assert!(op >= self.commit_min);
+        if self.op <= op {
+            return;
+        }
+        let removed: Vec<u64> = self.slots.range(op + 1..).map(|(&o, _)| o).collect();
+        for o in removed {
+            self.remove_slot(o);
+        }
+        self.op = op;
+        self.dirty_truncate = true;
+        self.effects.push(Effect::TruncateLogAfter(op));
+    }
+
+    /// Whether every op from `commit_min + 1` to the head has a header chained to its
+    /// predecessor (the log is connected to the committed prefix).
+    fn chain_to_head(&self) -> bool {
+        let Some(mut prev) = self.checksum_at(self.commit_min) else {
+            return false;
+        };
+        let mut expect = self.commit_min + 1;
+        for (&o, slot) in span(&self.slots, self.commit_min + 1, self.op) {
+            if o != expect || slot.header.parent != prev {
+                return false;
+            }
+            prev = slot.header.checksum;
+            expect += 1;
+        }
+        expect == self.op + 1
+    }
+
+    /// The highest op such that every op from `commit_min + 1` up to it is present, chained
+    /// and durable here.
+    fn durable_prefix(&self) -> u64 {
+        let Some(mut prev) = self.checksum_at(self.commit_min) else {
+            return self.commit_min;
+        };
+        let mut done = self.commit_min;
+        for (&o, slot) in span(&self.slots, self.commit_min + 1, self.op) {
+            if o != done + 1 || slot.header.parent != prev || slot.body.is_none() || !slot.durable {
+                break;
+            }
+            prev = slot.header.checksum;
+            done = o;
+        }
+        done
+    }
+
+    /// Remove headers that the hash chain from the head contradicts (stale entries from an
+    /// older view). A contradiction of the committed prefix by a log connected to the head
+    /// halts: it proves a committed entry was lost or corrupted beyond the fault bound.
+    fn clean_chain(&mut self) {
+        let mut stale = Vec::new();
+        let mut upper: Option<&Slot> = None;
+        for (&o, slot) in span(&self.slots, self.commit_min + 1, self.op).rev() {
+            if let Some(u) = upper {
+                if u.header.op == o + 1 && u.header.parent != slot.header.checksum {
+                    stale.push(o);
+                    upper = None;
+                    continue;
+                }
+            }
+            upper = Some(slot);
+        }
+        for o in stale {
+            self.remove_slot(o);
+        }
+        let first = self.commit_min + 1;
+        if let (Some(slot), Some(c)) = (self.slots.get(&first), self.checksum_at(self.commit_min)) {
+            if slot.header.parent != c {
+                if self.chain_from(first) {
+                    let reason = format!(
+                        "log chained to the head contradicts committed op {}",
+                        self.commit_min
+                    );
+                    self.halt(reason);
+                } else {
+                    self.remove_slot(first);
+                }
+            }
+        }
+    }
+
+    /// Whether slots `from..=op` are all present and chained.
+    fn chain_from(&self, from: u64) -> bool {
+        let mut prev: Option<Checksum> = None;
+        let mut expect = from;
+        for (&o, slot) in span(&self.slots, from, self.op) {
+            if o != expect || prev.is_some_and(|p| p != slot.header.parent) {
+                return false;
+            }
+            prev = Some(slot.header.checksum);
+            expect += 1;
+        }
+        expect == self.op + 1
+    }
+
+    fn suffix_headers(&self) -> Vec<Header> {
+        let mut headers: Vec<Header> = span(&self.slots, 0, self.op)
+            .rev()
+            .filter(|(&o, _)| o > 0)
+            .take(HEADERS_MAX)
+            .map(|(_, s)| s.header)
+            .collect();
+        headers.reverse();
+        headers
+    }
+
+    fn valid_headers(&self, op: u64, op_checksum: Checksum, headers: &[Header]) -> bool {
+        let mut last = 0;
+        for h in headers {
+            if h.cluster != self.config.cluster
+                || h.op == 0
+                || h.op > op
+                || h.op <= last
+                || (h.op == op && h.checksum != op_checksum)
+            {
+                return false;
+            }
+            last = h.op;
+        }
+        true
+    }
+
+    /// Adopt a log (head `op`, suffix `headers`) from an authoritative source: the chosen
+    /// DoViewChange, a StartView, or the primary's RecoveryResponse.
+    fn install_log(
+        &mut self,
+        op: u64,
+        op_checksum: Checksum,
+        headers: &[Header],
+    ) -> Result<(), InstallError> {
+        if !self.valid_headers(op, op_checksum, headers) || op < self.commit_min {
+            return Err(InstallError::Conflict);
+        }
+        if op == self.commit_min && self.checksum_at(op) != Some(op_checksum) {
+            return Err(InstallError::Conflict);
+        }
+        for h in headers.iter().filter(|h| h.op <= self.commit_min) {
+            if self.checksum_at(h.op).is_some_and(|c| c != h.checksum) {
+                return Err(InstallError::Conflict);
+            }
+        }
+        if op > self.commit_min && !headers.iter().any(|h| h.op == op) {
+            return Err(InstallError::MissingHead);
+        }
+        self.truncate_after(op);
+        self.op = op;
+        let commit_min = self.commit_min;
+        for h in headers.iter().filter(|h| h.op > commit_min) {
+            self.put_header(*h);
+        }
+        self.clean_chain();
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- durability
+
+    fn on_synced(&mut self, op: u64) {
+        if self.sync_inflight.as_ref().is_some_and(|(o, _)| *o == op) {
+            let (_, ops) = self.sync_inflight.take().expect("checked");
+            for o in ops {
+                if let Some(slot) = self.slots.get_mut(&o) {
+                    slot.durable = true;
+                }
+            }
+            self.syncing_truncate = false;
+        }
+    }
+
+    fn maybe_sync(&mut self) {
+        if self.sync_inflight.is_none() && (!self.dirty.is_empty() || self.dirty_truncate) {
+            let ops = std::mem::take(&mut self.dirty);
+            self.syncing_truncate = self.dirty_truncate;
+            self.dirty_truncate = false;
+            self.sync_inflight = Some((self.op, ops));
+            self.effects.push(Effect::Sync { op: self.op });
+        }
+    }
+
+    fn maybe_write_superblock(&mut self) {
+        let desired = (self.view, self.log_view);
+        if self.superblock_inflight.is_none() && self.superblock != desired {
+            self.superblock_inflight = Some(desired);
+            self.effects.push(Effect::WriteSuperblock {
+                view: desired.0,
+                log_view: desired.1,
+            });
+        }
+    }
+
+    fn on_checkpoint_done(&mut self, op: u64) {
+        if self
+            .checkpoint_inflight
+            .as_ref()
+            .is_some_and(|c| c.op == op)
+        {
+            self.checkpoint = self.checkpoint_inflight.take().expect("checked");
+            let kept = self.slots.split_off(&op);
+            for o in self.slots.keys() {
+                self.dirty.remove(o);
+                if let Some((_, syncing)) = &mut self.sync_inflight {
+                    syncing.remove(o);
+                }
+            }
+            self.slots = kept;
+        }
+    }
+
+    fn maybe_checkpoint(&mut self) {
+        if self.checkpoint_inflight.is_some()
+            || self.commit_min < self.checkpoint.op + self.config.checkpoint_interval
+        {
+            return;
+        }
+        let Some(checksum) = self.checksum_at(self.commit_min) else {
+            return;
+        };
+        let snapshot = snapshot::encode(&self.kv, &self.clients);
+        let cp = CheckpointState {
+            op: self.commit_min,
+            checksum,
+            snapshot: snapshot.clone(),
+        };
+        self.checkpoint_inflight = Some(cp);
+        self.effects.push(Effect::Checkpoint {
+            op: self.commit_min,
+            checksum,
+            snapshot,
+        });
+    }
+
+    // ---------------------------------------------------------------- progress
+
+    /// Everything that may follow from a state change, in a fixed order.
+    fn progress(&mut self) {
+        self.try_install_dvcs();
+        self.commit_ops();
+        self.try_advance_log_view();
+        self.try_finish_view_change();
+        self.try_ack();
+        self.try_commit_primary();
+        self.commit_ops();
+        self.maybe_checkpoint();
+        self.try_send_dvc();
+        self.maybe_write_superblock();
+        self.maybe_sync();
+    }
+
+    fn may_commit(&self) -> bool {
+        (self.status == Status::Normal && self.log_view == self.view)
+            || (self.is_primary_elect() && self.vc_installed && self.chain_to_head())
+    }
+
+    fn commit_ops(&mut self) {
+        if self.halted.is_none() && self.commit_min < self.commit_max && self.may_commit() {
+            self.commit_ops_unchecked();
+        }
+    }
+
+    fn commit_ops_unchecked(&mut self) {
+        while self.commit_min < self.commit_max.min(self.op) {
+            let o = self.commit_min + 1;
+            let Some(prev) = self.checksum_at(self.commit_min) else {
+                break;
+            };
+            let Some(slot) = self.slots.get(&o) else {
+                break;
+            };
+            let Some(body) = slot.body.clone() else {
+                break;
+            };
+            let header = slot.header;
+            if header.parent != prev {
+                break;
+            }
+            self.commit_min = o;
+            self.commits.push((o, header.checksum));
+            self.effects.push(Effect::Commit {
+                op: o,
+                checksum: header.checksum,
+            });
+            self.apply(header, &body);
+        }
+    }
+
+    fn apply(&mut self, header: Header, body: &[u8]) {
+        if header.operation != Operation::Request {
+            return;
+        }
+        let (client, request) = (header.client, header.request);
+        let reply = match self.clients.get(client) {
+            Some(e) if e.request > request => None,
+            Some(e) if e.request == request => Some((e.op, e.reply.clone())),
+            _ => {
+                let reply = match kv::Request::decode(body) {
+                    Ok(r) => self.kv.apply(&r),
+                    Err(_) => kv::Reply::Error("malformed request".to_string()),
+                };
+                self.clients.insert(
+                    client,
+                    ClientEntry {
+                        request,
+                        op: header.op,
+                        reply: reply.clone(),
+                    },
+                    self.config.clients_max,
+                );
+                Some((header.op, reply))
+            }
+        };
+        if let (Some((op, reply)), true) = (reply, self.is_primary()) {
+            self.effects.push(Effect::Reply {
+                client,
+                request,
+                op,
+                reply,
+            });
+        }
+    }
+
+    fn try_advance_log_view(&mut self) {
+        let installing =
+            self.status == Status::Normal || (self.is_primary_elect() && self.vc_installed);
+        if installing
+            && self.log_view < self.view
+            && self.log_synced()
+            && self.chain_to_head()
+            && self.durable_prefix() == self.op
+        {
+            self.log_view = self.view;
+        }
+    }
+
+    fn active(&self) -> bool {
+        self.log_view == self.view && self.superblock == (self.view, self.view)
+    }
+
+    fn try_finish_view_change(&mut self) {
+        if self.is_primary_elect() && self.vc_installed && self.active() {
+            self.status = Status::Normal;
+            self.ack_op = vec![0; self.config.replica_count as usize];
+            self.heartbeat_due = self.tick + self.config.heartbeat_ticks;
+            self.prepare_due = self.tick + self.config.prepare_ticks;
+            self.dvcs.clear();
+            self.svc_from.clear();
+            let others: Vec<u8> = self.others().collect();
+            for to in others {
+                self.send_start_view(to);
+            }
+        }
+    }
+
+    fn send_start_view(&mut self, to: u8) {
+        let Some(op_checksum) = self.checksum_at(self.op) else {
+            return;
+        };
+        let body = Body::StartView {
+            view: self.view,
+            op: self.op,
+            op_checksum,
+            commit: self.commit_max,
+            checkpoint_op: self.checkpoint.op,
+            headers: self.suffix_headers(),
+        };
+        self.send(to, body);
+    }
+
+    fn try_ack(&mut self) {
+        if self.status != Status::Normal || self.primary() == self.config.replica || !self.active()
+        {
+            return;
+        }
+        let d = self.durable_prefix();
+        if d == 0 || self.acked_op.is_some_and(|a| a >= d) {
+            return;
+        }
+        let Some(checksum) = self.checksum_at(d) else {
+            return;
+        };
+        self.acked_op = Some(d);
+        let body = Body::PrepareOk {
+            view: self.view,
+            op: d,
+            checksum,
+        };
+        self.send(self.primary(), body);
+    }
+
+    fn try_commit_primary(&mut self) {
+        if !self.is_primary() || !self.active() {
+            return;
+        }
+        let mut acks = self.ack_op.clone();
+        acks[self.config.replica as usize] = self.durable_prefix();
+        acks.sort_unstable_by(|a, b| b.cmp(a));
+        let committed = acks[self.config.quorum() - 1];
+        if committed > self.commit_max {
+            self.commit_max = committed;
+        }
+    }
+
+    // ---------------------------------------------------------------- view change
+
+    fn start_view_change(&mut self, view: u32) {
+        debug_assert!(view > self.view || self.status != Status::ViewChange);
+        self.view = view;
+        self.status = Status::ViewChange;
+        self.svc_from = BTreeSet::from([self.config.replica]);
+        self.dvcs.clear();
+        self.dvc_sent = false;
+        self.vc_installed = false;
+        self.acked_op = None;
+        self.view_change_due = self.tick + self.config.view_change_ticks;
+        self.resend_due = self.tick + self.config.heartbeat_ticks;
+        self.recovery_replies.clear();
+        self.broadcast(Body::StartViewChange { view });
+    }
+
+    fn own_summary(&self) -> Option<LogSummary> {
+        Some(LogSummary {
+            view: self.view,
+            log_view: self.superblock.1,
+            op: self.op,
+            op_checksum: self.checksum_at(self.op)?,
+            commit: self.commit_max,
+            checkpoint_op: self.checkpoint.op,
+            headers: self.suffix_headers(),
+        })
+    }
+
+    fn dvc_body(s: &LogSummary) -> Body {
+        Body::DoViewChange {
+            view: s.view,
+            log_view: s.log_view,
+            op: s.op,
+            op_checksum: s.op_checksum,
+            commit: s.commit,
+            checkpoint_op: s.checkpoint_op,
+            headers: s.headers.clone(),
+        }
+    }
+
+    fn try_send_dvc(&mut self) {
+        if self.status != Status::ViewChange
+            || self.dvc_sent
+            || self.svc_from.len() < self.config.quorum()
+            || self.superblock.0 < self.view
+            || !self.log_synced()
+        {
+            return;
+        }
+        let Some(summary) = self.own_summary() else {
+            return;
+        };
+        self.dvc_sent = true;
+        if self.primary() == self.config.replica {
+            self.dvcs.insert(self.config.replica, summary);
+            self.try_install_dvcs();
+            self.progress_after_install();
+        } else {
+            let body = Self::dvc_body(&summary);
+            self.send(self.primary(), body);
+        }
+    }
+
+    fn progress_after_install(&mut self) {
+        if self.vc_installed {
+            self.commit_ops();
+            self.try_advance_log_view();
+        }
+    }
+
+    fn try_install_dvcs(&mut self) {
+        if !self.is_primary_elect()
+            || self.vc_installed
+            || self.dvcs.len() < self.config.quorum()
+            || !self.dvcs.contains_key(&self.config.replica)
+        {
+            return;
+        }
+        let me = self.config.replica;
+        let (&best_from, best) = self
+            .dvcs
+            .iter()
+            .max_by_key(|(&r, s)| (s.log_view, s.op, r == me, std::cmp::Reverse(r)))
+            .expect("quorum is not empty");
+        let best = best.clone();
+        let commit = self.dvcs.values().map(|s| s.commit).max().unwrap_or(0);
+        if best_from != me {
+            match self.install_log(best.op, best.op_checksum, &best.headers) {
+                Ok(()) => {}
+                Err(InstallError::Conflict) => {
+                    self.halt(format!(
+                        "view {}: the chosen log (op {}) contradicts committed op {}",
+                        self.view, best.op, self.commit_min
+                    ));
+                    return;
+                }
+                Err(InstallError::MissingHead) => {
+                    self.maybe_request_state_transfer(best_from, best.checkpoint_op);
+                    return;
+                }
+            }
+        }
+        self.vc_installed = true;
+        self.commit_max = self.commit_max.max(commit);
+        let lagging: Vec<(u8, u64)> = self
+            .dvcs
+            .iter()
+            .map(|(&r, s)| (r, s.checkpoint_op))
+            .filter(|&(r, _)| r != me)
+            .collect();
+        for (r, cp) in lagging {
+            self.maybe_request_state_transfer(r, cp);
+        }
+        self.send_repairs();
+    }
+
+    // ---------------------------------------------------------------- repair
+
+    fn repair_targets(&self) -> Vec<u8> {
+        if self.status == Status::Normal && self.primary() != self.config.replica {
+            vec![self.primary()]
+        } else {
+            self.others().collect()
+        }
+    }
+
+    fn send_repairs(&mut self) {
+        if self.status == Status::Recovering || self.halted.is_some() {
+            return;
+        }
+        let targets = self.repair_targets();
+        let mut requests = Vec::new();
+        // Header gaps: an op without a slot below an op with one (verifiable via `parent`).
+        let mut gaps = 0;
+        let mut upper = self.op;
+        let lowest = self.commit_min + 1;
+        let present: Vec<u64> = span(&self.slots, lowest, self.op)
+            .rev()
+            .map(|(&o, _)| o)
+            .collect();
+        for &o in present.iter().chain(std::iter::once(&self.commit_min)) {
+            if o + 1 < upper && self.slots.contains_key(&upper) {
+                let op_max = upper - 1;
+                let op_min = op_max.saturating_sub(HEADERS_MAX as u64 - 1).max(o + 1);
+                requests.push(Body::RequestHeaders { op_min, op_max });
+                gaps += 1;
+                if gaps >= REPAIR_GAPS_MAX {
+                    break;
+                }
+            }
+            upper = o;
+        }
+        // Missing bodies of known headers.
+        let missing: Vec<(u64, Checksum)> = span(&self.slots, lowest, self.op)
+            .filter(|(&o, s)| s.body.is_none() && self.ring_allows(o))
+            .take(REPAIR_BODIES_MAX)
+            .map(|(&o, s)| (o, s.header.checksum))
+            .collect();
+        for (op, checksum) in missing {
+            self.repair_inflight.insert(op);
+            requests.push(Body::RequestPrepare { op, checksum });
+        }
+        for body in requests {
+            for &to in &targets {
+                self.send(to, body.clone());
+            }
+        }
+    }
+
+    fn maybe_request_state_transfer(&mut self, from: u8, peer_checkpoint_op: u64) {
+        if peer_checkpoint_op <= self.commit_min
+            || self.checkpoint_inflight.is_some()
+            || self.tick < self.state_transfer_due
+        {
+            return;
+        }
+        let present = span(&self.slots, self.commit_min + 1, peer_checkpoint_op)
+            .filter(|(_, s)| s.body.is_some())
+            .count() as u64;
+        if present == peer_checkpoint_op - self.commit_min {
+            return;
+        }
+        self.state_transfer_due = self.tick + self.config.repair_ticks;
+        self.send(from, Body::RequestStateTransfer);
+    }
+
+    /// A body offered as repair: accept only if its checksum is the one the log expects.
+    fn accept_repair(&mut self, entry: Entry) {
+        let o = entry.header.op;
+        if o <= self.commit_min || o > self.op || !self.ring_allows(o) {
+            return;
+        }
+        let accepted = match self.slots.get(&o) {
+            Some(s) => s.header.checksum == entry.header.checksum && s.body.is_none(),
+            None => self
+                .slots
+                .get(&(o + 1))
+                .is_some_and(|u| u.header.parent == entry.header.checksum),
+        };
+        if !accepted {
+            return;
+        }
+        self.put_entry(entry);
+        self.clean_chain();
+        self.repair_inflight.remove(&o);
+        if self.repair_inflight.is_empty() {
+            self.send_repairs();
+        }
+    }
+
+    // ---------------------------------------------------------------- messages
+
+    fn on_message(&mut self, from: u8, message: Message) {
+        if message.cluster != self.config.cluster
+            || message.replica != from
+            || from >= self.config.replica_count
+            || from == self.config.replica
+            || !numbers_in_range(&message.body)
+        {
+            return;
+        }
+        match message.body {
+            Body::Prepare {
+                view,
+                commit,
+                entry,
+            } => self.on_prepare(from, view, commit, entry),
+            Body::PrepareOk { view, op, checksum } => self.on_prepare_ok(from, view, op, checksum),
+            Body::Commit {
+                view,
+                commit,
+                checkpoint_op,
+            } => self.on_commit(from, view, commit, checkpoint_op),
+            Body::StartViewChange { view } => self.on_start_view_change(from, view),
+            Body::DoViewChange {
+                view,
+                log_view,
+                op,
+                op_checksum,
+                commit,
+                checkpoint_op,
+                headers,
+            } => self.on_do_view_change(
+                from,
+                LogSummary {
+                    view,
+                    log_view,
+                    op,
+                    op_checksum,
+                    commit,
+                    checkpoint_op,
+                    headers,
+                },
+            ),
+            Body::StartView {
+                view,
+                op,
+                op_checksum,
+                commit,
+                checkpoint_op,
+                headers,
+            } => self.on_start_view(
+                from,
+                LogSummary {
+                    view,
+                    log_view: view,
+                    op,
+                    op_checksum,
+                    commit,
+                    checkpoint_op,
+                    headers,
+                },
+            ),
+            Body::RequestStartView { view } => {
+                if self.is_primary() && view == self.view {
+                    self.send_start_view(from);
+                }
+            }
+            Body::Recovery { nonce } => self.on_recovery(from, nonce),
+            Body::RecoveryResponse {
+                view,
+                nonce,
+                op,
+                op_checksum,
+                commit,
+                checkpoint_op,
+                headers,
+            } => {
+                if self.status == Status::Recovering && nonce == self.nonce {
+                    let summary = LogSummary {
+                        view,
+                        log_view: view,
+                        op,
+                        op_checksum,
+                        commit,
+                        checkpoint_op,
+                        headers,
+                    };
+                    self.on_recovery_response(from, summary);
+                }
+            }
+            Body::RequestPrepare { op, checksum } => {
+                if let Some(entry) = self.entry(op) {
+                    if entry.header.checksum == checksum {
+                        let body = Body::Prepare {
+                            view: self.view,
+                            commit: self.commit_max,
+                            entry,
+                        };
+                        self.send(from, body);
+                    }
+                }
+            }
+            Body::RequestHeaders { op_min, op_max } => {
+                let op_max = op_max.min(self.op);
+                if op_min > op_max {
+                    return;
+                }
+                let op_min = op_min.max(op_max - (op_max - op_min).min(HEADERS_MAX as u64 - 1));
+                let headers: Vec<Header> = span(&self.slots, op_min, op_max)
+                    .map(|(_, s)| s.header)
+                    .collect();
+                if !headers.is_empty() {
+                    self.send(from, Body::Headers { headers });
+                }
+            }
+            Body::Headers { headers } => self.on_headers(from, headers),
+            Body::RequestStateTransfer => {
+                if self.status != Status::Recovering
+                    && self.checkpoint.op > 0
+                    && self.checkpoint.snapshot.len() <= SNAPSHOT_SIZE_MAX
+                {
+                    let body = Body::StateTransfer {
+                        view: self.view,
+                        checkpoint_op: self.checkpoint.op,
+                        checkpoint_checksum: self.checkpoint.checksum,
+                        snapshot: self.checkpoint.snapshot.clone(),
+                    };
+                    self.send(from, body);
+                }
+            }
+            Body::StateTransfer {
+                view: _,
+                checkpoint_op,
+                checkpoint_checksum,
+                snapshot,
+            } => self.on_state_transfer(checkpoint_op, checkpoint_checksum, snapshot),
+        }
+    }
+
+    fn on_prepare(&mut self, from: u8, view: u32, commit: u64, entry: Entry) {
+        let h = entry.header;
+        if h.cluster != self.config.cluster
+            || h.op == 0
+            || h.operation == Operation::Root
+            || !entry.is_valid()
+        {
+            return;
+        }
+        let from_primary = from == self.config.primary_of(view);
+        if view == self.view
+            && from_primary
+            && self.status == Status::Normal
+            && self.primary() != self.config.replica
+        {
+            self.primary_contact_tick = self.tick;
+            self.commit_max = self.commit_max.max(commit);
+            self.on_prepare_normal(entry);
+        } else if view > self.view && from_primary {
+            self.request_start_view(from, view);
+        } else if self.status != Status::Recovering {
+            self.accept_repair(entry);
+        }
+    }
+
+    fn request_start_view(&mut self, from: u8, view: u32) {
+        let eligible = match self.status {
+            Status::Recovering => view >= self.superblock.0,
+            _ => view > self.view,
+        };
+        if eligible {
+            self.send(from, Body::RequestStartView { view });
+        }
+    }
+
+    fn on_prepare_normal(&mut self, entry: Entry) {
+        let h = entry.header;
+        let o = h.op;
+        if o <= self.commit_min {
+            self.acked_op = None; // a retransmission: acknowledge again
+            return;
+        }
+        if o <= self.op {
+            match self.slots.get(&o) {
+                Some(s) if s.header.checksum == h.checksum => {
+                    if s.body.is_none() {
+                        self.accept_repair(entry);
+                    } else {
+                        self.acked_op = None;
+                    }
+                }
+                Some(_) if o == self.op => {
+                    self.put_entry(entry);
+                    self.clean_chain();
+                }
+                Some(_) => {}
+                None => self.accept_repair(entry),
+            }
+            return;
+        }
+        if !self.ring_allows(o) {
+            return;
+        }
+        let gap = o > self.op + 1;
+        self.op = o;
+        self.put_entry(entry);
+        self.clean_chain();
+        if gap {
+            self.send_repairs();
+        }
+    }
+
+    fn on_prepare_ok(&mut self, from: u8, view: u32, op: u64, checksum: Checksum) {
+        if self.is_primary()
+            && view == self.view
+            && op <= self.op
+            && self.checksum_at(op) == Some(checksum)
+        {
+            let ack = &mut self.ack_op[from as usize];
+            *ack = (*ack).max(op);
+        }
+    }
+
+    fn on_commit(&mut self, from: u8, view: u32, commit: u64, checkpoint_op: u64) {
+        if from != self.config.primary_of(view) {
+            return;
+        }
+        if view == self.view && self.status == Status::Normal && from != self.config.replica {
+            self.primary_contact_tick = self.tick;
+            self.commit_max = self.commit_max.max(commit);
+            self.maybe_request_state_transfer(from, checkpoint_op);
+        } else if view > self.view || self.status == Status::Recovering {
+            self.request_start_view(from, view);
+        }
+    }
+
+    fn on_start_view_change(&mut self, from: u8, view: u32) {
+        if self.status == Status::Recovering {
+            return;
+        }
+        if view > self.view {
+            self.start_view_change(view);
+        }
+        if view == self.view && self.status == Status::ViewChange {
+            self.svc_from.insert(from);
+        }
+    }
+
+    fn on_do_view_change(&mut self, from: u8, dvc: LogSummary) {
+        if self.status == Status::Recovering
+            || self.config.primary_of(dvc.view) != self.config.replica
+            || dvc.log_view > dvc.view
+            || !self.valid_headers(dvc.op, dvc.op_checksum, &dvc.headers)
+        {
+            return;
+        }
+        if dvc.view > self.view {
+            self.start_view_change(dvc.view);
+        }
+        if dvc.view != self.view {
+            return;
+        }
+        match self.status {
+            Status::ViewChange => {
+                self.svc_from.insert(from);
+                if !self.vc_installed {
+                    self.dvcs.insert(from, dvc);
+                }
+            }
+            Status::Normal => self.send_start_view(from),
+            Status::Recovering => {}
+        }
+    }
+
+    fn on_start_view(&mut self, from: u8, sv: LogSummary) {
+        if from != self.config.primary_of(sv.view) {
+            return;
+        }
+        let accept = match self.status {
+            Status::Recovering => sv.view >= self.superblock.0,
+            Status::ViewChange => sv.view >= self.view,
+            Status::Normal => {
+                sv.view > self.view || (sv.view == self.view && self.log_view < self.view)
+            }
+        };
+        if !accept {
+            return;
+        }
+        self.join_view(from, sv);
+    }
+
+    /// Adopt the log of the primary of `summary.view` and become its backup.
+    fn join_view(&mut self, primary: u8, summary: LogSummary) {
+        match self.install_log(summary.op, summary.op_checksum, &summary.headers) {
+            Ok(()) => {}
+            Err(InstallError::Conflict) => return,
+            Err(InstallError::MissingHead) => {
+                if self.status != Status::Recovering {
+                    self.maybe_request_state_transfer(primary, summary.checkpoint_op);
+                }
+                return;
+            }
+        }
+        // `log_view` stays below the new view until the installed log is complete and
+        // durable (a recovering replica whose log_view already is this view keeps it: every
+        // entry it holds is from this view's log).
+        self.view = summary.view;
+        self.status = Status::Normal;
+        self.svc_from.clear();
+        self.dvcs.clear();
+        self.dvc_sent = false;
+        self.vc_installed = false;
+        self.acked_op = None;
+        self.recovery_replies.clear();
+        self.primary_contact_tick = self.tick;
+        self.commit_max = self.commit_max.max(summary.commit);
+        self.maybe_request_state_transfer(primary, summary.checkpoint_op);
+        self.send_repairs();
+    }
+
+    fn on_recovery(&mut self, from: u8, nonce: u64) {
+        if self.status != Status::Normal {
+            return;
+        }
+        let Some(op_checksum) = self.checksum_at(self.op) else {
+            return;
+        };
+        let body = Body::RecoveryResponse {
+            view: self.view,
+            nonce,
+            op: self.op,
+            op_checksum,
+            commit: self.commit_max,
+            checkpoint_op: self.checkpoint.op,
+            headers: if self.is_primary() {
+                self.suffix_headers()
+            } else {
+                Vec::new()
+            },
+        };
+        self.send(from, body);
+    }
+
+    fn on_recovery_response(&mut self, from: u8, response: LogSummary) {
+        if !self.valid_headers(response.op, response.op_checksum, &response.headers) {
+            return;
+        }
+        self.recovery_replies.insert(from, response);
+        if self.recovery_replies.len() + 1 < self.config.quorum() {
+            return;
+        }
+        let view_max = self
+            .recovery_replies
+            .values()
+            .map(|r| r.view)
+            .max()
+            .unwrap_or(0);
+        if view_max < self.superblock.0 {
+            return;
+        }
+        let primary = self.config.primary_of(view_max);
+        let Some(response) = self
+            .recovery_replies
+            .get(&primary)
+            .filter(|r| r.view == view_max)
+            .cloned()
+        else {
+            return;
+        };
+        self.join_view(primary, response);
+    }
+
+    fn on_headers(&mut self, from: u8, mut headers: Vec<Header>) {
+        if self.status == Status::Recovering {
+            return;
+        }
+        headers.sort_by_key(|h| std::cmp::Reverse(h.op));
+        let mut inserted = false;
+        for h in headers {
+            if h.cluster != self.config.cluster || h.op <= self.commit_min || h.op >= self.op {
+                continue;
+            }
+            let expected = self.slots.get(&(h.op + 1)).map(|u| u.header.parent);
+            if expected != Some(h.checksum) {
+                continue;
+            }
+            if self
+                .slots
+                .get(&h.op)
+                .is_some_and(|s| s.header.checksum == h.checksum)
+            {
+                continue;
+            }
+            self.put_header(h);
+            inserted = true;
+        }
+        if inserted {
+            self.clean_chain();
+            let _ = from;
+            self.send_repairs();
+        }
+    }
+
+    fn on_state_transfer(&mut self, op: u64, checksum: Checksum, snapshot_bytes: Vec<u8>) {
+        let eligible =
+            self.status == Status::Normal || (self.is_primary_elect() && self.vc_installed);
+        if !eligible || op <= self.commit_min || self.checkpoint_inflight.is_some() {
+            return;
+        }
+        if self
+            .slots
+            .get(&op)
+            .is_some_and(|s| s.header.checksum != checksum)
+        {
+            if self.chain_from(op) {
+                return; // contradicts our (authoritative) log: ignore
+            }
+            self.remove_slot(op);
+        }
+        let Ok((kv, clients)) = snapshot::decode(&snapshot_bytes) else {
+            return;
+        };
+        self.kv = kv;
+        self.clients = clients;
+        let below: Vec<u64> = self.slots.range(..op).map(|(&o, _)| o).collect();
+        for o in below {
+            self.slots.remove(&o);
+            self.forget_durability(o);
+        }
+        self.commit_min = op;
+        self.commit_max = self.commit_max.max(op);
+        if self.op < op {
+            self.op = op;
+        }
+        self.checkpoint_inflight = Some(CheckpointState {
+            op,
+            checksum,
+            snapshot: snapshot_bytes.clone(),
+        });
+        self.effects.push(Effect::StateTransferred { op, checksum });
+        self.effects.push(Effect::Checkpoint {
+            op,
+            checksum,
+            snapshot: snapshot_bytes,
+        });
+        self.clean_chain();
+        self.send_repairs();
+    }
+
+    // ---------------------------------------------------------------- client
+
+    fn on_client_request(&mut self, client: u128, request: u64, body: Vec<u8>) {
+        if self.status == Status::Recovering || client == 0 {
+            return;
+        }
+        if self.status != Status::Normal || self.primary() != self.config.replica {
+            self.effects.push(Effect::Redirect {
+                client,
+                request,
+                primary: self.primary(),
+            });
+            return;
+        }
+        if !self.active() || body.len() > BODY_SIZE_MAX as usize {
+            return;
+        }
+        if let Some(e) = self.clients.get(client) {
+            if request < e.request {
+                return;
+            }
+            if request == e.request {
+                let (op, reply) = (e.op, e.reply.clone());
+                self.effects.push(Effect::Reply {
+                    client,
+                    request,
+                    op,
+                    reply,
+                });
+                return;
+            }
+        }
+        let in_flight = span(&self.slots, self.commit_min + 1, self.op)
+            .any(|(_, s)| s.header.operation == Operation::Request && s.header.client == client);
+        let op = self.op + 1;
+        if in_flight || op > self.commit_max + self.config.pipeline_max || !self.ring_allows(op) {
+            return;
+        }
+        let Some(parent) = self.checksum_at(self.op) else {
+            return;
+        };
+        let entry = Entry::new(
+            EntryFields {
+                cluster: self.config.cluster,
+                replica: self.config.replica,
+                view: self.view,
+                op,
+                commit: self.commit_max,
+                parent,
+                client,
+                request,
+                operation: Operation::Request,
+            },
+            body,
+        );
+        self.op = op;
+        self.put_entry(entry.clone());
+        self.broadcast(Body::Prepare {
+            view: self.view,
+            commit: self.commit_max,
+            entry,
+        });
+    }
+
+    // ---------------------------------------------------------------- time
+
+    fn on_tick(&mut self) {
+        self.tick += 1;
+        let tick = self.tick;
+        match self.status {
+            Status::Normal if self.primary() == self.config.replica => {
+                if tick >= self.heartbeat_due {
+                    self.heartbeat_due = tick + self.config.heartbeat_ticks;
+                    self.broadcast(Body::Commit {
+                        view: self.view,
+                        commit: self.commit_max,
+                        checkpoint_op: self.checkpoint.op,
+                    });
+                }
+                if tick >= self.prepare_due {
+                    self.prepare_due = tick + self.config.prepare_ticks;
+                    self.resend_prepares();
+                }
+            }
+            Status::Normal => {
+                if tick >= self.primary_contact_tick + self.config.view_change_ticks {
+                    self.start_view_change(self.view + 1);
+                } else if tick >= self.repair_due {
+                    self.repair_due = tick + self.config.repair_ticks;
+                    self.repair_inflight.clear();
+                    self.send_repairs();
+                }
+            }
+            Status::ViewChange => {
+                if tick >= self.view_change_due {
+                    self.start_view_change(self.view + 1);
+                } else if tick >= self.resend_due {
+                    self.resend_due = tick + self.config.heartbeat_ticks;
+                    self.broadcast(Body::StartViewChange { view: self.view });
+                    if self.dvc_sent && self.primary() != self.config.replica {
+                        if let Some(summary) = self.own_summary() {
+                            let body = Self::dvc_body(&summary);
+                            self.send(self.primary(), body);
+                        }
+                    }
+                    if self.is_primary_elect() && self.vc_installed {
+                        self.repair_inflight.clear();
+                        self.send_repairs();
+                    }
+                }
+            }
+            Status::Recovering => {
+                if tick >= self.repair_due {
+                    self.repair_due = tick + self.config.repair_ticks;
+                    self.broadcast(Body::Recovery { nonce: self.nonce });
+                }
+            }
+        }
+    }
+
+    fn resend_prepares(&mut self) {
+        let last = self.op.min(self.commit_max + self.config.pipeline_max);
+        let mut sends = Vec::new();
+        for o in self.commit_max + 1..=last {
+            let Some(entry) = self.entry(o) else { continue };
+            for r in self.others() {
+                if self.ack_op[r as usize] < o {
+                    sends.push((r, entry.clone()));
+                }
+            }
+        }
+        for (r, entry) in sends {
+            let body = Body::Prepare {
+                view: self.view,
+                commit: self.commit_max,
+                entry,
+            };
+            self.send(r, body);
+        }
+    }
+
+    /// A fresh random value (from `Config::seed`).
+    #[allow(dead_code)]
+    fn random(&mut self) -> u64 {
+        splitmix64(&mut self.rng)
+    }
+}

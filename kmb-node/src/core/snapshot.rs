@@ -1,0 +1,123 @@
+//! The client table (exactly-once replies) and the checkpoint snapshot format.
+//!
+//! Snapshot layout: magic `KMBC`, version `u16`, the kv snapshot as a `u64`-prefixed blob,
+//! a `u32` client count, then per client (ascending id): id `u128`, request `u64`, op `u64`,
+//! the encoded reply as a `u32`-prefixed blob. Decoding is total and canonical.
+
+use std::collections::BTreeMap;
+
+use super::codec::{DecodeError, Reader, Writer};
+use crate::kv::{self, KvState, Reply};
+
+/// Upper bound on `Config::clients_max` (and on the clients a snapshot may hold).
+pub const CLIENTS_MAX_LIMIT: usize = 1 << 16;
+/// Largest snapshot the core builds, sends or accepts.
+pub const SNAPSHOT_SIZE_MAX: usize = kv::SNAPSHOT_SIZE_MAX + (8 << 20);
+/// Largest encoded reply stored in the client table.
+const REPLY_SIZE_MAX: usize = 4 << 20;
+
+const MAGIC: [u8; 4] = *b"KMBC";
+const VERSION: u16 = 1;
+
+/// The last committed request of one client and its reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientEntry {
+    pub request: u64,
+    /// The op the request was committed at.
+    pub op: u64,
+    pub reply: Reply,
+}
+
+/// Per client: the last committed request and its reply. Bounded: when full, the client whose
+/// last request committed earliest is evicted (deterministic on every replica).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientTable {
+    entries: BTreeMap<u128, ClientEntry>,
+}
+
+impl ClientTable {
+    pub fn new() -> ClientTable {
+        ClientTable::default()
+    }
+
+    pub fn get(&self, client: u128) -> Option<&ClientEntry> {
+        self.entries.get(&client)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Record a committed request, evicting the oldest client if the table is full.
+    pub fn insert(&mut self, client: u128, entry: ClientEntry, clients_max: usize) {
+        if !self.entries.contains_key(&client) && self.entries.len() >= clients_max {
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(id, e)| (e.op, **id))
+                .map(|(id, _)| *id);
+            if let Some(oldest) = oldest {
+                self.entries.remove(&oldest);
+            }
+        }
+        self.entries.insert(client, entry);
+    }
+}
+
+/// Encode the kv state and client table as a checkpoint snapshot.
+pub fn encode(kv: &KvState, clients: &ClientTable) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.raw(&MAGIC);
+    w.u16(VERSION);
+    w.blob(&kv.encode_snapshot());
+    w.u32(clients.entries.len() as u32);
+    for (client, entry) in &clients.entries {
+        w.u128(*client);
+        w.u64(entry.request);
+        w.u64(entry.op);
+        w.bytes(&entry.reply.encode());
+    }
+    w.buf
+}
+
+/// Decode a checkpoint snapshot; total.
+pub fn decode(bytes: &[u8]) -> Result<(KvState, ClientTable), DecodeError> {
+    if bytes.len() > SNAPSHOT_SIZE_MAX {
+        return Err(DecodeError::TooLarge);
+    }
+    let mut r = Reader::new(bytes);
+    if r.raw(4)? != MAGIC {
+        return Err(DecodeError::Invalid("snapshot magic"));
+    }
+    if r.u16()? != VERSION {
+        return Err(DecodeError::Invalid("snapshot version"));
+    }
+    let kv = KvState::decode_snapshot(r.blob(kv::SNAPSHOT_SIZE_MAX)?)?;
+    let n = r.count(CLIENTS_MAX_LIMIT, 36)?;
+    let mut clients = ClientTable::new();
+    let mut last: Option<u128> = None;
+    for _ in 0..n {
+        let client = r.u128()?;
+        if last.is_some_and(|l| l >= client) {
+            return Err(DecodeError::Invalid("client table order"));
+        }
+        last = Some(client);
+        let request = r.u64()?;
+        let op = r.u64()?;
+        let reply = Reply::decode(r.bytes(REPLY_SIZE_MAX)?)?;
+        clients
+            .entries
+            .insert(client, ClientEntry { request, op, reply });
+    }
+    r.finish()?;
+    Ok((kv, clients))
+}
+
+/// The empty snapshot (state at the root, op 0).
+pub fn empty() -> Vec<u8> {
+    encode(&KvState::new(), &ClientTable::new())
+}

@@ -1,0 +1,585 @@
+//! The async glue: one driver loop per node feeding messages, ticks, client requests and disk
+//! completions to the pure core, and executing its effects. It makes no protocol decisions.
+//!
+//! Tasks of a running node:
+//! * **driver** (in [`run`]): owns the [`Replica`] and the [`Storage`]; steps the core for each
+//!   event, executes the effects; syncs once per batch of events (group commit).
+//! * **peer listener**: accepts framed connections from other replicas (first frame: a
+//!   handshake naming cluster and replica), decodes messages, forwards them to the driver.
+//! * **peer senders**: one per other replica, (re)connecting with backoff and writing frames.
+//! * **client listener**: RESP connections; each command waits for its committed reply.
+//!
+//! `run` is the production entry point `kmb-node start` calls and the one the simulator's
+//! replicas run, unchanged.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::commands::{self, Command};
+use crate::core::{self, Effect, Input, Message, Replica};
+use crate::resp::{self, Value};
+use crate::storage::{
+    recovery::CheckpointState as StoredCheckpoint, Recovery, Storage, StorageError,
+};
+use sim_runtime::net::{self, Backoff, FrameReader, TcpListener, TcpStream};
+use sim_runtime::time::{self, Duration};
+
+/// Events the driver consumes, bounded.
+const INBOX_MAX: usize = 8192;
+/// Messages queued per peer before new ones are dropped (the protocol resends).
+const PEER_QUEUE_MAX: usize = 4096;
+/// Events handled per batch before the batch's effects (and its one sync) run.
+const BATCH_MAX: usize = 256;
+/// A client command waits this long for its committed reply, then gets an "outcome unknown"
+/// error (the request may still commit later).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Client connections per node.
+const CLIENT_CONNECTIONS_MAX: usize = 4096;
+
+/// How to run one node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The formatted data file.
+    pub data_path: PathBuf,
+    /// Every replica's peer address, by replica index.
+    pub replica_addresses: Vec<SocketAddr>,
+    /// Every replica's client (RESP) address, by replica index (named in redirects).
+    pub client_addresses: Vec<SocketAddr>,
+    /// Where this node listens for peers.
+    pub listen_peer: SocketAddr,
+    /// Where this node listens for clients.
+    pub listen_client: SocketAddr,
+    /// Length of one core tick.
+    pub tick: Duration,
+}
+
+/// Why a node stopped.
+#[derive(Debug)]
+pub enum NodeError {
+    /// Bad configuration: one clear line.
+    Config(String),
+    /// Storage failed (an fsync error stops the node; it is never retried).
+    Storage(StorageError),
+    /// A socket could not be bound.
+    Io(String),
+    /// The core halted: it can prove it is outside the fault bound.
+    Halted(String),
+}
+
+impl std::fmt::Display for NodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeError::Config(m) => write!(f, "configuration error: {m}"),
+            NodeError::Storage(e) => write!(f, "storage error: {e}"),
+            NodeError::Io(m) => write!(f, "i/o error: {m}"),
+            NodeError::Halted(m) => write!(f, "replica halted: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for NodeError {}
+
+impl From<StorageError> for NodeError {
+    fn from(e: StorageError) -> Self {
+        NodeError::Storage(e)
+    }
+}
+
+enum Event {
+    Peer {
+        from: u8,
+        message: Message,
+    },
+    Client {
+        client: u128,
+        request: u64,
+        body: Vec<u8>,
+        reply: oneshot::Sender<Value>,
+        session: bool,
+    },
+}
+
+/// What recovery found, in the core's terms.
+fn durable_state(recovery: &Recovery) -> Result<core::DurableState, NodeError> {
+    let sb = &recovery.superblock;
+    let checkpoint = match &recovery.checkpoint {
+        StoredCheckpoint::Empty => None,
+        StoredCheckpoint::Loaded(blob) => Some(core::CheckpointState {
+            op: sb.checkpoint.op,
+            checksum: sb.checkpoint.entry_checksum,
+            snapshot: blob.clone(),
+        }),
+        StoredCheckpoint::Faulty => {
+            return Err(NodeError::Halted(format!(
+                "the checkpoint at op {} is unreadable and state transfer of a local \
+                 checkpoint is not supported yet",
+                sb.checkpoint.op
+            )))
+        }
+    };
+    let mut entries = recovery.log.clone();
+    entries.extend(recovery.after_gap.iter().cloned());
+    Ok(core::DurableState {
+        view: sb.view,
+        log_view: sb.log_view,
+        checkpoint,
+        entries,
+        faulty: recovery.faulty.clone(),
+        // Format writes sequence 1; the first start bumps it (below), so anything higher means
+        // this replica ran before and may have acknowledged prepares.
+        restarted: sb.sequence > 1,
+    })
+}
+
+/// The core configuration for a data file's identity and geometry.
+pub fn core_config(storage: &Storage, seed: u64) -> Result<core::Config, NodeError> {
+    let identity = storage.identity();
+    let mut config = core::Config::new(identity.cluster, identity.replica, identity.replica_count);
+    let slots = storage.config().slot_count as u64;
+    config.slot_count = slots;
+    config.checkpoint_interval = (slots / 4).max(1);
+    config.pipeline_max = (slots / 4).clamp(1, 64);
+    config.seed = seed;
+    config.validate().map_err(NodeError::Config)?;
+    Ok(config)
+}
+
+fn handshake(cluster: u64, replica: u8) -> Vec<u8> {
+    let mut b = cluster.to_le_bytes().to_vec();
+    b.push(replica);
+    b
+}
+
+/// Run a node until `shutdown` completes or the node stops.
+pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+    let (mut storage, recovery) = Storage::open(&config.data_path).await?;
+    let identity = storage.identity();
+    #[cfg(madsim)]
+    crate::inspect::started(identity.replica);
+    let count = identity.replica_count as usize;
+    let me = identity.replica as usize;
+    if config.replica_addresses.len() != count || config.client_addresses.len() != count {
+        return Err(NodeError::Config(format!(
+            "the data file is for {count} replicas but {} replica and {} client addresses were given",
+            config.replica_addresses.len(),
+            config.client_addresses.len()
+        )));
+    }
+    let durable = durable_state(&recovery)?;
+    if !durable.restarted {
+        // Mark the data file as started before taking part in anything.
+        storage
+            .write_superblock(durable.view, durable.log_view)
+            .await?;
+    }
+    tracing::info!(
+        replica = me,
+        replicas = count,
+        view = durable.view,
+        log_view = durable.log_view,
+        entries = durable.entries.len(),
+        faulty = durable.faulty.len(),
+        torn = recovery.torn.len(),
+        restarted = durable.restarted,
+        "recovered"
+    );
+    let core_config = core_config(&storage, sim_runtime::rand::random())?;
+    let mut replica = Replica::new(core_config, durable);
+
+    let peer_listener = TcpListener::bind(config.listen_peer)
+        .await
+        .map_err(|e| NodeError::Io(format!("bind peer address {}: {e}", config.listen_peer)))?;
+    let client_listener = TcpListener::bind(config.listen_client)
+        .await
+        .map_err(|e| NodeError::Io(format!("bind client address {}: {e}", config.listen_client)))?;
+
+    let (inbox, mut events) = mpsc::channel::<Event>(INBOX_MAX);
+    let mut peers: Vec<Option<mpsc::Sender<Vec<u8>>>> = Vec::new();
+    for (i, addr) in config.replica_addresses.iter().enumerate() {
+        if i == me {
+            peers.push(None);
+            continue;
+        }
+        let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
+        sim_runtime::task::spawn(peer_sender(
+            *addr,
+            handshake(identity.cluster, me as u8),
+            rx,
+        ));
+        peers.push(Some(tx));
+    }
+    sim_runtime::task::spawn(peer_listener_task(
+        peer_listener,
+        identity.cluster,
+        identity.replica_count,
+        inbox.clone(),
+    ));
+    sim_runtime::task::spawn(client_listener_task(client_listener, inbox.clone()));
+
+    let mut driver = Driver {
+        storage,
+        peers,
+        pending: BTreeMap::new(),
+        client_addresses: config.client_addresses.clone(),
+        me: me as u8,
+    };
+    let initial = replica.poll_effects();
+    driver.execute(&mut replica, initial).await?;
+    let mut ticker = time::interval(config.tick);
+    tokio::pin!(shutdown);
+    loop {
+        let mut effects = Vec::new();
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => {
+                tracing::info!(replica = me, "shutting down");
+                return Ok(());
+            }
+            event = events.recv() => {
+                let Some(event) = event else { return Ok(()) };
+                effects.extend(driver.step_event(&mut replica, event));
+            }
+            _ = ticker.tick() => {
+                effects.extend(replica.step(Input::Tick));
+                driver.prune_pending();
+            }
+        }
+        // Group commit: take whatever else is already waiting, then run all effects with
+        // one sync.
+        for _ in 0..BATCH_MAX {
+            match events.try_recv() {
+                Ok(event) => effects.extend(driver.step_event(&mut replica, event)),
+                Err(_) => break,
+            }
+        }
+        driver.execute(&mut replica, effects).await?;
+        #[cfg(madsim)]
+        crate::inspect::publish(&replica);
+    }
+}
+
+struct Pending {
+    reply: oneshot::Sender<Value>,
+    session: bool,
+}
+
+struct Driver {
+    storage: Storage,
+    peers: Vec<Option<mpsc::Sender<Vec<u8>>>>,
+    pending: BTreeMap<(u128, u64), Vec<Pending>>,
+    client_addresses: Vec<SocketAddr>,
+    me: u8,
+}
+
+impl Driver {
+    fn step_event(&mut self, replica: &mut Replica, event: Event) -> Vec<Effect> {
+        match event {
+            Event::Peer { from, message } => replica.step(Input::Message { from, message }),
+            Event::Client {
+                client,
+                request,
+                body,
+                reply,
+                session,
+            } => {
+                self.pending
+                    .entry((client, request))
+                    .or_default()
+                    .push(Pending { reply, session });
+                replica.step(Input::ClientRequest {
+                    client,
+                    request,
+                    body,
+                })
+            }
+        }
+    }
+
+    /// Forget clients that gave up waiting.
+    fn prune_pending(&mut self) {
+        self.pending.retain(|_, waiters| {
+            waiters.retain(|w| !w.reply.is_closed());
+            !waiters.is_empty()
+        });
+    }
+
+    fn answer(&mut self, client: u128, request: u64, value: impl Fn(bool) -> Value) {
+        if let Some(waiters) = self.pending.remove(&(client, request)) {
+            for w in waiters {
+                let _ = w.reply.send(value(w.session));
+            }
+        }
+    }
+
+    /// Execute effects in order; durability completions are fed back to the core, whose new
+    /// effects run in the same call. One fsync covers every entry written before it.
+    async fn execute(
+        &mut self,
+        replica: &mut Replica,
+        effects: Vec<Effect>,
+    ) -> Result<(), NodeError> {
+        let mut queue: std::collections::VecDeque<Effect> = effects.into();
+        let mut sync_requested: Option<u64> = None;
+        loop {
+            while let Some(effect) = queue.pop_front() {
+                match effect {
+                    Effect::Send { to, message } => {
+                        if let Some(Some(peer)) = self.peers.get(to as usize) {
+                            // A full queue drops the message: the protocol resends.
+                            let _ = peer.try_send(message.encode());
+                        }
+                    }
+                    Effect::WriteEntries(entries) => {
+                        for entry in &entries {
+                            self.storage.append(entry).await?;
+                        }
+                    }
+                    Effect::TruncateLogAfter(op) => self.storage.truncate_after(op).await?,
+                    Effect::Sync { op } => sync_requested = Some(op),
+                    Effect::WriteSuperblock { view, log_view } => {
+                        self.storage.write_superblock(view, log_view).await?;
+                        queue.extend(replica.step(Input::SuperblockSynced { view, log_view }));
+                    }
+                    Effect::Checkpoint {
+                        op,
+                        checksum,
+                        snapshot,
+                    } => {
+                        self.storage.checkpoint(op, checksum, &snapshot).await?;
+                        queue.extend(replica.step(Input::CheckpointDone { op }));
+                    }
+                    Effect::Reply {
+                        client,
+                        request,
+                        op,
+                        reply,
+                    } => {
+                        let value = commands::reply_value(&reply);
+                        self.answer(client, request, |session| {
+                            if session {
+                                Value::Array(vec![Value::Integer(op as i64), value.clone()])
+                            } else {
+                                value.clone()
+                            }
+                        });
+                    }
+                    Effect::Redirect {
+                        client,
+                        request,
+                        primary,
+                    } => {
+                        let address = self.client_addresses.get(primary as usize).copied();
+                        self.answer(client, request, |_| match address {
+                            Some(a) => Value::Error(format!("REDIRECT {primary} {a}")),
+                            None => Value::Error(format!("REDIRECT {primary}")),
+                        });
+                    }
+                    Effect::Commit { op, checksum } => {
+                        tracing::trace!(replica = self.me, op, "commit");
+                        #[cfg(madsim)]
+                        crate::inspect::commit(self.me, op, checksum);
+                        #[cfg(not(madsim))]
+                        let _ = checksum;
+                    }
+                    Effect::StateTransferred { op, checksum } => {
+                        tracing::info!(replica = self.me, op, "state transferred");
+                        #[cfg(madsim)]
+                        crate::inspect::state_transferred(self.me, op, checksum);
+                        #[cfg(not(madsim))]
+                        let _ = checksum;
+                    }
+                    Effect::Halt(reason) => return Err(NodeError::Halted(reason)),
+                }
+            }
+            match sync_requested.take() {
+                Some(op) => {
+                    self.storage.sync().await?;
+                    queue.extend(replica.step(Input::Synced { op }));
+                }
+                None => return Ok(()),
+            }
+        }
+    }
+}
+
+async fn peer_sender(addr: SocketAddr, hello: Vec<u8>, mut outbox: mpsc::Receiver<Vec<u8>>) {
+    let backoff = Backoff {
+        min: Duration::from_millis(20),
+        max: Duration::from_millis(500),
+    };
+    loop {
+        let Ok(stream) = net::connect_with_backoff(addr, backoff, None).await else {
+            continue;
+        };
+        let (writer, mut reader) = net::framed(stream);
+        if writer.send(hello.clone()).await.is_err() {
+            continue;
+        }
+        loop {
+            tokio::select! {
+                biased;
+                message = outbox.recv() => {
+                    let Some(message) = message else { return };
+                    if writer.send(message).await.is_err() {
+                        break;
+                    }
+                }
+                // The peer never writes on this connection: a return means it closed.
+                _ = reader.recv() => break,
+            }
+        }
+        time::sleep(backoff.min).await;
+    }
+}
+
+async fn peer_listener_task(
+    listener: TcpListener,
+    cluster: u64,
+    replica_count: u8,
+    inbox: mpsc::Sender<Event>,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let inbox = inbox.clone();
+        sim_runtime::task::spawn(async move {
+            let (_writer, reader) = net::framed(stream);
+            peer_receiver(reader, cluster, replica_count, inbox).await
+        });
+    }
+}
+
+async fn peer_receiver(
+    mut reader: FrameReader,
+    cluster: u64,
+    replica_count: u8,
+    inbox: mpsc::Sender<Event>,
+) {
+    let Ok(hello) = reader.recv().await else {
+        return;
+    };
+    if hello.len() != 9 || u64::from_le_bytes(hello[..8].try_into().expect("8 bytes")) != cluster {
+        tracing::warn!(peer = ?reader.peer_addr(), "peer handshake for another cluster: closing");
+        return;
+    }
+    let from = hello[8];
+    if from >= replica_count {
+        tracing::warn!(peer = ?reader.peer_addr(), from, "peer handshake with a bad replica index");
+        return;
+    }
+    while let Ok(frame) = reader.recv().await {
+        match Message::decode(&frame) {
+            Ok(message) => {
+                if inbox.send(Event::Peer { from, message }).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(from, error = %e, "malformed peer message: closing the connection");
+                return;
+            }
+        }
+    }
+}
+
+async fn client_listener_task(listener: TcpListener, inbox: mpsc::Sender<Event>) {
+    let connections = std::sync::Arc::new(tokio::sync::Semaphore::new(CLIENT_CONNECTIONS_MAX));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let inbox = inbox.clone();
+        sim_runtime::task::spawn(async move {
+            client_connection(stream, inbox).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn client_connection(mut stream: TcpStream, inbox: mpsc::Sender<Event>) {
+    let _ = stream.set_nodelay(true);
+    // Plain Redis clients get a session of their own: a random id, request numbers counted.
+    let connection_client: u128 = sim_runtime::rand::random::<u128>() | 1;
+    let mut next_request: u64 = 0;
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut out: Vec<u8> = Vec::new();
+    loop {
+        let (args, used) = match resp::parse_command(&buffer) {
+            Err(e) => {
+                let _ = stream.write_all(&Value::err(e).encode()).await;
+                let _ = stream.flush().await;
+                return;
+            }
+            Ok(Some(parsed)) => parsed,
+            Ok(None) => {
+                if !out.is_empty() {
+                    // Under madsim, bytes leave only on flush.
+                    if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
+                        return;
+                    }
+                    out.clear();
+                }
+                let mut chunk = [0u8; 16 * 1024];
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                }
+                continue;
+            }
+        };
+        buffer.drain(..used);
+        if args.is_empty() {
+            continue;
+        }
+        let value = match commands::parse(&args) {
+            Err(error) => error,
+            Ok(Command::Local(value)) => value,
+            Ok(Command::Quit) => {
+                out.extend_from_slice(&Value::ok().encode());
+                let _ = stream.write_all(&out).await;
+                let _ = stream.flush().await;
+                return;
+            }
+            Ok(Command::Kv { session, request }) => {
+                let (client, number, is_session) = match session {
+                    Some((client, number)) => (client, number, true),
+                    None => {
+                        next_request += 1;
+                        (connection_client, next_request, false)
+                    }
+                };
+                let (tx, rx) = oneshot::channel();
+                let event = Event::Client {
+                    client,
+                    request: number,
+                    body: request.encode(),
+                    reply: tx,
+                    session: is_session,
+                };
+                if inbox.send(event).await.is_err() {
+                    return;
+                }
+                match time::timeout(REPLY_TIMEOUT, rx).await {
+                    Ok(Ok(value)) => value,
+                    _ => Value::Error(
+                        "TIMEOUT no committed reply in time: the request may still take effect"
+                            .into(),
+                    ),
+                }
+            }
+        };
+        value.encode_into(&mut out);
+    }
+}

@@ -1,0 +1,595 @@
+//! The storage engine: all I/O through `sim_runtime::disk`, decisions in [`super::recovery`].
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+
+use sim_runtime::disk::File;
+use xxhash_rust::xxh3::xxh3_128;
+
+use crate::entry::{Checksum, Entry, Header, HEADER_SIZE};
+
+use super::format::{
+    encode_checkpoint_header, CheckpointRef, Identity, Layout, StorageConfig, Superblock,
+    CHECKPOINT_HEADER_SIZE, SECTOR, SUPERBLOCK_COPIES, SUPERBLOCK_SIZE,
+};
+use super::recovery::{self, CheckpointState, Recovery, SlotRead};
+
+/// Why a storage operation failed.
+#[derive(Debug)]
+pub enum StorageError {
+    /// The file is missing, empty, or was never formatted.
+    NotFormatted(String),
+    /// Every superblock copy is invalid.
+    NoValidSuperblock(String),
+    /// The WAL slot for this op still holds an entry newer than the checkpoint: checkpoint
+    /// first.
+    WalFull { op: u64, checkpoint_op: u64 },
+    /// An argument violates the API contract (wrong cluster, entry too large, op out of
+    /// range, non-monotonic view, ...).
+    Invalid(String),
+    /// An fsync failed. The storage is unusable from then on: every later call returns this
+    /// error, and the failed sync is never retried. The node must stop.
+    SyncFailed(String),
+    /// A read or write failed. Writes failing poison the storage like a failed sync.
+    Io(String),
+    /// A verified read found the entry's bytes corrupt on disk (repair from a peer).
+    Corrupt { op: u64 },
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StorageError::NotFormatted(m) => write!(f, "not a formatted kmb data file: {m}"),
+            StorageError::NoValidSuperblock(m) => {
+                write!(f, "no valid superblock copy (all torn or corrupt): {m}")
+            }
+            StorageError::WalFull { op, checkpoint_op } => write!(
+                f,
+                "WAL full: op {op} would overwrite an entry after checkpoint {checkpoint_op}"
+            ),
+            StorageError::Invalid(m) => write!(f, "invalid storage request: {m}"),
+            StorageError::SyncFailed(m) => write!(f, "fsync failed, storage stopped: {m}"),
+            StorageError::Io(m) => write!(f, "storage I/O error: {m}"),
+            StorageError::Corrupt { op } => write!(f, "entry {op} is corrupt on disk"),
+        }
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+fn io_err(context: &str, e: io::Error) -> StorageError {
+    StorageError::Io(format!("{context}: {e}"))
+}
+
+/// The storage of one replica: one data file.
+pub struct Storage {
+    file: File,
+    layout: Layout,
+    superblock: Superblock,
+    /// Per slot: the header of the entry the log holds there (verified when written or read).
+    slots: Vec<Option<Header>>,
+    /// Highest op appended (or recovered).
+    head: u64,
+    /// Highest op known durable.
+    durable: u64,
+    /// Ops appended since the last sync: their redundant headers are written after the
+    /// prepares are synced.
+    pending: Vec<Header>,
+    /// `log_view_head` to record at the next superblock write (lowered by truncation).
+    log_view_head: u64,
+    /// The highest view among entries truncated since the last superblock write.
+    truncated_view: Option<u32>,
+    /// Set once an fsync or write failed: the storage refuses all further work.
+    failed: Option<String>,
+}
+
+impl fmt::Debug for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Storage")
+            .field("superblock", &self.superblock)
+            .field("head", &self.head)
+            .field("durable", &self.durable)
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+async fn read_exact(file: &File, len: usize, offset: u64) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    file.read_at(&mut buf, offset).await?;
+    Ok(buf)
+}
+
+impl Storage {
+    /// Create (or overwrite) the data file at `path` with an empty log.
+    pub async fn format(
+        path: impl AsRef<Path>,
+        identity: Identity,
+        config: StorageConfig,
+    ) -> Result<(), StorageError> {
+        if !config.is_valid() {
+            return Err(StorageError::Invalid(format!("bad config {config:?}")));
+        }
+        if identity.replica_count == 0 || identity.replica >= identity.replica_count {
+            return Err(StorageError::Invalid(format!("bad identity {identity:?}")));
+        }
+        let layout = Layout::new(config);
+        let file = File::open(path.as_ref())
+            .await
+            .map_err(|e| io_err("open", e))?;
+        // Zero everything (a reformat must not leave old entries behind).
+        file.set_len(0).await.map_err(|e| io_err("set_len", e))?;
+        file.set_len(layout.checkpoints_offset)
+            .await
+            .map_err(|e| io_err("set_len", e))?;
+        file.sync()
+            .await
+            .map_err(|e| StorageError::SyncFailed(e.to_string()))?;
+        let superblock = Superblock {
+            sequence: 1,
+            identity,
+            config,
+            view: 0,
+            log_view: 0,
+            log_view_head: 0,
+            checkpoint: CheckpointRef {
+                op: 0,
+                entry_checksum: Entry::root(identity.cluster).checksum(),
+                offset: 0,
+                size: 0,
+                checksum: 0,
+            },
+        };
+        write_superblock_copies(&file, &superblock).await
+    }
+
+    /// Open and recover the data file at `path`.
+    pub async fn open(path: impl AsRef<Path>) -> Result<(Storage, Recovery), StorageError> {
+        let path = path.as_ref();
+        let display = path.display().to_string();
+        if !sim_runtime::disk::exists(path)
+            .await
+            .map_err(|e| io_err("exists", e))?
+        {
+            return Err(StorageError::NotFormatted(format!(
+                "{display}: no such file"
+            )));
+        }
+        let file = File::open(path).await.map_err(|e| io_err("open", e))?;
+        let len = file.len().await.map_err(|e| io_err("len", e))?;
+        if len < Layout::superblock_offset(SUPERBLOCK_COPIES) {
+            return Err(StorageError::NotFormatted(format!(
+                "{display}: {len} bytes is too short"
+            )));
+        }
+        let mut copies = Vec::with_capacity(SUPERBLOCK_COPIES);
+        for copy in 0..SUPERBLOCK_COPIES {
+            let offset = Layout::superblock_offset(copy);
+            copies.push(read_exact(&file, SUPERBLOCK_SIZE, offset).await.ok());
+        }
+        let Some((superblock, all_copies_current)) = recovery::select_superblock(&copies) else {
+            let all_blank = copies
+                .iter()
+                .all(|c| c.as_ref().is_some_and(|b| b.iter().all(|&x| x == 0)));
+            return Err(if all_blank {
+                StorageError::NotFormatted(format!("{display}: no superblock"))
+            } else {
+                StorageError::NoValidSuperblock(display)
+            });
+        };
+        let layout = Layout::new(superblock.config);
+        if len < layout.checkpoints_offset {
+            return Err(StorageError::NotFormatted(format!(
+                "{display}: {len} bytes is shorter than the WAL"
+            )));
+        }
+
+        let slots = read_slots(&file, &layout).await;
+        let checkpoint = if superblock.checkpoint.offset == 0 {
+            CheckpointState::Empty
+        } else {
+            let size = CHECKPOINT_HEADER_SIZE as u64 + superblock.checkpoint.size;
+            let bytes = read_exact(&file, size as usize, superblock.checkpoint.offset)
+                .await
+                .ok();
+            recovery::load_checkpoint(&superblock, bytes.as_deref())
+        };
+        let recovered = recovery::recover(superblock, checkpoint, &slots);
+
+        let mut slot_headers = vec![None; layout.config.slot_count as usize];
+        let mut head = superblock.checkpoint.op;
+        for e in recovered.log.iter().chain(&recovered.after_gap) {
+            slot_headers[layout.slot_of(e.header.op)] = Some(e.header);
+            head = head.max(e.header.op);
+        }
+        let mut storage = Storage {
+            file,
+            layout,
+            superblock,
+            slots: slot_headers,
+            head,
+            durable: head,
+            pending: Vec::new(),
+            log_view_head: superblock.log_view_head,
+            truncated_view: None,
+            failed: None,
+        };
+
+        // Repairs: make what we recovered durable, rewrite stale redundant headers (so a later
+        // rot of these prepares is reported faulty, not torn), and rewrite every superblock
+        // copy if any is stale, torn or rotten.
+        if !recovered.header_repairs.is_empty() {
+            storage.sync_file().await?;
+            for &slot in &recovered.header_repairs {
+                if let Some(h) = storage.slots[slot] {
+                    storage
+                        .write(&h.encode(), layout.header_offset(slot))
+                        .await?;
+                }
+            }
+            storage.sync_file().await?;
+        }
+        if !all_copies_current {
+            storage.superblock.sequence += 1;
+            write_superblock_copies(&storage.file, &storage.superblock)
+                .await
+                .inspect_err(|e| storage.failed = Some(e.to_string()))?;
+        }
+        Ok((storage, recovered))
+    }
+
+    /// The replica's identity.
+    pub fn identity(&self) -> Identity {
+        self.superblock.identity
+    }
+
+    /// The current (durable) superblock.
+    pub fn superblock(&self) -> &Superblock {
+        &self.superblock
+    }
+
+    /// The WAL geometry.
+    pub fn config(&self) -> StorageConfig {
+        self.layout.config
+    }
+
+    /// Highest op appended.
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+
+    /// Highest op known durable.
+    pub fn durable(&self) -> u64 {
+        self.durable
+    }
+
+    fn check(&self) -> Result<(), StorageError> {
+        match &self.failed {
+            Some(m) => Err(StorageError::SyncFailed(m.clone())),
+            None => Ok(()),
+        }
+    }
+
+    async fn write(&mut self, data: &[u8], offset: u64) -> Result<(), StorageError> {
+        if let Err(e) = self.file.write_at(data, offset).await {
+            let m = format!("write of {} bytes at {offset}: {e}", data.len());
+            self.failed = Some(m.clone());
+            return Err(StorageError::Io(m));
+        }
+        Ok(())
+    }
+
+    async fn sync_file(&mut self) -> Result<(), StorageError> {
+        if let Err(e) = self.file.sync().await {
+            let m = e.to_string();
+            self.failed = Some(m.clone());
+            return Err(StorageError::SyncFailed(m));
+        }
+        Ok(())
+    }
+
+    /// Write `entry` into its WAL slot (not durable until [`Storage::sync`]).
+    ///
+    /// The op must lie in `(checkpoint_op, checkpoint_op + slot_count]`: a higher op would
+    /// overwrite an entry not yet covered by a checkpoint ([`StorageError::WalFull`]).
+    pub async fn append(&mut self, entry: &Entry) -> Result<(), StorageError> {
+        self.check()?;
+        let h = &entry.header;
+        let checkpoint_op = self.superblock.checkpoint.op;
+        if h.cluster != self.superblock.identity.cluster {
+            return Err(StorageError::Invalid(format!(
+                "entry of cluster {} in cluster {}",
+                h.cluster, self.superblock.identity.cluster
+            )));
+        }
+        if !entry.is_valid() {
+            return Err(StorageError::Invalid(format!(
+                "entry {} does not verify",
+                h.op
+            )));
+        }
+        if entry.body.len() > self.layout.config.body_size_max() {
+            return Err(StorageError::Invalid(format!(
+                "entry {} body of {} bytes exceeds the slot ({} max)",
+                h.op,
+                entry.body.len(),
+                self.layout.config.body_size_max()
+            )));
+        }
+        if h.op <= checkpoint_op {
+            return Err(StorageError::Invalid(format!(
+                "op {} is covered by checkpoint {checkpoint_op}",
+                h.op
+            )));
+        }
+        if h.op > checkpoint_op + self.layout.config.slot_count as u64 {
+            return Err(StorageError::WalFull {
+                op: h.op,
+                checkpoint_op,
+            });
+        }
+        let slot = self.layout.slot_of(h.op);
+        self.write(&entry.encode(), self.layout.prepare_offset(slot))
+            .await?;
+        self.slots[slot] = Some(*h);
+        self.pending.retain(|p| p.op != h.op);
+        self.pending.push(*h);
+        self.head = self.head.max(h.op);
+        Ok(())
+    }
+
+    /// Make every append since the last sync durable (group commit) and return the highest
+    /// durable op.
+    ///
+    /// Two fsyncs per call, whatever the number of appends: first the prepares, then the
+    /// redundant headers of those prepares. A redundant header therefore proves its prepare
+    /// was once durable, which is what lets recovery tell a torn tail from corruption.
+    /// On failure the storage is stopped ([`StorageError::SyncFailed`] forever after).
+    pub async fn sync(&mut self) -> Result<u64, StorageError> {
+        self.check()?;
+        if self.pending.is_empty() {
+            return Ok(self.durable);
+        }
+        self.sync_file().await?;
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.sort_by_key(|h| h.op);
+        for h in &pending {
+            let slot = self.layout.slot_of(h.op);
+            self.write(&h.encode(), self.layout.header_offset(slot))
+                .await?;
+        }
+        self.sync_file().await?;
+        self.durable = self.head;
+        Ok(self.durable)
+    }
+
+    /// Discard the log after `op` (a view change installs another suffix). Takes effect
+    /// durably at the next [`Storage::write_superblock`], whose `log_view` must exceed the
+    /// view of every discarded entry; until then a crash recovers the untruncated log.
+    pub async fn truncate_after(&mut self, op: u64) -> Result<(), StorageError> {
+        self.check()?;
+        let checkpoint_op = self.superblock.checkpoint.op;
+        if op < checkpoint_op {
+            return Err(StorageError::Invalid(format!(
+                "cannot truncate after {op}: checkpoint is at {checkpoint_op}"
+            )));
+        }
+        for slot in self.slots.iter_mut() {
+            if let Some(h) = slot {
+                if h.op > op {
+                    self.truncated_view = Some(self.truncated_view.unwrap_or(0).max(h.view));
+                    *slot = None;
+                }
+            }
+        }
+        self.pending.retain(|h| h.op <= op);
+        self.head = self.head.min(op);
+        self.durable = self.durable.min(op);
+        self.log_view_head = self.log_view_head.min(op);
+        Ok(())
+    }
+
+    /// Durably record `view` and `log_view` (and the log head, see [`Superblock`]). Syncs
+    /// pending appends first. Durable when it returns.
+    pub async fn write_superblock(&mut self, view: u32, log_view: u32) -> Result<(), StorageError> {
+        self.check()?;
+        let sb = self.superblock;
+        if log_view > view || view < sb.view || log_view < sb.log_view {
+            return Err(StorageError::Invalid(format!(
+                "view {view} / log_view {log_view} after view {} / log_view {}",
+                sb.view, sb.log_view
+            )));
+        }
+        if let Some(truncated) = self.truncated_view {
+            if log_view <= truncated {
+                return Err(StorageError::Invalid(format!(
+                    "log_view {log_view} must exceed the view {truncated} of truncated entries"
+                )));
+            }
+        }
+        self.sync().await?;
+        let next = Superblock {
+            sequence: sb.sequence + 1,
+            view,
+            log_view,
+            log_view_head: self.log_view_head.max(self.head),
+            ..sb
+        };
+        self.publish(next).await?;
+        self.truncated_view = None;
+        Ok(())
+    }
+
+    async fn publish(&mut self, next: Superblock) -> Result<(), StorageError> {
+        if let Err(e) = write_superblock_copies(&self.file, &next).await {
+            self.failed = Some(e.to_string());
+            return Err(e);
+        }
+        self.superblock = next;
+        self.log_view_head = next.log_view_head;
+        Ok(())
+    }
+
+    /// Durably store a checkpoint of the state after `op` (whose entry has checksum
+    /// `entry_checksum`), then publish it in the superblock. WAL slots up to `op` may be
+    /// reused once this returns.
+    pub async fn checkpoint(
+        &mut self,
+        op: u64,
+        entry_checksum: Checksum,
+        blob: &[u8],
+    ) -> Result<(), StorageError> {
+        self.check()?;
+        let sb = self.superblock;
+        if op < sb.checkpoint.op || op > self.head {
+            return Err(StorageError::Invalid(format!(
+                "checkpoint at {op}: previous {} head {}",
+                sb.checkpoint.op, self.head
+            )));
+        }
+        if op > sb.checkpoint.op {
+            match self.slots[self.layout.slot_of(op)] {
+                Some(h) if h.op == op && h.checksum == entry_checksum => {}
+                _ => {
+                    return Err(StorageError::Invalid(format!(
+                        "checkpoint at {op}: checksum does not match the log"
+                    )))
+                }
+            }
+        } else if entry_checksum != sb.checkpoint.entry_checksum {
+            return Err(StorageError::Invalid(format!(
+                "checkpoint at {op}: checksum does not match the current checkpoint"
+            )));
+        }
+        // The entry at `op` and everything before it must be durable first.
+        self.sync().await?;
+        let current =
+            (sb.checkpoint.offset != 0).then_some((sb.checkpoint.offset, sb.checkpoint.size));
+        let reference = CheckpointRef {
+            op,
+            entry_checksum,
+            offset: self
+                .layout
+                .next_checkpoint_offset(current, blob.len() as u64),
+            size: blob.len() as u64,
+            checksum: xxh3_128(blob),
+        };
+        let mut bytes = encode_checkpoint_header(&sb.identity, &reference).to_vec();
+        bytes.extend_from_slice(blob);
+        // Write, sync, read back (a misdirected write would leave garbage behind the reference).
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            self.write(&bytes, reference.offset).await?;
+            self.sync_file().await?;
+            match read_exact(&self.file, bytes.len(), reference.offset).await {
+                Ok(back) if back == bytes => break,
+                _ if attempts < 4 => continue,
+                result => {
+                    // The checkpoint cannot be stored: stop (like a failed sync).
+                    let m = match result {
+                        Ok(_) => "checkpoint read-back mismatch".to_string(),
+                        Err(e) => format!("checkpoint read-back: {e}"),
+                    };
+                    self.failed = Some(m.clone());
+                    return Err(StorageError::Io(m));
+                }
+            }
+        }
+        let next = Superblock {
+            sequence: sb.sequence + 1,
+            log_view_head: self.log_view_head.max(self.head),
+            checkpoint: reference,
+            ..sb
+        };
+        self.publish(next).await
+    }
+
+    /// Read and verify the entry at `op` (for serving repairs). `Ok(None)` if the log does
+    /// not hold it.
+    pub async fn read_entry(&self, op: u64) -> Result<Option<Entry>, StorageError> {
+        self.check()?;
+        let slot = self.layout.slot_of(op);
+        let Some(h) = self.slots[slot].filter(|h| h.op == op) else {
+            return Ok(None);
+        };
+        let len = HEADER_SIZE + h.size as usize;
+        let bytes = read_exact(&self.file, len, self.layout.prepare_offset(slot))
+            .await
+            .map_err(|_| StorageError::Corrupt { op })?;
+        match Entry::decode(&bytes) {
+            Ok(e) if e.header == h => Ok(Some(e)),
+            _ => Err(StorageError::Corrupt { op }),
+        }
+    }
+}
+
+/// Write the superblock to every copy, one at a time, syncing after each copy, so a crash or
+/// a failed write can damage at most the copy being written.
+async fn write_superblock_copies(file: &File, sb: &Superblock) -> Result<(), StorageError> {
+    for copy in 0..SUPERBLOCK_COPIES {
+        file.write_at(&sb.encode(copy as u8), Layout::superblock_offset(copy))
+            .await
+            .map_err(|e| io_err("superblock write", e))?;
+        file.sync()
+            .await
+            .map_err(|e| StorageError::SyncFailed(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Read every redundant header and every prepare. A failed read of a whole zone falls back to
+/// per-sector reads so one bad sector costs only the slots in it.
+async fn read_slots(file: &File, layout: &Layout) -> Vec<SlotRead> {
+    let n = layout.config.slot_count as usize;
+    let mut headers: Vec<Option<Vec<u8>>> = vec![None; n];
+    let ring_len = n * HEADER_SIZE;
+    match read_exact(file, ring_len, layout.headers_offset).await {
+        Ok(ring) => {
+            for (slot, h) in headers.iter_mut().enumerate() {
+                *h = Some(ring[slot * HEADER_SIZE..(slot + 1) * HEADER_SIZE].to_vec());
+            }
+        }
+        Err(_) => {
+            let per_sector = SECTOR as usize / HEADER_SIZE;
+            for sector in 0..n.div_ceil(per_sector) {
+                let offset = layout.headers_offset + sector as u64 * SECTOR;
+                if let Ok(bytes) = read_exact(file, SECTOR as usize, offset).await {
+                    for i in 0..per_sector {
+                        let slot = sector * per_sector + i;
+                        if slot < n {
+                            headers[slot] =
+                                Some(bytes[i * HEADER_SIZE..(i + 1) * HEADER_SIZE].to_vec());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut slots = Vec::with_capacity(n);
+    for (slot, header) in headers.into_iter().enumerate() {
+        let offset = layout.prepare_offset(slot);
+        let prepare = match read_exact(file, SECTOR as usize, offset).await {
+            Err(_) => None,
+            Ok(mut first) => match Header::decode(&first[..HEADER_SIZE]) {
+                Ok(h)
+                    if HEADER_SIZE + h.size as usize > first.len()
+                        && HEADER_SIZE + h.size as usize <= layout.config.slot_size as usize =>
+                {
+                    let rest = HEADER_SIZE + h.size as usize - first.len();
+                    match read_exact(file, rest, offset + first.len() as u64).await {
+                        Ok(more) => {
+                            first.extend_from_slice(&more);
+                            Some(first)
+                        }
+                        Err(_) => None,
+                    }
+                }
+                _ => Some(first),
+            },
+        };
+        slots.push(SlotRead { header, prepare });
+    }
+    slots
+}

@@ -1,0 +1,18 @@
+//! Storage: on-disk formats (WAL, superblock, checkpoints), pure recovery decisions, and the
+//! storage engine over `sim_runtime::disk`.
+//!
+//! * [`format`] — the file layout, superblock and checkpoint encodings. Pure.
+//! * [`recovery`] — classify every slot and rebuild the log after a crash. Pure.
+//! * [`Storage`] — the async engine: format, open (recover), append, group-commit sync,
+//!   truncate, superblock updates, checkpoints, verified reads.
+//!
+//! The on-disk format and the recovery decision table are specified in
+//! `docs/storage-format.md`.
+
+mod engine;
+pub mod format;
+pub mod recovery;
+
+pub use engine::{Storage, StorageError};
+pub use format::{CheckpointRef, Identity, StorageConfig, Superblock};
+pub use recovery::{CheckpointState, Recovery};

@@ -1,0 +1,120 @@
+//! The cluster harness (simulation only): each replica is a madsim node whose init closure is
+//! the production entry point (`kmb_node::node::run`, what `kmb-node start` calls) over the
+//! simulated disk; a restart re-runs it after a power loss.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use kmb_node::node::{self, NodeConfig};
+use kmb_node::storage::{Identity, Storage, StorageConfig};
+use sim_runtime::sim::{self, Handle, NodeId};
+use sim_runtime::time::Duration;
+
+use crate::swarm::Swarm;
+
+/// Port replicas listen on for peers.
+pub const PEER_PORT: u16 = 3000;
+/// Port replicas listen on for clients (RESP).
+pub const CLIENT_PORT: u16 = 6379;
+/// The cluster id every simulated cluster uses.
+pub const CLUSTER: u64 = 0x006b_6d62;
+
+/// The IP address of replica `i`.
+pub fn replica_ip(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, i as u8 + 1))
+}
+
+/// The IP address of client `c`.
+pub fn client_ip(c: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 1, c as u8 + 1))
+}
+
+/// A running simulated cluster.
+pub struct Cluster {
+    pub replicas: Vec<NodeId>,
+    pub peer_addresses: Vec<SocketAddr>,
+    pub client_addresses: Vec<SocketAddr>,
+}
+
+/// The small WAL the simulator uses, so wrap-around and checkpoints happen within a seed.
+pub fn sim_storage_config() -> StorageConfig {
+    StorageConfig::SIMULATION
+}
+
+async fn replica_main(config: NodeConfig, identity: Identity) {
+    // First boot: format (the harness's `kmb-node format`). Faults start only after every
+    // replica is up, so a format is never interrupted.
+    let exists = sim_runtime::disk::exists(&config.data_path)
+        .await
+        .unwrap_or(false);
+    if !exists {
+        if let Err(e) = Storage::format(&config.data_path, identity, sim_storage_config()).await {
+            kmb_node::inspect::halted(identity.replica, format!("format failed: {e}"));
+            return;
+        }
+    }
+    if let Err(e) = node::run(config, std::future::pending()).await {
+        kmb_node::inspect::halted(identity.replica, e.to_string());
+    }
+}
+
+impl Cluster {
+    /// Create and start every replica of `swarm`.
+    pub fn start(swarm: &Swarm) -> Cluster {
+        let n = swarm.replica_count as usize;
+        let peer_addresses: Vec<SocketAddr> = (0..n)
+            .map(|i| SocketAddr::new(replica_ip(i), PEER_PORT))
+            .collect();
+        let client_addresses: Vec<SocketAddr> = (0..n)
+            .map(|i| SocketAddr::new(replica_ip(i), CLIENT_PORT))
+            .collect();
+        let mut replicas = Vec::new();
+        for i in 0..n {
+            let config = NodeConfig {
+                data_path: PathBuf::from("/data/kmb.data"),
+                replica_addresses: peer_addresses.clone(),
+                client_addresses: client_addresses.clone(),
+                listen_peer: peer_addresses[i],
+                listen_client: client_addresses[i],
+                tick: Duration::from_millis(10),
+            };
+            let identity = Identity {
+                cluster: CLUSTER,
+                replica: i as u8,
+                replica_count: n as u8,
+            };
+            let handle = Handle::current()
+                .create_node()
+                .name(format!("replica-{i}"))
+                .ip(replica_ip(i))
+                .init(move || replica_main(config.clone(), identity))
+                .build();
+            replicas.push(handle.id());
+        }
+        Cluster {
+            replicas,
+            peer_addresses,
+            client_addresses,
+        }
+    }
+
+    /// Power-loss replica `i`.
+    pub fn kill(&self, i: usize) {
+        sim::kill(self.replicas[i]);
+    }
+
+    /// Restart replica `i` (killing it first if it is running).
+    pub fn restart(&self, i: usize) {
+        sim::restart(self.replicas[i]);
+    }
+
+    /// Pause replica `i`.
+    pub fn pause(&self, i: usize) {
+        sim::pause(self.replicas[i]);
+    }
+
+    /// Resume replica `i`.
+    pub fn resume(&self, i: usize) {
+        sim::resume(self.replicas[i]);
+    }
+}

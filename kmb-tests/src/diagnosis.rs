@@ -1,0 +1,1742 @@
+//! Failure reports: what a failing seed did, in words a developer can act on.
+//!
+//! [`FailureReport::build`] takes the checker's [`Failure`], the seed's trace and its swarm
+//! parameters and produces: the last relevant events before the failure, the faults injected in
+//! the window before it, 4–7 root-cause suggestions **drawn from the trace** (they name the
+//! replica, op, view and faults involved; fixed text is only a fallback when the trace is silent)
+//! and the exact repro command. [`FailureReport::to_ascii`] renders it for a terminal.
+//!
+//! Nothing here reads the node: only the trace and the checker's verdict.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::analyzer::{ClientOp, TraceAnalyzer};
+use crate::trace::{format_us, EventKind, Outcome, TraceEvent};
+
+/// How far back "faults before the failure" reaches, simulated µs.
+pub const FAULT_WINDOW_US: u64 = 2_000_000;
+/// Events listed under "what happened".
+pub const WHAT_HAPPENED_MAX: usize = 20;
+/// Fault events listed one by one (the rest are only counted).
+pub const FAULT_LINES_MAX: usize = 12;
+/// Bounds on the number of suggestions per report.
+pub const SUGGESTIONS_MIN: usize = 4;
+pub const SUGGESTIONS_MAX: usize = 7;
+/// Width of the ASCII report.
+pub const REPORT_WIDTH: usize = 78;
+
+/// What kind of invariant failed. The snake_case name is the vopr record's `failure_kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Classification {
+    /// A read returned a value the model (replayed from the committed log) disagrees with.
+    DataCorruption,
+    /// The history has no linearization.
+    Linearizability,
+    /// Two replicas at the same op have different state hashes.
+    ReplicaDivergence,
+    /// A log entry's parent checksum does not match its predecessor.
+    HashChainBreak,
+    /// A replica's commit history has a gap or a committed op was rewritten.
+    CommitGapOrRewrite,
+    /// No progress in the liveness phase.
+    Liveness,
+    /// A replica could not recover (or recovered wrongly) after a crash.
+    RecoveryFailure,
+    /// Two runs of the seed differ.
+    NonDeterminism,
+    /// A checkpoint does not match the state it claims to hold.
+    CheckpointMismatch,
+    /// Replicas wrote different bytes for the same logical content.
+    StorageNondeterminism,
+}
+
+impl Classification {
+    pub const ALL: [Classification; 10] = [
+        Classification::DataCorruption,
+        Classification::Linearizability,
+        Classification::ReplicaDivergence,
+        Classification::HashChainBreak,
+        Classification::CommitGapOrRewrite,
+        Classification::Liveness,
+        Classification::RecoveryFailure,
+        Classification::NonDeterminism,
+        Classification::CheckpointMismatch,
+        Classification::StorageNondeterminism,
+    ];
+
+    /// The snake_case name (as in NDJSON records).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Classification::DataCorruption => "data_corruption",
+            Classification::Linearizability => "linearizability",
+            Classification::ReplicaDivergence => "replica_divergence",
+            Classification::HashChainBreak => "hash_chain_break",
+            Classification::CommitGapOrRewrite => "commit_gap_or_rewrite",
+            Classification::Liveness => "liveness",
+            Classification::RecoveryFailure => "recovery_failure",
+            Classification::NonDeterminism => "non_determinism",
+            Classification::CheckpointMismatch => "checkpoint_mismatch",
+            Classification::StorageNondeterminism => "storage_nondeterminism",
+        }
+    }
+
+    /// A human title.
+    pub fn title(self) -> &'static str {
+        match self {
+            Classification::DataCorruption => "Data corruption",
+            Classification::Linearizability => "Linearizability violation",
+            Classification::ReplicaDivergence => "Replica divergence",
+            Classification::HashChainBreak => "Hash chain break",
+            Classification::CommitGapOrRewrite => "Commit gap or rewrite",
+            Classification::Liveness => "Liveness (no progress)",
+            Classification::RecoveryFailure => "Recovery failure",
+            Classification::NonDeterminism => "Non-determinism",
+            Classification::CheckpointMismatch => "Checkpoint mismatch",
+            Classification::StorageNondeterminism => "Storage non-determinism",
+        }
+    }
+
+    /// Parse a classification or a checker's name (`model`, `replica_consistency`,
+    /// `hash_chain`, `commit_history`, `head_progress`, `checkpoint`, `determinism`, …).
+    pub fn parse(name: &str) -> Option<Classification> {
+        let n = name.trim().to_ascii_lowercase().replace('-', "_");
+        if let Some(c) = Classification::ALL.iter().find(|c| c.as_str() == n) {
+            return Some(*c);
+        }
+        Some(match n.as_str() {
+            "data" | "data_correctness" | "model" | "corruption" => Classification::DataCorruption,
+            "linearizable" | "lincheck" => Classification::Linearizability,
+            "replica_consistency" | "divergence" | "consistency" => {
+                Classification::ReplicaDivergence
+            }
+            "hash_chain" | "hash_chain_integrity" | "chain" => Classification::HashChainBreak,
+            "commit_history" | "commit_gap" | "commit_rewrite" => {
+                Classification::CommitGapOrRewrite
+            }
+            "head_progress" | "progress" | "no_progress" => Classification::Liveness,
+            "recovery" | "checkpoint_recovery" => Classification::RecoveryFailure,
+            "determinism" | "nondeterminism" | "run_twice" => Classification::NonDeterminism,
+            "checkpoint" => Classification::CheckpointMismatch,
+            "storage_determinism" => Classification::StorageNondeterminism,
+            _ => return None,
+        })
+    }
+}
+
+/// A checker's verdict, with what it knows about where the failure is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub checker: String,
+    pub classification: Classification,
+    pub message: String,
+    pub replica: Option<u8>,
+    pub op: Option<u64>,
+    pub key: Option<String>,
+}
+
+/// The exact command that reruns `seed` verbosely with the flags the failing run had
+/// (e.g. `--mutation NAME`, `--no-faults`).
+pub fn repro_command(seed: u64, flags: &[String]) -> String {
+    let mut cmd = format!("vopr --seed {seed} -v");
+    for flag in flags {
+        cmd.push(' ');
+        if !flag.is_empty()
+            && flag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_=./:,".contains(c))
+        {
+            cmd.push_str(flag);
+        } else {
+            cmd.push('\'');
+            cmd.push_str(&flag.replace('\'', r"'\''"));
+            cmd.push('\'');
+        }
+    }
+    cmd
+}
+
+/// The client operation a failure is about: the one whose reply carried the failure's op
+/// number (on its key, if given); else the last completed operation on the failure's key before
+/// the failure; else the last operation on that key. `None` without an op or a key.
+pub fn failing_op(events: &[TraceEvent], failure: &Failure) -> Option<ClientOp> {
+    let a = TraceAnalyzer::new(events);
+    let ops = a.client_ops();
+    let key_ok = |op: &ClientOp| key_matches(failure.key.as_deref(), &op.key);
+    if let Some(n) = failure.op {
+        if let Some(op) = ops.iter().find(|op| op.op_number == Some(n) && key_ok(op)) {
+            return Some(op.clone());
+        }
+    }
+    let key = failure.key.as_deref()?;
+    let at_us = a.first_violation().map_or(a.end_us(), |v| v.at_us);
+    let on_key: Vec<&ClientOp> = ops.iter().filter(|op| op.key == key).collect();
+    // The latest acknowledged reply, else the latest completion, else the latest call.
+    let completed = |ok_only: bool| {
+        on_key
+            .iter()
+            .filter(|op| op.complete_us.is_some_and(|t| t <= at_us))
+            .filter(|op| !ok_only || op.outcome == Some(Outcome::Ok))
+            .max_by_key(|op| op.complete_us)
+            .copied()
+    };
+    completed(true)
+        .or_else(|| completed(false))
+        .or_else(|| on_key.last().copied())
+        .cloned()
+}
+
+/// Whether `op_key` is the failure's key (any key if the failure names none).
+fn key_matches(key: Option<&str>, op_key: &str) -> bool {
+    key.is_none_or(|k| k == op_key)
+}
+
+/// The post-mortem of one failing seed. See the module docs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FailureReport {
+    pub seed: u64,
+    pub failure: Failure,
+    pub params: Value,
+    /// Simulated time of the failure: the first violation in the trace, else its last event.
+    pub failed_at_us: u64,
+    /// The last relevant events up to (and including) the failure, one line each.
+    pub what_happened: Vec<String>,
+    pub fault_window_us: u64,
+    /// Fault counts by kind in the window before the failure.
+    pub fault_counts: BTreeMap<String, usize>,
+    /// The last fault events of that window, one line each.
+    pub faults_before: Vec<String>,
+    pub suggestions: Vec<String>,
+    pub repro_command: String,
+    /// How many events the trace held.
+    pub trace_event_count: usize,
+}
+
+impl FailureReport {
+    /// Build the report. `repro_flags` are the vopr flags to repeat in the repro command.
+    pub fn build(
+        seed: u64,
+        failure: &Failure,
+        events: &[TraceEvent],
+        params: &Value,
+        repro_flags: &[String],
+    ) -> FailureReport {
+        let a = TraceAnalyzer::new(events);
+        let failed_at_us = a.first_violation().map_or(a.end_us(), |v| v.at_us);
+        let ctx = Ctx::new(a, failure, failed_at_us);
+
+        let up_to = a.between(0, failed_at_us);
+        let relevant: Vec<&TraceEvent> = up_to
+            .iter()
+            .filter(|e| ctx.is_relevant(e))
+            .collect::<Vec<_>>();
+        let what_happened = relevant
+            .iter()
+            .skip(relevant.len().saturating_sub(WHAT_HAPPENED_MAX))
+            .map(|e| e.to_string())
+            .collect();
+
+        let faults = a.faults_before(failed_at_us, FAULT_WINDOW_US);
+        let faults_before = faults
+            .iter()
+            .skip(faults.len().saturating_sub(FAULT_LINES_MAX))
+            .map(|e| e.to_string())
+            .collect();
+        let fault_counts = a.fault_counts_before(failed_at_us, FAULT_WINDOW_US, None);
+
+        let mut suggestions = ctx.suggestions();
+        let fallbacks = fallback_suggestions(failure.classification);
+        let mut fallback = fallbacks.iter();
+        while suggestions.len() < SUGGESTIONS_MIN {
+            match fallback.next() {
+                Some(s) => suggestions.push((*s).to_string()),
+                None => break,
+            }
+        }
+        suggestions.truncate(SUGGESTIONS_MAX);
+        assert!(suggestions.len() >= SUGGESTIONS_MIN);
+
+        FailureReport {
+            seed,
+            failure: failure.clone(),
+            params: params.clone(),
+            failed_at_us,
+            what_happened,
+            fault_window_us: FAULT_WINDOW_US,
+            fault_counts,
+            faults_before,
+            suggestions,
+            repro_command: repro_command(seed, repro_flags),
+            trace_event_count: events.len(),
+        }
+    }
+
+    /// The report as boxed, sectioned text for a terminal.
+    pub fn to_ascii(&self) -> String {
+        let w = REPORT_WIDTH;
+        let rule = format!("+{}+\n", "=".repeat(w - 2));
+        let thin = format!("+{}+\n", "-".repeat(w - 2));
+        let mut out = String::new();
+        let boxed = |out: &mut String, text: &str| {
+            for line in wrap(text, w - 4) {
+                let _ = writeln!(out, "| {line:<width$} |", width = w - 4);
+            }
+        };
+        out.push_str(&rule);
+        boxed(
+            &mut out,
+            &format!(
+                "VOPR FAILURE REPORT   seed {}   at {} (simulated)",
+                self.seed,
+                format_us(self.failed_at_us)
+            ),
+        );
+        out.push_str(&thin);
+        boxed(
+            &mut out,
+            &format!(
+                "classification: {} ({})",
+                self.failure.classification.title(),
+                self.failure.classification.as_str()
+            ),
+        );
+        boxed(
+            &mut out,
+            &format!("checker:        {}", self.failure.checker),
+        );
+        let mut focus = Vec::new();
+        if let Some(r) = self.failure.replica {
+            focus.push(format!("replica {r}"));
+        }
+        if let Some(op) = self.failure.op {
+            focus.push(format!("op {op}"));
+        }
+        if let Some(k) = &self.failure.key {
+            focus.push(format!("key {k}"));
+        }
+        if !focus.is_empty() {
+            boxed(&mut out, &format!("where:          {}", focus.join(", ")));
+        }
+        out.push_str(&rule);
+
+        section(&mut out, "FAILURE");
+        for line in wrap(&self.failure.message, w - 2) {
+            let _ = writeln!(out, "  {line}");
+        }
+
+        if let Some(params) = summarize_params(&self.params) {
+            section(&mut out, "PARAMETERS");
+            for line in wrap(&params, w - 2) {
+                let _ = writeln!(out, "  {line}");
+            }
+        }
+
+        section(
+            &mut out,
+            &format!(
+                "WHAT HAPPENED (last {} relevant of {} traced events)",
+                self.what_happened.len(),
+                self.trace_event_count
+            ),
+        );
+        if self.what_happened.is_empty() {
+            out.push_str("  (no trace: rerun with --enable-trace)\n");
+        }
+        for line in &self.what_happened {
+            let _ = writeln!(out, "  {line}");
+        }
+
+        section(
+            &mut out,
+            &format!(
+                "FAULTS IN THE {} BEFORE THE FAILURE",
+                format_us(self.fault_window_us)
+            ),
+        );
+        if self.fault_counts.is_empty() {
+            out.push_str("  none traced\n");
+        } else {
+            let counts: Vec<String> = self
+                .fault_counts
+                .iter()
+                .map(|(k, n)| format!("{k} x{n}"))
+                .collect();
+            for line in wrap(&counts.join(", "), w - 2) {
+                let _ = writeln!(out, "  {line}");
+            }
+            for line in &self.faults_before {
+                let _ = writeln!(out, "  {line}");
+            }
+        }
+
+        section(&mut out, "SUGGESTIONS");
+        for (i, s) in self.suggestions.iter().enumerate() {
+            for (j, line) in wrap(s, w - 6).into_iter().enumerate() {
+                if j == 0 {
+                    let _ = writeln!(out, "  {:>2}. {line}", i + 1);
+                } else {
+                    let _ = writeln!(out, "      {line}");
+                }
+            }
+        }
+
+        section(&mut out, "REPRODUCE");
+        let _ = writeln!(out, "  {}", self.repro_command);
+        out.push_str(&rule);
+        out
+    }
+}
+
+fn section(out: &mut String, title: &str) {
+    let _ = writeln!(
+        out,
+        "\n-- {title} {}",
+        "-".repeat(REPORT_WIDTH.saturating_sub(title.len() + 4))
+    );
+}
+
+/// Greedy word wrap; words longer than `width` get a line of their own.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    for paragraph in text.lines() {
+        if paragraph.chars().count() <= width {
+            lines.push(paragraph.trim_end().to_string());
+            continue;
+        }
+        let mut line = String::new();
+        for word in paragraph.split_whitespace() {
+            if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+                lines.push(std::mem::take(&mut line));
+            }
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+        lines.push(line);
+    }
+    if lines.is_empty() {
+        lines.push(String::new());
+    }
+    lines
+}
+
+/// `replica_count=3 client_count=4 …`: the top-level scalars of the swarm parameters.
+fn summarize_params(params: &Value) -> Option<String> {
+    let map = params.as_object()?;
+    let parts: Vec<String> = map
+        .iter()
+        .filter_map(|(k, v)| match v {
+            Value::Bool(_) | Value::Number(_) | Value::String(_) => Some(format!("{k}={v}")),
+            _ => None,
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
+
+/// Fixed advice, used only when the trace says too little.
+fn fallback_suggestions(c: Classification) -> &'static [&'static str] {
+    match c {
+        Classification::DataCorruption => &[
+            "check the state machine's apply for the op kind that returned the wrong value (INCRBY overflow, CAS compare, DEL then SET)",
+            "check the model is replayed from the node's committed log in op-number order, not from the harness's own bookkeeping",
+            "check every read verifies header and body checksums before the value is returned",
+            "check a retried request is applied exactly once (client table keyed by client id and request number)",
+        ],
+        Classification::Linearizability => &[
+            "rerun with --enable-trace --trace-dir DIR and run lincheck on the recorded history to see the minimal conflicting ops",
+            "check replies are sent only for committed ops, and reads go through the log (or a lease of the current view)",
+            "check a deposed primary stops answering once a newer view exists",
+            "check retries carry the same (client, request) and the client table returns the first result",
+        ],
+        Classification::ReplicaDivergence => &[
+            "check apply is deterministic: no HashMap iteration order, clock or randomness in the state machine",
+            "check the state hash covers the client table as well as the key space",
+            "check do_view_change picks the log with the highest log_view, then the highest op",
+            "check state transfer installs the checkpoint's state and client table together",
+        ],
+        Classification::HashChainBreak => &[
+            "check the primary computes each prepare's parent checksum from its own log head",
+            "check a repaired entry is verified against the hash chain before it is written",
+            "check recovery walks the chain back from the head and treats a mismatch as corruption, not as 'never written'",
+            "check the suffix installed by a view change re-links to the retained prefix",
+        ],
+        Classification::CommitGapOrRewrite => &[
+            "check commit_min is persisted monotonically (superblock) and never moves backwards on restart",
+            "check PREPARE_OK is sent only after the prepare is synced",
+            "check do_view_change log selection (log_view) never drops a committed op",
+            "check commits are applied strictly in op order, waiting for missing prepares to be repaired",
+        ],
+        Classification::Liveness => &[
+            "check the liveness phase healed every link and restarted every replica",
+            "check view-change timeouts back off so a DVC quorum can form",
+            "check clients resend to the new primary after a view change",
+            "check the primary's commit heartbeat keeps followers' commit numbers moving",
+        ],
+        Classification::RecoveryFailure => &[
+            "check the superblock quorum picks the newest valid copy",
+            "check recovery tells a torn tail (never acknowledged) from mid-log corruption (repair from a peer)",
+            "check a replica recovering from a crash waits for a recovery response before acting in a view",
+            "check the checkpoint the superblock points at was synced before the superblock",
+        ],
+        Classification::NonDeterminism => &[
+            "check for HashMap/HashSet iteration before random draws, thread_rng/getrandom, and clock reads outside sim_runtime",
+            "check every tokio::select! is biased",
+            "check for statics or thread-locals that survive between seeds in one process",
+            "rerun the seed twice alone (`vopr --seed S -n 1`) to rule out leakage between seeds",
+        ],
+        Classification::CheckpointMismatch => &[
+            "check the checkpoint is taken at exactly its op (state after applying op N, not N±1)",
+            "check the checkpoint includes the client table",
+            "check log space is reused only after the checkpoint and superblock are synced",
+            "check state transfer verifies the checkpoint's checksum before installing it",
+        ],
+        Classification::StorageNondeterminism => &[
+            "check padding and unused bytes of on-disk headers are zeroed",
+            "check nothing written to disk depends on a HashMap's iteration order or the wall clock",
+            "check the WAL slot of an op is a function of the op number only",
+            "check the checkpoint serializes keys in sorted order",
+        ],
+    }
+}
+
+/// What the suggestions are built from.
+struct Ctx<'a> {
+    a: TraceAnalyzer<'a>,
+    failure: &'a Failure,
+    at_us: u64,
+    /// The failure's replica, or one inferred from the trace.
+    replica: Option<u8>,
+    /// The failure's op, or one inferred (first divergent commit / the failing client op).
+    op: Option<u64>,
+    failing: Option<ClientOp>,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(a: TraceAnalyzer<'a>, failure: &'a Failure, at_us: u64) -> Ctx<'a> {
+        let failing = failing_op(a.events(), failure);
+        let divergent = first_divergent_commit(&a, at_us);
+        let op = failure
+            .op
+            .or_else(|| divergent.as_ref().map(|d| d.0))
+            .or_else(|| failing.as_ref().and_then(|f| f.op_number));
+        let replica = failure
+            .replica
+            .or_else(|| divergent.as_ref().map(|d| d.1))
+            .or_else(|| most_faulted_replica(&a, at_us));
+        Ctx {
+            a,
+            failure,
+            at_us,
+            replica,
+            op,
+            failing,
+        }
+    }
+
+    fn is_relevant(&self, e: &TraceEvent) -> bool {
+        if !e.kind.is_high_volume() {
+            return true;
+        }
+        if self.op.is_some() && e.kind.op() == self.op {
+            return true;
+        }
+        matches!(e.kind, EventKind::Repair { .. } | EventKind::Commit { .. })
+            && self.replica.is_some()
+            && e.kind.replica() == self.replica
+    }
+
+    fn op_suffix(&self) -> String {
+        self.op
+            .map(|op| format!(" for op {op}"))
+            .unwrap_or_default()
+    }
+
+    fn window(&self) -> String {
+        format_us(FAULT_WINDOW_US)
+    }
+
+    fn suggestions(&self) -> Vec<String> {
+        let s: Vec<Option<String>> = match self.failure.classification {
+            Classification::DataCorruption => vec![
+                self.key_history(),
+                self.disk_corruption("check every read verifies header and body checksums and the entry's own op/replica/cluster ids, so a rotted or misdirected entry is repaired from a peer, never served"),
+                self.crash_restart("check WAL recovery's torn-tail rule: only a never-acknowledged tail may be truncated"),
+                self.net_corruption("check the frame checksum covers header and body, so a corrupted value is rejected rather than applied"),
+                self.state_transfer("check the checkpoint restores state and client table together, at exactly its op"),
+                self.unknown_outcomes("a retried write must be applied exactly once (client table keyed by client id and request number)"),
+            ],
+            Classification::Linearizability => vec![
+                self.failing_and_concurrent(),
+                self.reply_before_commit(),
+                self.view_change_during_op(),
+                self.partitions("a primary cut off from a majority can no longer commit and must stop answering reads"),
+                self.unknown_outcomes("these may take effect late; check retries carry the same (client, request) and the client table returns the first result"),
+                self.crash_during_op(),
+            ],
+            Classification::ReplicaDivergence => vec![
+                self.divergent_checksums(),
+                self.repair("check the repaired entry is verified against the hash chain before it is applied"),
+                self.state_transfer("check the transferred checkpoint's state hash matches the op it claims"),
+                self.crash_restart("check WAL recovery's torn-tail rule and that a recovering replica does not apply ops it has not re-verified"),
+                self.view_change("check do_view_change log selection (highest log_view, then highest op) and that replicas truncate their uncommitted suffix before installing the new one"),
+                self.disk_corruption("check reads verify checksums so the replica never applies a corrupt body"),
+            ],
+            Classification::HashChainBreak => vec![
+                self.repair("verify the repaired entry's parent checksum against its predecessor before accepting it"),
+                self.disk_corruption("a misdirected write puts a valid entry in the wrong slot: check each entry's own op number is compared with its slot"),
+                self.crash_restart("check WAL recovery's torn-tail rule and that the head is re-linked after truncation"),
+                self.view_change("after a view change replaces a suffix, the next op's parent must be the new entry's checksum"),
+                self.state_transfer("after state transfer the chain must resume from the checkpoint's anchor checksum"),
+            ],
+            Classification::CommitGapOrRewrite => vec![
+                self.commit_gap_or_rewrite(),
+                self.lost_writes(),
+                self.view_change("check do_view_change log selection (log_view): a new primary must never drop a committed op"),
+                self.state_transfer("check commit_min jumps to the checkpoint's op only after the checkpoint is installed and synced"),
+                self.crash_restart("check commit_min is persisted monotonically and the torn-tail rule never truncates a committed op"),
+            ],
+            Classification::Liveness => vec![
+                self.last_commit(),
+                self.still_broken(),
+                self.view_churn(),
+                self.outstanding(),
+                self.sync_errors(),
+                self.partitions("check every link was healed at the start of the liveness phase"),
+            ],
+            Classification::RecoveryFailure => vec![
+                self.crash_restart("check WAL recovery's torn-tail rule: a torn tail is truncated only if it was never acknowledged; mid-log corruption is repaired from a peer"),
+                self.disk_corruption("check recovery reads several superblock copies and repairs corrupt WAL entries from a peer instead of halting or truncating"),
+                self.repair("check repair requests go to a replica whose entry matches the hash chain"),
+                self.state_transfer("check a replica that fell behind the checkpoint installs it before replaying the WAL"),
+                self.fault_bound(),
+            ],
+            Classification::NonDeterminism => vec![
+                self.divergence_point(),
+                self.divergence_subsystem(),
+                self.replica_select(),
+            ],
+            Classification::CheckpointMismatch => vec![
+                self.state_transfer("check the checkpoint is taken at exactly its op and includes the client table"),
+                self.crash_restart("check the superblock points at a checkpoint only after the checkpoint is synced"),
+                self.disk_corruption("check the checkpoint's checksum is verified on load and a corrupt one is fetched from a peer"),
+                self.lost_writes(),
+            ],
+            Classification::StorageNondeterminism => vec![
+                self.disk_corruption("faults must not leak into the bytes of healthy writes: check the storage determinism checker compares only replicas without faults in this window"),
+                self.crash_restart("check recovery rewrites the tail identically on every replica (zeroed padding, same slot layout)"),
+                self.repair("check a repaired entry is written byte-for-byte as the primary wrote it"),
+                self.state_transfer("check the checkpoint is serialized in a canonical (sorted) order"),
+            ],
+        };
+        let mut out: Vec<String> = s.into_iter().flatten().collect();
+        let mut seen = BTreeSet::new();
+        out.retain(|s| seen.insert(s.clone()));
+        out
+    }
+
+    // --- facts drawn from the trace, each with the advice that follows from it ---
+
+    fn disk_faults_of(&self, replica: Option<u8>, kinds: &[&str]) -> BTreeMap<String, usize> {
+        self.a
+            .fault_counts_before(self.at_us, FAULT_WINDOW_US, replica)
+            .into_iter()
+            .filter(|(k, _)| kinds.iter().any(|x| k == x))
+            .collect()
+    }
+
+    fn counts_text(counts: &BTreeMap<String, usize>) -> String {
+        counts
+            .iter()
+            .map(|(k, n)| format!("{n} x {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn disk_corruption(&self, advice: &str) -> Option<String> {
+        const KINDS: &[&str] = &[
+            "disk.bit_rot",
+            "disk.misdirect",
+            "disk.latent_error",
+            "disk.corrupt",
+        ];
+        // Prefer the failing replica; else every replica that had such faults.
+        if let Some(r) = self.replica {
+            let counts = self.disk_faults_of(Some(r), KINDS);
+            if !counts.is_empty() {
+                return Some(format!(
+                    "replica {r} had {} in the {} before the failure — {advice}{}",
+                    Self::counts_text(&counts),
+                    self.window(),
+                    self.op_suffix()
+                ));
+            }
+        }
+        let mut per_replica: BTreeMap<u8, BTreeMap<String, usize>> = BTreeMap::new();
+        for e in self.a.faults_before(self.at_us, FAULT_WINDOW_US) {
+            if let (Some(kind), Some(r)) = (e.kind.fault_kind(), e.kind.replica()) {
+                if KINDS.contains(&kind) {
+                    *per_replica
+                        .entry(r)
+                        .or_default()
+                        .entry(kind.to_string())
+                        .or_insert(0) += 1;
+                }
+            }
+        }
+        if per_replica.is_empty() {
+            return None;
+        }
+        let parts: Vec<String> = per_replica
+            .iter()
+            .map(|(r, c)| format!("replica {r}: {}", Self::counts_text(c)))
+            .collect();
+        Some(format!(
+            "storage faults before the failure ({}) — {advice}{}",
+            parts.join("; "),
+            self.op_suffix()
+        ))
+    }
+
+    fn net_corruption(&self, advice: &str) -> Option<String> {
+        let counts = self.disk_faults_of(None, &["net.corrupt", "net.duplicate"]);
+        (!counts.is_empty()).then(|| {
+            format!(
+                "the network injected {} in the {} before the failure — {advice}",
+                Self::counts_text(&counts),
+                self.window()
+            )
+        })
+    }
+
+    /// The crash/restart of the failing replica (or the last one of any replica) before the
+    /// failure, with the crash faults (torn / lost writes) that came with it.
+    fn crash_restart(&self, advice: &str) -> Option<String> {
+        let downs = self.a.downtimes(None);
+        let before: Vec<_> = downs.iter().filter(|d| d.crash_us <= self.at_us).collect();
+        let d = self
+            .replica
+            .and_then(|r| before.iter().rev().find(|d| d.replica == r))
+            .or_else(|| before.last())?;
+        let until = d.restart_us.unwrap_or(self.at_us);
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for e in self
+            .a
+            .between(d.crash_us.saturating_sub(FAULT_WINDOW_US), until)
+        {
+            if let EventKind::FaultInjected { kind, replica, .. } = &e.kind {
+                if *replica == Some(d.replica) && kind.starts_with("disk.crash") {
+                    *counts.entry(kind.clone()).or_insert(0) += 1;
+                }
+            }
+        }
+        let faults = if counts.is_empty() {
+            String::from("no torn or lost writes traced")
+        } else {
+            let parts: Vec<String> = counts
+                .iter()
+                .map(|(k, n)| {
+                    let what = match k.as_str() {
+                        "disk.crash_torn" => "torn writes",
+                        "disk.crash_lost" => "lost unsynced writes",
+                        _ => "crash faults",
+                    };
+                    format!("{n} {what} ({k})")
+                })
+                .collect();
+            parts.join(" and ")
+        };
+        let when = match d.restart_us {
+            Some(t) => format!(
+                "restarted at {} after a crash at {} with {faults}",
+                format_us(t),
+                format_us(d.crash_us)
+            ),
+            None => format!(
+                "crashed at {} with {faults} and was still down at the failure",
+                format_us(d.crash_us)
+            ),
+        };
+        Some(format!(
+            "replica {} {when} — {advice}{}",
+            d.replica,
+            self.op_suffix()
+        ))
+    }
+
+    fn lost_writes(&self) -> Option<String> {
+        let counts = self.disk_faults_of(self.replica, &["disk.crash_lost"]);
+        let n = counts.get("disk.crash_lost")?;
+        let who = self
+            .replica
+            .map(|r| format!("replica {r}"))
+            .unwrap_or_else(|| "the cluster".into());
+        Some(format!(
+            "{who} lost {n} unsynced writes on crash (disk.crash_lost) in the {} before the failure — a PREPARE_OK sent before its prepare was synced lets a committed op vanish: check sync-before-PREPARE_OK{}",
+            self.window(),
+            self.op_suffix()
+        ))
+    }
+
+    fn view_change(&self, advice: &str) -> Option<String> {
+        let e = self.a.last_view_installed_before(self.at_us)?;
+        let EventKind::ViewInstalled {
+            replica,
+            view,
+            primary,
+        } = e.kind
+        else {
+            return None;
+        };
+        let started = self.a.last_before(
+            self.at_us,
+            |k| matches!(k, EventKind::ViewChangeStarted { view: v, .. } if *v == view),
+        );
+        let started = started
+            .map(|s| {
+                format!(
+                    " (view change started by replica {} at {})",
+                    s.kind.replica().unwrap_or(replica),
+                    format_us(s.at_us)
+                )
+            })
+            .unwrap_or_default();
+        Some(format!(
+            "the last view change before the failure installed view {view} on replica {replica} (primary {primary}) at {}{started} — {advice}{}",
+            format_us(e.at_us),
+            self.op_suffix()
+        ))
+    }
+
+    fn state_transfer(&self, advice: &str) -> Option<String> {
+        let e = self.a.last_before(self.at_us, |k| match k {
+            EventKind::StateTransfer { replica, .. } => {
+                self.replica.is_none() || Some(*replica) == self.replica
+            }
+            _ => false,
+        })?;
+        let EventKind::StateTransfer {
+            replica,
+            from_op,
+            to_op,
+        } = e.kind
+        else {
+            return None;
+        };
+        Some(format!(
+            "replica {replica} state-transferred from op {from_op} to op {to_op} at {} — {advice}",
+            format_us(e.at_us)
+        ))
+    }
+
+    fn repair(&self, advice: &str) -> Option<String> {
+        let repairs: Vec<&TraceEvent> = self
+            .a
+            .between(0, self.at_us)
+            .iter()
+            .filter(|e| match e.kind {
+                EventKind::Repair { replica, op } => {
+                    (self.replica.is_none() || Some(replica) == self.replica)
+                        && (self.op.is_none() || Some(op) == self.op)
+                }
+                _ => false,
+            })
+            .collect();
+        let last = repairs.last()?;
+        let EventKind::Repair { replica, op } = last.kind else {
+            return None;
+        };
+        let more = if repairs.len() > 1 {
+            format!(" ({} repairs in all)", repairs.len())
+        } else {
+            String::new()
+        };
+        Some(format!(
+            "replica {replica} repaired op {op} at {}{more} — {advice}",
+            format_us(last.at_us)
+        ))
+    }
+
+    fn partitions(&self, advice: &str) -> Option<String> {
+        let open = self.a.open_partitions(self.at_us);
+        let recent: Vec<&TraceEvent> = self
+            .a
+            .faults_before(self.at_us, FAULT_WINDOW_US)
+            .into_iter()
+            .filter(|e| matches!(e.kind, EventKind::Partition { .. }))
+            .collect();
+        if open.is_empty() && recent.is_empty() {
+            return None;
+        }
+        let mut parts: Vec<String> = open
+            .iter()
+            .map(|(link, t)| format!("{link} since {} (never healed)", format_us(*t)))
+            .collect();
+        for e in &recent {
+            if let EventKind::Partition { link } = &e.kind {
+                if !open.iter().any(|(l, _)| l == link) {
+                    parts.push(format!("{link} at {} (healed)", format_us(e.at_us)));
+                }
+            }
+        }
+        parts.truncate(4);
+        Some(format!(
+            "partitions before the failure: {} — {advice}",
+            parts.join(", ")
+        ))
+    }
+
+    fn unknown_outcomes(&self, advice: &str) -> Option<String> {
+        let ops: Vec<ClientOp> = self
+            .a
+            .client_ops()
+            .into_iter()
+            .filter(|op| op.outcome == Some(Outcome::Unknown))
+            .filter(|op| key_matches(self.failure.key.as_deref(), &op.key))
+            .filter(|op| op.invoke_us <= self.at_us)
+            .collect();
+        if ops.is_empty() {
+            return None;
+        }
+        let list: Vec<String> = ops.iter().take(3).map(ClientOp::describe).collect();
+        let on = self
+            .failure
+            .key
+            .as_deref()
+            .map(|k| format!(" on key {k}"))
+            .unwrap_or_default();
+        Some(format!(
+            "{} operation(s){on} ended with an unknown outcome: {} — {advice}",
+            ops.len(),
+            list.join("; ")
+        ))
+    }
+
+    fn key_history(&self) -> Option<String> {
+        let key = self.failure.key.as_deref()?;
+        let ops = self.a.ops_on_key(key);
+        let last_write = ops
+            .iter()
+            .rev()
+            .filter(|op| op.invoke_us <= self.at_us)
+            .find(|op| op.op != crate::trace::OpKind::Read && op.outcome == Some(Outcome::Ok))?;
+        let upto = last_write
+            .op_number
+            .map(|n| format!(" up to op {n}"))
+            .unwrap_or_default();
+        Some(format!(
+            "key {key}: the last acknowledged write before the failure was {} — replay the committed log{upto} and compare the model's value with what the failing read returned{}",
+            last_write.describe(),
+            self.replica.map(|r| format!(" on replica {r}")).unwrap_or_default()
+        ))
+    }
+
+    fn failing_and_concurrent(&self) -> Option<String> {
+        let f = self.failing.as_ref()?;
+        let end = self.a.end_us();
+        let concurrent: Vec<ClientOp> = self
+            .a
+            .ops_on_key(&f.key)
+            .into_iter()
+            .filter(|op| op.invoke_seq != f.invoke_seq && op.overlaps(f, end))
+            .collect();
+        let list: Vec<String> = concurrent.iter().take(3).map(ClientOp::describe).collect();
+        Some(if concurrent.is_empty() {
+            format!(
+                "the operation that cannot be placed is {}; no other operation on key {} overlaps it, so it contradicts an earlier completed one — compare with the previous write's op number",
+                f.describe(),
+                f.key
+            )
+        } else {
+            format!(
+                "the operation that cannot be placed is {}; {} operation(s) on key {} overlap it: {}",
+                f.describe(),
+                concurrent.len(),
+                f.key,
+                list.join("; ")
+            )
+        })
+    }
+
+    fn reply_before_commit(&self) -> Option<String> {
+        let f = self.failing.as_ref()?;
+        let n = f.op_number?;
+        let complete_us = f.complete_us?;
+        let commits = self.a.commits_of_op(n);
+        match commits.iter().map(|c| c.2).min() {
+            Some(first) if first > complete_us => Some(format!(
+                "client {} saw the reply for op {n} at {} but the first commit of op {n} is at {} (replica {}) — a reply was sent before commit",
+                f.client,
+                format_us(complete_us),
+                format_us(first),
+                commits[0].0
+            )),
+            Some(first) => Some(format!(
+                "op {n} (the failing reply) first committed at {} on replica {} and was acknowledged at {} — check the value returned is the state after exactly op {n} (reads in op-number order)",
+                format_us(first),
+                commits[0].0,
+                format_us(complete_us)
+            )),
+            None => None,
+        }
+    }
+
+    fn view_change_during_op(&self) -> Option<String> {
+        let f = self.failing.as_ref();
+        let (from, to) = match f {
+            Some(f) => (f.invoke_us, f.end_us(self.at_us)),
+            None => (self.at_us.saturating_sub(FAULT_WINDOW_US), self.at_us),
+        };
+        let during: Vec<&TraceEvent> = self
+            .a
+            .between(from, to)
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::ViewInstalled { .. }))
+            .collect();
+        if let Some(e) = during.last() {
+            let EventKind::ViewInstalled {
+                replica,
+                view,
+                primary,
+            } = e.kind
+            else {
+                return None;
+            };
+            return Some(format!(
+                "view {view} was installed on replica {replica} (primary {primary}) at {}, while the operation was in flight — a read answered by the old primary after the new view began is stale: reads must go through the log or hold a lease of the current view",
+                format_us(e.at_us)
+            ));
+        }
+        self.view_change("check that a replica answers only in the view it has installed")
+    }
+
+    fn crash_during_op(&self) -> Option<String> {
+        let f = self.failing.as_ref()?;
+        let end = f.end_us(self.at_us);
+        let d = self
+            .a
+            .downtimes(None)
+            .into_iter()
+            .find(|d| d.crash_us >= f.invoke_us && d.crash_us <= end)?;
+        Some(format!(
+            "replica {} crashed at {} while client {} request {} was in flight — check the reply is not sent from state that the crash rolled back (sync before PREPARE_OK)",
+            d.replica,
+            format_us(d.crash_us),
+            f.client,
+            f.request
+        ))
+    }
+
+    fn divergent_checksums(&self) -> Option<String> {
+        let op = self.op?;
+        let commits = self.a.commits_of_op(op);
+        let mut by_sum: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
+        for (r, sum, _) in &commits {
+            let list = by_sum.entry(sum).or_default();
+            if !list.contains(r) {
+                list.push(*r);
+            }
+        }
+        if by_sum.len() < 2 {
+            return None;
+        }
+        let parts: Vec<String> = by_sum
+            .iter()
+            .map(|(sum, rs)| {
+                let rs: Vec<String> = rs.iter().map(u8::to_string).collect();
+                format!("checksum {sum} on replica(s) {}", rs.join(", "))
+            })
+            .collect();
+        Some(format!(
+            "op {op} was committed with {} — the first op where replicas disagree; look at what the odd replica did just before",
+            parts.join(" but ")
+        ))
+    }
+
+    fn commit_gap_or_rewrite(&self) -> Option<String> {
+        let transfers: Vec<(u8, u64)> = self
+            .a
+            .events()
+            .iter()
+            .filter_map(|e| match e.kind {
+                EventKind::StateTransfer { replica, to_op, .. } => Some((replica, to_op)),
+                _ => None,
+            })
+            .collect();
+        let replicas: Vec<u8> = match self.replica {
+            Some(r) => vec![r],
+            None => self.a.replicas().into_iter().collect(),
+        };
+        for r in replicas {
+            let mut last: BTreeMap<u64, (&str, u64)> = BTreeMap::new();
+            let mut prev: Option<u64> = None;
+            for e in self.a.between(0, self.at_us) {
+                let EventKind::Commit {
+                    replica,
+                    op,
+                    checksum,
+                } = &e.kind
+                else {
+                    continue;
+                };
+                if *replica != r {
+                    continue;
+                }
+                if let Some((sum, t)) = last.get(op) {
+                    if *sum != checksum {
+                        return Some(format!(
+                            "replica {r} committed op {op} twice: checksum {sum} at {} and {checksum} at {} — a committed op was rewritten",
+                            format_us(*t),
+                            format_us(e.at_us)
+                        ));
+                    }
+                }
+                if let Some(p) = prev {
+                    let explained = transfers.iter().any(|&(tr, to)| tr == r && to + 1 >= *op);
+                    if *op > p + 1 && !explained {
+                        return Some(format!(
+                            "replica {r} committed op {p} then op {op} at {} — ops {}..{} were skipped (commit gap)",
+                            format_us(e.at_us),
+                            p + 1,
+                            op - 1
+                        ));
+                    }
+                    if *op <= p {
+                        return Some(format!(
+                            "replica {r} committed op {op} at {} after op {p} — the commit number went backwards",
+                            format_us(e.at_us)
+                        ));
+                    }
+                }
+                last.insert(*op, (checksum.as_str(), e.at_us));
+                prev = Some(*op);
+            }
+        }
+        None
+    }
+
+    fn last_commit(&self) -> Option<String> {
+        let e = self.a.last_commit_before(self.at_us)?;
+        let EventKind::Commit { replica, op, .. } = e.kind else {
+            return None;
+        };
+        Some(format!(
+            "the last commit in the trace is op {op} on replica {replica} at {}; nothing committed in the {} before the failure at {} — find what the primary of the last view was waiting for",
+            format_us(e.at_us),
+            format_us(self.at_us - e.at_us),
+            format_us(self.at_us)
+        ))
+    }
+
+    fn still_broken(&self) -> Option<String> {
+        let mut parts: Vec<String> = self
+            .a
+            .downtimes(None)
+            .into_iter()
+            .filter(|d| d.restart_us.is_none() && d.crash_us <= self.at_us)
+            .map(|d| format!("replica {} down since {}", d.replica, format_us(d.crash_us)))
+            .collect();
+        parts.extend(
+            self.a
+                .open_partitions(self.at_us)
+                .into_iter()
+                .map(|(l, t)| format!("link {l} partitioned since {}", format_us(t))),
+        );
+        (!parts.is_empty()).then(|| {
+            format!(
+                "still faulty at the failure: {} — the liveness phase must heal every link and restart every replica; if it did, the trace is missing the Heal/Restart",
+                parts.join(", ")
+            )
+        })
+    }
+
+    fn view_churn(&self) -> Option<String> {
+        let starts: Vec<u32> = self
+            .a
+            .between(self.at_us.saturating_sub(FAULT_WINDOW_US * 5), self.at_us)
+            .iter()
+            .filter_map(|e| match e.kind {
+                EventKind::ViewChangeStarted { view, .. } => Some(view),
+                _ => None,
+            })
+            .collect();
+        if starts.is_empty() {
+            return self.view_change(
+                "check the new primary finishes the view change (start_view sent, log_view synced)",
+            );
+        }
+        let lo = starts.iter().min().copied().unwrap_or(0);
+        let hi = starts.iter().max().copied().unwrap_or(0);
+        Some(format!(
+            "{} view change(s) started in the {} before the failure (views {lo}..{hi}) — check view-change timeouts back off and that a replica does not start a newer view change while a DVC quorum for the current one can still form",
+            starts.len(),
+            format_us(FAULT_WINDOW_US * 5)
+        ))
+    }
+
+    fn outstanding(&self) -> Option<String> {
+        let ops: Vec<ClientOp> = self
+            .a
+            .outstanding_ops()
+            .into_iter()
+            .filter(|op| op.invoke_us <= self.at_us)
+            .collect();
+        let first = ops.first()?;
+        Some(format!(
+            "{} request(s) never completed, the oldest {} — check clients resend to the new primary after a view change and duplicates are answered from the client table",
+            ops.len(),
+            first.describe()
+        ))
+    }
+
+    fn sync_errors(&self) -> Option<String> {
+        let counts = self.disk_faults_of(None, &["disk.sync_error", "disk.full"]);
+        if counts.is_empty() {
+            return None;
+        }
+        let replicas: BTreeSet<u8> = self
+            .a
+            .faults_before(self.at_us, FAULT_WINDOW_US)
+            .iter()
+            .filter(|e| matches!(e.kind.fault_kind(), Some("disk.sync_error" | "disk.full")))
+            .filter_map(|e| e.kind.replica())
+            .collect();
+        let rs: Vec<String> = replicas.iter().map(u8::to_string).collect();
+        Some(format!(
+            "{} on replica(s) {} — an fsync error stops the node by design; if more than f replicas stopped, the cluster is outside the fault bound and the harness should not have injected it",
+            Self::counts_text(&counts),
+            rs.join(", ")
+        ))
+    }
+
+    fn fault_bound(&self) -> Option<String> {
+        let faulty: BTreeSet<u8> = self
+            .a
+            .faults_before(self.at_us, FAULT_WINDOW_US)
+            .iter()
+            .filter(|e| e.kind.fault_kind().is_some_and(|k| k.starts_with("disk.")))
+            .filter_map(|e| e.kind.replica())
+            .collect();
+        if faulty.is_empty() {
+            return None;
+        }
+        let n = self.a.replicas().len().max(1);
+        let f = (n - 1) / 2;
+        let rs: Vec<String> = faulty.iter().map(u8::to_string).collect();
+        let verdict = if faulty.len() > f {
+            "more than f: halting is correct, and the harness broke the bound"
+        } else {
+            "within f: the cluster must recover, repairing from the healthy replicas"
+        };
+        Some(format!(
+            "{} of {n} replicas (replica(s) {}) had storage faults in the {} before the failure — {verdict}",
+            faulty.len(),
+            rs.join(", "),
+            self.window()
+        ))
+    }
+
+    fn divergence_point(&self) -> Option<String> {
+        let e = self
+            .a
+            .first_violation()
+            .or_else(|| self.a.events().last())?;
+        Some(format!(
+            "the runs diverge at or just before event #{} at {} ({}) — the message names the first divergent event; compare the two runs' traces (--enable-trace --trace-dir) with first_difference",
+            e.seq,
+            format_us(e.at_us),
+            e.kind
+        ))
+    }
+
+    fn divergence_subsystem(&self) -> Option<String> {
+        let e = self.a.last_before(self.at_us, |k| {
+            !matches!(
+                k,
+                EventKind::InvariantViolated { .. } | EventKind::InvariantChecked { .. }
+            )
+        })?;
+        let hint = match &e.kind {
+            EventKind::NetSend { .. }
+            | EventKind::NetDrop { .. }
+            | EventKind::NetDuplicate { .. }
+            | EventKind::Partition { .. }
+            | EventKind::Heal { .. } => {
+                "the network interposer: its draws must come from sim_runtime::rand in a fixed order"
+            }
+            EventKind::DiskSync { .. } | EventKind::FaultInjected { .. } => {
+                "the simulated disk / fault injector: iterate pending writes in a fixed order (no HashMap) before drawing"
+            }
+            EventKind::Commit { .. } | EventKind::Prepare { .. } | EventKind::Repair { .. } => {
+                "the replica's core: message handling order (unbiased select!) or HashMap iteration in the state machine"
+            }
+            EventKind::ClientInvoke { .. } | EventKind::ClientComplete { .. } => {
+                "the workload generator: every choice must come from the seed's generator"
+            }
+            _ => "the task scheduling around it: unbiased select!, OS threads, or clock reads",
+        };
+        Some(format!(
+            "the last event before the divergence is #{} at {} ({}) — suspect {hint}",
+            e.seq,
+            format_us(e.at_us),
+            e.kind
+        ))
+    }
+
+    fn replica_select(&self) -> Option<String> {
+        let r = self.replica?;
+        Some(format!(
+            "replica {r} is involved — check its driver loop uses `biased;` in every tokio::select! and never reads std::time or thread_rng"
+        ))
+    }
+}
+
+/// The first op (at or before `at_us`) whose commits carry different checksums, with the
+/// replica in the minority.
+fn first_divergent_commit(a: &TraceAnalyzer<'_>, at_us: u64) -> Option<(u64, u8)> {
+    let mut sums: BTreeMap<u64, Vec<(u8, &str)>> = BTreeMap::new();
+    for e in a.between(0, at_us) {
+        if let EventKind::Commit {
+            replica,
+            op,
+            checksum,
+        } = &e.kind
+        {
+            sums.entry(*op).or_default().push((*replica, checksum));
+        }
+    }
+    for (op, list) in sums {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for (_, s) in &list {
+            *counts.entry(s).or_insert(0) += 1;
+        }
+        if counts.len() > 1 {
+            let (minority, _) = counts.iter().min_by_key(|(_, n)| **n)?;
+            let replica = list.iter().find(|(_, s)| s == minority)?.0;
+            return Some((op, replica));
+        }
+    }
+    None
+}
+
+/// The replica with the most faults in the window before `at_us`.
+fn most_faulted_replica(a: &TraceAnalyzer<'_>, at_us: u64) -> Option<u8> {
+    let mut counts: BTreeMap<u8, usize> = BTreeMap::new();
+    for e in a.faults_before(at_us, FAULT_WINDOW_US) {
+        if let Some(r) = e.kind.replica() {
+            *counts.entry(r).or_insert(0) += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .max_by_key(|&(r, n)| (n, std::cmp::Reverse(r)))
+        .map(|(r, _)| r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyzer::tests::story;
+    use crate::trace::{OpKind, TraceCollector, TraceFilter};
+
+    fn failure(
+        c: Classification,
+        replica: Option<u8>,
+        op: Option<u64>,
+        key: Option<&str>,
+    ) -> Failure {
+        Failure {
+            checker: c.as_str().to_string(),
+            classification: c,
+            message: format!("{} violated (synthetic)", c.title()),
+            replica,
+            op,
+            key: key.map(str::to_string),
+        }
+    }
+
+    fn report(f: &Failure) -> FailureReport {
+        let params = serde_json::json!({"seed": 9, "replica_count": 3, "client_count": 3, "disk": {"bit_rot": 0.001}});
+        FailureReport::build(9, f, &story(), &params, &[])
+    }
+
+    fn assert_bounds(r: &FailureReport) {
+        assert!(
+            (SUGGESTIONS_MIN..=SUGGESTIONS_MAX).contains(&r.suggestions.len()),
+            "{:#?}",
+            r.suggestions
+        );
+    }
+
+    fn any(r: &FailureReport, needles: &[&str]) -> bool {
+        r.suggestions
+            .iter()
+            .any(|s| needles.iter().all(|n| s.contains(n)))
+    }
+
+    #[test]
+    fn data_corruption_names_key_history_and_torn_writes() {
+        let r = report(&failure(
+            Classification::DataCorruption,
+            Some(2),
+            Some(57),
+            Some("k7"),
+        ));
+        assert_bounds(&r);
+        assert!(
+            any(&r, &["key k7", "client 1 request 1", "op 57"]),
+            "{:#?}",
+            r.suggestions
+        );
+        assert!(
+            any(
+                &r,
+                &[
+                    "replica 2 restarted at 0.030000s",
+                    "3 torn writes (disk.crash_torn)",
+                    "torn-tail",
+                    "op 57"
+                ]
+            ),
+            "{:#?}",
+            r.suggestions
+        );
+        assert!(any(
+            &r,
+            &["replica 2 state-transferred from op 40 to op 57"]
+        ));
+    }
+
+    #[test]
+    fn linearizability_names_unplaceable_op_view_change_and_partition() {
+        let r = report(&failure(
+            Classification::Linearizability,
+            None,
+            Some(58),
+            Some("k7"),
+        ));
+        assert_bounds(&r);
+        assert!(
+            any(
+                &r,
+                &[
+                    "cannot be placed",
+                    "client 2 request 1",
+                    "read k7",
+                    "client 1 request 2"
+                ]
+            ),
+            "{:#?}",
+            r.suggestions
+        );
+        assert!(
+            any(&r, &["view 2", "replica 1", "primary 1"]),
+            "{:#?}",
+            r.suggestions
+        );
+        assert!(any(&r, &["0->1", "never healed"]));
+        assert!(any(&r, &["unknown outcome", "client 1 request 2"]));
+        assert!(any(&r, &["replica 2 crashed at 0.023000s"]));
+    }
+
+    #[test]
+    fn replica_divergence_infers_op_and_odd_replica_from_commits() {
+        let r = report(&failure(
+            Classification::ReplicaDivergence,
+            None,
+            None,
+            None,
+        ));
+        assert_bounds(&r);
+        assert!(
+            any(
+                &r,
+                &["op 57", "bad0 on replica(s) 2", "c0de on replica(s) 0, 1"]
+            ),
+            "{:#?}",
+            r.suggestions
+        );
+        assert!(any(&r, &["replica 2 repaired op 57"]));
+        assert!(any(&r, &["replica 2 restarted", "disk.crash_torn"]));
+        assert!(any(&r, &["installed view 2 on replica 1", "log_view"]));
+    }
+
+    #[test]
+    fn hash_chain_break_names_repair_and_view_change() {
+        let r = report(&failure(
+            Classification::HashChainBreak,
+            Some(2),
+            Some(57),
+            None,
+        ));
+        assert_bounds(&r);
+        assert!(
+            any(&r, &["replica 2 repaired op 57", "parent checksum"]),
+            "{:#?}",
+            r.suggestions
+        );
+        assert!(any(&r, &["view 2", "op 57"]));
+        assert!(any(
+            &r,
+            &["replica 2 state-transferred from op 40 to op 57"]
+        ));
+    }
+
+    #[test]
+    fn commit_gap_detects_skipped_ops_on_replica() {
+        let mut t = TraceCollector::with_options(1, TraceFilter::Verbose, 100);
+        for (i, op) in [10u64, 11, 12, 15].iter().enumerate() {
+            t.push(
+                i as u64 * 1000,
+                EventKind::Commit {
+                    replica: 1,
+                    op: *op,
+                    checksum: format!("{op:x}"),
+                },
+            );
+        }
+        t.push(
+            5000,
+            EventKind::FaultInjected {
+                kind: "disk.crash_lost".into(),
+                replica: Some(1),
+                detail: String::new(),
+            },
+        );
+        t.push(
+            6000,
+            EventKind::ViewInstalled {
+                replica: 1,
+                view: 3,
+                primary: 2,
+            },
+        );
+        t.push(
+            7000,
+            EventKind::InvariantViolated {
+                name: "commit_history".into(),
+                detail: "gap".into(),
+            },
+        );
+        let f = failure(Classification::CommitGapOrRewrite, Some(1), Some(13), None);
+        let r = FailureReport::build(1, &f, &t.snapshot(), &Value::Null, &[]);
+        assert_bounds(&r);
+        assert!(
+            any(&r, &["replica 1 committed op 12 then op 15", "ops 13..14"]),
+            "{:#?}",
+            r.suggestions
+        );
+        assert!(any(
+            &r,
+            &["replica 1 lost 1 unsynced", "disk.crash_lost", "op 13"]
+        ));
+        assert!(any(&r, &["view 3", "primary 2", "log_view"]));
+    }
+
+    #[test]
+    fn commit_rewrite_detected() {
+        let mut t = TraceCollector::with_options(1, TraceFilter::Verbose, 100);
+        t.push(
+            1,
+            EventKind::Commit {
+                replica: 0,
+                op: 4,
+                checksum: "aa".into(),
+            },
+        );
+        t.push(
+            2,
+            EventKind::Commit {
+                replica: 0,
+                op: 4,
+                checksum: "bb".into(),
+            },
+        );
+        let f = failure(Classification::CommitGapOrRewrite, Some(0), Some(4), None);
+        let r = FailureReport::build(1, &f, &t.snapshot(), &Value::Null, &[]);
+        assert!(
+            any(&r, &["replica 0 committed op 4 twice", "aa", "bb"]),
+            "{:#?}",
+            r.suggestions
+        );
+    }
+
+    #[test]
+    fn liveness_names_last_commit_open_partition_and_outstanding_request() {
+        let r = report(&failure(Classification::Liveness, None, None, None));
+        assert_bounds(&r);
+        assert!(
+            any(&r, &["last commit", "op 57", "0.014000s"]),
+            "{:#?}",
+            r.suggestions
+        );
+        assert!(any(&r, &["link 0->1 partitioned since 0.024000s"]));
+        assert!(any(&r, &["1 view change(s)", "views 2..2"]));
+    }
+
+    #[test]
+    fn liveness_names_requests_that_never_completed() {
+        let mut events = story();
+        events.retain(|e| !matches!(e.kind, EventKind::InvariantViolated { .. }));
+        let f = failure(Classification::Liveness, None, None, None);
+        let r = FailureReport::build(9, &f, &events, &Value::Null, &[]);
+        assert!(
+            any(&r, &["1 request(s) never completed", "client 3 request 1"]),
+            "{:#?}",
+            r.suggestions
+        );
+    }
+
+    #[test]
+    fn recovery_failure_names_crash_faults_and_bound() {
+        let r = report(&failure(
+            Classification::RecoveryFailure,
+            Some(2),
+            None,
+            None,
+        ));
+        assert_bounds(&r);
+        assert!(any(&r, &["replica 2 restarted at 0.030000s after a crash at 0.023000s with 3 torn writes (disk.crash_torn)"]), "{:#?}", r.suggestions);
+        assert!(
+            any(&r, &["2 of 3 replicas", "0, 2", "more than f"]),
+            "{:#?}",
+            r.suggestions
+        );
+        assert!(any(&r, &["replica 2 repaired op 57"]));
+    }
+
+    #[test]
+    fn non_determinism_names_divergence_point_and_subsystem() {
+        let r = report(&failure(
+            Classification::NonDeterminism,
+            Some(0),
+            None,
+            None,
+        ));
+        assert_bounds(&r);
+        assert!(
+            any(&r, &["#", "0.035000s", "INVARIANT VIOLATED"]),
+            "{:#?}",
+            r.suggestions
+        );
+        assert!(
+            any(&r, &["client 2 request 1", "workload generator"]),
+            "{:#?}",
+            r.suggestions
+        );
+        assert!(any(&r, &["replica 0", "biased"]));
+    }
+
+    #[test]
+    fn checkpoint_and_storage_classifications_have_suggestions() {
+        for c in [
+            Classification::CheckpointMismatch,
+            Classification::StorageNondeterminism,
+        ] {
+            let r = report(&failure(c, Some(2), None, None));
+            assert_bounds(&r);
+            assert!(any(&r, &["replica 2"]), "{c:?}: {:#?}", r.suggestions);
+        }
+    }
+
+    #[test]
+    fn empty_trace_falls_back_to_fixed_text() {
+        for c in Classification::ALL {
+            let r = FailureReport::build(3, &failure(c, None, None, None), &[], &Value::Null, &[]);
+            assert_bounds(&r);
+            assert!(r.to_ascii().contains("no trace"));
+        }
+    }
+
+    #[test]
+    fn ascii_report_has_sections_and_repro_with_flags() {
+        let f = failure(Classification::Linearizability, None, Some(58), Some("k7"));
+        let flags = vec!["--mutation".to_string(), "skip_sync".to_string()];
+        let r = FailureReport::build(
+            9,
+            &f,
+            &story(),
+            &serde_json::json!({"replica_count": 3}),
+            &flags,
+        );
+        assert_eq!(r.repro_command, "vopr --seed 9 -v --mutation skip_sync");
+        let text = r.to_ascii();
+        for needle in [
+            "VOPR FAILURE REPORT   seed 9",
+            "classification: Linearizability violation (linearizability)",
+            "-- FAILURE",
+            "-- PARAMETERS",
+            "replica_count=3",
+            "-- WHAT HAPPENED",
+            "INVARIANT VIOLATED linearizability",
+            "-- FAULTS IN THE 2.000000s BEFORE THE FAILURE",
+            "disk.crash_torn x3",
+            "-- SUGGESTIONS",
+            "   1. ",
+            "-- REPRODUCE",
+            "vopr --seed 9 -v --mutation skip_sync",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+        assert!(text.lines().all(|l| l.chars().count() <= REPORT_WIDTH + 60));
+        assert!(text
+            .lines()
+            .filter(|l| l.starts_with('|'))
+            .all(|l| l.chars().count() == REPORT_WIDTH));
+    }
+
+    #[test]
+    fn repro_command_quotes_odd_flags() {
+        assert_eq!(
+            repro_command(1, &["--mutation".into(), "a b".into()]),
+            "vopr --seed 1 -v --mutation 'a b'"
+        );
+    }
+
+    #[test]
+    fn classification_parses_names_and_checker_aliases() {
+        for c in Classification::ALL {
+            assert_eq!(Classification::parse(c.as_str()), Some(c));
+            assert_eq!(
+                serde_json::to_string(&c).unwrap(),
+                format!("\"{}\"", c.as_str())
+            );
+        }
+        assert_eq!(
+            Classification::parse("head-progress"),
+            Some(Classification::Liveness)
+        );
+        assert_eq!(
+            Classification::parse("model"),
+            Some(Classification::DataCorruption)
+        );
+        assert_eq!(Classification::parse("nope"), None);
+    }
+
+    #[test]
+    fn failing_op_prefers_op_number_then_last_completed_on_key() {
+        let events = story();
+        let by_op = failing_op(
+            &events,
+            &failure(Classification::Linearizability, None, Some(58), None),
+        )
+        .unwrap();
+        assert_eq!((by_op.client, by_op.request), (2, 1));
+        let by_key = failing_op(
+            &events,
+            &failure(Classification::Linearizability, None, None, Some("k7")),
+        )
+        .unwrap();
+        assert_eq!((by_key.client, by_key.request), (2, 1));
+        assert_eq!(by_key.op, OpKind::Read);
+        assert!(failing_op(
+            &events,
+            &failure(Classification::Linearizability, None, None, None)
+        )
+        .is_none());
+    }
+}

@@ -1,0 +1,232 @@
+//! The workload: each simulated client is a task on its own madsim node driving the real
+//! client library (`kmb_node::client`) over simulated TCP, recording every invocation and
+//! completion — what the client *saw*, with the op number the reply carried — as a
+//! linearizability-checker history.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use kmb_node::client::{Client, ClientConfig, ClientError};
+use kmb_node::resp::Value;
+use lincheck::kv::{KvInput, KvOp, KvOutput, KvReply};
+use lincheck::Operation;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sim_runtime::time::{self, Duration, Instant};
+
+use crate::swarm::Swarm;
+
+/// Shared between the clients of one run (harness-side coordination, not node state).
+#[derive(Default)]
+pub struct Shared {
+    /// Completed and unknown-outcome operations, in completion order.
+    pub history: Mutex<Vec<KvOp>>,
+    /// Operations the cluster certainly did not execute (reported for the trace only).
+    pub failed: Mutex<Vec<(u64, KvInput)>>,
+    /// In-flight operations per key (bounded by `per_key_concurrency_max`).
+    in_flight: Mutex<BTreeMap<u32, u32>>,
+    /// Write-like operations in flight (crashes are more likely while this is high).
+    pub writes_in_flight: AtomicUsize,
+    /// Replies whose shape did not match their command: a protocol bug, reported as failure.
+    pub malformed: Mutex<Vec<String>>,
+    /// Clients that finished their requests.
+    pub clients_done: AtomicUsize,
+}
+
+/// The key name for key index `i` (zero-padded so byte order equals numeric order).
+pub fn key_name(i: u32) -> String {
+    format!("k{i:04}")
+}
+
+/// Simulated microseconds since `start`.
+pub fn micros_since(start: Instant) -> u64 {
+    start.elapsed().as_micros() as u64
+}
+
+fn pick_input(rng: &mut ChaCha8Rng, swarm: &Swarm, client: u64, n: u64, key: u32) -> KvInput {
+    let mix = &swarm.mix;
+    let total = mix.write + mix.read + mix.rmw + mix.scan;
+    let draw = rng.gen_range(0..total);
+    let key_s = key_name(key);
+    if draw < mix.write {
+        if rng.gen_ratio(1, 10) {
+            KvInput::Del { key: key_s }
+        } else {
+            KvInput::Set {
+                key: key_s,
+                value: format!("c{client}-{n}"),
+            }
+        }
+    } else if draw < mix.write + mix.read {
+        KvInput::Get { key: key_s }
+    } else if draw < mix.write + mix.read + mix.rmw {
+        if rng.gen_bool(0.5) {
+            KvInput::IncrBy {
+                key: key_s,
+                delta: rng.gen_range(-5..=10),
+            }
+        } else {
+            let expected = match rng.gen_range(0..3) {
+                0 => None,
+                1 => Some(format!(
+                    "c{}-{}",
+                    rng.gen_range(0..swarm.client_count),
+                    rng.gen_range(0..n.max(1))
+                )),
+                _ => Some(rng.gen_range(0..20).to_string()),
+            };
+            KvInput::Cas {
+                key: key_s,
+                expected,
+                new: format!("c{client}-{n}"),
+            }
+        }
+    } else {
+        let start = rng.gen_range(0..swarm.key_count);
+        let end = (start + rng.gen_range(1..=16)).min(swarm.key_count);
+        KvInput::Scan {
+            start: key_name(start),
+            end: key_name(end),
+            limit: rng.gen_range(1..=20),
+        }
+    }
+}
+
+/// Convert the client library's reply to the checker's output for `input`; `None` if the
+/// reply's shape does not fit the command.
+pub fn output_of(input: &KvInput, value: &Value) -> Option<KvOutput> {
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
+    Some(match (input, value) {
+        (KvInput::Set { .. }, Value::Simple(s)) if s == "OK" => KvOutput::Ok,
+        (KvInput::Get { .. }, Value::Null) => KvOutput::Value(None),
+        (KvInput::Get { .. }, Value::Bulk(b)) => KvOutput::Value(Some(text(b)?)),
+        (KvInput::Del { .. }, Value::Integer(n)) if *n == 0 || *n == 1 => {
+            KvOutput::Deleted(*n as u64)
+        }
+        (KvInput::IncrBy { .. }, Value::Integer(n)) => KvOutput::Int(*n),
+        (KvInput::IncrBy { .. }, Value::Error(_)) => KvOutput::Error,
+        (KvInput::Cas { .. }, Value::Integer(n)) if *n == 0 || *n == 1 => {
+            KvOutput::Swapped(*n == 1)
+        }
+        (KvInput::Scan { .. }, Value::Array(items)) if items.len() % 2 == 0 => {
+            let mut entries = Vec::new();
+            for pair in items.chunks(2) {
+                match (&pair[0], &pair[1]) {
+                    (Value::Bulk(k), Value::Bulk(v)) => entries.push((text(k)?, text(v)?)),
+                    _ => return None,
+                }
+            }
+            KvOutput::Entries(entries)
+        }
+        _ => return None,
+    })
+}
+
+async fn execute(
+    client: &mut Client,
+    input: &KvInput,
+) -> Result<kmb_node::client::Reply, ClientError> {
+    match input {
+        KvInput::Get { key } => client.get(key.as_bytes()).await,
+        KvInput::Set { key, value } => client.set(key.as_bytes(), value.as_bytes()).await,
+        KvInput::Del { key } => client.del(key.as_bytes()).await,
+        KvInput::IncrBy { key, delta } => client.incrby(key.as_bytes(), *delta).await,
+        KvInput::Cas { key, expected, new } => {
+            client
+                .cas(
+                    key.as_bytes(),
+                    expected.as_deref().map(str::as_bytes),
+                    new.as_bytes(),
+                )
+                .await
+        }
+        KvInput::Scan { start, end, limit } => {
+            client
+                .range(start.as_bytes(), end.as_bytes(), *limit as u32)
+                .await
+        }
+    }
+}
+
+/// Run client number `client` to completion: `requests_per_client` requests, one at a time.
+pub async fn run_client(
+    swarm: Swarm,
+    client: u64,
+    addresses: Vec<SocketAddr>,
+    shared: Arc<Shared>,
+    start: Instant,
+) {
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(swarm.seed.wrapping_mul(0x9E37_79B9).wrapping_add(client));
+    let client_id = ((swarm.seed as u128) << 64) | (client as u128 + 1);
+    let mut session = Client::new(addresses, client_id, ClientConfig::default());
+    for n in 0..swarm.requests_per_client as u64 {
+        // Respect the per-key concurrency bound: the search is exponential in it.
+        let key = loop {
+            let key = rng.gen_range(0..swarm.key_count);
+            let admitted = {
+                let mut in_flight = shared.in_flight.lock().expect("lock");
+                let count = in_flight.entry(key).or_default();
+                let admitted = *count < swarm.per_key_concurrency_max;
+                if admitted {
+                    *count += 1;
+                }
+                admitted
+            };
+            if admitted {
+                break key;
+            }
+            time::sleep(Duration::from_millis(1)).await;
+        };
+        let input = pick_input(&mut rng, &swarm, client, n, key);
+        let writes = input.may_write();
+        if writes {
+            shared.writes_in_flight.fetch_add(1, Ordering::Relaxed);
+        }
+        let call = micros_since(start);
+        let result = execute(&mut session, &input).await;
+        let ret = micros_since(start);
+        if writes {
+            shared.writes_in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+        *shared
+            .in_flight
+            .lock()
+            .expect("lock")
+            .entry(key)
+            .or_default() -= 1;
+        let output = match result {
+            Ok(reply) => match output_of(&input, &reply.value) {
+                Some(output) => Some(KvReply {
+                    output,
+                    op_number: Some(reply.op),
+                }),
+                None => {
+                    shared.malformed.lock().expect("lock").push(format!(
+                        "client {client}: {input:?} got {:?} at op {}",
+                        reply.value, reply.op
+                    ));
+                    continue;
+                }
+            },
+            Err(ClientError::Failed(_)) => {
+                shared.failed.lock().expect("lock").push((client, input));
+                continue;
+            }
+            Err(ClientError::Unknown(_)) => None,
+        };
+        let ret = if output.is_some() { ret } else { u64::MAX };
+        shared.history.lock().expect("lock").push(Operation {
+            client,
+            input,
+            output,
+            call,
+            ret,
+        });
+        // A little think time keeps per-key concurrency realistic.
+        time::sleep(Duration::from_micros(rng.gen_range(0..2000))).await;
+    }
+    shared.clients_done.fetch_add(1, Ordering::Relaxed);
+}
