@@ -32,3 +32,6 @@ cargo test --workspace --locked
 
 step "tests (simulation)"
 sim cargo test --workspace --locked
+
+step "overnight-sweep script: kill/resume and GNU parallel sharding (fake vopr)"
+scripts/tests/test-overnight.sh

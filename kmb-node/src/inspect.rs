@@ -8,6 +8,19 @@ use std::collections::BTreeMap;
 
 use crate::core::{Replica, Status};
 use crate::entry::Checksum;
+use sim_runtime::time::Instant;
+
+/// Something a replica did, with the simulated instant it happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Happening {
+    Started,
+    ViewChangeStarted { view: u32 },
+    ViewInstalled { view: u32, primary: u8 },
+    Recovering { view: u32 },
+    Commit { op: u64, checksum: Checksum },
+    StateTransfer { from_op: u64, to_op: u64 },
+    Halted { reason: String },
+}
 
 /// One replica's published state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -37,6 +50,17 @@ pub struct Registry {
     pub transfers: Vec<(u8, u64, Checksum)>,
     /// Why replicas stopped: (replica, reason).
     pub halts: Vec<(u8, String)>,
+    /// Everything replicas did, in simulation order.
+    pub happenings: Vec<(Instant, u8, Happening)>,
+}
+
+/// Bound on recorded happenings per simulation.
+pub const HAPPENINGS_MAX: usize = 200_000;
+
+fn happen(r: &mut Registry, replica: u8, what: Happening) {
+    if r.happenings.len() < HAPPENINGS_MAX {
+        r.happenings.push((Instant::now(), replica, what));
+    }
 }
 
 thread_local! {
@@ -48,19 +72,34 @@ pub fn publish(replica: &Replica) {
     let id = replica.config().replica;
     REGISTRY.with(|r| {
         let mut r = r.borrow_mut();
+        let r = &mut *r;
         let state = r.replicas.entry(id).or_default();
         let commit = replica.commit();
+        let status = match replica.status() {
+            Status::Normal => "normal",
+            Status::ViewChange => "view_change",
+            Status::Recovering => "recovering",
+        };
+        let transition = (state.status.as_str() != status || state.view != replica.view()).then(
+            || match replica.status() {
+                Status::Normal => Happening::ViewInstalled {
+                    view: replica.view(),
+                    primary: replica.config().primary_of(replica.view()),
+                },
+                Status::ViewChange => Happening::ViewChangeStarted {
+                    view: replica.view(),
+                },
+                Status::Recovering => Happening::Recovering {
+                    view: replica.view(),
+                },
+            },
+        );
         if commit != state.commit || state.status.is_empty() {
             state.state_hash = replica.state_hash();
         }
         state.view = replica.view();
         state.log_view = replica.log_view();
-        state.status = match replica.status() {
-            Status::Normal => "normal",
-            Status::ViewChange => "view_change",
-            Status::Recovering => "recovering",
-        }
-        .to_string();
+        state.status = status.to_string();
         state.primary = replica.is_primary();
         state.op = replica.op();
         state.commit = commit;
@@ -69,12 +108,22 @@ pub fn publish(replica: &Replica) {
         state.log = (lo..=replica.op())
             .filter_map(|op| replica.log_checksum_at(op).map(|c| (op, c)))
             .collect();
+        if let Some(what) = transition {
+            happen(r, id, what);
+        }
     });
 }
 
 /// Record that a replica started (a new incarnation).
 pub fn started(replica: u8) {
-    REGISTRY.with(|r| r.borrow_mut().replicas.entry(replica).or_default().starts += 1);
+    REGISTRY.with(|r| {
+        let mut r = r.borrow_mut();
+        let state = r.replicas.entry(replica).or_default();
+        state.starts += 1;
+        // A new incarnation publishes its status afresh.
+        state.status.clear();
+        happen(&mut r, replica, Happening::Started);
+    });
 }
 
 /// Record a commit.
@@ -90,12 +139,25 @@ pub fn commit(replica: u8, op: u64, checksum: Checksum) {
 
 /// Record a state transfer.
 pub fn state_transferred(replica: u8, op: u64, checksum: Checksum) {
-    REGISTRY.with(|r| r.borrow_mut().transfers.push((replica, op, checksum)));
+    REGISTRY.with(|r| {
+        let mut r = r.borrow_mut();
+        let from_op = r.replicas.get(&replica).map_or(0, |s| s.commit);
+        r.transfers.push((replica, op, checksum));
+        happen(
+            &mut r,
+            replica,
+            Happening::StateTransfer { from_op, to_op: op },
+        );
+    });
 }
 
 /// Record why a replica stopped.
 pub fn halted(replica: u8, reason: String) {
-    REGISTRY.with(|r| r.borrow_mut().halts.push((replica, reason)));
+    REGISTRY.with(|r| {
+        let mut r = r.borrow_mut();
+        r.halts.push((replica, reason.clone()));
+        happen(&mut r, replica, Happening::Halted { reason });
+    });
 }
 
 /// A copy of everything published so far.

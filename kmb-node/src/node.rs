@@ -50,10 +50,10 @@ pub struct NodeConfig {
     pub replica_addresses: Vec<SocketAddr>,
     /// Every replica's client (RESP) address, by replica index (named in redirects).
     pub client_addresses: Vec<SocketAddr>,
-    /// Where this node listens for peers.
-    pub listen_peer: SocketAddr,
-    /// Where this node listens for clients.
-    pub listen_client: SocketAddr,
+    /// Where this node listens for peers (`None`: its entry in `replica_addresses`).
+    pub listen_peer: Option<SocketAddr>,
+    /// Where this node listens for clients (`None`: its entry in `client_addresses`).
+    pub listen_client: Option<SocketAddr>,
     /// Length of one core tick.
     pub tick: Duration,
 }
@@ -191,12 +191,15 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let core_config = core_config(&storage, sim_runtime::rand::random())?;
     let mut replica = Replica::new(core_config, durable);
 
-    let peer_listener = TcpListener::bind(config.listen_peer)
+    let listen_peer = config.listen_peer.unwrap_or(config.replica_addresses[me]);
+    let listen_client = config.listen_client.unwrap_or(config.client_addresses[me]);
+    let peer_listener = TcpListener::bind(listen_peer)
         .await
-        .map_err(|e| NodeError::Io(format!("bind peer address {}: {e}", config.listen_peer)))?;
-    let client_listener = TcpListener::bind(config.listen_client)
+        .map_err(|e| NodeError::Io(format!("bind peer address {listen_peer}: {e}")))?;
+    let client_listener = TcpListener::bind(listen_client)
         .await
-        .map_err(|e| NodeError::Io(format!("bind client address {}: {e}", config.listen_client)))?;
+        .map_err(|e| NodeError::Io(format!("bind client address {listen_client}: {e}")))?;
+    tracing::info!(replica = me, %listen_peer, %listen_client, "listening");
 
     let (inbox, mut events) = mpsc::channel::<Event>(INBOX_MAX);
     let mut peers: Vec<Option<mpsc::Sender<Vec<u8>>>> = Vec::new();
@@ -231,6 +234,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let initial = replica.poll_effects();
     driver.execute(&mut replica, initial).await?;
     let mut ticker = time::interval(config.tick);
+    let mut debug_ticks: u64 = 0;
     tokio::pin!(shutdown);
     loop {
         let mut effects = Vec::new();
@@ -246,6 +250,10 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             }
             _ = ticker.tick() => {
                 effects.extend(replica.step(Input::Tick));
+                debug_ticks += 1;
+                if debug_ticks % 100 == 0 {
+                    tracing::debug!(replica = me, "{}", replica.debug_summary());
+                }
                 driver.prune_pending();
             }
         }
@@ -257,7 +265,10 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
                 Err(_) => break,
             }
         }
-        driver.execute(&mut replica, effects).await?;
+        driver
+            .execute(&mut replica, effects)
+            .await
+            .inspect_err(|e| tracing::warn!(replica = me, "stopping: {e}"))?;
         #[cfg(madsim)]
         crate::inspect::publish(&replica);
     }
@@ -351,6 +362,16 @@ impl Driver {
                         snapshot,
                     } => {
                         self.storage.checkpoint(op, checksum, &snapshot).await?;
+                        queue.extend(replica.step(Input::CheckpointDone { op }));
+                    }
+                    Effect::InstallCheckpoint {
+                        op,
+                        checksum,
+                        snapshot,
+                    } => {
+                        self.storage
+                            .install_checkpoint(op, checksum, &snapshot)
+                            .await?;
                         queue.extend(replica.step(Input::CheckpointDone { op }));
                     }
                     Effect::Reply {

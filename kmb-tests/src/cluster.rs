@@ -74,8 +74,8 @@ impl Cluster {
                 data_path: PathBuf::from("/data/kmb.data"),
                 replica_addresses: peer_addresses.clone(),
                 client_addresses: client_addresses.clone(),
-                listen_peer: peer_addresses[i],
-                listen_client: client_addresses[i],
+                listen_peer: None,
+                listen_client: None,
                 tick: Duration::from_millis(10),
             };
             let identity = Identity {

@@ -14,14 +14,37 @@ use sim_runtime::sim::{self, Handle};
 use sim_runtime::time::{self, Duration, Instant};
 
 use crate::cluster::{client_ip, Cluster};
+use crate::diagnosis::{Classification, Failure, FailureReport};
 use crate::faults::Scheduler;
 use crate::swarm::{Swarm, SwarmOptions};
+use crate::trace::{link_name, EventKind, TraceCollector, TraceFilter, TRACE_CAPACITY_DEFAULT};
 use crate::workload::{self, Shared};
+use kmb_node::inspect::Happening;
 
 /// What the command line asks of every seed.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RunOptions {
     pub swarm: SwarmOptions,
+    /// Which trace events are kept (the event hash covers all of them regardless).
+    pub trace_filter: TraceFilter,
+    /// Ring-buffer size of the trace.
+    pub trace_capacity: usize,
+    /// Build a failure report for failing seeds.
+    pub diagnose: bool,
+    /// Flags to repeat in repro commands (e.g. `--no-faults`).
+    pub repro_flags: Vec<String>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            swarm: SwarmOptions::default(),
+            trace_filter: TraceFilter::FailuresOnly,
+            trace_capacity: TRACE_CAPACITY_DEFAULT,
+            diagnose: true,
+            repro_flags: Vec::new(),
+        }
+    }
 }
 
 /// How a seed ended.
@@ -35,16 +58,6 @@ pub enum Outcome {
     Unknown,
 }
 
-/// A failed check.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct Failure {
-    /// What kind of failure (`liveness`, `linearizability`, `commit_history`, …).
-    pub kind: String,
-    /// The checker that fired.
-    pub checker: String,
-    pub message: String,
-}
-
 /// The per-seed record (one NDJSON line with `--json`).
 #[derive(Clone, Debug, Serialize)]
 pub struct SeedRecord {
@@ -54,6 +67,8 @@ pub struct SeedRecord {
     pub failure_kind: Option<String>,
     pub checker: Option<String>,
     pub failure_message: Option<String>,
+    /// The first trace event that shows the failure (for deduplicating failures).
+    pub first_bad_event: Option<String>,
     pub sim_time_ms: u64,
     pub wall_time_ms: u64,
     pub event_hash: String,
@@ -64,49 +79,115 @@ pub struct SeedRecord {
     pub fault_counters: BTreeMap<String, u64>,
     #[serde(skip)]
     pub history: Vec<KvOp>,
+    #[serde(skip)]
+    pub failure: Option<Failure>,
+    #[serde(skip)]
+    pub trace: Option<TraceCollector>,
+    #[serde(skip)]
+    pub report: Option<FailureReport>,
 }
 
 struct SimResult {
     failure: Option<Failure>,
     unknown: Option<String>,
     sim_time_ms: u64,
-    event_hash: u64,
     committed_ops: u64,
     history: Vec<KvOp>,
     corruptible: Vec<usize>,
     fault_counters: BTreeMap<String, u64>,
+    trace: TraceCollector,
 }
 
-fn fail(kind: &str, checker: &str, message: impl Into<String>) -> Option<Failure> {
+fn fail(
+    classification: Classification,
+    checker: &str,
+    message: impl Into<String>,
+) -> Option<Failure> {
     Some(Failure {
-        kind: kind.into(),
         checker: checker.into(),
+        classification,
         message: message.into(),
+        replica: None,
+        op: None,
+        key: None,
     })
+}
+
+/// The replica index behind a fault-log detail naming `node N` or an address `10.0.0.N`.
+fn replica_of_node(detail: &str, nodes: &[String]) -> Option<u8> {
+    let mut words = detail.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "node" {
+            let id = words.next()?;
+            return nodes.iter().position(|n| n == id).map(|i| i as u8);
+        }
+    }
+    None
+}
+
+fn replica_of_ip(ip: &str) -> Option<u8> {
+    let last: u8 = ip.strip_prefix("10.0.0.")?.parse().ok()?;
+    last.checked_sub(1)
+}
+
+fn link_of(detail: &str) -> Option<String> {
+    let mut parts = detail.split(" -> ");
+    let a = replica_of_ip(parts.next()?.trim())?;
+    let b = replica_of_ip(parts.next()?.split_whitespace().next()?)?;
+    Some(link_name(a, b))
+}
+
+/// The trace event for one entry of the simulator's fault log.
+fn fault_event(e: &sim_runtime::fault::FaultEvent, nodes: &[String]) -> EventKind {
+    let replica = replica_of_node(&e.detail, nodes);
+    match (e.kind, replica, link_of(&e.detail)) {
+        ("node.kill", Some(replica), _) => EventKind::Crash { replica },
+        ("node.restart", Some(replica), _) => EventKind::Restart { replica },
+        ("net.partition", _, Some(link)) => EventKind::Partition { link },
+        ("net.heal", _, Some(link)) => EventKind::Heal { link },
+        ("net.drop", _, Some(link)) => EventKind::NetDrop { link },
+        ("net.duplicate", _, Some(link)) => EventKind::NetDuplicate { link },
+        (kind, replica, _) => EventKind::FaultInjected {
+            kind: kind.to_string(),
+            replica,
+            detail: e.detail.clone(),
+        },
+    }
 }
 
 /// Whether every replica agrees: normal status, one view, one commit number covering every
 /// op a client saw, one state hash.
 fn converged(cluster: &Cluster, highest_seen: u64) -> Result<u64, String> {
     let registry = kmb_node::inspect::snapshot();
-    let mut commits = Vec::new();
+    let mut states = Vec::new();
     for i in 0..cluster.replicas.len() {
         let Some(r) = registry.replicas.get(&(i as u8)) else {
             return Err(format!("replica {i} never published its state"));
         };
+        if let Some((_, reason)) = registry.halts.iter().rev().find(|(h, _)| *h as usize == i) {
+            if r.status.is_empty() {
+                return Err(format!("replica {i} halted: {reason}"));
+            }
+        }
         if r.status != "normal" {
             return Err(format!(
                 "replica {i} is in status {} (view {})",
                 r.status, r.view
             ));
         }
-        commits.push((i, r.view, r.commit, r.op, r.state_hash));
-    }
-    let (_, view, commit, _, hash) = commits[0];
-    for &(i, v, c, op, h) in &commits {
-        if v != view || c != commit || op != c {
+        if r.op != r.commit {
             return Err(format!(
-                "replicas disagree: replica 0 at view {view} commit {commit}, replica {i} at view {v} commit {c} op {op}"
+                "replica {i} (view {}) has op {} but commit {}",
+                r.view, r.op, r.commit
+            ));
+        }
+        states.push((i, r.view, r.commit, r.state_hash));
+    }
+    let (_, view, commit, hash) = states[0];
+    for &(i, v, c, h) in &states {
+        if v != view || c != commit {
+            return Err(format!(
+                "replicas disagree: replica 0 at view {view} commit {commit}, replica {i} at view {v} commit {c}"
             ));
         }
         if h != hash {
@@ -133,7 +214,7 @@ fn check_commit_history() -> Option<Failure> {
             match seen.get(&op) {
                 Some(&(other, c)) if c != checksum => {
                     return fail(
-                        "commit_rewrite",
+                        Classification::CommitGapOrRewrite,
                         "commit_history",
                         format!(
                             "op {op} committed as {checksum:032x} on replica {replica} but as {c:032x} on replica {other}"
@@ -150,7 +231,7 @@ fn check_commit_history() -> Option<Failure> {
     None
 }
 
-async fn simulate(swarm: Swarm) -> SimResult {
+async fn simulate(swarm: Swarm, filter: TraceFilter, capacity: usize) -> SimResult {
     let start = Instant::now();
     let cluster = Cluster::start(&swarm);
     let mut scheduler = Scheduler::new(&swarm);
@@ -206,7 +287,7 @@ async fn simulate(swarm: Swarm) -> SimResult {
                 Ok(_) => String::from("replicas converged"),
             };
             failure = fail(
-                "liveness",
+                Classification::Liveness,
                 "head_progress",
                 format!(
                     "no convergence within {} ms of healing: {why}; {clients_left} client(s) still waiting",
@@ -217,12 +298,13 @@ async fn simulate(swarm: Swarm) -> SimResult {
         }
     }
     let sim_time_ms = start.elapsed().as_millis() as u64;
+    let end_us = start.elapsed().as_micros() as u64;
     let history = shared.history.lock().expect("lock").clone();
     let malformed = shared.malformed.lock().expect("lock").clone();
     if failure.is_none() {
         if let Some(m) = malformed.first() {
             failure = fail(
-                "data_corruption",
+                Classification::DataCorruption,
                 "client_replies",
                 format!("malformed reply: {m}"),
             );
@@ -236,7 +318,14 @@ async fn simulate(swarm: Swarm) -> SimResult {
         match lincheck::kv::check(&history, &CheckOptions::default()) {
             Verdict::Linearizable => {}
             Verdict::NotLinearizable(f) => {
-                failure = fail("linearizability", "linearizability", f.to_string());
+                failure = Some(Failure {
+                    checker: "linearizability".into(),
+                    classification: Classification::Linearizability,
+                    message: f.to_string(),
+                    replica: None,
+                    op: None,
+                    key: Some(f.partition.clone()),
+                });
             }
             Verdict::Unknown { reason } => unknown = Some(reason),
         }
@@ -248,28 +337,83 @@ async fn simulate(swarm: Swarm) -> SimResult {
             if !(reason.contains("fsync") || reason.contains("no space") || reason.contains("I/O"))
             {
                 failure = fail(
-                    "recovery_failure",
+                    Classification::RecoveryFailure,
                     "replica_halt",
                     format!("replica {replica} halted: {reason}"),
-                );
+                )
+                .map(|f| Failure {
+                    replica: Some(*replica),
+                    ..f
+                });
             }
         }
     }
-    let events = sim_runtime::fault::events();
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    for e in &events {
-        hasher.update(&e.at.as_nanos().to_le_bytes());
-        hasher.update(e.kind.as_bytes());
-        hasher.update(e.detail.as_bytes());
+    // The trace: client events, the node's happenings and the fault log, in time order.
+    let nodes: Vec<String> = cluster.replicas.iter().map(|n| n.to_string()).collect();
+    let mut events: Vec<(u64, EventKind)> =
+        std::mem::take(&mut *shared.trace.lock().expect("lock"));
+    for e in sim_runtime::fault::events() {
+        events.push((e.at.as_micros() as u64, fault_event(&e, &nodes)));
     }
-    for (replica, commits) in &registry.commits {
-        hasher.update(&[*replica]);
-        for (op, checksum) in commits {
-            hasher.update(&op.to_le_bytes());
-            hasher.update(&checksum.to_le_bytes());
-        }
+    for (at, replica, what) in &registry.happenings {
+        let at_us = (*at - start).as_micros() as u64;
+        let kind = match what {
+            Happening::Started => continue,
+            Happening::ViewChangeStarted { view } => EventKind::ViewChangeStarted {
+                replica: *replica,
+                view: *view,
+            },
+            Happening::ViewInstalled { view, primary } => EventKind::ViewInstalled {
+                replica: *replica,
+                view: *view,
+                primary: *primary,
+            },
+            Happening::Recovering { view } => EventKind::FaultInjected {
+                kind: "node.recovering".into(),
+                replica: Some(*replica),
+                detail: format!("replica {replica} recovering in view {view}"),
+            },
+            Happening::Commit { op, checksum } => EventKind::Commit {
+                replica: *replica,
+                op: *op,
+                checksum: format!("{checksum:032x}"),
+            },
+            Happening::StateTransfer { from_op, to_op } => EventKind::StateTransfer {
+                replica: *replica,
+                from_op: *from_op,
+                to_op: *to_op,
+            },
+            Happening::Halted { reason } => EventKind::FaultInjected {
+                kind: "node.halt".into(),
+                replica: Some(*replica),
+                detail: reason.clone(),
+            },
+        };
+        events.push((at_us, kind));
     }
-    hasher.update(lincheck::kv::write_ndjson(&history).as_bytes());
+    events.sort_by_key(|(at, _)| *at);
+    let mut trace = TraceCollector::with_options(swarm.seed, filter, capacity);
+    for (at, kind) in events {
+        trace.push(at, kind);
+    }
+    for name in [
+        "client_replies",
+        "commit_history",
+        "linearizability",
+        "head_progress",
+        "replica_halt",
+    ] {
+        trace.push(end_us, EventKind::InvariantChecked { name: name.into() });
+    }
+    if let Some(f) = &failure {
+        trace.push(
+            end_us,
+            EventKind::InvariantViolated {
+                name: f.checker.clone(),
+                detail: f.message.clone(),
+            },
+        );
+    }
     let fault_counters = sim_runtime::fault::counters()
         .entries()
         .into_iter()
@@ -280,11 +424,11 @@ async fn simulate(swarm: Swarm) -> SimResult {
         failure,
         unknown,
         sim_time_ms,
-        event_hash: hasher.digest(),
         committed_ops,
         history,
         corruptible: scheduler.corruptible(),
         fault_counters,
+        trace,
     }
 }
 
@@ -293,7 +437,9 @@ pub fn run_seed(seed: u64, options: &RunOptions) -> SeedRecord {
     let swarm = Swarm::from_seed(seed, options.swarm);
     let started = sim::host_now();
     let params = swarm.clone();
-    let result = std::panic::catch_unwind(|| sim::run(seed, move || simulate(params)));
+    let (filter, capacity) = (options.trace_filter, options.trace_capacity);
+    let result =
+        std::panic::catch_unwind(|| sim::run(seed, move || simulate(params, filter, capacity)));
     let wall_time_ms = started.elapsed().as_millis() as u64;
     let result = match result {
         Ok(r) => r,
@@ -304,14 +450,14 @@ pub fn run_seed(seed: u64, options: &RunOptions) -> SeedRecord {
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "panic".into());
             SimResult {
-                failure: fail("panic", "simulator", message),
+                failure: fail(Classification::RecoveryFailure, "panic", message),
                 unknown: None,
                 sim_time_ms: 0,
-                event_hash: 0,
                 committed_ops: 0,
                 history: Vec::new(),
                 corruptible: Vec::new(),
                 fault_counters: BTreeMap::new(),
+                trace: TraceCollector::new(seed),
             }
         }
     };
@@ -324,29 +470,61 @@ pub fn run_seed(seed: u64, options: &RunOptions) -> SeedRecord {
         (Some(f), _) => (Outcome::Fail, Some(f.clone())),
         (None, Some(reason)) => (
             Outcome::Unknown,
-            Some(Failure {
-                kind: "checker_unknown".into(),
-                checker: "linearizability".into(),
-                message: reason.clone(),
-            }),
+            fail(
+                Classification::Linearizability,
+                "linearizability_unknown",
+                reason.clone(),
+            ),
         ),
         (None, None) => (Outcome::Pass, None),
+    };
+    let events = result.trace.snapshot();
+    let first_bad_event = failure.as_ref().and_then(|_| {
+        events
+            .iter()
+            .find(|e| matches!(e.kind, EventKind::InvariantViolated { .. }))
+            .map(|e| e.kind.name().to_string() + ": " + &first_line(&e.kind.to_string()))
+    });
+    let report = match (&failure, options.diagnose) {
+        (Some(f), true) => Some(FailureReport::build(
+            seed,
+            f,
+            &events,
+            &serde_json::to_value(&swarm).unwrap_or_default(),
+            &options.repro_flags,
+        )),
+        _ => None,
     };
     SeedRecord {
         seed,
         params: swarm,
         outcome,
-        failure_kind: failure.as_ref().map(|f| f.kind.clone()),
+        failure_kind: failure
+            .as_ref()
+            .map(|f| f.classification.as_str().to_string()),
         checker: failure.as_ref().map(|f| f.checker.clone()),
-        failure_message: failure.map(|f| f.message),
+        failure_message: failure.as_ref().map(|f| f.message.clone()),
+        first_bad_event,
         sim_time_ms: result.sim_time_ms,
         wall_time_ms,
-        event_hash: format!("{:016x}", result.event_hash),
+        event_hash: result.trace.event_hash_hex(),
         committed_ops: result.committed_ops,
         client_ops: result.history.len(),
         unknown_ops,
         corruptible: result.corruptible,
         fault_counters: result.fault_counters,
         history: result.history,
+        failure,
+        trace: Some(result.trace),
+        report,
     }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(200)
+        .collect()
 }

@@ -17,6 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use sim_runtime::time::{self, Duration, Instant};
 
 use crate::swarm::Swarm;
+use crate::trace::{EventKind, OpKind, Outcome};
 
 /// Shared between the clients of one run (harness-side coordination, not node state).
 #[derive(Default)]
@@ -33,6 +34,24 @@ pub struct Shared {
     pub malformed: Mutex<Vec<String>>,
     /// Clients that finished their requests.
     pub clients_done: AtomicUsize,
+    /// Client trace events (invoke, complete) with their simulated time in microseconds.
+    pub trace: Mutex<Vec<(u64, EventKind)>>,
+}
+
+fn op_kind(input: &KvInput) -> OpKind {
+    match input {
+        KvInput::Set { .. } | KvInput::Del { .. } => OpKind::Write,
+        KvInput::Get { .. } => OpKind::Read,
+        KvInput::IncrBy { .. } | KvInput::Cas { .. } => OpKind::Rmw,
+        KvInput::Scan { .. } => OpKind::Scan,
+    }
+}
+
+fn key_of(input: &KvInput) -> String {
+    match input {
+        KvInput::Scan { start, end, .. } => format!("{start}..{end}"),
+        other => other.key().unwrap_or_default().to_string(),
+    }
 }
 
 /// The key name for key index `i` (zero-padded so byte order equals numeric order).
@@ -186,8 +205,33 @@ pub async fn run_client(
             shared.writes_in_flight.fetch_add(1, Ordering::Relaxed);
         }
         let call = micros_since(start);
+        let request = session.next_request();
+        shared.trace.lock().expect("lock").push((
+            call,
+            EventKind::ClientInvoke {
+                client,
+                request,
+                op: op_kind(&input),
+                key: key_of(&input),
+            },
+        ));
         let result = execute(&mut session, &input).await;
         let ret = micros_since(start);
+        let (outcome, op_number) = match &result {
+            Ok(reply) => (Outcome::Ok, Some(reply.op)),
+            Err(ClientError::Failed(_)) => (Outcome::Failed, None),
+            Err(ClientError::Unknown(_)) => (Outcome::Unknown, None),
+        };
+        shared.trace.lock().expect("lock").push((
+            ret,
+            EventKind::ClientComplete {
+                client,
+                request,
+                op: op_kind(&input),
+                outcome,
+                op_number,
+            },
+        ));
         if writes {
             shared.writes_in_flight.fetch_sub(1, Ordering::Relaxed);
         }

@@ -123,3 +123,9 @@ where
 pub fn host_now() -> std::time::Instant {
     std::time::Instant::now()
 }
+
+/// A seed drawn from OS entropy, for tools that pick a random seed when none is given.
+pub fn entropy_seed() -> u64 {
+    use rand::Rng;
+    rand::thread_rng().gen()
+}

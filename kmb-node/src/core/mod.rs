@@ -225,6 +225,14 @@ pub enum Effect {
         checksum: Checksum,
         snapshot: Vec<u8>,
     },
+    /// State transfer: durably store a peer's checkpoint at `op` (whose entry need not be in
+    /// the local WAL, see `Storage::install_checkpoint`), then feed [`Input::CheckpointDone`].
+    /// Counts as the one outstanding [`Effect::Checkpoint`].
+    InstallCheckpoint {
+        op: u64,
+        checksum: Checksum,
+        snapshot: Vec<u8>,
+    },
     /// Reply to a client: `op` is the op the request was committed (ordered) at.
     Reply {
         client: u128,

@@ -683,10 +683,17 @@ impl Replica {
         true
     }
 
-    /// Adopt a log (head `op`, suffix `headers`) from an authoritative source: the chosen
-    /// DoViewChange, a StartView, or the primary's RecoveryResponse.
+    /// Adopt a log (head `op`, suffix `headers`) of `view` from an authoritative source: the
+    /// chosen DoViewChange, a StartView, or the primary's RecoveryResponse.
+    ///
+    /// Entries above `op` that were prepared in `view` itself are kept: only the primary of
+    /// `view` prepares in it, so they extend the log being installed (a StartView delayed or
+    /// duplicated by the network, or one answering an older RequestStartView, carries an older
+    /// head of the same log). Truncating them would also be refused by storage: a truncation
+    /// is made durable by a `log_view` above the view of every dropped entry.
     fn install_log(
         &mut self,
+        view: u32,
         op: u64,
         op_checksum: Checksum,
         headers: &[Header],
@@ -705,8 +712,12 @@ impl Replica {
         if op > self.commit_min && !headers.iter().any(|h| h.op == op) {
             return Err(InstallError::MissingHead);
         }
-        self.truncate_after(op);
-        self.op = op;
+        let keep = span(&self.slots, op + 1, self.op)
+            .rev()
+            .find(|(_, s)| s.header.view == view)
+            .map_or(op, |(&o, _)| o);
+        self.truncate_after(keep);
+        self.op = keep;
         let commit_min = self.commit_min;
         for h in headers.iter().filter(|h| h.op > commit_min) {
             self.put_header(*h);
@@ -1049,7 +1060,7 @@ impl Replica {
         let best = best.clone();
         let commit = self.dvcs.values().map(|s| s.commit).max().unwrap_or(0);
         if best_from != me {
-            match self.install_log(best.op, best.op_checksum, &best.headers) {
+            match self.install_log(self.view, best.op, best.op_checksum, &best.headers) {
                 Ok(()) => {}
                 Err(InstallError::Conflict) => {
                     self.halt(format!(
@@ -1465,7 +1476,12 @@ impl Replica {
 
     /// Adopt the log of the primary of `summary.view` and become its backup.
     fn join_view(&mut self, primary: u8, summary: LogSummary) {
-        match self.install_log(summary.op, summary.op_checksum, &summary.headers) {
+        match self.install_log(
+            summary.view,
+            summary.op,
+            summary.op_checksum,
+            &summary.headers,
+        ) {
             Ok(()) => {}
             Err(InstallError::Conflict) => return,
             Err(InstallError::MissingHead) => {
@@ -1612,7 +1628,7 @@ impl Replica {
             snapshot: snapshot_bytes.clone(),
         });
         self.effects.push(Effect::StateTransferred { op, checksum });
-        self.effects.push(Effect::Checkpoint {
+        self.effects.push(Effect::InstallCheckpoint {
             op,
             checksum,
             snapshot: snapshot_bytes,
@@ -1760,6 +1776,22 @@ impl Replica {
             };
             self.send(r, body);
         }
+    }
+
+    /// One line describing the replica's protocol state (for logs).
+    pub fn debug_summary(&self) -> String {
+        let missing_bodies = span(&self.slots, self.commit_min + 1, self.op)
+            .filter(|(_, s)| s.body.is_none())
+            .count();
+        let slots = span(&self.slots, self.commit_min + 1, self.op).count();
+        format!(
+            "status={:?} view={} log_view={} sb={:?} op={} commit_min={} commit_max={} cp={} cp_inflight={:?} slots={} missing_bodies={} durable_prefix={} synced={} svc={:?} dvcs={:?} dvc_sent={} vc_installed={} first_slot={:?}",
+            self.status, self.view, self.log_view, self.superblock, self.op, self.commit_min,
+            self.commit_max, self.checkpoint.op, self.checkpoint_inflight.as_ref().map(|c| c.op),
+            slots, missing_bodies, self.durable_prefix(), self.log_synced(), self.svc_from,
+            self.dvcs.keys().collect::<Vec<_>>(), self.dvc_sent, self.vc_installed,
+            self.slots.keys().next(),
+        )
     }
 
     /// A fresh random value (from `Config::seed`).

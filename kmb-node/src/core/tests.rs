@@ -175,6 +175,36 @@ impl Net {
                     checksum,
                     snapshot,
                 } => {
+                    // The storage contract (`Storage::checkpoint`): a local checkpoint's entry
+                    // is in the WAL (a state transfer uses `InstallCheckpoint`).
+                    assert!(
+                        node.disk
+                            .entries
+                            .get(&op)
+                            .is_some_and(|e| e.header.checksum == checksum)
+                            || node
+                                .disk
+                                .checkpoint
+                                .as_ref()
+                                .is_some_and(|c| c.op == op && c.checksum == checksum),
+                        "replica {r}: checkpoint at op {op} whose entry is not in the WAL"
+                    );
+                    node.disk.checkpoint = Some(CheckpointState {
+                        op,
+                        checksum,
+                        snapshot,
+                    });
+                    work.push_back(Input::CheckpointDone { op });
+                }
+                Effect::InstallCheckpoint {
+                    op,
+                    checksum,
+                    snapshot,
+                } => {
+                    assert!(
+                        node.disk.checkpoint.as_ref().is_none_or(|c| c.op < op),
+                        "replica {r}: installed checkpoint at op {op} does not advance"
+                    );
                     node.disk.checkpoint = Some(CheckpointState {
                         op,
                         checksum,

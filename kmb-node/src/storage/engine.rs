@@ -433,7 +433,9 @@ impl Storage {
 
     /// Durably store a checkpoint of the state after `op` (whose entry has checksum
     /// `entry_checksum`), then publish it in the superblock. WAL slots up to `op` may be
-    /// reused once this returns.
+    /// reused once this returns. A checkpoint that does not name an entry of the local log
+    /// (one installed by state transfer, possibly beyond the head) replaces the local log: the
+    /// head becomes `op` and entries above it are dropped.
     pub async fn checkpoint(
         &mut self,
         op: u64,
@@ -442,28 +444,74 @@ impl Storage {
     ) -> Result<(), StorageError> {
         self.check()?;
         let sb = self.superblock;
-        if op < sb.checkpoint.op || op > self.head {
+        if op < sb.checkpoint.op {
             return Err(StorageError::Invalid(format!(
-                "checkpoint at {op}: previous {} head {}",
-                sb.checkpoint.op, self.head
+                "checkpoint at {op} precedes the current checkpoint {}",
+                sb.checkpoint.op
             )));
         }
-        if op > sb.checkpoint.op {
-            match self.slots[self.layout.slot_of(op)] {
-                Some(h) if h.op == op && h.checksum == entry_checksum => {}
-                _ => {
-                    return Err(StorageError::Invalid(format!(
-                        "checkpoint at {op}: checksum does not match the log"
-                    )))
-                }
-            }
-        } else if entry_checksum != sb.checkpoint.entry_checksum {
+        if op == sb.checkpoint.op && entry_checksum != sb.checkpoint.entry_checksum {
             return Err(StorageError::Invalid(format!(
                 "checkpoint at {op}: checksum does not match the current checkpoint"
             )));
         }
+        // A checkpoint of our own log names an entry we hold. Anything else was installed by
+        // state transfer (verified by the core against the peers' hash chain): it replaces
+        // the local log, whose entries above it would no longer chain.
+        let own = op == sb.checkpoint.op
+            || matches!(
+                self.slots[self.layout.slot_of(op)],
+                Some(h) if h.op == op && h.checksum == entry_checksum
+            );
+        if !own {
+            for slot in self.slots.iter_mut() {
+                if slot.is_some_and(|h| h.op > op) {
+                    *slot = None;
+                }
+            }
+            self.pending.retain(|h| h.op <= op);
+            self.head = op;
+            self.durable = op;
+        }
         // The entry at `op` and everything before it must be durable first.
         self.sync().await?;
+        self.store_checkpoint(op, entry_checksum, blob).await
+    }
+
+    /// Durably store a checkpoint received from a peer (state transfer) and publish it.
+    ///
+    /// Unlike [`Storage::checkpoint`], the entry at `op` need not be in the local WAL (a
+    /// replica that fell behind by more than the ring never wrote it): the peer's checkpoint is
+    /// authoritative, verified by the caller against the hash chain it knows. Every WAL entry
+    /// at or below `op` becomes stale; entries above it are kept.
+    pub async fn install_checkpoint(
+        &mut self,
+        op: u64,
+        entry_checksum: Checksum,
+        blob: &[u8],
+    ) -> Result<(), StorageError> {
+        self.check()?;
+        let sb = self.superblock;
+        if op <= sb.checkpoint.op {
+            return Err(StorageError::Invalid(format!(
+                "installed checkpoint at {op}: previous {}",
+                sb.checkpoint.op
+            )));
+        }
+        self.sync().await?;
+        self.head = self.head.max(op);
+        self.durable = self.durable.max(op);
+        self.store_checkpoint(op, entry_checksum, blob).await
+    }
+
+    /// Write the checkpoint blob (verified by read-back), then publish it in the superblock.
+    async fn store_checkpoint(
+        &mut self,
+        op: u64,
+        entry_checksum: Checksum,
+        blob: &[u8],
+    ) -> Result<(), StorageError> {
+        let sb = self.superblock;
         let current =
             (sb.checkpoint.offset != 0).then_some((sb.checkpoint.offset, sb.checkpoint.size));
         let reference = CheckpointRef {

@@ -1,4 +1,8 @@
 //! `vopr`: seed sweeps of the real kmb cluster under the deterministic simulator.
+//!
+//! Each seed starts the node's production code as a whole cluster in one simulated process,
+//! attacks it with faults drawn from the seed, and runs the checkers. Any failing seed is
+//! printed with the exact command that reproduces it. See `scripts/VOPR-TESTING.md`.
 #[cfg(not(madsim))]
 compile_error!(
     "vopr runs only inside the simulator. Build it with: \
@@ -7,4 +11,352 @@ compile_error!(
      (or run scripts/vopr-quick.sh)"
 );
 
+#[cfg(madsim)]
+fn main() -> std::process::ExitCode {
+    cli::main()
+}
+
+#[cfg(not(madsim))]
 fn main() {}
+
+#[cfg(madsim)]
+mod cli {
+    use std::io::{IsTerminal, Write};
+    use std::path::{Path, PathBuf};
+    use std::process::ExitCode;
+
+    use clap::Parser;
+    use kmb_tests::diagnosis::{Classification, Failure};
+    use kmb_tests::swarm::{Swarm, SwarmOptions};
+    use kmb_tests::timeline::render_html;
+    use kmb_tests::trace::{first_difference, TraceFilter};
+    use kmb_tests::vopr::{run_seed, Outcome, RunOptions, SeedRecord};
+    use sim_runtime::sim;
+
+    /// Sweep seeds of the kmb cluster under the deterministic simulator (the VOPR).
+    #[derive(Parser, Debug)]
+    #[command(name = "vopr", version)]
+    struct Args {
+        /// First seed (default: random).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Number of seeds, starting at --seed.
+        #[arg(short = 'n', long = "count", default_value_t = 1)]
+        count: u64,
+        /// Print each seed's parameters and outcome, and failure reports in full.
+        #[arg(short, long)]
+        verbose: bool,
+        /// A clean baseline: no faults at all.
+        #[arg(long)]
+        no_faults: bool,
+        /// Only Write and Read operations (no RMW, no scans).
+        #[arg(long)]
+        no_enhanced_workloads: bool,
+        /// Write every seed's trace (not only failing ones).
+        #[arg(long)]
+        enable_trace: bool,
+        /// Do not write traces of failing seeds.
+        #[arg(long)]
+        no_trace_on_failure: bool,
+        /// Trace filter: failures-only, minimal or verbose.
+        #[arg(long, default_value = "failures-only")]
+        trace_filter: TraceFilter,
+        /// Trace ring-buffer size (events).
+        #[arg(long, default_value_t = kmb_tests::trace::TRACE_CAPACITY_DEFAULT)]
+        trace_capacity: usize,
+        /// Where traces, reports and timelines are written.
+        #[arg(long, default_value = "vopr-traces")]
+        trace_dir: PathBuf,
+        /// Do not build failure reports.
+        #[arg(long)]
+        no_failure_diagnosis: bool,
+        /// Run each seed twice; a difference is a failure naming the first differing event.
+        #[arg(long)]
+        check_determinism: bool,
+        /// Seeds run in parallel (each in a fresh thread and simulation).
+        #[arg(short, long, default_value_t = 1)]
+        jobs: usize,
+        /// Append one NDJSON record per seed to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Run only seeds s with s % n == i ("i/n"), for splitting a range across machines.
+        #[arg(long, value_parser = parse_shard)]
+        shard: Option<(u64, u64)>,
+    }
+
+    fn parse_shard(s: &str) -> Result<(u64, u64), String> {
+        let (i, n) = s
+            .split_once('/')
+            .ok_or_else(|| format!("shard {s:?} must be i/n, e.g. 0/4"))?;
+        let i: u64 = i.parse().map_err(|_| format!("bad shard index {i:?}"))?;
+        let n: u64 = n.parse().map_err(|_| format!("bad shard count {n:?}"))?;
+        if n == 0 || i >= n {
+            return Err(format!("shard {i}/{n}: need 0 <= i < n"));
+        }
+        Ok((i, n))
+    }
+
+    fn repro_flags(args: &Args) -> Vec<String> {
+        let mut flags = Vec::new();
+        if args.no_faults {
+            flags.push("--no-faults".to_string());
+        }
+        if args.no_enhanced_workloads {
+            flags.push("--no-enhanced-workloads".to_string());
+        }
+        flags
+    }
+
+    fn repro(seed: u64, flags: &[String]) -> String {
+        kmb_tests::diagnosis::repro_command(seed, flags)
+    }
+
+    fn describe(swarm: &Swarm) -> String {
+        serde_json::to_string_pretty(swarm).unwrap_or_default()
+    }
+
+    fn write_artifacts(dir: &Path, record: &SeedRecord) -> std::io::Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dir)?;
+        let mut written = Vec::new();
+        if let Some(trace) = &record.trace {
+            let path = dir.join(format!("seed-{}.trace.ndjson", record.seed));
+            std::fs::write(&path, trace.to_ndjson())?;
+            written.push(path);
+            if record.outcome != Outcome::Pass {
+                let events = trace.snapshot();
+                let html = render_html(
+                    &events,
+                    record.failure.as_ref(),
+                    &format!("kmb VOPR seed {}", record.seed),
+                );
+                let path = dir.join(format!("seed-{}.timeline.html", record.seed));
+                std::fs::write(&path, html)?;
+                written.push(path);
+            }
+        }
+        if let Some(report) = &record.report {
+            let path = dir.join(format!("seed-{}.report.txt", record.seed));
+            std::fs::write(&path, report.to_ascii())?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+
+    /// Run a seed; with `--check-determinism` twice, comparing traces.
+    fn run(seed: u64, options: &RunOptions, twice: bool) -> SeedRecord {
+        let mut first = run_seed(seed, options);
+        if !twice {
+            return first;
+        }
+        let second = run_seed(seed, options);
+        if first.event_hash != second.event_hash {
+            let a = first
+                .trace
+                .as_ref()
+                .map(|t| t.snapshot())
+                .unwrap_or_default();
+            let b = second
+                .trace
+                .as_ref()
+                .map(|t| t.snapshot())
+                .unwrap_or_default();
+            let what = match first_difference(&a, &b) {
+                Some((i, x, y)) => format!(
+                    "first difference at trace event {i}: {} vs {}",
+                    x.map_or("(none)".to_string(), |e| e.to_string()),
+                    y.map_or("(none)".to_string(), |e| e.to_string())
+                ),
+                None => "the retained traces agree; the difference is in evicted events".into(),
+            };
+            let message = format!(
+                "two runs of seed {seed} differ (event hash {} vs {}): {what}",
+                first.event_hash, second.event_hash
+            );
+            first.outcome = Outcome::Fail;
+            first.failure_kind = Some(Classification::NonDeterminism.as_str().into());
+            first.checker = Some("determinism".into());
+            first.first_bad_event = Some(what);
+            first.failure_message = Some(message.clone());
+            first.failure = Some(Failure {
+                checker: "determinism".into(),
+                classification: Classification::NonDeterminism,
+                message,
+                replica: None,
+                op: None,
+                key: None,
+            });
+        }
+        first
+    }
+
+    pub fn main() -> ExitCode {
+        let args = Args::parse();
+        if args.jobs == 0 {
+            eprintln!("error: --jobs must be at least 1");
+            return ExitCode::from(2);
+        }
+        let start = args.seed.unwrap_or_else(sim::entropy_seed);
+        let seeds: Vec<u64> = (0..args.count)
+            .map(|k| start.wrapping_add(k))
+            .filter(|s| args.shard.is_none_or(|(i, n)| s % n == i))
+            .collect();
+        let flags = repro_flags(&args);
+        let options = RunOptions {
+            swarm: SwarmOptions {
+                no_faults: args.no_faults,
+                no_enhanced_workloads: args.no_enhanced_workloads,
+            },
+            trace_filter: args.trace_filter,
+            trace_capacity: args.trace_capacity,
+            diagnose: !args.no_failure_diagnosis,
+            repro_flags: flags.clone(),
+        };
+        let mut json = match &args.json {
+            None => None,
+            Some(path) => match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
+                Ok(f) => Some(std::io::BufWriter::new(f)),
+                Err(e) => {
+                    eprintln!("error: cannot open {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            },
+        };
+        let progress = std::io::stderr().is_terminal() && seeds.len() > 1 && !args.verbose;
+        let started = sim::host_now();
+        let (mut passed, mut failed, mut unknown) = (0u64, 0u64, 0u64);
+        let mut failures: Vec<(u64, String)> = Vec::new();
+        let mut sim_ms = 0u64;
+        let total = seeds.len();
+        let mut done = 0usize;
+        sim::for_each_seed(
+            &seeds,
+            args.jobs,
+            |seed| run(seed, &options, args.check_determinism),
+            |seed, record| {
+                done += 1;
+                sim_ms += record.sim_time_ms;
+                match record.outcome {
+                    Outcome::Pass => passed += 1,
+                    Outcome::Fail => failed += 1,
+                    Outcome::Unknown => unknown += 1,
+                }
+                if let Some(out) = json.as_mut() {
+                    if let Ok(line) = serde_json::to_string(&record) {
+                        let _ = writeln!(out, "{line}");
+                    }
+                }
+                let bad = record.outcome != Outcome::Pass;
+                if progress {
+                    eprint!("\r[{done}/{total}] {failed} failed, {unknown} unknown ");
+                }
+                if args.verbose || bad {
+                    if progress {
+                        eprintln!();
+                    }
+                    let s = &record.params;
+                    println!(
+                        "seed {seed}: {} — {} replicas, {} clients, {} ops ({} unknown), commit {}, {:.1} s simulated in {:.2} s, events {}",
+                        match record.outcome {
+                            Outcome::Pass => "PASS",
+                            Outcome::Fail => "FAIL",
+                            Outcome::Unknown => "UNKNOWN",
+                        },
+                        s.replica_count,
+                        s.client_count,
+                        record.client_ops,
+                        record.unknown_ops,
+                        record.committed_ops,
+                        record.sim_time_ms as f64 / 1000.0,
+                        record.wall_time_ms as f64 / 1000.0,
+                        record.event_hash,
+                    );
+                    if args.verbose {
+                        println!("parameters: {}", describe(s));
+                        let counters: Vec<String> = record
+                            .fault_counters
+                            .iter()
+                            .filter(|(_, v)| **v > 0)
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect();
+                        println!("faults fired: {}", counters.join(" "));
+                    }
+                }
+                if bad {
+                    let kind = record.failure_kind.clone().unwrap_or_default();
+                    let message = record.failure_message.clone().unwrap_or_default();
+                    println!("  {kind}: {message}");
+                    if let Some(report) = &record.report {
+                        if args.verbose {
+                            println!("{}", report.to_ascii());
+                        }
+                    }
+                    failures.push((
+                        seed,
+                        format!("{kind}: {}", message.lines().next().unwrap_or("")),
+                    ));
+                }
+                let write = args.enable_trace || (bad && !args.no_trace_on_failure);
+                if write {
+                    match write_artifacts(&args.trace_dir, &record) {
+                        Ok(paths) if bad || args.verbose => {
+                            for p in paths {
+                                println!("  wrote {}", p.display());
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => eprintln!("warning: could not write traces: {e}"),
+                    }
+                }
+            },
+        );
+        if progress {
+            eprintln!();
+        }
+        if let Some(mut out) = json {
+            let _ = out.flush();
+        }
+        let wall = started.elapsed().as_secs_f64();
+        let ran = passed + failed + unknown;
+        println!();
+        println!("Results:");
+        println!(
+            "  Seeds: {ran} (from {start}{})",
+            args.shard
+                .map_or(String::new(), |(i, n)| format!(", shard {i}/{n}"))
+        );
+        println!("  Successes: {passed}");
+        println!("  Failures: {failed}");
+        if unknown > 0 {
+            println!("  Unknown: {unknown}");
+        }
+        let rate = if ran == 0 {
+            100.0
+        } else {
+            passed as f64 * 100.0 / ran as f64
+        };
+        println!("  Success Rate: {rate:.1}%");
+        println!(
+            "  Time: {wall:.1} s wall, {:.0} s simulated ({:.0}x real time, {:.1} seeds/s)",
+            sim_ms as f64 / 1000.0,
+            sim_ms as f64 / 1000.0 / wall.max(1e-9),
+            ran as f64 / wall.max(1e-9)
+        );
+        if !failures.is_empty() {
+            println!();
+            println!("Failed seeds (reproduce with the command shown):");
+            failures.sort();
+            for (seed, why) in &failures {
+                println!("  {}    # {why}", repro(*seed, &flags));
+            }
+        }
+        if failed == 0 && unknown == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! `kmb-node`: format a data file, or start a replica.
+//!
+//! ```text
+//! kmb-node format --cluster 1 --replica 0 --replica-count 3 data/r0.kmb
+//! kmb-node start --addresses 3001,3002,3003 --client-addresses 6381,6382,6383 data/r0.kmb
+//! ```
+//!
+//! Addresses given as a bare port mean 127.0.0.1:port: by default nothing listens beyond the
+//! loopback interface. Bad configuration is reported in one line with a non-zero exit.
+
+#[cfg(madsim)]
+fn main() {
+    eprintln!("kmb-node: this is the production binary; build it without --cfg madsim");
+    std::process::exit(2);
+}
+
+#[cfg(not(madsim))]
+fn main() -> std::process::ExitCode {
+    production::main()
+}
+
+#[cfg(not(madsim))]
+mod production {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use std::path::PathBuf;
+    use std::process::ExitCode;
+
+    use clap::{Parser, Subcommand, ValueEnum};
+    use kmb_node::node::{self, NodeConfig};
+    use kmb_node::storage::{Identity, Storage, StorageConfig};
+    use sim_runtime::time::Duration;
+
+    /// kmb: a replicated key-value node that speaks the Redis protocol.
+    #[derive(Parser, Debug)]
+    #[command(name = "kmb-node", version)]
+    struct Args {
+        #[command(subcommand)]
+        command: Cmd,
+    }
+
+    #[derive(Clone, Copy, Debug, ValueEnum)]
+    enum Geometry {
+        /// 1024 WAL slots of 64 KiB.
+        Production,
+        /// 64 WAL slots of 4 KiB (tests, tiny deployments).
+        Small,
+    }
+
+    #[derive(Subcommand, Debug)]
+    enum Cmd {
+        /// Create a replica's data file (refuses to overwrite an existing one).
+        Format {
+            /// Cluster id: every replica of a cluster uses the same one.
+            #[arg(long)]
+            cluster: u64,
+            /// This replica's index, 0-based.
+            #[arg(long)]
+            replica: u8,
+            /// Number of replicas: 1, 3 or 5.
+            #[arg(long)]
+            replica_count: u8,
+            /// WAL geometry.
+            #[arg(long, value_enum, default_value = "production")]
+            geometry: Geometry,
+            /// The data file to create.
+            data: PathBuf,
+        },
+        /// Run a replica.
+        Start {
+            /// Every replica's peer address, in replica order (host:port or a bare port for
+            /// 127.0.0.1).
+            #[arg(long, value_delimiter = ',', required = true)]
+            addresses: Vec<String>,
+            /// Every replica's client (RESP) address, in replica order; this replica listens
+            /// on its own, and redirects name the primary's.
+            #[arg(long, value_delimiter = ',', required = true)]
+            client_addresses: Vec<String>,
+            /// Length of a protocol tick in milliseconds.
+            #[arg(long, default_value_t = 10)]
+            tick_ms: u64,
+            /// The formatted data file.
+            data: PathBuf,
+        },
+    }
+
+    fn parse_address(s: &str) -> Result<SocketAddr, String> {
+        if let Ok(port) = s.parse::<u16>() {
+            return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+        }
+        s.parse::<SocketAddr>()
+            .map_err(|_| format!("invalid address {s:?}: expected host:port or a port"))
+    }
+
+    fn parse_addresses(list: &[String]) -> Result<Vec<SocketAddr>, String> {
+        list.iter().map(|s| parse_address(s.trim())).collect()
+    }
+
+    async fn format(
+        cluster: u64,
+        replica: u8,
+        replica_count: u8,
+        geometry: Geometry,
+        data: PathBuf,
+    ) -> Result<(), String> {
+        if !matches!(replica_count, 1 | 3 | 5) {
+            return Err(format!(
+                "--replica-count must be 1, 3 or 5, not {replica_count}"
+            ));
+        }
+        if replica >= replica_count {
+            return Err(format!(
+                "--replica {replica} is out of range for {replica_count} replicas"
+            ));
+        }
+        if data.exists() {
+            return Err(format!(
+                "{} already exists: refusing to overwrite a data file",
+                data.display()
+            ));
+        }
+        let config = match geometry {
+            Geometry::Production => StorageConfig::PRODUCTION,
+            Geometry::Small => StorageConfig::SIMULATION,
+        };
+        let identity = Identity {
+            cluster,
+            replica,
+            replica_count,
+        };
+        Storage::format(&data, identity, config)
+            .await
+            .map_err(|e| format!("cannot format {}: {e}", data.display()))?;
+        println!(
+            "formatted {} (cluster {cluster}, replica {replica} of {replica_count})",
+            data.display()
+        );
+        Ok(())
+    }
+
+    async fn shutdown_signal() {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+
+    async fn start(
+        addresses: Vec<String>,
+        client_addresses: Vec<String>,
+        tick_ms: u64,
+        data: PathBuf,
+    ) -> Result<(), String> {
+        let replica_addresses = parse_addresses(&addresses)?;
+        let client_addresses = parse_addresses(&client_addresses)?;
+        if replica_addresses.len() != client_addresses.len() {
+            return Err(format!(
+                "{} peer addresses but {} client addresses: give one of each per replica",
+                replica_addresses.len(),
+                client_addresses.len()
+            ));
+        }
+        if !(1..=1000).contains(&tick_ms) {
+            return Err(format!("--tick-ms {tick_ms} must be within 1..=1000"));
+        }
+        if !data.exists() {
+            return Err(format!(
+                "{} does not exist: create it with `kmb-node format` first",
+                data.display()
+            ));
+        }
+        let config = NodeConfig {
+            data_path: data,
+            replica_addresses,
+            client_addresses,
+            listen_peer: None,
+            listen_client: None,
+            tick: Duration::from_millis(tick_ms),
+        };
+        node::run(config, shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn main() -> ExitCode {
+        let args = Args::parse();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .with_writer(std::io::stderr)
+            .try_init();
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("kmb-node: error: cannot start the runtime: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let result = runtime.block_on(async {
+            match args.command {
+                Cmd::Format {
+                    cluster,
+                    replica,
+                    replica_count,
+                    geometry,
+                    data,
+                } => format(cluster, replica, replica_count, geometry, data).await,
+                Cmd::Start {
+                    addresses,
+                    client_addresses,
+                    tick_ms,
+                    data,
+                } => start(addresses, client_addresses, tick_ms, data).await,
+            }
+        });
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kmb-node: error: {e}");
+                ExitCode::from(1)
+            }
+        }
+    }
+}
