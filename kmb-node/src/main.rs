@@ -197,6 +197,7 @@ mod production {
                     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
             )
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .try_init();
         let runtime = match tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -350,7 +350,10 @@ impl Driver {
                             self.storage.append(entry).await?;
                         }
                     }
-                    Effect::TruncateLogAfter(op) => self.storage.truncate_after(op).await?,
+                    Effect::TruncateLogAfter(op) => {
+                        tracing::debug!(replica = self.me, op, "truncate log");
+                        self.storage.truncate_after(op).await?
+                    }
                     Effect::Sync { op } => sync_requested = Some(op),
                     Effect::WriteSuperblock { view, log_view } => {
                         self.storage.write_superblock(view, log_view).await?;
