@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use crate::core::{Replica, Status};
-use crate::entry::Checksum;
+use crate::entry::{Checksum, Entry};
 use sim_runtime::time::Instant;
 
 /// Something a replica did, with the simulated instant it happened.
@@ -34,8 +34,8 @@ pub struct ReplicaState {
     pub checkpoint_op: u64,
     /// Hash of the key-value state after applying every op up to `commit`.
     pub state_hash: u128,
-    /// Checksums of the log entries the replica holds, by op.
-    pub log: BTreeMap<u64, Checksum>,
+    /// (checksum, parent) of the log entries the replica holds, by op.
+    pub log: BTreeMap<u64, (Checksum, Checksum)>,
     /// Times this replica started (incarnations).
     pub starts: u64,
 }
@@ -52,6 +52,17 @@ pub struct Registry {
     pub halts: Vec<(u8, String)>,
     /// Everything replicas did, in simulation order.
     pub happenings: Vec<(Instant, u8, Happening)>,
+    /// The committed log as first committed by any replica: op → entry (body included).
+    pub committed: BTreeMap<u64, Entry>,
+    /// Per replica: commit number → state hash, at every point the replica published.
+    pub state_hashes: BTreeMap<u8, BTreeMap<u64, u128>>,
+    /// Per replica: checkpoint op → xxh3-128 of the checkpointed bytes (state + client table).
+    pub checkpoints: BTreeMap<u8, BTreeMap<u64, u128>>,
+    /// Each start of a replica after recovery: (replica, commit, state hash).
+    pub recoveries: Vec<(u8, u64, u128)>,
+    /// Per replica, for each start in order: the index in `commits[replica]` where that
+    /// incarnation's commits begin.
+    pub commit_starts: BTreeMap<u8, Vec<usize>>,
 }
 
 /// Bound on recorded happenings per simulation.
@@ -96,7 +107,10 @@ pub fn publish(replica: &Replica) {
         );
         if commit != state.commit || state.status.is_empty() {
             state.state_hash = replica.state_hash();
+            let hash = state.state_hash;
+            r.state_hashes.entry(id).or_default().insert(commit, hash);
         }
+        let state = r.replicas.entry(id).or_default();
         state.view = replica.view();
         state.log_view = replica.log_view();
         state.status = status.to_string();
@@ -106,7 +120,7 @@ pub fn publish(replica: &Replica) {
         state.checkpoint_op = replica.checkpoint_op();
         let lo = replica.checkpoint_op();
         state.log = (lo..=replica.op())
-            .filter_map(|op| replica.log_checksum_at(op).map(|c| (op, c)))
+            .filter_map(|op| replica.header_at(op).map(|h| (op, (h.checksum, h.parent))))
             .collect();
         if let Some(what) = transition {
             happen(r, id, what);
@@ -118,6 +132,8 @@ pub fn publish(replica: &Replica) {
 pub fn started(replica: u8) {
     REGISTRY.with(|r| {
         let mut r = r.borrow_mut();
+        let index = r.commits.get(&replica).map_or(0, Vec::len);
+        r.commit_starts.entry(replica).or_default().push(index);
         let state = r.replicas.entry(replica).or_default();
         state.starts += 1;
         // A new incarnation publishes its status afresh.
@@ -126,14 +142,15 @@ pub fn started(replica: u8) {
     });
 }
 
-/// Record a commit.
-pub fn commit(replica: u8, op: u64, checksum: Checksum) {
+/// Record a commit (and, the first time any replica commits `op`, its entry).
+pub fn commit(replica: u8, op: u64, checksum: Checksum, entry: Option<Entry>) {
     REGISTRY.with(|r| {
-        r.borrow_mut()
-            .commits
-            .entry(replica)
-            .or_default()
-            .push((op, checksum))
+        let mut r = r.borrow_mut();
+        if let Some(entry) = entry {
+            r.committed.entry(op).or_insert(entry);
+        }
+        r.commits.entry(replica).or_default().push((op, checksum));
+        happen(&mut r, replica, Happening::Commit { op, checksum });
     });
 }
 
@@ -163,4 +180,23 @@ pub fn halted(replica: u8, reason: String) {
 /// A copy of everything published so far.
 pub fn snapshot() -> Registry {
     REGISTRY.with(|r| r.borrow().clone())
+}
+
+/// Record a checkpoint's bytes (by hash).
+pub fn checkpoint(replica: u8, op: u64, snapshot: &[u8]) {
+    let hash = xxhash_rust::xxh3::xxh3_128(snapshot);
+    REGISTRY.with(|r| {
+        r.borrow_mut()
+            .checkpoints
+            .entry(replica)
+            .or_default()
+            .insert(op, hash);
+    });
+}
+
+/// Record the state a replica recovered to at start-up.
+pub fn recovered(replica: &Replica) {
+    let id = replica.config().replica;
+    let (commit, hash) = (replica.commit(), replica.state_hash());
+    REGISTRY.with(|r| r.borrow_mut().recoveries.push((id, commit, hash)));
 }

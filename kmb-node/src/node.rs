@@ -190,6 +190,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     );
     let core_config = core_config(&storage, sim_runtime::rand::random())?;
     let mut replica = Replica::new(core_config, durable);
+    #[cfg(madsim)]
+    crate::inspect::recovered(&replica);
 
     let listen_peer = config.listen_peer.unwrap_or(config.replica_addresses[me]);
     let listen_client = config.listen_client.unwrap_or(config.client_addresses[me]);
@@ -251,7 +253,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             _ = ticker.tick() => {
                 effects.extend(replica.step(Input::Tick));
                 debug_ticks += 1;
-                if debug_ticks % 100 == 0 {
+                if debug_ticks.is_multiple_of(100) {
                     tracing::debug!(replica = me, "{}", replica.debug_summary());
                 }
                 driver.prune_pending();
@@ -364,6 +366,8 @@ impl Driver {
                         checksum,
                         snapshot,
                     } => {
+                        #[cfg(madsim)]
+                        crate::inspect::checkpoint(self.me, op, &snapshot);
                         self.storage.checkpoint(op, checksum, &snapshot).await?;
                         queue.extend(replica.step(Input::CheckpointDone { op }));
                     }
@@ -406,7 +410,7 @@ impl Driver {
                     Effect::Commit { op, checksum } => {
                         tracing::trace!(replica = self.me, op, "commit");
                         #[cfg(madsim)]
-                        crate::inspect::commit(self.me, op, checksum);
+                        crate::inspect::commit(self.me, op, checksum, replica.entry(op));
                         #[cfg(not(madsim))]
                         let _ = checksum;
                     }

@@ -256,8 +256,7 @@ async fn three_processes_survive_kill_restart_and_corruption() {
     let log = std::fs::read_to_string(cluster.log(victim)).expect("log");
     let last_recovery = log
         .lines()
-        .filter(|l| l.contains("recovered"))
-        .last()
+        .rfind(|l| l.contains("recovered"))
         .expect("recovery line");
     assert!(
         last_recovery.contains("faulty=1"),

@@ -9,6 +9,7 @@ pub mod swarm;
 pub mod workload;
 
 pub mod analyzer;
+pub mod checkers;
 #[cfg(madsim)]
 pub mod cluster;
 pub mod diagnosis;

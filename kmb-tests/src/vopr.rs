@@ -8,11 +8,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use lincheck::kv::KvOp;
-use lincheck::{CheckOptions, Verdict};
 use serde::Serialize;
 use sim_runtime::sim::{self, Handle};
 use sim_runtime::time::{self, Duration, Instant};
 
+use crate::checkers::{self, FinalState, Liveness, Observations};
 use crate::cluster::{client_ip, Cluster};
 use crate::diagnosis::{Classification, Failure, FailureReport};
 use crate::faults::Scheduler;
@@ -157,8 +157,11 @@ fn fault_event(e: &sim_runtime::fault::FaultEvent, nodes: &[String]) -> EventKin
 
 /// Whether every replica agrees: normal status, one view, one commit number covering every
 /// op a client saw, one state hash.
-fn converged(cluster: &Cluster, highest_seen: u64) -> Result<u64, String> {
-    let registry = kmb_node::inspect::snapshot();
+fn converged(
+    registry: &kmb_node::inspect::Registry,
+    cluster: &Cluster,
+    highest_seen: u64,
+) -> Result<u64, String> {
     let mut states = Vec::new();
     for i in 0..cluster.replicas.len() {
         let Some(r) = registry.replicas.get(&(i as u8)) else {
@@ -204,31 +207,40 @@ fn converged(cluster: &Cluster, highest_seen: u64) -> Result<u64, String> {
     Ok(commit)
 }
 
-/// Commit history: a committed op never changes (same op ⇒ same checksum, across replicas
-/// and over time), and each replica commits contiguously (except across a state transfer).
-fn check_commit_history() -> Option<Failure> {
-    let registry = kmb_node::inspect::snapshot();
-    let mut seen: BTreeMap<u64, (u8, u128)> = BTreeMap::new();
-    for (&replica, commits) in &registry.commits {
-        for &(op, checksum) in commits {
-            match seen.get(&op) {
-                Some(&(other, c)) if c != checksum => {
-                    return fail(
-                        Classification::CommitGapOrRewrite,
-                        "commit_history",
-                        format!(
-                            "op {op} committed as {checksum:032x} on replica {replica} but as {c:032x} on replica {other}"
-                        ),
-                    )
-                }
-                Some(_) => {}
-                None => {
-                    seen.insert(op, (replica, checksum));
-                }
-            }
-        }
+/// What the checkers read: the real replicas' published state and the real clients' history.
+fn observations(
+    swarm: &Swarm,
+    registry: &kmb_node::inspect::Registry,
+    history: Vec<KvOp>,
+    liveness: Liveness,
+) -> Observations {
+    let mut obs = Observations::new(swarm.replica_count);
+    obs.history = history;
+    obs.client_ids = (0..swarm.client_count as u64)
+        .map(|c| (c, workload::client_id(swarm.seed, c)))
+        .collect();
+    obs.committed = registry.committed.clone();
+    obs.commits = registry.commits.clone();
+    obs.commit_incarnations = registry.commit_starts.clone();
+    obs.transfers = registry.transfers.clone();
+    obs.state_hashes = registry.state_hashes.clone();
+    obs.recoveries = registry.recoveries.clone();
+    obs.checkpoints = registry.checkpoints.clone();
+    for (&replica, state) in &registry.replicas {
+        obs.logs.insert(replica, state.log.clone());
+        obs.final_states.insert(
+            replica,
+            FinalState {
+                status: state.status.clone(),
+                view: state.view,
+                op: state.op,
+                commit: state.commit,
+                state_hash: state.state_hash,
+            },
+        );
     }
-    None
+    obs.liveness = liveness;
+    obs
 }
 
 async fn simulate(swarm: Swarm, filter: TraceFilter, capacity: usize) -> SimResult {
@@ -261,6 +273,12 @@ async fn simulate(swarm: Swarm, filter: TraceFilter, capacity: usize) -> SimResu
     let deadline = Instant::now() + Duration::from_millis(swarm.liveness_ms);
     let mut failure = None;
     let mut committed_ops = 0;
+    let mut liveness = Liveness {
+        converged: false,
+        detail: String::new(),
+        deadline_ms: swarm.liveness_ms,
+    };
+    let mut final_registry;
     loop {
         time::sleep(Duration::from_millis(100)).await;
         let done = shared.clients_done.load(Ordering::Relaxed) == swarm.client_count as usize;
@@ -272,10 +290,13 @@ async fn simulate(swarm: Swarm, filter: TraceFilter, capacity: usize) -> SimResu
             .filter_map(|op| op.output.as_ref().and_then(|o| o.op_number))
             .max()
             .unwrap_or(0);
-        let state = converged(&cluster, highest_seen);
+        final_registry = kmb_node::inspect::snapshot();
+        let state = converged(&final_registry, &cluster, highest_seen);
         if done {
             if let Ok(commit) = state {
                 committed_ops = commit;
+                liveness.converged = true;
+                liveness.detail = format!("converged at commit {commit}");
                 break;
             }
         }
@@ -286,13 +307,9 @@ async fn simulate(swarm: Swarm, filter: TraceFilter, capacity: usize) -> SimResu
                 Err(e) => e,
                 Ok(_) => String::from("replicas converged"),
             };
-            failure = fail(
-                Classification::Liveness,
-                "head_progress",
-                format!(
-                    "no convergence within {} ms of healing: {why}; {clients_left} client(s) still waiting",
-                    swarm.liveness_ms
-                ),
+            liveness.detail = format!(
+                "no convergence within {} ms of healing: {why}; {clients_left} client(s) still waiting",
+                swarm.liveness_ms
             );
             break;
         }
@@ -310,27 +327,18 @@ async fn simulate(swarm: Swarm, filter: TraceFilter, capacity: usize) -> SimResu
             );
         }
     }
-    if failure.is_none() {
-        failure = check_commit_history();
-    }
+    let registry = final_registry;
+    let observations = observations(&swarm, &registry, history.clone(), liveness);
+    let verdicts = checkers::check_all(&observations);
     let mut unknown = None;
     if failure.is_none() {
-        match lincheck::kv::check(&history, &CheckOptions::default()) {
-            Verdict::Linearizable => {}
-            Verdict::NotLinearizable(f) => {
-                failure = Some(Failure {
-                    checker: "linearizability".into(),
-                    classification: Classification::Linearizability,
-                    message: f.to_string(),
-                    replica: None,
-                    op: None,
-                    key: Some(f.partition.clone()),
-                });
-            }
-            Verdict::Unknown { reason } => unknown = Some(reason),
+        match checkers::first_problem(&verdicts) {
+            Some(Ok(violation)) => failure = Some(violation.into()),
+            Some(Err(reason)) => unknown = Some(reason),
+            None => {}
         }
     }
-    let registry = kmb_node::inspect::snapshot();
+
     if failure.is_none() {
         if let Some((replica, reason)) = registry.halts.first() {
             // Inside the bound a replica only stops for an injected fsync or disk-full error.

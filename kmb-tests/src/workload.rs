@@ -59,6 +59,11 @@ pub fn key_name(i: u32) -> String {
     format!("k{i:04}")
 }
 
+/// The session id of client number `client` in seed `seed`.
+pub fn client_id(seed: u64, client: u64) -> u128 {
+    ((seed as u128) << 64) | (client as u128 + 1)
+}
+
 /// Simulated microseconds since `start`.
 pub fn micros_since(start: Instant) -> u64 {
     start.elapsed().as_micros() as u64
@@ -179,7 +184,7 @@ pub async fn run_client(
 ) {
     let mut rng =
         ChaCha8Rng::seed_from_u64(swarm.seed.wrapping_mul(0x9E37_79B9).wrapping_add(client));
-    let client_id = ((swarm.seed as u128) << 64) | (client as u128 + 1);
+    let client_id = client_id(swarm.seed, client);
     let mut session = Client::new(addresses, client_id, ClientConfig::default());
     for n in 0..swarm.requests_per_client as u64 {
         // Respect the per-key concurrency bound: the search is exponential in it.

@@ -10,6 +10,7 @@ fn options(no_faults: bool) -> RunOptions {
             no_faults,
             ..Default::default()
         },
+        ..Default::default()
     }
 }
 
@@ -36,7 +37,7 @@ fn vopr_no_faults_seeds_pass() {
 /// Goal: seeds with faults pass every checker.
 #[test]
 fn vopr_fault_seeds_pass() {
-    for seed in 0..5 {
+    for seed in 0..20 {
         check(seed, false);
     }
 }

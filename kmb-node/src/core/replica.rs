@@ -82,6 +82,11 @@ pub struct Replica {
     /// Ops written since the last Sync request.
     dirty: BTreeSet<u64>,
     dirty_truncate: bool,
+    /// A `TruncateLogAfter` was issued since the last superblock write with `log_view ==
+    /// view`. Storage makes a truncation durable with the next superblock write and requires
+    /// its `log_view` to exceed the view of every dropped entry (so recovery cannot resurrect
+    /// the dropped suffix): until then the superblock is written only with `log_view == view`.
+    truncation_unpublished: bool,
     /// (op echoed, ops covered) of the outstanding Sync.
     sync_inflight: Option<(u64, BTreeSet<u64>)>,
     syncing_truncate: bool,
@@ -233,6 +238,7 @@ impl Replica {
             clients: ClientTable::new(),
             dirty: BTreeSet::new(),
             dirty_truncate: false,
+            truncation_unpublished: false,
             sync_inflight: None,
             syncing_truncate: false,
             ack_op: vec![0; n],
@@ -396,6 +402,10 @@ impl Replica {
     /// Checksum of the entry at `op`, if known (header present, or the checkpoint's).
     pub fn log_checksum_at(&self, op: u64) -> Option<Checksum> {
         self.checksum_at(op)
+    }
+    /// The header of the log entry at `op`, if known (for inspection).
+    pub fn header_at(&self, op: u64) -> Option<Header> {
+        self.slots.get(&op).map(|slot| slot.header)
     }
     /// The entry at `op`, if its body is present.
     pub fn entry(&self, op: u64) -> Option<Entry> {
@@ -570,6 +580,7 @@ impl Replica {
         }
         self.op = op;
         self.dirty_truncate = true;
+        self.truncation_unpublished = true;
         self.effects.push(Effect::TruncateLogAfter(op));
     }
 
@@ -709,7 +720,11 @@ impl Replica {
                 return Err(InstallError::Conflict);
             }
         }
-        if op > self.commit_min && !headers.iter().any(|h| h.op == op) {
+        // The sender's head may be its checkpoint (no header to send): fine if we hold it.
+        if op > self.commit_min
+            && !headers.iter().any(|h| h.op == op)
+            && self.checksum_at(op) != Some(op_checksum)
+        {
             return Err(InstallError::MissingHead);
         }
         let keep = span(&self.slots, op + 1, self.op)
@@ -752,7 +767,11 @@ impl Replica {
 
     fn maybe_write_superblock(&mut self) {
         let desired = (self.view, self.log_view);
+        if self.truncation_unpublished && desired.1 != desired.0 {
+            return;
+        }
         if self.superblock_inflight.is_none() && self.superblock != desired {
+            self.truncation_unpublished = false;
             self.superblock_inflight = Some(desired);
             self.effects.push(Effect::WriteSuperblock {
                 view: desired.0,
@@ -1070,7 +1089,7 @@ impl Replica {
                     return;
                 }
                 Err(InstallError::MissingHead) => {
-                    self.maybe_request_state_transfer(best_from, best.checkpoint_op);
+                    self.request_state_transfer(best_from, best.checkpoint_op);
                     return;
                 }
             }
@@ -1153,6 +1172,18 @@ impl Replica {
             .filter(|(_, s)| s.body.is_some())
             .count() as u64;
         if present == peer_checkpoint_op - self.commit_min {
+            return;
+        }
+        self.request_state_transfer(from, peer_checkpoint_op);
+    }
+
+    /// Ask `from` for its checkpoint (rate limited), whatever the local log holds: the log
+    /// `from` sent cannot be installed without it (its head is its checkpoint).
+    fn request_state_transfer(&mut self, from: u8, peer_checkpoint_op: u64) {
+        if peer_checkpoint_op <= self.commit_min
+            || self.checkpoint_inflight.is_some()
+            || self.tick < self.state_transfer_due
+        {
             return;
         }
         self.state_transfer_due = self.tick + self.config.repair_ticks;
@@ -1486,7 +1517,7 @@ impl Replica {
             Err(InstallError::Conflict) => return,
             Err(InstallError::MissingHead) => {
                 if self.status != Status::Recovering {
-                    self.maybe_request_state_transfer(primary, summary.checkpoint_op);
+                    self.request_state_transfer(primary, summary.checkpoint_op);
                 }
                 return;
             }

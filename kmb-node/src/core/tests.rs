@@ -84,6 +84,9 @@ struct Disk {
     superblock: (u32, u32),
     checkpoint: Option<CheckpointState>,
     faulty: BTreeSet<u64>,
+    /// Highest view of an entry dropped by a truncation not yet published by a superblock
+    /// write (the storage contract of `Storage::truncate_after`).
+    truncated_view: Option<u32>,
 }
 
 struct Node {
@@ -158,10 +161,23 @@ impl Net {
                     }
                 }
                 Effect::TruncateLogAfter(op) => {
-                    node.disk.entries.split_off(&(op + 1));
+                    let dropped = node.disk.entries.split_off(&(op + 1));
+                    for e in dropped.values() {
+                        let v = node.disk.truncated_view.unwrap_or(0).max(e.header.view);
+                        node.disk.truncated_view = Some(v);
+                    }
                 }
                 Effect::Sync { op } => work.push_back(Input::Synced { op }),
                 Effect::WriteSuperblock { view, log_view } => {
+                    // `Storage::write_superblock` refuses to publish a truncation with a
+                    // `log_view` that would let recovery resurrect the dropped entries.
+                    if let Some(truncated) = node.disk.truncated_view.take() {
+                        assert!(
+                            log_view > truncated,
+                            "replica {r}: superblock log_view {log_view} publishes a truncation \
+                             of entries from view {truncated}"
+                        );
+                    }
                     let input = Input::SuperblockSynced { view, log_view };
                     node.disk.superblock = (view, log_view);
                     if node.hold_superblock {
@@ -1462,4 +1478,141 @@ fn message_extreme_numbers_are_dropped_without_panic() {
         }
     }
     assert!(r.halted().is_none());
+}
+
+/// Regression (VOPR seed 0): an old primary that prepared an op no backup received rejoins
+/// the next view, whose StartView truncates that op. The truncation becomes durable only with
+/// a superblock whose `log_view` exceeds the dropped entry's view, so the replica must not
+/// write `(new view, old log_view)` after truncating (storage refuses it and the node
+/// stopped); it writes `(view, view)` once the installed log is complete, and converges.
+#[test]
+fn truncating_start_view_defers_superblock_until_log_view() {
+    let mut net = Net::new(3, config);
+    net.request(1, 1, set("a", "1"));
+    net.tick(15);
+    net.blocked.insert(0);
+    net.input(
+        0,
+        Input::ClientRequest {
+            client: 2,
+            request: 1,
+            body: set("b", "2"),
+        },
+    );
+    net.run();
+    assert_eq!(net.replica(0).op(), 2);
+    net.tick(80);
+    assert_eq!(net.replica(1).view(), 1);
+    assert!(net.replica(1).is_primary());
+    assert_eq!(net.replica(1).op(), 1);
+    net.blocked.remove(&0);
+    let before = net.log.len();
+    net.tick(40);
+    let zero: Vec<&Effect> = net.log[before..]
+        .iter()
+        .filter(|(r, _)| *r == 0)
+        .map(|(_, e)| e)
+        .collect();
+    let truncate = zero
+        .iter()
+        .position(|e| matches!(e, Effect::TruncateLogAfter(1)))
+        .expect("the old primary truncates its unacknowledged op");
+    let superblocks: Vec<&&Effect> = zero[truncate..]
+        .iter()
+        .filter(|e| matches!(e, Effect::WriteSuperblock { .. }))
+        .collect();
+    assert_eq!(
+        superblocks,
+        [&&Effect::WriteSuperblock {
+            view: 1,
+            log_view: 1
+        }]
+    );
+    net.request(3, 1, set("c", "3"));
+    net.tick(30);
+    net.assert_converged(&[0, 1, 2]);
+    assert_eq!(net.replica(0).commit(), 2);
+}
+
+/// Regression: a StartView delivered again (duplicated or delayed by the network) while the
+/// backup is still completing the install, after it already accepted later prepares of the
+/// same view, must not truncate them: only the primary of that view prepares in it, so they
+/// extend the log being installed. (Truncating them dropped entries of the view being
+/// installed, which storage cannot make durable: `log_view` must exceed their view.)
+#[test]
+fn duplicate_start_view_keeps_prepares_of_the_same_view() {
+    let root = Entry::root(CLUSTER).checksum();
+    let entries = chain(root, 1, 2, 1, "k");
+    let mut b = Replica::new(config(3, 2), DurableState::formatted());
+    let sv = Body::StartView {
+        view: 1,
+        op: 1,
+        op_checksum: entries[0].checksum(),
+        commit: 0,
+        checkpoint_op: 0,
+        headers: vec![entries[0].header],
+    };
+    b.step(msg(1, sv.clone()));
+    assert_eq!((b.view(), b.status(), b.log_view()), (1, Status::Normal, 0));
+    // The primary prepares op 2 in view 1 before the backup repaired op 1.
+    let prepare = Body::Prepare {
+        view: 1,
+        commit: 0,
+        entry: entries[1].clone(),
+    };
+    let effects = b.step(msg(1, prepare));
+    assert!(effects.contains(&Effect::WriteEntries(vec![entries[1].clone()])));
+    assert_eq!(b.op(), 2);
+    // The StartView again: headers only, nothing truncated, nothing rewritten.
+    let effects = b.step(msg(1, sv));
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::TruncateLogAfter(_) | Effect::WriteEntries(_))),
+        "{effects:?}"
+    );
+    assert_eq!(b.op(), 2);
+    assert_eq!(b.entry(2), Some(entries[1].clone()));
+}
+
+/// Regression (VOPR seeds 99, 154, 218, 230, 245, 263): a primary whose head is exactly its
+/// checkpoint has no header for it, so its StartView (and DoViewChange) carries the head's
+/// checksum but no headers. A backup that holds that entry must install the log instead of
+/// waiting for a header that never comes (every view change stalled, views churned forever);
+/// a backup that does not hold it asks for the checkpoint.
+#[test]
+fn start_view_whose_head_is_the_primarys_checkpoint_is_installed() {
+    let root = Entry::root(CLUSTER).checksum();
+    let entries = chain(root, 1, 2, 0, "k");
+    let durable = DurableState {
+        view: 0,
+        log_view: 0,
+        checkpoint: None,
+        entries: entries.clone(),
+        faulty: Vec::new(),
+        restarted: true,
+    };
+    let sv = Body::StartView {
+        view: 1,
+        op: 2,
+        op_checksum: entries[1].checksum(),
+        commit: 2,
+        checkpoint_op: 2,
+        headers: Vec::new(),
+    };
+    let mut b = Replica::new(config(3, 2), durable.clone());
+    assert_eq!((b.status(), b.commit()), (Status::Normal, 0));
+    let effects = b.step(msg(1, sv.clone()));
+    assert_eq!((b.view(), b.status(), b.commit()), (1, Status::Normal, 2));
+    assert!(effects.contains(&Effect::WriteSuperblock {
+        view: 1,
+        log_view: 1
+    }));
+    // Without the head entry: a state transfer request, not silence.
+    let mut short = durable;
+    short.entries.truncate(1);
+    let mut c = Replica::new(config(3, 2), short);
+    let effects = c.step(msg(1, sv));
+    assert!(sends(&effects).contains(&(1, Body::RequestStateTransfer)));
+    assert_eq!((c.view(), c.status()), (0, Status::Normal));
 }

@@ -283,13 +283,12 @@ impl File {
                 );
             }
             apply(&mut file.current, target, data);
-            // A full rewrite of a sector clears its latent error.
-            let first_full = target.div_ceil(SECTOR_SIZE);
-            let end_full = (target + len) / SECTOR_SIZE;
-            if first_full < end_full {
+            // A write to a sector clears its latent error: the OS writes whole pages and the
+            // drive remaps the sector on write.
+            if len > 0 {
                 let cleared: Vec<u64> = file
                     .bad_sectors
-                    .range(first_full..end_full)
+                    .range(sectors(target, len))
                     .copied()
                     .collect();
                 for sector in cleared {

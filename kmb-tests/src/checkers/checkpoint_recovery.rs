@@ -1,0 +1,172 @@
+//! **Checkpoint and recovery**: a restarted replica recovers exactly the state the cluster
+//! committed at its recovered commit number, never a state beyond what was committed; and a
+//! checkpoint holds exactly the state at its op.
+//!
+//! From DESIGN.md "The VOPR" (checker "checkpoint/recovery") and the fault model: crashes at
+//! any instant, torn and lost writes — inside the bound, recovery loses nothing committed and
+//! invents nothing.
+//!
+//! Rules (a state hash covers the kv state and the client table; a checkpoint's bytes are the
+//! snapshot encoding that the state hash hashes, so the two are comparable):
+//! 1. Each recovery `(replica, c, h)`: `c` is at most the highest op anyone committed.
+//! 2. Each recovery's `h` equals every reference at commit `c`: any replica's published state
+//!    hash at `c`, any replica's checkpoint at `c`, and the model (the committed log replayed,
+//!    [`super::replay`]) at `c`.
+//! 3. Each checkpoint `(replica, op, h)`: `h` equals any replica's published state hash at `op`
+//!    and the model's at `op`.
+
+use std::collections::BTreeSet;
+
+use super::replay;
+use super::{Observations, Verdict, Violation};
+use crate::diagnosis::Classification;
+
+pub const NAME: &str = "checkpoint_recovery";
+
+/// Every hash known for commit `c` other than the model's, with where it came from.
+fn references(obs: &Observations, c: u64) -> Vec<(u128, String)> {
+    let published = obs.state_hashes.iter().filter_map(|(r, hashes)| {
+        hashes
+            .get(&c)
+            .map(|&h| (h, format!("replica {r}'s published state")))
+    });
+    let checkpoints = obs.checkpoints.iter().filter_map(|(r, cps)| {
+        cps.get(&c)
+            .map(|&h| (h, format!("replica {r}'s checkpoint")))
+    });
+    published.chain(checkpoints).collect()
+}
+
+/// Check checkpoints and recoveries (see the module docs).
+pub fn check(obs: &Observations) -> Verdict {
+    let highest = obs.highest_committed();
+    let wanted: BTreeSet<u64> = obs
+        .recoveries
+        .iter()
+        .map(|&(_, c, _)| c)
+        .chain(obs.checkpoints.values().flat_map(|cps| cps.keys().copied()))
+        .collect();
+    let model = replay::run(obs, &wanted);
+    let with_model = |c: u64| {
+        let mut refs = references(obs, c);
+        if let Some(&h) = model.hashes.get(&c) {
+            refs.push((h, "the replayed committed log".to_string()));
+        }
+        refs
+    };
+    for (i, &(replica, c, h)) in obs.recoveries.iter().enumerate() {
+        if c > highest {
+            return Verdict::Fail(
+                Violation::new(
+                    NAME,
+                    Classification::RecoveryFailure,
+                    format!(
+                        "replica {replica} (start {i}) recovered at commit {c}, beyond the highest committed op {highest}"
+                    ),
+                )
+                .replica(replica)
+                .op(c),
+            );
+        }
+        if let Some((other, source)) = with_model(c).into_iter().find(|(o, _)| *o != h) {
+            return Verdict::Fail(
+                Violation::new(
+                    NAME,
+                    Classification::RecoveryFailure,
+                    format!(
+                        "replica {replica} (start {i}) recovered state {h:032x} at commit {c}, but {source} has {other:032x}"
+                    ),
+                )
+                .replica(replica)
+                .op(c),
+            );
+        }
+    }
+    for (&replica, cps) in &obs.checkpoints {
+        for (&op, &h) in cps {
+            let refs = with_model(op);
+            if let Some((other, source)) = refs.into_iter().find(|(o, _)| *o != h) {
+                return Verdict::Fail(
+                    Violation::new(
+                        NAME,
+                        Classification::CheckpointMismatch,
+                        format!(
+                            "replica {replica}'s checkpoint at op {op} holds {h:032x}, but {source} has {other:032x}"
+                        ),
+                    )
+                    .replica(replica)
+                    .op(op),
+                );
+            }
+        }
+    }
+    Verdict::Pass
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkers::fixture::{self, CHECKPOINT_OP};
+
+    fn fail(obs: &Observations) -> Violation {
+        match check(obs) {
+            Verdict::Fail(v) => v,
+            other => panic!("expected a violation, got {other:?}"),
+        }
+    }
+
+    /// Goal: a restart that recovers the checkpointed state passes.
+    #[test]
+    fn checkpoint_recovery_clean_restart_passes() {
+        assert_eq!(check(&fixture::clean()), Verdict::Pass);
+    }
+
+    /// Goal: a recovered hash that differs from the others at that commit fires.
+    #[test]
+    fn checkpoint_recovery_wrong_recovered_state_fires() {
+        let mut obs = fixture::clean();
+        let rec = obs.recoveries.last_mut().expect("restart");
+        rec.2 ^= 1;
+        let v = fail(&obs);
+        assert_eq!(v.classification, Classification::RecoveryFailure);
+        assert_eq!((v.replica, v.op), (Some(2), Some(CHECKPOINT_OP)));
+    }
+
+    /// Goal: a wrong recovered state with no peer hash at its commit fires via the model.
+    #[test]
+    fn checkpoint_recovery_wrong_state_without_peers_fires_via_model() {
+        let mut obs = fixture::clean();
+        for hashes in obs.state_hashes.values_mut() {
+            hashes.remove(&3);
+        }
+        obs.recoveries.push((0, 3, 0xbad));
+        let v = fail(&obs);
+        assert!(
+            v.message.contains("replayed committed log"),
+            "{}",
+            v.message
+        );
+    }
+
+    /// Goal: recovering beyond the highest committed op fires.
+    #[test]
+    fn checkpoint_recovery_beyond_committed_fires() {
+        let mut obs = fixture::clean();
+        obs.recoveries.push((1, 50, 0));
+        assert_eq!(fail(&obs).op, Some(50));
+    }
+
+    /// Goal: a checkpoint consistent across replicas but not the state at its op fires.
+    #[test]
+    fn checkpoint_recovery_checkpoint_not_state_at_op_fires() {
+        let mut obs = fixture::clean();
+        let bad = obs.state_hashes[&0][&3];
+        for cps in obs.checkpoints.values_mut() {
+            cps.insert(CHECKPOINT_OP, bad);
+        }
+        obs.recoveries.retain(|&(_, c, _)| c != CHECKPOINT_OP);
+        let v = fail(&obs);
+        assert_eq!(v.classification, Classification::CheckpointMismatch);
+        assert_eq!(v.op, Some(CHECKPOINT_OP));
+    }
+}

@@ -1,0 +1,43 @@
+//! VOPR seeds that once failed because of a node bug, kept as regressions (simulation only).
+//! Each entry names the bug; see `docs/protocol.md` for the rules they enforce.
+#![cfg(madsim)]
+
+use kmb_tests::vopr::{run_seed, Outcome, RunOptions};
+
+fn check(seeds: &[u64], bug: &str) {
+    for &seed in seeds {
+        let record = run_seed(seed, &RunOptions::default());
+        let line = serde_json::to_string(&record).unwrap();
+        assert_eq!(record.outcome, Outcome::Pass, "{bug}: seed {seed}: {line}");
+    }
+}
+
+/// A replica behind the cluster's checkpoint received a state transfer and asked storage to
+/// checkpoint an op its WAL never held: `Storage::checkpoint` refused, the node stopped on
+/// every restart and never caught up (liveness). Fixed: `Effect::InstallCheckpoint` →
+/// `Storage::install_checkpoint`.
+#[test]
+fn vopr_regression_state_transfer_checkpoint() {
+    check(&[0, 1, 2, 3, 6, 14, 19], "state-transfer checkpoint");
+}
+
+/// An old primary joined the next view, whose StartView truncated its unacknowledged op, then
+/// wrote the superblock `(new view, old log_view)`: storage refuses to publish a truncation
+/// with a `log_view` not above the dropped entries' view, and the node stopped. Fixed: the
+/// superblock waits for `log_view == view` while a truncation is unpublished.
+#[test]
+fn vopr_regression_truncation_superblock() {
+    check(&[0], "truncation published with the old log_view");
+}
+
+/// A primary (or DVC sender) whose head is exactly its checkpoint sends no header for it; the
+/// receivers waited for one forever (MissingHead, and no state transfer since they held every
+/// body), so every view change stalled. Fixed: a head the receiver holds with the right
+/// checksum installs; otherwise the receiver asks for the checkpoint.
+#[test]
+fn vopr_regression_head_is_checkpoint() {
+    check(
+        &[154, 218, 230, 245, 263],
+        "head at the sender's checkpoint",
+    );
+}
