@@ -31,6 +31,10 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Pause between attempts when no replica answered usefully.
     pub retry_backoff: Duration,
+    /// Send the first attempt of about one request in four to a replica picked from the
+    /// client id and request number instead of the last known primary (a backup redirects it;
+    /// the simulator uses this to make sure backups see client requests). Default: off.
+    pub first_attempt_random: bool,
 }
 
 impl Default for ClientConfig {
@@ -39,6 +43,7 @@ impl Default for ClientConfig {
             attempt_timeout: Duration::from_millis(1000),
             request_timeout: Duration::from_secs(10),
             retry_backoff: Duration::from_millis(50),
+            first_attempt_random: false,
         }
     }
 }
@@ -139,6 +144,16 @@ impl Client {
         let mut ever_sent = false;
         let mut last_error = String::from("no attempt made");
         let mut target = self.primary;
+        if self.config.first_attempt_random {
+            // A deterministic draw (no shared random stream is consumed).
+            let mut x = (self.client_id as u64) ^ ((self.client_id >> 64) as u64) ^ self.request;
+            x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            x ^= x >> 31;
+            if x % 4 == 0 {
+                target = ((x >> 8) % self.addresses.len() as u64) as usize;
+            }
+        }
         while Instant::now() < deadline {
             match self.attempt(target, &encoded).await {
                 Attempt::Reply(reply) => {

@@ -14,6 +14,8 @@ pub mod entry;
 #[cfg(madsim)]
 pub mod inspect;
 pub mod kv;
+#[cfg(madsim)]
+pub mod mutation;
 pub mod node;
 pub mod resp;
 pub mod storage;

@@ -11,8 +11,11 @@
 //! faults (drop, duplicate, reorder, corrupt, delay), may hit every replica: the protocol never
 //! depends on unsynced data or on any single message.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -37,12 +40,57 @@ enum State {
     Recovering { until: Instant },
 }
 
+/// What one scheduled fault does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// Power loss, then restart at the end.
+    Crash,
+    /// Process stall, then resume.
+    Pause,
+    /// These directed links (from, to) are blocked, then healed.
+    Partition { links: Vec<(u8, u8)> },
+}
+
+/// One fault of the schedule, as data: recorded from a seed's run, replayed (possibly with
+/// faults removed) when shrinking.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultInterval {
+    pub replica: u8,
+    pub kind: FaultKind,
+    /// Simulated ms after the safety phase started.
+    pub start_ms: u64,
+    pub end_ms: u64,
+}
+
+/// Every probabilistic fault knob, by name (what shrinking can switch off as a whole).
+pub const KNOBS: [&str; 12] = [
+    "net.drop",
+    "net.duplicate",
+    "net.reorder",
+    "net.corrupt",
+    "net.delay",
+    "disk.crash_lost",
+    "disk.crash_torn",
+    "disk.latent_error",
+    "disk.bit_rot",
+    "disk.misdirect",
+    "disk.sync_error",
+    "disk.disk_full",
+];
+
 /// The fault scheduler of one seed.
 pub struct Scheduler {
     swarm: Swarm,
     rng: ChaCha8Rng,
     states: Vec<State>,
     corruptible: Vec<bool>,
+    /// Replay this schedule instead of drawing one.
+    replay: Option<Vec<FaultInterval>>,
+    /// The schedule as it ran.
+    recorded: Vec<FaultInterval>,
+    /// Knobs switched off.
+    disabled: BTreeSet<String>,
 }
 
 fn latency_only(swarm: &Swarm) -> DiskFaults {
@@ -74,6 +122,35 @@ impl Scheduler {
             rng,
             states: vec![State::Healthy; n],
             corruptible,
+            replay: None,
+            recorded: Vec::new(),
+            disabled: BTreeSet::new(),
+        }
+    }
+
+    /// Replay `schedule` (sorted by start) instead of drawing faults, with `disabled` knobs
+    /// off.
+    pub fn replaying(
+        mut self,
+        mut schedule: Vec<FaultInterval>,
+        disabled: BTreeSet<String>,
+    ) -> Self {
+        schedule.sort_by_key(|f| f.start_ms);
+        self.replay = Some(schedule);
+        self.disabled = disabled;
+        self
+    }
+
+    /// The schedule as it ran.
+    pub fn recorded(&self) -> Vec<FaultInterval> {
+        self.recorded.clone()
+    }
+
+    fn knob(&self, name: &str, value: f64) -> f64 {
+        if self.disabled.contains(name) {
+            0.0
+        } else {
+            value
         }
     }
 
@@ -90,14 +167,14 @@ impl Scheduler {
         if !self.swarm.faults {
             return faults;
         }
-        faults.crash_lost_probability = d.crash_lost;
-        faults.crash_torn_probability = d.crash_torn;
+        faults.crash_lost_probability = self.knob("disk.crash_lost", d.crash_lost);
+        faults.crash_torn_probability = self.knob("disk.crash_torn", d.crash_torn);
         if self.corruptible[replica] {
-            faults.latent_error_probability = d.latent_error;
-            faults.bit_rot_probability = d.bit_rot;
-            faults.misdirect_probability = d.misdirect;
-            faults.sync_error_probability = d.sync_error;
-            faults.disk_full_probability = d.disk_full;
+            faults.latent_error_probability = self.knob("disk.latent_error", d.latent_error);
+            faults.bit_rot_probability = self.knob("disk.bit_rot", d.bit_rot);
+            faults.misdirect_probability = self.knob("disk.misdirect", d.misdirect);
+            faults.sync_error_probability = self.knob("disk.sync_error", d.sync_error);
+            faults.disk_full_probability = self.knob("disk.disk_full", d.disk_full);
         }
         faults
     }
@@ -133,25 +210,48 @@ impl Scheduler {
         Duration::from_millis(self.rng.gen_range(lo..=hi))
     }
 
-    fn isolate(&mut self, cluster: &Cluster, replica: usize) {
-        let me = replica_ip(replica);
+    /// Draw the directed links that isolate `replica` (symmetric, or one-way per peer).
+    fn draw_isolation(&mut self, cluster: &Cluster, replica: usize) -> Vec<(u8, u8)> {
         let asymmetric = self.rng.gen_bool(0.3);
+        let mut links = Vec::new();
         for other in 0..cluster.replicas.len() {
             if other == replica {
                 continue;
             }
-            let peer = replica_ip(other);
-            if asymmetric {
-                // One direction only: the replica can hear but not speak, or the reverse.
-                if self.rng.gen_bool(0.5) {
-                    fault::partition_oneway(me, peer);
-                } else {
-                    fault::partition_oneway(peer, me);
-                }
+            let (me, peer) = (replica as u8, other as u8);
+            if !asymmetric {
+                links.push((me, peer));
+                links.push((peer, me));
+            } else if self.rng.gen_bool(0.5) {
+                // The replica can hear but not speak to this peer, or the reverse.
+                links.push((me, peer));
             } else {
-                fault::partition(me, peer);
+                links.push((peer, me));
             }
         }
+        links
+    }
+
+    fn start(&mut self, cluster: &Cluster, fault: &FaultInterval, now: Instant) {
+        let i = fault.replica as usize;
+        let until = now + Duration::from_millis(fault.end_ms.saturating_sub(fault.start_ms));
+        self.states[i] = match &fault.kind {
+            FaultKind::Crash => {
+                cluster.kill(i);
+                State::Crashed { until }
+            }
+            FaultKind::Pause => {
+                cluster.pause(i);
+                State::Paused { until }
+            }
+            FaultKind::Partition { links } => {
+                for &(from, to) in links {
+                    fault::partition_oneway(replica_ip(from as usize), replica_ip(to as usize));
+                }
+                State::Partitioned { until }
+            }
+        };
+        self.recorded.push(fault.clone());
     }
 
     fn heal_replica(&self, cluster: &Cluster, replica: usize) {
@@ -164,18 +264,24 @@ impl Scheduler {
 
     /// Run the safety phase for the swarm's duration, injecting faults.
     pub async fn safety_phase(&mut self, cluster: &Cluster, shared: &Arc<Shared>) {
-        let end = Instant::now() + Duration::from_millis(self.swarm.safety_ms);
+        let phase_start = Instant::now();
+        let end = phase_start + Duration::from_millis(self.swarm.safety_ms);
         if self.swarm.faults {
             let n = &self.swarm.net;
-            fault::set_default_link_faults(LinkFaults {
-                drop_probability: n.drop,
-                duplicate_probability: n.duplicate,
-                reorder_probability: n.reorder,
-                corrupt_probability: n.corrupt,
-                delay: (
+            let delay = if self.disabled.contains("net.delay") {
+                (Duration::ZERO, Duration::ZERO)
+            } else {
+                (
                     Duration::from_micros(n.delay_us.0),
                     Duration::from_micros(n.delay_us.1),
-                ),
+                )
+            };
+            fault::set_default_link_faults(LinkFaults {
+                drop_probability: self.knob("net.drop", n.drop),
+                duplicate_probability: self.knob("net.duplicate", n.duplicate),
+                reorder_probability: self.knob("net.reorder", n.reorder),
+                corrupt_probability: self.knob("net.corrupt", n.corrupt),
+                delay,
             });
         }
         let tick_s = TICK.as_secs_f64();
@@ -208,31 +314,49 @@ impl Scheduler {
             if !self.swarm.faults {
                 continue;
             }
+            let elapsed_ms = (now - phase_start).as_millis() as u64;
+            if let Some(schedule) = self.replay.as_mut() {
+                // Replay: start every scheduled fault whose time has come, if its replica is
+                // free (removing faults while shrinking can only free replicas).
+                let due: Vec<FaultInterval> = schedule
+                    .iter()
+                    .take_while(|f| f.start_ms <= elapsed_ms)
+                    .cloned()
+                    .collect();
+                schedule.drain(..due.len());
+                for f in due {
+                    let i = f.replica as usize;
+                    if i < self.states.len() && self.states[i] == State::Healthy {
+                        self.start(cluster, &f, now);
+                    }
+                }
+                continue;
+            }
             // Crashes are likelier while writes are in flight.
             let writes = shared.writes_in_flight.load(Ordering::Relaxed) as f64;
             let crash_p = (self.swarm.crash_rate * tick_s * (1.0 + writes.min(4.0))).min(1.0);
-            if crash_p > 0.0 && self.rng.gen_bool(crash_p) {
-                if let Some(i) = self.eligible() {
-                    cluster.kill(i);
-                    let until = now + self.duration();
-                    self.states[i] = State::Crashed { until };
-                }
-            }
             let pause_p = (self.swarm.pause_rate * tick_s).min(1.0);
-            if pause_p > 0.0 && self.rng.gen_bool(pause_p) {
-                if let Some(i) = self.eligible() {
-                    cluster.pause(i);
-                    let until = now + self.duration();
-                    self.states[i] = State::Paused { until };
-                }
-            }
             let partition_p = (self.swarm.partition_rate * tick_s).min(1.0);
-            if partition_p > 0.0 && self.rng.gen_bool(partition_p) {
-                if let Some(i) = self.eligible() {
-                    self.isolate(cluster, i);
-                    let until = now + self.duration();
-                    self.states[i] = State::Partitioned { until };
+            for (p, which) in [(crash_p, 0), (pause_p, 1), (partition_p, 2)] {
+                if p <= 0.0 || !self.rng.gen_bool(p) {
+                    continue;
                 }
+                let Some(i) = self.eligible() else { continue };
+                let kind = match which {
+                    0 => FaultKind::Crash,
+                    1 => FaultKind::Pause,
+                    _ => FaultKind::Partition {
+                        links: self.draw_isolation(cluster, i),
+                    },
+                };
+                let duration = self.duration().as_millis() as u64;
+                let fault = FaultInterval {
+                    replica: i as u8,
+                    kind,
+                    start_ms: elapsed_ms,
+                    end_ms: elapsed_ms + duration,
+                };
+                self.start(cluster, &fault, now);
             }
         }
     }

@@ -85,6 +85,31 @@ pub struct SeedRecord {
     pub trace: Option<TraceCollector>,
     #[serde(skip)]
     pub report: Option<FailureReport>,
+    /// The fault schedule and workload as they ran (for shrinking and replay).
+    #[serde(skip)]
+    pub scenario: Option<Scenario>,
+}
+
+/// A seed's fault schedule and workload as data: recorded from a run, replayed with pieces
+/// removed when shrinking, saved to a file for `vopr --replay`.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct Scenario {
+    pub seed: u64,
+    pub no_faults: bool,
+    pub no_enhanced_workloads: bool,
+    /// Probabilistic fault knobs switched off (names from `faults::KNOBS`).
+    pub disabled_knobs: std::collections::BTreeSet<String>,
+    /// Crash, pause and partition intervals of the safety phase.
+    pub faults: Vec<crate::faults::FaultInterval>,
+    /// Each client's planned operations.
+    pub workload: Vec<Vec<workload::PlannedOp>>,
+}
+
+impl Scenario {
+    /// Operations across all clients.
+    pub fn op_count(&self) -> usize {
+        self.workload.iter().map(Vec::len).sum()
+    }
 }
 
 struct SimResult {
@@ -96,6 +121,7 @@ struct SimResult {
     corruptible: Vec<usize>,
     fault_counters: BTreeMap<String, u64>,
     trace: TraceCollector,
+    scenario: Option<Scenario>,
 }
 
 fn fail(
@@ -243,10 +269,26 @@ fn observations(
     obs
 }
 
-async fn simulate(swarm: Swarm, filter: TraceFilter, capacity: usize) -> SimResult {
+async fn simulate(
+    swarm: Swarm,
+    filter: TraceFilter,
+    capacity: usize,
+    replay: Option<Scenario>,
+) -> SimResult {
     let start = Instant::now();
     let cluster = Cluster::start(&swarm);
-    let mut scheduler = Scheduler::new(&swarm);
+    let (mut scheduler, plan, disabled) = match replay {
+        None => (
+            Scheduler::new(&swarm),
+            workload::plan(&swarm),
+            Default::default(),
+        ),
+        Some(sc) => (
+            Scheduler::new(&swarm).replaying(sc.faults, sc.disabled_knobs.clone()),
+            sc.workload,
+            sc.disabled_knobs,
+        ),
+    };
     // Let every replica format and start before any fault.
     time::sleep(Duration::from_millis(200)).await;
     scheduler.install_disk_faults(&cluster);
@@ -261,6 +303,7 @@ async fn simulate(swarm: Swarm, filter: TraceFilter, capacity: usize) -> SimResu
         clients.push(node.spawn(workload::run_client(
             swarm.clone(),
             c as u64,
+            plan.get(c).cloned().unwrap_or_default(),
             cluster.client_addresses.clone(),
             shared.clone(),
             start,
@@ -307,10 +350,7 @@ async fn simulate(swarm: Swarm, filter: TraceFilter, capacity: usize) -> SimResu
                 Err(e) => e,
                 Ok(_) => String::from("replicas converged"),
             };
-            liveness.detail = format!(
-                "no convergence within {} ms of healing: {why}; {clients_left} client(s) still waiting",
-                swarm.liveness_ms
-            );
+            liveness.detail = format!("{why}; {clients_left} client(s) still waiting");
             break;
         }
     }
@@ -435,6 +475,14 @@ async fn simulate(swarm: Swarm, filter: TraceFilter, capacity: usize) -> SimResu
         committed_ops,
         history,
         corruptible: scheduler.corruptible(),
+        scenario: Some(Scenario {
+            seed: swarm.seed,
+            no_faults: !swarm.faults,
+            no_enhanced_workloads: swarm.mix.rmw + swarm.mix.scan == 0,
+            disabled_knobs: disabled,
+            faults: scheduler.recorded(),
+            workload: plan,
+        }),
         fault_counters,
         trace,
     }
@@ -442,12 +490,25 @@ async fn simulate(swarm: Swarm, filter: TraceFilter, capacity: usize) -> SimResu
 
 /// Run one seed in a fresh simulation on a fresh thread.
 pub fn run_seed(seed: u64, options: &RunOptions) -> SeedRecord {
+    run_inner(seed, options, None)
+}
+
+/// Replay a recorded (possibly shrunk) scenario in a fresh simulation of its seed.
+pub fn run_scenario(scenario: &Scenario, options: &RunOptions) -> SeedRecord {
+    let mut options = options.clone();
+    options.swarm.no_faults = scenario.no_faults;
+    options.swarm.no_enhanced_workloads = scenario.no_enhanced_workloads;
+    run_inner(scenario.seed, &options, Some(scenario.clone()))
+}
+
+fn run_inner(seed: u64, options: &RunOptions, replay: Option<Scenario>) -> SeedRecord {
     let swarm = Swarm::from_seed(seed, options.swarm);
     let started = sim::host_now();
     let params = swarm.clone();
     let (filter, capacity) = (options.trace_filter, options.trace_capacity);
-    let result =
-        std::panic::catch_unwind(|| sim::run(seed, move || simulate(params, filter, capacity)));
+    let result = std::panic::catch_unwind(|| {
+        sim::run(seed, move || simulate(params, filter, capacity, replay))
+    });
     let wall_time_ms = started.elapsed().as_millis() as u64;
     let result = match result {
         Ok(r) => r,
@@ -466,6 +527,7 @@ pub fn run_seed(seed: u64, options: &RunOptions) -> SeedRecord {
                 corruptible: Vec::new(),
                 fault_counters: BTreeMap::new(),
                 trace: TraceCollector::new(seed),
+                scenario: None,
             }
         }
     };
@@ -525,7 +587,126 @@ pub fn run_seed(seed: u64, options: &RunOptions) -> SeedRecord {
         failure,
         trace: Some(result.trace),
         report,
+        scenario: result.scenario,
     }
+}
+
+/// The outcome of shrinking a failing seed.
+pub struct Shrunk {
+    /// The original run.
+    pub original: SeedRecord,
+    /// The smallest scenario found that still fails the same checker.
+    pub minimal: Scenario,
+    /// The run of `minimal`.
+    pub record: SeedRecord,
+    /// Simulations run while shrinking.
+    pub runs: usize,
+}
+
+/// Shrink a failing seed: switch off fault knobs, remove scheduled faults and client
+/// operations while the same checker still fails (delta debugging, at most `budget` runs).
+/// `None` if the seed passes.
+pub fn shrink(seed: u64, options: &RunOptions, budget: usize) -> Option<Shrunk> {
+    let original = run_seed(seed, options);
+    if original.outcome != Outcome::Fail {
+        return None;
+    }
+    let target = original.checker.clone();
+    let mut best = original.scenario.clone()?;
+    let mut best_record: Option<SeedRecord> = None;
+    let mut runs = 0usize;
+    let mut quiet = options.clone();
+    quiet.diagnose = false;
+    let fails = |candidate: &Scenario, runs: &mut usize| -> Option<SeedRecord> {
+        if *runs >= budget {
+            return None;
+        }
+        *runs += 1;
+        let record = run_scenario(candidate, &quiet);
+        (record.outcome == Outcome::Fail && record.checker == target).then_some(record)
+    };
+    // 1. Whole fault knobs.
+    for knob in crate::faults::KNOBS {
+        if best.disabled_knobs.contains(knob) {
+            continue;
+        }
+        let mut candidate = best.clone();
+        candidate.disabled_knobs.insert(knob.to_string());
+        if let Some(r) = fails(&candidate, &mut runs) {
+            best = candidate;
+            best_record = Some(r);
+        }
+    }
+    // 2. Scheduled faults, then 3. whole clients, then 4. each client's operations: remove
+    // chunks, halving the chunk size when no chunk can go.
+    let mut chunk = best.faults.len().div_ceil(2).max(1);
+    while !best.faults.is_empty() && runs < budget {
+        let mut removed = false;
+        let mut i = 0;
+        while i < best.faults.len() {
+            let mut candidate = best.clone();
+            let end = (i + chunk).min(candidate.faults.len());
+            candidate.faults.drain(i..end);
+            if let Some(r) = fails(&candidate, &mut runs) {
+                best = candidate;
+                best_record = Some(r);
+                removed = true;
+            } else {
+                i += chunk;
+            }
+        }
+        if !removed {
+            if chunk == 1 {
+                break;
+            }
+            chunk = chunk.div_ceil(2);
+        }
+    }
+    for c in 0..best.workload.len() {
+        if best.workload[c].is_empty() {
+            continue;
+        }
+        let mut candidate = best.clone();
+        candidate.workload[c].clear();
+        if let Some(r) = fails(&candidate, &mut runs) {
+            best = candidate;
+            best_record = Some(r);
+        }
+    }
+    for c in 0..best.workload.len() {
+        let mut chunk = best.workload[c].len().div_ceil(2).max(1);
+        while !best.workload[c].is_empty() && runs < budget {
+            let mut removed = false;
+            let mut i = 0;
+            while i < best.workload[c].len() {
+                let mut candidate = best.clone();
+                let end = (i + chunk).min(candidate.workload[c].len());
+                candidate.workload[c].drain(i..end);
+                if let Some(r) = fails(&candidate, &mut runs) {
+                    best = candidate;
+                    best_record = Some(r);
+                    removed = true;
+                } else {
+                    i += chunk;
+                }
+            }
+            if !removed {
+                if chunk == 1 {
+                    break;
+                }
+                chunk = chunk.div_ceil(2);
+            }
+        }
+    }
+    // Run the minimal scenario once more with diagnosis on, for its report.
+    let _ = best_record;
+    let record = run_scenario(&best, options);
+    Some(Shrunk {
+        original,
+        minimal: best,
+        record,
+        runs,
+    })
 }
 
 fn first_line(s: &str) -> String {

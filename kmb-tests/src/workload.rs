@@ -14,6 +14,7 @@ use lincheck::kv::{KvInput, KvOp, KvOutput, KvReply};
 use lincheck::Operation;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 use sim_runtime::time::{self, Duration, Instant};
 
 use crate::swarm::Swarm;
@@ -174,22 +175,59 @@ async fn execute(
     }
 }
 
-/// Run client number `client` to completion: `requests_per_client` requests, one at a time.
+/// One planned client operation: the key it locks (for the per-key concurrency bound), the
+/// operation, and the think time after it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedOp {
+    pub key: u32,
+    pub input: KvInput,
+    pub think_us: u64,
+}
+
+/// The workload of client number `client`, as data (drawn from the seed), so it can be
+/// recorded, shrunk and replayed.
+pub fn plan_client(swarm: &Swarm, client: u64) -> Vec<PlannedOp> {
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(swarm.seed.wrapping_mul(0x9E37_79B9).wrapping_add(client));
+    (0..swarm.requests_per_client as u64)
+        .map(|n| {
+            let key = rng.gen_range(0..swarm.key_count);
+            let input = pick_input(&mut rng, swarm, client, n, key);
+            PlannedOp {
+                key,
+                input,
+                think_us: rng.gen_range(0..2000),
+            }
+        })
+        .collect()
+}
+
+/// The whole workload of a seed: one plan per client.
+pub fn plan(swarm: &Swarm) -> Vec<Vec<PlannedOp>> {
+    (0..swarm.client_count as u64)
+        .map(|c| plan_client(swarm, c))
+        .collect()
+}
+
+/// Run client number `client` to completion: its planned requests, one at a time.
 pub async fn run_client(
     swarm: Swarm,
     client: u64,
+    plan: Vec<PlannedOp>,
     addresses: Vec<SocketAddr>,
     shared: Arc<Shared>,
     start: Instant,
 ) {
-    let mut rng =
-        ChaCha8Rng::seed_from_u64(swarm.seed.wrapping_mul(0x9E37_79B9).wrapping_add(client));
     let client_id = client_id(swarm.seed, client);
     let mut session = Client::new(addresses, client_id, ClientConfig::default());
-    for n in 0..swarm.requests_per_client as u64 {
+    for PlannedOp {
+        key,
+        input,
+        think_us,
+    } in plan
+    {
         // Respect the per-key concurrency bound: the search is exponential in it.
-        let key = loop {
-            let key = rng.gen_range(0..swarm.key_count);
+        loop {
             let admitted = {
                 let mut in_flight = shared.in_flight.lock().expect("lock");
                 let count = in_flight.entry(key).or_default();
@@ -200,11 +238,10 @@ pub async fn run_client(
                 admitted
             };
             if admitted {
-                break key;
+                break;
             }
             time::sleep(Duration::from_millis(1)).await;
-        };
-        let input = pick_input(&mut rng, &swarm, client, n, key);
+        }
         let writes = input.may_write();
         if writes {
             shared.writes_in_flight.fetch_add(1, Ordering::Relaxed);
@@ -275,7 +312,7 @@ pub async fn run_client(
             ret,
         });
         // A little think time keeps per-key concurrency realistic.
-        time::sleep(Duration::from_micros(rng.gen_range(0..2000))).await;
+        time::sleep(Duration::from_micros(think_us)).await;
     }
     shared.clients_done.fetch_add(1, Ordering::Relaxed);
 }

@@ -618,6 +618,24 @@ impl Replica {
         done
     }
 
+    /// Mutation `prepare-ok-before-sync` (simulator only): like [`Self::durable_prefix`] but
+    /// counting written, not yet synced, bodies.
+    #[cfg(madsim)]
+    fn written_prefix(&self) -> u64 {
+        let Some(mut prev) = self.checksum_at(self.commit_min) else {
+            return self.commit_min;
+        };
+        let mut done = self.commit_min;
+        for (&o, slot) in span(&self.slots, self.commit_min + 1, self.op) {
+            if o != done + 1 || slot.header.parent != prev || slot.body.is_none() {
+                break;
+            }
+            prev = slot.header.checksum;
+            done = o;
+        }
+        done
+    }
+
     /// Remove headers that the hash chain from the head contradicts (stale entries from an
     /// older view). A contradiction of the committed prefix by a log connected to the head
     /// halts: it proves a committed entry was lost or corrupted beyond the fault bound.
@@ -808,6 +826,16 @@ impl Replica {
             return;
         };
         let snapshot = snapshot::encode(&self.kv, &self.clients);
+        #[cfg(madsim)]
+        let snapshot = {
+            use crate::mutation::{self, Mutation};
+            if mutation::is(Mutation::ClientTableNotCheckpointed) {
+                mutation::bit(Mutation::ClientTableNotCheckpointed);
+                snapshot::encode(&self.kv, &ClientTable::new())
+            } else {
+                snapshot
+            }
+        };
         let cp = CheckpointState {
             op: self.commit_min,
             checksum,
@@ -963,6 +991,17 @@ impl Replica {
             return;
         }
         let d = self.durable_prefix();
+        #[cfg(madsim)]
+        let d = {
+            use crate::mutation::{self, Mutation};
+            let written = self.written_prefix();
+            if mutation::is(Mutation::PrepareOkBeforeSync) && written > d {
+                mutation::bit(Mutation::PrepareOkBeforeSync);
+                written
+            } else {
+                d
+            }
+        };
         if d == 0 || self.acked_op.is_some_and(|a| a >= d) {
             return;
         }
@@ -986,6 +1025,17 @@ impl Replica {
         acks[self.config.replica as usize] = self.durable_prefix();
         acks.sort_unstable_by(|a, b| b.cmp(a));
         let committed = acks[self.config.quorum() - 1];
+        #[cfg(madsim)]
+        let committed = {
+            use crate::mutation::{self, Mutation};
+            let own = self.durable_prefix();
+            if mutation::is(Mutation::CommitBeforeQuorum) && own > committed {
+                mutation::bit(Mutation::CommitBeforeQuorum);
+                own
+            } else {
+                committed
+            }
+        };
         if committed > self.commit_max {
             self.commit_max = committed;
         }
@@ -1033,6 +1083,25 @@ impl Replica {
     }
 
     fn try_send_dvc(&mut self) {
+        // Mutation `view-not-synced-before-dvc` (simulator only): a backup sends its
+        // DoViewChange without waiting for the new view to be durable in the superblock.
+        #[cfg(madsim)]
+        if self.status == Status::ViewChange
+            && !self.dvc_sent
+            && self.svc_from.len() >= self.config.quorum()
+            && self.superblock.0 < self.view
+            && self.log_synced()
+            && self.primary() != self.config.replica
+            && crate::mutation::is(crate::mutation::Mutation::ViewNotSyncedBeforeDvc)
+        {
+            if let Some(summary) = self.own_summary() {
+                crate::mutation::bit(crate::mutation::Mutation::ViewNotSyncedBeforeDvc);
+                self.dvc_sent = true;
+                let body = Self::dvc_body(&summary);
+                self.send(self.primary(), body);
+            }
+            return;
+        }
         if self.status != Status::ViewChange
             || self.dvc_sent
             || self.svc_from.len() < self.config.quorum()
@@ -1077,6 +1146,23 @@ impl Replica {
             .max_by_key(|(&r, s)| (s.log_view, s.op, r == me, std::cmp::Reverse(r)))
             .expect("quorum is not empty");
         let best = best.clone();
+        #[cfg(madsim)]
+        let (best_from, best) = {
+            use crate::mutation::{self, Mutation};
+            if mutation::is(Mutation::ViewChangeLongestLog) {
+                let (&longest_from, longest) = self
+                    .dvcs
+                    .iter()
+                    .max_by_key(|(&r, s)| (s.op, r == me, std::cmp::Reverse(r)))
+                    .expect("quorum is not empty");
+                if longest_from != best_from {
+                    mutation::bit(Mutation::ViewChangeLongestLog);
+                }
+                (longest_from, longest.clone())
+            } else {
+                (best_from, best)
+            }
+        };
         let commit = self.dvcs.values().map(|s| s.commit).max().unwrap_or(0);
         if best_from != me {
             match self.install_log(self.view, best.op, best.op_checksum, &best.headers) {
@@ -1675,6 +1761,24 @@ impl Replica {
             return;
         }
         if self.status != Status::Normal || self.primary() != self.config.replica {
+            // Mutation `read-from-backup` (simulator only): a backup answers GET from its
+            // own state, at its own commit number, instead of redirecting.
+            #[cfg(madsim)]
+            if self.status == Status::Normal
+                && crate::mutation::is(crate::mutation::Mutation::ReadFromBackup)
+            {
+                if let Ok(kv::Request::Get { key }) = kv::Request::decode(&body) {
+                    crate::mutation::bit(crate::mutation::Mutation::ReadFromBackup);
+                    let reply = kv::Reply::Value(self.kv.get(&key).map(<[u8]>::to_vec));
+                    self.effects.push(Effect::Reply {
+                        client,
+                        request,
+                        op: self.commit_min,
+                        reply,
+                    });
+                    return;
+                }
+            }
             self.effects.push(Effect::Redirect {
                 client,
                 request,

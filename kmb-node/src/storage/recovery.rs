@@ -338,7 +338,33 @@ pub fn recover(
 
     for op in window.first()..=window.last() {
         let slot = (op % n) as usize;
-        match decide(op, &evidence[slot], &window) {
+        let decision = decide(op, &evidence[slot], &window);
+        // Mutations (simulator only): an op that is faulty (damaged or unreadable, and proven
+        // durable) is either taken for a torn tail (`recovery-truncates-at-bad-checksum`: it and
+        // everything after it dropped) or reported as blank (`corrupt-as-blank`: neither in the
+        // log nor faulty; the scan goes on past it).
+        #[cfg(madsim)]
+        {
+            use crate::mutation::{self, Mutation};
+            let is_faulty = match decision {
+                SlotDecision::Faulty { .. } => true,
+                SlotDecision::Damaged | SlotDecision::Absent => op <= durable_max,
+                SlotDecision::Intact { .. } => false,
+            };
+            let corrupt = is_faulty && !matches!(decision, SlotDecision::Absent);
+            if corrupt && mutation::is(Mutation::RecoveryTruncatesAtBadChecksum) {
+                mutation::bit(Mutation::RecoveryTruncatesAtBadChecksum);
+                torn.push(op);
+                stopped_at = Some(op);
+                break;
+            }
+            if corrupt && mutation::is(Mutation::CorruptAsBlank) {
+                mutation::bit(Mutation::CorruptAsBlank);
+                gap = Some(None);
+                continue;
+            }
+        }
+        match decision {
             SlotDecision::Intact { entry, header_ok } => {
                 let links = match gap {
                     None => entry.header.parent == parent,

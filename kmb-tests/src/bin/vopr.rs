@@ -30,7 +30,9 @@ mod cli {
     use kmb_tests::swarm::{Swarm, SwarmOptions};
     use kmb_tests::timeline::render_html;
     use kmb_tests::trace::{first_difference, TraceFilter};
-    use kmb_tests::vopr::{run_seed, Outcome, RunOptions, SeedRecord};
+    use kmb_tests::vopr::{
+        run_scenario, run_seed, shrink, Outcome, RunOptions, Scenario, SeedRecord,
+    };
     use sim_runtime::sim;
 
     /// Sweep seeds of the kmb cluster under the deterministic simulator (the VOPR).
@@ -82,6 +84,16 @@ mod cli {
         /// Run only seeds s with s % n == i ("i/n"), for splitting a range across machines.
         #[arg(long, value_parser = parse_shard)]
         shard: Option<(u64, u64)>,
+        /// Shrink a failing seed (with --seed): remove faults and operations while the same
+        /// checker still fails; print and save the minimal reproduction.
+        #[arg(long, requires = "seed")]
+        shrink: bool,
+        /// Simulations the shrinker may run.
+        #[arg(long, default_value_t = 300)]
+        shrink_budget: usize,
+        /// Replay a saved (e.g. shrunk) scenario file instead of drawing one from the seed.
+        #[arg(long, conflicts_with_all = ["seed", "shrink"])]
+        replay: Option<PathBuf>,
     }
 
     fn parse_shard(s: &str) -> Result<(u64, u64), String> {
@@ -189,19 +201,8 @@ mod cli {
         first
     }
 
-    pub fn main() -> ExitCode {
-        let args = Args::parse();
-        if args.jobs == 0 {
-            eprintln!("error: --jobs must be at least 1");
-            return ExitCode::from(2);
-        }
-        let start = args.seed.unwrap_or_else(sim::entropy_seed);
-        let seeds: Vec<u64> = (0..args.count)
-            .map(|k| start.wrapping_add(k))
-            .filter(|s| args.shard.is_none_or(|(i, n)| s % n == i))
-            .collect();
-        let flags = repro_flags(&args);
-        let options = RunOptions {
+    fn options_of(args: &Args) -> RunOptions {
+        RunOptions {
             swarm: SwarmOptions {
                 no_faults: args.no_faults,
                 no_enhanced_workloads: args.no_enhanced_workloads,
@@ -209,8 +210,126 @@ mod cli {
             trace_filter: args.trace_filter,
             trace_capacity: args.trace_capacity,
             diagnose: !args.no_failure_diagnosis,
-            repro_flags: flags.clone(),
+            repro_flags: repro_flags(args),
+        }
+    }
+
+    fn print_outcome(record: &SeedRecord) {
+        println!(
+            "seed {}: {} — {} ops, commit {}, events {}",
+            record.seed,
+            match record.outcome {
+                Outcome::Pass => "PASS",
+                Outcome::Fail => "FAIL",
+                Outcome::Unknown => "UNKNOWN",
+            },
+            record.client_ops,
+            record.committed_ops,
+            record.event_hash
+        );
+        if let (Some(kind), Some(message)) = (&record.failure_kind, &record.failure_message) {
+            println!("  {kind}: {message}");
+        }
+    }
+
+    fn shrink_or_replay(args: &Args, options: &RunOptions) -> ExitCode {
+        if let Some(path) = &args.replay {
+            let scenario: Scenario = match std::fs::read_to_string(path)
+                .map_err(|e| e.to_string())
+                .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: cannot read scenario {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            };
+            let record = run_scenario(&scenario, options);
+            print_outcome(&record);
+            if let Some(report) = &record.report {
+                println!("{}", report.to_ascii());
+            }
+            return if record.outcome == Outcome::Pass {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+        let seed = args.seed.expect("clap: --shrink requires --seed");
+        let Some(shrunk) = shrink(seed, options, args.shrink_budget) else {
+            println!("seed {seed} passes: nothing to shrink");
+            return ExitCode::SUCCESS;
         };
+        let before = shrunk.original.scenario.as_ref();
+        println!(
+            "seed {seed} fails ({}); shrinking with up to {} runs",
+            shrunk.original.failure_kind.clone().unwrap_or_default(),
+            args.shrink_budget
+        );
+        println!(
+            "  faults: {} -> {}, operations: {} -> {}, knobs off: {:?} ({} runs)",
+            before.map_or(0, |s| s.faults.len()),
+            shrunk.minimal.faults.len(),
+            before.map_or(0, |s| s.op_count()),
+            shrunk.minimal.op_count(),
+            shrunk.minimal.disabled_knobs,
+            shrunk.runs
+        );
+        print_outcome(&shrunk.record);
+        println!("minimal fault schedule:");
+        for f in &shrunk.minimal.faults {
+            println!("  {f:?}");
+        }
+        if let Err(e) = std::fs::create_dir_all(&args.trace_dir) {
+            eprintln!("error: cannot create {}: {e}", args.trace_dir.display());
+            return ExitCode::from(2);
+        }
+        let path = args.trace_dir.join(format!("seed-{seed}.shrunk.json"));
+        match serde_json::to_string_pretty(&shrunk.minimal) {
+            Ok(text) => {
+                if let Err(e) = std::fs::write(&path, text) {
+                    eprintln!("error: cannot write {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            }
+            Err(e) => {
+                eprintln!("error: cannot encode the scenario: {e}");
+                return ExitCode::from(2);
+            }
+        }
+        if let Ok(paths) = write_artifacts(&args.trace_dir, &shrunk.record) {
+            for p in paths {
+                println!("  wrote {}", p.display());
+            }
+        }
+        println!("  wrote {}", path.display());
+        println!(
+            "replay the minimal reproduction with: vopr --replay {} -v",
+            path.display()
+        );
+        if shrunk.record.outcome == Outcome::Fail {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+
+    pub fn main() -> ExitCode {
+        let args = Args::parse();
+        if args.jobs == 0 {
+            eprintln!("error: --jobs must be at least 1");
+            return ExitCode::from(2);
+        }
+        if args.shrink || args.replay.is_some() {
+            return shrink_or_replay(&args, &options_of(&args));
+        }
+        let start = args.seed.unwrap_or_else(sim::entropy_seed);
+        let seeds: Vec<u64> = (0..args.count)
+            .map(|k| start.wrapping_add(k))
+            .filter(|s| args.shard.is_none_or(|(i, n)| s % n == i))
+            .collect();
+        let flags = repro_flags(&args);
+        let options = options_of(&args);
         let mut json = match &args.json {
             None => None,
             Some(path) => match std::fs::OpenOptions::new()

@@ -1,0 +1,184 @@
+//! Simulator-only planted bugs (mutation points), compiled only under `cfg(madsim)`.
+//!
+//! A simulator is worth what its checkers catch: each [`Mutation`] is a known protocol or
+//! storage bug that the production code can be switched into, for one simulation at a time.
+//! The VOPR selects one per seed (`vopr --mutation NAME`) and `scripts/mutation-score.sh`
+//! measures how many seeds the checkers need to catch each.
+//!
+//! At each mutation point the production code reads
+//! `#[cfg(madsim)] if crate::mutation::is(Mutation::X) { … }`: outside the simulator the
+//! point does not exist, so production code paths are unchanged. The active mutation is a
+//! **thread-local** (each seed runs on its own thread, `sim_runtime::sim::run`), set by the
+//! harness at the start of the seed's simulation; it never leaks across seeds. The pure VSR
+//! core reads it too: that thread-local read is the one exception to the core's purity, and
+//! exists only in simulator builds, for this hook.
+//!
+//! [`fired`] counts how often each mutation point was reached with its mutation active (per
+//! thread, so per seed), so a test can prove the planted bug's code path really ran.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+
+/// A planted bug.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mutation {
+    /// The primary commits (and replies) as soon as its own log is durable, without waiting
+    /// for a quorum of PrepareOks.
+    CommitBeforeQuorum,
+    /// A backup acknowledges (PrepareOk) prepares it holds but has not synced.
+    PrepareOkBeforeSync,
+    /// DoViewChange is sent before the new view is durable in the superblock.
+    ViewNotSyncedBeforeDvc,
+    /// The new primary picks the longest log among the DoViewChanges, ignoring `log_view`.
+    ViewChangeLongestLog,
+    /// Storage recovery treats the first bad checksum in the log as a torn tail: the entry and
+    /// everything after it are dropped and nothing is reported faulty.
+    RecoveryTruncatesAtBadChecksum,
+    /// Storage recovery reports corrupt entries as blank (never written) instead of faulty.
+    CorruptAsBlank,
+    /// The checkpoint snapshot omits the client table.
+    ClientTableNotCheckpointed,
+    /// A backup answers GET from its own state (op number: its commit number) instead of
+    /// redirecting to the primary.
+    ReadFromBackup,
+}
+
+impl Mutation {
+    /// Every mutation, in a fixed order.
+    pub const ALL: [Mutation; 8] = [
+        Mutation::CommitBeforeQuorum,
+        Mutation::PrepareOkBeforeSync,
+        Mutation::ViewNotSyncedBeforeDvc,
+        Mutation::ViewChangeLongestLog,
+        Mutation::RecoveryTruncatesAtBadChecksum,
+        Mutation::CorruptAsBlank,
+        Mutation::ClientTableNotCheckpointed,
+        Mutation::ReadFromBackup,
+    ];
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mutation::CommitBeforeQuorum => "commit-before-quorum",
+            Mutation::PrepareOkBeforeSync => "prepare-ok-before-sync",
+            Mutation::ViewNotSyncedBeforeDvc => "view-not-synced-before-dvc",
+            Mutation::ViewChangeLongestLog => "view-change-longest-log",
+            Mutation::RecoveryTruncatesAtBadChecksum => "recovery-truncates-at-bad-checksum",
+            Mutation::CorruptAsBlank => "corrupt-as-blank",
+            Mutation::ClientTableNotCheckpointed => "client-table-not-checkpointed",
+            Mutation::ReadFromBackup => "read-from-backup",
+        }
+    }
+
+    /// One line saying what the planted bug does.
+    pub fn description(self) -> &'static str {
+        match self {
+            Mutation::CommitBeforeQuorum => {
+                "the primary commits and replies before a quorum of PrepareOks (counts itself as a quorum)"
+            }
+            Mutation::PrepareOkBeforeSync => {
+                "a backup sends PrepareOk for prepares it has written but not synced"
+            }
+            Mutation::ViewNotSyncedBeforeDvc => {
+                "DoViewChange is sent before the new view is durable in the superblock"
+            }
+            Mutation::ViewChangeLongestLog => {
+                "the new primary picks the longest DoViewChange log, ignoring log_view"
+            }
+            Mutation::RecoveryTruncatesAtBadChecksum => {
+                "storage recovery truncates the log at the first bad checksum (mid-log corruption taken for a torn tail)"
+            }
+            Mutation::CorruptAsBlank => {
+                "storage recovery reports corrupt entries as blank (never written), not faulty"
+            }
+            Mutation::ClientTableNotCheckpointed => {
+                "checkpoint snapshots omit the client table (retries after a restart apply twice)"
+            }
+            Mutation::ReadFromBackup => {
+                "a backup answers GET from its own state with its commit number as op number"
+            }
+        }
+    }
+
+    /// The mutation called `name`, if any.
+    pub fn from_name(name: &str) -> Option<Mutation> {
+        Mutation::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+impl std::fmt::Display for Mutation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+thread_local! {
+    static ACTIVE: Cell<Option<Mutation>> = const { Cell::new(None) };
+    static FIRED: RefCell<BTreeMap<Mutation, u64>> = const { RefCell::new(BTreeMap::new()) };
+    static BITES: RefCell<BTreeMap<Mutation, u64>> = const { RefCell::new(BTreeMap::new()) };
+}
+
+/// Select the mutation of this thread's simulation (`None`: the correct code) and reset the
+/// fired counters.
+pub fn set(mutation: Option<Mutation>) {
+    ACTIVE.with(|a| a.set(mutation));
+    FIRED.with(|f| f.borrow_mut().clear());
+    BITES.with(|b| b.borrow_mut().clear());
+}
+
+/// The active mutation.
+pub fn active() -> Option<Mutation> {
+    ACTIVE.with(|a| a.get())
+}
+
+/// Whether `mutation` is active; if it is, the point counts as fired.
+pub fn is(mutation: Mutation) -> bool {
+    let on = active() == Some(mutation);
+    if on {
+        FIRED.with(|f| *f.borrow_mut().entry(mutation).or_default() += 1);
+    }
+    on
+}
+
+/// Record that `mutation`'s buggy behaviour actually changed the outcome (stronger than
+/// [`is`], which counts every time the point is reached).
+pub fn bit(mutation: Mutation) {
+    BITES.with(|b| *b.borrow_mut().entry(mutation).or_default() += 1);
+}
+
+/// How often `mutation`'s points were reached while it was active, in this thread.
+pub fn fired(mutation: Mutation) -> u64 {
+    FIRED.with(|f| f.borrow().get(&mutation).copied().unwrap_or(0))
+}
+
+/// How often `mutation` changed behaviour (see [`bit`]), in this thread.
+pub fn bites(mutation: Mutation) -> u64 {
+    BITES.with(|b| b.borrow().get(&mutation).copied().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_are_unique() {
+        for m in Mutation::ALL {
+            assert_eq!(Mutation::from_name(m.name()), Some(m));
+            assert!(!m.description().is_empty());
+        }
+        let mut names: Vec<_> = Mutation::ALL.iter().map(|m| m.name()).collect();
+        names.dedup();
+        assert_eq!(names.len(), Mutation::ALL.len());
+        assert_eq!(Mutation::from_name("no-such-bug"), None);
+    }
+
+    #[test]
+    fn set_selects_and_resets_counters() {
+        set(Some(Mutation::ReadFromBackup));
+        assert!(is(Mutation::ReadFromBackup));
+        assert!(!is(Mutation::CorruptAsBlank));
+        assert_eq!(fired(Mutation::ReadFromBackup), 1);
+        set(None);
+        assert_eq!(fired(Mutation::ReadFromBackup), 0);
+    }
+}
