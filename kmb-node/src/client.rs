@@ -150,7 +150,7 @@ impl Client {
             x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
             x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             x ^= x >> 31;
-            if x % 4 == 0 {
+            if x.is_multiple_of(4) {
                 target = ((x >> 8) % self.addresses.len() as u64) as usize;
             }
         }

@@ -38,6 +38,8 @@ pub struct ReplicaState {
     pub log: BTreeMap<u64, (Checksum, Checksum)>,
     /// Times this replica started (incarnations).
     pub starts: u64,
+    /// (op, view, log_view, checkpoint_op, commit) when `log` was last rebuilt.
+    pub log_shape: Option<(u64, u32, u32, u64, u64)>,
 }
 
 /// Everything published in this simulation.
@@ -118,6 +120,15 @@ pub fn publish(replica: &Replica) {
         state.op = replica.op();
         state.commit = commit;
         state.checkpoint_op = replica.checkpoint_op();
+        // Rebuild the log picture only when the log may have changed shape.
+        let shape = (replica.op(), replica.view(), replica.log_view(), replica.checkpoint_op(), commit);
+        if state.log_shape == Some(shape) {
+            if let Some(what) = transition {
+                happen(r, id, what);
+            }
+            return;
+        }
+        state.log_shape = Some(shape);
         let lo = replica.checkpoint_op();
         state.log = (lo..=replica.op())
             .filter_map(|op| replica.header_at(op).map(|h| (op, (h.checksum, h.parent))))
@@ -138,6 +149,7 @@ pub fn started(replica: u8) {
         state.starts += 1;
         // A new incarnation publishes its status afresh.
         state.status.clear();
+        state.log_shape = None;
         happen(&mut r, replica, Happening::Started);
     });
 }
@@ -175,6 +187,11 @@ pub fn halted(replica: u8, reason: String) {
         r.halts.push((replica, reason.clone()));
         happen(&mut r, replica, Happening::Halted { reason });
     });
+}
+
+/// Read the registry without copying it.
+pub fn with<T>(f: impl FnOnce(&Registry) -> T) -> T {
+    REGISTRY.with(|r| f(&r.borrow()))
 }
 
 /// A copy of everything published so far.

@@ -107,19 +107,24 @@ enum Event {
 /// What recovery found, in the core's terms.
 fn durable_state(recovery: &Recovery) -> Result<core::DurableState, NodeError> {
     let sb = &recovery.superblock;
-    let checkpoint = match &recovery.checkpoint {
-        StoredCheckpoint::Empty => None,
-        StoredCheckpoint::Loaded(blob) => Some(core::CheckpointState {
-            op: sb.checkpoint.op,
-            checksum: sb.checkpoint.entry_checksum,
-            snapshot: blob.clone(),
-        }),
+    // An unreadable checkpoint is faulty, never absent (Protocol-Aware Recovery): the core
+    // starts recovering and repairs it by state transfer from a peer (a single replica halts).
+    let (checkpoint, checkpoint_faulty) = match &recovery.checkpoint {
+        StoredCheckpoint::Empty => (None, None),
+        StoredCheckpoint::Loaded(blob) => (
+            Some(core::CheckpointState {
+                op: sb.checkpoint.op,
+                checksum: sb.checkpoint.entry_checksum,
+                snapshot: blob.clone(),
+            }),
+            None,
+        ),
         StoredCheckpoint::Faulty => {
-            return Err(NodeError::Halted(format!(
-                "the checkpoint at op {} is unreadable and state transfer of a local \
-                 checkpoint is not supported yet",
-                sb.checkpoint.op
-            )))
+            tracing::warn!(
+                op = sb.checkpoint.op,
+                "the checkpoint is unreadable: repairing it from a peer"
+            );
+            (None, Some((sb.checkpoint.op, sb.checkpoint.entry_checksum)))
         }
     };
     let mut entries = recovery.log.clone();
@@ -128,6 +133,7 @@ fn durable_state(recovery: &Recovery) -> Result<core::DurableState, NodeError> {
         view: sb.view,
         log_view: sb.log_view,
         checkpoint,
+        checkpoint_faulty,
         entries,
         faulty: recovery.faulty.clone(),
         // Format writes sequence 1; the first start bumps it (below), so anything higher means

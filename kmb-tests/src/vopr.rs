@@ -33,6 +33,8 @@ pub struct RunOptions {
     pub diagnose: bool,
     /// Flags to repeat in repro commands (e.g. `--no-faults`).
     pub repro_flags: Vec<String>,
+    /// The planted bug switched on in the node for every seed (`None`: the correct code).
+    pub mutation: Option<kmb_node::mutation::Mutation>,
 }
 
 impl Default for RunOptions {
@@ -43,6 +45,7 @@ impl Default for RunOptions {
             trace_capacity: TRACE_CAPACITY_DEFAULT,
             diagnose: true,
             repro_flags: Vec::new(),
+            mutation: None,
         }
     }
 }
@@ -77,6 +80,11 @@ pub struct SeedRecord {
     pub unknown_ops: usize,
     pub corruptible: Vec<usize>,
     pub fault_counters: BTreeMap<String, u64>,
+    /// The planted bug the node ran with (`vopr --mutation`), if any.
+    pub mutation: Option<String>,
+    /// How often its mutation points were reached, and how often they changed behaviour.
+    pub mutation_fired: u64,
+    pub mutation_bites: u64,
     #[serde(skip)]
     pub history: Vec<KvOp>,
     #[serde(skip)]
@@ -321,7 +329,6 @@ async fn simulate(
         detail: String::new(),
         deadline_ms: swarm.liveness_ms,
     };
-    let mut final_registry;
     loop {
         time::sleep(Duration::from_millis(100)).await;
         let done = shared.clients_done.load(Ordering::Relaxed) == swarm.client_count as usize;
@@ -333,8 +340,7 @@ async fn simulate(
             .filter_map(|op| op.output.as_ref().and_then(|o| o.op_number))
             .max()
             .unwrap_or(0);
-        final_registry = kmb_node::inspect::snapshot();
-        let state = converged(&final_registry, &cluster, highest_seen);
+        let state = kmb_node::inspect::with(|r| converged(r, &cluster, highest_seen));
         if done {
             if let Ok(commit) = state {
                 committed_ops = commit;
@@ -367,7 +373,7 @@ async fn simulate(
             );
         }
     }
-    let registry = final_registry;
+    let registry = kmb_node::inspect::snapshot();
     let observations = observations(&swarm, &registry, history.clone(), liveness);
     let verdicts = checkers::check_all(&observations);
     let mut unknown = None;
@@ -506,11 +512,20 @@ fn run_inner(seed: u64, options: &RunOptions, replay: Option<Scenario>) -> SeedR
     let started = sim::host_now();
     let params = swarm.clone();
     let (filter, capacity) = (options.trace_filter, options.trace_capacity);
+    let mutation = options.mutation;
     let result = std::panic::catch_unwind(|| {
-        sim::run(seed, move || simulate(params, filter, capacity, replay))
+        sim::run(seed, move || async move {
+            // The mutation is thread-local: set it on the simulation's own thread.
+            kmb_node::mutation::set(mutation);
+            let result = simulate(params, filter, capacity, replay).await;
+            let counts = mutation.map_or((0, 0), |m| {
+                (kmb_node::mutation::fired(m), kmb_node::mutation::bites(m))
+            });
+            (result, counts)
+        })
     });
     let wall_time_ms = started.elapsed().as_millis() as u64;
-    let result = match result {
+    let (result, (mutation_fired, mutation_bites)) = match result {
         Ok(r) => r,
         Err(panic) => {
             let message = panic
@@ -518,7 +533,7 @@ fn run_inner(seed: u64, options: &RunOptions, replay: Option<Scenario>) -> SeedR
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "panic".into());
-            SimResult {
+            let result = SimResult {
                 failure: fail(Classification::RecoveryFailure, "panic", message),
                 unknown: None,
                 sim_time_ms: 0,
@@ -528,7 +543,8 @@ fn run_inner(seed: u64, options: &RunOptions, replay: Option<Scenario>) -> SeedR
                 fault_counters: BTreeMap::new(),
                 trace: TraceCollector::new(seed),
                 scenario: None,
-            }
+            };
+            (result, (0, 0))
         }
     };
     let unknown_ops = result
@@ -583,6 +599,9 @@ fn run_inner(seed: u64, options: &RunOptions, replay: Option<Scenario>) -> SeedR
         unknown_ops,
         corruptible: result.corruptible,
         fault_counters: result.fault_counters,
+        mutation: options.mutation.map(|m| m.name().to_string()),
+        mutation_fired,
+        mutation_bites,
         history: result.history,
         failure,
         trace: Some(result.trace),

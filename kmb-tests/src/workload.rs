@@ -219,7 +219,12 @@ pub async fn run_client(
     start: Instant,
 ) {
     let client_id = client_id(swarm.seed, client);
-    let mut session = Client::new(addresses, client_id, ClientConfig::default());
+    // Some first attempts go to a backup (which redirects): backups must see client requests.
+    let config = ClientConfig {
+        first_attempt_random: true,
+        ..ClientConfig::default()
+    };
+    let mut session = Client::new(addresses, client_id, config);
     for PlannedOp {
         key,
         input,

@@ -41,3 +41,14 @@ fn vopr_regression_head_is_checkpoint() {
         "head at the sender's checkpoint",
     );
 }
+
+/// A replica restarted with its own checkpoint unreadable (bit rot / latent sector error in
+/// the checkpoint zone: `CheckpointState::Faulty`) and the node refused to start ("state
+/// transfer of a local checkpoint is not supported yet"): the replica never came back
+/// (liveness). Fixed (Protocol-Aware Recovery): the core starts `Recovering` with no state,
+/// asks peers for a checkpoint at or above its own (`RequestStateTransfer{op_min}`, answered
+/// from a durable checkpoint or the applied state), installs it, then recovers the log.
+#[test]
+fn vopr_regression_faulty_local_checkpoint() {
+    check(&[99], "unreadable local checkpoint");
+}

@@ -18,7 +18,8 @@ pub const HEADERS_MAX: usize = 256;
 pub const MESSAGE_SIZE_MAX: usize = SNAPSHOT_SIZE_MAX + 4096;
 
 const MAGIC: [u8; 4] = *b"KMBM";
-const VERSION: u16 = 1;
+/// 2: `RequestStateTransfer` carries `op_min`.
+const VERSION: u16 = 2;
 
 /// A message between replicas.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,9 +107,12 @@ pub enum Body {
     Headers {
         headers: Vec<Header>,
     },
-    /// Ask for the sender's durable checkpoint.
-    RequestStateTransfer,
-    /// A durable checkpoint: state after applying every op up to `checkpoint_op`.
+    /// Ask for a checkpoint at an op `>= op_min`: the receiver's durable checkpoint if it is
+    /// recent enough, else a snapshot of its applied (committed) state.
+    RequestStateTransfer {
+        op_min: u64,
+    },
+    /// A checkpoint: the state after applying every (committed) op up to `checkpoint_op`.
     StateTransfer {
         view: u32,
         checkpoint_op: u64,
@@ -132,7 +136,7 @@ impl Body {
             Body::RequestPrepare { .. } => 10,
             Body::RequestHeaders { .. } => 11,
             Body::Headers { .. } => 12,
-            Body::RequestStateTransfer => 13,
+            Body::RequestStateTransfer { .. } => 13,
             Body::StateTransfer { .. } => 14,
         }
     }
@@ -267,7 +271,7 @@ impl Message {
                 w.u64(*op_max);
             }
             Body::Headers { headers } => write_headers(&mut w, headers),
-            Body::RequestStateTransfer => {}
+            Body::RequestStateTransfer { op_min } => w.u64(*op_min),
             Body::StateTransfer {
                 view,
                 checkpoint_op,
@@ -354,7 +358,7 @@ impl Message {
             12 => Body::Headers {
                 headers: read_headers(&mut r)?,
             },
-            13 => Body::RequestStateTransfer,
+            13 => Body::RequestStateTransfer { op_min: r.u64()? },
             14 => Body::StateTransfer {
                 view: r.u32()?,
                 checkpoint_op: r.u64()?,

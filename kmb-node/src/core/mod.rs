@@ -145,8 +145,15 @@ pub struct CheckpointState {
 pub struct DurableState {
     pub view: u32,
     pub log_view: u32,
-    /// `None`: no checkpoint yet (the log starts after the root entry at op 0).
+    /// `None`: no checkpoint yet (the log starts after the root entry at op 0), or the
+    /// checkpoint is unreadable (see `checkpoint_faulty`).
     pub checkpoint: Option<CheckpointState>,
+    /// `Some((op, checksum))`: the durable superblock references a checkpoint at `op` (whose
+    /// entry has `checksum`) that is unreadable (latent sector error, bit rot). Never treated
+    /// as absent: the replica starts `Recovering` with no usable state and repairs it by state
+    /// transfer of a peer's checkpoint at an op `>= op` (see `docs/protocol.md`). Exclusive
+    /// with `checkpoint`; `entries` and `faulty` are still relative to `op`.
+    pub checkpoint_faulty: Option<(u64, Checksum)>,
     /// Intact entries after the checkpoint, ascending by op. Holes are allowed exactly at
     /// `faulty` ops; adjacent entries must chain (`parent`).
     pub entries: Vec<Entry>,
@@ -164,6 +171,7 @@ impl DurableState {
             view: 0,
             log_view: 0,
             checkpoint: None,
+            checkpoint_faulty: None,
             entries: Vec::new(),
             faulty: Vec::new(),
             restarted: false,
@@ -176,8 +184,9 @@ impl DurableState {
 pub enum Status {
     Normal,
     ViewChange,
-    /// Restarted with an unreadable log head: takes no part (no votes, no PrepareOk) until it
-    /// has installed the log of the current primary.
+    /// Restarted with an unreadable log head or an unreadable checkpoint: takes no part (no
+    /// votes, no PrepareOk, no clients) until it has installed a peer's checkpoint (if its own
+    /// is unreadable) and then the log of the current primary.
     Recovering,
 }
 

@@ -71,6 +71,13 @@ pub struct Replica {
 
     checkpoint: CheckpointState,
     checkpoint_inflight: Option<CheckpointState>,
+    /// The durable checkpoint is unreadable (`DurableState::checkpoint_faulty`): `checkpoint`
+    /// holds only its op and checksum (the snapshot is a placeholder) and `kv`/`clients` are
+    /// empty, not the state at `commit_min`, until a peer's checkpoint is accepted (then in
+    /// `checkpoint_inflight`); cleared when that one is durable (`CheckpointDone`).
+    checkpoint_faulty: bool,
+    /// Rotates the peer asked for a checkpoint while `checkpoint_faulty`.
+    state_transfer_peer: u8,
 
     slots: BTreeMap<u64, Slot>,
     op: u64,
@@ -181,7 +188,8 @@ fn numbers_in_range(body: &Body) -> bool {
                 && *checkpoint_op < OP_MAX
                 && headers_ok(headers)
         }
-        Body::Recovery { .. } | Body::RequestStateTransfer => true,
+        Body::Recovery { .. } => true,
+        Body::RequestStateTransfer { op_min } => *op_min < OP_MAX,
         Body::RequestPrepare { op, .. } => *op < OP_MAX,
         Body::RequestHeaders { op_min, op_max } => *op_min < OP_MAX && *op_max < OP_MAX,
         Body::Headers { headers } => headers_ok(headers),
@@ -213,9 +221,12 @@ impl Replica {
         }
         let n = config.replica_count as usize;
         let root = Entry::root(config.cluster);
+        // An unreadable checkpoint still anchors the log (its op and entry checksum are in
+        // the superblock); its state is missing until a peer's checkpoint replaces it.
+        let (op, checksum) = durable.checkpoint_faulty.unwrap_or((0, root.checksum()));
         let checkpoint = durable.checkpoint.clone().unwrap_or(CheckpointState {
-            op: 0,
-            checksum: root.checksum(),
+            op,
+            checksum,
             snapshot: snapshot::empty(),
         });
         let mut rng = config.seed;
@@ -230,6 +241,8 @@ impl Replica {
             superblock: (durable.view, durable.log_view),
             superblock_inflight: None,
             checkpoint_inflight: None,
+            checkpoint_faulty: durable.checkpoint_faulty.is_some(),
+            state_transfer_peer: 0,
             slots: BTreeMap::new(),
             op: checkpoint.op,
             commit_min: checkpoint.op,
@@ -272,6 +285,9 @@ impl Replica {
         let cluster = self.config.cluster;
         if durable.log_view > durable.view {
             return Err("recovered log_view exceeds view".to_string());
+        }
+        if durable.checkpoint.is_some() && durable.checkpoint_faulty.is_some() {
+            return Err("recovered checkpoint is both loaded and faulty".to_string());
         }
         let (kv, clients) = snapshot::decode(&self.checkpoint.snapshot)
             .map_err(|e| format!("checkpoint snapshot does not decode: {e}"))?;
@@ -335,9 +351,24 @@ impl Replica {
             o += 1;
         }
         self.commit_max = commit_max;
-        self.commit_ops_unchecked();
+        if !self.checkpoint_faulty {
+            self.commit_ops_unchecked();
+        }
 
-        if !durable.restarted {
+        if self.checkpoint_faulty {
+            // Protocol-Aware Recovery: the checkpoint is corrupt, not absent. No state to
+            // apply to, serve or vote with: obtain a peer's checkpoint first (then recover
+            // the log like a replica with a faulty head).
+            if self.config.replica_count == 1 {
+                return Err(format!(
+                    "single replica with an unreadable checkpoint at op {}: no peer to \
+                     repair it from",
+                    self.checkpoint.op
+                ));
+            }
+            self.status = Status::Recovering;
+            self.request_checkpoint_repair();
+        } else if !durable.restarted {
             self.status = Status::Normal;
         } else if head_faulty {
             if self.config.replica_count == 1 {
@@ -381,9 +412,14 @@ impl Replica {
     pub fn op(&self) -> u64 {
         self.op
     }
-    /// The highest op applied here.
+    /// The highest op applied here (0 while the state is missing: an unreadable checkpoint
+    /// not yet replaced by a peer's, the state is the empty state of op 0).
     pub fn commit(&self) -> u64 {
-        self.commit_min
+        if self.state_missing() {
+            0
+        } else {
+            self.commit_min
+        }
     }
     /// The highest op known committed in the cluster.
     pub fn commit_max(&self) -> u64 {
@@ -805,6 +841,7 @@ impl Replica {
             .is_some_and(|c| c.op == op)
         {
             self.checkpoint = self.checkpoint_inflight.take().expect("checked");
+            self.checkpoint_faulty = false;
             let kept = self.slots.split_off(&op);
             for o in self.slots.keys() {
                 self.dirty.remove(o);
@@ -818,6 +855,7 @@ impl Replica {
 
     fn maybe_checkpoint(&mut self) {
         if self.checkpoint_inflight.is_some()
+            || self.checkpoint_faulty
             || self.commit_min < self.checkpoint.op + self.config.checkpoint_interval
         {
             return;
@@ -1273,7 +1311,62 @@ impl Replica {
             return;
         }
         self.state_transfer_due = self.tick + self.config.repair_ticks;
-        self.send(from, Body::RequestStateTransfer);
+        let op_min = self.commit_min + 1;
+        self.send(from, Body::RequestStateTransfer { op_min });
+    }
+
+    /// The local checkpoint is unreadable and no peer's has been accepted yet: `kv` and
+    /// `clients` are not the state at `commit_min`.
+    fn state_missing(&self) -> bool {
+        self.checkpoint_faulty && self.checkpoint_inflight.is_none()
+    }
+
+    /// Ask the next peer (round robin, one per `repair_ticks`) for a checkpoint at an op at
+    /// or above the unreadable local one.
+    fn request_checkpoint_repair(&mut self) {
+        let others: Vec<u8> = self.others().collect();
+        let Some(&to) = others.get(self.state_transfer_peer as usize % others.len().max(1)) else {
+            return;
+        };
+        self.state_transfer_peer = self.state_transfer_peer.wrapping_add(1);
+        let op_min = self.checkpoint.op;
+        self.send(to, Body::RequestStateTransfer { op_min });
+    }
+
+    /// Answer a RequestStateTransfer: the durable checkpoint if it is at `op_min` or above,
+    /// else a snapshot of the applied state (every op up to `commit_min` is committed) if that
+    /// is; nothing from a replica without usable state.
+    fn on_request_state_transfer(&mut self, from: u8, op_min: u64) {
+        if self.status == Status::Recovering || self.checkpoint_faulty {
+            return;
+        }
+        let (op, checksum, snapshot) = if self.checkpoint.op > 0 && self.checkpoint.op >= op_min {
+            (
+                self.checkpoint.op,
+                self.checkpoint.checksum,
+                self.checkpoint.snapshot.clone(),
+            )
+        } else if self.commit_min > self.checkpoint.op && self.commit_min >= op_min {
+            let Some(checksum) = self.checksum_at(self.commit_min) else {
+                return;
+            };
+            (
+                self.commit_min,
+                checksum,
+                snapshot::encode(&self.kv, &self.clients),
+            )
+        } else {
+            return;
+        };
+        if snapshot.len() <= SNAPSHOT_SIZE_MAX {
+            let body = Body::StateTransfer {
+                view: self.view,
+                checkpoint_op: op,
+                checkpoint_checksum: checksum,
+                snapshot,
+            };
+            self.send(from, body);
+        }
     }
 
     /// A body offered as repair: accept only if its checksum is the one the log expects.
@@ -1417,20 +1510,7 @@ impl Replica {
                 }
             }
             Body::Headers { headers } => self.on_headers(from, headers),
-            Body::RequestStateTransfer => {
-                if self.status != Status::Recovering
-                    && self.checkpoint.op > 0
-                    && self.checkpoint.snapshot.len() <= SNAPSHOT_SIZE_MAX
-                {
-                    let body = Body::StateTransfer {
-                        view: self.view,
-                        checkpoint_op: self.checkpoint.op,
-                        checkpoint_checksum: self.checkpoint.checksum,
-                        snapshot: self.checkpoint.snapshot.clone(),
-                    };
-                    self.send(from, body);
-                }
-            }
+            Body::RequestStateTransfer { op_min } => self.on_request_state_transfer(from, op_min),
             Body::StateTransfer {
                 view: _,
                 checkpoint_op,
@@ -1467,7 +1547,7 @@ impl Replica {
 
     fn request_start_view(&mut self, from: u8, view: u32) {
         let eligible = match self.status {
-            Status::Recovering => view >= self.superblock.0,
+            Status::Recovering => view >= self.superblock.0 && !self.state_missing(),
             _ => view > self.view,
         };
         if eligible {
@@ -1575,7 +1655,7 @@ impl Replica {
     }
 
     fn on_start_view(&mut self, from: u8, sv: LogSummary) {
-        if from != self.config.primary_of(sv.view) {
+        if from != self.config.primary_of(sv.view) || self.state_missing() {
             return;
         }
         let accept = match self.status {
@@ -1649,7 +1729,9 @@ impl Replica {
     }
 
     fn on_recovery_response(&mut self, from: u8, response: LogSummary) {
-        if !self.valid_headers(response.op, response.op_checksum, &response.headers) {
+        if self.state_missing()
+            || !self.valid_headers(response.op, response.op_checksum, &response.headers)
+        {
             return;
         }
         self.recovery_replies.insert(from, response);
@@ -1709,24 +1791,39 @@ impl Replica {
     }
 
     fn on_state_transfer(&mut self, op: u64, checksum: Checksum, snapshot_bytes: Vec<u8>) {
-        let eligible =
-            self.status == Status::Normal || (self.is_primary_elect() && self.vc_installed);
-        if !eligible || op <= self.commit_min || self.checkpoint_inflight.is_some() {
+        // Repairing an unreadable local checkpoint at `n`: a peer's checkpoint at `n` must
+        // have the entry checksum our superblock recorded (so our intact entries above `n`,
+        // which chain from it, stay valid); one above `n` is accepted as in any state
+        // transfer. Our log above it was never verified against the cluster's: not
+        // authoritative.
+        let repairing = self.status == Status::Recovering && self.state_missing();
+        let eligible = repairing
+            || self.status == Status::Normal
+            || (self.is_primary_elect() && self.vc_installed);
+        if !eligible || self.checkpoint_inflight.is_some() {
             return;
         }
+        if repairing {
+            let n = self.checkpoint.op;
+            if op < n || (op == n && checksum != self.checkpoint.checksum) {
+                return;
+            }
+        } else if op <= self.commit_min {
+            return;
+        }
+        let Ok((kv, clients)) = snapshot::decode(&snapshot_bytes) else {
+            return;
+        };
         if self
             .slots
             .get(&op)
             .is_some_and(|s| s.header.checksum != checksum)
         {
-            if self.chain_from(op) {
+            if !repairing && self.chain_from(op) {
                 return; // contradicts our (authoritative) log: ignore
             }
             self.remove_slot(op);
         }
-        let Ok((kv, clients)) = snapshot::decode(&snapshot_bytes) else {
-            return;
-        };
         self.kv = kv;
         self.clients = clients;
         let below: Vec<u64> = self.slots.range(..op).map(|(&o, _)| o).collect();
@@ -1750,8 +1847,50 @@ impl Replica {
             checksum,
             snapshot: snapshot_bytes,
         });
+        if repairing {
+            self.drop_superseded_after(op);
+        }
         self.clean_chain();
         self.send_repairs();
+        if repairing {
+            // Now recover the log like a replica with a faulty head (no votes until then).
+            self.repair_due = self.tick + self.config.repair_ticks;
+            self.broadcast(Body::Recovery { nonce: self.nonce });
+        }
+    }
+
+    /// After installing a peer's (committed) checkpoint at `op` while recovering: local
+    /// entries from `op + 1` that do not chain from it belong to a superseded history (never
+    /// committed). Drop that run from memory (it is not authoritative, and `clean_chain`
+    /// would take a contradiction of the committed prefix connected to the head for lost
+    /// committed data); entries after a hole stay, to be verified by repair and by the log
+    /// installed from the primary. Storage keeps them until that install truncates them.
+    fn drop_superseded_after(&mut self, op: u64) {
+        let Some(mut prev) = self.checksum_at(op) else {
+            return;
+        };
+        let mut run = Vec::new();
+        let mut superseded = false;
+        for (&o, slot) in self.slots.range(op + 1..) {
+            if o != op + 1 + run.len() as u64 {
+                break;
+            }
+            if run.is_empty() {
+                superseded = slot.header.parent != prev;
+                if !superseded {
+                    break;
+                }
+            } else if slot.header.parent != prev {
+                break;
+            }
+            prev = slot.header.checksum;
+            run.push(o);
+        }
+        if superseded {
+            for o in run {
+                self.remove_slot(o);
+            }
+        }
     }
 
     // ---------------------------------------------------------------- client
@@ -1886,7 +2025,11 @@ impl Replica {
             Status::Recovering => {
                 if tick >= self.repair_due {
                     self.repair_due = tick + self.config.repair_ticks;
-                    self.broadcast(Body::Recovery { nonce: self.nonce });
+                    if self.state_missing() {
+                        self.request_checkpoint_repair();
+                    } else {
+                        self.broadcast(Body::Recovery { nonce: self.nonce });
+                    }
                 }
             }
         }

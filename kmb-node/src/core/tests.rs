@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 
 use super::message::{Body, Message};
 use super::*;
-use crate::entry::{Entry, EntryFields, Operation};
+use crate::entry::{Entry, EntryFields, Header, Operation};
 use crate::kv::{Reply, Request};
 
 const CLUSTER: u64 = 77;
@@ -83,6 +83,8 @@ struct Disk {
     entries: BTreeMap<u64, Entry>,
     superblock: (u32, u32),
     checkpoint: Option<CheckpointState>,
+    /// The checkpoint is unreadable (storage reports `CheckpointState::Faulty`).
+    checkpoint_faulty: bool,
     faulty: BTreeSet<u64>,
     /// Highest view of an entry dropped by a truncation not yet published by a superblock
     /// write (the storage contract of `Storage::truncate_after`).
@@ -205,6 +207,7 @@ impl Net {
                                 .is_some_and(|c| c.op == op && c.checksum == checksum),
                         "replica {r}: checkpoint at op {op} whose entry is not in the WAL"
                     );
+                    node.disk.checkpoint_faulty = false;
                     node.disk.checkpoint = Some(CheckpointState {
                         op,
                         checksum,
@@ -217,10 +220,16 @@ impl Net {
                     checksum,
                     snapshot,
                 } => {
+                    // `Storage::install_checkpoint`: it advances, or repairs an unreadable
+                    // checkpoint with the same op and entry checksum.
                     assert!(
-                        node.disk.checkpoint.as_ref().is_none_or(|c| c.op < op),
+                        node.disk
+                            .checkpoint
+                            .as_ref()
+                            .is_none_or(|c| c.op < op || (c.op == op && c.checksum == checksum)),
                         "replica {r}: installed checkpoint at op {op} does not advance"
                     );
+                    node.disk.checkpoint_faulty = false;
                     node.disk.checkpoint = Some(CheckpointState {
                         op,
                         checksum,
@@ -342,7 +351,17 @@ impl Net {
         let durable = DurableState {
             view: node.disk.superblock.0,
             log_view: node.disk.superblock.1,
-            checkpoint: node.disk.checkpoint.clone(),
+            checkpoint: node
+                .disk
+                .checkpoint
+                .clone()
+                .filter(|_| !node.disk.checkpoint_faulty),
+            checkpoint_faulty: node
+                .disk
+                .checkpoint
+                .as_ref()
+                .filter(|_| node.disk.checkpoint_faulty)
+                .map(|c| (c.op, c.checksum)),
             entries,
             faulty,
             restarted: true,
@@ -440,7 +459,7 @@ fn every_message() -> Vec<Message> {
             op_max: 2,
         },
         Body::Headers { headers },
-        Body::RequestStateTransfer,
+        Body::RequestStateTransfer { op_min: 9 },
         Body::StateTransfer {
             view: 4,
             checkpoint_op: 8,
@@ -884,6 +903,7 @@ fn view_change_newer_log_view_beats_longer_log() {
         view: 3,
         log_view,
         checkpoint: None,
+        checkpoint_faulty: None,
         entries: entries.clone(),
         faulty: vec![],
         restarted: true,
@@ -937,6 +957,7 @@ fn recovering_replica_does_not_vote() {
         view: 0,
         log_view: 0,
         checkpoint: None,
+        checkpoint_faulty: None,
         entries: entries.clone(),
         faulty: vec![3],
         restarted: true,
@@ -1017,6 +1038,7 @@ fn repair_faulty_entry_wrong_entry_rejected_right_entry_accepted() {
         view: 0,
         log_view: 0,
         checkpoint: None,
+        checkpoint_faulty: None,
         entries: intact,
         faulty: vec![2],
         restarted: true,
@@ -1588,6 +1610,7 @@ fn start_view_whose_head_is_the_primarys_checkpoint_is_installed() {
         view: 0,
         log_view: 0,
         checkpoint: None,
+        checkpoint_faulty: None,
         entries: entries.clone(),
         faulty: Vec::new(),
         restarted: true,
@@ -1613,6 +1636,321 @@ fn start_view_whose_head_is_the_primarys_checkpoint_is_installed() {
     short.entries.truncate(1);
     let mut c = Replica::new(config(3, 2), short);
     let effects = c.step(msg(1, sv));
-    assert!(sends(&effects).contains(&(1, Body::RequestStateTransfer)));
+    assert!(sends(&effects).contains(&(1, Body::RequestStateTransfer { op_min: 1 })));
     assert_eq!((c.view(), c.status()), (0, Status::Normal));
+}
+
+// ------------------------------------------------------------------ unreadable checkpoint
+
+/// A replica restarted with an unreadable checkpoint at op 4 (entry checksum known from the
+/// superblock) and intact entries 5..=6 of view 1.
+fn faulty_checkpoint_replica() -> (Replica, Vec<Entry>) {
+    let root = Entry::root(CLUSTER).checksum();
+    let log = chain(root, 1, 6, 1, "k");
+    let durable = DurableState {
+        view: 1,
+        log_view: 1,
+        checkpoint: None,
+        checkpoint_faulty: Some((4, log[3].checksum())),
+        entries: log[4..].to_vec(),
+        faulty: Vec::new(),
+        restarted: true,
+    };
+    (Replica::new(small_config(3, 2), durable), log)
+}
+
+/// Goal (Protocol-Aware Recovery): a replica whose own checkpoint is unreadable starts
+/// Recovering with no state: it asks a peer for a checkpoint at or above its own, takes no
+/// part in a view change, sends no PrepareOk, serves nobody; a transfer below its checkpoint
+/// or contradicting its checksum is ignored; the right one is installed (same op: storage
+/// repairs the checkpoint in place), then the log is recovered from the primary and the
+/// replica becomes a normal backup.
+#[test]
+fn faulty_checkpoint_state_transfer_then_recovery_exact_effects() {
+    let (mut r, log) = faulty_checkpoint_replica();
+    let c4 = log[3].checksum();
+    assert_eq!(r.status(), Status::Recovering);
+    assert_eq!((r.commit(), r.checkpoint_op(), r.op()), (0, 4, 6));
+    let startup = r.poll_effects();
+    assert_eq!(
+        sends(&startup),
+        vec![(0, Body::RequestStateTransfer { op_min: 4 })]
+    );
+    assert_eq!(startup.len(), 1);
+
+    // No vote: StartViewChange and a DoViewChange for view 2 (whose primary it is).
+    assert_eq!(r.step(msg(0, Body::StartViewChange { view: 2 })), vec![]);
+    assert_eq!(r.step(msg(1, Body::StartViewChange { view: 2 })), vec![]);
+    let dvc = Body::DoViewChange {
+        view: 2,
+        log_view: 1,
+        op: 6,
+        op_checksum: log[5].checksum(),
+        commit: 6,
+        checkpoint_op: 4,
+        headers: vec![],
+    };
+    assert_eq!(r.step(msg(0, dvc)), vec![]);
+    assert_eq!((r.view(), r.status()), (1, Status::Recovering));
+    // No PrepareOk, no write, no RequestStartView for the current view's prepare.
+    let next = chain(log[5].checksum(), 7, 7, 1, "k");
+    let prepare = Body::Prepare {
+        view: 1,
+        commit: 6,
+        entry: next[0].clone(),
+    };
+    assert_eq!(r.step(msg(1, prepare)), vec![]);
+    // A StartView cannot be installed without state.
+    let sv = Body::StartView {
+        view: 1,
+        op: 6,
+        op_checksum: log[5].checksum(),
+        commit: 6,
+        checkpoint_op: 4,
+        headers: log[4..].iter().map(|e| e.header).collect(),
+    };
+    assert_eq!(r.step(msg(1, sv)), vec![]);
+    // Serves no client and no state transfer.
+    let client = Input::ClientRequest {
+        client: 5,
+        request: 1,
+        body: set("a", "b"),
+    };
+    assert_eq!(r.step(client), vec![]);
+    assert_eq!(
+        r.step(msg(0, Body::RequestStateTransfer { op_min: 1 })),
+        vec![]
+    );
+    // The request is resent to the next peer every repair_ticks.
+    for _ in 1..r.config().repair_ticks {
+        assert_eq!(r.step(Input::Tick), vec![]);
+    }
+    assert_eq!(
+        sends(&r.step(Input::Tick)),
+        vec![(1, Body::RequestStateTransfer { op_min: 4 })]
+    );
+
+    // Below the unreadable checkpoint, or at it with another checksum: ignored.
+    let mut kv = crate::kv::KvState::new();
+    for e in &log[..4] {
+        kv.apply(&Request::decode(&e.body).unwrap());
+    }
+    let state = snapshot::encode(&kv, &ClientTable::new());
+    let transfer = |op, checkpoint_checksum| Body::StateTransfer {
+        view: 1,
+        checkpoint_op: op,
+        checkpoint_checksum,
+        snapshot: state.clone(),
+    };
+    assert_eq!(r.step(msg(0, transfer(3, log[2].checksum()))), vec![]);
+    assert_eq!(r.step(msg(0, transfer(4, c4 ^ 1))), vec![]);
+    assert_eq!(r.status(), Status::Recovering);
+
+    // The right one: installed, then log recovery starts (Recovery to every peer).
+    let effects = r.step(msg(1, transfer(4, c4)));
+    let nonce = match &effects[2] {
+        Effect::Send { message, .. } => match message.body {
+            Body::Recovery { nonce } => nonce,
+            ref other => panic!("expected Recovery, got {other:?}"),
+        },
+        other => panic!("expected a send, got {other:?}"),
+    };
+    assert_eq!(
+        effects,
+        vec![
+            Effect::StateTransferred {
+                op: 4,
+                checksum: c4
+            },
+            Effect::InstallCheckpoint {
+                op: 4,
+                checksum: c4,
+                snapshot: state.clone()
+            },
+            Effect::Send {
+                to: 0,
+                message: Message::new(CLUSTER, 2, Body::Recovery { nonce })
+            },
+            Effect::Send {
+                to: 1,
+                message: Message::new(CLUSTER, 2, Body::Recovery { nonce })
+            },
+        ]
+    );
+    assert_eq!((r.status(), r.commit()), (Status::Recovering, 4));
+    assert_eq!(r.state_hash(), xxhash_rust::xxh3::xxh3_128(&state));
+    // Still no vote while the log is not recovered.
+    assert_eq!(r.step(msg(0, Body::StartViewChange { view: 2 })), vec![]);
+    assert_eq!(r.step(Input::CheckpointDone { op: 4 }), vec![]);
+    assert_eq!(r.status(), Status::Recovering);
+
+    // Recovery responses (a quorum with the primary of view 1): the replica joins view 1 as
+    // a backup, applies 5..=6 from its own intact entries, and acknowledges its durable log.
+    let response = |view, headers: Vec<Header>| Body::RecoveryResponse {
+        view,
+        nonce,
+        op: 6,
+        op_checksum: log[5].checksum(),
+        commit: 6,
+        checkpoint_op: 4,
+        headers,
+    };
+    assert_eq!(r.step(msg(0, response(1, vec![]))), vec![]);
+    let headers: Vec<Header> = log[4..].iter().map(|e| e.header).collect();
+    let effects = r.step(msg(1, response(1, headers)));
+    assert_eq!(
+        effects,
+        vec![
+            Effect::Commit {
+                op: 5,
+                checksum: log[4].checksum()
+            },
+            Effect::Commit {
+                op: 6,
+                checksum: log[5].checksum()
+            },
+            Effect::Send {
+                to: 1,
+                message: Message::new(
+                    CLUSTER,
+                    2,
+                    Body::PrepareOk {
+                        view: 1,
+                        op: 6,
+                        checksum: log[5].checksum()
+                    }
+                )
+            },
+        ]
+    );
+    assert_eq!((r.status(), r.view(), r.commit()), (Status::Normal, 1, 6));
+    // Now it serves its (repaired) checkpoint.
+    let effects = r.step(msg(0, Body::RequestStateTransfer { op_min: 4 }));
+    assert_eq!(sends(&effects), vec![(0, transfer(4, c4))]);
+}
+
+/// Goal: a transfer above the unreadable checkpoint replaces it; local entries above the
+/// transferred op that do not chain from it (a superseded history) are dropped, not taken
+/// for a contradiction of the committed prefix (no halt).
+#[test]
+fn faulty_checkpoint_transfer_above_drops_superseded_entries() {
+    let (mut r, log) = faulty_checkpoint_replica();
+    r.poll_effects();
+    // The cluster committed other ops 5..=6 (view 2) and checkpointed at 5: the local 5 and
+    // 6 (view 1, never committed) are a superseded history.
+    let other = chain(log[3].checksum(), 5, 6, 2, "x");
+    let effects = r.step(msg(
+        0,
+        Body::StateTransfer {
+            view: 2,
+            checkpoint_op: 5,
+            checkpoint_checksum: other[0].checksum(),
+            snapshot: snapshot::empty(),
+        },
+    ));
+    assert!(effects.contains(&Effect::InstallCheckpoint {
+        op: 5,
+        checksum: other[0].checksum(),
+        snapshot: snapshot::empty()
+    }));
+    assert_eq!(r.halted(), None);
+    assert_eq!(
+        (r.commit(), r.header_at(5), r.header_at(6)),
+        (5, None, None)
+    );
+    assert_eq!(r.log_checksum_at(5), Some(other[0].checksum()));
+    // Another transfer is not taken while this one is being installed.
+    let again = Body::StateTransfer {
+        view: 2,
+        checkpoint_op: 6,
+        checkpoint_checksum: other[1].checksum(),
+        snapshot: snapshot::empty(),
+    };
+    assert_eq!(r.step(msg(1, again)), vec![]);
+    assert_eq!(r.step(Input::CheckpointDone { op: 5 }), vec![]);
+    assert_eq!((r.status(), r.checkpoint_op()), (Status::Recovering, 5));
+}
+
+/// Goal: a single replica cannot repair an unreadable checkpoint: it halts with the reason.
+#[test]
+fn faulty_checkpoint_single_replica_halts() {
+    let root = Entry::root(CLUSTER).checksum();
+    let log = chain(root, 1, 4, 0, "k");
+    let durable = DurableState {
+        view: 0,
+        log_view: 0,
+        checkpoint: None,
+        checkpoint_faulty: Some((4, log[3].checksum())),
+        entries: Vec::new(),
+        faulty: Vec::new(),
+        restarted: true,
+    };
+    let mut r = Replica::new(small_config(1, 0), durable);
+    let reason = r.halted().expect("halted").to_string();
+    assert!(reason.contains("unreadable checkpoint at op 4"), "{reason}");
+    assert_eq!(r.poll_effects(), vec![Effect::Halt(reason)]);
+}
+
+/// Goal: RequestStateTransfer is answered with the durable checkpoint if it is at `op_min`
+/// or above, else with a snapshot of the applied (committed) state, else not at all.
+#[test]
+fn request_state_transfer_answers_checkpoint_or_applied_state() {
+    let mut net = Net::new(3, small_config);
+    for i in 1..=6u64 {
+        net.request(1, i, set(&format!("k{i}"), "v"));
+    }
+    net.tick(15);
+    let r = &mut net.nodes[0].replica;
+    let (cp, commit) = (r.checkpoint_op(), r.commit());
+    assert!(cp > 0 && commit > cp, "checkpoint {cp}, commit {commit}");
+    let answer = |r: &mut Replica, op_min| match &sends(
+        &r.step(msg(2, Body::RequestStateTransfer { op_min })),
+    )[..]
+    {
+        [] => None,
+        [(
+            2,
+            Body::StateTransfer {
+                checkpoint_op,
+                checkpoint_checksum,
+                snapshot,
+                ..
+            },
+        )] => Some((*checkpoint_op, *checkpoint_checksum, snapshot.clone())),
+        other => panic!("unexpected {other:?}"),
+    };
+    let (op, checksum, _) = answer(r, cp).expect("durable checkpoint");
+    assert_eq!((op, Some(checksum)), (cp, r.log_checksum_at(cp)));
+    let (op, checksum, state) = answer(r, cp + 1).expect("applied state");
+    assert_eq!((op, Some(checksum)), (commit, r.log_checksum_at(commit)));
+    assert_eq!(xxhash_rust::xxh3::xxh3_128(&state), r.state_hash());
+    assert_eq!(answer(r, commit + 1), None);
+}
+
+/// Goal: end to end, a backup whose checkpoint rots while it is down repairs it from a peer,
+/// recovers its log and converges; it keeps serving afterwards.
+#[test]
+fn faulty_checkpoint_end_to_end_converges() {
+    let mut net = Net::new(3, small_config);
+    for i in 1..=10u64 {
+        net.request(1, i, set(&format!("k{i}"), &i.to_string()));
+    }
+    net.tick(15);
+    assert!(net.nodes[2].disk.checkpoint.is_some());
+    net.crash(2);
+    net.nodes[2].disk.checkpoint_faulty = true;
+    net.restart(2);
+    assert_eq!(net.replica(2).status(), Status::Recovering);
+    net.run();
+    net.tick(60);
+    assert_eq!(net.replica(2).status(), Status::Normal);
+    assert!(!net.nodes[2].disk.checkpoint_faulty);
+    assert!(net
+        .log
+        .iter()
+        .any(|(r, e)| *r == 2 && matches!(e, Effect::InstallCheckpoint { .. })));
+    net.request(1, 11, set("k11", "v"));
+    net.tick(30);
+    net.assert_converged(&[0, 1, 2]);
+    assert_eq!(net.replica(2).commit(), 11);
 }

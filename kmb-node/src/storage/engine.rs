@@ -484,6 +484,10 @@ impl Storage {
     /// replica that fell behind by more than the ring never wrote it): the peer's checkpoint is
     /// authoritative, verified by the caller against the hash chain it knows. Every WAL entry
     /// at or below `op` becomes stale; entries above it are kept.
+    ///
+    /// `op` may equal the current checkpoint op if `entry_checksum` is the one the superblock
+    /// records: that repairs an unreadable local checkpoint (`CheckpointState::Faulty`) with a
+    /// peer's copy of the same state; the blob is written beside the current one, as always.
     pub async fn install_checkpoint(
         &mut self,
         op: u64,
@@ -492,7 +496,10 @@ impl Storage {
     ) -> Result<(), StorageError> {
         self.check()?;
         let sb = self.superblock;
-        if op <= sb.checkpoint.op {
+        let repair = sb.checkpoint.offset != 0
+            && op == sb.checkpoint.op
+            && entry_checksum == sb.checkpoint.entry_checksum;
+        if op < sb.checkpoint.op || (op == sb.checkpoint.op && !repair) {
             return Err(StorageError::Invalid(format!(
                 "installed checkpoint at {op}: previous {}",
                 sb.checkpoint.op
@@ -640,4 +647,104 @@ async fn read_slots(file: &File, layout: &Layout) -> Vec<SlotRead> {
         slots.push(SlotRead { header, prepare });
     }
     slots
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use super::*;
+    use crate::entry::{EntryFields, Operation};
+    use crate::storage::format::Identity;
+
+    const CLUSTER: u64 = 42;
+    const ID: Identity = Identity {
+        cluster: CLUSTER,
+        replica: 1,
+        replica_count: 3,
+    };
+    const SMALL: StorageConfig = StorageConfig {
+        slot_count: 8,
+        slot_size: 1024,
+    };
+
+    fn chain(count: u64) -> Vec<Entry> {
+        let mut parent = Entry::root(CLUSTER).checksum();
+        (1..=count)
+            .map(|op| {
+                let e = Entry::new(
+                    EntryFields {
+                        cluster: CLUSTER,
+                        replica: 0,
+                        view: 0,
+                        op,
+                        commit: op - 1,
+                        parent,
+                        client: 9,
+                        request: op,
+                        operation: Operation::Request,
+                    },
+                    vec![op as u8; 40],
+                );
+                parent = e.checksum();
+                e
+            })
+            .collect()
+    }
+
+    /// Goal: an unreadable checkpoint is reported `Faulty` with the log above it intact, and
+    /// `install_checkpoint` repairs it with a peer's copy at the same op only if the entry
+    /// checksum is the recorded one (an older op or another checksum is refused).
+    #[test]
+    fn install_checkpoint_repairs_an_unreadable_checkpoint_at_the_same_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r1.kmb");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let entries = chain(6);
+            Storage::format(&path, ID, SMALL).await.unwrap();
+            let (mut s, _) = Storage::open(&path).await.unwrap();
+            for e in &entries {
+                s.append(e).await.unwrap();
+            }
+            s.sync().await.unwrap();
+            let c4 = entries[3].checksum();
+            s.checkpoint(4, c4, b"state at 4").await.unwrap();
+            // Rot one byte of the checkpoint blob.
+            let blob_at = s.superblock().checkpoint.offset + CHECKPOINT_HEADER_SIZE as u64;
+            drop(s);
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes[blob_at as usize] ^= 0x10;
+            std::fs::write(&path, &bytes).unwrap();
+
+            let (mut s, r) = Storage::open(&path).await.unwrap();
+            assert_eq!(r.checkpoint, CheckpointState::Faulty);
+            assert_eq!(r.log, entries[4..].to_vec());
+            assert!(matches!(
+                s.install_checkpoint(4, c4 ^ 1, b"x").await,
+                Err(StorageError::Invalid(_))
+            ));
+            assert!(matches!(
+                s.install_checkpoint(3, entries[2].checksum(), b"x").await,
+                Err(StorageError::Invalid(_))
+            ));
+            s.install_checkpoint(4, c4, b"state at 4").await.unwrap();
+            drop(s);
+
+            let (_, r) = Storage::open(&path).await.unwrap();
+            assert_eq!(
+                r.checkpoint,
+                CheckpointState::Loaded(b"state at 4".to_vec())
+            );
+            assert_eq!(
+                (
+                    r.superblock.checkpoint.op,
+                    r.superblock.checkpoint.entry_checksum
+                ),
+                (4, c4)
+            );
+            assert_eq!(r.log, entries[4..].to_vec());
+        });
+    }
 }

@@ -26,6 +26,7 @@ mod cli {
     use std::process::ExitCode;
 
     use clap::Parser;
+    use kmb_node::mutation::Mutation;
     use kmb_tests::diagnosis::{Classification, Failure};
     use kmb_tests::swarm::{Swarm, SwarmOptions};
     use kmb_tests::timeline::render_html;
@@ -94,6 +95,12 @@ mod cli {
         /// Replay a saved (e.g. shrunk) scenario file instead of drawing one from the seed.
         #[arg(long, conflicts_with_all = ["seed", "shrink"])]
         replay: Option<PathBuf>,
+        /// Run the node with this planted bug (see --list-mutations), to measure the checkers.
+        #[arg(long, value_name = "NAME")]
+        mutation: Option<String>,
+        /// List the planted bugs (mutation names) with a one-line description, and exit.
+        #[arg(long)]
+        list_mutations: bool,
     }
 
     fn parse_shard(s: &str) -> Result<(u64, u64), String> {
@@ -115,6 +122,10 @@ mod cli {
         }
         if args.no_enhanced_workloads {
             flags.push("--no-enhanced-workloads".to_string());
+        }
+        if let Some(name) = &args.mutation {
+            flags.push("--mutation".to_string());
+            flags.push(name.clone());
         }
         flags
     }
@@ -211,6 +222,7 @@ mod cli {
             trace_capacity: args.trace_capacity,
             diagnose: !args.no_failure_diagnosis,
             repro_flags: repro_flags(args),
+            mutation: args.mutation.as_deref().and_then(Mutation::from_name),
         }
     }
 
@@ -316,6 +328,22 @@ mod cli {
 
     pub fn main() -> ExitCode {
         let args = Args::parse();
+        if args.list_mutations {
+            for m in Mutation::ALL {
+                println!("{:<36} {}", m.name(), m.description());
+            }
+            return ExitCode::SUCCESS;
+        }
+        if let Some(name) = &args.mutation {
+            if Mutation::from_name(name).is_none() {
+                let names: Vec<&str> = Mutation::ALL.iter().map(|m| m.name()).collect();
+                eprintln!(
+                    "error: unknown mutation {name:?}; known: {}",
+                    names.join(", ")
+                );
+                return ExitCode::from(2);
+            }
+        }
         if args.jobs == 0 {
             eprintln!("error: --jobs must be at least 1");
             return ExitCode::from(2);

@@ -25,7 +25,7 @@ struct Plan {
 fn plan(src: IpAddr, dst: IpAddr, frame_len: usize) -> Plan {
     fault::with(|s| {
         s.counters.frames_sent += 1;
-        let link = format!("{src} -> {dst}");
+        let link = || format!("{src} -> {dst}");
         let mut plan = Plan {
             drop: false,
             delay: Duration::ZERO,
@@ -41,7 +41,7 @@ fn plan(src: IpAddr, dst: IpAddr, frame_len: usize) -> Plan {
         let faults = s.link_faults(src, dst);
         if s.chance(faults.drop_probability) {
             s.counters.frames_dropped += 1;
-            s.record("net.drop", link);
+            s.record("net.drop", link());
             plan.drop = true;
             return plan;
         }
@@ -52,17 +52,17 @@ fn plan(src: IpAddr, dst: IpAddr, frame_len: usize) -> Plan {
         if s.chance(faults.corrupt_probability) {
             let bit = s.rng.gen_range(0..frame_len * 8);
             s.counters.frames_corrupted += 1;
-            s.record("net.corrupt", format!("{link} bit {bit}"));
+            s.record("net.corrupt", format!("{} bit {bit}", link()));
             plan.corrupt_bit = Some(bit);
         }
         if s.chance(faults.duplicate_probability) {
             s.counters.frames_duplicated += 1;
-            s.record("net.duplicate", link.clone());
+            s.record("net.duplicate", link());
             plan.duplicate = true;
         }
         if s.chance(faults.reorder_probability) {
             s.counters.frames_reordered += 1;
-            s.record("net.reorder", link);
+            s.record("net.reorder", link());
             plan.reorder = true;
         }
         plan
