@@ -7,7 +7,8 @@
 #   MUTATION_START=5000 scripts/mutation-score.sh commit-before-quorum read-from-backup
 #
 # Seeds run in batches of MUTATION_BATCH (50) with --json; a mutation stops at the first batch
-# holding a failing (or unknown) seed. Prints: mutation, first catching seed, the checker and
+# holding a seed that fails (or is unknown) with the mutation, where the mutation point
+# actually changed behaviour, and that passes without the mutation. Prints: mutation, first catching seed, the checker and
 # failure kind that fired, seeds run. Exit code 1 if some mutation was never caught.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,13 +52,27 @@ for m in "${mutations[@]}"; do
       exit 2
     fi
     ran=$((ran + n))
-    # The first failing seed of everything run so far (seeds finish out of order with --jobs).
-    caught=$(python3 - "$json" <<'EOF'
+    # The first seed of everything run so far (seeds finish out of order with --jobs) that
+    # fails with the mutation, where the mutation actually bit, and that passes without it
+    # (a seed that also fails on the correct node is not a catch).
+    caught=""
+    while IFS=$'\t' read -r seed checker kind; do
+      [ -n "$seed" ] || continue
+      if grep -qx "$seed" "$work/baseline-fails" 2>/dev/null; then
+        continue
+      fi
+      if "$vopr" --seed "$seed" -n 1 --no-trace-on-failure --no-failure-diagnosis >/dev/null 2>&1; then
+        caught=$(printf '%s\t%s\t%s' "$seed" "$checker" "$kind")
+        break
+      fi
+      echo "$seed" >>"$work/baseline-fails"
+      echo "note: seed $seed fails without the mutation too; not counted" >&2
+    done < <(python3 - "$json" <<'EOF'
 import json, sys
 records = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
-bad = sorted((r for r in records if r["outcome"] != "pass"), key=lambda r: r["seed"])
-if bad:
-    r = bad[0]
+bad = sorted((r for r in records if r["outcome"] != "pass" and r.get("mutation_bites", 0) > 0),
+             key=lambda r: r["seed"])
+for r in bad:
     print("\t".join([str(r["seed"]), r.get("checker") or "?", r.get("failure_kind") or "?"]))
 EOF
 )

@@ -1,15 +1,22 @@
 //! The fault schedule (simulation only): network, disk, crash, pause and partition faults drawn
 //! from the seed, always inside the bound the protocol must survive.
 //!
-//! **The bound.** At most f of 2f+1 replicas are *faulty* at once, where faulty means crashed,
-//! paused, partitioned away, recovering from a restart (for a grace period), or holding a disk
-//! that may corrupt data. Disk corruption (latent errors, bit rot, misdirected writes, fsync
-//! failures, disk full) is confined, for the whole seed, to a fixed set of at most f
-//! *corruptible* replicas, and those count against the budget all the time — so every
-//! committed entry stays intact on at least f+1 replicas... minus the crashed ones, which the
-//! budget also bounds. Crash-time loss and tearing of *unsynced* writes, and per-frame network
-//! faults (drop, duplicate, reorder, corrupt, delay), may hit every replica: the protocol never
-//! depends on unsynced data or on any single message.
+//! **The bound.** Every seed keeps disk corruption (latent errors, bit rot, misdirected writes,
+//! fsync failures, disk full) confined, for the whole seed, to a fixed set of at most f
+//! *corruptible* replicas: every committed entry was synced on a commit quorum of f+1, so it
+//! stays intact on at least one non-corruptible replica. Loss and tearing of *unsynced* writes
+//! at a crash, and per-frame network faults (drop, duplicate, reorder, corrupt, delay), may hit
+//! every replica: the protocol never depends on unsynced data or on any single message. Crashes,
+//! pauses and partitions then follow the seed's [`Bound`]:
+//!
+//! * `Strict` — at most f of 2f+1 replicas are faulty at once, where faulty means crashed,
+//!   paused, partitioned away, recovering from a restart (for a grace period) or corruptible:
+//!   the cluster must stay available throughout.
+//! * `Safety` — crashes (including power loss during an fsync), pauses and partitions may hit
+//!   any number of replicas at once. Availability may be lost while they last, but the node must
+//!   never lose an acknowledged write or return wrong data ("outside the bound the node halts
+//!   rather than return wrong data"), and once faults stop (the liveness phase) it must recover,
+//!   since every committed entry is still intact somewhere.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -23,7 +30,7 @@ use sim_runtime::fault::{self, DiskFaults, LinkFaults};
 use sim_runtime::time::{self, Duration, Instant};
 
 use crate::cluster::{replica_ip, Cluster};
-use crate::swarm::Swarm;
+use crate::swarm::{Bound, Swarm};
 use crate::workload::Shared;
 
 /// Scheduler tick.
@@ -64,7 +71,7 @@ pub struct FaultInterval {
 }
 
 /// Every probabilistic fault knob, by name (what shrinking can switch off as a whole).
-pub const KNOBS: [&str; 12] = [
+pub const KNOBS: [&str; 13] = [
     "net.drop",
     "net.duplicate",
     "net.reorder",
@@ -76,6 +83,7 @@ pub const KNOBS: [&str; 12] = [
     "disk.bit_rot",
     "disk.misdirect",
     "disk.sync_error",
+    "disk.crash_during_sync",
     "disk.disk_full",
 ];
 
@@ -169,11 +177,18 @@ impl Scheduler {
         }
         faults.crash_lost_probability = self.knob("disk.crash_lost", d.crash_lost);
         faults.crash_torn_probability = self.knob("disk.crash_torn", d.crash_torn);
+        if self.swarm.bound == Bound::Safety {
+            // Power loss during fsync may hit any replica under the safety bound.
+            faults.crash_during_sync_probability =
+                self.knob("disk.crash_during_sync", d.crash_during_sync);
+        }
         if self.corruptible[replica] {
             faults.latent_error_probability = self.knob("disk.latent_error", d.latent_error);
             faults.bit_rot_probability = self.knob("disk.bit_rot", d.bit_rot);
             faults.misdirect_probability = self.knob("disk.misdirect", d.misdirect);
             faults.sync_error_probability = self.knob("disk.sync_error", d.sync_error);
+            faults.crash_during_sync_probability =
+                self.knob("disk.crash_during_sync", d.crash_during_sync);
             faults.disk_full_probability = self.knob("disk.disk_full", d.disk_full);
         }
         faults
@@ -193,14 +208,37 @@ impl Scheduler {
     }
 
     /// A replica that may become faulty now without exceeding the bound.
-    fn eligible(&mut self) -> Option<usize> {
+    /// A replica that may become faulty now without exceeding the bound: with probability
+    /// `targeted`, the current primary (where bugs hide) or, for crashes, a corruptible replica
+    /// (whose recovery must handle its own corruption); otherwise any eligible one.
+    fn eligible(&mut self, crash: bool) -> Option<usize> {
         let budget = self.swarm.fault_budget();
-        let spare = self.faulty_count() < budget;
+        let spare = self.swarm.bound == Bound::Safety || self.faulty_count() < budget;
         let candidates: Vec<usize> = (0..self.states.len())
             .filter(|&i| self.states[i] == State::Healthy && (self.corruptible[i] || spare))
             .collect();
         if candidates.is_empty() {
             return None;
+        }
+        if self.rng.gen_bool(self.swarm.targeted) {
+            let corruptible: Vec<usize> = candidates
+                .iter()
+                .copied()
+                .filter(|&i| self.corruptible[i])
+                .collect();
+            if crash && !corruptible.is_empty() && self.rng.gen_bool(0.5) {
+                return Some(corruptible[self.rng.gen_range(0..corruptible.len())]);
+            }
+            // The harness reads who is primary only to aim faults, never to check anything.
+            let primary = kmb_node::inspect::with(|r| {
+                r.replicas
+                    .iter()
+                    .find(|(_, s)| s.primary && s.status == "normal")
+                    .map(|(&i, _)| i as usize)
+            });
+            if let Some(p) = primary.filter(|p| candidates.contains(p)) {
+                return Some(p);
+            }
         }
         Some(candidates[self.rng.gen_range(0..candidates.len())])
     }
@@ -293,9 +331,22 @@ impl Scheduler {
                 match self.states[i] {
                     State::Crashed { until } if now >= until => {
                         cluster.restart(i);
-                        self.states[i] = State::Recovering {
-                            until: now + RECOVERY_GRACE,
+                        // Under the strict bound a restarted replica counts as faulty while
+                        // it recovers; under the safety bound it is simply up again.
+                        let grace = match self.swarm.bound {
+                            Bound::Strict => RECOVERY_GRACE,
+                            Bound::Safety => Duration::ZERO,
                         };
+                        self.states[i] = State::Recovering { until: now + grace };
+                    }
+                    // A power loss during fsync (a disk knob) took the replica down: restart
+                    // it after the shortest fault duration.
+                    State::Healthy | State::Recovering { .. } | State::Partitioned { .. }
+                        if sim_runtime::sim::is_killed(cluster.replicas[i]) =>
+                    {
+                        self.heal_replica(cluster, i);
+                        let down = Duration::from_millis(self.swarm.fault_duration_ms.0);
+                        self.states[i] = State::Crashed { until: now + down };
                     }
                     State::Paused { until } if now >= until => {
                         cluster.resume(i);
@@ -337,11 +388,28 @@ impl Scheduler {
             let crash_p = (self.swarm.crash_rate * tick_s * (1.0 + writes.min(4.0))).min(1.0);
             let pause_p = (self.swarm.pause_rate * tick_s).min(1.0);
             let partition_p = (self.swarm.partition_rate * tick_s).min(1.0);
+            let power_p = (self.swarm.power_failure_rate * tick_s).min(1.0);
+            if power_p > 0.0 && self.rng.gen_bool(power_p) {
+                // A cluster-wide power failure: every running replica loses power at once;
+                // each comes back after its own reboot time.
+                for i in 0..self.states.len() {
+                    let duration = self.duration().as_millis() as u64;
+                    if self.states[i] == State::Healthy {
+                        let fault = FaultInterval {
+                            replica: i as u8,
+                            kind: FaultKind::Crash,
+                            start_ms: elapsed_ms,
+                            end_ms: elapsed_ms + duration,
+                        };
+                        self.start(cluster, &fault, now);
+                    }
+                }
+            }
             for (p, which) in [(crash_p, 0), (pause_p, 1), (partition_p, 2)] {
                 if p <= 0.0 || !self.rng.gen_bool(p) {
                     continue;
                 }
-                let Some(i) = self.eligible() else { continue };
+                let Some(i) = self.eligible(which == 0) else { continue };
                 let kind = match which {
                     0 => FaultKind::Crash,
                     1 => FaultKind::Pause,

@@ -27,6 +27,8 @@ pub struct DiskSwarm {
     pub bit_rot: f64,
     pub misdirect: f64,
     pub sync_error: f64,
+    /// Power loss during an fsync (per sync).
+    pub crash_during_sync: f64,
     pub disk_full: f64,
     pub sync_latency_us: (u64, u64),
 }
@@ -39,6 +41,20 @@ pub struct NetSwarm {
     pub reorder: f64,
     pub corrupt: f64,
     pub delay_us: (u64, u64),
+}
+
+/// How many replicas may be faulty at once.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Bound {
+    /// At most f of 2f+1 replicas crashed, paused, partitioned, recovering or corruptible at
+    /// once: the cluster must stay available throughout.
+    Strict,
+    /// Crashes, pauses and partitions may hit any number of replicas at once (disk corruption
+    /// stays confined to at most f corruptible replicas, so every committed entry stays intact
+    /// on a non-corruptible member of its commit quorum): the cluster must never lose or
+    /// invent data, and must recover once faults stop.
+    Safety,
 }
 
 /// Everything a seed decides.
@@ -54,12 +70,22 @@ pub struct Swarm {
     pub faults: bool,
     pub disk: DiskSwarm,
     pub net: NetSwarm,
+    /// How many replicas crashes, pauses and partitions may hit at once (see `faults`):
+    /// `Strict` keeps every fault within f of 2f+1; `Safety` lets them hit any number (the
+    /// node must stay safe; liveness is required once faults stop).
+    pub bound: Bound,
     /// Mean crashes per simulated second (0 = none).
     pub crash_rate: f64,
     /// Mean partitions per simulated second.
     pub partition_rate: f64,
     /// Mean pauses per simulated second.
     pub pause_rate: f64,
+    /// Mean cluster-wide power failures (every replica loses power at once) per simulated
+    /// second; only under the safety bound.
+    pub power_failure_rate: f64,
+    /// Probability that a crash, pause or partition aims at the current primary (or, for
+    /// crashes, at a corruptible replica) rather than at a random replica.
+    pub targeted: f64,
     /// How long one fault (crash, partition, pause, disk corruption window) lasts, ms.
     pub fault_duration_ms: (u64, u64),
     /// Length of the safety phase, ms of simulated time.
@@ -113,10 +139,11 @@ impl Swarm {
         let disk = DiskSwarm {
             crash_lost: maybe(&mut rng, 0.7, 0.6),
             crash_torn: maybe(&mut rng, 0.7, 0.4),
-            latent_error: maybe(&mut rng, 0.4, 0.002),
-            bit_rot: maybe(&mut rng, 0.4, 0.002),
-            misdirect: maybe(&mut rng, 0.3, 0.002),
+            latent_error: maybe(&mut rng, 0.5, 0.01),
+            bit_rot: maybe(&mut rng, 0.5, 0.01),
+            misdirect: maybe(&mut rng, 0.4, 0.005),
             sync_error: maybe(&mut rng, 0.2, 0.001),
+            crash_during_sync: maybe(&mut rng, 0.6, 0.01),
             disk_full: maybe(&mut rng, 0.2, 0.001),
             sync_latency_us: (rng.gen_range(50..500), rng.gen_range(500..5000)),
         };
@@ -127,9 +154,20 @@ impl Swarm {
             corrupt: maybe(&mut rng, 0.4, 0.005),
             delay_us: (rng.gen_range(50..500), rng.gen_range(500..20_000)),
         };
+        let bound = if rng.gen_bool(0.5) {
+            Bound::Strict
+        } else {
+            Bound::Safety
+        };
         let crash_rate = maybe(&mut rng, 0.8, 1.0);
         let partition_rate = maybe(&mut rng, 0.6, 1.0);
         let pause_rate = maybe(&mut rng, 0.4, 0.5);
+        let power_failure_rate = if bound == Bound::Safety {
+            maybe(&mut rng, 0.5, 0.3)
+        } else {
+            0.0
+        };
+        let targeted = rng.gen_range(0.0..0.8);
         let fault_duration_ms = (rng.gen_range(100..500), rng.gen_range(500..3000));
         Swarm {
             seed,
@@ -142,9 +180,12 @@ impl Swarm {
             faults,
             disk,
             net,
+            bound,
             crash_rate,
             partition_rate,
             pause_rate,
+            power_failure_rate,
+            targeted,
             fault_duration_ms,
             safety_ms: rng.gen_range(5_000..=15_000),
             liveness_ms: 30_000,

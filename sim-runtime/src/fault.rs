@@ -39,6 +39,10 @@ pub struct DiskFaults {
     pub misdirect_probability: f64,
     /// Per sync: probability that the sync fails; a random subset of the dirty writes persists.
     pub sync_error_probability: f64,
+    /// Per sync: probability of a power loss *during* the sync: the node is killed before the
+    /// sync returns, and its unsynced writes are lost, kept or torn as on any kill. (The
+    /// window between a write and its sync is where durability bugs live.)
+    pub crash_during_sync_probability: f64,
     /// Per write: probability of a "no space left on device" error.
     pub disk_full_probability: f64,
     /// Total bytes the node's disk may hold; writes past it fail with "no space".
@@ -75,6 +79,7 @@ pub struct FaultCounters {
     pub bit_rots: u64,
     pub misdirected_writes: u64,
     pub sync_errors: u64,
+    pub crashes_during_sync: u64,
     pub disk_full_errors: u64,
     pub frames_sent: u64,
     pub frames_dropped: u64,
@@ -103,6 +108,7 @@ impl FaultCounters {
             ("bit_rots", self.bit_rots),
             ("misdirected_writes", self.misdirected_writes),
             ("sync_errors", self.sync_errors),
+            ("crashes_during_sync", self.crashes_during_sync),
             ("disk_full_errors", self.disk_full_errors),
             ("frames_sent", self.frames_sent),
             ("frames_dropped", self.frames_dropped),

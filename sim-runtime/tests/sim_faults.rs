@@ -665,3 +665,37 @@ fn pause_stops_progress_resume_continues() {
         let _ = SECTOR_SIZE;
     });
 }
+
+/// Goal: a power loss during fsync kills the node before the sync returns; its unsynced
+/// writes then follow the crash knobs (here: lost).
+#[test]
+fn disk_crash_during_sync_kills_before_sync_returns() {
+    sim::run(19, || async {
+        let n = node("disk", "10.0.0.1");
+        let id = n.id();
+        fault::set_disk_faults(
+            id,
+            DiskFaults {
+                crash_during_sync_probability: 1.0,
+                crash_lost_probability: 1.0,
+                ..Default::default()
+            },
+        );
+        let returned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = returned.clone();
+        n.spawn(async move {
+            let f = File::open("f").await.unwrap();
+            f.write_at(&[7; 512], 0).await.unwrap();
+            let _ = f.sync().await;
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        time::sleep(Duration::from_millis(100)).await;
+        assert!(sim::is_killed(id), "the node lost power during the sync");
+        assert!(!returned.load(std::sync::atomic::Ordering::Relaxed), "the sync never returned");
+        assert_eq!(fault::counters().crashes_during_sync, 1);
+        fault::set_disk_faults(id, DiskFaults::default());
+        sim::restart(id);
+        let len = on(id, async { File::open("f").await.unwrap().len().await.unwrap() }).await;
+        assert_eq!(len, 0, "the unsynced write was lost");
+    });
+}

@@ -308,6 +308,23 @@ impl File {
     pub async fn sync(&self) -> io::Result<()> {
         latency(self.node, true).await;
         let node = self.node;
+        let crash = fault::with(|s| {
+            let p = s.disk_faults(node).crash_during_sync_probability;
+            let crash = s.chance(p);
+            if crash {
+                s.counters.crashes_during_sync += 1;
+                s.record(
+                    "disk.crash_during_sync",
+                    format!("node {node} {}", self.path.display()),
+                );
+            }
+            crash
+        });
+        if crash {
+            // Power loss now: the kill drops this task; the sync never returns.
+            crate::sim::kill(node);
+            std::future::pending::<()>().await;
+        }
         let path = self.path.display().to_string();
         self.with_file(|file, s| {
             let faults = s.disk_faults(node);
