@@ -121,7 +121,13 @@ pub fn publish(replica: &Replica) {
         state.commit = commit;
         state.checkpoint_op = replica.checkpoint_op();
         // Rebuild the log picture only when the log may have changed shape.
-        let shape = (replica.op(), replica.view(), replica.log_view(), replica.checkpoint_op(), commit);
+        let shape = (
+            replica.op(),
+            replica.view(),
+            replica.log_view(),
+            replica.checkpoint_op(),
+            commit,
+        );
         if state.log_shape == Some(shape) {
             if let Some(what) = transition {
                 happen(r, id, what);

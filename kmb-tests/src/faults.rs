@@ -409,7 +409,9 @@ impl Scheduler {
                 if p <= 0.0 || !self.rng.gen_bool(p) {
                     continue;
                 }
-                let Some(i) = self.eligible(which == 0) else { continue };
+                let Some(i) = self.eligible(which == 0) else {
+                    continue;
+                };
                 let kind = match which {
                     0 => FaultKind::Crash,
                     1 => FaultKind::Pause,

@@ -50,5 +50,19 @@ fn vopr_regression_head_is_checkpoint() {
 /// from a durable checkpoint or the applied state), installs it, then recovers the log.
 #[test]
 fn vopr_regression_faulty_local_checkpoint() {
-    check(&[99], "unreadable local checkpoint");
+    check(&[99, 6399], "unreadable local checkpoint");
+}
+
+/// A backup in view change got the StartView of a primary whose head is its checkpoint,
+/// beyond the backup's log: it asked for that checkpoint but dropped the answer (state
+/// transfer was taken only in normal status), timed out, and its StartViewChange for the next
+/// view dragged the cluster through view changes forever (liveness). Fixed: a checkpoint equal
+/// to the awaited head of a chosen DVC / StartView / RecoveryResponse is accepted in any
+/// status, then that log is installed.
+#[test]
+fn vopr_regression_view_change_head_checkpoint_transfer() {
+    check(
+        &[6472, 8500],
+        "view-change backup ignored the head checkpoint",
+    );
 }

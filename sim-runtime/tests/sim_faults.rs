@@ -691,11 +691,17 @@ fn disk_crash_during_sync_kills_before_sync_returns() {
         });
         time::sleep(Duration::from_millis(100)).await;
         assert!(sim::is_killed(id), "the node lost power during the sync");
-        assert!(!returned.load(std::sync::atomic::Ordering::Relaxed), "the sync never returned");
+        assert!(
+            !returned.load(std::sync::atomic::Ordering::Relaxed),
+            "the sync never returned"
+        );
         assert_eq!(fault::counters().crashes_during_sync, 1);
         fault::set_disk_faults(id, DiskFaults::default());
         sim::restart(id);
-        let len = on(id, async { File::open("f").await.unwrap().len().await.unwrap() }).await;
+        let len = on(id, async {
+            File::open("f").await.unwrap().len().await.unwrap()
+        })
+        .await;
         assert_eq!(len, 0, "the unsynced write was lost");
     });
 }

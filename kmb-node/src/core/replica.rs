@@ -78,6 +78,13 @@ pub struct Replica {
     checkpoint_faulty: bool,
     /// Rotates the peer asked for a checkpoint while `checkpoint_faulty`.
     state_transfer_peer: u8,
+    /// The authoritative log being installed (chosen DVC, StartView, primary's
+    /// RecoveryResponse) has its head at the sender's checkpoint, beyond this replica's log
+    /// (`InstallError::MissingHead`): its (op, checksum), and for a StartView/RecoveryResponse
+    /// the log to join. A StateTransfer of exactly that checkpoint is accepted in any status
+    /// (it is verified by the authoritative head), then the install is retried.
+    head_checkpoint_wanted: Option<(u64, Checksum)>,
+    pending_join: Option<(u8, LogSummary)>,
 
     slots: BTreeMap<u64, Slot>,
     op: u64,
@@ -243,6 +250,8 @@ impl Replica {
             checkpoint_inflight: None,
             checkpoint_faulty: durable.checkpoint_faulty.is_some(),
             state_transfer_peer: 0,
+            head_checkpoint_wanted: None,
+            pending_join: None,
             slots: BTreeMap::new(),
             op: checkpoint.op,
             commit_min: checkpoint.op,
@@ -1090,6 +1099,8 @@ impl Replica {
         self.dvc_sent = false;
         self.vc_installed = false;
         self.acked_op = None;
+        self.head_checkpoint_wanted = None;
+        self.pending_join = None;
         self.view_change_due = self.tick + self.config.view_change_ticks;
         self.resend_due = self.tick + self.config.heartbeat_ticks;
         self.recovery_replies.clear();
@@ -1213,6 +1224,7 @@ impl Replica {
                     return;
                 }
                 Err(InstallError::MissingHead) => {
+                    self.head_checkpoint_wanted = Some((best.op, best.op_checksum));
                     self.request_state_transfer(best_from, best.checkpoint_op);
                     return;
                 }
@@ -1682,12 +1694,17 @@ impl Replica {
             Ok(()) => {}
             Err(InstallError::Conflict) => return,
             Err(InstallError::MissingHead) => {
-                if self.status != Status::Recovering {
-                    self.request_state_transfer(primary, summary.checkpoint_op);
-                }
+                // Only the sender's checkpoint can complete this log: ask for it, and join
+                // once it arrives (see `on_state_transfer`).
+                self.head_checkpoint_wanted = Some((summary.op, summary.op_checksum));
+                let checkpoint_op = summary.checkpoint_op;
+                self.pending_join = Some((primary, summary));
+                self.request_state_transfer(primary, checkpoint_op);
                 return;
             }
         }
+        self.head_checkpoint_wanted = None;
+        self.pending_join = None;
         // `log_view` stays below the new view until the installed log is complete and
         // durable (a recovering replica whose log_view already is this view keeps it: every
         // entry it holds is from this view's log).
@@ -1797,7 +1814,11 @@ impl Replica {
         // transfer. Our log above it was never verified against the cluster's: not
         // authoritative.
         let repairing = self.status == Status::Recovering && self.state_missing();
+        let wanted = !self.state_missing()
+            && op > self.commit_min
+            && self.head_checkpoint_wanted == Some((op, checksum));
         let eligible = repairing
+            || wanted
             || self.status == Status::Normal
             || (self.is_primary_elect() && self.vc_installed);
         if !eligible || self.checkpoint_inflight.is_some() {
@@ -1819,7 +1840,7 @@ impl Replica {
             .get(&op)
             .is_some_and(|s| s.header.checksum != checksum)
         {
-            if !repairing && self.chain_from(op) {
+            if !repairing && !wanted && self.chain_from(op) {
                 return; // contradicts our (authoritative) log: ignore
             }
             self.remove_slot(op);
@@ -1847,6 +1868,22 @@ impl Replica {
             checksum,
             snapshot: snapshot_bytes,
         });
+        if wanted {
+            // Install the authoritative log now (its truncation comes before any check of
+            // our own suffix against the new checkpoint).
+            self.head_checkpoint_wanted = None;
+            match self.pending_join.take() {
+                Some((primary, summary)) => self.join_view(primary, summary),
+                None => {
+                    self.try_install_dvcs();
+                    if !self.vc_installed {
+                        self.clean_chain();
+                        self.send_repairs();
+                    }
+                }
+            }
+            return;
+        }
         if repairing {
             self.drop_superseded_after(op);
         }

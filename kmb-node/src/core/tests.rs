@@ -1954,3 +1954,69 @@ fn faulty_checkpoint_end_to_end_converges() {
     net.assert_converged(&[0, 1, 2]);
     assert_eq!(net.replica(2).commit(), 11);
 }
+
+/// Goal (regression, VOPR seeds 6472 and 8500): a backup in view change receives the
+/// StartView of a primary whose head is its checkpoint, beyond the backup's log. It asks for
+/// that checkpoint and must accept it although it is not in normal status (it used to drop
+/// the answer, time out, and drag the cluster through view changes forever); a checkpoint
+/// other than the StartView's head is still ignored.
+#[test]
+fn view_change_backup_installs_start_view_whose_head_is_a_checkpoint() {
+    let root = Entry::root(CLUSTER).checksum();
+    let log = chain(root, 1, 8, 0, "k");
+    let durable = DurableState {
+        view: 0,
+        log_view: 0,
+        checkpoint: None,
+        checkpoint_faulty: None,
+        entries: log[..3].to_vec(),
+        faulty: Vec::new(),
+        restarted: true,
+    };
+    let mut r = Replica::new(config(3, 2), durable);
+    r.poll_effects();
+    let effects = r.step(msg(0, Body::StartViewChange { view: 4 }));
+    assert!(effects.contains(&Effect::WriteSuperblock {
+        view: 4,
+        log_view: 0
+    }));
+    r.step(Input::SuperblockSynced {
+        view: 4,
+        log_view: 0,
+    });
+    assert_eq!((r.status(), r.view()), (Status::ViewChange, 4));
+    let head = log[7].checksum();
+    let sv = Body::StartView {
+        view: 4,
+        op: 8,
+        op_checksum: head,
+        commit: 8,
+        checkpoint_op: 8,
+        headers: Vec::new(),
+    };
+    let effects = r.step(msg(1, sv));
+    assert_eq!(
+        sends(&effects),
+        vec![(1, Body::RequestStateTransfer { op_min: 1 })]
+    );
+    let transfer = |checkpoint_checksum| Body::StateTransfer {
+        view: 4,
+        checkpoint_op: 8,
+        checkpoint_checksum,
+        snapshot: snapshot::empty(),
+    };
+    assert_eq!(r.step(msg(1, transfer(head ^ 1))), vec![]);
+    assert_eq!(r.status(), Status::ViewChange);
+    let effects = r.step(msg(1, transfer(head)));
+    assert!(effects.contains(&Effect::InstallCheckpoint {
+        op: 8,
+        checksum: head,
+        snapshot: snapshot::empty()
+    }));
+    assert_eq!((r.status(), r.view(), r.commit()), (Status::Normal, 4, 8));
+    assert_eq!(r.op(), 8);
+    assert!(effects.contains(&Effect::WriteSuperblock {
+        view: 4,
+        log_view: 4
+    }));
+}
