@@ -65,6 +65,22 @@ pub struct Registry {
     /// Per replica, for each start in order: the index in `commits[replica]` where that
     /// incarnation's commits begin.
     pub commit_starts: BTreeMap<u8, Vec<usize>>,
+    /// Per replica, for each start in order: the highest op its storage reported durable
+    /// (last seen in that incarnation).
+    pub durable_heads: BTreeMap<u8, Vec<u64>>,
+    /// Per replica, for each start in order: what storage recovery reported.
+    pub recovery_reports: BTreeMap<u8, Vec<RecoveryReport>>,
+}
+
+/// What one start's storage recovery reported.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The checkpoint the superblock references.
+    pub checkpoint_op: u64,
+    /// Ops recovered intact.
+    pub present: Vec<u64>,
+    /// Ops reported faulty (written, unreadable).
+    pub faulty: Vec<u64>,
 }
 
 /// Bound on recorded happenings per simulation.
@@ -151,6 +167,7 @@ pub fn started(replica: u8) {
         let mut r = r.borrow_mut();
         let index = r.commits.get(&replica).map_or(0, Vec::len);
         r.commit_starts.entry(replica).or_default().push(index);
+        r.durable_heads.entry(replica).or_default().push(0);
         let state = r.replicas.entry(replica).or_default();
         state.starts += 1;
         // A new incarnation publishes its status afresh.
@@ -192,6 +209,36 @@ pub fn halted(replica: u8, reason: String) {
         let mut r = r.borrow_mut();
         r.halts.push((replica, reason.clone()));
         happen(&mut r, replica, Happening::Halted { reason });
+    });
+}
+
+/// Record the highest op the current incarnation's storage reports durable.
+pub fn durable(replica: u8, op: u64) {
+    REGISTRY.with(|r| {
+        if let Some(last) = r
+            .borrow_mut()
+            .durable_heads
+            .entry(replica)
+            .or_default()
+            .last_mut()
+        {
+            *last = op;
+        }
+    });
+}
+
+/// Record what storage recovery reported at this start.
+pub fn recovery_report(replica: u8, checkpoint_op: u64, present: Vec<u64>, faulty: Vec<u64>) {
+    REGISTRY.with(|r| {
+        r.borrow_mut()
+            .recovery_reports
+            .entry(replica)
+            .or_default()
+            .push(RecoveryReport {
+                checkpoint_op,
+                present,
+                faulty,
+            })
     });
 }
 

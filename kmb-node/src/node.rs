@@ -177,6 +177,13 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         )));
     }
     let durable = durable_state(&recovery)?;
+    #[cfg(madsim)]
+    crate::inspect::recovery_report(
+        identity.replica,
+        recovery.superblock.checkpoint.op,
+        durable.entries.iter().map(|e| e.header.op).collect(),
+        durable.faulty.clone(),
+    );
     if !durable.restarted {
         // Mark the data file as started before taking part in anything.
         storage
@@ -278,7 +285,10 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             .await
             .inspect_err(|e| tracing::warn!(replica = me, "stopping: {e}"))?;
         #[cfg(madsim)]
-        crate::inspect::publish(&replica);
+        {
+            crate::inspect::publish(&replica);
+            crate::inspect::durable(me as u8, driver.storage.durable());
+        }
     }
 }
 

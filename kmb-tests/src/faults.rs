@@ -99,7 +99,14 @@ pub struct Scheduler {
     recorded: Vec<FaultInterval>,
     /// Knobs switched off.
     disabled: BTreeSet<String>,
+    /// Follow-up faults of compound patterns, waiting for their start time (record mode).
+    followups: Vec<FaultInterval>,
+    /// Replicas whose disk rots fast until this instant (a burst during their recovery).
+    rot_burst_until: Vec<Option<Instant>>,
 }
+
+/// `FaultInterval::replica` value meaning "the primary at the fault's start".
+pub const PRIMARY: u8 = u8::MAX;
 
 fn latency_only(swarm: &Swarm) -> DiskFaults {
     DiskFaults {
@@ -133,6 +140,8 @@ impl Scheduler {
             replay: None,
             recorded: Vec::new(),
             disabled: BTreeSet::new(),
+            followups: Vec::new(),
+            rot_burst_until: vec![None; n],
         }
     }
 
@@ -230,17 +239,22 @@ impl Scheduler {
                 return Some(corruptible[self.rng.gen_range(0..corruptible.len())]);
             }
             // The harness reads who is primary only to aim faults, never to check anything.
-            let primary = kmb_node::inspect::with(|r| {
-                r.replicas
-                    .iter()
-                    .find(|(_, s)| s.primary && s.status == "normal")
-                    .map(|(&i, _)| i as usize)
-            });
+            let primary = Self::current_primary();
             if let Some(p) = primary.filter(|p| candidates.contains(p)) {
                 return Some(p);
             }
         }
         Some(candidates[self.rng.gen_range(0..candidates.len())])
+    }
+
+    /// The current primary, as the replicas publish it (used only to aim faults).
+    fn current_primary() -> Option<usize> {
+        kmb_node::inspect::with(|r| {
+            r.replicas
+                .iter()
+                .find(|(_, s)| s.primary && s.status == "normal")
+                .map(|(&i, _)| i as usize)
+        })
     }
 
     fn duration(&mut self) -> Duration {
@@ -330,6 +344,17 @@ impl Scheduler {
             for i in 0..self.states.len() {
                 match self.states[i] {
                     State::Crashed { until } if now >= until => {
+                        // A corruptible replica sometimes restarts into a burst of bit rot, so
+                        // its recovery must tell corrupt entries from never-written ones.
+                        if self.corruptible[i]
+                            && !self.disabled.contains("disk.bit_rot")
+                            && self.rng.gen_bool(0.5)
+                        {
+                            let mut burst = self.disk_faults(i);
+                            burst.bit_rot_probability = 0.05;
+                            fault::set_disk_faults(cluster.replicas[i], burst);
+                            self.rot_burst_until[i] = Some(now + Duration::from_millis(300));
+                        }
                         cluster.restart(i);
                         // Under the strict bound a restarted replica counts as faulty while
                         // it recovers; under the safety bound it is simply up again.
@@ -365,7 +390,34 @@ impl Scheduler {
             if !self.swarm.faults {
                 continue;
             }
+            for i in 0..self.states.len() {
+                if self.rot_burst_until[i].is_some_and(|t| now >= t) {
+                    self.rot_burst_until[i] = None;
+                    fault::set_disk_faults(cluster.replicas[i], self.disk_faults(i));
+                }
+            }
             let elapsed_ms = (now - phase_start).as_millis() as u64;
+            // Follow-ups of compound patterns whose time has come (the primary is resolved
+            // now; a busy replica skips its follow-up).
+            let due: Vec<FaultInterval> = self
+                .followups
+                .iter()
+                .filter(|f| f.start_ms <= elapsed_ms)
+                .cloned()
+                .collect();
+            self.followups.retain(|f| f.start_ms > elapsed_ms);
+            for mut f in due {
+                if f.replica == PRIMARY {
+                    match Self::current_primary() {
+                        Some(p) => f.replica = p as u8,
+                        None => continue,
+                    }
+                }
+                let i = f.replica as usize;
+                if i < self.states.len() && self.states[i] == State::Healthy {
+                    self.start(cluster, &f, now);
+                }
+            }
             if let Some(schedule) = self.replay.as_mut() {
                 // Replay: start every scheduled fault whose time has come, if its replica is
                 // free (removing faults while shrinking can only free replicas).
@@ -420,6 +472,7 @@ impl Scheduler {
                     },
                 };
                 let duration = self.duration().as_millis() as u64;
+                let isolating_primary = which == 2 && Self::current_primary() == Some(i);
                 let fault = FaultInterval {
                     replica: i as u8,
                     kind,
@@ -427,6 +480,20 @@ impl Scheduler {
                     end_ms: elapsed_ms + duration,
                 };
                 self.start(cluster, &fault, now);
+                // Compound pattern (safety bound): an isolated primary keeps preparing what
+                // its clients send; crash whoever leads when it heals, so the old primary's
+                // stale log meets a view change before it learns the newer view.
+                if isolating_primary && self.swarm.bound == Bound::Safety && self.rng.gen_bool(0.5)
+                {
+                    let down = self.duration().as_millis() as u64;
+                    let at = (elapsed_ms + duration).saturating_sub(TICK.as_millis() as u64);
+                    self.followups.push(FaultInterval {
+                        replica: PRIMARY,
+                        kind: FaultKind::Crash,
+                        start_ms: at,
+                        end_ms: at + down,
+                    });
+                }
             }
         }
     }

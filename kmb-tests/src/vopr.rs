@@ -274,6 +274,22 @@ fn observations(
         );
     }
     obs.liveness = liveness;
+    obs.durable_heads = registry.durable_heads.clone();
+    obs.recovery_reports = registry
+        .recovery_reports
+        .iter()
+        .map(|(&r, reports)| {
+            let reports = reports
+                .iter()
+                .map(|rep| checkers::RecoveryReport {
+                    checkpoint_op: rep.checkpoint_op,
+                    present: rep.present.iter().copied().collect(),
+                    faulty: rep.faulty.iter().copied().collect(),
+                })
+                .collect();
+            (r, reports)
+        })
+        .collect();
     obs
 }
 

@@ -14,6 +14,11 @@
 //!    [`super::replay`]) at `c`.
 //! 3. Each checkpoint `(replica, op, h)`: `h` equals any replica's published state hash at `op`
 //!    and the model's at `op`.
+//! 4. Recovery never forgets a committed op it had made durable (Protocol-Aware Recovery): at
+//!    each restart, every op the replica itself committed earlier (with the cluster's
+//!    checksum) that lies above the recovered checkpoint and at most the durable head of the
+//!    previous incarnation is reported intact or faulty — never absent, as if it had never
+//!    been written.
 
 use std::collections::BTreeSet;
 
@@ -80,6 +85,51 @@ pub fn check(obs: &Observations) -> Verdict {
                 .replica(replica)
                 .op(c),
             );
+        }
+    }
+    for (&replica, reports) in &obs.recovery_reports {
+        let Some(heads) = obs.durable_heads.get(&replica) else {
+            continue;
+        };
+        if heads.len() != reports.len() {
+            continue; // a start that failed before recovery: incarnations do not line up
+        }
+        let starts = obs.commit_incarnations.get(&replica);
+        let commits = obs.commits.get(&replica).map_or(&[][..], Vec::as_slice);
+        for k in 1..reports.len() {
+            let report = &reports[k];
+            let head = heads[k - 1];
+            // Ops this replica itself committed before start `k`, as the cluster committed
+            // them: their entries were in its WAL, and up to `head` they were synced.
+            let end = starts
+                .and_then(|s| s.get(k).copied())
+                .unwrap_or(commits.len())
+                .min(commits.len());
+            let had: BTreeSet<u64> = commits[..end]
+                .iter()
+                .filter(|(op, c)| obs.committed.get(op).is_some_and(|e| e.checksum() == *c))
+                .map(|&(op, _)| op)
+                .collect();
+            if head <= report.checkpoint_op {
+                continue;
+            }
+            let forgotten = had
+                .range(report.checkpoint_op + 1..=head)
+                .copied()
+                .find(|o| !report.present.contains(o) && !report.faulty.contains(o));
+            if let Some(op) = forgotten {
+                return Verdict::Fail(
+                    Violation::new(
+                        NAME,
+                        Classification::RecoveryFailure,
+                        format!(
+                            "replica {replica} (start {k}) recovered without committed op {op}: it was durable (head {head}) before the restart, yet recovery reported it neither intact nor faulty"
+                        ),
+                    )
+                    .replica(replica)
+                    .op(op),
+                );
+            }
         }
     }
     for (&replica, cps) in &obs.checkpoints {
@@ -168,5 +218,46 @@ mod tests {
         let v = fail(&obs);
         assert_eq!(v.classification, Classification::CheckpointMismatch);
         assert_eq!(v.op, Some(CHECKPOINT_OP));
+    }
+
+    /// Goal: a committed, durable op that recovery reports neither intact nor faulty fires.
+    #[test]
+    fn checkpoint_recovery_forgotten_durable_op_fires() {
+        let mut obs = fixture::clean();
+        // Replica 0 committed everything in its first incarnation, then restarted once.
+        let commits = obs.commits[&0].clone();
+        let op = commits
+            .iter()
+            .map(|&(o, _)| o)
+            .max()
+            .expect("replica 0 committed");
+        obs.commit_incarnations.insert(0, vec![0, commits.len()]);
+        obs.durable_heads.insert(0, vec![op, op]);
+        let all: BTreeSet<u64> = (1..=op).collect();
+        let report = |present: BTreeSet<u64>| crate::checkers::RecoveryReport {
+            checkpoint_op: 0,
+            present,
+            faulty: BTreeSet::new(),
+        };
+        obs.recovery_reports
+            .insert(0, vec![report(BTreeSet::new()), report(all.clone())]);
+        assert_eq!(check(&obs), Verdict::Pass, "everything recovered");
+        let mut missing = all.clone();
+        missing.remove(&op);
+        obs.recovery_reports
+            .insert(0, vec![report(BTreeSet::new()), report(missing)]);
+        let v = fail(&obs);
+        assert_eq!((v.replica, v.op), (Some(0), Some(op)));
+        // Reported faulty instead of absent: fine.
+        let mut faulty = crate::checkers::RecoveryReport {
+            checkpoint_op: 0,
+            present: all,
+            faulty: BTreeSet::new(),
+        };
+        faulty.present.remove(&op);
+        faulty.faulty.insert(op);
+        obs.recovery_reports
+            .insert(0, vec![report(BTreeSet::new()), faulty]);
+        assert_eq!(check(&obs), Verdict::Pass);
     }
 }

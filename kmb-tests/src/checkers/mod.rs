@@ -20,7 +20,7 @@
 //! [`replay`] is the shared model (not an invariant): the committed log replayed through a
 //! fresh key-value state and client table, exactly as the core applies it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kmb_node::entry::{Checksum, Entry};
 use lincheck::kv::KvOp;
@@ -68,6 +68,14 @@ pub struct Liveness {
     pub deadline_ms: u64,
 }
 
+/// What one start's storage recovery reported.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub checkpoint_op: u64,
+    pub present: BTreeSet<u64>,
+    pub faulty: BTreeSet<u64>,
+}
+
 /// Everything the checkers read, all from the real replicas and the real clients.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Observations {
@@ -103,6 +111,12 @@ pub struct Observations {
     pub final_states: BTreeMap<u8, FinalState>,
     /// The liveness phase's result.
     pub liveness: Liveness,
+    /// Per replica, for each start in order: the highest op its storage reported durable in
+    /// that incarnation (the last value seen before it stopped).
+    pub durable_heads: BTreeMap<u8, Vec<u64>>,
+    /// Per replica, for each start in order: what storage recovery reported — the checkpoint
+    /// op, the ops recovered intact, and the ops reported faulty.
+    pub recovery_reports: BTreeMap<u8, Vec<RecoveryReport>>,
 }
 
 impl Default for Observations {
@@ -130,6 +144,8 @@ impl Observations {
             checkpoints: BTreeMap::new(),
             final_states: BTreeMap::new(),
             liveness: Liveness::default(),
+            durable_heads: BTreeMap::new(),
+            recovery_reports: BTreeMap::new(),
         }
     }
 
