@@ -33,5 +33,9 @@ cargo test --workspace --locked
 step "tests (simulation)"
 sim cargo test --workspace --locked
 
+step "VOPR sweep: 300 seeds with faults, 20 seeds run twice for determinism (release)"
+VOPR_SEEDS=300 VOPR_SEED=0 scripts/vopr-quick.sh --no-trace-on-failure
+target/madsim-release/release/vopr --seed 300 -n 20 --jobs "$(nproc)" --check-determinism
+
 step "overnight-sweep script: kill/resume and GNU parallel sharding (fake vopr)"
 scripts/tests/test-overnight.sh

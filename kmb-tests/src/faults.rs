@@ -45,6 +45,8 @@ enum State {
     Paused { until: Instant },
     Partitioned { until: Instant },
     Recovering { until: Instant },
+    /// Will lose power at its next fsync (counts as faulty).
+    Armed { until: Instant },
 }
 
 /// What one scheduled fault does.
@@ -53,6 +55,9 @@ enum State {
 pub enum FaultKind {
     /// Power loss, then restart at the end.
     Crash,
+    /// Power loss during the replica's next fsync (the worst moment), then restart; if it
+    /// never syncs before the end, nothing happens.
+    CrashAtNextSync,
     /// Process stall, then resume.
     Pause,
     /// These directed links (from, to) are blocked, then healed.
@@ -262,8 +267,16 @@ impl Scheduler {
         Duration::from_millis(self.rng.gen_range(lo..=hi))
     }
 
-    /// Draw the directed links that isolate `replica` (symmetric, or one-way per peer).
+    /// Draw the directed links that isolate `replica` (symmetric, or one-way per peer), or cut
+    /// just its link to one other replica.
     fn draw_isolation(&mut self, cluster: &Cluster, replica: usize) -> Vec<(u8, u8)> {
+        if cluster.replicas.len() > 2 && self.rng.gen_bool(0.3) {
+            // A partial partition: only the link to one other replica is cut (both ways),
+            // so the replica still talks to the rest.
+            let others: Vec<usize> = (0..cluster.replicas.len()).filter(|&o| o != replica).collect();
+            let other = others[self.rng.gen_range(0..others.len())] as u8;
+            return vec![(replica as u8, other), (other, replica as u8)];
+        }
         let asymmetric = self.rng.gen_bool(0.3);
         let mut links = Vec::new();
         for other in 0..cluster.replicas.len() {
@@ -291,6 +304,10 @@ impl Scheduler {
             FaultKind::Crash => {
                 cluster.kill(i);
                 State::Crashed { until }
+            }
+            FaultKind::CrashAtNextSync => {
+                fault::arm_crash_on_next_sync(cluster.replicas[i]);
+                State::Armed { until }
             }
             FaultKind::Pause => {
                 cluster.pause(i);
@@ -366,7 +383,10 @@ impl Scheduler {
                     }
                     // A power loss during fsync (a disk knob) took the replica down: restart
                     // it after the shortest fault duration.
-                    State::Healthy | State::Recovering { .. } | State::Partitioned { .. }
+                    State::Healthy
+                    | State::Recovering { .. }
+                    | State::Partitioned { .. }
+                    | State::Armed { .. }
                         if sim_runtime::sim::is_killed(cluster.replicas[i]) =>
                     {
                         self.heal_replica(cluster, i);
@@ -382,6 +402,10 @@ impl Scheduler {
                         self.states[i] = State::Healthy;
                     }
                     State::Recovering { until } if now >= until => {
+                        self.states[i] = State::Healthy;
+                    }
+                    State::Armed { until } if now >= until => {
+                        fault::disarm(cluster.replicas[i]);
                         self.states[i] = State::Healthy;
                     }
                     _ => {}
@@ -465,6 +489,7 @@ impl Scheduler {
                     continue;
                 };
                 let kind = match which {
+                    0 if self.rng.gen_bool(0.5) => FaultKind::CrashAtNextSync,
                     0 => FaultKind::Crash,
                     1 => FaultKind::Pause,
                     _ => FaultKind::Partition {
@@ -504,6 +529,7 @@ impl Scheduler {
         fault::clear_link_faults();
         fault::heal_all();
         for (i, node) in cluster.replicas.iter().enumerate() {
+            fault::disarm(*node);
             fault::set_disk_faults(*node, latency_only(&self.swarm));
             if let State::Paused { .. } = self.states[i] {
                 cluster.resume(i);

@@ -149,6 +149,8 @@ pub(crate) struct WorldState {
     pub(crate) default_link_faults: LinkFaults,
     pub(crate) blocked: BTreeSet<(IpAddr, IpAddr)>,
     pub(crate) killed: BTreeSet<NodeId>,
+    /// Nodes that lose power during their next fsync.
+    pub(crate) armed: BTreeSet<NodeId>,
     pub(crate) counters: FaultCounters,
     pub(crate) events: Vec<FaultEvent>,
     pub(crate) events_dropped: u64,
@@ -207,6 +209,7 @@ impl Simulator for World {
                 default_link_faults: LinkFaults::default(),
                 blocked: BTreeSet::new(),
                 killed: BTreeSet::new(),
+                armed: BTreeSet::new(),
                 counters: FaultCounters::default(),
                 events: Vec::new(),
                 events_dropped: 0,
@@ -249,6 +252,21 @@ pub fn set_disk_faults(node: NodeId, faults: DiskFaults) {
 /// The disk fault knobs of `node`.
 pub fn disk_faults(node: NodeId) -> DiskFaults {
     with(|s| s.disk_faults(node))
+}
+
+/// Make `node` lose power during its next fsync (the worst moment: after writes were issued,
+/// before they are durable). Cleared when it fires or by [`disarm`].
+pub fn arm_crash_on_next_sync(node: NodeId) {
+    with(|s| {
+        s.armed.insert(node);
+    })
+}
+
+/// Cancel [`arm_crash_on_next_sync`] for `node`.
+pub fn disarm(node: NodeId) {
+    with(|s| {
+        s.armed.remove(&node);
+    })
 }
 
 /// Set the fault knobs of the directed link `src → dst`.

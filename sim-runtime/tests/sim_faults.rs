@@ -705,3 +705,35 @@ fn disk_crash_during_sync_kills_before_sync_returns() {
         assert_eq!(len, 0, "the unsynced write was lost");
     });
 }
+
+/// Goal: a node armed to crash on its next fsync dies in that fsync, and only that one.
+#[test]
+fn disk_armed_crash_fires_on_next_sync_only() {
+    sim::run(20, || async {
+        let n = node("disk", "10.0.0.1");
+        let id = n.id();
+        on(id, async {
+            let f = File::open("f").await.unwrap();
+            f.write_at(&[1; 512], 0).await.unwrap();
+            f.sync().await.unwrap();
+        })
+        .await;
+        fault::arm_crash_on_next_sync(id);
+        n.spawn(async move {
+            let f = File::open("f").await.unwrap();
+            f.write_at(&[2; 512], 0).await.unwrap();
+            let _ = f.sync().await;
+        });
+        time::sleep(Duration::from_millis(50)).await;
+        assert!(sim::is_killed(id));
+        assert_eq!(fault::counters().crashes_during_sync, 1);
+        sim::restart(id);
+        on(id, async {
+            let f = File::open("f").await.unwrap();
+            f.write_at(&[3; 512], 0).await.unwrap();
+            f.sync().await.unwrap();
+        })
+        .await;
+        assert_eq!(fault::counters().crashes_during_sync, 1, "the arm fired once");
+    });
+}

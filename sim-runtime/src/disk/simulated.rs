@@ -310,7 +310,7 @@ impl File {
         let node = self.node;
         let crash = fault::with(|s| {
             let p = s.disk_faults(node).crash_during_sync_probability;
-            let crash = s.chance(p);
+            let crash = s.armed.remove(&node) || s.chance(p);
             if crash {
                 s.counters.crashes_during_sync += 1;
                 s.record(
