@@ -41,12 +41,22 @@ const RECOVERY_GRACE: Duration = Duration::from_millis(2000);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Healthy,
-    Crashed { until: Instant },
-    Paused { until: Instant },
-    Partitioned { until: Instant },
-    Recovering { until: Instant },
+    Crashed {
+        until: Instant,
+    },
+    Paused {
+        until: Instant,
+    },
+    Partitioned {
+        until: Instant,
+    },
+    Recovering {
+        until: Instant,
+    },
     /// Will lose power at its next fsync (counts as faulty).
-    Armed { until: Instant },
+    Armed {
+        until: Instant,
+    },
 }
 
 /// What one scheduled fault does.
@@ -273,7 +283,9 @@ impl Scheduler {
         if cluster.replicas.len() > 2 && self.rng.gen_bool(0.3) {
             // A partial partition: only the link to one other replica is cut (both ways),
             // so the replica still talks to the rest.
-            let others: Vec<usize> = (0..cluster.replicas.len()).filter(|&o| o != replica).collect();
+            let others: Vec<usize> = (0..cluster.replicas.len())
+                .filter(|&o| o != replica)
+                .collect();
             let other = others[self.rng.gen_range(0..others.len())] as u8;
             return vec![(replica as u8, other), (other, replica as u8)];
         }
@@ -463,6 +475,34 @@ impl Scheduler {
             let writes = shared.writes_in_flight.load(Ordering::Relaxed) as f64;
             let crash_p = (self.swarm.crash_rate * tick_s * (1.0 + writes.min(4.0))).min(1.0);
             let pause_p = (self.swarm.pause_rate * tick_s).min(1.0);
+            // A replica in the middle of a view change is about to make its new view durable:
+            // sometimes arm a power loss at its next fsync, where view-change durability bugs
+            // live (crash rate > 0 only).
+            if self.swarm.crash_rate > 0.0 {
+                let changing: Vec<usize> = kmb_node::inspect::with(|r| {
+                    r.replicas
+                        .iter()
+                        .filter(|(_, s)| s.status == "view_change")
+                        .map(|(&i, _)| i as usize)
+                        .collect()
+                });
+                for i in changing {
+                    let allowed = self.states.get(i) == Some(&State::Healthy)
+                        && (self.swarm.bound == Bound::Safety
+                            || self.corruptible[i]
+                            || self.faulty_count() < self.swarm.fault_budget());
+                    if allowed && self.rng.gen_bool(self.swarm.targeted * 0.2) {
+                        let down = self.duration().as_millis() as u64;
+                        let fault = FaultInterval {
+                            replica: i as u8,
+                            kind: FaultKind::CrashAtNextSync,
+                            start_ms: elapsed_ms,
+                            end_ms: elapsed_ms + down,
+                        };
+                        self.start(cluster, &fault, now);
+                    }
+                }
+            }
             let partition_p = (self.swarm.partition_rate * tick_s).min(1.0);
             let power_p = (self.swarm.power_failure_rate * tick_s).min(1.0);
             if power_p > 0.0 && self.rng.gen_bool(power_p) {

@@ -734,6 +734,10 @@ fn disk_armed_crash_fires_on_next_sync_only() {
             f.sync().await.unwrap();
         })
         .await;
-        assert_eq!(fault::counters().crashes_during_sync, 1, "the arm fired once");
+        assert_eq!(
+            fault::counters().crashes_during_sync,
+            1,
+            "the arm fired once"
+        );
     });
 }
