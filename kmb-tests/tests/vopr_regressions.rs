@@ -1,5 +1,10 @@
 //! VOPR seeds that once failed because of a node bug, kept as regressions (simulation only).
 //! Each entry names the bug; see `docs/protocol.md` for the rules they enforce.
+//!
+//! A seed reproduces a bug only with the harness it was found with: the fault schedule has
+//! grown since (targeted faults, power loss during fsync, partial partitions), so these seeds
+//! now run different scenarios. Each bug is also pinned by an exact-effects unit test of the
+//! core (`kmb-node/src/core/tests.rs`); these seeds stay as end-to-end smoke tests.
 #![cfg(madsim)]
 
 use kmb_tests::vopr::{run_seed, Outcome, RunOptions};
