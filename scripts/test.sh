@@ -18,7 +18,7 @@ if [ -z "${KMB_SKIP_LINT:-}" ]; then
   step "clippy (production)"
   cargo clippy --workspace --all-targets --locked -- -D warnings
   step "clippy (simulation)"
-  sim cargo clippy --workspace --all-targets --locked -- -D warnings
+  sim cargo clippy --workspace --all-targets --features kmb-tests/vopr --locked -- -D warnings
 fi
 
 step "production build does not link madsim"
