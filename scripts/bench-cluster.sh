@@ -30,8 +30,8 @@ done
 port=""
 for _ in $(seq 1 100); do
   for p in 6401 6402 6403; do
-    out=$(redis-cli -p "$p" GET probe 2>/dev/null || true)
-    case "$out" in REDIRECT*|TIMEOUT*|"Could not"*|"") ;; *) port=$p ;; esac
+    out=$(redis-cli -p "$p" SET probe 1 2>/dev/null || true)
+    case "$out" in OK) port=$p ;; esac
     [ -n "$port" ] && break
   done
   [ -n "$port" ] && break

@@ -71,3 +71,17 @@ fn vopr_regression_view_change_head_checkpoint_transfer() {
         "view-change backup ignored the head checkpoint",
     );
 }
+
+/// A replica whose superblock recorded `log_view` 2 with `log_view_head` 16 repaired ops
+/// 17..20 prepared (and committed) in view 0, synced them, and crashed before any superblock
+/// write: recovery took them for a suffix truncated by a view change (op above
+/// `log_view_head`, view below `log_view`) and forgot committed, durable entries
+/// (`checkpoint_recovery` rule 4). Fixed (storage): a sync that made such an entry durable
+/// raises the recorded `log_view_head` over the contiguous log.
+#[test]
+fn vopr_regression_old_view_entry_above_log_view_head() {
+    check(
+        &[1449],
+        "durable old-view entry above log_view_head forgotten",
+    );
+}

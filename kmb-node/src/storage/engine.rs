@@ -361,7 +361,43 @@ impl Storage {
         }
         self.sync_file().await?;
         self.durable = self.head;
+        self.record_old_view_entries(&pending).await?;
         Ok(self.durable)
+    }
+
+    /// Recovery takes an entry above the recorded `log_view_head` whose view is older than
+    /// `log_view` for a truncated suffix and ignores it. An entry of an older view can still
+    /// be appended legitimately above the recorded head (a committed entry repaired from a
+    /// peer while `log_view` is newer than the view it was prepared in): once such entries
+    /// are durable, raise the recorded `log_view_head` over the contiguous run of the log
+    /// above it (every op of which now holds, durably, the entry the log holds), so recovery
+    /// does not forget them. Ops past a hole are covered by a later sync that fills the hole
+    /// (a stale entry of a truncated suffix may still sit in the hole's slot). Skipped while a
+    /// truncation is unpublished: the next [`Storage::write_superblock`] records the head.
+    async fn record_old_view_entries(&mut self, synced: &[Header]) -> Result<(), StorageError> {
+        let sb = self.superblock;
+        if self.truncated_view.is_some()
+            || !synced
+                .iter()
+                .any(|h| h.op > self.log_view_head && h.view < sb.log_view)
+        {
+            return Ok(());
+        }
+        let mut head = self.log_view_head.max(sb.checkpoint.op);
+        while head < self.head
+            && matches!(self.slots[self.layout.slot_of(head + 1)], Some(h) if h.op == head + 1)
+        {
+            head += 1;
+        }
+        if head <= sb.log_view_head {
+            return Ok(());
+        }
+        let next = Superblock {
+            sequence: sb.sequence + 1,
+            log_view_head: head,
+            ..sb
+        };
+        self.publish(next).await
     }
 
     /// Discard the log after `op` (a view change installs another suffix). Takes effect
@@ -688,6 +724,93 @@ mod tests {
                 e
             })
             .collect()
+    }
+
+    /// `entries` re-stamped with `view`, re-chained from the root.
+    fn in_view(entries: &[Entry], view: u32, tag: u8) -> Vec<Entry> {
+        let mut parent = Entry::root(CLUSTER).checksum();
+        entries
+            .iter()
+            .map(|e| {
+                let h = &e.header;
+                let e = Entry::new(
+                    EntryFields {
+                        cluster: CLUSTER,
+                        replica: 0,
+                        view,
+                        op: h.op,
+                        commit: h.commit,
+                        parent,
+                        client: 9,
+                        request: h.request,
+                        operation: Operation::Request,
+                    },
+                    vec![tag; 40],
+                );
+                parent = e.checksum();
+                e
+            })
+            .collect()
+    }
+
+    /// Goal: an entry of a view older than `log_view` appended above the recorded
+    /// `log_view_head` (a committed entry repaired from a peer while a newer `log_view` is
+    /// recorded — VOPR seed 1449) survives a restart once synced: `sync` raises the recorded
+    /// head over the contiguous log, so recovery does not take it for a truncated suffix. A
+    /// stale entry of a truncated suffix in a hole below such an entry is still ignored.
+    #[test]
+    fn old_view_entries_appended_above_log_view_head_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r1.kmb");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let entries = chain(6);
+            Storage::format(&path, ID, SMALL).await.unwrap();
+            let (mut s, _) = Storage::open(&path).await.unwrap();
+            for e in &entries[..4] {
+                s.append(e).await.unwrap();
+            }
+            // A view change installed the log up to op 4 as log_view 2.
+            s.write_superblock(2, 2).await.unwrap();
+            assert_eq!(s.superblock().log_view_head, 4);
+            // Ops 5 and 6, prepared in view 0 and committed, repaired from a peer.
+            s.append(&entries[4]).await.unwrap();
+            s.append(&entries[5]).await.unwrap();
+            assert_eq!(s.sync().await.unwrap(), 6);
+            assert_eq!(s.superblock().log_view_head, 6);
+            assert_eq!((s.superblock().view, s.superblock().log_view), (2, 2));
+            drop(s);
+            let (_, r) = Storage::open(&path).await.unwrap();
+            assert_eq!(r.log, entries);
+            assert!(r.faulty.is_empty());
+
+            // A truncated suffix: ops 5, 6 of another view-1 history dropped by view 2.
+            let other = in_view(&entries, 1, 0xee);
+            Storage::format(&path, ID, SMALL).await.unwrap();
+            let (mut s, _) = Storage::open(&path).await.unwrap();
+            for e in &entries[..4] {
+                s.append(e).await.unwrap();
+            }
+            for e in &other[4..] {
+                s.append(e).await.unwrap();
+            }
+            s.sync().await.unwrap();
+            s.truncate_after(4).await.unwrap();
+            s.write_superblock(2, 2).await.unwrap();
+            assert_eq!(s.superblock().log_view_head, 4);
+            // Only op 6 of the view-0 history is repaired: op 5's slot still holds the
+            // truncated view-1 entry, so the recorded head stays below the hole.
+            s.append(&entries[5]).await.unwrap();
+            s.sync().await.unwrap();
+            assert_eq!(s.superblock().log_view_head, 4);
+            drop(s);
+            let (_, r) = Storage::open(&path).await.unwrap();
+            assert_eq!(r.log, entries[..4].to_vec());
+            assert!(r.faulty.is_empty());
+        });
     }
 
     /// Goal: an unreadable checkpoint is reported `Faulty` with the log above it intact, and
