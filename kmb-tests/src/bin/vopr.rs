@@ -316,8 +316,11 @@ mod cli {
         }
         println!("  wrote {}", path.display());
         println!(
-            "replay the minimal reproduction with: vopr --replay {} -v",
-            path.display()
+            "replay the minimal reproduction with: vopr --replay {} -v{}",
+            path.display(),
+            args.mutation
+                .as_ref()
+                .map_or(String::new(), |m| format!(" --mutation {m}"))
         );
         if shrunk.record.outcome == Outcome::Fail {
             ExitCode::FAILURE
