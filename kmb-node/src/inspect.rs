@@ -70,11 +70,15 @@ pub struct Registry {
     pub durable_heads: BTreeMap<u8, Vec<u64>>,
     /// Per replica, for each start in order: what storage recovery reported.
     pub recovery_reports: BTreeMap<u8, Vec<RecoveryReport>>,
+    /// Per replica, for each start in order: the highest view it sent a DoViewChange for.
+    pub votes: BTreeMap<u8, Vec<u32>>,
 }
 
 /// What one start's storage recovery reported.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
+    /// The durable view (superblock).
+    pub view: u32,
     /// The checkpoint the superblock references.
     pub checkpoint_op: u64,
     /// Ops recovered intact.
@@ -168,6 +172,7 @@ pub fn started(replica: u8) {
         let index = r.commits.get(&replica).map_or(0, Vec::len);
         r.commit_starts.entry(replica).or_default().push(index);
         r.durable_heads.entry(replica).or_default().push(0);
+        r.votes.entry(replica).or_default().push(0);
         let state = r.replicas.entry(replica).or_default();
         state.starts += 1;
         // A new incarnation publishes its status afresh.
@@ -227,14 +232,30 @@ pub fn durable(replica: u8, op: u64) {
     });
 }
 
+/// Record that the current incarnation sent a DoViewChange for `view` (a vote).
+pub fn voted(replica: u8, view: u32) {
+    REGISTRY.with(|r| {
+        if let Some(last) = r.borrow_mut().votes.entry(replica).or_default().last_mut() {
+            *last = (*last).max(view);
+        }
+    });
+}
+
 /// Record what storage recovery reported at this start.
-pub fn recovery_report(replica: u8, checkpoint_op: u64, present: Vec<u64>, faulty: Vec<u64>) {
+pub fn recovery_report(
+    replica: u8,
+    view: u32,
+    checkpoint_op: u64,
+    present: Vec<u64>,
+    faulty: Vec<u64>,
+) {
     REGISTRY.with(|r| {
         r.borrow_mut()
             .recovery_reports
             .entry(replica)
             .or_default()
             .push(RecoveryReport {
+                view,
                 checkpoint_op,
                 present,
                 faulty,

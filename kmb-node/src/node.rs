@@ -180,6 +180,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     #[cfg(madsim)]
     crate::inspect::recovery_report(
         identity.replica,
+        recovery.superblock.view,
         recovery.superblock.checkpoint.op,
         durable.entries.iter().map(|e| e.header.op).collect(),
         durable.faulty.clone(),
@@ -358,6 +359,10 @@ impl Driver {
             while let Some(effect) = queue.pop_front() {
                 match effect {
                     Effect::Send { to, message } => {
+                        #[cfg(madsim)]
+                        if let crate::core::Body::DoViewChange { view, .. } = &message.body {
+                            crate::inspect::voted(self.me, *view);
+                        }
                         if let Some(Some(peer)) = self.peers.get(to as usize) {
                             // A full queue drops the message: the protocol resends.
                             let _ = peer.try_send(message.encode());

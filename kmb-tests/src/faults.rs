@@ -86,7 +86,7 @@ pub struct FaultInterval {
 }
 
 /// Every probabilistic fault knob, by name (what shrinking can switch off as a whole).
-pub const KNOBS: [&str; 13] = [
+pub const KNOBS: [&str; 14] = [
     "net.drop",
     "net.duplicate",
     "net.reorder",
@@ -96,6 +96,7 @@ pub const KNOBS: [&str; 13] = [
     "disk.crash_torn",
     "disk.latent_error",
     "disk.bit_rot",
+    "disk.rot_burst",
     "disk.misdirect",
     "disk.sync_error",
     "disk.crash_during_sync",
@@ -375,12 +376,10 @@ impl Scheduler {
                     State::Crashed { until } if now >= until => {
                         // A corruptible replica sometimes restarts into a burst of bit rot, so
                         // its recovery must tell corrupt entries from never-written ones.
-                        if self.corruptible[i]
-                            && !self.disabled.contains("disk.bit_rot")
-                            && self.rng.gen_bool(0.5)
-                        {
+                        let burst_p = self.knob("disk.rot_burst", self.swarm.disk.rot_burst);
+                        if self.corruptible[i] && burst_p > 0.0 && self.rng.gen_bool(0.5) {
                             let mut burst = self.disk_faults(i);
-                            burst.bit_rot_probability = 0.05;
+                            burst.bit_rot_probability = burst_p;
                             fault::set_disk_faults(cluster.replicas[i], burst);
                             self.rot_burst_until[i] = Some(now + Duration::from_millis(300));
                         }

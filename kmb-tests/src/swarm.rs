@@ -29,6 +29,9 @@ pub struct DiskSwarm {
     pub sync_error: f64,
     /// Power loss during an fsync (per sync).
     pub crash_during_sync: f64,
+    /// Bit-rot probability per read while a corruptible replica recovers after a restart (a
+    /// burst of 300 ms, half of its restarts; 0 = no bursts).
+    pub rot_burst: f64,
     pub disk_full: f64,
     pub sync_latency_us: (u64, u64),
 }
@@ -144,6 +147,7 @@ impl Swarm {
             misdirect: maybe(&mut rng, 0.4, 0.005),
             sync_error: maybe(&mut rng, 0.2, 0.001),
             crash_during_sync: maybe(&mut rng, 0.6, 0.01),
+            rot_burst: maybe(&mut rng, 0.5, 0.05),
             disk_full: maybe(&mut rng, 0.2, 0.001),
             sync_latency_us: (rng.gen_range(50..500), rng.gen_range(500..5000)),
         };

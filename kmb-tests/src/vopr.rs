@@ -275,6 +275,7 @@ fn observations(
     }
     obs.liveness = liveness;
     obs.durable_heads = registry.durable_heads.clone();
+    obs.votes = registry.votes.clone();
     obs.recovery_reports = registry
         .recovery_reports
         .iter()
@@ -282,6 +283,7 @@ fn observations(
             let reports = reports
                 .iter()
                 .map(|rep| checkers::RecoveryReport {
+                    view: rep.view,
                     checkpoint_op: rep.checkpoint_op,
                     present: rep.present.iter().copied().collect(),
                     faulty: rep.faulty.iter().copied().collect(),

@@ -19,6 +19,9 @@
 //!    checksum) that lies above the recovered checkpoint and at most the durable head of the
 //!    previous incarnation is reported intact or faulty — never absent, as if it had never
 //!    been written.
+//! 5. A vote survives a crash: a restarted replica's durable view is at least every view it
+//!    sent a DoViewChange for before the restart (VSR made durable: the view is synced before
+//!    the DoViewChange, or a replica could vote again in an older view).
 
 use std::collections::BTreeSet;
 
@@ -132,6 +135,31 @@ pub fn check(obs: &Observations) -> Verdict {
             }
         }
     }
+    for (&replica, reports) in &obs.recovery_reports {
+        let Some(votes) = obs.votes.get(&replica) else {
+            continue;
+        };
+        if votes.len() != reports.len() {
+            continue;
+        }
+        let mut voted = 0;
+        for k in 1..reports.len() {
+            voted = voted.max(votes[k - 1]);
+            if reports[k].view < voted {
+                return Verdict::Fail(
+                    Violation::new(
+                        NAME,
+                        Classification::RecoveryFailure,
+                        format!(
+                            "replica {replica} (start {k}) recovered durable view {}, but it had sent a DoViewChange for view {voted} before the restart: its vote was not durable",
+                            reports[k].view
+                        ),
+                    )
+                    .replica(replica),
+                );
+            }
+        }
+    }
     for (&replica, cps) in &obs.checkpoints {
         for (&op, &h) in cps {
             let refs = with_model(op);
@@ -235,6 +263,7 @@ mod tests {
         obs.durable_heads.insert(0, vec![op, op]);
         let all: BTreeSet<u64> = (1..=op).collect();
         let report = |present: BTreeSet<u64>| crate::checkers::RecoveryReport {
+            view: 0,
             checkpoint_op: 0,
             present,
             faulty: BTreeSet::new(),
@@ -250,6 +279,7 @@ mod tests {
         assert_eq!((v.replica, v.op), (Some(0), Some(op)));
         // Reported faulty instead of absent: fine.
         let mut faulty = crate::checkers::RecoveryReport {
+            view: 0,
             checkpoint_op: 0,
             present: all,
             faulty: BTreeSet::new(),
@@ -259,5 +289,23 @@ mod tests {
         obs.recovery_reports
             .insert(0, vec![report(BTreeSet::new()), faulty]);
         assert_eq!(check(&obs), Verdict::Pass);
+    }
+
+    /// Goal: a restarted replica whose durable view is below a view it voted in fires.
+    #[test]
+    fn checkpoint_recovery_vote_not_durable_fires() {
+        let mut obs = fixture::clean();
+        let report = |view| crate::checkers::RecoveryReport {
+            view,
+            ..Default::default()
+        };
+        obs.recovery_reports.insert(1, vec![report(0), report(3)]);
+        obs.votes.insert(1, vec![3, 0]);
+        obs.durable_heads.insert(1, vec![0, 0]);
+        assert_eq!(check(&obs), Verdict::Pass, "view 3 was durable");
+        obs.recovery_reports.insert(1, vec![report(0), report(2)]);
+        let v = fail(&obs);
+        assert!(v.message.contains("not durable"), "{}", v.message);
+        assert_eq!(v.replica, Some(1));
     }
 }

@@ -71,6 +71,8 @@ pub struct Liveness {
 /// What one start's storage recovery reported.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
+    /// The durable view recovered from the superblock.
+    pub view: u32,
     pub checkpoint_op: u64,
     pub present: BTreeSet<u64>,
     pub faulty: BTreeSet<u64>,
@@ -117,6 +119,9 @@ pub struct Observations {
     /// Per replica, for each start in order: what storage recovery reported — the checkpoint
     /// op, the ops recovered intact, and the ops reported faulty.
     pub recovery_reports: BTreeMap<u8, Vec<RecoveryReport>>,
+    /// Per replica, for each start in order: the highest view it sent a DoViewChange for in
+    /// that incarnation (0 if none).
+    pub votes: BTreeMap<u8, Vec<u32>>,
 }
 
 impl Default for Observations {
@@ -146,6 +151,7 @@ impl Observations {
             liveness: Liveness::default(),
             durable_heads: BTreeMap::new(),
             recovery_reports: BTreeMap::new(),
+            votes: BTreeMap::new(),
         }
     }
 
