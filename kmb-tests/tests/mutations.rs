@@ -85,27 +85,27 @@ fn mutation_commit_before_quorum_is_caught() {
 
 #[test]
 fn mutation_prepare_ok_before_sync_is_caught() {
-    assert!(!caught(Mutation::PrepareOkBeforeSync, 1, 1).is_empty());
+    assert!(!caught(Mutation::PrepareOkBeforeSync, 113, 1).is_empty());
 }
 
 #[test]
 fn mutation_view_not_synced_before_dvc_is_caught() {
-    assert!(!caught(Mutation::ViewNotSyncedBeforeDvc, 638, 1).is_empty());
+    assert!(!caught(Mutation::ViewNotSyncedBeforeDvc, 2, 1).is_empty());
 }
 
 #[test]
 fn mutation_view_change_longest_log_is_caught() {
-    assert!(!caught(Mutation::ViewChangeLongestLog, 63, 1).is_empty());
+    assert!(!caught(Mutation::ViewChangeLongestLog, 24, 1).is_empty());
 }
 
 #[test]
 fn mutation_recovery_truncates_at_bad_checksum_is_caught() {
-    assert!(!caught(Mutation::RecoveryTruncatesAtBadChecksum, 3, 1).is_empty());
+    assert!(!caught(Mutation::RecoveryTruncatesAtBadChecksum, 11, 1).is_empty());
 }
 
 #[test]
 fn mutation_corrupt_as_blank_is_caught() {
-    assert!(!caught(Mutation::CorruptAsBlank, 3, 1).is_empty());
+    assert!(!caught(Mutation::CorruptAsBlank, 11, 1).is_empty());
 }
 
 #[test]

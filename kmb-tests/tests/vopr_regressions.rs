@@ -85,3 +85,26 @@ fn vopr_regression_old_view_entry_above_log_view_head() {
         "durable old-view entry above log_view_head forgotten",
     );
 }
+
+/// An uncommitted op whose only copy was faulty on one replica (or a hole below its head)
+/// blocked every view change: the primary-elect installed a log past it and waited for a
+/// repair nobody could send; views climbed forever. Fixed (nacks): DoViewChange says which
+/// suffix bodies its sender holds; an op no DVC holds and that `replica_count - quorum + 1`
+/// DVC senders provably never held is truncated by the primary-elect. (1424 was found with an
+/// older harness; 1879, 3542 and 5405 reproduced it with the current one.)
+#[test]
+fn vopr_regression_nack_unrepairable_uncommitted_op() {
+    check(
+        &[1424, 1879, 3542, 5405],
+        "unrepairable uncommitted op blocks the view change",
+    );
+}
+
+/// A replica that moved views alone (durable view above the cluster's) restarted with a
+/// faulty head: its recovery waited for a RecoveryResponse of a view at least its durable
+/// one, which a healthy cluster never reaches. Fixed: it sends a StartViewChange for its
+/// durable view (no log, no vote), and the resulting StartView ends its recovery.
+#[test]
+fn vopr_regression_recovering_ahead_of_cluster() {
+    check(&[451], "recovering replica ahead of the cluster's view");
+}

@@ -18,8 +18,8 @@ pub const HEADERS_MAX: usize = 256;
 pub const MESSAGE_SIZE_MAX: usize = SNAPSHOT_SIZE_MAX + 4096;
 
 const MAGIC: [u8; 4] = *b"KMBM";
-/// 2: `RequestStateTransfer` carries `op_min`.
-const VERSION: u16 = 2;
+/// 2: `RequestStateTransfer` carries `op_min`. 3: `DoViewChange` carries `bodies` (nacks).
+const VERSION: u16 = 3;
 
 /// A message between replicas.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +65,11 @@ pub enum Body {
         commit: u64,
         checkpoint_op: u64,
         headers: Vec<Header>,
+        /// One flag per `headers` entry (same length; encoded as a bitset after the headers):
+        /// the sender holds that entry's body intact and durably. With `op` and `headers` it
+        /// lets the new primary count nacks (see `docs/protocol.md`, "Nacks"): a header-only
+        /// slot (a faulty or not yet repaired body) never counts as a nack.
+        bodies: Vec<bool>,
     },
     /// New primary → all: the log of the new view (head and suffix headers).
     StartView {
@@ -140,6 +145,27 @@ impl Body {
             Body::StateTransfer { .. } => 14,
         }
     }
+}
+
+/// `len` flags as `ceil(len / 8)` bytes, least significant bit first (missing flags: false).
+fn write_bitset(w: &mut Writer, len: usize, flags: &[bool]) {
+    let mut bytes = vec![0u8; len.div_ceil(8)];
+    for (i, _) in flags.iter().take(len).enumerate().filter(|(_, &f)| f) {
+        bytes[i / 8] |= 1 << (i % 8);
+    }
+    w.raw(&bytes);
+}
+
+/// Inverse of [`write_bitset`]; padding bits must be zero (one encoding per value).
+fn read_bitset(r: &mut Reader<'_>, len: usize) -> Result<Vec<bool>, DecodeError> {
+    let bytes = r.raw(len.div_ceil(8))?;
+    let flags: Vec<bool> = (0..len)
+        .map(|i| bytes[i / 8] & (1 << (i % 8)) != 0)
+        .collect();
+    if !len.is_multiple_of(8) && bytes[len / 8] >> (len % 8) != 0 {
+        return Err(DecodeError::Invalid("bitset padding"));
+    }
+    Ok(flags)
 }
 
 fn write_headers(w: &mut Writer, headers: &[Header]) {
@@ -220,6 +246,7 @@ impl Message {
                 commit,
                 checkpoint_op,
                 headers,
+                bodies,
             } => {
                 w.u32(*view);
                 w.u32(*log_view);
@@ -228,6 +255,7 @@ impl Message {
                 w.u64(*commit);
                 w.u64(*checkpoint_op);
                 write_headers(&mut w, headers);
+                write_bitset(&mut w, headers.len(), bodies);
             }
             Body::StartView {
                 view,
@@ -319,15 +347,26 @@ impl Message {
                 checkpoint_op: r.u64()?,
             },
             4 => Body::StartViewChange { view: r.u32()? },
-            5 => Body::DoViewChange {
-                view: r.u32()?,
-                log_view: r.u32()?,
-                op: r.u64()?,
-                op_checksum: r.u128()?,
-                commit: r.u64()?,
-                checkpoint_op: r.u64()?,
-                headers: read_headers(&mut r)?,
-            },
+            5 => {
+                let view = r.u32()?;
+                let log_view = r.u32()?;
+                let op = r.u64()?;
+                let op_checksum = r.u128()?;
+                let commit = r.u64()?;
+                let checkpoint_op = r.u64()?;
+                let headers = read_headers(&mut r)?;
+                let bodies = read_bitset(&mut r, headers.len())?;
+                Body::DoViewChange {
+                    view,
+                    log_view,
+                    op,
+                    op_checksum,
+                    commit,
+                    checkpoint_op,
+                    headers,
+                    bodies,
+                }
+            }
             6 => Body::StartView {
                 view: r.u32()?,
                 op: r.u64()?,

@@ -43,6 +43,9 @@ struct LogSummary {
     commit: u64,
     checkpoint_op: u64,
     headers: Vec<Header>,
+    /// DoViewChange only (empty otherwise): per header, whether the sender holds its body
+    /// intact and durably.
+    bodies: Vec<bool>,
 }
 
 /// Why a log could not be installed.
@@ -114,6 +117,9 @@ pub struct Replica {
     dvcs: BTreeMap<u8, LogSummary>,
     dvc_sent: bool,
     vc_installed: bool,
+    /// Primary-elect after the install: the chosen DVC's suffix headers (the canonical log the
+    /// nack rule judges against).
+    vc_headers: Vec<Header>,
 
     primary_contact_tick: u64,
     heartbeat_due: u64,
@@ -269,6 +275,7 @@ impl Replica {
             dvcs: BTreeMap::new(),
             dvc_sent: false,
             vc_installed: false,
+            vc_headers: Vec::new(),
             primary_contact_tick: 0,
             heartbeat_due: config.heartbeat_ticks,
             prepare_due: config.prepare_ticks,
@@ -901,6 +908,7 @@ impl Replica {
     /// Everything that may follow from a state change, in a fixed order.
     fn progress(&mut self) {
         self.try_install_dvcs();
+        self.truncate_nacked();
         self.commit_ops();
         self.try_advance_log_view();
         self.try_finish_view_change();
@@ -1098,6 +1106,7 @@ impl Replica {
         self.dvcs.clear();
         self.dvc_sent = false;
         self.vc_installed = false;
+        self.vc_headers.clear();
         self.acked_op = None;
         self.head_checkpoint_wanted = None;
         self.pending_join = None;
@@ -1108,6 +1117,7 @@ impl Replica {
     }
 
     fn own_summary(&self) -> Option<LogSummary> {
+        let headers = self.suffix_headers();
         Some(LogSummary {
             view: self.view,
             log_view: self.superblock.1,
@@ -1115,8 +1125,21 @@ impl Replica {
             op_checksum: self.checksum_at(self.op)?,
             commit: self.commit_max,
             checkpoint_op: self.checkpoint.op,
-            headers: self.suffix_headers(),
+            bodies: self.bodies_of(&headers),
+            headers,
         })
+    }
+
+    /// Per header (of this replica's own slots): whether the body is held intact and durably.
+    fn bodies_of(&self, headers: &[Header]) -> Vec<bool> {
+        headers
+            .iter()
+            .map(|h| {
+                self.slots.get(&h.op).is_some_and(|s| {
+                    s.header.checksum == h.checksum && s.body.is_some() && s.durable
+                })
+            })
+            .collect()
     }
 
     fn dvc_body(s: &LogSummary) -> Body {
@@ -1128,6 +1151,7 @@ impl Replica {
             commit: s.commit,
             checkpoint_op: s.checkpoint_op,
             headers: s.headers.clone(),
+            bodies: s.bodies.clone(),
         }
     }
 
@@ -1231,7 +1255,9 @@ impl Replica {
             }
         }
         self.vc_installed = true;
+        self.vc_headers = best.headers;
         self.commit_max = self.commit_max.max(commit);
+        self.truncate_nacked();
         let lagging: Vec<(u8, u64)> = self
             .dvcs
             .iter()
@@ -1242,6 +1268,88 @@ impl Replica {
             self.maybe_request_state_transfer(r, cp);
         }
         self.send_repairs();
+    }
+
+    /// Whether `dvc` proves its sender never held (so never acknowledged) the entry `checksum`
+    /// at `op`: the op is beyond the sender's head, or the sender holds a different entry
+    /// there with its body intact. A header without a body (faulty or not yet repaired), a
+    /// hole, or an op below the sender's header suffix proves nothing.
+    fn nacks(dvc: &LogSummary, op: u64, checksum: Checksum) -> bool {
+        if op > dvc.op {
+            return true;
+        }
+        match dvc.headers.binary_search_by_key(&op, |h| h.op) {
+            Ok(i) => dvc.headers[i].checksum != checksum && dvc.bodies.get(i) == Some(&true),
+            Err(_) => false,
+        }
+    }
+
+    /// Nacks (TigerBeetle, Protocol-Aware Recovery): the primary-elect, having installed the
+    /// chosen log, truncates it before the first op whose body it lacks (or whose header too:
+    /// then the entry is the one the successor's `parent` names, if known), that no DVC holds,
+    /// and that at least `replica_count - quorum + 1` DVC senders (itself included) nack:
+    /// the replicas left cannot form the quorum a commit needs, so neither that op nor any
+    /// later one (an acknowledgement covers the whole prefix) was committed.
+    fn truncate_nacked(&mut self) {
+        if !self.is_primary_elect()
+            || !self.vc_installed
+            || self.status != Status::ViewChange
+            || self.halted.is_some()
+        {
+            return;
+        }
+        let n = self.config.replica_count as usize;
+        let quorum_nack = n - self.config.quorum() + 1;
+        let canonical = |op: u64| -> Option<Checksum> {
+            let at = |o: u64| {
+                self.vc_headers
+                    .binary_search_by_key(&o, |h| h.op)
+                    .ok()
+                    .map(|i| self.vc_headers[i])
+            };
+            at(op)
+                .map(|h| h.checksum)
+                .or_else(|| at(op + 1).map(|h| h.parent))
+        };
+        let holds = |d: &LogSummary, op: u64, c: Checksum| {
+            d.headers
+                .binary_search_by_key(&op, |h| h.op)
+                .is_ok_and(|i| d.headers[i].checksum == c && d.bodies.get(i) == Some(&true))
+        };
+        let mut cut = None;
+        for op in self.commit_max + 1..=self.op {
+            // The entry the chosen log has at `op`, and the new head below it, must both be
+            // known from that log (its own headers, or its successor's `parent`).
+            let Some(c) = canonical(op) else {
+                continue;
+            };
+            if self
+                .slots
+                .get(&op)
+                .is_some_and(|s| s.header.checksum == c && s.body.is_some())
+                || self.dvcs.values().any(|d| holds(d, op, c))
+            {
+                continue;
+            }
+            let below = op - 1;
+            let head_known = below == self.commit_min
+                || self.vc_headers.iter().any(|h| {
+                    h.op == below
+                        && self.slots.get(&below).map(|s| s.header.checksum) == Some(h.checksum)
+                });
+            if !head_known {
+                continue;
+            }
+            let nacks = self.dvcs.values().filter(|d| Self::nacks(d, op, c)).count();
+            if nacks >= quorum_nack {
+                cut = Some(below);
+                break;
+            }
+        }
+        if let Some(head) = cut {
+            self.truncate_after(head);
+            self.repair_inflight.retain(|&o| o <= head);
+        }
     }
 
     // ---------------------------------------------------------------- repair
@@ -1437,6 +1545,7 @@ impl Replica {
                 commit,
                 checkpoint_op,
                 headers,
+                bodies,
             } => self.on_do_view_change(
                 from,
                 LogSummary {
@@ -1447,6 +1556,7 @@ impl Replica {
                     commit,
                     checkpoint_op,
                     headers,
+                    bodies,
                 },
             ),
             Body::StartView {
@@ -1466,6 +1576,7 @@ impl Replica {
                     commit,
                     checkpoint_op,
                     headers,
+                    bodies: Vec::new(),
                 },
             ),
             Body::RequestStartView { view } => {
@@ -1492,6 +1603,7 @@ impl Replica {
                         commit,
                         checkpoint_op,
                         headers,
+                        bodies: Vec::new(),
                     };
                     self.on_recovery_response(from, summary);
                 }
@@ -1645,6 +1757,7 @@ impl Replica {
             || self.config.primary_of(dvc.view) != self.config.replica
             || dvc.log_view > dvc.view
             || !self.valid_headers(dvc.op, dvc.op_checksum, &dvc.headers)
+            || dvc.bodies.len() != dvc.headers.len()
         {
             return;
         }
@@ -1657,9 +1770,9 @@ impl Replica {
         match self.status {
             Status::ViewChange => {
                 self.svc_from.insert(from);
-                if !self.vc_installed {
-                    self.dvcs.insert(from, dvc);
-                }
+                // After the install, a late DVC still counts toward nacks (its log is not
+                // considered for the choice: any quorum suffices for that).
+                self.dvcs.insert(from, dvc);
             }
             Status::Normal => self.send_start_view(from),
             Status::Recovering => {}
@@ -1762,6 +1875,15 @@ impl Replica {
             .max()
             .unwrap_or(0);
         if view_max < self.superblock.0 {
+            // This replica's durable view is ahead of every responder's (it moved views
+            // alone, e.g. while partitioned): none of them will reach that view by itself
+            // while its primary is healthy. Ask them to move there; the view change is decided
+            // by the DoViewChanges of the others (this replica sends none), and its StartView
+            // ends this recovery (its view is `>=` the durable one). The SVC carries no log
+            // and no vote: it only makes peers leave an older view, which a timeout also does.
+            self.broadcast(Body::StartViewChange {
+                view: self.superblock.0,
+            });
             return;
         }
         let primary = self.config.primary_of(view_max);

@@ -433,6 +433,7 @@ fn every_message() -> Vec<Message> {
             commit: 1,
             checkpoint_op: 0,
             headers: headers.clone(),
+            bodies: vec![true, false],
         },
         Body::StartView {
             view: 4,
@@ -979,6 +980,7 @@ fn recovering_replica_does_not_vote() {
         commit: 0,
         checkpoint_op: 0,
         headers: vec![],
+        bodies: vec![],
     };
     assert_eq!(r.step(msg(0, dvc)), vec![]);
     assert_eq!(r.view(), 0);
@@ -1377,6 +1379,7 @@ fn view_change_messages_from_wrong_roles_are_dropped() {
         commit: 0,
         checkpoint_op: 0,
         headers: vec![],
+        bodies: vec![],
     };
     assert_eq!(r.step(msg(0, dvc)), vec![]);
     let sv = Body::StartView {
@@ -1689,6 +1692,7 @@ fn faulty_checkpoint_state_transfer_then_recovery_exact_effects() {
         commit: 6,
         checkpoint_op: 4,
         headers: vec![],
+        bodies: vec![],
     };
     assert_eq!(r.step(msg(0, dvc)), vec![]);
     assert_eq!((r.view(), r.status()), (1, Status::Recovering));
@@ -2019,4 +2023,249 @@ fn view_change_backup_installs_start_view_whose_head_is_a_checkpoint() {
         view: 4,
         log_view: 4
     }));
+}
+
+// ------------------------------------------------------------------ nacks
+
+/// Primary-elect 1 of view 4 after a restart: entries 1..=4 of view 3 on disk, op 3 faulty
+/// (its only copy). Returns the replica (its own DoViewChange recorded after replica 0's
+/// StartViewChange) and the log.
+fn nack_primary_elect() -> (Replica, Vec<Entry>) {
+    let root = Entry::root(CLUSTER).checksum();
+    let log = chain(root, 1, 4, 3, "k");
+    let durable = DurableState {
+        view: 4,
+        log_view: 3,
+        checkpoint: None,
+        checkpoint_faulty: None,
+        entries: vec![log[0].clone(), log[1].clone(), log[3].clone()],
+        faulty: vec![3],
+        restarted: true,
+    };
+    let mut r = Replica::new(config(3, 1), durable);
+    r.poll_effects();
+    assert_eq!((r.view(), r.status()), (4, Status::ViewChange));
+    r.step(msg(0, Body::StartViewChange { view: 4 }));
+    (r, log)
+}
+
+/// A DoViewChange for view 4 from a replica whose log (of view 2) ends at op 2.
+fn short_dvc(log: &[Entry]) -> Body {
+    Body::DoViewChange {
+        view: 4,
+        log_view: 2,
+        op: 2,
+        op_checksum: log[1].checksum(),
+        commit: 0,
+        checkpoint_op: 0,
+        headers: vec![log[0].header, log[1].header],
+        bodies: vec![true, true],
+    }
+}
+
+/// Goal (nacks): an uncommitted op whose only copy is faulty on the primary-elect blocks the
+/// view change only until enough replicas nack it. With its own DVC and replica 0's (1 nack:
+/// replica 0's log ends before op 3; its own faulty copy is no nack) op 3 may have been
+/// committed (by replica 1 and 2), so it waits and asks for op 3's header. A late DVC from
+/// replica 2 that also lacks op 3 — its log ends before it, or it holds another entry there
+/// with its body — makes 2 = replica_count - quorum + 1 nacks: op 3 was never committed, the
+/// log is truncated after op 2, and the view change completes.
+#[test]
+fn nack_quorum_truncates_unrepairable_uncommitted_op_exact_effects() {
+    let root = Entry::root(CLUSTER).checksum();
+    let log = chain(root, 1, 4, 3, "k");
+    let fork = chain(log[1].checksum(), 3, 3, 2, "f");
+    let other_entry = Body::DoViewChange {
+        view: 4,
+        log_view: 2,
+        op: 3,
+        op_checksum: fork[0].checksum(),
+        commit: 0,
+        checkpoint_op: 0,
+        headers: vec![log[0].header, log[1].header, fork[0].header],
+        bodies: vec![true, true, true],
+    };
+    for late in [short_dvc(&log), other_entry] {
+        let (mut r, log) = nack_primary_elect();
+        let ask = Body::RequestHeaders {
+            op_min: 3,
+            op_max: 3,
+        };
+        let effects = r.step(msg(0, short_dvc(&log)));
+        assert_eq!(
+            effects,
+            vec![
+                Effect::Send {
+                    to: 0,
+                    message: Message::new(CLUSTER, 1, ask.clone())
+                },
+                Effect::Send {
+                    to: 2,
+                    message: Message::new(CLUSTER, 1, ask)
+                },
+            ]
+        );
+        assert_eq!((r.op(), r.status()), (4, Status::ViewChange));
+        let effects = r.step(msg(2, late));
+        assert_eq!(
+            effects,
+            vec![Effect::TruncateLogAfter(2), Effect::Sync { op: 2 }]
+        );
+        assert_eq!(r.op(), 2);
+        let effects = r.step(Input::Synced { op: 2 });
+        assert_eq!(
+            effects,
+            vec![Effect::WriteSuperblock {
+                view: 4,
+                log_view: 4
+            }]
+        );
+        let effects = r.step(Input::SuperblockSynced {
+            view: 4,
+            log_view: 4,
+        });
+        let sv = Body::StartView {
+            view: 4,
+            op: 2,
+            op_checksum: log[1].checksum(),
+            commit: 0,
+            checkpoint_op: 0,
+            headers: vec![log[0].header, log[1].header],
+        };
+        assert_eq!(
+            effects,
+            vec![
+                Effect::Send {
+                    to: 0,
+                    message: Message::new(CLUSTER, 1, sv.clone())
+                },
+                Effect::Send {
+                    to: 2,
+                    message: Message::new(CLUSTER, 1, sv)
+                },
+            ]
+        );
+        assert_eq!((r.view(), r.status(), r.op()), (4, Status::Normal, 2));
+        assert!(r.is_primary());
+    }
+}
+
+/// Goal (nacks, safety): a replica that may hold op 3 never counts as a nack. Replica 2's
+/// DVC has op 3 faulty too (a hole below its head), or only op 3's header (its body faulty or
+/// never repaired): op 3 may have been committed by replicas 1 and 2, so the primary-elect
+/// never truncates it and keeps waiting for a repair, through later DVCs and ticks.
+#[test]
+fn nack_faulty_or_header_only_copy_never_truncates() {
+    let root = Entry::root(CLUSTER).checksum();
+    let log = chain(root, 1, 4, 3, "k");
+    let faulty_too = Body::DoViewChange {
+        view: 4,
+        log_view: 3,
+        op: 4,
+        op_checksum: log[3].checksum(),
+        commit: 0,
+        checkpoint_op: 0,
+        headers: vec![log[0].header, log[1].header, log[3].header],
+        bodies: vec![true, true, true],
+    };
+    let header_only = Body::DoViewChange {
+        view: 4,
+        log_view: 3,
+        op: 4,
+        op_checksum: log[3].checksum(),
+        commit: 0,
+        checkpoint_op: 0,
+        headers: log.iter().map(|e| e.header).collect(),
+        bodies: vec![true, true, false, true],
+    };
+    for late in [faulty_too, header_only] {
+        let (mut r, log) = nack_primary_elect();
+        r.step(msg(0, short_dvc(&log)));
+        let effects = r.step(msg(2, late.clone()));
+        assert_eq!(effects, vec![]);
+        for _ in 0..40 {
+            let effects = r.step(Input::Tick);
+            assert!(
+                !effects
+                    .iter()
+                    .any(|e| matches!(e, Effect::TruncateLogAfter(_))),
+                "{effects:?}"
+            );
+            r.step(msg(2, late.clone()));
+        }
+        assert_eq!((r.view(), r.status(), r.op()), (4, Status::ViewChange, 4));
+    }
+}
+
+/// Goal: the DoViewChange body-presence bitset has one encoding: nonzero padding bits are
+/// rejected.
+#[test]
+fn dvc_bitset_padding_is_rejected() {
+    let root = Entry::root(CLUSTER).checksum();
+    let log = chain(root, 1, 2, 0, "k");
+    let mut bytes = Message::new(CLUSTER, 0, short_dvc(&log)).encode();
+    assert!(Message::decode(&bytes).is_ok());
+    *bytes.last_mut().expect("not empty") |= 0x80;
+    assert!(Message::decode(&bytes).is_err());
+}
+
+/// Regression (VOPR seed 451): a replica that moved views alone (durable view 5) and
+/// restarted with a faulty head while the others settled in view 2 cannot recover from them
+/// (their view is below its durable one, and nothing moves a healthy cluster to a new view):
+/// on their RecoveryResponses it asks them to move to its view with a StartViewChange (no
+/// log, no vote), and the StartView of view 5 ends its recovery.
+#[test]
+fn recovering_replica_ahead_of_the_cluster_moves_it_to_its_view() {
+    let root = Entry::root(CLUSTER).checksum();
+    let log = chain(root, 1, 3, 0, "k");
+    let durable = DurableState {
+        view: 5,
+        log_view: 0,
+        checkpoint: None,
+        checkpoint_faulty: None,
+        entries: log[..2].to_vec(),
+        faulty: vec![3],
+        restarted: true,
+    };
+    let mut r = Replica::new(config(3, 0), durable);
+    assert_eq!(r.status(), Status::Recovering);
+    let nonce = match sends(&r.poll_effects()).first() {
+        Some((_, Body::Recovery { nonce })) => *nonce,
+        other => panic!("{other:?}"),
+    };
+    let response = Body::RecoveryResponse {
+        view: 2,
+        nonce,
+        op: 3,
+        op_checksum: log[2].checksum(),
+        commit: 3,
+        checkpoint_op: 0,
+        headers: log.iter().map(|e| e.header).collect(),
+    };
+    let effects = r.step(msg(2, response));
+    let svc = Body::StartViewChange { view: 5 };
+    assert_eq!(
+        effects,
+        vec![
+            Effect::Send {
+                to: 1,
+                message: Message::new(CLUSTER, 0, svc.clone())
+            },
+            Effect::Send {
+                to: 2,
+                message: Message::new(CLUSTER, 0, svc)
+            },
+        ]
+    );
+    assert_eq!((r.view(), r.status()), (5, Status::Recovering));
+    let sv = Body::StartView {
+        view: 5,
+        op: 3,
+        op_checksum: log[2].checksum(),
+        commit: 3,
+        checkpoint_op: 0,
+        headers: log.iter().map(|e| e.header).collect(),
+    };
+    r.step(msg(2, sv));
+    assert_eq!((r.view(), r.status()), (5, Status::Normal));
 }
