@@ -95,7 +95,7 @@ fn mutation_view_not_synced_before_dvc_is_caught() {
 
 #[test]
 fn mutation_view_change_longest_log_is_caught() {
-    assert!(!caught(Mutation::ViewChangeLongestLog, 24, 1).is_empty());
+    assert!(!caught(Mutation::ViewChangeLongestLog, 34, 1).is_empty());
 }
 
 #[test]

@@ -108,3 +108,13 @@ fn vopr_regression_nack_unrepairable_uncommitted_op() {
 fn vopr_regression_recovering_ahead_of_cluster() {
     check(&[451], "recovering replica ahead of the cluster's view");
 }
+
+/// A backup's WAL slot kept an older view's entry after a crash lost the write of the view's
+/// entry there (and of the ops just above it); restarted with its head intact, the backup
+/// committed the stale entry because it chained from the committed prefix, and published a
+/// state the committed log does not produce. Fixed: only entries connected to the head by the
+/// hash chain are committed (a hole below them is repaired first).
+#[test]
+fn vopr_regression_stale_entry_below_hole_committed() {
+    check(&[3612], "stale entry below a hole committed");
+}

@@ -928,13 +928,42 @@ impl Replica {
 
     fn commit_ops(&mut self) {
         if self.halted.is_none() && self.commit_min < self.commit_max && self.may_commit() {
-            self.commit_ops_unchecked();
+            let floor = self.head_chain_floor();
+            self.commit_ops_from(floor);
         }
     }
 
+    /// The lowest op from which every slot up to the head is present and chained: the entries
+    /// the head's hash chain vouches for (`op + 1` if the head's header is missing). An entry
+    /// below a hole may be stale (an older view's entry a lost write left in its slot, found
+    /// intact at restart): chaining from the committed prefix does not make it this view's.
+    fn head_chain_floor(&self) -> u64 {
+        let mut floor = self.op + 1;
+        let mut parent: Option<Checksum> = None;
+        for (&o, slot) in span(&self.slots, self.commit_min + 1, self.op).rev() {
+            if o + 1 != floor || parent.is_some_and(|p| p != slot.header.checksum) {
+                break;
+            }
+            parent = Some(slot.header.parent);
+            floor = o;
+        }
+        floor
+    }
+
+    /// Apply the entries up to `commit_max` (restart: the chained prefix whose headers prove
+    /// their predecessors committed).
     fn commit_ops_unchecked(&mut self) {
+        self.commit_ops_from(0);
+    }
+
+    /// Apply entries in order up to `commit_max`, each chained from the previous one and at
+    /// or above `floor` (see [`Self::head_chain_floor`]).
+    fn commit_ops_from(&mut self, floor: u64) {
         while self.commit_min < self.commit_max.min(self.op) {
             let o = self.commit_min + 1;
+            if o < floor {
+                break;
+            }
             let Some(prev) = self.checksum_at(self.commit_min) else {
                 break;
             };

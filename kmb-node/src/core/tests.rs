@@ -2269,3 +2269,148 @@ fn recovering_replica_ahead_of_the_cluster_moves_it_to_its_view() {
     r.step(msg(2, sv));
     assert_eq!((r.view(), r.status()), (5, Status::Normal));
 }
+
+/// Goal: a restarted backup whose WAL holds an older view's entry below a hole (a lost write
+/// left the stale entry intact in its slot) does not commit it because it chains from the
+/// committed prefix: only entries the head's hash chain vouches for are applied. Repaired
+/// headers then prove it stale and the view's entry is committed in its place (VOPR 3612).
+#[test]
+fn commit_waits_for_head_chain_over_stale_entry_below_hole_exact_effects() {
+    let root = Entry::root(CLUSTER).checksum();
+    let first = chain(root, 1, 1, 0, "k").remove(0);
+    let stale = chain(first.checksum(), 2, 2, 0, "old").remove(0);
+    let log = chain(first.checksum(), 2, 4, 1, "new");
+    let durable = DurableState {
+        view: 1,
+        log_view: 1,
+        checkpoint: None,
+        checkpoint_faulty: None,
+        entries: vec![first.clone(), stale.clone(), log[2].clone()],
+        faulty: vec![3],
+        restarted: true,
+    };
+    // Replica 2, a backup of view 1 (primary 1), head intact.
+    let mut b = Replica::new(config(3, 2), durable);
+    assert_eq!((b.status(), b.commit(), b.op()), (Status::Normal, 0, 4));
+    assert_eq!(
+        sends(&b.poll_effects()),
+        vec![
+            (
+                1,
+                Body::RequestHeaders {
+                    op_min: 3,
+                    op_max: 3
+                }
+            ),
+            (
+                1,
+                Body::PrepareOk {
+                    view: 1,
+                    op: 2,
+                    checksum: stale.checksum()
+                }
+            )
+        ]
+    );
+    // The primary says op 4 committed: op 1 and the stale op 2 chain from the root, but the
+    // hole at 3 leaves them unverified, so nothing is applied.
+    let effects = b.step(msg(
+        1,
+        Body::Commit {
+            view: 1,
+            commit: 4,
+            checkpoint_op: 0,
+        },
+    ));
+    assert_eq!(effects, vec![]);
+    assert_eq!(b.commit(), 0);
+    // The headers of 2 and 3 connect op 1 to the head and replace the stale op 2.
+    let effects = b.step(msg(
+        1,
+        Body::Headers {
+            headers: vec![log[0].header, log[1].header],
+        },
+    ));
+    assert_eq!(
+        effects,
+        vec![
+            Effect::Send {
+                to: 1,
+                message: Message::new(
+                    CLUSTER,
+                    2,
+                    Body::RequestPrepare {
+                        op: 2,
+                        checksum: log[0].checksum()
+                    }
+                )
+            },
+            Effect::Send {
+                to: 1,
+                message: Message::new(
+                    CLUSTER,
+                    2,
+                    Body::RequestPrepare {
+                        op: 3,
+                        checksum: log[1].checksum()
+                    }
+                )
+            },
+            Effect::Commit {
+                op: 1,
+                checksum: first.checksum()
+            },
+        ]
+    );
+    assert_eq!(b.header_at(2), Some(log[0].header));
+    let prepare = |entry: &Entry| {
+        msg(
+            1,
+            Body::Prepare {
+                view: 1,
+                commit: 4,
+                entry: entry.clone(),
+            },
+        )
+    };
+    assert_eq!(
+        b.step(prepare(&log[0])),
+        vec![
+            Effect::WriteEntries(vec![log[0].clone()]),
+            Effect::Commit {
+                op: 2,
+                checksum: log[0].checksum()
+            },
+            Effect::Sync { op: 4 },
+        ]
+    );
+    assert_eq!(
+        b.step(prepare(&log[1])),
+        vec![
+            Effect::WriteEntries(vec![log[1].clone()]),
+            Effect::Commit {
+                op: 3,
+                checksum: log[1].checksum()
+            },
+            Effect::Commit {
+                op: 4,
+                checksum: log[2].checksum()
+            },
+            Effect::Send {
+                to: 1,
+                message: Message::new(
+                    CLUSTER,
+                    2,
+                    Body::PrepareOk {
+                        view: 1,
+                        op: 4,
+                        checksum: log[2].checksum()
+                    }
+                )
+            },
+        ]
+    );
+    assert_eq!(b.commit(), 4);
+    assert_eq!(b.kv().get(b"new2"), Some(&b"v"[..]));
+    assert_eq!(b.kv().get(b"old2"), None);
+}
