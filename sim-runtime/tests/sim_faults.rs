@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use sim_runtime::disk::{File, SECTOR_SIZE};
+use sim_runtime::disk::File;
 use sim_runtime::fault::{self, DiskFaults, LinkFaults};
 use sim_runtime::net::{self, FrameError, TcpListener};
 use sim_runtime::sim::{self, Handle, NodeHandle, NodeId};
@@ -662,7 +662,6 @@ fn pause_stops_progress_resume_continues() {
         sim::resume(n.id());
         time::sleep(Duration::from_millis(200)).await;
         assert!(counter.load(std::sync::atomic::Ordering::Relaxed) > at_pause + 5);
-        let _ = SECTOR_SIZE;
     });
 }
 
