@@ -136,6 +136,7 @@ fn durable_state(recovery: &Recovery) -> Result<core::DurableState, NodeError> {
         checkpoint_faulty,
         entries,
         faulty: recovery.faulty.clone(),
+        never_written: recovery.never_written.clone(),
         // Format writes sequence 1; the first start bumps it (below), so anything higher means
         // this replica ran before and may have acknowledged prepares.
         restarted: sb.sequence > 1,

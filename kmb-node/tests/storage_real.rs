@@ -209,6 +209,67 @@ fn storage_real_planted_corruption() {
     });
 }
 
+/// Goal (issue 17, VOPR seed 100449): `durable()` claims only the synced, hash-chained log.
+/// Overwriting a durable entry (a view change replacing op 2) lowers it below that op until
+/// the next sync; after the sync, op 3 — still in its slot but chaining from the replaced op 2
+/// — is not counted until it is replaced too. Recovery agrees: the stale op 3 ends the log.
+#[test]
+fn storage_real_durable_counts_only_the_synced_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.kmb");
+    rt().block_on(async {
+        let old = chain(3, 100);
+        let mut s = write_log(&path, &old, true).await;
+        assert_eq!(s.durable(), 3);
+        let new2 = entry(2, old[0].checksum(), 1, 50);
+        s.append(&new2).await.unwrap();
+        assert_eq!(s.durable(), 1);
+        s.sync().await.unwrap();
+        assert_eq!(s.durable(), 2);
+        drop(s);
+        let (s, r) = Storage::open(&path).await.unwrap();
+        assert_eq!(ops(&r.log), vec![1, 2]);
+        assert_eq!(r.log[1], new2);
+        assert!(r.faulty.is_empty());
+        assert_eq!(s.durable(), 2);
+    });
+}
+
+/// Goal (issue 17, VOPR seeds 101074, 107565, 110979): recovery tells a hole it can prove was
+/// never written here (op 3 skipped: both copies blank, below the durable op 4) from a
+/// durable op damaged later (its redundant header names it): both are faulty (repair from
+/// peers), only the first is `never_written` (a nack in a view change).
+#[test]
+fn storage_real_never_written_hole_vs_damaged_durable_op() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::new(SMALL);
+    rt().block_on(async {
+        let entries = chain(4, 100);
+        let path = dir.path().join("hole.kmb");
+        let skipped: Vec<Entry> = entries
+            .iter()
+            .filter(|e| e.header.op != 3)
+            .cloned()
+            .collect();
+        drop(write_log(&path, &skipped, true).await);
+        let (_, r) = Storage::open(&path).await.unwrap();
+        assert_eq!(
+            (r.faulty.clone(), r.never_written.clone()),
+            (vec![3], vec![3])
+        );
+        assert_eq!(ops(&r.after_gap), vec![4]);
+
+        let path = dir.path().join("rot.kmb");
+        drop(write_log(&path, &entries, true).await);
+        patch(&path, layout.prepare_offset(3) + 150, |b| b[0] ^= 1, 1);
+        let (_, r) = Storage::open(&path).await.unwrap();
+        assert_eq!(
+            (r.faulty.clone(), r.never_written.clone()),
+            (vec![3], vec![])
+        );
+    });
+}
+
 // ---------------------------------------------------------------------------------------
 // Frozen fixtures: files written by this format version, checked in. A format change that
 // can no longer read them fails here. Regenerate (deliberately!) with

@@ -118,3 +118,23 @@ fn vopr_regression_recovering_ahead_of_cluster() {
 fn vopr_regression_stale_entry_below_hole_committed() {
     check(&[3612], "stale entry below a hole committed");
 }
+
+/// Issue 17 (found past the tested range, seeds 100,000–119,999). Seed 100449: a view change
+/// replaced op 257 and op 258 of a replica's log; the new 257 was synced, the new 258 not,
+/// and the replica crashed. Recovery rightly ended the log at 257 (the old 258 no longer
+/// chains), but storage had claimed 258 durable — `Storage::durable` counted the stale old
+/// entry — so the recovery checker reported a forgotten durable op. Fixed (storage): the
+/// durable head counts only the synced hash chain and drops below an overwritten op until
+/// the next sync. Seeds 101074, 107565, 110979: an uncommitted op whose copies were faulty
+/// on the replicas that had it was not nacked by a replica whose storage proved it never
+/// wrote it (a hole with a blank redundant header), so no view change could complete (views
+/// climbed every 500 ms forever). Fixed: DoViewChange carries `held_max` and
+/// `never_written`, both nacks. Seed 115711: a backup that missed committed prepares never
+/// caught up in an idle cluster. Fixed: the primary's resend covers a lagging backup.
+#[test]
+fn vopr_regression_issue_17_seeds_past_the_tested_range() {
+    check(
+        &[100449, 101074, 107565, 110979, 115711],
+        "durable head, never-written nacks, lagging backup",
+    );
+}

@@ -19,7 +19,8 @@ pub const MESSAGE_SIZE_MAX: usize = SNAPSHOT_SIZE_MAX + 4096;
 
 const MAGIC: [u8; 4] = *b"KMBM";
 /// 2: `RequestStateTransfer` carries `op_min`. 3: `DoViewChange` carries `bodies` (nacks).
-const VERSION: u16 = 3;
+/// 4: `DoViewChange` carries `held_max` and `never_written` (nacks of holes).
+const VERSION: u16 = 4;
 
 /// A message between replicas.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,6 +71,14 @@ pub enum Body {
         /// lets the new primary count nacks (see `docs/protocol.md`, "Nacks"): a header-only
         /// slot (a faulty or not yet repaired body) never counts as a nack.
         bodies: Vec<bool>,
+        /// The highest op the sender ever wrote a body for (in this incarnation) or recovered
+        /// from its disk (intact or faulty): an op above it was never durable there, so never
+        /// acknowledged by the sender — a nack even if the sender holds its header.
+        held_max: u64,
+        /// Ascending ops at or below `held_max` that the sender's storage proves it never made
+        /// durable (recovered faulty with a blank or stale redundant header, not written since):
+        /// nacks too. At most [`HEADERS_MAX`].
+        never_written: Vec<u64>,
     },
     /// New primary → all: the log of the new view (head and suffix headers).
     StartView {
@@ -247,6 +256,8 @@ impl Message {
                 checkpoint_op,
                 headers,
                 bodies,
+                held_max,
+                never_written,
             } => {
                 w.u32(*view);
                 w.u32(*log_view);
@@ -256,6 +267,12 @@ impl Message {
                 w.u64(*checkpoint_op);
                 write_headers(&mut w, headers);
                 write_bitset(&mut w, headers.len(), bodies);
+                w.u64(*held_max);
+                debug_assert!(never_written.len() <= HEADERS_MAX);
+                w.u32(never_written.len() as u32);
+                for &o in never_written {
+                    w.u64(o);
+                }
             }
             Body::StartView {
                 view,
@@ -356,6 +373,16 @@ impl Message {
                 let checkpoint_op = r.u64()?;
                 let headers = read_headers(&mut r)?;
                 let bodies = read_bitset(&mut r, headers.len())?;
+                let held_max = r.u64()?;
+                let n = r.count(HEADERS_MAX, 8)?;
+                let mut never_written = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let o = r.u64()?;
+                    if never_written.last().is_some_and(|&p| p >= o) || o > held_max {
+                        return Err(DecodeError::Invalid("never_written order"));
+                    }
+                    never_written.push(o);
+                }
                 Body::DoViewChange {
                     view,
                     log_view,
@@ -365,6 +392,8 @@ impl Message {
                     checkpoint_op,
                     headers,
                     bodies,
+                    held_max,
+                    never_written,
                 }
             }
             6 => Body::StartView {

@@ -160,6 +160,9 @@ pub struct DurableState {
     /// Ops after the checkpoint that were written but are unreadable now. Never treated as
     /// never-written: they are repaired from peers, verified by the hash chain.
     pub faulty: Vec<u64>,
+    /// The ops of `faulty` that storage proves this replica never made durable (so never
+    /// acknowledged): it may nack them in a view change. See `docs/protocol.md`, "Nacks".
+    pub never_written: Vec<u64>,
     /// Whether this replica ran before (false only right after formatting).
     pub restarted: bool,
 }
@@ -174,6 +177,7 @@ impl DurableState {
             checkpoint_faulty: None,
             entries: Vec::new(),
             faulty: Vec::new(),
+            never_written: Vec::new(),
             restarted: false,
         }
     }

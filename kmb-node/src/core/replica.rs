@@ -46,6 +46,10 @@ struct LogSummary {
     /// DoViewChange only (empty otherwise): per header, whether the sender holds its body
     /// intact and durably.
     bodies: Vec<bool>,
+    /// DoViewChange only (`u64::MAX` otherwise: no claim): see [`Body::DoViewChange`].
+    held_max: u64,
+    /// DoViewChange only: see [`Body::DoViewChange`].
+    never_written: Vec<u64>,
 }
 
 /// Why a log could not be installed.
@@ -99,6 +103,12 @@ pub struct Replica {
     /// Ops written since the last Sync request.
     dirty: BTreeSet<u64>,
     dirty_truncate: bool,
+    /// The highest op this replica ever wrote a body for, or recovered from its disk (intact
+    /// or faulty). Anything above it was never durable here, so never acknowledged.
+    held_max: u64,
+    /// Recovered-faulty ops that storage proves were never durable here (their redundant
+    /// header copy was never written), removed once written.
+    never_written: BTreeSet<u64>,
     /// A `TruncateLogAfter` was issued since the last superblock write with `log_view ==
     /// view`. Storage makes a truncation durable with the next superblock write and requires
     /// its `log_view` to exceed the view of every dropped entry (so recovery cannot resurrect
@@ -265,6 +275,8 @@ impl Replica {
             kv: KvState::new(),
             clients: ClientTable::new(),
             dirty: BTreeSet::new(),
+            held_max: 0,
+            never_written: BTreeSet::new(),
             dirty_truncate: false,
             truncation_unpublished: false,
             sync_inflight: None,
@@ -359,6 +371,13 @@ impl Replica {
         if let Some(&f) = faulty.last() {
             self.op = self.op.max(f);
         }
+        self.held_max = self.op.max(cp);
+        self.never_written = durable
+            .never_written
+            .iter()
+            .copied()
+            .filter(|o| faulty.contains(o))
+            .collect();
         // Replay what the contiguous prefix proves committed.
         let mut commit_max = cp;
         let mut o = cp + 1;
@@ -609,6 +628,8 @@ impl Replica {
         let op = entry.header.op;
         debug_assert!(op > self.commit_min && self.ring_allows(op));
         self.forget_durability(op);
+        self.held_max = self.held_max.max(op);
+        self.never_written.remove(&op);
         self.slots.insert(
             op,
             Slot {
@@ -1156,6 +1177,13 @@ impl Replica {
             checkpoint_op: self.checkpoint.op,
             bodies: self.bodies_of(&headers),
             headers,
+            held_max: self.held_max,
+            never_written: self
+                .never_written
+                .range(self.commit_max + 1..)
+                .copied()
+                .take(HEADERS_MAX)
+                .collect(),
         })
     }
 
@@ -1181,6 +1209,8 @@ impl Replica {
             checkpoint_op: s.checkpoint_op,
             headers: s.headers.clone(),
             bodies: s.bodies.clone(),
+            held_max: s.held_max,
+            never_written: s.never_written.clone(),
         }
     }
 
@@ -1304,7 +1334,7 @@ impl Replica {
     /// there with its body intact. A header without a body (faulty or not yet repaired), a
     /// hole, or an op below the sender's header suffix proves nothing.
     fn nacks(dvc: &LogSummary, op: u64, checksum: Checksum) -> bool {
-        if op > dvc.op {
+        if op > dvc.op || op > dvc.held_max || dvc.never_written.binary_search(&op).is_ok() {
             return true;
         }
         match dvc.headers.binary_search_by_key(&op, |h| h.op) {
@@ -1575,6 +1605,8 @@ impl Replica {
                 checkpoint_op,
                 headers,
                 bodies,
+                held_max,
+                never_written,
             } => self.on_do_view_change(
                 from,
                 LogSummary {
@@ -1586,6 +1618,8 @@ impl Replica {
                     checkpoint_op,
                     headers,
                     bodies,
+                    held_max,
+                    never_written,
                 },
             ),
             Body::StartView {
@@ -1606,6 +1640,8 @@ impl Replica {
                     checkpoint_op,
                     headers,
                     bodies: Vec::new(),
+                    held_max: u64::MAX,
+                    never_written: Vec::new(),
                 },
             ),
             Body::RequestStartView { view } => {
@@ -1633,6 +1669,8 @@ impl Replica {
                         checkpoint_op,
                         headers,
                         bodies: Vec::new(),
+                        held_max: u64::MAX,
+                        never_written: Vec::new(),
                     };
                     self.on_recovery_response(from, summary);
                 }
@@ -2223,14 +2261,29 @@ impl Replica {
         }
     }
 
+    /// Resend what each backup has not acknowledged: the uncommitted pipeline, and — to a
+    /// backup that lags behind the commit number (it missed prepares, e.g. while restarting
+    /// or partitioned, and an idle cluster sends no new ones whose gap would reveal it) — up to
+    /// `pipeline_max` entries after its last acknowledgement.
     fn resend_prepares(&mut self) {
         let last = self.op.min(self.commit_max + self.config.pipeline_max);
         let mut sends = Vec::new();
-        for o in self.commit_max + 1..=last {
-            let Some(entry) = self.entry(o) else { continue };
-            for r in self.others() {
-                if self.ack_op[r as usize] < o {
-                    sends.push((r, entry.clone()));
+        for r in self.others() {
+            let acked = self.ack_op[r as usize];
+            let from = if acked < self.commit_max {
+                acked + 1
+            } else {
+                self.commit_max + 1
+            };
+            let ops: Vec<u64> = span(&self.slots, from, last)
+                .filter(|(_, s)| s.body.is_some())
+                .map(|(&o, _)| o)
+                .filter(|&o| o > acked)
+                .take(self.config.pipeline_max as usize)
+                .collect();
+            for o in ops {
+                if let Some(entry) = self.entry(o) {
+                    sends.push((r, entry));
                 }
             }
         }

@@ -364,6 +364,7 @@ impl Net {
                 .map(|c| (c.op, c.checksum)),
             entries,
             faulty,
+            never_written: Vec::new(),
             restarted: true,
         };
         let mut config = node.config.clone();
@@ -434,6 +435,8 @@ fn every_message() -> Vec<Message> {
             checkpoint_op: 0,
             headers: headers.clone(),
             bodies: vec![true, false],
+            held_max: 2,
+            never_written: vec![],
         },
         Body::StartView {
             view: 4,
@@ -907,6 +910,7 @@ fn view_change_newer_log_view_beats_longer_log() {
         checkpoint_faulty: None,
         entries: entries.clone(),
         faulty: vec![],
+        never_written: vec![],
         restarted: true,
     };
     // View 3's primary (0) is gone; view 4's primary is 1, which holds the long old log.
@@ -961,6 +965,7 @@ fn recovering_replica_does_not_vote() {
         checkpoint_faulty: None,
         entries: entries.clone(),
         faulty: vec![3],
+        never_written: vec![],
         restarted: true,
     };
     let mut r = Replica::new(config(3, 2), durable);
@@ -981,6 +986,8 @@ fn recovering_replica_does_not_vote() {
         checkpoint_op: 0,
         headers: vec![],
         bodies: vec![],
+        held_max: 0,
+        never_written: vec![],
     };
     assert_eq!(r.step(msg(0, dvc)), vec![]);
     assert_eq!(r.view(), 0);
@@ -1043,6 +1050,7 @@ fn repair_faulty_entry_wrong_entry_rejected_right_entry_accepted() {
         checkpoint_faulty: None,
         entries: intact,
         faulty: vec![2],
+        never_written: vec![],
         restarted: true,
     };
     let mut b = Replica::new(config(3, 1), durable);
@@ -1380,6 +1388,8 @@ fn view_change_messages_from_wrong_roles_are_dropped() {
         checkpoint_op: 0,
         headers: vec![],
         bodies: vec![],
+        held_max: 0,
+        never_written: vec![],
     };
     assert_eq!(r.step(msg(0, dvc)), vec![]);
     let sv = Body::StartView {
@@ -1616,6 +1626,7 @@ fn start_view_whose_head_is_the_primarys_checkpoint_is_installed() {
         checkpoint_faulty: None,
         entries: entries.clone(),
         faulty: Vec::new(),
+        never_written: vec![],
         restarted: true,
     };
     let sv = Body::StartView {
@@ -1657,6 +1668,7 @@ fn faulty_checkpoint_replica() -> (Replica, Vec<Entry>) {
         checkpoint_faulty: Some((4, log[3].checksum())),
         entries: log[4..].to_vec(),
         faulty: Vec::new(),
+        never_written: vec![],
         restarted: true,
     };
     (Replica::new(small_config(3, 2), durable), log)
@@ -1693,6 +1705,8 @@ fn faulty_checkpoint_state_transfer_then_recovery_exact_effects() {
         checkpoint_op: 4,
         headers: vec![],
         bodies: vec![],
+        held_max: 6,
+        never_written: vec![],
     };
     assert_eq!(r.step(msg(0, dvc)), vec![]);
     assert_eq!((r.view(), r.status()), (1, Status::Recovering));
@@ -1887,6 +1901,7 @@ fn faulty_checkpoint_single_replica_halts() {
         checkpoint_faulty: Some((4, log[3].checksum())),
         entries: Vec::new(),
         faulty: Vec::new(),
+        never_written: vec![],
         restarted: true,
     };
     let mut r = Replica::new(small_config(1, 0), durable);
@@ -1975,6 +1990,7 @@ fn view_change_backup_installs_start_view_whose_head_is_a_checkpoint() {
         checkpoint_faulty: None,
         entries: log[..3].to_vec(),
         faulty: Vec::new(),
+        never_written: vec![],
         restarted: true,
     };
     let mut r = Replica::new(config(3, 2), durable);
@@ -2040,6 +2056,7 @@ fn nack_primary_elect() -> (Replica, Vec<Entry>) {
         checkpoint_faulty: None,
         entries: vec![log[0].clone(), log[1].clone(), log[3].clone()],
         faulty: vec![3],
+        never_written: vec![],
         restarted: true,
     };
     let mut r = Replica::new(config(3, 1), durable);
@@ -2060,6 +2077,8 @@ fn short_dvc(log: &[Entry]) -> Body {
         checkpoint_op: 0,
         headers: vec![log[0].header, log[1].header],
         bodies: vec![true, true],
+        held_max: 2,
+        never_written: vec![],
     }
 }
 
@@ -2084,6 +2103,8 @@ fn nack_quorum_truncates_unrepairable_uncommitted_op_exact_effects() {
         checkpoint_op: 0,
         headers: vec![log[0].header, log[1].header, fork[0].header],
         bodies: vec![true, true, true],
+        held_max: 3,
+        never_written: vec![],
     };
     for late in [short_dvc(&log), other_entry] {
         let (mut r, log) = nack_primary_elect();
@@ -2167,6 +2188,8 @@ fn nack_faulty_or_header_only_copy_never_truncates() {
         checkpoint_op: 0,
         headers: vec![log[0].header, log[1].header, log[3].header],
         bodies: vec![true, true, true],
+        held_max: 4,
+        never_written: vec![],
     };
     let header_only = Body::DoViewChange {
         view: 4,
@@ -2177,6 +2200,8 @@ fn nack_faulty_or_header_only_copy_never_truncates() {
         checkpoint_op: 0,
         headers: log.iter().map(|e| e.header).collect(),
         bodies: vec![true, true, false, true],
+        held_max: 4,
+        never_written: vec![],
     };
     for late in [faulty_too, header_only] {
         let (mut r, log) = nack_primary_elect();
@@ -2195,6 +2220,99 @@ fn nack_faulty_or_header_only_copy_never_truncates() {
         }
         assert_eq!((r.view(), r.status(), r.op()), (4, Status::ViewChange, 4));
     }
+}
+
+/// Goal (issue 17, VOPR seeds 101074, 107565, 110979): an op a DVC sender provably never
+/// made durable is a nack, so a healed cluster whose only copies of an uncommitted op are
+/// faulty still elects a primary. Replica 2 has a hole at op 3 that its storage proves was
+/// never written (`never_written`: the redundant header copy is blank or stale), or only
+/// header-only slots above everything it ever wrote (`held_max` 2): with replica 0's short
+/// log that makes 2 nacks, and the primary-elect truncates after op 2 at once.
+#[test]
+fn nack_never_written_hole_or_above_held_max_truncates() {
+    let root = Entry::root(CLUSTER).checksum();
+    let log = chain(root, 1, 4, 3, "k");
+    let never_written = Body::DoViewChange {
+        view: 4,
+        log_view: 3,
+        op: 4,
+        op_checksum: log[3].checksum(),
+        commit: 0,
+        checkpoint_op: 0,
+        headers: vec![log[0].header, log[1].header, log[3].header],
+        bodies: vec![true, true, true],
+        held_max: 4,
+        never_written: vec![3],
+    };
+    let above_held = Body::DoViewChange {
+        view: 4,
+        log_view: 3,
+        op: 4,
+        op_checksum: log[3].checksum(),
+        commit: 0,
+        checkpoint_op: 0,
+        headers: log.iter().map(|e| e.header).collect(),
+        bodies: vec![true, true, false, false],
+        held_max: 2,
+        never_written: vec![],
+    };
+    for late in [never_written, above_held] {
+        let (mut r, log) = nack_primary_elect();
+        r.step(msg(0, short_dvc(&log)));
+        let effects = r.step(msg(2, late));
+        assert_eq!(
+            effects,
+            vec![Effect::TruncateLogAfter(2), Effect::Sync { op: 2 }]
+        );
+        assert_eq!((r.op(), r.status()), (2, Status::ViewChange));
+    }
+}
+
+/// Goal (issue 17): the primary-elect's own never-written hole counts as its nack: replica 1
+/// restarted with op 3 faulty and storage proving it never wrote op 3 there; with replica 0's
+/// short log (2 nacks) it truncates after op 2 without waiting for replica 2.
+#[test]
+fn nack_own_never_written_hole_counts() {
+    let root = Entry::root(CLUSTER).checksum();
+    let log = chain(root, 1, 4, 3, "k");
+    let durable = DurableState {
+        view: 4,
+        log_view: 3,
+        checkpoint: None,
+        checkpoint_faulty: None,
+        entries: vec![log[0].clone(), log[1].clone(), log[3].clone()],
+        faulty: vec![3],
+        never_written: vec![3],
+        restarted: true,
+    };
+    let mut r = Replica::new(config(3, 1), durable);
+    r.poll_effects();
+    r.step(msg(0, Body::StartViewChange { view: 4 }));
+    let effects = r.step(msg(0, short_dvc(&log)));
+    assert_eq!(
+        effects,
+        vec![Effect::TruncateLogAfter(2), Effect::Sync { op: 2 }]
+    );
+}
+
+/// Goal (issue 17, VOPR seed 115711): a backup that missed committed prepares while cut off
+/// catches up in an idle cluster. No new request arrives whose gap would reveal what it
+/// lacks, and the primary's checkpoint is not ahead of it (no state transfer): the primary's
+/// periodic resend covers a backup whose acknowledgement is behind the commit number.
+#[test]
+fn idle_primary_resends_committed_ops_to_a_lagging_backup() {
+    let mut net = Net::new(3, config);
+    net.blocked.insert(2);
+    for request in 1..=3 {
+        net.request(7, request, set("k", &request.to_string()));
+    }
+    let commit = net.replica(0).commit();
+    assert_eq!(commit, 3);
+    assert_eq!(net.replica(2).commit(), 0);
+    net.blocked.remove(&2);
+    net.tick(50);
+    assert_eq!(net.replica(0).status(), Status::Normal);
+    net.assert_converged(&[0, 1, 2]);
 }
 
 /// Goal: the DoViewChange body-presence bitset has one encoding: nonzero padding bits are
@@ -2225,6 +2343,7 @@ fn recovering_replica_ahead_of_the_cluster_moves_it_to_its_view() {
         checkpoint_faulty: None,
         entries: log[..2].to_vec(),
         faulty: vec![3],
+        never_written: vec![],
         restarted: true,
     };
     let mut r = Replica::new(config(3, 0), durable);
@@ -2287,6 +2406,7 @@ fn commit_waits_for_head_chain_over_stale_entry_below_hole_exact_effects() {
         checkpoint_faulty: None,
         entries: vec![first.clone(), stale.clone(), log[2].clone()],
         faulty: vec![3],
+        never_written: vec![],
         restarted: true,
     };
     // Replica 2, a backup of view 1 (primary 1), head intact.

@@ -209,12 +209,15 @@ impl Storage {
             superblock,
             slots: slot_headers,
             head,
-            durable: head,
+            durable: superblock.checkpoint.op,
             pending: Vec::new(),
             log_view_head: superblock.log_view_head,
             truncated_view: None,
             failed: None,
         };
+        // The recovered log is durable (it was read back); entries past a faulty op count
+        // once the hole is repaired and they link again.
+        storage.durable = storage.chained_head(superblock.checkpoint.op);
 
         // Repairs: make what we recovered durable, rewrite stale redundant headers (so a later
         // rot of these prepares is reported faulty, not torn), and rewrite every superblock
@@ -259,9 +262,36 @@ impl Storage {
         self.head
     }
 
-    /// Highest op known durable.
+    /// Highest op up to which the log is durable and hash-chained: every op above the
+    /// checkpoint up to it holds an entry linking to its predecessor, synced. An append at or
+    /// below it (a view change or repair replacing an entry) lowers it below that op until the
+    /// next [`Storage::sync`]: the slot's earlier, durable entry is being overwritten, and until
+    /// the sync a crash may leave either version (or a torn one) there. Entries above a
+    /// replaced one that no longer link to it (the rest of a superseded suffix, still in their
+    /// slots) are not counted until they are replaced too.
     pub fn durable(&self) -> u64 {
         self.durable
+    }
+
+    /// Walk up from `from` (a durable, chained op) while the next slot holds the next op and
+    /// links to the entry below it.
+    fn chained_head(&self, from: u64) -> u64 {
+        let checkpoint = self.superblock.checkpoint;
+        let mut at = from.max(checkpoint.op);
+        while at < self.head {
+            let below = if at == checkpoint.op {
+                Some(checkpoint.entry_checksum)
+            } else {
+                self.slots[self.layout.slot_of(at)]
+                    .filter(|h| h.op == at)
+                    .map(|h| h.checksum)
+            };
+            match self.slots[self.layout.slot_of(at + 1)] {
+                Some(next) if next.op == at + 1 && Some(next.parent) == below => at += 1,
+                _ => break,
+            }
+        }
+        at
     }
 
     fn check(&self) -> Result<(), StorageError> {
@@ -330,6 +360,9 @@ impl Storage {
             });
         }
         let slot = self.layout.slot_of(h.op);
+        // Overwriting a durable entry (a view change or repair replaces it): until the next
+        // sync, the log is durable only below it.
+        self.durable = self.durable.min(h.op - 1);
         self.write(&entry.encode(), self.layout.prepare_offset(slot))
             .await?;
         self.slots[slot] = Some(*h);
@@ -360,7 +393,7 @@ impl Storage {
                 .await?;
         }
         self.sync_file().await?;
-        self.durable = self.head;
+        self.durable = self.chained_head(self.durable);
         self.record_old_view_entries(&pending).await?;
         Ok(self.durable)
     }
@@ -543,8 +576,10 @@ impl Storage {
         }
         self.sync().await?;
         self.head = self.head.max(op);
-        self.durable = self.durable.max(op);
-        self.store_checkpoint(op, entry_checksum, blob).await
+        self.store_checkpoint(op, entry_checksum, blob).await?;
+        // Entries above the installed checkpoint count once they link to it.
+        self.durable = self.chained_head(op);
+        Ok(())
     }
 
     /// Write the checkpoint blob (verified by read-back), then publish it in the superblock.

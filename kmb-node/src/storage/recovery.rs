@@ -149,6 +149,20 @@ pub enum SlotDecision {
     Absent,
 }
 
+/// Whether the slot's redundant header copy proves that no entry of the current window was
+/// ever durably completed in it: the copy is blank or a verified header of an older lap (or
+/// of a truncated suffix). A redundant header is written only after its prepare is synced, and
+/// a fault turns a header into a corrupt or misdirected copy, never into a verified stale one;
+/// so with at most one fault per entry (the storage fault model), an op whose slot says this
+/// was never acknowledged by this replica — whatever its prepare copy holds.
+pub fn header_never_written(evidence: &SlotEvidence, window: &Window) -> bool {
+    match &evidence.header {
+        HeaderCopy::Blank => true,
+        HeaderCopy::Valid(h) => !window.current(h) && !window.future(h),
+        HeaderCopy::Corrupt | HeaderCopy::Misdirected(_) => false,
+    }
+}
+
 /// The decision table for one op (pure). See `docs/storage-format.md`.
 pub fn decide(op: u64, evidence: &SlotEvidence, window: &Window) -> SlotDecision {
     let header_names = match &evidence.header {
@@ -182,11 +196,7 @@ pub fn decide(op: u64, evidence: &SlotEvidence, window: &Window) -> SlotDecision
         return SlotDecision::Faulty { header: None };
     }
     let stale = |h: &Header| !window.current(h) && !window.future(h);
-    let header_clean = match &evidence.header {
-        HeaderCopy::Blank => true,
-        HeaderCopy::Valid(h) => stale(h),
-        HeaderCopy::Corrupt | HeaderCopy::Misdirected(_) => false,
-    };
+    let header_clean = header_never_written(evidence, window);
     let prepare_clean = match &evidence.prepare {
         PrepareCopy::Blank => true,
         PrepareCopy::Valid(e) => stale(&e.header),
@@ -223,6 +233,10 @@ pub struct Recovery {
     /// Ops that may be committed but are unreadable here (or are holes below the durable head):
     /// repair them from peers. Never reported as blank.
     pub faulty: Vec<u64>,
+    /// The ops of `faulty` that this replica provably never made durable (Damaged or Absent,
+    /// and the redundant header copy blank or stale: [`header_never_written`]), so never
+    /// acknowledged: the view change may count them as nacks (`docs/protocol.md`, "Nacks").
+    pub never_written: Vec<u64>,
     /// Verified entries after the first faulty op, in op order; consecutive ones link (the run
     /// stops at the first break). Not yet part of the log: the caller repairs the holes and
     /// accepts these only if the repaired entries link to them (`after_gap[0].parent` is the
@@ -328,6 +342,7 @@ pub fn recover(
 
     let mut log = Vec::new();
     let mut faulty = Vec::new();
+    let mut never_written = Vec::new();
     let mut after_gap: Vec<Entry> = Vec::new();
     let mut torn = Vec::new();
     let mut header_repairs = Vec::new();
@@ -397,12 +412,11 @@ pub fn recover(
                 faulty.push(op);
                 gap = Some(None);
             }
-            SlotDecision::Damaged if op <= durable_max => {
+            SlotDecision::Damaged | SlotDecision::Absent if op <= durable_max => {
                 faulty.push(op);
-                gap = Some(None);
-            }
-            SlotDecision::Absent if op <= durable_max => {
-                faulty.push(op);
+                if header_never_written(&evidence[slot], &window) {
+                    never_written.push(op);
+                }
                 gap = Some(None);
             }
             SlotDecision::Damaged => {
@@ -430,6 +444,7 @@ pub fn recover(
         checkpoint,
         log,
         faulty,
+        never_written,
         after_gap,
         torn,
         head_op,
