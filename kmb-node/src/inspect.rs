@@ -46,6 +46,8 @@ pub struct ReplicaState {
 #[derive(Clone, Debug, Default)]
 pub struct Registry {
     pub replicas: BTreeMap<u8, ReplicaState>,
+    /// What each replica last said it waits for ([`Replica::blocker`]), sampled on ticks.
+    pub blockers: BTreeMap<u8, Option<String>>,
     /// Every (op, checksum) each replica ever committed, in commit order.
     pub commits: BTreeMap<u8, Vec<(u64, Checksum)>>,
     /// State transfers: (replica, op, checksum).
@@ -162,6 +164,15 @@ pub fn publish(replica: &Replica) {
         if let Some(what) = transition {
             happen(r, id, what);
         }
+    });
+}
+
+/// Record what a replica waits for (sampled: cheap enough for every few ticks).
+pub fn blocker(replica: &Replica) {
+    let id = replica.config().replica;
+    let blocker = replica.blocker();
+    REGISTRY.with(|r| {
+        r.borrow_mut().blockers.insert(id, blocker);
     });
 }
 

@@ -271,6 +271,10 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
                 if debug_ticks.is_multiple_of(100) {
                     tracing::debug!(replica = me, "{}", replica.debug_summary());
                 }
+                #[cfg(madsim)]
+                if debug_ticks.is_multiple_of(10) {
+                    crate::inspect::blocker(&replica);
+                }
                 driver.prune_pending();
             }
         }

@@ -374,7 +374,17 @@ async fn simulate(
                 Err(e) => e,
                 Ok(_) => String::from("replicas converged"),
             };
+            let blocked = kmb_node::inspect::with(|r| {
+                r.blockers
+                    .iter()
+                    .filter_map(|(i, b)| b.as_ref().map(|b| format!("replica {i}: {b}")))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            });
             liveness.detail = format!("{why}; {clients_left} client(s) still waiting");
+            if !blocked.is_empty() {
+                liveness.detail.push_str(&format!(" [blocked — {blocked}]"));
+            }
             break;
         }
     }

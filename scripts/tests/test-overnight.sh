@@ -159,5 +159,29 @@ sys.exit(0 if seeds == [s for s in range($start, $start + 600) if s % 3 == 1] el
     pass "VOPR_SHARD=1/3 overnight run covers exactly its shard" || fail "VOPR_SHARD overnight run"
 fi
 
+# 4. The soak script: a plan of random ranges, printed and kept; a second invocation resumes
+#    the same plan (finished ranges are not rerun); failures of the fake's seeds are reported.
+soak="$scripts/vopr-soak.sh"
+set +e
+VOPR_BIN="$fake" VOPR_SOAK_DIR="$work/soak" VOPR_SOAK_RANGES=2 VOPR_SOAK_SEEDS=150 VOPR_BATCH=50 \
+  "$soak" >"$work/soak1.out" 2>&1
+rc1=$?
+VOPR_BIN="$fake" VOPR_SOAK_DIR="$work/soak" VOPR_SOAK_RANGES=2 VOPR_SOAK_SEEDS=150 VOPR_BATCH=50 \
+  "$soak" >"$work/soak2.out" 2>&1
+rc2=$?
+set -e
+starts=$(grep -v '^#' "$work/soak/plan.txt" | awk '{print $1}')
+expected_failed=0
+for s in $starts; do
+  expected_failed=$((expected_failed + $(python3 -c "import sys; a=int(sys.argv[1]); print(sum(1 for x in range(a, a + 150) if x % 97 == 0 or x % 89 == 0))" "$s")))
+done
+if [ "$(echo "$starts" | wc -w)" -eq 2 ] && grep -q "total: 300 seeds, $expected_failed failed" "$work/soak1.out" &&
+  grep -q "total: 300 seeds, $expected_failed failed" "$work/soak2.out" && grep -q "already finished" "$work/soak2.out" &&
+  [ "$rc1" -eq $((expected_failed > 0 ? 1 : 0)) ] && [ "$rc2" -eq "$rc1" ]; then
+  pass "vopr-soak: 2 random ranges x 150 seeds, $expected_failed failures reported, resumed plan not rerun"
+else
+  fail "vopr-soak (rc $rc1/$rc2): $(tail -3 "$work/soak1.out" | tr '\n' ' ')"
+fi
+
 echo
 if [ "$failures" -eq 0 ]; then echo "all overnight-script tests passed"; else echo "$failures test(s) failed"; exit 1; fi

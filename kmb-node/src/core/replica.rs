@@ -109,11 +109,17 @@ pub struct Replica {
     /// Recovered-faulty ops that storage proves were never durable here (their redundant
     /// header copy was never written), removed once written.
     never_written: BTreeSet<u64>,
-    /// A `TruncateLogAfter` was issued since the last superblock write with `log_view ==
-    /// view`. Storage makes a truncation durable with the next superblock write and requires
-    /// its `log_view` to exceed the view of every dropped entry (so recovery cannot resurrect
-    /// the dropped suffix): until then the superblock is written only with `log_view == view`.
+    /// A `TruncateLogAfter` was issued since the last superblock write that published it.
+    /// Storage makes a truncation durable with the next superblock write and requires its
+    /// `log_view` to exceed the view of every dropped entry (so recovery cannot resurrect the
+    /// dropped suffix): until then the superblock is written only with `log_view >=
+    /// install_view` (the view whose log, installed, dropped them).
     truncation_unpublished: bool,
+    /// The view whose log this replica last installed (a StartView, RecoveryResponse or the
+    /// chosen DoViewChange): once that log is complete and durable it may claim it as its
+    /// `log_view`, even after moving on to a later view change (see
+    /// [`Self::try_advance_log_view`]).
+    install_view: u32,
     /// (op echoed, ops covered) of the outstanding Sync.
     sync_inflight: Option<(u64, BTreeSet<u64>)>,
     syncing_truncate: bool,
@@ -279,6 +285,7 @@ impl Replica {
             never_written: BTreeSet::new(),
             dirty_truncate: false,
             truncation_unpublished: false,
+            install_view: durable.log_view,
             sync_inflight: None,
             syncing_truncate: false,
             ack_op: vec![0; n],
@@ -822,6 +829,7 @@ impl Replica {
             .rev()
             .find(|(_, s)| s.header.view == view)
             .map_or(op, |(&o, _)| o);
+        self.install_view = view;
         self.truncate_after(keep);
         self.op = keep;
         let commit_min = self.commit_min;
@@ -858,7 +866,7 @@ impl Replica {
 
     fn maybe_write_superblock(&mut self) {
         let desired = (self.view, self.log_view);
-        if self.truncation_unpublished && desired.1 != desired.0 {
+        if self.truncation_unpublished && desired.1 < self.install_view {
             return;
         }
         if self.superblock_inflight.is_none() && self.superblock != desired {
@@ -1043,16 +1051,29 @@ impl Replica {
         }
     }
 
+    /// Claim the installed log as `log_view` once it is complete, chained and durable: the
+    /// current view's in normal status (or as the primary-elect that installed the chosen
+    /// log); in a view change, the view whose log was last installed (`install_view`). The
+    /// latter lets a backup whose StartView install was cut short by a new view change finish
+    /// it (repairing from anyone) and then publish its truncation and vote: otherwise, if
+    /// more than f replicas were caught that way, no DoViewChange quorum could ever form in a
+    /// healed cluster (issue 17).
     fn try_advance_log_view(&mut self) {
         let installing =
             self.status == Status::Normal || (self.is_primary_elect() && self.vc_installed);
-        if installing
-            && self.log_view < self.view
+        let target = if installing {
+            self.view
+        } else if self.status == Status::ViewChange {
+            self.install_view.min(self.view)
+        } else {
+            return;
+        };
+        if self.log_view < target
             && self.log_synced()
             && self.chain_to_head()
             && self.durable_prefix() == self.op
         {
-            self.log_view = self.view;
+            self.log_view = target;
         }
     }
 
@@ -1314,6 +1335,7 @@ impl Replica {
             }
         }
         self.vc_installed = true;
+        self.install_view = self.view;
         self.vc_headers = best.headers;
         self.commit_max = self.commit_max.max(commit);
         self.truncate_nacked();
@@ -2294,6 +2316,123 @@ impl Replica {
                 entry,
             };
             self.send(r, body);
+        }
+    }
+
+    /// What this replica is waiting for, if it is not simply idle and caught up: one line
+    /// naming the view, the op and — for a primary-elect stuck on an op — which DoViewChange
+    /// senders hold, miss or nack it. For liveness reports (the VOPR prints it when a healed
+    /// cluster does not converge) and operators' logs.
+    pub fn blocker(&self) -> Option<String> {
+        if let Some(reason) = &self.halted {
+            return Some(format!("halted: {reason}"));
+        }
+        let set = |s: &BTreeSet<u8>| format!("{:?}", s.iter().collect::<Vec<_>>());
+        let view = self.view;
+        match self.status {
+            Status::Recovering => Some(if self.checkpoint_faulty {
+                format!(
+                    "view {view}: recovering with an unreadable checkpoint at op {}: waiting for a peer's state transfer",
+                    self.checkpoint.op
+                )
+            } else {
+                format!(
+                    "view {view}: recovering (faulty head): waiting for RecoveryResponses from a quorum including the primary; have {:?}",
+                    self.recovery_replies.keys().collect::<Vec<_>>()
+                )
+            }),
+            Status::ViewChange if self.is_primary_elect() => {
+                let dvcs: BTreeSet<u8> = self.dvcs.keys().copied().collect();
+                if dvcs.len() < self.config.quorum() || !dvcs.contains(&self.config.replica) {
+                    return Some(format!(
+                        "view {view}: primary-elect has DoViewChanges from {} (needs {} including its own); StartViewChanges from {}",
+                        set(&dvcs),
+                        self.config.quorum(),
+                        set(&self.svc_from)
+                    ));
+                }
+                if !self.vc_installed {
+                    return Some(format!(
+                        "view {view}: primary-elect waits for the chosen log's head checkpoint {:?}",
+                        self.head_checkpoint_wanted.map(|(op, _)| op)
+                    ));
+                }
+                let lacking = (self.commit_max + 1..=self.op)
+                    .find(|o| self.slots.get(o).is_none_or(|s| s.body.is_none()));
+                let Some(op) = lacking else {
+                    return Some(format!(
+                        "view {view}: primary-elect installed op {} and waits for its log to be durable (synced: {})",
+                        self.op,
+                        self.log_synced()
+                    ));
+                };
+                let checksum = self.slots.get(&op).map(|s| s.header.checksum).or_else(|| {
+                    self.slots.get(&(op + 1)).map(|s| s.header.parent)
+                });
+                let (mut hold, mut miss, mut nack) = (Vec::new(), Vec::new(), Vec::new());
+                for (&r, d) in &self.dvcs {
+                    let held = checksum.is_some_and(|c| {
+                        d.headers.binary_search_by_key(&op, |h| h.op).is_ok_and(|i| {
+                            d.headers[i].checksum == c && d.bodies.get(i) == Some(&true)
+                        })
+                    });
+                    if held {
+                        hold.push(r);
+                    } else if checksum.is_some_and(|c| Self::nacks(d, op, c)) {
+                        nack.push(r);
+                    } else {
+                        miss.push(r);
+                    }
+                }
+                let n = self.config.replica_count as usize;
+                Some(format!(
+                    "view {view}: primary-elect lacks op {op} (checksum {}): held by {hold:?}, missing (may have acknowledged it) at {miss:?}, nacked by {nack:?} ({} nacks truncate it); commit {}",
+                    checksum.map_or("unknown".to_string(), |c| format!("{:08x}", c as u32)),
+                    n - self.config.quorum() + 1,
+                    self.commit_max
+                ))
+            }
+            Status::ViewChange => Some(format!(
+                "view {view}: backup of primary {}: StartViewChanges from {}, view durable: {}, log synced: {}, DoViewChange sent: {}, installed view {} (log_view {}, truncation unpublished: {})",
+                self.primary(),
+                set(&self.svc_from),
+                self.superblock.0 >= view,
+                self.log_synced(),
+                self.dvc_sent,
+                self.install_view,
+                self.log_view,
+                self.truncation_unpublished
+            )),
+            Status::Normal if self.log_view < view => Some(format!(
+                "view {view}: installing the primary's log (log_view {}): op {}, durable prefix {}",
+                self.log_view,
+                self.op,
+                self.durable_prefix()
+            )),
+            Status::Normal if self.commit_min < self.commit_max => {
+                let op = self.commit_min + 1;
+                let what = match self.slots.get(&op) {
+                    None => "no header",
+                    Some(s) if s.body.is_none() => "header without body",
+                    Some(_) => "entry not yet vouched for by the head's chain",
+                };
+                Some(format!(
+                    "view {view}: cannot commit op {op} ({what}); commit_max {}, op {}",
+                    self.commit_max, self.op
+                ))
+            }
+            Status::Normal if self.is_primary() && self.commit_min < self.op => {
+                let op = self.commit_min + 1;
+                let acked: Vec<u8> = self
+                    .others()
+                    .filter(|&r| self.ack_op[r as usize] >= op)
+                    .collect();
+                Some(format!(
+                    "view {view}: primary waits for acknowledgements of op {op} (acked by {acked:?}, own durable prefix {})",
+                    self.durable_prefix()
+                ))
+            }
+            Status::Normal => None,
         }
     }
 

@@ -2315,6 +2315,108 @@ fn idle_primary_resends_committed_ops_to_a_lagging_backup() {
     net.assert_converged(&[0, 1, 2]);
 }
 
+/// Goal (issue 17, known limit removed): a backup whose StartView install truncated its log
+/// and was cut short by a new view change still finishes that install — repairing from any
+/// replica — and then publishes it as its `log_view` with the new view, so it can vote.
+/// Before, it waited for a StartView of a view it had left: with more than f backups caught
+/// that way (the new primary crashed right after its StartView), no DoViewChange quorum
+/// could ever form, although every replica was up.
+#[test]
+fn view_change_completes_an_interrupted_start_view_install_and_votes() {
+    let root = Entry::root(CLUSTER).checksum();
+    let log = chain(root, 1, 4, 1, "k");
+    let fork = chain(log[1].checksum(), 3, 3, 2, "f");
+    let durable = DurableState {
+        view: 1,
+        log_view: 1,
+        checkpoint: None,
+        checkpoint_faulty: None,
+        entries: log.clone(),
+        faulty: vec![],
+        never_written: vec![],
+        restarted: true,
+    };
+    let mut r = Replica::new(config(3, 0), durable);
+    r.poll_effects();
+    assert_eq!((r.view(), r.status()), (1, Status::Normal));
+    let sv = Body::StartView {
+        view: 2,
+        op: 3,
+        op_checksum: fork[0].checksum(),
+        commit: 2,
+        checkpoint_op: 0,
+        headers: vec![log[0].header, log[1].header, fork[0].header],
+    };
+    let effects = r.step(msg(2, sv));
+    assert!(
+        effects.contains(&Effect::TruncateLogAfter(3)),
+        "{effects:?}"
+    );
+    assert_eq!((r.view(), r.op()), (2, 3));
+    // The truncation is synced; the superblock waits for the complete install.
+    let effects = r.step(Input::Synced { op: 3 });
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::WriteSuperblock { .. })),
+        "{effects:?}"
+    );
+    // The new primary is gone before the body of op 3 arrives; replica 1 starts view 3.
+    let effects = r.step(msg(1, Body::StartViewChange { view: 3 }));
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::WriteSuperblock { .. })),
+        "{effects:?}"
+    );
+    assert_eq!((r.view(), r.status()), (3, Status::ViewChange));
+    // Replica 1 answers the repair: the install completes and is published with view 3.
+    let repair = Body::Prepare {
+        view: 2,
+        commit: 2,
+        entry: fork[0].clone(),
+    };
+    let effects = r.step(msg(1, repair));
+    assert_eq!(
+        effects,
+        vec![
+            Effect::WriteEntries(vec![fork[0].clone()]),
+            Effect::Sync { op: 3 }
+        ]
+    );
+    let effects = r.step(Input::Synced { op: 3 });
+    assert_eq!(
+        effects,
+        vec![Effect::WriteSuperblock {
+            view: 3,
+            log_view: 2
+        }]
+    );
+    assert_eq!(r.log_view(), 2);
+}
+
+/// Goal (issue 17): a stuck view change names what blocks it — the op, the view, and which
+/// DoViewChange senders hold, miss or nack it — so the next liveness failure is diagnosed in
+/// minutes; an idle, caught-up replica reports nothing.
+#[test]
+fn blocker_names_the_op_and_who_holds_misses_or_nacks_it() {
+    let (mut r, log) = nack_primary_elect();
+    r.step(msg(0, short_dvc(&log)));
+    let blocker = r.blocker().expect("a stuck primary-elect says why");
+    assert!(
+        blocker.starts_with("view 4: primary-elect lacks op 3 (checksum "),
+        "{blocker}"
+    );
+    assert!(
+        blocker.contains("held by [], missing (may have acknowledged it) at [1], nacked by [0] (2 nacks truncate it)"),
+        "{blocker}"
+    );
+    let mut net = Net::new(3, config);
+    net.request(7, 1, set("k", "v"));
+    net.tick(5);
+    assert_eq!(net.replica(1).blocker(), None);
+}
+
 /// Goal: the DoViewChange body-presence bitset has one encoding: nonzero padding bits are
 /// rejected.
 #[test]
