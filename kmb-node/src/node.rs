@@ -563,16 +563,17 @@ async fn client_connection(mut stream: TcpStream, inbox: mpsc::Sender<Event>) {
     // Plain Redis clients get a session of their own: a random id, request numbers counted.
     let connection_client: u128 = sim_runtime::rand::random::<u128>() | 1;
     let mut next_request: u64 = 0;
-    let mut buffer: Vec<u8> = Vec::new();
+    let mut reader = resp::CommandReader::new(usize::MAX);
     let mut out: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
     loop {
-        let (args, used) = match resp::parse_command(&buffer) {
+        let args = match reader.next_command() {
             Err(e) => {
                 let _ = stream.write_all(&Value::err(e).encode()).await;
                 let _ = stream.flush().await;
                 return;
             }
-            Ok(Some(parsed)) => parsed,
+            Ok(Some(args)) => args,
             Ok(None) => {
                 if !out.is_empty() {
                     // Under madsim, bytes leave only on flush.
@@ -581,15 +582,13 @@ async fn client_connection(mut stream: TcpStream, inbox: mpsc::Sender<Event>) {
                     }
                     out.clear();
                 }
-                let mut chunk = [0u8; 16 * 1024];
                 match stream.read(&mut chunk).await {
                     Ok(0) | Err(_) => return,
-                    Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                    Ok(n) => reader.feed(&chunk[..n]),
                 }
                 continue;
             }
         };
-        buffer.drain(..used);
         if args.is_empty() {
             continue;
         }
