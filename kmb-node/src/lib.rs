@@ -17,5 +17,6 @@ pub mod kv;
 #[cfg(madsim)]
 pub mod mutation;
 pub mod node;
+pub mod ratelimit;
 pub mod resp;
 pub mod storage;

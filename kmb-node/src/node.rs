@@ -14,14 +14,16 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::commands::{self, Command};
 use crate::core::{self, Effect, Input, Message, Replica};
+use crate::ratelimit::{WarnLimiter, WARN_PERIOD};
 use crate::resp::{self, Value};
 use crate::storage::{
     recovery::CheckpointState as StoredCheckpoint, Recovery, Storage, StorageError,
@@ -487,21 +489,42 @@ async fn peer_sender(addr: SocketAddr, hello: Vec<u8>, mut outbox: mpsc::Receive
     }
 }
 
+/// Warnings about peers, limited to one per peer address and reason per minute.
+#[derive(Clone)]
+struct PeerWarnings(Arc<Mutex<WarnLimiter<WarnSource>>>);
+
+/// A peer's address (without the port: reconnects come from new ports) and a reason.
+type WarnSource = (Option<IpAddr>, &'static str);
+
+impl PeerWarnings {
+    fn new() -> PeerWarnings {
+        PeerWarnings(Arc::new(Mutex::new(WarnLimiter::new(WARN_PERIOD))))
+    }
+
+    /// `Some(suppressed)` if the warning about `peer` for `reason` is to be logged now.
+    fn check(&self, peer: Option<SocketAddr>, reason: &'static str) -> Option<u64> {
+        let mut limiter = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        limiter.check(&(peer.map(|p| p.ip()), reason), time::Instant::now())
+    }
+}
+
 async fn peer_listener_task(
     listener: TcpListener,
     cluster: u64,
     replica_count: u8,
     inbox: mpsc::Sender<Event>,
 ) {
+    let warnings = PeerWarnings::new();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         let inbox = inbox.clone();
+        let warnings = warnings.clone();
         sim_runtime::task::spawn(async move {
             let (_writer, reader) = net::framed(stream);
-            peer_receiver(reader, cluster, replica_count, inbox).await
+            peer_receiver(reader, cluster, replica_count, inbox, warnings).await
         });
     }
 }
@@ -511,17 +534,32 @@ async fn peer_receiver(
     cluster: u64,
     replica_count: u8,
     inbox: mpsc::Sender<Event>,
+    warnings: PeerWarnings,
 ) {
     let Ok(hello) = reader.recv().await else {
         return;
     };
+    let peer = reader.peer_addr();
     if hello.len() != 9 || u64::from_le_bytes(hello[..8].try_into().expect("8 bytes")) != cluster {
-        tracing::warn!(peer = ?reader.peer_addr(), "peer handshake for another cluster: closing");
+        if let Some(suppressed) = warnings.check(peer, "cluster") {
+            tracing::warn!(
+                ?peer,
+                suppressed,
+                "peer handshake for another cluster: closing"
+            );
+        }
         return;
     }
     let from = hello[8];
     if from >= replica_count {
-        tracing::warn!(peer = ?reader.peer_addr(), from, "peer handshake with a bad replica index");
+        if let Some(suppressed) = warnings.check(peer, "index") {
+            tracing::warn!(
+                ?peer,
+                from,
+                suppressed,
+                "peer handshake with a bad replica index"
+            );
+        }
         return;
     }
     while let Ok(frame) = reader.recv().await {
@@ -532,7 +570,15 @@ async fn peer_receiver(
                 }
             }
             Err(e) => {
-                tracing::warn!(from, error = %e, "malformed peer message: closing the connection");
+                if let Some(suppressed) = warnings.check(peer, "malformed") {
+                    tracing::warn!(
+                        from,
+                        ?peer,
+                        suppressed,
+                        error = %e,
+                        "malformed peer message: closing the connection"
+                    );
+                }
                 return;
             }
         }

@@ -35,6 +35,8 @@ pub enum StorageError {
     Io(String),
     /// A verified read found the entry's bytes corrupt on disk (repair from a peer).
     Corrupt { op: u64 },
+    /// Another open file (another `kmb-node` process) holds the data file's lock.
+    Locked(String),
 }
 
 impl fmt::Display for StorageError {
@@ -52,6 +54,10 @@ impl fmt::Display for StorageError {
             StorageError::SyncFailed(m) => write!(f, "fsync failed, storage stopped: {m}"),
             StorageError::Io(m) => write!(f, "storage I/O error: {m}"),
             StorageError::Corrupt { op } => write!(f, "entry {op} is corrupt on disk"),
+            StorageError::Locked(m) => write!(
+                f,
+                "{m} is locked: another kmb-node process is using this data file"
+            ),
         }
     }
 }
@@ -144,7 +150,8 @@ impl Storage {
         write_superblock_copies(&file, &superblock).await
     }
 
-    /// Open and recover the data file at `path`.
+    /// Open and recover the data file at `path`, holding its advisory lock (taken before
+    /// anything is read or repaired) until the `Storage` is dropped.
     pub async fn open(path: impl AsRef<Path>) -> Result<(Storage, Recovery), StorageError> {
         let path = path.as_ref();
         let display = path.display().to_string();
@@ -157,6 +164,10 @@ impl Storage {
             )));
         }
         let file = File::open(path).await.map_err(|e| io_err("open", e))?;
+        file.try_lock().map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock => StorageError::Locked(display.clone()),
+            _ => io_err("lock", e),
+        })?;
         let len = file.len().await.map_err(|e| io_err("len", e))?;
         if len < Layout::superblock_offset(SUPERBLOCK_COPIES) {
             return Err(StorageError::NotFormatted(format!(

@@ -1,0 +1,207 @@
+//! Production-mode tests of the hardening of issue 13, on real `kmb-node` processes: the data
+//! file lock, rate-limited peer warnings, the offline verifier, authenticated peers and
+//! bounded resources.
+#![cfg(not(madsim))]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use sim_runtime::time::Instant;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kmb-node");
+
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect()
+}
+
+fn list(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn format(data: &Path, replica: usize, count: usize) {
+    let out = Command::new(BIN)
+        .args([
+            "format",
+            "--cluster",
+            "42",
+            "--replica",
+            &replica.to_string(),
+        ])
+        .args(["--replica-count", &count.to_string()])
+        .arg(data)
+        .output()
+        .expect("run kmb-node format");
+    assert!(
+        out.status.success(),
+        "format: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A running `kmb-node start`, killed on drop.
+struct Node {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Node {
+    fn start(data: &Path, peers: &[u16], clients: &[u16], log: PathBuf, extra: &[&str]) -> Node {
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(BIN)
+            .arg("start")
+            .args(["--addresses", &list(peers)])
+            .args(["--client-addresses", &list(clients)])
+            .args(extra)
+            .arg(data)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn kmb-node start");
+        Node { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait up to `limit` for the process to exit; its status if it did.
+    fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Send one RESP command on a fresh connection; the reply's first line (empty on failure).
+fn resp(port: u16, command: &str) -> String {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    if s.write_all(command.as_bytes()).is_err() {
+        return String::new();
+    }
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).trim_end().to_string()
+}
+
+/// Wait until the node on client port `port` answers `GET probe` itself (it is the primary).
+fn wait_primary(port: u16) {
+    for _ in 0..300 {
+        let reply = resp(port, "GET probe\r\n");
+        if reply == "$-1" || reply.starts_with('$') {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the node on client port {port} never served");
+}
+
+/// Goal: a second `kmb-node start` on a data file that a running node holds fails at once
+/// with one clear line (before reading or repairing anything), and the first keeps serving.
+#[test]
+fn second_start_on_the_same_data_file_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("r0.kmb");
+    format(&data, 0, 1);
+    let ports = free_ports(4);
+    let _first = Node::start(
+        &data,
+        &ports[0..1],
+        &ports[1..2],
+        dir.path().join("a.log"),
+        &[],
+    );
+    wait_primary(ports[1]);
+    let mut second = Node::start(
+        &data,
+        &ports[2..3],
+        &ports[3..4],
+        dir.path().join("b.log"),
+        &[],
+    );
+    let status = second
+        .wait_exit(Duration::from_secs(10))
+        .expect("the second start must exit, not run on the same data file");
+    assert!(!status.success());
+    let log = second.log();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    assert!(
+        errors[0].contains("locked") && errors[0].contains("another kmb-node"),
+        "{log}"
+    );
+    assert_eq!(resp(ports[1], "SET k v\r\n"), "+OK");
+}
+
+/// Send a framed payload on a new connection to `port`, then wait for the node to close it.
+fn send_frames(port: u16, payloads: &[Vec<u8>]) {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    for payload in payloads {
+        let _ = s.write_all(&sim_runtime::net::encode_frame(payload));
+    }
+    let mut buf = [0u8; 64];
+    let _ = s.read(&mut buf);
+}
+
+/// The handshake kmb used before issue 13: cluster id (u64 LE) and replica index.
+fn old_handshake(cluster: u64, replica: u8) -> Vec<u8> {
+    let mut hello = cluster.to_le_bytes().to_vec();
+    hello.push(replica);
+    hello
+}
+
+/// Goal: a node of another cluster retrying in a loop gets one WARN line per minute, not one
+/// per attempt.
+#[test]
+fn repeated_peer_warnings_are_rate_limited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("r0.kmb");
+    format(&data, 0, 1);
+    let ports = free_ports(2);
+    let node = Node::start(
+        &data,
+        &ports[0..1],
+        &ports[1..2],
+        dir.path().join("a.log"),
+        &[],
+    );
+    wait_primary(ports[1]);
+    for _ in 0..50 {
+        send_frames(ports[0], &[old_handshake(7, 0)]);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let log = node.log();
+    let warnings = log.lines().filter(|l| l.contains("peer handshake")).count();
+    assert_eq!(warnings, 1, "{log}");
+}
