@@ -7,6 +7,7 @@
 //! * [`kv`] — the key-value state machine. Pure.
 //! * [`resp`] — RESP2 (Redis protocol) command parser and reply encoder. Pure.
 
+pub mod auth;
 pub mod client;
 pub mod commands;
 pub mod core;
