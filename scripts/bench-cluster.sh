@@ -21,7 +21,9 @@ cleanup() {
 }
 trap cleanup EXIT
 for i in 0 1 2; do
-  "$bin" format --cluster 7 --replica "$i" --replica-count 3 "$dir/r$i.kmb" >/dev/null
+  key_from=()
+  [ "$i" -gt 0 ] && key_from=(--key-from "$dir/r0.kmb.key")
+  "$bin" format --cluster 7 --replica "$i" --replica-count 3 "${key_from[@]}" "$dir/r$i.kmb" >/dev/null
   "$bin" start --addresses 3201,3202,3203 --client-addresses 6401,6402,6403 "$dir/r$i.kmb" \
     2>"$dir/r$i.log" &
   pids+=($!)

@@ -28,7 +28,10 @@ trap stop EXIT INT TERM
 for i in 0 1 2; do
   data="$dir/replica-$i.kmb"
   if [ ! -e "$data" ]; then
-    "$KMB_NODE" format --cluster "$cluster" --replica "$i" --replica-count 3 "$data"
+    # Replica 0 generates the cluster key; the others are formatted with a copy of it.
+    key_from=()
+    [ "$i" -gt 0 ] && key_from=(--key-from "$dir/replica-0.kmb.key")
+    "$KMB_NODE" format --cluster "$cluster" --replica "$i" --replica-count 3 "${key_from[@]}" "$data"
   fi
   "$KMB_NODE" start --addresses "$peers" --client-addresses "$clients" "$data" \
     2>>"$dir/replica-$i.log" &

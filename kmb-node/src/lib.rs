@@ -7,6 +7,7 @@
 //! * [`kv`] — the key-value state machine. Pure.
 //! * [`resp`] — RESP2 (Redis protocol) command parser and reply encoder. Pure.
 
+pub mod auth;
 pub mod client;
 pub mod commands;
 pub mod core;
@@ -17,5 +18,6 @@ pub mod kv;
 #[cfg(madsim)]
 pub mod mutation;
 pub mod node;
+pub mod ratelimit;
 pub mod resp;
 pub mod storage;

@@ -1,8 +1,10 @@
-//! `kmb-node`: format a data file, or start a replica.
+//! `kmb-node`: format a data file, start a replica, or check a data file offline.
 //!
 //! ```text
 //! kmb-node format --cluster 1 --replica 0 --replica-count 3 data/r0.kmb
 //! kmb-node start --addresses 3001,3002,3003 --client-addresses 6381,6382,6383 data/r0.kmb
+//! kmb-node verify data/r0.kmb      # exit 0: intact; exit 1: damaged or unreadable
+//! kmb-node inspect data/r0.kmb     # the summary plus every superblock copy and WAL slot
 //! ```
 //!
 //! Addresses given as a bare port mean 127.0.0.1:port: by default nothing listens beyond the
@@ -22,11 +24,12 @@ fn main() -> std::process::ExitCode {
 #[cfg(not(madsim))]
 mod production {
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
     use std::process::ExitCode;
 
     use clap::{Parser, Subcommand, ValueEnum};
-    use kmb_node::node::{self, NodeConfig};
+    use kmb_node::auth::ClusterKey;
+    use kmb_node::node::{self, Limits, NodeConfig};
     use kmb_node::storage::{Identity, Storage, StorageConfig};
     use sim_runtime::time::Duration;
 
@@ -62,7 +65,12 @@ mod production {
             /// WAL geometry.
             #[arg(long, value_enum, default_value = "production")]
             geometry: Geometry,
-            /// The data file to create.
+            /// Use the cluster key in this file (the key file of a replica already formatted)
+            /// instead of generating a new one. Every replica of a cluster needs the same key.
+            #[arg(long)]
+            key_from: Option<PathBuf>,
+            /// The data file to create. The cluster key is written next to it, to
+            /// `<data>.key` (mode 0600).
             data: PathBuf,
         },
         /// Run a replica.
@@ -78,9 +86,91 @@ mod production {
             /// Length of a protocol tick in milliseconds.
             #[arg(long, default_value_t = 10)]
             tick_ms: u64,
+            /// The cluster key file (default: `<data>.key`, written by `kmb-node format`). It
+            /// must not be readable by group or others.
+            #[arg(long)]
+            key_file: Option<PathBuf>,
+            #[command(flatten)]
+            limits: LimitArgs,
             /// The formatted data file.
             data: PathBuf,
         },
+        /// Check a stopped replica's data file offline (superblock copies, WAL headers and
+        /// prepares, hash chain, checkpoint); exit non-zero on damage. Writes nothing.
+        Verify {
+            /// The data file.
+            data: PathBuf,
+        },
+        /// Print what a stopped replica's data file holds: the verify summary plus every
+        /// superblock copy and non-blank WAL slot. Writes nothing.
+        Inspect {
+            /// The data file.
+            data: PathBuf,
+        },
+    }
+
+    /// Resource bounds (defaults: `kmb_node::node::Limits::default()`).
+    #[derive(clap::Args, Debug)]
+    struct LimitArgs {
+        /// Inbound peer connections in total (handshaking or authenticated).
+        #[arg(long, default_value_t = Limits::default().peer_connections_max)]
+        peer_connections_max: usize,
+        /// Inbound peer connections from one IP address.
+        #[arg(long, default_value_t = Limits::default().peer_connections_per_address_max)]
+        peer_connections_per_address_max: usize,
+        /// Milliseconds a peer connection has to complete its handshake.
+        #[arg(long, default_value_t = Limits::default().peer_handshake_timeout.as_millis() as u64)]
+        peer_handshake_timeout_ms: u64,
+        /// Client connections; more are answered `-ERR max number of clients reached`.
+        #[arg(long, default_value_t = Limits::default().client_connections_max)]
+        client_connections_max: usize,
+        /// Seconds a client connection may send nothing before it is closed.
+        #[arg(long, default_value_t = Limits::default().client_idle_timeout.as_secs())]
+        client_idle_timeout_secs: u64,
+        /// Bytes a client connection may buffer for one command (a larger one is a protocol
+        /// error).
+        #[arg(long, default_value_t = Limits::default().client_buffer_max)]
+        client_buffer_max: usize,
+    }
+
+    impl LimitArgs {
+        fn limits(&self) -> Result<Limits, String> {
+            for (name, value) in [
+                ("--peer-connections-max", self.peer_connections_max as u64),
+                (
+                    "--peer-connections-per-address-max",
+                    self.peer_connections_per_address_max as u64,
+                ),
+                (
+                    "--peer-handshake-timeout-ms",
+                    self.peer_handshake_timeout_ms,
+                ),
+                (
+                    "--client-connections-max",
+                    self.client_connections_max as u64,
+                ),
+                ("--client-idle-timeout-secs", self.client_idle_timeout_secs),
+                ("--client-buffer-max", self.client_buffer_max as u64),
+            ] {
+                if value == 0 {
+                    return Err(format!("{name} must be at least 1"));
+                }
+            }
+            if self.client_buffer_max < 64 * 1024 {
+                return Err(format!(
+                    "--client-buffer-max {} is below 65536: too small for an inline command",
+                    self.client_buffer_max
+                ));
+            }
+            Ok(Limits {
+                peer_connections_max: self.peer_connections_max,
+                peer_connections_per_address_max: self.peer_connections_per_address_max,
+                peer_handshake_timeout: Duration::from_millis(self.peer_handshake_timeout_ms),
+                client_connections_max: self.client_connections_max,
+                client_idle_timeout: Duration::from_secs(self.client_idle_timeout_secs),
+                client_buffer_max: self.client_buffer_max,
+            })
+        }
     }
 
     fn parse_address(s: &str) -> Result<SocketAddr, String> {
@@ -95,11 +185,62 @@ mod production {
         list.iter().map(|s| parse_address(s.trim())).collect()
     }
 
+    /// `<data>.key`: where `format` writes the cluster key and `start` reads it by default.
+    fn default_key_path(data: &Path) -> PathBuf {
+        let mut path = data.as_os_str().to_owned();
+        path.push(".key");
+        PathBuf::from(path)
+    }
+
+    /// Read a cluster key file, refusing one that group or others can read.
+    fn read_key(path: &Path) -> Result<ClusterKey, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path).map_err(|e| {
+            format!(
+                "cannot read the cluster key file {}: {e} (`kmb-node format` writes it; \
+                 --key-file names another)",
+                path.display()
+            )
+        })?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "the cluster key file {} is readable by others (mode {mode:o}): chmod 600 it",
+                path.display()
+            ));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the cluster key file {}: {e}", path.display()))?;
+        ClusterKey::from_hex(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Write `key` to a new file at `path`, mode 0600, durably.
+    fn write_key(path: &Path, key: &ClusterKey) -> Result<(), String> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)?;
+            file.write_all(key.to_hex().as_bytes())?;
+            file.sync_all()?;
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            std::fs::File::open(dir)?.sync_all()
+        };
+        write().map_err(|e| format!("cannot write the cluster key {}: {e}", path.display()))
+    }
+
     async fn format(
         cluster: u64,
         replica: u8,
         replica_count: u8,
         geometry: Geometry,
+        key_from: Option<PathBuf>,
         data: PathBuf,
     ) -> Result<(), String> {
         if !matches!(replica_count, 1 | 3 | 5) {
@@ -118,10 +259,22 @@ mod production {
                 data.display()
             ));
         }
+        let key_path = default_key_path(&data);
+        if key_path.exists() {
+            return Err(format!(
+                "{} already exists: refusing to overwrite a cluster key",
+                key_path.display()
+            ));
+        }
+        let key = match &key_from {
+            Some(from) => read_key(from)?,
+            None => ClusterKey::generate(),
+        };
         let config = match geometry {
             Geometry::Production => StorageConfig::PRODUCTION,
             Geometry::Small => StorageConfig::SIMULATION,
         };
+        write_key(&key_path, &key)?;
         let identity = Identity {
             cluster,
             replica,
@@ -131,10 +284,49 @@ mod production {
             .await
             .map_err(|e| format!("cannot format {}: {e}", data.display()))?;
         println!(
-            "formatted {} (cluster {cluster}, replica {replica} of {replica_count})",
-            data.display()
+            "formatted {} (cluster {cluster}, replica {replica} of {replica_count}); cluster key {} {}",
+            data.display(),
+            if key_from.is_some() { "copied to" } else { "generated in" },
+            key_path.display()
         );
         Ok(())
+    }
+
+    /// `verify` (and `inspect` with `detail`): print the report; an error if damaged.
+    async fn verify(data: PathBuf, detail: bool) -> Result<(), String> {
+        let ex = Storage::examine(&data)
+            .await
+            .map_err(|e| format!("cannot verify {}: {e}", data.display()))?;
+        let report = kmb_node::storage::verify::verify(&ex);
+        println!("{}", data.display());
+        for line in &report.summary {
+            println!("  {line}");
+        }
+        for line in &report.notes {
+            println!("  note: {line}");
+        }
+        for line in &report.damage {
+            println!("  DAMAGE: {line}");
+        }
+        if detail {
+            for line in kmb_node::storage::verify::inspect(&ex) {
+                println!("  {line}");
+            }
+        }
+        match report.damage.first() {
+            None => {
+                println!("ok: {} verifies", data.display());
+                Ok(())
+            }
+            Some(first) if report.damage.len() == 1 => {
+                Err(format!("{} is damaged: {first}", data.display()))
+            }
+            Some(first) => Err(format!(
+                "{} is damaged: {first} (and {} more problems above)",
+                data.display(),
+                report.damage.len() - 1
+            )),
+        }
     }
 
     async fn shutdown_signal() {
@@ -156,8 +348,11 @@ mod production {
         addresses: Vec<String>,
         client_addresses: Vec<String>,
         tick_ms: u64,
+        key_file: Option<PathBuf>,
+        limits: LimitArgs,
         data: PathBuf,
     ) -> Result<(), String> {
+        let limits = limits.limits()?;
         let replica_addresses = parse_addresses(&addresses)?;
         let client_addresses = parse_addresses(&client_addresses)?;
         if replica_addresses.len() != client_addresses.len() {
@@ -176,6 +371,7 @@ mod production {
                 data.display()
             ));
         }
+        let cluster_key = read_key(&key_file.unwrap_or_else(|| default_key_path(&data)))?;
         let config = NodeConfig {
             data_path: data,
             replica_addresses,
@@ -183,6 +379,8 @@ mod production {
             listen_peer: None,
             listen_client: None,
             tick: Duration::from_millis(tick_ms),
+            cluster_key,
+            limits,
         };
         node::run(config, shutdown_signal())
             .await
@@ -217,14 +415,19 @@ mod production {
                     replica,
                     replica_count,
                     geometry,
+                    key_from,
                     data,
-                } => format(cluster, replica, replica_count, geometry, data).await,
+                } => format(cluster, replica, replica_count, geometry, key_from, data).await,
                 Cmd::Start {
                     addresses,
                     client_addresses,
                     tick_ms,
+                    key_file,
+                    limits,
                     data,
-                } => start(addresses, client_addresses, tick_ms, data).await,
+                } => start(addresses, client_addresses, tick_ms, key_file, limits, data).await,
+                Cmd::Verify { data } => verify(data, false).await,
+                Cmd::Inspect { data } => verify(data, true).await,
             }
         });
         match result {

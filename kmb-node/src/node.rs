@@ -14,14 +14,17 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::auth::{self, Challenge, ClusterKey, Hello, Response, Transcript};
 use crate::commands::{self, Command};
 use crate::core::{self, Effect, Input, Message, Replica};
+use crate::ratelimit::{WarnLimiter, WARN_PERIOD};
 use crate::resp::{self, Value};
 use crate::storage::{
     recovery::CheckpointState as StoredCheckpoint, Recovery, Storage, StorageError,
@@ -38,8 +41,6 @@ const BATCH_MAX: usize = 256;
 /// A client command waits this long for its committed reply, then gets an "outcome unknown"
 /// error (the request may still commit later).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Client connections per node.
-const CLIENT_CONNECTIONS_MAX: usize = 4096;
 
 /// How to run one node.
 #[derive(Clone, Debug)]
@@ -56,6 +57,44 @@ pub struct NodeConfig {
     pub listen_client: Option<SocketAddr>,
     /// Length of one core tick.
     pub tick: Duration,
+    /// The cluster key every replica holds: peers prove it in the handshake and MAC every
+    /// message with a key derived from it.
+    pub cluster_key: ClusterKey,
+    /// Resource bounds.
+    pub limits: Limits,
+}
+
+/// Resource bounds of a node: each refusal is logged (rate-limited) or answered with a clear
+/// error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Inbound peer connections (authenticated or still in the handshake) in total.
+    pub peer_connections_max: usize,
+    /// Inbound peer connections from one IP address.
+    pub peer_connections_per_address_max: usize,
+    /// An inbound or outbound peer connection must finish its handshake within this.
+    pub peer_handshake_timeout: Duration,
+    /// Client connections; one more is answered `-ERR max number of clients reached` and
+    /// closed.
+    pub client_connections_max: usize,
+    /// A client connection with no command for this long is closed.
+    pub client_idle_timeout: Duration,
+    /// Bytes one client connection may buffer for the command being read (its arguments and
+    /// unparsed input); a larger command is a protocol error and the connection is closed.
+    pub client_buffer_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            peer_connections_max: 64,
+            peer_connections_per_address_max: 8,
+            peer_handshake_timeout: Duration::from_secs(5),
+            client_connections_max: 512,
+            client_idle_timeout: Duration::from_secs(300),
+            client_buffer_max: 8 << 20,
+        }
+    }
 }
 
 /// Why a node stopped.
@@ -156,12 +195,6 @@ pub fn core_config(storage: &Storage, seed: u64) -> Result<core::Config, NodeErr
     Ok(config)
 }
 
-fn handshake(cluster: u64, replica: u8) -> Vec<u8> {
-    let mut b = cluster.to_le_bytes().to_vec();
-    b.push(replica);
-    b
-}
-
 /// Run a node until `shutdown` completes or the node stops.
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
     let (mut storage, recovery) = Storage::open(&config.data_path).await?;
@@ -219,6 +252,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     tracing::info!(replica = me, %listen_peer, %listen_client, "listening");
 
     let (inbox, mut events) = mpsc::channel::<Event>(INBOX_MAX);
+    let warnings = PeerWarnings::new();
     let mut peers: Vec<Option<mpsc::Sender<Vec<u8>>>> = Vec::new();
     for (i, addr) in config.replica_addresses.iter().enumerate() {
         if i == me {
@@ -226,20 +260,36 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             continue;
         }
         let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
-        sim_runtime::task::spawn(peer_sender(
-            *addr,
-            handshake(identity.cluster, me as u8),
-            rx,
-        ));
+        let link = PeerLink {
+            cluster: identity.cluster,
+            me: me as u8,
+            replica_count: identity.replica_count,
+            key: config.cluster_key.clone(),
+            handshake_timeout: config.limits.peer_handshake_timeout,
+            warnings: warnings.clone(),
+        };
+        sim_runtime::task::spawn(peer_sender(link, i as u8, *addr, rx));
         peers.push(Some(tx));
     }
+    let link = PeerLink {
+        cluster: identity.cluster,
+        me: me as u8,
+        replica_count: identity.replica_count,
+        key: config.cluster_key.clone(),
+        handshake_timeout: config.limits.peer_handshake_timeout,
+        warnings,
+    };
     sim_runtime::task::spawn(peer_listener_task(
         peer_listener,
-        identity.cluster,
-        identity.replica_count,
+        link,
         inbox.clone(),
+        config.limits.clone(),
     ));
-    sim_runtime::task::spawn(client_listener_task(client_listener, inbox.clone()));
+    sim_runtime::task::spawn(client_listener_task(
+        client_listener,
+        inbox.clone(),
+        config.limits.clone(),
+    ));
 
     let mut driver = Driver {
         storage,
@@ -461,7 +511,168 @@ impl Driver {
     }
 }
 
-async fn peer_sender(addr: SocketAddr, hello: Vec<u8>, mut outbox: mpsc::Receiver<Vec<u8>>) {
+/// What both ends of a peer link need.
+#[derive(Clone)]
+struct PeerLink {
+    cluster: u64,
+    me: u8,
+    replica_count: u8,
+    key: ClusterKey,
+    handshake_timeout: Duration,
+    warnings: PeerWarnings,
+}
+
+impl PeerLink {
+    /// Log `message` about `peer` unless the same warning was logged within the minute.
+    fn warn(&self, peer: Option<SocketAddr>, reason: &'static str, message: &str) {
+        if let Some(suppressed) = self.warnings.check(peer, reason) {
+            tracing::warn!(replica = self.me, ?peer, suppressed, "{message}");
+        }
+    }
+
+    /// The connector's side of the handshake with replica `to`: the session on success.
+    async fn connect(
+        &self,
+        to: u8,
+        writer: &net::FrameWriter,
+        reader: &mut FrameReader,
+    ) -> Option<auth::Session> {
+        let peer = writer.peer_addr();
+        let hello = Hello {
+            cluster: self.cluster,
+            from: self.me,
+            to,
+            nonce: sim_runtime::rand::random(),
+        };
+        writer.send(hello.encode()).await.ok()?;
+        let reply = time::timeout(self.handshake_timeout, reader.recv()).await;
+        let Ok(Ok(reply)) = reply else {
+            self.warn(
+                peer,
+                "connect-timeout",
+                "peer handshake: no challenge in time (wrong cluster or replica index there?)",
+            );
+            return None;
+        };
+        let Ok(challenge) = Challenge::decode(&reply) else {
+            self.warn(
+                peer,
+                "connect-malformed",
+                "peer handshake: malformed challenge",
+            );
+            return None;
+        };
+        let transcript = Transcript::new(&hello, challenge.nonce);
+        if transcript
+            .verify_acceptor(&self.key, &challenge.proof)
+            .is_err()
+        {
+            self.warn(
+                peer,
+                "connect-proof",
+                "peer handshake failed authentication: the peer does not hold this cluster's key",
+            );
+            return None;
+        }
+        let response = Response {
+            proof: transcript.connector_proof(&self.key),
+        };
+        writer.send(response.encode()).await.ok()?;
+        Some(transcript.session(&self.key))
+    }
+
+    /// The acceptor's side: the connector's replica index and the session on success.
+    async fn accept(
+        &self,
+        writer: &net::FrameWriter,
+        reader: &mut FrameReader,
+    ) -> Option<(u8, auth::Session)> {
+        let peer = reader.peer_addr();
+        let Ok(Ok(first)) = time::timeout(self.handshake_timeout, reader.recv()).await else {
+            self.warn(peer, "accept-timeout", "peer handshake timed out: closing");
+            return None;
+        };
+        let Ok(hello) = Hello::decode(&first) else {
+            self.warn(
+                peer,
+                "accept-malformed",
+                "peer handshake malformed (not a kmb peer, or an unauthenticated one): closing",
+            );
+            return None;
+        };
+        if hello.cluster != self.cluster {
+            self.warn(
+                peer,
+                "accept-cluster",
+                &format!(
+                    "peer handshake for another cluster ({}, this is {}): closing",
+                    hello.cluster, self.cluster
+                ),
+            );
+            return None;
+        }
+        if hello.from >= self.replica_count || hello.from == self.me || hello.to != self.me {
+            self.warn(
+                peer,
+                "accept-index",
+                &format!(
+                    "peer handshake with a bad replica index (from {} to {}; this is {} of {}): \
+                     closing",
+                    hello.from, hello.to, self.me, self.replica_count
+                ),
+            );
+            return None;
+        }
+        let transcript = Transcript::new(&hello, sim_runtime::rand::random());
+        let challenge = Challenge {
+            nonce: transcript.acceptor_nonce,
+            proof: transcript.acceptor_proof(&self.key),
+        };
+        writer.send(challenge.encode()).await.ok()?;
+        let reply = match time::timeout(self.handshake_timeout, reader.recv()).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => {
+                self.warn(
+                    peer,
+                    "accept-closed",
+                    &format!(
+                        "peer handshake: claimed replica {} closed the connection at the \
+                         challenge (it may not hold this cluster's key)",
+                        hello.from
+                    ),
+                );
+                return None;
+            }
+            Err(_) => {
+                self.warn(peer, "accept-timeout", "peer handshake timed out: closing");
+                return None;
+            }
+        };
+        let proof_ok = Response::decode(&reply)
+            .and_then(|r| transcript.verify_connector(&self.key, &r.proof))
+            .is_ok();
+        if !proof_ok {
+            self.warn(
+                peer,
+                "accept-proof",
+                &format!(
+                    "peer handshake failed authentication (claimed replica {}): it does not \
+                     hold this cluster's key; closing",
+                    hello.from
+                ),
+            );
+            return None;
+        }
+        Some((hello.from, transcript.session(&self.key)))
+    }
+}
+
+async fn peer_sender(
+    link: PeerLink,
+    to: u8,
+    addr: SocketAddr,
+    mut outbox: mpsc::Receiver<Vec<u8>>,
+) {
     let backoff = Backoff {
         min: Duration::from_millis(20),
         max: Duration::from_millis(500),
@@ -471,19 +682,21 @@ async fn peer_sender(addr: SocketAddr, hello: Vec<u8>, mut outbox: mpsc::Receive
             continue;
         };
         let (writer, mut reader) = net::framed(stream);
-        if writer.send(hello.clone()).await.is_err() {
+        let Some(session) = link.connect(to, &writer, &mut reader).await else {
+            time::sleep(backoff.max).await;
             continue;
-        }
+        };
         loop {
             tokio::select! {
                 biased;
                 message = outbox.recv() => {
-                    let Some(message) = message else { return };
+                    let Some(mut message) = message else { return };
+                    session.seal(&mut message);
                     if writer.send(message).await.is_err() {
                         break;
                     }
                 }
-                // The peer never writes on this connection: a return means it closed.
+                // The peer never writes after the handshake: a return means it closed.
                 _ = reader.recv() => break,
             }
         }
@@ -491,92 +704,219 @@ async fn peer_sender(addr: SocketAddr, hello: Vec<u8>, mut outbox: mpsc::Receive
     }
 }
 
+/// Warnings about peers, limited to one per peer address and reason per minute.
+#[derive(Clone)]
+struct PeerWarnings(Arc<Mutex<WarnLimiter<WarnSource>>>);
+
+/// A peer's address (without the port: reconnects come from new ports) and a reason.
+type WarnSource = (Option<IpAddr>, &'static str);
+
+impl PeerWarnings {
+    fn new() -> PeerWarnings {
+        PeerWarnings(Arc::new(Mutex::new(WarnLimiter::new(WARN_PERIOD))))
+    }
+
+    /// `Some(suppressed)` if the warning about `peer` for `reason` is to be logged now.
+    fn check(&self, peer: Option<SocketAddr>, reason: &'static str) -> Option<u64> {
+        let mut limiter = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        limiter.check(&(peer.map(|p| p.ip()), reason), time::Instant::now())
+    }
+}
+
+/// Inbound peer connections open now, in total and per IP address.
+#[derive(Default)]
+struct PeerConnections {
+    total: usize,
+    per_address: BTreeMap<Option<IpAddr>, usize>,
+}
+
+/// One inbound peer connection's place in [`PeerConnections`], released on drop.
+struct PeerSlot {
+    table: Arc<Mutex<PeerConnections>>,
+    address: Option<IpAddr>,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        table.total = table.total.saturating_sub(1);
+        if let Some(n) = table.per_address.get_mut(&self.address) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                table.per_address.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// Take a slot for a connection from `address`, or say which limit refuses it.
+fn take_peer_slot(
+    table: &Arc<Mutex<PeerConnections>>,
+    address: Option<IpAddr>,
+    limits: &Limits,
+) -> Result<PeerSlot, String> {
+    let mut t = table.lock().unwrap_or_else(|e| e.into_inner());
+    if t.total >= limits.peer_connections_max {
+        return Err(format!(
+            "peer connection refused: {} inbound peer connections open \
+             (peer_connections_max)",
+            t.total
+        ));
+    }
+    let from_address = t.per_address.get(&address).copied().unwrap_or(0);
+    if from_address >= limits.peer_connections_per_address_max {
+        return Err(format!(
+            "peer connection refused: {from_address} inbound peer connections open from this \
+             address (peer_connections_per_address_max)"
+        ));
+    }
+    t.total += 1;
+    *t.per_address.entry(address).or_default() += 1;
+    Ok(PeerSlot {
+        table: Arc::clone(table),
+        address,
+    })
+}
+
 async fn peer_listener_task(
     listener: TcpListener,
-    cluster: u64,
-    replica_count: u8,
+    link: PeerLink,
     inbox: mpsc::Sender<Event>,
+    limits: Limits,
 ) {
+    let table = Arc::new(Mutex::new(PeerConnections::default()));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, addr)) = listener.accept().await else {
             time::sleep(Duration::from_millis(10)).await;
             continue;
         };
+        let slot = match take_peer_slot(&table, Some(addr.ip()), &limits) {
+            Ok(slot) => slot,
+            Err(reason) => {
+                link.warn(Some(addr), "connection-limit", &reason);
+                drop(stream);
+                continue;
+            }
+        };
         let inbox = inbox.clone();
+        let link = link.clone();
         sim_runtime::task::spawn(async move {
-            let (_writer, reader) = net::framed(stream);
-            peer_receiver(reader, cluster, replica_count, inbox).await
+            let (writer, reader) = net::framed(stream);
+            peer_receiver(link, writer, reader, inbox).await;
+            drop(slot);
         });
     }
 }
 
 async fn peer_receiver(
+    link: PeerLink,
+    writer: net::FrameWriter,
     mut reader: FrameReader,
-    cluster: u64,
-    replica_count: u8,
     inbox: mpsc::Sender<Event>,
 ) {
-    let Ok(hello) = reader.recv().await else {
+    let peer = reader.peer_addr();
+    let Some((from, session)) = link.accept(&writer, &mut reader).await else {
         return;
     };
-    if hello.len() != 9 || u64::from_le_bytes(hello[..8].try_into().expect("8 bytes")) != cluster {
-        tracing::warn!(peer = ?reader.peer_addr(), "peer handshake for another cluster: closing");
-        return;
-    }
-    let from = hello[8];
-    if from >= replica_count {
-        tracing::warn!(peer = ?reader.peer_addr(), from, "peer handshake with a bad replica index");
-        return;
-    }
     while let Ok(frame) = reader.recv().await {
-        match Message::decode(&frame) {
-            Ok(message) => {
+        let Some(bytes) = session.open(&frame) else {
+            link.warn(
+                peer,
+                "message-mac",
+                &format!("peer message from replica {from} failed authentication: closing"),
+            );
+            return;
+        };
+        match Message::decode(bytes) {
+            Ok(message) if message.replica == from && message.cluster == link.cluster => {
                 if inbox.send(Event::Peer { from, message }).await.is_err() {
                     return;
                 }
             }
+            Ok(message) => {
+                link.warn(
+                    peer,
+                    "message-sender",
+                    &format!(
+                        "peer message on replica {from}'s connection claims replica {} of \
+                         cluster {}: closing",
+                        message.replica, message.cluster
+                    ),
+                );
+                return;
+            }
             Err(e) => {
-                tracing::warn!(from, error = %e, "malformed peer message: closing the connection");
+                link.warn(
+                    peer,
+                    "malformed",
+                    &format!("malformed peer message from replica {from} ({e}): closing"),
+                );
                 return;
             }
         }
     }
 }
 
-async fn client_listener_task(listener: TcpListener, inbox: mpsc::Sender<Event>) {
-    let connections = std::sync::Arc::new(tokio::sync::Semaphore::new(CLIENT_CONNECTIONS_MAX));
+/// The reply to a client over `client_connections_max`, as Redis words it.
+const MAX_CLIENTS_REPLY: &[u8] = b"-ERR max number of clients reached\r\n";
+
+async fn client_listener_task(listener: TcpListener, inbox: mpsc::Sender<Event>, limits: Limits) {
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.client_connections_max));
+    let refusals = WarnLimiter::<()>::new(WARN_PERIOD);
+    let refusals = Arc::new(Mutex::new(refusals));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((mut stream, addr)) = listener.accept().await else {
             time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            drop(stream);
+            let logged = refusals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .check(&(), time::Instant::now());
+            if let Some(suppressed) = logged {
+                tracing::warn!(
+                    client = %addr,
+                    max = limits.client_connections_max,
+                    suppressed,
+                    "client refused: client_connections_max reached"
+                );
+            }
+            // Say why, briefly, off the accept loop; the connection closes when dropped.
+            sim_runtime::task::spawn(async move {
+                let _ = time::timeout(Duration::from_secs(1), async {
+                    let _ = stream.write_all(MAX_CLIENTS_REPLY).await;
+                    let _ = stream.flush().await;
+                })
+                .await;
+            });
             continue;
         };
         let inbox = inbox.clone();
+        let limits = limits.clone();
         sim_runtime::task::spawn(async move {
-            client_connection(stream, inbox).await;
+            client_connection(stream, inbox, &limits).await;
             drop(permit);
         });
     }
 }
 
-async fn client_connection(mut stream: TcpStream, inbox: mpsc::Sender<Event>) {
+async fn client_connection(mut stream: TcpStream, inbox: mpsc::Sender<Event>, limits: &Limits) {
     let _ = stream.set_nodelay(true);
     // Plain Redis clients get a session of their own: a random id, request numbers counted.
     let connection_client: u128 = sim_runtime::rand::random::<u128>() | 1;
     let mut next_request: u64 = 0;
-    let mut buffer: Vec<u8> = Vec::new();
+    let mut reader = resp::CommandReader::new(limits.client_buffer_max);
     let mut out: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
     loop {
-        let (args, used) = match resp::parse_command(&buffer) {
+        let args = match reader.next_command() {
             Err(e) => {
                 let _ = stream.write_all(&Value::err(e).encode()).await;
                 let _ = stream.flush().await;
                 return;
             }
-            Ok(Some(parsed)) => parsed,
+            Ok(Some(args)) => args,
             Ok(None) => {
                 if !out.is_empty() {
                     // Under madsim, bytes leave only on flush.
@@ -585,15 +925,17 @@ async fn client_connection(mut stream: TcpStream, inbox: mpsc::Sender<Event>) {
                     }
                     out.clear();
                 }
-                let mut chunk = [0u8; 16 * 1024];
-                match stream.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                match time::timeout(limits.client_idle_timeout, stream.read(&mut chunk)).await {
+                    Ok(Ok(0) | Err(_)) => return,
+                    Ok(Ok(n)) => reader.feed(&chunk[..n]),
+                    Err(_) => {
+                        tracing::debug!("client idle for client_idle_timeout: closing");
+                        return;
+                    }
                 }
                 continue;
             }
         };
-        buffer.drain(..used);
         if args.is_empty() {
             continue;
         }

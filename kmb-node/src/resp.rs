@@ -45,70 +45,272 @@ fn parse_int(bytes: &[u8], what: &str) -> Result<i64, ProtocolError> {
 /// A parsed command's arguments and the bytes it used.
 pub type Parsed = (Vec<Vec<u8>>, usize);
 
-/// Parse one command from the front of `buf`.
+/// Parse one command from the front of `buf` (a one-shot use of [`CommandReader`]).
 ///
 /// `Ok(None)`: more bytes are needed. `Ok(Some((args, consumed)))`: a complete command of
 /// `consumed` bytes (an empty inline line yields an empty `args`, to be skipped).
 pub fn parse_command(buf: &[u8]) -> Result<Option<Parsed>, ProtocolError> {
-    let Some(&first) = buf.first() else {
-        return Ok(None);
-    };
-    if first != b'*' {
-        return parse_inline(buf);
-    }
-    let Some(end) = line_end(buf, 1) else {
-        return if buf.len() > 32 {
-            error("array header too long")
-        } else {
-            Ok(None)
-        };
-    };
-    let count = parse_int(&buf[1..end], "multibulk length")?;
-    if count > ARGS_MAX as i64 {
-        return error("invalid multibulk length");
-    }
-    let mut pos = end + 2;
-    let mut args = Vec::with_capacity(count.max(0) as usize);
-    for _ in 0..count.max(0) {
-        match buf.get(pos) {
-            None => return Ok(None),
-            Some(b'$') => {}
-            Some(&c) => return error(format!("expected '$', got '{}'", c as char)),
+    let mut reader = CommandReader::new(usize::MAX);
+    reader.feed(buf);
+    Ok(reader.next_command()?.map(|args| (args, reader.consumed())))
+}
+
+/// Where a [`CommandReader`] is inside the command it is reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReadState {
+    /// Between commands.
+    Idle,
+    /// Inside an array: `remaining` bulk strings still to read, the next starts with `$`.
+    Header { remaining: usize },
+    /// Inside a bulk string of `len` bytes (its bytes so far are in `current`).
+    Bulk { remaining: usize, len: usize },
+}
+
+/// Bytes of a bulk argument reserved up front; the rest grows as bytes actually arrive, so a
+/// header announcing a large argument costs nothing until its bytes are sent.
+const BULK_RESERVE_MAX: usize = 64 * 1024;
+
+/// Longest array or bulk header line (`*1024\r\n`, `$524288\r\n`, with room to spare).
+const HEADER_SIZE_MAX: usize = 32;
+
+/// An incremental RESP command reader: bytes go in as they arrive ([`CommandReader::feed`]),
+/// complete commands come out ([`CommandReader::next_command`]).
+///
+/// Linear in its input: the parse state survives between reads, a bulk argument's bytes are
+/// copied once into the argument and never looked at again, and a line terminator is searched
+/// for only in bytes not searched before. Holds at most one command's arguments plus the bytes
+/// not yet parsed; a command larger than `buffered_max` bytes is a protocol error.
+#[derive(Debug)]
+pub struct CommandReader {
+    /// Received bytes; those before `start` are consumed.
+    buf: Vec<u8>,
+    start: usize,
+    /// Bytes after `start` already searched for a line terminator.
+    scanned: usize,
+    state: ReadState,
+    /// Arguments of the command in progress.
+    args: Vec<Vec<u8>>,
+    /// The bulk argument in progress.
+    current: Vec<u8>,
+    /// Bytes of the command in progress consumed so far.
+    command_bytes: usize,
+    /// Bytes consumed since the reader was made.
+    consumed: usize,
+    buffered_max: usize,
+}
+
+impl CommandReader {
+    /// A reader that refuses a command (or unparsed input) larger than `buffered_max` bytes.
+    pub fn new(buffered_max: usize) -> CommandReader {
+        CommandReader {
+            buf: Vec::new(),
+            start: 0,
+            scanned: 0,
+            state: ReadState::Idle,
+            args: Vec::new(),
+            current: Vec::new(),
+            command_bytes: 0,
+            consumed: 0,
+            buffered_max,
         }
-        let Some(end) = line_end(buf, pos + 1) else {
-            return if buf.len() - pos > 32 {
-                error("bulk header too long")
+    }
+
+    /// Append received bytes.
+    pub fn feed(&mut self, data: &[u8]) {
+        if self.start > 0 && self.start >= self.buf.len() / 2 {
+            // At most half the buffer moves, and only bytes not yet consumed: amortised O(1)
+            // per byte.
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Bytes consumed since the reader was made (the end of the last command returned).
+    pub fn consumed(&self) -> usize {
+        self.consumed
+    }
+
+    /// Bytes held for the command in progress: its arguments so far and the unparsed input.
+    pub fn buffered(&self) -> usize {
+        self.command_bytes + (self.buf.len() - self.start)
+    }
+
+    /// Whether no command is in progress and no unparsed byte is held.
+    pub fn is_idle(&self) -> bool {
+        self.state == ReadState::Idle && self.start == self.buf.len()
+    }
+
+    fn available(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        self.command_bytes += n;
+        self.consumed += n;
+        self.scanned = 0;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+    }
+
+    /// The index (in the available bytes) of the `\r` of the first `\r\n` at or after `from`;
+    /// remembers how far it looked so no byte is searched twice.
+    fn find_crlf(&mut self, from: usize) -> Option<usize> {
+        let avail = &self.buf[self.start..];
+        let begin = from.max(self.scanned);
+        let found = avail
+            .get(begin..)?
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map(|i| begin + i);
+        if found.is_none() {
+            // The last byte may be a `\r` whose `\n` has not arrived.
+            self.scanned = avail.len().saturating_sub(1).max(begin);
+        }
+        found
+    }
+
+    fn finish(&mut self) -> Vec<Vec<u8>> {
+        self.state = ReadState::Idle;
+        self.command_bytes = 0;
+        std::mem::take(&mut self.args)
+    }
+
+    fn check_size(&self) -> Result<(), ProtocolError> {
+        if self.buffered() > self.buffered_max {
+            return error(format!(
+                "command larger than the limit of {} bytes",
+                self.buffered_max
+            ));
+        }
+        Ok(())
+    }
+
+    /// The next complete command, `Ok(None)` if more bytes are needed. An empty inline line
+    /// yields an empty command (to be skipped). After an error the reader must be dropped.
+    pub fn next_command(&mut self) -> Result<Option<Vec<Vec<u8>>>, ProtocolError> {
+        loop {
+            self.check_size()?;
+            match self.state {
+                ReadState::Idle => {
+                    let Some(&first) = self.available().first() else {
+                        return Ok(None);
+                    };
+                    if first != b'*' {
+                        return self.inline();
+                    }
+                    let Some(end) = self.find_crlf(1) else {
+                        return if self.available().len() > HEADER_SIZE_MAX {
+                            error("array header too long")
+                        } else {
+                            Ok(None)
+                        };
+                    };
+                    let count = parse_int(&self.available()[1..end], "multibulk length")?;
+                    if count > ARGS_MAX as i64 {
+                        return error("invalid multibulk length");
+                    }
+                    self.consume(end + 2);
+                    if count <= 0 {
+                        return Ok(Some(self.finish()));
+                    }
+                    self.args = Vec::with_capacity(count as usize);
+                    self.state = ReadState::Header {
+                        remaining: count as usize,
+                    };
+                }
+                ReadState::Header { remaining } => {
+                    match self.available().first() {
+                        None => return Ok(None),
+                        Some(b'$') => {}
+                        Some(&c) => return error(format!("expected '$', got '{}'", c as char)),
+                    }
+                    let Some(end) = self.find_crlf(1) else {
+                        return if self.available().len() > HEADER_SIZE_MAX {
+                            error("bulk header too long")
+                        } else {
+                            Ok(None)
+                        };
+                    };
+                    let len = parse_int(&self.available()[1..end], "bulk length")?;
+                    if !(0..=ARG_SIZE_MAX as i64).contains(&len) {
+                        return error("invalid bulk length");
+                    }
+                    let len = len as usize;
+                    self.consume(end + 2);
+                    if self.command_bytes.saturating_add(len) > self.buffered_max {
+                        return error(format!(
+                            "command larger than the limit of {} bytes",
+                            self.buffered_max
+                        ));
+                    }
+                    self.current = Vec::with_capacity(len.min(BULK_RESERVE_MAX));
+                    self.state = ReadState::Bulk { remaining, len };
+                }
+                ReadState::Bulk { remaining, len } => {
+                    let need = len - self.current.len();
+                    if need > 0 {
+                        let take = need.min(self.available().len());
+                        if take == 0 {
+                            return Ok(None);
+                        }
+                        let from = self.start;
+                        self.current.extend_from_slice(&self.buf[from..from + take]);
+                        self.consume(take);
+                        if take < need {
+                            return Ok(None);
+                        }
+                    }
+                    let Some(terminator) = self.available().get(..2) else {
+                        return Ok(None);
+                    };
+                    if terminator != b"\r\n" {
+                        return error("bulk string not terminated by CRLF");
+                    }
+                    self.consume(2);
+                    let arg = std::mem::take(&mut self.current);
+                    self.args.push(arg);
+                    if remaining == 1 {
+                        return Ok(Some(self.finish()));
+                    }
+                    self.state = ReadState::Header {
+                        remaining: remaining - 1,
+                    };
+                }
+            }
+        }
+    }
+
+    fn inline(&mut self) -> Result<Option<Vec<Vec<u8>>>, ProtocolError> {
+        let begin = self.scanned;
+        let found = self.available()[begin..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|i| begin + i);
+        let Some(newline) = found else {
+            let len = self.available().len();
+            self.scanned = len;
+            return if len > INLINE_SIZE_MAX {
+                error("too big inline request")
             } else {
                 Ok(None)
             };
         };
-        let len = parse_int(&buf[pos + 1..end], "bulk length")?;
-        if !(0..=ARG_SIZE_MAX as i64).contains(&len) {
-            return error("invalid bulk length");
+        if newline > INLINE_SIZE_MAX {
+            return error("too big inline request");
         }
-        let start = end + 2;
-        let stop = start + len as usize;
-        if buf.len() < stop + 2 {
-            return Ok(None);
-        }
-        if &buf[stop..stop + 2] != b"\r\n" {
-            return error("bulk string not terminated by CRLF");
-        }
-        args.push(buf[start..stop].to_vec());
-        pos = stop + 2;
+        let args = split_inline(&self.available()[..newline])?;
+        self.consume(newline + 1);
+        self.command_bytes = 0;
+        Ok(Some(args))
     }
-    Ok(Some((args, pos)))
 }
 
-fn parse_inline(buf: &[u8]) -> Result<Option<Parsed>, ProtocolError> {
-    let Some(newline) = buf.iter().position(|&b| b == b'\n') else {
-        return if buf.len() > INLINE_SIZE_MAX {
-            error("too big inline request")
-        } else {
-            Ok(None)
-        };
-    };
-    let line = &buf[..newline];
+/// The words of an inline command line (without its `\n`).
+fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let mut args = Vec::new();
     for word in line.split(|b| b.is_ascii_whitespace()) {
@@ -119,7 +321,7 @@ fn parse_inline(buf: &[u8]) -> Result<Option<Parsed>, ProtocolError> {
             args.push(word.to_vec());
         }
     }
-    Ok(Some((args, newline + 1)))
+    Ok(args)
 }
 
 /// A reply value.
@@ -313,6 +515,107 @@ mod tests {
             let _ = parse_command(&buf);
             let _ = parse_value(&buf);
         }
+    }
+
+    /// Feed `stream` to a fresh reader in the given chunks; every command it yields.
+    fn read_chunks(chunks: &[&[u8]], limit: usize) -> Result<Vec<Vec<Vec<u8>>>, ProtocolError> {
+        let mut reader = CommandReader::new(limit);
+        let mut out = Vec::new();
+        for chunk in chunks {
+            reader.feed(chunk);
+            while let Some(command) = reader.next_command()? {
+                out.push(command);
+            }
+        }
+        assert!(reader.is_idle(), "input left over");
+        Ok(out)
+    }
+
+    const STREAMS: &[(&[u8], &[&[&str]])] = &[
+        (
+            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nhello\r\n",
+            &[&["SET", "k", "hello"]],
+        ),
+        (
+            b"*2\r\n$3\r\nGET\r\n$4\r\na\r\nb\r\nPING  hi\r\n*0\r\n\r\n*1\r\n$0\r\n\r\n",
+            &[&["GET", "a\r\nb"], &["PING", "hi"], &[], &[], &[""]],
+        ),
+        (
+            b"ECHO x\n*1\r\n$12\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n*-1\r\n",
+            &[&["ECHO", "x"], &["\r\n\r\n\r\n\r\n\r\n\r\n"], &[]],
+        ),
+    ];
+
+    /// Goal: a command split at any byte offset (and fed a byte at a time) reads the same as
+    /// the whole stream: the parse state survives between reads.
+    #[test]
+    fn reader_chunk_boundaries_at_every_offset() {
+        for (stream, expected) in STREAMS {
+            let expected: Vec<Vec<Vec<u8>>> = expected.iter().map(|c| args(c)).collect();
+            assert_eq!(read_chunks(&[stream], usize::MAX), Ok(expected.clone()));
+            for cut in 0..=stream.len() {
+                let (a, b) = stream.split_at(cut);
+                assert_eq!(
+                    read_chunks(&[a, b], usize::MAX),
+                    Ok(expected.clone()),
+                    "cut at {cut}"
+                );
+                for cut2 in cut..=stream.len() {
+                    let (b1, b2) = b.split_at(cut2 - cut);
+                    assert_eq!(
+                        read_chunks(&[a, b1, b2], usize::MAX),
+                        Ok(expected.clone()),
+                        "cuts at {cut} and {cut2}"
+                    );
+                }
+            }
+            let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+            assert_eq!(read_chunks(&bytes, usize::MAX), Ok(expected));
+        }
+    }
+
+    /// Goal: malformed input is an error whatever the chunking.
+    #[test]
+    fn reader_malformed_is_error_at_every_offset() {
+        for bad in [
+            &b"*1\r\n$3\r\nPINGX\r\n"[..],
+            b"*2\r\n$1\r\na\r\n+x\r\n",
+            b"*1\r\n$-5\r\n",
+            b"*1\r\n$0123456789012345678901234567890123456789\r\n",
+        ] {
+            for cut in 0..=bad.len() {
+                let (a, b) = bad.split_at(cut);
+                assert!(read_chunks(&[a, b], usize::MAX).is_err(), "cut at {cut}");
+            }
+        }
+    }
+
+    /// Goal: a command larger than the reader's limit is refused as soon as it is known to be
+    /// (at the bulk header), and an announced argument reserves no more than a bounded amount.
+    #[test]
+    fn reader_refuses_command_over_limit() {
+        let err = read_chunks(&[b"*2\r\n$3\r\nSET\r\n$200\r\n"], 100).unwrap_err();
+        assert!(err.0.contains("limit of 100 bytes"), "{err}");
+        let long = vec![b'a'; 300];
+        let err = read_chunks(&[&long], 100).unwrap_err();
+        assert!(err.0.contains("limit of 100 bytes"), "{err}");
+        let mut reader = CommandReader::new(usize::MAX);
+        reader.feed(b"*1\r\n$524288\r\nab");
+        assert_eq!(reader.next_command(), Ok(None));
+        assert!(reader.current.capacity() <= BULK_RESERVE_MAX);
+        assert_eq!(reader.buffered(), b"*1\r\n$524288\r\nab".len());
+    }
+
+    /// Goal: an inline line longer than the limit is refused even when it arrives in pieces.
+    #[test]
+    fn reader_refuses_long_inline_line() {
+        let line = vec![b'a'; INLINE_SIZE_MAX + 10];
+        let chunks: Vec<&[u8]> = line.chunks(1000).collect();
+        assert!(read_chunks(&chunks, usize::MAX).is_err());
+        let mut ok = vec![b'a'; INLINE_SIZE_MAX - 10];
+        ok.extend_from_slice(b" b\r\n");
+        let chunks: Vec<&[u8]> = ok.chunks(1000).collect();
+        assert_eq!(read_chunks(&chunks, usize::MAX).map(|c| c.len()), Ok(1));
     }
 
     /// Goal: every reply value round-trips through encode and parse.

@@ -44,9 +44,17 @@ impl Cluster {
             children: vec![None, None, None],
         };
         for i in 0..3 {
-            let status = Command::new(BIN)
+            let mut format = Command::new(BIN);
+            format
                 .args(["format", "--cluster", "42", "--replica", &i.to_string()])
-                .args(["--replica-count", "3"])
+                .args(["--replica-count", "3"]);
+            if i > 0 {
+                // Every replica holds replica 0's cluster key.
+                format
+                    .arg("--key-from")
+                    .arg(cluster.dir.path().join("r0.kmb.key"));
+            }
+            let status = format
                 .arg(cluster.data(i))
                 .status()
                 .expect("run kmb-node format");

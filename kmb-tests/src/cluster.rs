@@ -5,7 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
-use kmb_node::node::{self, NodeConfig};
+use kmb_node::auth::ClusterKey;
+use kmb_node::node::{self, Limits, NodeConfig};
 use kmb_node::storage::{Identity, Storage, StorageConfig};
 use sim_runtime::sim::{self, Handle, NodeId};
 use sim_runtime::time::Duration;
@@ -14,6 +15,8 @@ use crate::swarm::Swarm;
 
 /// Port replicas listen on for peers.
 pub const PEER_PORT: u16 = 3000;
+/// The simulated cluster's key (peers authenticate with it; see `kmb_node::auth`).
+pub const CLUSTER_KEY: [u8; 32] = *b"kmb simulated cluster key 32 byt";
 /// Port replicas listen on for clients (RESP).
 pub const CLIENT_PORT: u16 = 6379;
 /// The cluster id every simulated cluster uses.
@@ -77,6 +80,9 @@ impl Cluster {
                 listen_peer: None,
                 listen_client: None,
                 tick: Duration::from_millis(10),
+                // Every replica of the simulated cluster holds the same key.
+                cluster_key: ClusterKey::from_bytes(CLUSTER_KEY),
+                limits: Limits::default(),
             };
             let identity = Identity {
                 cluster: CLUSTER,

@@ -71,6 +71,7 @@ async fn touch_everything() -> std::io::Result<()> {
     let _: u64 = file.len().await?;
     let _: bool = file.is_empty().await?;
     file.set_len(0).await?;
+    file.try_lock()?;
     disk::create_dir_all("d").await?;
     let _: bool = disk::exists("p").await?;
     let _: Vec<String> = disk::list("d").await?;

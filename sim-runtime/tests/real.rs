@@ -29,6 +29,27 @@ async fn disk_real_file_roundtrip_and_no_truncate_on_open() {
     assert_eq!(f.len().await.unwrap(), 10);
 }
 
+/// Goal: the advisory lock excludes a second open file (even in the same process) until the
+/// first `File` and all its clones are dropped.
+#[tokio::test]
+async fn disk_real_lock_is_exclusive_until_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let a = File::open(&path).await.unwrap();
+    a.try_lock().unwrap();
+    let clone = a.clone();
+    let b = File::open(&path).await.unwrap();
+    let err = b.try_lock().unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+    drop(a);
+    assert_eq!(
+        b.try_lock().unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock
+    );
+    drop(clone);
+    b.try_lock().unwrap();
+}
+
 /// Goal: directory operations work on real directories.
 #[tokio::test]
 async fn disk_real_directory_operations() {

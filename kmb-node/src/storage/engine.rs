@@ -11,9 +11,9 @@ use crate::entry::{Checksum, Entry, Header, HEADER_SIZE};
 
 use super::format::{
     encode_checkpoint_header, CheckpointRef, Identity, Layout, StorageConfig, Superblock,
-    CHECKPOINT_HEADER_SIZE, SECTOR, SUPERBLOCK_COPIES, SUPERBLOCK_SIZE,
+    SuperblockError, CHECKPOINT_HEADER_SIZE, SECTOR, SUPERBLOCK_COPIES, SUPERBLOCK_SIZE,
 };
-use super::recovery::{self, CheckpointState, Recovery, SlotRead};
+use super::recovery::{self, CheckpointState, Recovery, SlotEvidence, SlotRead};
 
 /// Why a storage operation failed.
 #[derive(Debug)]
@@ -35,6 +35,8 @@ pub enum StorageError {
     Io(String),
     /// A verified read found the entry's bytes corrupt on disk (repair from a peer).
     Corrupt { op: u64 },
+    /// Another open file (another `kmb-node` process) holds the data file's lock.
+    Locked(String),
 }
 
 impl fmt::Display for StorageError {
@@ -52,6 +54,10 @@ impl fmt::Display for StorageError {
             StorageError::SyncFailed(m) => write!(f, "fsync failed, storage stopped: {m}"),
             StorageError::Io(m) => write!(f, "storage I/O error: {m}"),
             StorageError::Corrupt { op } => write!(f, "entry {op} is corrupt on disk"),
+            StorageError::Locked(m) => write!(
+                f,
+                "{m} is locked: another kmb-node process is using this data file"
+            ),
         }
     }
 }
@@ -144,59 +150,17 @@ impl Storage {
         write_superblock_copies(&file, &superblock).await
     }
 
-    /// Open and recover the data file at `path`.
+    /// Open and recover the data file at `path`, holding its advisory lock (taken before
+    /// anything is read or repaired) until the `Storage` is dropped.
     pub async fn open(path: impl AsRef<Path>) -> Result<(Storage, Recovery), StorageError> {
-        let path = path.as_ref();
-        let display = path.display().to_string();
-        if !sim_runtime::disk::exists(path)
-            .await
-            .map_err(|e| io_err("exists", e))?
-        {
-            return Err(StorageError::NotFormatted(format!(
-                "{display}: no such file"
-            )));
-        }
-        let file = File::open(path).await.map_err(|e| io_err("open", e))?;
-        let len = file.len().await.map_err(|e| io_err("len", e))?;
-        if len < Layout::superblock_offset(SUPERBLOCK_COPIES) {
-            return Err(StorageError::NotFormatted(format!(
-                "{display}: {len} bytes is too short"
-            )));
-        }
-        let mut copies = Vec::with_capacity(SUPERBLOCK_COPIES);
-        for copy in 0..SUPERBLOCK_COPIES {
-            let offset = Layout::superblock_offset(copy);
-            copies.push(read_exact(&file, SUPERBLOCK_SIZE, offset).await.ok());
-        }
-        let Some((superblock, all_copies_current)) = recovery::select_superblock(&copies) else {
-            let all_blank = copies
-                .iter()
-                .all(|c| c.as_ref().is_some_and(|b| b.iter().all(|&x| x == 0)));
-            return Err(if all_blank {
-                StorageError::NotFormatted(format!("{display}: no superblock"))
-            } else {
-                StorageError::NoValidSuperblock(display)
-            });
-        };
-        let layout = Layout::new(superblock.config);
-        if len < layout.checkpoints_offset {
-            return Err(StorageError::NotFormatted(format!(
-                "{display}: {len} bytes is shorter than the WAL"
-            )));
-        }
-
-        let slots = read_slots(&file, &layout).await;
-        let checkpoint = if superblock.checkpoint.offset == 0 {
-            CheckpointState::Empty
-        } else {
-            let size = CHECKPOINT_HEADER_SIZE as u64 + superblock.checkpoint.size;
-            let bytes = read_exact(&file, size as usize, superblock.checkpoint.offset)
-                .await
-                .ok();
-            recovery::load_checkpoint(&superblock, bytes.as_deref())
-        };
-        let recovered = recovery::recover(superblock, checkpoint, &slots);
-
+        let Loaded {
+            file,
+            layout,
+            superblock,
+            all_copies_current,
+            recovered,
+            ..
+        } = load(path.as_ref()).await?;
         let mut slot_headers = vec![None; layout.config.slot_count as usize];
         let mut head = superblock.checkpoint.op;
         for e in recovered.log.iter().chain(&recovered.after_gap) {
@@ -667,6 +631,133 @@ async fn write_superblock_copies(file: &File, sb: &Superblock) -> Result<(), Sto
 
 /// Read every redundant header and every prepare. A failed read of a whole zone falls back to
 /// per-sector reads so one bad sector costs only the slots in it.
+/// Everything read from a data file and what recovery concluded, before any repair.
+struct Loaded {
+    file: File,
+    len: u64,
+    layout: Layout,
+    copies: Vec<Option<Vec<u8>>>,
+    superblock: Superblock,
+    all_copies_current: bool,
+    slots: Vec<SlotRead>,
+    recovered: Recovery,
+}
+
+/// Open `path` under its lock, read every superblock copy, WAL slot and the checkpoint, and
+/// recover (pure). Writes nothing.
+async fn load(path: &Path) -> Result<Loaded, StorageError> {
+    let display = path.display().to_string();
+    if !sim_runtime::disk::exists(path)
+        .await
+        .map_err(|e| io_err("exists", e))?
+    {
+        return Err(StorageError::NotFormatted(format!(
+            "{display}: no such file"
+        )));
+    }
+    let file = File::open(path).await.map_err(|e| io_err("open", e))?;
+    file.try_lock().map_err(|e| match e.kind() {
+        io::ErrorKind::WouldBlock => StorageError::Locked(display.clone()),
+        _ => io_err("lock", e),
+    })?;
+    let len = file.len().await.map_err(|e| io_err("len", e))?;
+    if len < Layout::superblock_offset(SUPERBLOCK_COPIES) {
+        return Err(StorageError::NotFormatted(format!(
+            "{display}: {len} bytes is too short"
+        )));
+    }
+    let mut copies = Vec::with_capacity(SUPERBLOCK_COPIES);
+    for copy in 0..SUPERBLOCK_COPIES {
+        let offset = Layout::superblock_offset(copy);
+        copies.push(read_exact(&file, SUPERBLOCK_SIZE, offset).await.ok());
+    }
+    let Some((superblock, all_copies_current)) = recovery::select_superblock(&copies) else {
+        let all_blank = copies
+            .iter()
+            .all(|c| c.as_ref().is_some_and(|b| b.iter().all(|&x| x == 0)));
+        return Err(if all_blank {
+            StorageError::NotFormatted(format!("{display}: no superblock"))
+        } else {
+            StorageError::NoValidSuperblock(display)
+        });
+    };
+    let layout = Layout::new(superblock.config);
+    if len < layout.checkpoints_offset {
+        return Err(StorageError::NotFormatted(format!(
+            "{display}: {len} bytes is shorter than the WAL"
+        )));
+    }
+
+    let slots = read_slots(&file, &layout).await;
+    let checkpoint = if superblock.checkpoint.offset == 0 {
+        CheckpointState::Empty
+    } else {
+        let size = CHECKPOINT_HEADER_SIZE as u64 + superblock.checkpoint.size;
+        let bytes = read_exact(&file, size as usize, superblock.checkpoint.offset)
+            .await
+            .ok();
+        recovery::load_checkpoint(&superblock, bytes.as_deref())
+    };
+    let recovered = recovery::recover(superblock, checkpoint, &slots);
+    Ok(Loaded {
+        file,
+        len,
+        layout,
+        copies,
+        superblock,
+        all_copies_current,
+        slots,
+        recovered,
+    })
+}
+
+/// What an offline examination of a data file found (`kmb-node verify` / `inspect`).
+#[derive(Clone, Debug)]
+pub struct Examination {
+    /// The file's length in bytes.
+    pub len: u64,
+    /// Each superblock copy, decoded and verified.
+    pub copies: Vec<Result<Superblock, SuperblockError>>,
+    /// Each WAL slot's header copy and prepare, classified.
+    pub evidence: Vec<SlotEvidence>,
+    /// What recovery would conclude at the next start.
+    pub recovery: Recovery,
+}
+
+impl Storage {
+    /// Examine the data file at `path` without writing to it (no repair): for a stopped
+    /// replica. Takes the data file's lock for the duration, so a running node's file is
+    /// refused ([`StorageError::Locked`]) rather than read mid-write.
+    pub async fn examine(path: impl AsRef<Path>) -> Result<Examination, StorageError> {
+        let loaded = load(path.as_ref()).await?;
+        let config = loaded.superblock.config;
+        let cluster = loaded.superblock.identity.cluster;
+        let copies = loaded
+            .copies
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match c {
+                Some(bytes) => Superblock::decode(bytes, i as u8),
+                None => Err(SuperblockError::Corrupt),
+            })
+            .collect();
+        let evidence = loaded
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(slot, read)| {
+                recovery::classify(slot, config.slot_count, config.slot_size, cluster, read)
+            })
+            .collect();
+        Ok(Examination {
+            len: loaded.len,
+            copies,
+            evidence,
+            recovery: loaded.recovered,
+        })
+    }
+}
+
 async fn read_slots(file: &File, layout: &Layout) -> Vec<SlotRead> {
     let n = layout.config.slot_count as usize;
     let mut headers: Vec<Option<Vec<u8>>> = vec![None; n];

@@ -4,7 +4,9 @@
 //! * [`format`] — the file layout, superblock and checkpoint encodings. Pure.
 //! * [`recovery`] — classify every slot and rebuild the log after a crash. Pure.
 //! * [`Storage`] — the async engine: format, open (recover), append, group-commit sync,
-//!   truncate, superblock updates, checkpoints, verified reads.
+//!   truncate, superblock updates, checkpoints, verified reads; [`Storage::examine`] reads a
+//!   file offline without writing.
+//! * [`verify`] — the offline verifier's report over an examination. Pure.
 //!
 //! The on-disk format and the recovery decision table are specified in
 //! `docs/storage-format.md`.
@@ -12,7 +14,8 @@
 mod engine;
 pub mod format;
 pub mod recovery;
+pub mod verify;
 
-pub use engine::{Storage, StorageError};
+pub use engine::{Examination, Storage, StorageError};
 pub use format::{CheckpointRef, Identity, StorageConfig, Superblock};
 pub use recovery::{CheckpointState, Recovery};

@@ -7,8 +7,11 @@
 //! * [`File::sync`] failing means the state of the unsynced data is unknown: callers must stop,
 //!   never retry the same sync (the kernel may already have dropped the dirty pages).
 //! * [`File::read_at`] reads exactly `buf.len()` bytes or fails (`UnexpectedEof` past the end).
-//! * Directory operations ([`remove`], [`rename`], [`create_dir_all`]) are durable when they
-//!   return (production syncs the parent directory; the simulated disk applies them at once).
+//! * [`File::try_lock`] takes an advisory exclusive lock held while the `File` lives (real
+//!   `flock` in production; a no-op in simulation, where each node opens its file once).
+//! * Creating a file in [`File::open`] and directory operations ([`remove`], [`rename`],
+//!   [`create_dir_all`]) are durable when they return (production syncs the parent directory,
+//!   both parents for a rename across directories; the simulated disk applies them at once).
 //!
 //! Production ([`real`](self)): `std::fs` files, `sync_data` on a blocking thread.
 //! Simulation: an in-memory disk per madsim node, registered as a simulator plugin, surviving

@@ -11,15 +11,20 @@ pub struct File {
 }
 
 impl File {
-    /// Open `path` for reading and writing, creating it if missing; never truncates.
+    /// Open `path` for reading and writing, creating it if missing (durably: the parent
+    /// directory is synced after a create); never truncates.
     pub async fn open(path: impl AsRef<Path>) -> io::Result<File> {
         let path = path.as_ref().to_path_buf();
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true);
+        let file = match options.clone().create_new(true).open(&path) {
+            Ok(file) => {
+                sync_parent(&path)?;
+                file
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => options.open(&path)?,
+            Err(e) => return Err(e),
+        };
         Ok(File {
             inner: Arc::new(file),
             path,
@@ -59,6 +64,19 @@ impl File {
         Ok(self.len().await? == 0)
     }
 
+    /// Take an advisory exclusive lock on the file (`flock`), held until the last clone of
+    /// this `File` is dropped (or the process dies). Fails at once with
+    /// [`io::ErrorKind::WouldBlock`] if another open file holds it, in this process or another.
+    pub fn try_lock(&self) -> io::Result<()> {
+        self.inner.try_lock().map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "locked by another open file (is another process using it?)",
+            ),
+            std::fs::TryLockError::Error(e) => e,
+        })
+    }
+
     /// Truncate or extend (with zeros) to `len` bytes (not durable until [`File::sync`]).
     pub async fn set_len(&self, len: u64) -> io::Result<()> {
         self.inner.set_len(len)
@@ -82,7 +100,12 @@ pub async fn remove(path: impl AsRef<Path>) -> io::Result<()> {
 /// Rename a file, replacing any file at `to` (durably).
 pub async fn rename(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
     std::fs::rename(from.as_ref(), to.as_ref())?;
-    sync_parent(to.as_ref())
+    sync_parent(to.as_ref())?;
+    let (from_dir, to_dir) = (from.as_ref().parent(), to.as_ref().parent());
+    if from_dir != to_dir {
+        sync_parent(from.as_ref())?;
+    }
+    Ok(())
 }
 
 /// Create a directory and its parents (durably).

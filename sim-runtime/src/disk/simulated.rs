@@ -364,6 +364,13 @@ impl File {
         Ok(self.len().await? == 0)
     }
 
+    /// Take an advisory exclusive lock on the file. A no-op in simulation: each simulated
+    /// node is one process that opens its data file once, and a kill ends the process (and
+    /// would release a real lock).
+    pub fn try_lock(&self) -> io::Result<()> {
+        Ok(())
+    }
+
     /// Truncate or extend (with zeros) to `len` bytes (not durable until [`File::sync`]).
     pub async fn set_len(&self, len: u64) -> io::Result<()> {
         self.with_file(|file, _| {
