@@ -12,6 +12,29 @@ unset RUSTFLAGS
 sim() { RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/madsim "$@"; }
 step() { printf '\n==> %s\n' "$*"; }
 
+# Set-up: the Debian packages the tests use. Installed here when missing (as root with
+# apt-get); otherwise the script stops at once with the command that installs them.
+#   chromium    — the VOPR's HTML timeline is rendered headless (kmb-tests/tests/timeline_chromium.rs)
+#   parallel    — the sharded-sweep recipe is run with GNU parallel (scripts/tests/test-overnight.sh)
+#   redis-tools — redis-cli drives the real-process cluster tests (kmb-node/tests/*_real.rs)
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v parallel >/dev/null 2>&1 || need+=(parallel)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ -z "${KMB_NO_INSTALL:-}" ]; then
+    step "installing missing Debian packages: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "scripts/test.sh needs these Debian packages: ${need[*]}" >&2
+    echo "install them with:  sudo apt-get install -y --no-install-recommends ${need[*]}" >&2
+    exit 2
+  fi
+fi
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
 if [ -z "${KMB_SKIP_LINT:-}" ]; then
   step "cargo fmt --check"
   cargo fmt --all -- --check
