@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use crate::core::{Replica, Status};
 use crate::entry::{Checksum, Entry};
+pub use crate::storage::RecoveryReport;
 use sim_runtime::time::Instant;
 
 /// Something a replica did, with the simulated instant it happened.
@@ -74,19 +75,6 @@ pub struct Registry {
     pub recovery_reports: BTreeMap<u8, Vec<RecoveryReport>>,
     /// Per replica, for each start in order: the highest view it sent a DoViewChange for.
     pub votes: BTreeMap<u8, Vec<u32>>,
-}
-
-/// What one start's storage recovery reported.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RecoveryReport {
-    /// The durable view (superblock).
-    pub view: u32,
-    /// The checkpoint the superblock references.
-    pub checkpoint_op: u64,
-    /// Ops recovered intact.
-    pub present: Vec<u64>,
-    /// Ops reported faulty (written, unreadable).
-    pub faulty: Vec<u64>,
 }
 
 /// Bound on recorded happenings per simulation.
@@ -268,8 +256,8 @@ pub fn recovery_report(
             .push(RecoveryReport {
                 view,
                 checkpoint_op,
-                present,
-                faulty,
+                present: present.into_iter().collect(),
+                faulty: faulty.into_iter().collect(),
             })
     });
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use sim_runtime::sim::{self, Handle};
 use sim_runtime::time::{self, Duration, Instant};
 
-use crate::checkers::{self, FinalState, Liveness, Observations};
+use crate::checkers::{self, head_progress, FinalState, Liveness, Observations};
 use crate::cluster::{client_ip, Cluster};
 use crate::diagnosis::{Classification, Failure, FailureReport};
 use crate::faults::Scheduler;
@@ -189,56 +189,29 @@ fn fault_event(e: &sim_runtime::fault::FaultEvent, nodes: &[String]) -> EventKin
     }
 }
 
-/// Whether every replica agrees: normal status, one view, one commit number covering every
-/// op a client saw, one state hash.
-fn converged(
-    registry: &kmb_node::inspect::Registry,
-    cluster: &Cluster,
-    highest_seen: u64,
-) -> Result<u64, String> {
-    let mut states = Vec::new();
-    for i in 0..cluster.replicas.len() {
-        let Some(r) = registry.replicas.get(&(i as u8)) else {
-            return Err(format!("replica {i} never published its state"));
-        };
-        if let Some((_, reason)) = registry.halts.iter().rev().find(|(h, _)| *h as usize == i) {
-            if r.status.is_empty() {
-                return Err(format!("replica {i} halted: {reason}"));
-            }
-        }
-        if r.status != "normal" {
-            return Err(format!(
-                "replica {i} is in status {} (view {})",
-                r.status, r.view
-            ));
-        }
-        if r.op != r.commit {
-            return Err(format!(
-                "replica {i} (view {}) has op {} but commit {}",
-                r.view, r.op, r.commit
-            ));
-        }
-        states.push((i, r.view, r.commit, r.state_hash));
-    }
-    let (_, view, commit, hash) = states[0];
-    for &(i, v, c, h) in &states {
-        if v != view || c != commit {
-            return Err(format!(
-                "replicas disagree: replica 0 at view {view} commit {commit}, replica {i} at view {v} commit {c}"
-            ));
-        }
-        if h != hash {
-            return Err(format!(
-                "replica {i} has a different state hash at commit {c}"
-            ));
-        }
-    }
-    if commit < highest_seen {
-        return Err(format!(
-            "commit {commit} is behind op {highest_seen} seen by a client"
-        ));
-    }
-    Ok(commit)
+/// Each replica's published state, with why it last halted (if it did).
+fn final_states(registry: &kmb_node::inspect::Registry) -> BTreeMap<u8, FinalState> {
+    registry
+        .replicas
+        .iter()
+        .map(|(&replica, state)| {
+            let halted = registry
+                .halts
+                .iter()
+                .rev()
+                .find(|(h, _)| *h == replica)
+                .map(|(_, reason)| reason.clone());
+            let f = FinalState {
+                status: state.status.clone(),
+                view: state.view,
+                op: state.op,
+                commit: state.commit,
+                state_hash: state.state_hash,
+                halted,
+            };
+            (replica, f)
+        })
+        .collect()
 }
 
 /// What the checkers read: the real replicas' published state and the real clients' history.
@@ -262,36 +235,12 @@ fn observations(
     obs.checkpoints = registry.checkpoints.clone();
     for (&replica, state) in &registry.replicas {
         obs.logs.insert(replica, state.log.clone());
-        obs.final_states.insert(
-            replica,
-            FinalState {
-                status: state.status.clone(),
-                view: state.view,
-                op: state.op,
-                commit: state.commit,
-                state_hash: state.state_hash,
-            },
-        );
     }
+    obs.final_states = final_states(registry);
     obs.liveness = liveness;
     obs.durable_heads = registry.durable_heads.clone();
     obs.votes = registry.votes.clone();
-    obs.recovery_reports = registry
-        .recovery_reports
-        .iter()
-        .map(|(&r, reports)| {
-            let reports = reports
-                .iter()
-                .map(|rep| checkers::RecoveryReport {
-                    view: rep.view,
-                    checkpoint_op: rep.checkpoint_op,
-                    present: rep.present.iter().copied().collect(),
-                    faulty: rep.faulty.iter().copied().collect(),
-                })
-                .collect();
-            (r, reports)
-        })
-        .collect();
+    obs.recovery_reports = registry.recovery_reports.clone();
     obs
 }
 
@@ -350,15 +299,11 @@ async fn simulate(
     loop {
         time::sleep(Duration::from_millis(100)).await;
         let done = shared.clients_done.load(Ordering::Relaxed) == swarm.client_count as usize;
-        let highest_seen = shared
-            .history
-            .lock()
-            .expect("lock")
-            .iter()
-            .filter_map(|op| op.output.as_ref().and_then(|o| o.op_number))
-            .max()
-            .unwrap_or(0);
-        let state = kmb_node::inspect::with(|r| converged(r, &cluster, highest_seen));
+        let highest_seen = head_progress::highest_seen(&shared.history.lock().expect("lock"));
+        let state = kmb_node::inspect::with(|r| {
+            head_progress::converged(&final_states(r), swarm.replica_count, highest_seen)
+                .map_err(|e| e.message)
+        });
         if done {
             if let Ok(commit) = state {
                 committed_ops = commit;

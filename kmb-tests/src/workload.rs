@@ -48,7 +48,9 @@ fn op_kind(input: &KvInput) -> OpKind {
     }
 }
 
-fn key_of(input: &KvInput) -> String {
+/// The key (or `start..end` range) an input touches: the trace's and the reports' one name
+/// for what an operation is about.
+pub fn key_of(input: &KvInput) -> String {
     match input {
         KvInput::Scan { start, end, .. } => format!("{start}..{end}"),
         other => other.key().unwrap_or_default().to_string(),

@@ -48,6 +48,7 @@ fn one_set() -> Observations {
             op: 1,
             commit: 1,
             state_hash: 0,
+            halted: None,
         },
     );
     obs.history.push(lincheck::Operation {

@@ -18,4 +18,4 @@ pub mod verify;
 
 pub use engine::{Examination, Storage, StorageError};
 pub use format::{CheckpointRef, Identity, StorageConfig, Superblock};
-pub use recovery::{CheckpointState, Recovery};
+pub use recovery::{CheckpointState, Recovery, RecoveryReport};

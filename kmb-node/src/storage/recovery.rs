@@ -5,6 +5,8 @@
 //! deterministic and unit-tested with hand-built byte layouts. The decision table is
 //! documented in `docs/storage-format.md` and mirrored by [`decide`].
 
+use std::collections::BTreeSet;
+
 use crate::entry::{Checksum, Entry, Header, HeaderError, HEADER_SIZE};
 
 use super::format::{verify_checkpoint, Superblock, SuperblockError, SUPERBLOCK_SIZE};
@@ -252,6 +254,21 @@ pub struct Recovery {
     /// Slots whose redundant header must be rewritten (entries returned in `log` or
     /// `after_gap` whose header copy is stale, blank or corrupt).
     pub header_repairs: Vec<usize>,
+}
+
+/// What one start's storage recovery reported, as the node publishes it for the VOPR's
+/// checkers (`inspect::recovery_report`): the durable view and checkpoint of the superblock,
+/// the ops recovered intact and the ops reported faulty (written, unreadable).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The durable view (superblock).
+    pub view: u32,
+    /// The checkpoint the superblock references.
+    pub checkpoint_op: u64,
+    /// Ops recovered intact.
+    pub present: BTreeSet<u64>,
+    /// Ops reported faulty (written, unreadable).
+    pub faulty: BTreeSet<u64>,
 }
 
 impl Recovery {

@@ -29,7 +29,7 @@ use lincheck::kv::KvInput;
 use super::replay::{self, Stop};
 use super::{Observations, Verdict, Violation};
 use crate::diagnosis::Classification;
-use crate::workload::output_of;
+use crate::workload::{key_of, output_of};
 
 pub const NAME: &str = "data_correctness";
 
@@ -72,14 +72,6 @@ fn same_request(committed: &kv::Request, input: &KvInput) -> bool {
         other => other.clone(),
     };
     cap(committed) == cap(&request_of(input))
-}
-
-/// The key (or `start..end` range) an input touches, for reports.
-pub fn key_of(input: &KvInput) -> String {
-    match input {
-        KvInput::Scan { start, end, .. } => format!("{start}..{end}"),
-        other => other.key().unwrap_or_default().to_string(),
-    }
 }
 
 fn violation(message: String) -> Violation {

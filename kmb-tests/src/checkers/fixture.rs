@@ -189,6 +189,7 @@ pub fn clean() -> Observations {
                 op: last,
                 commit: last,
                 state_hash: hashes[&last],
+                halted: None,
             },
         );
     }

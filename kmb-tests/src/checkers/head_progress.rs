@@ -8,17 +8,115 @@
 //!
 //! Rules:
 //! 1. The harness's liveness phase converged before its deadline (`liveness.converged`).
-//! 2. The replicas' final published states confirm it: every replica of `replica_count`
-//!    published, is `normal`, has `op == commit`, all at one commit, and that commit covers
+//! 2. The replicas' final published states confirm it ([`converged`], the same test the
+//!    liveness phase polls): every replica of `replica_count` published, is `normal`, has
+//!    `op == commit`, all in one view at one commit with one state hash, and that commit covers
 //!    every op number a client saw.
 
-use super::{Observations, Verdict, Violation};
+use std::collections::BTreeMap;
+
+use super::{FinalState, Observations, Verdict, Violation};
 use crate::diagnosis::Classification;
 
 pub const NAME: &str = "head_progress";
 
 fn violation(message: String) -> Violation {
     Violation::new(NAME, Classification::Liveness, message)
+}
+
+/// Why the replicas have not converged: the first reason found, with where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotConverged {
+    pub message: String,
+    pub replica: Option<u8>,
+    pub op: Option<u64>,
+}
+
+/// The one statement of convergence, which the VOPR's liveness phase polls and rule 2
+/// re-checks: every replica of `replica_count` published a state (one that halted without
+/// publishing is named with its reason), is normal with `op == commit`, all in one view at one
+/// commit with one state hash, and that commit covers `highest_seen` (the highest op number a
+/// client saw). Returns the common commit.
+pub fn converged(
+    states: &BTreeMap<u8, FinalState>,
+    replica_count: u8,
+    highest_seen: u64,
+) -> Result<u64, NotConverged> {
+    let not = |message: String, replica: Option<u8>, op: Option<u64>| NotConverged {
+        message,
+        replica,
+        op,
+    };
+    for i in 0..replica_count {
+        let Some(r) = states.get(&i) else {
+            return Err(not(
+                format!("replica {i} never published its state"),
+                Some(i),
+                None,
+            ));
+        };
+        if let Some(reason) = r.halted.as_ref().filter(|_| r.status.is_empty()) {
+            return Err(not(format!("replica {i} halted: {reason}"), Some(i), None));
+        }
+        if r.status != "normal" {
+            return Err(not(
+                format!("replica {i} is in status {} (view {})", r.status, r.view),
+                Some(i),
+                Some(r.commit),
+            ));
+        }
+        if r.op != r.commit {
+            return Err(not(
+                format!(
+                    "replica {i} (view {}) has op {} but commit {}",
+                    r.view, r.op, r.commit
+                ),
+                Some(i),
+                Some(r.commit),
+            ));
+        }
+    }
+    let Some(first) = states.get(&0).filter(|_| replica_count > 0) else {
+        return Err(not("no replicas".into(), None, None));
+    };
+    let (view, commit, hash) = (first.view, first.commit, first.state_hash);
+    for i in 0..replica_count {
+        let r = &states[&i];
+        let (v, c) = (r.view, r.commit);
+        if v != view || c != commit {
+            return Err(not(
+                format!(
+                    "replicas disagree: replica 0 at view {view} commit {commit}, replica {i} at view {v} commit {c}"
+                ),
+                Some(i),
+                Some(c),
+            ));
+        }
+        if r.state_hash != hash {
+            return Err(not(
+                format!("replica {i} has a different state hash at commit {c}"),
+                Some(i),
+                Some(c),
+            ));
+        }
+    }
+    if commit < highest_seen {
+        return Err(not(
+            format!("commit {commit} is behind op {highest_seen} seen by a client"),
+            None,
+            Some(highest_seen),
+        ));
+    }
+    Ok(commit)
+}
+
+/// The highest op number any client saw in a reply (0 if none).
+pub fn highest_seen(history: &[lincheck::kv::KvOp]) -> u64 {
+    history
+        .iter()
+        .filter_map(|op| op.output.as_ref()?.op_number)
+        .max()
+        .unwrap_or(0)
 }
 
 /// Check head progress (see the module docs).
@@ -31,53 +129,19 @@ pub fn check(obs: &Observations) -> Verdict {
             live.deadline_ms, live.detail
         )));
     }
-    let mut commit = None;
-    for r in 0..obs.replica_count {
-        let Some(f) = obs.final_states.get(&r) else {
-            return Verdict::Fail(
-                violation(format!("replica {r} published no final state")).replica(r),
-            );
-        };
-        if f.status != "normal" || f.op != f.commit {
-            return Verdict::Fail(
-                violation(format!(
-                    "replica {r} ended in status {:?} (view {}) with op {} and commit {}",
-                    f.status, f.view, f.op, f.commit
-                ))
-                .replica(r)
-                .op(f.commit),
-            );
-        }
-        match commit {
-            None => commit = Some((r, f.commit)),
-            Some((other, c)) if c != f.commit => {
-                return Verdict::Fail(
-                    violation(format!(
-                        "replicas ended apart: replica {other} at commit {c}, replica {r} at commit {}",
-                        f.commit
-                    ))
-                    .replica(r)
-                    .op(f.commit),
-                );
-            }
-            Some(_) => {}
+    match converged(
+        &obs.final_states,
+        obs.replica_count,
+        highest_seen(&obs.history),
+    ) {
+        Ok(_) => Verdict::Pass,
+        Err(e) => {
+            let mut v = violation(format!("final states: {}", e.message));
+            v.replica = e.replica;
+            v.op = e.op;
+            Verdict::Fail(v)
         }
     }
-    let highest_seen = obs
-        .history
-        .iter()
-        .filter_map(|op| op.output.as_ref()?.op_number)
-        .max()
-        .unwrap_or(0);
-    if let Some((_, c)) = commit.filter(|&(_, c)| c < highest_seen) {
-        return Verdict::Fail(
-            violation(format!(
-                "the cluster ended at commit {c}, behind op {highest_seen} a client saw"
-            ))
-            .op(highest_seen),
-        );
-    }
-    Verdict::Pass
 }
 
 #[cfg(test)]
@@ -134,5 +198,27 @@ mod tests {
             f.commit = 7;
         }
         assert_eq!(fail(&obs).op, Some(8));
+    }
+
+    /// Goal: final states that disagree on the state hash fire, naming the odd replica.
+    #[test]
+    fn head_progress_state_hash_disagreement_fires() {
+        let mut obs = fixture::clean();
+        obs.final_states.get_mut(&2).expect("r2").state_hash ^= 1;
+        let v = fail(&obs);
+        assert!(v.message.contains("different state hash"), "{}", v.message);
+        assert_eq!(v.replica, Some(2));
+    }
+
+    /// Goal: a replica that halted before publishing is named with its reason.
+    #[test]
+    fn converged_names_a_halted_replica_with_its_reason() {
+        let mut obs = fixture::clean();
+        let r1 = obs.final_states.get_mut(&1).expect("r1");
+        r1.status.clear();
+        r1.halted = Some("fsync failed".into());
+        let e = converged(&obs.final_states, 3, 0).expect_err("not converged");
+        assert_eq!(e.message, "replica 1 halted: fsync failed");
+        assert_eq!(converged(&fixture::clean().final_states, 3, 8), Ok(8));
     }
 }

@@ -20,9 +20,10 @@
 //! [`replay`] is the shared model (not an invariant): the committed log replayed through a
 //! fresh key-value state and client table, exactly as the core applies it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use kmb_node::entry::{Checksum, Entry};
+pub use kmb_node::storage::RecoveryReport;
 use lincheck::kv::KvOp;
 
 use crate::diagnosis::{Classification, Failure};
@@ -54,6 +55,8 @@ pub struct FinalState {
     pub commit: u64,
     /// State hash (kv state + client table) at `commit`.
     pub state_hash: u128,
+    /// Why the replica last stopped, if it ever halted (reported when `status` is empty).
+    pub halted: Option<String>,
 }
 
 /// What the liveness phase found (filled by the harness from the replicas' published states).
@@ -66,16 +69,6 @@ pub struct Liveness {
     pub detail: String,
     /// The liveness deadline, simulated ms after healing.
     pub deadline_ms: u64,
-}
-
-/// What one start's storage recovery reported.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RecoveryReport {
-    /// The durable view recovered from the superblock.
-    pub view: u32,
-    pub checkpoint_op: u64,
-    pub present: BTreeSet<u64>,
-    pub faulty: BTreeSet<u64>,
 }
 
 /// Everything the checkers read, all from the real replicas and the real clients.
