@@ -603,19 +603,14 @@ pub fn shrink(seed: u64, options: &RunOptions, budget: usize) -> Option<Shrunk> 
     if original.outcome != Outcome::Fail {
         return None;
     }
-    let target = original.checker.clone();
     let mut best = original.scenario.clone()?;
-    let mut best_record: Option<SeedRecord> = None;
-    let mut runs = 0usize;
     let mut quiet = options.clone();
     quiet.diagnose = false;
-    let fails = |candidate: &Scenario, runs: &mut usize| -> Option<SeedRecord> {
-        if *runs >= budget {
-            return None;
-        }
-        *runs += 1;
-        let record = run_scenario(candidate, &quiet);
-        (record.outcome == Outcome::Fail && record.checker == target).then_some(record)
+    let mut shrinker = Shrinker {
+        options: quiet,
+        target: original.checker.clone(),
+        budget,
+        runs: 0,
     };
     // 1. Whole fault knobs.
     for knob in crate::faults::KNOBS {
@@ -624,59 +619,72 @@ pub fn shrink(seed: u64, options: &RunOptions, budget: usize) -> Option<Shrunk> 
         }
         let mut candidate = best.clone();
         candidate.disabled_knobs.insert(knob.to_string());
-        if let Some(r) = fails(&candidate, &mut runs) {
+        if shrinker.fails(&candidate) {
             best = candidate;
-            best_record = Some(r);
         }
     }
-    // 2. Scheduled faults, then 3. whole clients, then 4. each client's operations: remove
-    // chunks, halving the chunk size when no chunk can go.
-    let mut chunk = best.faults.len().div_ceil(2).max(1);
-    while !best.faults.is_empty() && runs < budget {
-        let mut removed = false;
-        let mut i = 0;
-        while i < best.faults.len() {
-            let mut candidate = best.clone();
-            let end = (i + chunk).min(candidate.faults.len());
-            candidate.faults.drain(i..end);
-            if let Some(r) = fails(&candidate, &mut runs) {
-                best = candidate;
-                best_record = Some(r);
-                removed = true;
-            } else {
-                i += chunk;
-            }
-        }
-        if !removed {
-            if chunk == 1 {
-                break;
-            }
-            chunk = chunk.div_ceil(2);
-        }
-    }
+    // 2. Scheduled faults, then 3. whole clients, then 4. each client's operations.
+    shrinker.remove_chunks(&mut best, |s| &mut s.faults);
     for c in 0..best.workload.len() {
         if best.workload[c].is_empty() {
             continue;
         }
         let mut candidate = best.clone();
         candidate.workload[c].clear();
-        if let Some(r) = fails(&candidate, &mut runs) {
+        if shrinker.fails(&candidate) {
             best = candidate;
-            best_record = Some(r);
         }
     }
     for c in 0..best.workload.len() {
-        let mut chunk = best.workload[c].len().div_ceil(2).max(1);
-        while !best.workload[c].is_empty() && runs < budget {
+        shrinker.remove_chunks(&mut best, |s| &mut s.workload[c]);
+    }
+    // Run the minimal scenario once more with diagnosis on, for its report.
+    let record = run_scenario(&best, options);
+    Some(Shrunk {
+        original,
+        minimal: best,
+        record,
+        runs: shrinker.runs,
+    })
+}
+
+/// The shrinker's budget and its test: does a candidate still fail the same checker?
+struct Shrinker {
+    options: RunOptions,
+    target: Option<String>,
+    budget: usize,
+    runs: usize,
+}
+
+impl Shrinker {
+    /// Run `candidate` (if the budget allows) and say whether it fails the target checker.
+    fn fails(&mut self, candidate: &Scenario) -> bool {
+        if self.runs >= self.budget {
+            return false;
+        }
+        self.runs += 1;
+        let record = run_scenario(candidate, &self.options);
+        record.outcome == Outcome::Fail && record.checker == self.target
+    }
+
+    /// Delta debugging over one list of the scenario: remove chunks of it while the candidate
+    /// still fails, halving the chunk size when no chunk can go.
+    fn remove_chunks<T>(
+        &mut self,
+        best: &mut Scenario,
+        list: impl Fn(&mut Scenario) -> &mut Vec<T>,
+    ) {
+        let mut chunk = list(best).len().div_ceil(2).max(1);
+        while !list(best).is_empty() && self.runs < self.budget {
             let mut removed = false;
             let mut i = 0;
-            while i < best.workload[c].len() {
+            while i < list(best).len() {
                 let mut candidate = best.clone();
-                let end = (i + chunk).min(candidate.workload[c].len());
-                candidate.workload[c].drain(i..end);
-                if let Some(r) = fails(&candidate, &mut runs) {
-                    best = candidate;
-                    best_record = Some(r);
+                let items = list(&mut candidate);
+                let end = (i + chunk).min(items.len());
+                items.drain(i..end);
+                if self.fails(&candidate) {
+                    *best = candidate;
                     removed = true;
                 } else {
                     i += chunk;
@@ -690,15 +698,6 @@ pub fn shrink(seed: u64, options: &RunOptions, budget: usize) -> Option<Shrunk> 
             }
         }
     }
-    // Run the minimal scenario once more with diagnosis on, for its report.
-    let _ = best_record;
-    let record = run_scenario(&best, options);
-    Some(Shrunk {
-        original,
-        minimal: best,
-        record,
-        runs,
-    })
 }
 
 fn first_line(s: &str) -> String {

@@ -11,7 +11,7 @@ use crate::entry::{Checksum, Entry, Header, HEADER_SIZE};
 
 use super::format::{
     encode_checkpoint_header, CheckpointRef, Identity, Layout, StorageConfig, Superblock,
-    SuperblockError, CHECKPOINT_HEADER_SIZE, SECTOR, SUPERBLOCK_COPIES, SUPERBLOCK_SIZE,
+    SuperblockError, CHECKPOINT_HEADER_SIZE, SECTOR_SIZE, SUPERBLOCK_COPIES, SUPERBLOCK_SIZE,
 };
 use super::recovery::{self, CheckpointState, Recovery, SlotEvidence, SlotRead};
 
@@ -769,10 +769,10 @@ async fn read_slots(file: &File, layout: &Layout) -> Vec<SlotRead> {
             }
         }
         Err(_) => {
-            let per_sector = SECTOR as usize / HEADER_SIZE;
+            let per_sector = SECTOR_SIZE as usize / HEADER_SIZE;
             for sector in 0..n.div_ceil(per_sector) {
-                let offset = layout.headers_offset + sector as u64 * SECTOR;
-                if let Ok(bytes) = read_exact(file, SECTOR as usize, offset).await {
+                let offset = layout.headers_offset + sector as u64 * SECTOR_SIZE;
+                if let Ok(bytes) = read_exact(file, SECTOR_SIZE as usize, offset).await {
                     for i in 0..per_sector {
                         let slot = sector * per_sector + i;
                         if slot < n {
@@ -787,7 +787,7 @@ async fn read_slots(file: &File, layout: &Layout) -> Vec<SlotRead> {
     let mut slots = Vec::with_capacity(n);
     for (slot, header) in headers.into_iter().enumerate() {
         let offset = layout.prepare_offset(slot);
-        let prepare = match read_exact(file, SECTOR as usize, offset).await {
+        let prepare = match read_exact(file, SECTOR_SIZE as usize, offset).await {
             Err(_) => None,
             Ok(mut first) => match Header::decode(&first[..HEADER_SIZE]) {
                 Ok(h)

@@ -21,8 +21,8 @@ pub const SUPERBLOCK_SIZE: usize = 512;
 pub const BLOCK_SIZE: u64 = 4096;
 /// Bytes of the checkpoint header that precedes the checkpoint blob.
 pub const CHECKPOINT_HEADER_SIZE: usize = 128;
-/// Sector size (granularity of torn writes and latent errors).
-pub const SECTOR: u64 = 512;
+/// Sector size (granularity of torn writes and latent errors): the disk's own constant.
+pub use sim_runtime::disk::SECTOR_SIZE;
 
 fn align_up(x: u64, to: u64) -> u64 {
     x.div_ceil(to) * to
@@ -69,24 +69,14 @@ impl StorageConfig {
     pub fn is_valid(&self) -> bool {
         self.slot_count >= 2
             && self.slot_count <= 1 << 24
-            && self.slot_size as u64 >= SECTOR
-            && self.slot_size as u64 & (SECTOR - 1) == 0
+            && self.slot_size as u64 >= SECTOR_SIZE
+            && self.slot_size as u64 & (SECTOR_SIZE - 1) == 0
             && self.slot_size <= 1 << 28
     }
 
     /// Largest body an entry may carry.
     pub fn body_size_max(&self) -> usize {
         self.slot_size as usize - HEADER_SIZE
-    }
-}
-
-impl Default for StorageConfig {
-    fn default() -> Self {
-        if cfg!(madsim) {
-            StorageConfig::SIMULATION
-        } else {
-            StorageConfig::PRODUCTION
-        }
     }
 }
 

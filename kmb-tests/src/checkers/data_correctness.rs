@@ -273,13 +273,7 @@ mod tests {
     #[test]
     fn data_correctness_duplicate_commit_is_not_reexecuted() {
         let mut obs = fixture::clean();
-        let first = obs.committed[&1].clone();
-        fixture::append_entry(
-            &mut obs,
-            first.header.client,
-            first.header.request,
-            &first.body,
-        );
+        fixture::recommit(&mut obs, 1);
         // The replay agrees with the published hashes, and a reply claiming op 9 fires.
         assert_eq!(check(&obs), Verdict::Pass);
         fixture::history_at(&mut obs, 1)

@@ -1,6 +1,8 @@
 //! Test fixture: a small, clean 3-replica run built by hand (no simulation), which each
-//! checker's tests mutate to plant one violation. The model state is computed here
-//! independently of [`super::replay`] (every request is fresh, so no client-table subtleties).
+//! checker's tests mutate to plant one violation. Each request executes through
+//! [`replay::execute`] (the model's one duplicate-request rule; every scripted request is
+//! fresh), but the log, its hash chain, the history and each replica's view are built here,
+//! independently of [`replay::run`].
 //!
 //! The run: 8 client ops committed at ops 1..=8 (SET, GET, SET, INCRBY, CAS, GET, DEL, SCAN)
 //! by two clients; every replica checkpoints op 4. Replica 0 commits 1..=8 in one incarnation.
@@ -10,15 +12,14 @@
 use std::collections::BTreeMap;
 
 use kmb_node::commands::reply_value;
-use kmb_node::core::snapshot;
-use kmb_node::core::{ClientEntry, ClientTable};
+use kmb_node::core::ClientTable;
 use kmb_node::entry::{Entry, EntryFields, Operation};
 use kmb_node::kv::{self, KvState};
 use lincheck::kv::{KvInput, KvOp, KvReply};
 use lincheck::Operation as HistoryOp;
-use xxhash_rust::xxh3::xxh3_128;
 
 use super::data_correctness::request_of;
+use super::replay::{self, state_hash};
 use super::{FinalState, Liveness, Observations};
 use crate::workload::output_of;
 
@@ -105,8 +106,7 @@ pub fn clean() -> Observations {
     let root = Entry::root(CLUSTER);
     let mut kv = KvState::new();
     let mut clients = ClientTable::new();
-    let hash = |kv: &KvState, clients: &ClientTable| xxh3_128(&snapshot::encode(kv, clients));
-    let mut hashes = BTreeMap::from([(0u64, hash(&kv, &clients))]);
+    let mut hashes = BTreeMap::from([(0u64, state_hash(&kv, &clients))]);
     let mut chain = BTreeMap::from([(0u64, (root.checksum(), root.header.parent))]);
     let mut requests: BTreeMap<u64, u64> = BTreeMap::new();
     let mut parent = root.checksum();
@@ -114,22 +114,20 @@ pub fn clean() -> Observations {
         let op = i as u64 + 1;
         let number = requests.entry(c).or_default();
         *number += 1;
-        let request = request_of(&input);
-        let e = entry(op, parent, client_id(c), *number, request.encode());
+        let body = request_of(&input).encode();
+        let request = replay::Request {
+            op,
+            client: client_id(c),
+            number: *number,
+            body: &body,
+        };
+        let executed = replay::execute(&mut kv, &mut clients, obs.clients_max, request);
+        let reply = executed.expect("every scripted request is fresh").reply;
+        let e = entry(op, parent, client_id(c), *number, body);
         parent = e.checksum();
         chain.insert(op, (e.checksum(), e.header.parent));
         obs.committed.insert(op, e);
-        let reply = kv.apply(&request);
-        clients.insert(
-            client_id(c),
-            ClientEntry {
-                request: *number,
-                op,
-                reply: reply.clone(),
-            },
-            obs.clients_max,
-        );
-        hashes.insert(op, hash(&kv, &clients));
+        hashes.insert(op, state_hash(&kv, &clients));
         let output = output_of(&input, &reply_value(&reply)).expect("reply fits its command");
         obs.history.push(HistoryOp {
             client: c,
@@ -216,6 +214,14 @@ pub fn append_entry(obs: &mut Observations, client: u128, request: u64, body: &[
         log.insert(op, (e.checksum(), parent));
     }
     obs.committed.insert(op, e);
+}
+
+/// Commit the request entry at `op` again at the next op (a duplicate the model must not
+/// execute twice).
+pub fn recommit(obs: &mut Observations, op: u64) {
+    let first = obs.committed[&op].clone();
+    let h = &first.header;
+    append_entry(obs, h.client, h.request, &first.body);
 }
 
 /// The history op whose reply carries op number `op`.

@@ -54,6 +54,48 @@ pub fn state_hash(kv: &KvState, clients: &ClientTable) -> u128 {
     xxh3_128(&snapshot::encode(kv, clients))
 }
 
+/// A committed request entry, as the model needs it.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    pub op: u64,
+    pub client: u128,
+    pub number: u64,
+    pub body: &'a [u8],
+}
+
+/// The duplicate-request rule, stated once for the model: a request whose client's last
+/// executed request number is greater or equal is not executed (an equal one is a duplicate,
+/// its cached reply stands); a greater one executes (a body that does not decode replies
+/// "malformed request") and replaces the client's table entry, evicting the least recently
+/// committed client when the table holds `clients_max`. Returns the execution, if any.
+pub fn execute(
+    kv: &mut KvState,
+    clients: &mut ClientTable,
+    clients_max: usize,
+    r: Request<'_>,
+) -> Option<Execution> {
+    if clients.get(r.client).is_some_and(|e| e.request >= r.number) {
+        return None;
+    }
+    let request = kv::Request::decode(r.body).ok();
+    let reply = match &request {
+        Some(req) => kv.apply(req),
+        None => kv::Reply::Error("malformed request".to_string()),
+    };
+    let entry = ClientEntry {
+        request: r.number,
+        op: r.op,
+        reply: reply.clone(),
+    };
+    clients.insert(r.client, entry, clients_max);
+    Some(Execution {
+        client: r.client,
+        request_number: r.number,
+        request,
+        reply,
+    })
+}
+
 /// Replay `obs.committed` from op 1, recording the state hash after every op in `wanted`
 /// (op 0 is the empty state).
 pub fn run(obs: &Observations, wanted: &BTreeSet<u64>) -> Replay {
@@ -82,34 +124,15 @@ pub fn run(obs: &Observations, wanted: &BTreeSet<u64>) -> Replay {
             break;
         }
         if entry.header.operation == Operation::Request {
-            let (client, request_number) = (entry.header.client, entry.header.request);
-            let fresh = clients
-                .get(client)
-                .is_none_or(|e| e.request < request_number);
-            if fresh {
-                let request = kv::Request::decode(&entry.body).ok();
-                let reply = match &request {
-                    Some(r) => kv.apply(r),
-                    None => kv::Reply::Error("malformed request".to_string()),
-                };
-                clients.insert(
-                    client,
-                    ClientEntry {
-                        request: request_number,
-                        op,
-                        reply: reply.clone(),
-                    },
-                    clients_max,
-                );
-                replay.executions.insert(
-                    op,
-                    Execution {
-                        client,
-                        request_number,
-                        request,
-                        reply,
-                    },
-                );
+            let (client, request) = (entry.header.client, entry.header.request);
+            let request = Request {
+                op,
+                client,
+                number: request,
+                body: &entry.body,
+            };
+            if let Some(execution) = execute(&mut kv, &mut clients, clients_max, request) {
+                replay.executions.insert(op, execution);
             }
         }
         replay.last = op;
@@ -140,13 +163,7 @@ mod tests {
     #[test]
     fn replay_duplicate_request_executes_once() {
         let mut obs = fixture::clean();
-        let first = obs.committed[&1].clone();
-        fixture::append_entry(
-            &mut obs,
-            first.header.client,
-            first.header.request,
-            &first.body,
-        );
+        fixture::recommit(&mut obs, 1);
         let last = obs.highest_committed();
         let replay = run(&obs, &BTreeSet::from([last - 1, last]));
         assert_eq!(replay.last, last);
