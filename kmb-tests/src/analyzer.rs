@@ -145,9 +145,6 @@ impl<'a> TraceAnalyzer<'a> {
             if let EventKind::ViewInstalled { primary, .. } = e.kind {
                 out.insert(primary);
             }
-            if let EventKind::NetSend { to, .. } = e.kind {
-                out.insert(to);
-            }
         }
         out
     }
@@ -293,7 +290,7 @@ impl<'a> TraceAnalyzer<'a> {
             .collect()
     }
 
-    /// Events naming log op `op` (prepares, commits, repairs, replies carrying it).
+    /// Events naming log op `op` (commits, replies carrying it).
     pub fn events_for_op(&self, op: u64) -> Vec<&'a TraceEvent> {
         self.events
             .iter()
@@ -437,16 +434,6 @@ pub(crate) mod tests {
         );
         for r in 0..3 {
             t.push(
-                12 * ms,
-                EventKind::Prepare {
-                    replica: r,
-                    view: 1,
-                    op: 57,
-                },
-            );
-        }
-        for r in 0..3 {
-            t.push(
                 14 * ms,
                 EventKind::Commit {
                     replica: r,
@@ -548,7 +535,6 @@ pub(crate) mod tests {
                 to_op: 57,
             },
         );
-        t.push(32 * ms, EventKind::Repair { replica: 2, op: 57 });
         t.push(
             33 * ms,
             EventKind::FaultInjected {
@@ -673,6 +659,6 @@ pub(crate) mod tests {
         );
         assert_eq!(a.open_partitions(40_000), vec![("0->1", 24_000)]);
         assert_eq!(a.views_of(1), vec![(0, 1, 0), (26_000, 2, 1)]);
-        assert_eq!(a.events_for_op(57).len(), 8); // 3 prepares, 3 commits, reply, repair
+        assert_eq!(a.events_for_op(57).len(), 4); // 3 commits, the reply
     }
 }

@@ -545,7 +545,7 @@ impl<'a> Ctx<'a> {
         if self.op.is_some() && e.kind.op() == self.op {
             return true;
         }
-        matches!(e.kind, EventKind::Repair { .. } | EventKind::Commit { .. })
+        matches!(e.kind, EventKind::Commit { .. })
             && self.replica.is_some()
             && e.kind.replica() == self.replica
     }
@@ -580,14 +580,12 @@ impl<'a> Ctx<'a> {
             ],
             Classification::ReplicaDivergence => vec![
                 self.divergent_checksums(),
-                self.repair("check the repaired entry is verified against the hash chain before it is applied"),
                 self.state_transfer("check the transferred checkpoint's state hash matches the op it claims"),
                 self.crash_restart("check WAL recovery's torn-tail rule and that a recovering replica does not apply ops it has not re-verified"),
                 self.view_change("check do_view_change log selection (highest log_view, then highest op) and that replicas truncate their uncommitted suffix before installing the new one"),
                 self.disk_corruption("check reads verify checksums so the replica never applies a corrupt body"),
             ],
             Classification::HashChainBreak => vec![
-                self.repair("verify the repaired entry's parent checksum against its predecessor before accepting it"),
                 self.disk_corruption("a misdirected write puts a valid entry in the wrong slot: check each entry's own op number is compared with its slot"),
                 self.crash_restart("check WAL recovery's torn-tail rule and that the head is re-linked after truncation"),
                 self.view_change("after a view change replaces a suffix, the next op's parent must be the new entry's checksum"),
@@ -611,7 +609,6 @@ impl<'a> Ctx<'a> {
             Classification::RecoveryFailure => vec![
                 self.crash_restart("check WAL recovery's torn-tail rule: a torn tail is truncated only if it was never acknowledged; mid-log corruption is repaired from a peer"),
                 self.disk_corruption("check recovery reads several superblock copies and repairs corrupt WAL entries from a peer instead of halting or truncating"),
-                self.repair("check repair requests go to a replica whose entry matches the hash chain"),
                 self.state_transfer("check a replica that fell behind the checkpoint installs it before replaying the WAL"),
                 self.fault_bound(),
             ],
@@ -629,7 +626,6 @@ impl<'a> Ctx<'a> {
             Classification::StorageNondeterminism => vec![
                 self.disk_corruption("faults must not leak into the bytes of healthy writes: check the storage determinism checker compares only replicas without faults in this window"),
                 self.crash_restart("check recovery rewrites the tail identically on every replica (zeroed padding, same slot layout)"),
-                self.repair("check a repaired entry is written byte-for-byte as the primary wrote it"),
                 self.state_transfer("check the checkpoint is serialized in a canonical (sorted) order"),
             ],
         };
@@ -658,12 +654,7 @@ impl<'a> Ctx<'a> {
     }
 
     fn disk_corruption(&self, advice: &str) -> Option<String> {
-        const KINDS: &[&str] = &[
-            "disk.bit_rot",
-            "disk.misdirect",
-            "disk.latent_error",
-            "disk.corrupt",
-        ];
+        const KINDS: &[&str] = &["disk.bit_rot", "disk.misdirect", "disk.latent_error"];
         // Prefer the failing replica; else every replica that had such faults.
         if let Some(r) = self.replica {
             let counts = self.disk_faults_of(Some(r), KINDS);
@@ -830,34 +821,6 @@ impl<'a> Ctx<'a> {
         Some(format!(
             "replica {replica} state-transferred from op {from_op} to op {to_op} at {} — {advice}",
             format_us(e.at_us)
-        ))
-    }
-
-    fn repair(&self, advice: &str) -> Option<String> {
-        let repairs: Vec<&TraceEvent> = self
-            .a
-            .between(0, self.at_us)
-            .iter()
-            .filter(|e| match e.kind {
-                EventKind::Repair { replica, op } => {
-                    (self.replica.is_none() || Some(replica) == self.replica)
-                        && (self.op.is_none() || Some(op) == self.op)
-                }
-                _ => false,
-            })
-            .collect();
-        let last = repairs.last()?;
-        let EventKind::Repair { replica, op } = last.kind else {
-            return None;
-        };
-        let more = if repairs.len() > 1 {
-            format!(" ({} repairs in all)", repairs.len())
-        } else {
-            String::new()
-        };
-        Some(format!(
-            "replica {replica} repaired op {op} at {}{more} — {advice}",
-            format_us(last.at_us)
         ))
     }
 
@@ -1261,17 +1224,16 @@ impl<'a> Ctx<'a> {
             )
         })?;
         let hint = match &e.kind {
-            EventKind::NetSend { .. }
-            | EventKind::NetDrop { .. }
+            EventKind::NetDrop { .. }
             | EventKind::NetDuplicate { .. }
             | EventKind::Partition { .. }
             | EventKind::Heal { .. } => {
                 "the network interposer: its draws must come from sim_runtime::rand in a fixed order"
             }
-            EventKind::DiskSync { .. } | EventKind::FaultInjected { .. } => {
+            EventKind::FaultInjected { .. } => {
                 "the simulated disk / fault injector: iterate pending writes in a fixed order (no HashMap) before drawing"
             }
-            EventKind::Commit { .. } | EventKind::Prepare { .. } | EventKind::Repair { .. } => {
+            EventKind::Commit { .. } => {
                 "the replica's core: message handling order (unbiased select!) or HashMap iteration in the state machine"
             }
             EventKind::ClientInvoke { .. } | EventKind::ClientComplete { .. } => {
@@ -1460,13 +1422,12 @@ mod tests {
             "{:#?}",
             r.suggestions
         );
-        assert!(any(&r, &["replica 2 repaired op 57"]));
         assert!(any(&r, &["replica 2 restarted", "disk.crash_torn"]));
         assert!(any(&r, &["installed view 2 on replica 1", "log_view"]));
     }
 
     #[test]
-    fn hash_chain_break_names_repair_and_view_change() {
+    fn hash_chain_break_names_faults_view_change_and_transfer() {
         let r = report(&failure(
             Classification::HashChainBreak,
             Some(2),
@@ -1475,11 +1436,11 @@ mod tests {
         ));
         assert_bounds(&r);
         assert!(
-            any(&r, &["replica 2 repaired op 57", "parent checksum"]),
+            any(&r, &["disk.bit_rot", "misdirected write"]),
             "{:#?}",
             r.suggestions
         );
-        assert!(any(&r, &["view 2", "op 57"]));
+        assert!(any(&r, &["view 2", "op 57", "parent"]));
         assert!(any(
             &r,
             &["replica 2 state-transferred from op 40 to op 57"]
@@ -1606,7 +1567,6 @@ mod tests {
             "{:#?}",
             r.suggestions
         );
-        assert!(any(&r, &["replica 2 repaired op 57"]));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! A picture of a failing seed: one self-contained HTML file (inline CSS and SVG, no script, no
 //! external URL) with a lane per client (operations as invoke→complete intervals, coloured by
 //! outcome), a lane per replica (view bands, commit ticks, down time, crashes, restarts, state
-//! transfers, repairs, faults), a network lane (partitions, drops), the violation as a vertical
+//! transfers, faults), a network lane (partitions, drops), the violation as a vertical
 //! line, and the operation the failure is about highlighted (`class="op unplaceable"`).
 //!
 //! Stable hooks for tests and tools: `id="timeline"` (the SVG), `id="legend"`, `id="failure"`,
@@ -75,7 +75,6 @@ path.crash, .swatch.crash { fill: #000; background: #000; }
 path.restart, .swatch.restart { fill: #1565c0; background: #1565c0; }
 path.fault, .swatch.fault { fill: #d32f2f; background: #d32f2f; }
 path.transfer, .swatch.transfer { fill: #6a1b9a; background: #6a1b9a; }
-path.repair, .swatch.repair { fill: #ef6c00; background: #ef6c00; }
 rect.partition, .swatch.partition { fill: #d32f2f; fill-opacity: 0.25; stroke: #d32f2f; stroke-dasharray: 3 2; background: #f4b6b6; }
 line.violation, .swatch.violation { stroke: #e0245e; stroke-width: 2; stroke-dasharray: 6 3; background: #e0245e; }
 table#events { border-collapse: collapse; margin-top: 14px; font: 12px monospace; }
@@ -289,7 +288,6 @@ pub fn render_html(events: &[TraceEvent], failure: Option<&Failure>, title: &str
                 EventKind::Crash { .. } => marker(&mut svg, "crash", x, mid, &text),
                 EventKind::Restart { .. } => marker(&mut svg, "restart", x, mid, &text),
                 EventKind::StateTransfer { .. } => marker(&mut svg, "transfer", x, mid, &text),
-                EventKind::Repair { .. } => marker(&mut svg, "repair", x, mid, &text),
                 EventKind::FaultInjected { .. } => marker(&mut svg, "fault", x, y + 8.0, &text),
                 _ => {}
             }
@@ -406,7 +404,6 @@ pub fn render_html(events: &[TraceEvent], failure: Option<&Failure>, title: &str
         ("restart", "restart"),
         ("fault", "fault injected"),
         ("transfer", "state transfer"),
-        ("repair", "repair"),
         ("partition", "partition"),
         ("violation", "violation"),
     ] {

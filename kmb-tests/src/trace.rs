@@ -87,11 +87,6 @@ pub enum EventKind {
         op_number: Option<u64>,
     },
     // --- protocol ---
-    Prepare {
-        replica: u8,
-        view: u32,
-        op: u64,
-    },
     Commit {
         replica: u8,
         op: u64,
@@ -112,17 +107,7 @@ pub enum EventKind {
         from_op: u64,
         to_op: u64,
     },
-    Repair {
-        replica: u8,
-        op: u64,
-    },
     // --- network ---
-    /// Messages sent on a link; `count` lets the harness aggregate (Verbose only).
-    NetSend {
-        from: u8,
-        to: u8,
-        count: u64,
-    },
     NetDrop {
         link: String,
     },
@@ -135,10 +120,7 @@ pub enum EventKind {
     Heal {
         link: String,
     },
-    // --- disk ---
-    DiskSync {
-        replica: u8,
-    },
+    // --- faults ---
     /// An entry of the simulator's fault log: `kind` like `disk.bit_rot`, `disk.crash_torn`,
     /// `net.corrupt`, `node.kill`.
     FaultInjected {
@@ -180,18 +162,14 @@ impl EventKind {
         match self {
             EventKind::ClientInvoke { .. } => "client_invoke",
             EventKind::ClientComplete { .. } => "client_complete",
-            EventKind::Prepare { .. } => "prepare",
             EventKind::Commit { .. } => "commit",
             EventKind::ViewChangeStarted { .. } => "view_change_started",
             EventKind::ViewInstalled { .. } => "view_installed",
             EventKind::StateTransfer { .. } => "state_transfer",
-            EventKind::Repair { .. } => "repair",
-            EventKind::NetSend { .. } => "net_send",
             EventKind::NetDrop { .. } => "net_drop",
             EventKind::NetDuplicate { .. } => "net_duplicate",
             EventKind::Partition { .. } => "partition",
             EventKind::Heal { .. } => "heal",
-            EventKind::DiskSync { .. } => "disk_sync",
             EventKind::FaultInjected { .. } => "fault_injected",
             EventKind::Crash { .. } => "crash",
             EventKind::Restart { .. } => "restart",
@@ -203,17 +181,13 @@ impl EventKind {
     /// The replica the event happened on, if it names exactly one.
     pub fn replica(&self) -> Option<u8> {
         match self {
-            EventKind::Prepare { replica, .. }
-            | EventKind::Commit { replica, .. }
+            EventKind::Commit { replica, .. }
             | EventKind::ViewChangeStarted { replica, .. }
             | EventKind::ViewInstalled { replica, .. }
             | EventKind::StateTransfer { replica, .. }
-            | EventKind::Repair { replica, .. }
-            | EventKind::DiskSync { replica }
             | EventKind::Crash { replica }
             | EventKind::Restart { replica } => Some(*replica),
             EventKind::FaultInjected { replica, .. } => *replica,
-            EventKind::NetSend { from, .. } => Some(*from),
             _ => None,
         }
     }
@@ -224,7 +198,6 @@ impl EventKind {
             return true;
         }
         match self {
-            EventKind::NetSend { to, .. } => *to == replica,
             EventKind::ViewInstalled { primary, .. } => *primary == replica,
             EventKind::NetDrop { link }
             | EventKind::NetDuplicate { link }
@@ -248,9 +221,7 @@ impl EventKind {
     /// The log op number the event is about.
     pub fn op(&self) -> Option<u64> {
         match self {
-            EventKind::Prepare { op, .. }
-            | EventKind::Commit { op, .. }
-            | EventKind::Repair { op, .. } => Some(*op),
+            EventKind::Commit { op, .. } => Some(*op),
             EventKind::ClientComplete { op_number, .. } => *op_number,
             _ => None,
         }
@@ -258,9 +229,9 @@ impl EventKind {
 
     pub fn view(&self) -> Option<u32> {
         match self {
-            EventKind::Prepare { view, .. }
-            | EventKind::ViewChangeStarted { view, .. }
-            | EventKind::ViewInstalled { view, .. } => Some(*view),
+            EventKind::ViewChangeStarted { view, .. } | EventKind::ViewInstalled { view, .. } => {
+                Some(*view)
+            }
             _ => None,
         }
     }
@@ -297,24 +268,21 @@ impl EventKind {
         }
     }
 
-    /// Per-message or per-sync events, dropped by [`TraceFilter::Minimal`].
+    /// Per-message or per-op events, dropped by [`TraceFilter::Minimal`].
     pub fn is_high_volume(&self) -> bool {
         matches!(
             self,
-            EventKind::NetSend { .. }
-                | EventKind::NetDrop { .. }
+            EventKind::NetDrop { .. }
                 | EventKind::NetDuplicate { .. }
-                | EventKind::DiskSync { .. }
-                | EventKind::Prepare { .. }
                 | EventKind::Commit { .. }
-                | EventKind::Repair { .. }
                 | EventKind::InvariantChecked { .. }
         )
     }
 
     /// The canonical byte encoding hashed by [`TraceCollector::event_hash`]: a tag byte per
     /// variant, integers little-endian, strings length-prefixed, options as 0 / 1+value. It is
-    /// independent of serde, so a change of JSON layout never changes a recorded hash.
+    /// independent of serde, so a change of JSON layout never changes a recorded hash. Tags 3,
+    /// 8, 9 and 14 are free (they named kinds the VOPR never recorded).
     pub fn encode_canonical(&self, out: &mut Vec<u8>) {
         fn u(out: &mut Vec<u8>, v: u64) {
             out.extend_from_slice(&v.to_le_bytes());
@@ -359,11 +327,6 @@ impl EventKind {
                 out.push(*outcome as u8);
                 o(out, *op_number);
             }
-            EventKind::Prepare { replica, view, op } => {
-                out.extend_from_slice(&[3, *replica]);
-                u(out, u64::from(*view));
-                u(out, *op);
-            }
             EventKind::Commit {
                 replica,
                 op,
@@ -394,14 +357,6 @@ impl EventKind {
                 u(out, *from_op);
                 u(out, *to_op);
             }
-            EventKind::Repair { replica, op } => {
-                out.extend_from_slice(&[8, *replica]);
-                u(out, *op);
-            }
-            EventKind::NetSend { from, to, count } => {
-                out.extend_from_slice(&[9, *from, *to]);
-                u(out, *count);
-            }
             EventKind::NetDrop { link } => {
                 out.push(10);
                 s(out, link);
@@ -418,7 +373,6 @@ impl EventKind {
                 out.push(13);
                 s(out, link);
             }
-            EventKind::DiskSync { replica } => out.extend_from_slice(&[14, *replica]),
             EventKind::FaultInjected {
                 kind,
                 replica,
@@ -475,9 +429,6 @@ impl fmt::Display for EventKind {
                 }
                 Ok(())
             }
-            EventKind::Prepare { replica, view, op } => {
-                write!(f, "replica {replica} prepares op {op} in view {view}")
-            }
             EventKind::Commit {
                 replica,
                 op,
@@ -502,15 +453,10 @@ impl fmt::Display for EventKind {
                 f,
                 "replica {replica} state transfer op {from_op} -> op {to_op}"
             ),
-            EventKind::Repair { replica, op } => write!(f, "replica {replica} repairs op {op}"),
-            EventKind::NetSend { from, to, count } => {
-                write!(f, "net send {from}->{to} ({count} messages)")
-            }
             EventKind::NetDrop { link } => write!(f, "net drop on {link}"),
             EventKind::NetDuplicate { link } => write!(f, "net duplicate on {link}"),
             EventKind::Partition { link } => write!(f, "partition {link}"),
             EventKind::Heal { link } => write!(f, "heal {link}"),
-            EventKind::DiskSync { replica } => write!(f, "replica {replica} disk sync"),
             EventKind::FaultInjected {
                 kind,
                 replica,
@@ -561,11 +507,12 @@ pub fn format_us(at_us: u64) -> String {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TraceFilter {
-    /// Keep everything but per-message sends in memory; write only if the seed fails.
+    /// Keep everything in memory; write only if the seed fails.
     #[default]
     FailuresOnly,
     /// Keep client ops, view changes, state transfers, crashes/restarts, partitions, fault-log
-    /// entries and violations (no per-message / per-sync / per-op protocol events); always
+    /// entries and violations (no per-message or per-op events: drops, duplicates, commits,
+    /// checker passes); always
     /// written when tracing is enabled.
     Minimal,
     /// Keep everything; always written when tracing is enabled.
@@ -576,8 +523,7 @@ impl TraceFilter {
     /// Whether an event of this kind is kept in the ring.
     pub fn admits(self, kind: &EventKind) -> bool {
         match self {
-            TraceFilter::Verbose => true,
-            TraceFilter::FailuresOnly => !matches!(kind, EventKind::NetSend { .. }),
+            TraceFilter::Verbose | TraceFilter::FailuresOnly => true,
             TraceFilter::Minimal => !kind.is_high_volume(),
         }
     }
@@ -841,10 +787,8 @@ mod tests {
                 op: OpKind::Write,
                 key: format!("k{i}"),
             },
-            1 => EventKind::NetSend {
-                from: 0,
-                to: 1,
-                count: 1,
+            1 => EventKind::NetDrop {
+                link: link_name(0, 1),
             },
             2 => EventKind::Commit {
                 replica: 0,
@@ -896,10 +840,8 @@ mod tests {
             minimal.push(i, sample(i));
             // Differs only in an early event that `other` will have evicted long ago.
             let kind = if i == 1 {
-                EventKind::NetSend {
-                    from: 0,
-                    to: 2,
-                    count: 1,
+                EventKind::NetDrop {
+                    link: link_name(0, 2),
                 }
             } else {
                 sample(i)
@@ -910,21 +852,18 @@ mod tests {
         assert_ne!(verbose.event_hash(), other.event_hash());
         assert_eq!(verbose.snapshot(), other.snapshot());
         assert_eq!(verbose.event_hash_hex().len(), 16);
-        // Minimal drops net sends and commits but numbers like verbose.
+        // Minimal drops net drops and commits but numbers like verbose.
         assert!(minimal.events().all(|e| !e.kind.is_high_volume()));
         assert_eq!(minimal.events().last().map(|e| e.seq), Some(49));
     }
 
     #[test]
-    fn failures_only_keeps_all_but_net_sends() {
+    fn failures_only_keeps_everything() {
         let mut trace = TraceCollector::new(3);
         for i in 0..10 {
             trace.push(i, sample(i));
         }
-        assert_eq!(trace.len(), 8);
-        assert!(trace
-            .events()
-            .all(|e| !matches!(e.kind, EventKind::NetSend { .. })));
+        assert_eq!(trace.len(), 10);
     }
 
     #[test]
