@@ -13,49 +13,22 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use kmb_node::entry::{Checksum, Entry, EntryFields, Operation};
+mod common;
+
+use common::{entry, CLUSTER, ID, SMALL};
+use kmb_node::entry::{Checksum, Entry};
 use kmb_node::storage::{CheckpointState, Identity, Recovery, Storage, StorageConfig};
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
 /// xxh3-64 of [`describe`]'s text of the recovered state, the same in both modes.
-const RECOVERED_DIGEST: u64 = 0xf436_213f_6a97_835b;
-
-const CLUSTER: u64 = 0x5A5A;
-const ID: Identity = Identity {
-    cluster: CLUSTER,
-    replica: 2,
-    replica_count: 3,
-};
-const CONFIG: StorageConfig = StorageConfig {
-    slot_count: 8,
-    slot_size: 1024,
-};
-
-fn entry(op: u64, parent: Checksum, view: u32) -> Entry {
-    Entry::new(
-        EntryFields {
-            cluster: CLUSTER,
-            replica: 0,
-            view,
-            op,
-            commit: op.saturating_sub(1),
-            parent,
-            client: 7,
-            request: op,
-            operation: Operation::Request,
-        },
-        (0..100 + op as usize * 37)
-            .map(|i| (i as u64 * 31 + op + u64::from(view)) as u8)
-            .collect(),
-    )
-}
+const RECOVERED_DIGEST: u64 = 0xbcb8_eac6_7ba7_9ccc;
 
 /// Entries chained from the root; `next` replaces everything from `op` on (a new suffix).
 struct Chain(Vec<Checksum>);
 
 impl Chain {
     fn next(&mut self, op: u64, view: u32) -> Entry {
-        let e = entry(op, self.0[op as usize - 1], view);
+        let e = entry(op, self.0[op as usize - 1], view, 100 + op as usize * 37);
         self.0.truncate(op as usize);
         self.0.push(e.checksum());
         e
@@ -64,7 +37,7 @@ impl Chain {
 
 /// The scenario up to the crash. Returns the storage still open (its last append unsynced).
 async fn write_scenario(path: &Path) -> Storage {
-    Storage::format(path, ID, CONFIG).await.expect("format");
+    Storage::format(path, ID, SMALL).await.expect("format");
     let (mut s, _) = Storage::open(path).await.expect("open");
     let mut chain = Chain(vec![Entry::root(CLUSTER).checksum()]);
     // Ops 1..=6 in view 0, synced; a checkpoint at op 4; view 1 made durable.

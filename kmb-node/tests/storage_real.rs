@@ -7,51 +7,12 @@ use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use kmb_node::entry::{Checksum, Entry, EntryFields, Operation};
+mod common;
+
+use common::{chain, entry, CLUSTER, ID, SMALL};
+use kmb_node::entry::Entry;
 use kmb_node::storage::format::Layout;
-use kmb_node::storage::{
-    CheckpointState, Identity, Recovery, Storage, StorageConfig, StorageError,
-};
-
-const CLUSTER: u64 = 42;
-const ID: Identity = Identity {
-    cluster: CLUSTER,
-    replica: 1,
-    replica_count: 3,
-};
-const SMALL: StorageConfig = StorageConfig {
-    slot_count: 8,
-    slot_size: 1024,
-};
-
-fn entry(op: u64, parent: Checksum, view: u32, len: usize) -> Entry {
-    Entry::new(
-        EntryFields {
-            cluster: CLUSTER,
-            replica: 0,
-            view,
-            op,
-            commit: op.saturating_sub(1),
-            parent,
-            client: 9,
-            request: op,
-            operation: Operation::Request,
-        },
-        (0..len).map(|i| (i as u64 ^ op) as u8).collect(),
-    )
-}
-
-/// Entries `1..=count` chained from the root.
-fn chain(count: u64, len: usize) -> Vec<Entry> {
-    let mut parent = Entry::root(CLUSTER).checksum();
-    (1..=count)
-        .map(|op| {
-            let e = entry(op, parent, 0, len);
-            parent = e.checksum();
-            e
-        })
-        .collect()
-}
+use kmb_node::storage::{CheckpointState, Recovery, Storage, StorageConfig, StorageError};
 
 fn ops(entries: &[Entry]) -> Vec<u64> {
     entries.iter().map(|e| e.header.op).collect()
