@@ -17,7 +17,7 @@ mod common;
 
 use common::{entry, CLUSTER, ID, SMALL};
 use kmb_node::entry::{Checksum, Entry};
-use kmb_node::storage::{CheckpointState, Identity, Recovery, Storage, StorageConfig};
+use kmb_node::storage::{CheckpointState, Recovery, Storage};
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
 /// xxh3-64 of [`describe`]'s text of the recovered state, the same in both modes.
