@@ -131,8 +131,20 @@ fn latency_only(swarm: &Swarm) -> DiskFaults {
             Duration::from_micros(swarm.disk.sync_latency_us.1),
         ),
         io_latency: (Duration::ZERO, Duration::from_micros(50)),
+        redundant_copies: vec![superblock_copies()],
         ..Default::default()
     }
+}
+
+/// The byte ranges of the data file's superblock copies: storage's fault model is one fault
+/// per structure, so injected corruption never damages two copies at once (a seed that did
+/// left a replica with no valid superblock — beyond what any recovery can repair — and no
+/// way back: soak seed 38489304829).
+fn superblock_copies() -> Vec<(u64, u64)> {
+    use kmb_node::storage::format::{Layout, SUPERBLOCK_COPIES, SUPERBLOCK_SIZE};
+    (0..SUPERBLOCK_COPIES)
+        .map(|c| (Layout::superblock_offset(c), SUPERBLOCK_SIZE as u64))
+        .collect()
 }
 
 impl Scheduler {

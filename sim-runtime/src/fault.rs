@@ -51,6 +51,13 @@ pub struct DiskFaults {
     pub sync_latency: (Duration, Duration),
     /// Latency of each read and write, drawn uniformly in `[min, max]`.
     pub io_latency: (Duration, Duration),
+    /// Groups of byte ranges `(offset, len)` that hold redundant copies of one structure (a
+    /// superblock's copies). The storage fault model is one fault per structure: a latent
+    /// error, bit rot or misdirected write never damages a copy of a group while another
+    /// copy of that group is damaged (such a fault is not injected, not counted); a write
+    /// that covers a damaged copy repairs it. Torn writes at a crash are not limited: the
+    /// storage writes one copy at a time, so a crash tears at most the one in flight.
+    pub redundant_copies: Vec<Vec<(u64, u64)>>,
 }
 
 /// Network fault knobs for one directed link (frames from `src` to `dst`).

@@ -191,6 +191,82 @@ fn disk_bit_rot_caught_by_reader_checksum() {
     }
 }
 
+/// How many of the four 512-byte copies at `c * 4096` no longer hold `[9; 512]` (read with
+/// faults off).
+async fn damaged_copies(f: &File) -> usize {
+    fault::set_disk_faults(sim::current_node(), DiskFaults::default());
+    let mut n = 0;
+    for c in 0..4u64 {
+        let mut buf = vec![0; 512];
+        f.read_at(&mut buf, c * 4096).await.unwrap();
+        n += usize::from(buf != vec![9; 512]);
+    }
+    n
+}
+
+/// Goal: redundant copies (`DiskFaults::redundant_copies`) follow the one-fault-per-structure
+/// model: with bit rot certain on every read, reading four copies damages only the first;
+/// once it is rewritten, the next damaged copy may be another one. Without the group every
+/// read rots (the control).
+#[test]
+fn disk_redundant_copies_never_damaged_two_at_once() {
+    for grouped in [true, false] {
+        let (rots, damaged_after_reads, damaged_after_rewrite) = sim::run(3, move || async move {
+            let id = node("disk", "10.0.0.1").id();
+            on(id, async move {
+                let f = File::open("f").await.unwrap();
+                for c in 0..4u64 {
+                    f.write_at(&[9; 512], c * 4096).await.unwrap();
+                }
+                f.sync().await.unwrap();
+                let copies: Vec<(u64, u64)> = (0..4).map(|c| (c * 4096, 512)).collect();
+                fault::set_disk_faults(
+                    sim::current_node(),
+                    DiskFaults {
+                        bit_rot_probability: 1.0,
+                        redundant_copies: if grouped { vec![copies] } else { vec![] },
+                        ..Default::default()
+                    },
+                );
+                let mut buf = vec![0; 512];
+                for c in 0..4u64 {
+                    f.read_at(&mut buf, c * 4096).await.unwrap();
+                }
+                let after_reads = damaged_copies(&f).await;
+                // Rewrite copy 0: the next rot may land on another copy.
+                f.write_at(&[9; 512], 0).await.unwrap();
+                fault::set_disk_faults(
+                    sim::current_node(),
+                    DiskFaults {
+                        bit_rot_probability: 1.0,
+                        redundant_copies: if grouped {
+                            vec![(0..4).map(|c| (c * 4096, 512)).collect()]
+                        } else {
+                            vec![]
+                        },
+                        ..Default::default()
+                    },
+                );
+                f.read_at(&mut buf, 4096).await.unwrap();
+                let after_rewrite = damaged_copies(&f).await;
+                (fault::counters().bit_rots, after_reads, after_rewrite)
+            })
+            .await
+        });
+        if grouped {
+            assert_eq!(
+                (rots, damaged_after_reads, damaged_after_rewrite),
+                (2, 1, 1)
+            );
+        } else {
+            assert_eq!(
+                (rots, damaged_after_reads, damaged_after_rewrite),
+                (5, 4, 3)
+            );
+        }
+    }
+}
+
 /// Goal: a latent sector error fails reads of that sector until it is rewritten.
 #[test]
 fn disk_latent_error_fails_reads_until_rewritten() {

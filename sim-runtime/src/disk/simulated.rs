@@ -29,6 +29,45 @@ struct SimFile {
     pending: Vec<Pending>,
     /// Sectors (by index) with a latent error: reads fail until the sector is rewritten.
     bad_sectors: BTreeSet<u64>,
+    /// Copies of redundancy groups (`DiskFaults::redundant_copies`: group, copy) damaged by an
+    /// injected fault and not rewritten since.
+    damaged_copies: BTreeSet<(usize, usize)>,
+}
+
+impl SimFile {
+    /// Whether a fault damaging `[lo, hi)` may be injected under the one-fault-per-structure
+    /// model of `groups`; if so, the copies it touches are marked damaged.
+    fn admit_damage(&mut self, groups: &[Vec<(u64, u64)>], lo: u64, hi: u64) -> bool {
+        let mut touched = Vec::new();
+        for (g, copies) in groups.iter().enumerate() {
+            for (c, &(offset, len)) in copies.iter().enumerate() {
+                if lo < offset + len && offset < hi {
+                    let other_damaged = self
+                        .damaged_copies
+                        .iter()
+                        .any(|&(dg, dc)| dg == g && dc != c);
+                    if other_damaged {
+                        return false;
+                    }
+                    touched.push((g, c));
+                }
+            }
+        }
+        self.damaged_copies.extend(touched);
+        true
+    }
+
+    /// A write of `[lo, hi)` repairs the damaged copies it covers entirely.
+    fn repair_copies(&mut self, groups: &[Vec<(u64, u64)>], lo: u64, hi: u64) {
+        self.damaged_copies.retain(|&(g, c)| {
+            let (offset, len) = groups
+                .get(g)
+                .and_then(|cs| cs.get(c))
+                .copied()
+                .unwrap_or((0, 0));
+            !(lo <= offset && offset + len <= hi)
+        });
+    }
 }
 
 #[derive(Default)]
@@ -212,25 +251,30 @@ impl File {
             if s.chance(faults.latent_error_probability) {
                 let range = sectors(offset, len);
                 let sector = s.rng.gen_range(range);
-                file.bad_sectors.insert(sector);
-                s.counters.latent_errors_injected += 1;
-                s.record(
-                    "disk.latent_error",
-                    format!("node {node} {path} sector {sector}"),
-                );
+                let lo = sector * SECTOR_SIZE;
+                if file.admit_damage(&faults.redundant_copies, lo, lo + SECTOR_SIZE) {
+                    file.bad_sectors.insert(sector);
+                    s.counters.latent_errors_injected += 1;
+                    s.record(
+                        "disk.latent_error",
+                        format!("node {node} {path} sector {sector}"),
+                    );
+                }
             }
             if s.chance(faults.bit_rot_probability) {
                 let byte = s.rng.gen_range(offset..offset + len) as usize;
                 let bit = 1u8 << s.rng.gen_range(0..8);
-                file.current[byte] ^= bit;
-                if byte < file.durable.len() {
-                    file.durable[byte] ^= bit;
+                if file.admit_damage(&faults.redundant_copies, byte as u64, byte as u64 + 1) {
+                    file.current[byte] ^= bit;
+                    if byte < file.durable.len() {
+                        file.durable[byte] ^= bit;
+                    }
+                    s.counters.bit_rots += 1;
+                    s.record(
+                        "disk.bit_rot",
+                        format!("node {node} {path} byte {byte} bit {bit:#04x}"),
+                    );
                 }
-                s.counters.bit_rots += 1;
-                s.record(
-                    "disk.bit_rot",
-                    format!("node {node} {path} byte {byte} bit {bit:#04x}"),
-                );
             }
             if file
                 .bad_sectors
@@ -276,13 +320,18 @@ impl File {
                 if target == offset {
                     target += SECTOR_SIZE;
                 }
-                s.counters.misdirected_writes += 1;
-                s.record(
-                    "disk.misdirect",
-                    format!("node {node} {path} offset {offset} landed at {target} len {len}"),
-                );
+                if file.admit_damage(&faults.redundant_copies, target, target + len) {
+                    s.counters.misdirected_writes += 1;
+                    s.record(
+                        "disk.misdirect",
+                        format!("node {node} {path} offset {offset} landed at {target} len {len}"),
+                    );
+                } else {
+                    target = offset;
+                }
             }
             apply(&mut file.current, target, data);
+            file.repair_copies(&faults.redundant_copies, target, target + len);
             // A write to a sector clears its latent error: the OS writes whole pages and the
             // drive remaps the sector on write.
             if len > 0 {
