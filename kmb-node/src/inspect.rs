@@ -47,6 +47,8 @@ pub struct ReplicaState {
 #[derive(Clone, Debug, Default)]
 pub struct Registry {
     pub replicas: BTreeMap<u8, ReplicaState>,
+    /// PrepareOks sent for an op above storage's durable, chained head: (replica, op, durable).
+    pub early_acks: Vec<(u8, u64, u64)>,
     /// What each replica last said it waits for ([`Replica::blocker`]), sampled on ticks.
     pub blockers: BTreeMap<u8, Option<String>>,
     /// Every (op, checksum) each replica ever committed, in commit order.
@@ -153,6 +155,16 @@ pub fn publish(replica: &Replica) {
             happen(r, id, what);
         }
     });
+}
+
+/// Record a PrepareOk for `op` sent while storage held the log synced and chained above the
+/// replica's commit point up to `synced` ([`crate::storage::Storage::synced_above`]): an
+/// acknowledgement above it breaks the durability rule (none that can count toward a commit
+/// before the writes it covers are synced); the VOPR fails such a seed.
+pub fn acknowledged(replica: u8, op: u64, synced: u64) {
+    if op > synced {
+        REGISTRY.with(|r| r.borrow_mut().early_acks.push((replica, op, synced)));
+    }
 }
 
 /// Record what a replica waits for (sampled: cheap enough for every few ticks).

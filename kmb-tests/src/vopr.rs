@@ -359,6 +359,23 @@ async fn simulate(
     }
 
     if failure.is_none() {
+        // The durability rule, checked against storage's own claim (independent of the core's
+        // bookkeeping): no PrepareOk for an op that is not synced and chained on disk.
+        if let Some(&(replica, op, durable)) = registry.early_acks.first() {
+            failure = fail(
+                Classification::RecoveryFailure,
+                "durable_ack",
+                format!(
+                    "replica {replica} sent PrepareOk for op {op} while its storage held the log above its commit point synced only up to op {durable}"
+                ),
+            )
+            .map(|f| Failure {
+                replica: Some(replica),
+                ..f
+            });
+        }
+    }
+    if failure.is_none() {
         if let Some((replica, reason)) = registry.halts.first() {
             // Inside the bound a replica only stops for an injected fsync or disk-full error.
             if !(reason.contains("fsync") || reason.contains("no space") || reason.contains("I/O"))

@@ -52,10 +52,11 @@ pub struct DiskFaults {
     /// Latency of each read and write, drawn uniformly in `[min, max]`.
     pub io_latency: (Duration, Duration),
     /// Groups of byte ranges `(offset, len)` that hold redundant copies of one structure (a
-    /// superblock's copies). The storage fault model is one fault per structure: a latent
-    /// error, bit rot or misdirected write never damages a copy of a group while another
-    /// copy of that group is damaged (such a fault is not injected, not counted); a write
-    /// that covers a damaged copy repairs it. Torn writes at a crash are not limited: the
+    /// superblock's copies; a WAL entry's prepare and redundant header). The storage fault
+    /// model is one fault per structure: a latent error, bit rot or misdirected write (which
+    /// damages where it lands and leaves stale the copy it was meant to rewrite) never
+    /// damages a copy of a group while another copy of that group is damaged (such a fault is
+    /// not injected, not counted); a write that covers a damaged copy repairs it. Torn writes at a crash are not limited: the
     /// storage writes one copy at a time, so a crash tears at most the one in flight.
     pub redundant_copies: Vec<Vec<(u64, u64)>>,
 }

@@ -422,8 +422,18 @@ impl Driver {
                 match effect {
                     Effect::Send { to, message } => {
                         #[cfg(madsim)]
-                        if let crate::core::Body::DoViewChange { view, .. } = &message.body {
-                            crate::inspect::voted(self.me, *view);
+                        match &message.body {
+                            crate::core::Body::DoViewChange { view, .. } => {
+                                crate::inspect::voted(self.me, *view)
+                            }
+                            crate::core::Body::PrepareOk { op, .. } => {
+                                crate::inspect::acknowledged(
+                                    self.me,
+                                    *op,
+                                    self.storage.synced_above(replica.commit()),
+                                )
+                            }
+                            _ => {}
                         }
                         if let Some(Some(peer)) = self.peers.get(to as usize) {
                             // A full queue drops the message: the protocol resends.

@@ -239,6 +239,36 @@ impl Storage {
 
     /// Walk up from `from` (a durable, chained op) while the next slot holds the next op and
     /// links to the entry below it.
+    /// The highest op up to which the log above `floor` (an op the replica has committed, or
+    /// the checkpoint) is synced and hash-chained: what a PrepareOk sent now may claim. (Ops at
+    /// or below `floor` are committed already; an acknowledgement counts toward nothing there.)
+    /// For the simulator's durability checker.
+    pub fn synced_above(&self, floor: u64) -> u64 {
+        let checkpoint = self.superblock.checkpoint;
+        let mut at = floor.max(checkpoint.op);
+        while at < self.head {
+            let below = if at == checkpoint.op {
+                Some(checkpoint.entry_checksum)
+            } else {
+                self.slots[self.layout.slot_of(at)]
+                    .filter(|h| h.op == at)
+                    .map(|h| h.checksum)
+            };
+            let next = self.slots[self.layout.slot_of(at + 1)];
+            match next {
+                Some(n)
+                    if n.op == at + 1
+                        && (below.is_none() || Some(n.parent) == below)
+                        && !self.pending.iter().any(|p| p.op == at + 1) =>
+                {
+                    at += 1
+                }
+                _ => break,
+            }
+        }
+        at
+    }
+
     fn chained_head(&self, from: u64) -> u64 {
         let checkpoint = self.superblock.checkpoint;
         let mut at = from.max(checkpoint.op);

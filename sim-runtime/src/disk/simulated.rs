@@ -35,23 +35,28 @@ struct SimFile {
 }
 
 impl SimFile {
-    /// Whether a fault damaging `[lo, hi)` may be injected under the one-fault-per-structure
-    /// model of `groups`; if so, the copies it touches are marked damaged.
-    fn admit_damage(&mut self, groups: &[Vec<(u64, u64)>], lo: u64, hi: u64) -> bool {
+    /// Whether a fault damaging every range of `ranges` may be injected under the
+    /// one-fault-per-structure model of `groups` (all or nothing); if so, the copies it
+    /// touches are marked damaged.
+    fn admit_damage(&mut self, groups: &[Vec<(u64, u64)>], ranges: &[(u64, u64)]) -> bool {
         let mut touched = Vec::new();
-        for (g, copies) in groups.iter().enumerate() {
-            for (c, &(offset, len)) in copies.iter().enumerate() {
-                if lo < offset + len && offset < hi {
-                    let other_damaged = self
-                        .damaged_copies
-                        .iter()
-                        .any(|&(dg, dc)| dg == g && dc != c);
-                    if other_damaged {
-                        return false;
+        for &(lo, hi) in ranges {
+            for (g, copies) in groups.iter().enumerate() {
+                for (c, &(offset, len)) in copies.iter().enumerate() {
+                    if lo < offset + len && offset < hi {
+                        touched.push((g, c));
                     }
-                    touched.push((g, c));
                 }
             }
+        }
+        let conflict = touched.iter().any(|&(g, c)| {
+            self.damaged_copies
+                .iter()
+                .chain(touched.iter())
+                .any(|&(dg, dc)| dg == g && dc != c)
+        });
+        if conflict {
+            return false;
         }
         self.damaged_copies.extend(touched);
         true
@@ -252,7 +257,7 @@ impl File {
                 let range = sectors(offset, len);
                 let sector = s.rng.gen_range(range);
                 let lo = sector * SECTOR_SIZE;
-                if file.admit_damage(&faults.redundant_copies, lo, lo + SECTOR_SIZE) {
+                if file.admit_damage(&faults.redundant_copies, &[(lo, lo + SECTOR_SIZE)]) {
                     file.bad_sectors.insert(sector);
                     s.counters.latent_errors_injected += 1;
                     s.record(
@@ -264,7 +269,7 @@ impl File {
             if s.chance(faults.bit_rot_probability) {
                 let byte = s.rng.gen_range(offset..offset + len) as usize;
                 let bit = 1u8 << s.rng.gen_range(0..8);
-                if file.admit_damage(&faults.redundant_copies, byte as u64, byte as u64 + 1) {
+                if file.admit_damage(&faults.redundant_copies, &[(byte as u64, byte as u64 + 1)]) {
                     file.current[byte] ^= bit;
                     if byte < file.durable.len() {
                         file.durable[byte] ^= bit;
@@ -320,7 +325,12 @@ impl File {
                 if target == offset {
                     target += SECTOR_SIZE;
                 }
-                if file.admit_damage(&faults.redundant_copies, target, target + len) {
+                // The data lands at `target` and the copy it was meant to rewrite stays stale:
+                // both count as damage.
+                if file.admit_damage(
+                    &faults.redundant_copies,
+                    &[(target, target + len), (offset, offset + len)],
+                ) {
                     s.counters.misdirected_writes += 1;
                     s.record(
                         "disk.misdirect",
