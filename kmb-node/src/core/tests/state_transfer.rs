@@ -1,6 +1,6 @@
-//! State transfer and checkpoints (VRR §5.3, Protocol-Aware Recovery for an unreadable
-//! checkpoint): a lagging replica installs a peer's checkpoint; WAL slots are reused only
-//! behind a durable one.
+//! State transfer and checkpoints (VRR Revisited, Pragmatics; Protocol-Aware Recovery for an
+//! unreadable checkpoint): a lagging replica installs a peer's checkpoint; WAL slots are
+//! reused only behind a durable one.
 
 use super::*;
 
