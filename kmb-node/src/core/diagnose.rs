@@ -61,8 +61,8 @@ impl Replica {
                 let (mut hold, mut miss, mut nack) = (Vec::new(), Vec::new(), Vec::new());
                 for (&r, d) in &self.dvcs {
                     let held = checksum.is_some_and(|c| {
-                        d.headers.binary_search_by_key(&op, |h| h.op).is_ok_and(|i| {
-                            d.headers[i].checksum == c && d.bodies.get(i) == Some(&true)
+                        d.log.headers.binary_search_by_key(&op, |h| h.op).is_ok_and(|i| {
+                            d.log.headers[i].checksum == c && d.bodies.get(i) == Some(&true)
                         })
                     });
                     if held {

@@ -11,7 +11,7 @@
 use std::collections::btree_map::Range;
 use std::collections::BTreeMap;
 
-use super::message::HEADERS_MAX;
+use super::message::{LogSummary, HEADERS_MAX};
 use super::replica::Replica;
 use super::Effect;
 use crate::entry::{Checksum, Entry, Header};
@@ -152,30 +152,23 @@ impl Replica {
     /// The highest op such that every op from `commit_min + 1` up to it is present, chained
     /// and durable here.
     pub(super) fn durable_prefix(&self) -> u64 {
-        let Some(mut prev) = self.checksum_at(self.commit_min) else {
-            return self.commit_min;
-        };
-        let mut done = self.commit_min;
-        for (&o, slot) in span(&self.slots, self.commit_min + 1, self.op) {
-            if o != done + 1 || slot.header.parent != prev || slot.body.is_none() || !slot.durable {
-                break;
-            }
-            prev = slot.header.checksum;
-            done = o;
-        }
-        done
+        self.chained_prefix(true)
     }
 
-    /// Mutation `prepare-ok-before-sync` (simulator only): like [`Self::durable_prefix`] but
-    /// counting written, not yet synced, bodies.
-    #[cfg(madsim)]
-    pub(super) fn written_prefix(&self) -> u64 {
+    /// The highest op such that every op from `commit_min + 1` up to it is present and
+    /// chained here, and, if `durable`, known durable (`false` only for the mutation
+    /// `prepare-ok-before-sync`: written, not yet synced, bodies count too).
+    pub(super) fn chained_prefix(&self, durable: bool) -> u64 {
         let Some(mut prev) = self.checksum_at(self.commit_min) else {
             return self.commit_min;
         };
         let mut done = self.commit_min;
         for (&o, slot) in span(&self.slots, self.commit_min + 1, self.op) {
-            if o != done + 1 || slot.header.parent != prev || slot.body.is_none() {
+            if o != done + 1
+                || slot.header.parent != prev
+                || slot.body.is_none()
+                || (durable && !slot.durable)
+            {
                 break;
             }
             prev = slot.header.checksum;
@@ -250,6 +243,7 @@ impl Replica {
         expect == self.op + 1
     }
 
+    /// The last (at most [`HEADERS_MAX`]) headers of the log up to the head, ascending.
     pub(super) fn suffix_headers(&self) -> Vec<Header> {
         let mut headers: Vec<Header> = span(&self.slots, 0, self.op)
             .rev()
@@ -261,14 +255,28 @@ impl Replica {
         headers
     }
 
-    pub(super) fn valid_headers(&self, op: u64, op_checksum: Checksum, headers: &[Header]) -> bool {
+    /// This replica's log as DoViewChange, StartView and RecoveryResponse carry it, with
+    /// `headers` (its suffix, or none); `None` if the head's checksum is unknown.
+    pub(super) fn own_log(&self, headers: Vec<Header>) -> Option<LogSummary> {
+        Some(LogSummary {
+            op: self.op,
+            op_checksum: self.checksum_at(self.op)?,
+            commit: self.commit_max,
+            checkpoint_op: self.checkpoint.op,
+            headers,
+        })
+    }
+
+    /// A received log's headers are of this cluster, ascending, above op 0, at most the head,
+    /// and the head's (if included) has the head's checksum.
+    pub(super) fn valid_log(&self, log: &LogSummary) -> bool {
         let mut last = 0;
-        for h in headers {
+        for h in &log.headers {
             if h.cluster != self.config.cluster
                 || h.op == 0
-                || h.op > op
+                || h.op > log.op
                 || h.op <= last
-                || (h.op == op && h.checksum != op_checksum)
+                || (h.op == log.op && h.checksum != log.op_checksum)
             {
                 return false;
             }
@@ -277,22 +285,17 @@ impl Replica {
         true
     }
 
-    /// Adopt a log (head `op`, suffix `headers`) of `view` from an authoritative source: the
-    /// chosen DoViewChange, a StartView, or the primary's RecoveryResponse.
+    /// Adopt the log of `view` from an authoritative source: the chosen DoViewChange, a
+    /// StartView, or the primary's RecoveryResponse.
     ///
-    /// Entries above `op` that were prepared in `view` itself are kept: only the primary of
+    /// Entries above `log.op` that were prepared in `view` itself are kept: only the primary of
     /// `view` prepares in it, so they extend the log being installed (a StartView delayed or
     /// duplicated by the network, or one answering an older RequestStartView, carries an older
     /// head of the same log). Truncating them would also be refused by storage: a truncation
     /// is made durable by a `log_view` above the view of every dropped entry.
-    pub(super) fn install_log(
-        &mut self,
-        view: u32,
-        op: u64,
-        op_checksum: Checksum,
-        headers: &[Header],
-    ) -> Result<(), InstallError> {
-        if !self.valid_headers(op, op_checksum, headers) || op < self.commit_min {
+    pub(super) fn install_log(&mut self, view: u32, log: &LogSummary) -> Result<(), InstallError> {
+        let (op, op_checksum, headers) = (log.op, log.op_checksum, &log.headers);
+        if !self.valid_log(log) || op < self.commit_min {
             return Err(InstallError::Conflict);
         }
         if op == self.commit_min && self.checksum_at(op) != Some(op_checksum) {

@@ -2,7 +2,8 @@
 //! "Nacks"): the primary-elect truncates the chosen log before an op whose only copies are
 //! faulty once `replica_count - quorum + 1` DoViewChange senders prove they never held it.
 
-use super::replica::{LogSummary, Replica};
+use super::message::Vote;
+use super::replica::Replica;
 use super::Status;
 use crate::entry::Checksum;
 
@@ -11,12 +12,12 @@ impl Replica {
     /// at `op`: the op is beyond the sender's head, or the sender holds a different entry
     /// there with its body intact. A header without a body (faulty or not yet repaired), a
     /// hole, or an op below the sender's header suffix proves nothing.
-    pub(super) fn nacks(dvc: &LogSummary, op: u64, checksum: Checksum) -> bool {
-        if op > dvc.op || op > dvc.held_max || dvc.never_written.binary_search(&op).is_ok() {
+    pub(super) fn nacks(dvc: &Vote, op: u64, checksum: Checksum) -> bool {
+        if op > dvc.log.op || op > dvc.held_max || dvc.never_written.binary_search(&op).is_ok() {
             return true;
         }
-        match dvc.headers.binary_search_by_key(&op, |h| h.op) {
-            Ok(i) => dvc.headers[i].checksum != checksum && dvc.bodies.get(i) == Some(&true),
+        match dvc.log.headers.binary_search_by_key(&op, |h| h.op) {
+            Ok(i) => dvc.log.headers[i].checksum != checksum && dvc.bodies.get(i) == Some(&true),
             Err(_) => false,
         }
     }
@@ -48,10 +49,11 @@ impl Replica {
                 .map(|h| h.checksum)
                 .or_else(|| at(op + 1).map(|h| h.parent))
         };
-        let holds = |d: &LogSummary, op: u64, c: Checksum| {
-            d.headers
+        let holds = |d: &Vote, op: u64, c: Checksum| {
+            d.log
+                .headers
                 .binary_search_by_key(&op, |h| h.op)
-                .is_ok_and(|i| d.headers[i].checksum == c && d.bodies.get(i) == Some(&true))
+                .is_ok_and(|i| d.log.headers[i].checksum == c && d.bodies.get(i) == Some(&true))
         };
         let mut cut = None;
         for op in self.commit_max + 1..=self.op {

@@ -105,7 +105,7 @@ impl Replica {
         #[cfg(madsim)]
         let d = {
             use crate::mutation::{self, Mutation};
-            let written = self.written_prefix();
+            let written = self.chained_prefix(false);
             if mutation::is(Mutation::PrepareOkBeforeSync) && written > d {
                 mutation::bit(Mutation::PrepareOkBeforeSync);
                 written

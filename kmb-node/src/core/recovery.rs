@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 
 use super::log::Slot;
 use super::message::Body;
-use super::replica::{LogSummary, Replica};
+use super::message::LogSummary;
+use super::replica::Replica;
 use super::snapshot;
 use super::{DurableState, Status};
 use crate::entry::{Checksum, Entry};
@@ -137,39 +138,44 @@ impl Replica {
         if self.status != Status::Normal {
             return;
         }
-        let Some(op_checksum) = self.checksum_at(self.op) else {
+        let headers = if self.is_primary() {
+            self.suffix_headers()
+        } else {
+            Vec::new()
+        };
+        let Some(log) = self.own_log(headers) else {
             return;
         };
         let body = Body::RecoveryResponse {
             view: self.view,
             nonce,
-            op: self.op,
-            op_checksum,
-            commit: self.commit_max,
-            checkpoint_op: self.checkpoint.op,
-            headers: if self.is_primary() {
-                self.suffix_headers()
-            } else {
-                Vec::new()
-            },
+            log,
         };
         self.send(from, body);
     }
 
-    pub(super) fn on_recovery_response(&mut self, from: u8, response: LogSummary) {
-        if self.state_missing()
-            || !self.valid_headers(response.op, response.op_checksum, &response.headers)
+    pub(super) fn on_recovery_response(
+        &mut self,
+        from: u8,
+        view: u32,
+        nonce: u64,
+        log: LogSummary,
+    ) {
+        if self.status != Status::Recovering
+            || nonce != self.nonce
+            || self.state_missing()
+            || !self.valid_log(&log)
         {
             return;
         }
-        self.recovery_replies.insert(from, response);
+        self.recovery_replies.insert(from, (view, log));
         if self.recovery_replies.len() + 1 < self.config.quorum() {
             return;
         }
         let view_max = self
             .recovery_replies
             .values()
-            .map(|r| r.view)
+            .map(|&(view, _)| view)
             .max()
             .unwrap_or(0);
         if view_max < self.superblock.0 {
@@ -185,14 +191,14 @@ impl Replica {
             return;
         }
         let primary = self.config.primary_of(view_max);
-        let Some(response) = self
+        let Some((view, log)) = self
             .recovery_replies
             .get(&primary)
-            .filter(|r| r.view == view_max)
+            .filter(|&&(view, _)| view == view_max)
             .cloned()
         else {
             return;
         };
-        self.join_view(primary, response);
+        self.join_view(primary, view, log);
     }
 }

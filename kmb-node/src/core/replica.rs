@@ -20,29 +20,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::log::Slot;
-use super::message::{Body, Message};
+use super::message::{Body, LogSummary, Message, Vote};
 use super::snapshot::{self, ClientTable};
 use super::{CheckpointState, Config, DurableState, Effect, Input, Status};
 use crate::entry::{Checksum, Entry, Header};
 use crate::kv::KvState;
-
-#[derive(Clone, Debug)]
-pub(super) struct LogSummary {
-    pub(super) view: u32,
-    pub(super) log_view: u32,
-    pub(super) op: u64,
-    pub(super) op_checksum: Checksum,
-    pub(super) commit: u64,
-    pub(super) checkpoint_op: u64,
-    pub(super) headers: Vec<Header>,
-    /// DoViewChange only (empty otherwise): per header, whether the sender holds its body
-    /// intact and durably.
-    pub(super) bodies: Vec<bool>,
-    /// DoViewChange only (`u64::MAX` otherwise: no claim): see [`Body::DoViewChange`].
-    pub(super) held_max: u64,
-    /// DoViewChange only: see [`Body::DoViewChange`].
-    pub(super) never_written: Vec<u64>,
-}
 
 /// One replica's protocol state. See the module docs.
 pub struct Replica {
@@ -74,7 +56,7 @@ pub struct Replica {
     /// the log to join. A StateTransfer of exactly that checkpoint is accepted in any status
     /// (it is verified by the authoritative head), then the install is retried.
     pub(super) head_checkpoint_wanted: Option<(u64, Checksum)>,
-    pub(super) pending_join: Option<(u8, LogSummary)>,
+    pub(super) pending_join: Option<(u8, u32, LogSummary)>,
 
     pub(super) slots: BTreeMap<u64, Slot>,
     pub(super) op: u64,
@@ -113,7 +95,7 @@ pub struct Replica {
     pub(super) acked_op: Option<u64>,
 
     pub(super) svc_from: BTreeSet<u8>,
-    pub(super) dvcs: BTreeMap<u8, LogSummary>,
+    pub(super) dvcs: BTreeMap<u8, Vote>,
     pub(super) dvc_sent: bool,
     pub(super) vc_installed: bool,
     /// Primary-elect after the install: the chosen DVC's suffix headers (the canonical log the
@@ -131,7 +113,7 @@ pub struct Replica {
 
     pub(super) rng: u64,
     pub(super) nonce: u64,
-    pub(super) recovery_replies: BTreeMap<u8, LogSummary>,
+    pub(super) recovery_replies: BTreeMap<u8, (u32, LogSummary)>,
 
     pub(super) commits: Vec<(u64, Checksum)>,
 }
@@ -159,33 +141,15 @@ fn numbers_in_range(body: &Body) -> bool {
         Body::StartViewChange { view } | Body::RequestStartView { view } => *view < VIEW_MAX,
         Body::DoViewChange {
             view,
-            op,
-            commit,
-            checkpoint_op,
-            headers,
-            ..
+            vote: Vote { log, .. },
         }
-        | Body::StartView {
-            view,
-            op,
-            commit,
-            checkpoint_op,
-            headers,
-            ..
-        }
-        | Body::RecoveryResponse {
-            view,
-            op,
-            commit,
-            checkpoint_op,
-            headers,
-            ..
-        } => {
+        | Body::StartView { view, log }
+        | Body::RecoveryResponse { view, log, .. } => {
             *view < VIEW_MAX
-                && *op < OP_MAX
-                && *commit < OP_MAX
-                && *checkpoint_op < OP_MAX
-                && headers_ok(headers)
+                && log.op < OP_MAX
+                && log.commit < OP_MAX
+                && log.checkpoint_op < OP_MAX
+                && headers_ok(&log.headers)
         }
         Body::Recovery { .. } => true,
         Body::RequestStateTransfer { op_min } => *op_min < OP_MAX,
@@ -423,80 +387,12 @@ impl Replica {
                 checkpoint_op,
             } => self.on_commit(from, view, commit, checkpoint_op),
             Body::StartViewChange { view } => self.on_start_view_change(from, view),
-            Body::DoViewChange {
-                view,
-                log_view,
-                op,
-                op_checksum,
-                commit,
-                checkpoint_op,
-                headers,
-                bodies,
-                held_max,
-                never_written,
-            } => self.on_do_view_change(
-                from,
-                LogSummary {
-                    view,
-                    log_view,
-                    op,
-                    op_checksum,
-                    commit,
-                    checkpoint_op,
-                    headers,
-                    bodies,
-                    held_max,
-                    never_written,
-                },
-            ),
-            Body::StartView {
-                view,
-                op,
-                op_checksum,
-                commit,
-                checkpoint_op,
-                headers,
-            } => self.on_start_view(
-                from,
-                LogSummary {
-                    view,
-                    log_view: view,
-                    op,
-                    op_checksum,
-                    commit,
-                    checkpoint_op,
-                    headers,
-                    bodies: Vec::new(),
-                    held_max: u64::MAX,
-                    never_written: Vec::new(),
-                },
-            ),
+            Body::DoViewChange { view, vote } => self.on_do_view_change(from, view, vote),
+            Body::StartView { view, log } => self.on_start_view(from, view, log),
             Body::RequestStartView { view } => self.on_request_start_view(from, view),
             Body::Recovery { nonce } => self.on_recovery(from, nonce),
-            Body::RecoveryResponse {
-                view,
-                nonce,
-                op,
-                op_checksum,
-                commit,
-                checkpoint_op,
-                headers,
-            } => {
-                if self.status == Status::Recovering && nonce == self.nonce {
-                    let summary = LogSummary {
-                        view,
-                        log_view: view,
-                        op,
-                        op_checksum,
-                        commit,
-                        checkpoint_op,
-                        headers,
-                        bodies: Vec::new(),
-                        held_max: u64::MAX,
-                        never_written: Vec::new(),
-                    };
-                    self.on_recovery_response(from, summary);
-                }
+            Body::RecoveryResponse { view, nonce, log } => {
+                self.on_recovery_response(from, view, nonce, log)
             }
             Body::RequestPrepare { op, checksum } => self.on_request_prepare(from, op, checksum),
             Body::RequestHeaders { op_min, op_max } => {

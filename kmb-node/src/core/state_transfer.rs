@@ -166,7 +166,7 @@ impl Replica {
             // our own suffix against the new checkpoint).
             self.head_checkpoint_wanted = None;
             match self.pending_join.take() {
-                Some((primary, summary)) => self.join_view(primary, summary),
+                Some((primary, view, log)) => self.join_view(primary, view, log),
                 None => {
                     self.try_install_dvcs();
                     if !self.vc_installed {

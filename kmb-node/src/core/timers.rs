@@ -42,9 +42,8 @@ impl Replica {
                     self.resend_due = tick + self.config.heartbeat_ticks;
                     self.broadcast(Body::StartViewChange { view: self.view });
                     if self.dvc_sent && self.primary() != self.config.replica {
-                        if let Some(summary) = self.own_summary() {
-                            let body = Self::dvc_body(&summary);
-                            self.send(self.primary(), body);
+                        if let Some(vote) = self.own_vote() {
+                            self.send_do_view_change(vote);
                         }
                     }
                     if self.is_primary_elect() && self.vc_installed {

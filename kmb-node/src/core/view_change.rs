@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 
 use super::log::InstallError;
-use super::message::{Body, HEADERS_MAX};
-use super::replica::{LogSummary, Replica};
+use super::message::{Body, LogSummary, Vote, HEADERS_MAX};
+use super::replica::Replica;
 use super::Status;
 use crate::entry::Header;
 
@@ -41,17 +41,14 @@ impl Replica {
         }
     }
 
-    pub(super) fn own_summary(&self) -> Option<LogSummary> {
-        let headers = self.suffix_headers();
-        Some(LogSummary {
-            view: self.view,
+    /// This replica's DoViewChange content: its durable `log_view`, its log, and the evidence
+    /// for nacks.
+    pub(super) fn own_vote(&self) -> Option<Vote> {
+        let log = self.own_log(self.suffix_headers())?;
+        Some(Vote {
             log_view: self.superblock.1,
-            op: self.op,
-            op_checksum: self.checksum_at(self.op)?,
-            commit: self.commit_max,
-            checkpoint_op: self.checkpoint.op,
-            bodies: self.bodies_of(&headers),
-            headers,
+            bodies: self.bodies_of(&log.headers),
+            log,
             held_max: self.held_max,
             never_written: self
                 .never_written
@@ -74,19 +71,13 @@ impl Replica {
             .collect()
     }
 
-    pub(super) fn dvc_body(s: &LogSummary) -> Body {
-        Body::DoViewChange {
-            view: s.view,
-            log_view: s.log_view,
-            op: s.op,
-            op_checksum: s.op_checksum,
-            commit: s.commit,
-            checkpoint_op: s.checkpoint_op,
-            headers: s.headers.clone(),
-            bodies: s.bodies.clone(),
-            held_max: s.held_max,
-            never_written: s.never_written.clone(),
-        }
+    /// Send this replica's DoViewChange for the current view to that view's primary.
+    pub(super) fn send_do_view_change(&mut self, vote: Vote) {
+        let body = Body::DoViewChange {
+            view: self.view,
+            vote,
+        };
+        self.send(self.primary(), body);
     }
 
     pub(super) fn try_send_dvc(&mut self) {
@@ -101,11 +92,10 @@ impl Replica {
             && self.primary() != self.config.replica
             && crate::mutation::is(crate::mutation::Mutation::ViewNotSyncedBeforeDvc)
         {
-            if let Some(summary) = self.own_summary() {
+            if let Some(vote) = self.own_vote() {
                 crate::mutation::bit(crate::mutation::Mutation::ViewNotSyncedBeforeDvc);
                 self.dvc_sent = true;
-                let body = Self::dvc_body(&summary);
-                self.send(self.primary(), body);
+                self.send_do_view_change(vote);
             }
             return;
         }
@@ -117,33 +107,32 @@ impl Replica {
         {
             return;
         }
-        let Some(summary) = self.own_summary() else {
+        let Some(vote) = self.own_vote() else {
             return;
         };
         self.dvc_sent = true;
         if self.primary() == self.config.replica {
-            self.dvcs.insert(self.config.replica, summary);
+            self.dvcs.insert(self.config.replica, vote);
             self.try_install_dvcs();
             self.progress_after_install();
         } else {
-            let body = Self::dvc_body(&summary);
-            self.send(self.primary(), body);
+            self.send_do_view_change(vote);
         }
     }
 
-    pub(super) fn on_do_view_change(&mut self, from: u8, dvc: LogSummary) {
+    pub(super) fn on_do_view_change(&mut self, from: u8, view: u32, dvc: Vote) {
         if self.status == Status::Recovering
-            || self.config.primary_of(dvc.view) != self.config.replica
-            || dvc.log_view > dvc.view
-            || !self.valid_headers(dvc.op, dvc.op_checksum, &dvc.headers)
-            || dvc.bodies.len() != dvc.headers.len()
+            || self.config.primary_of(view) != self.config.replica
+            || dvc.log_view > view
+            || !self.valid_log(&dvc.log)
+            || dvc.bodies.len() != dvc.log.headers.len()
         {
             return;
         }
-        if dvc.view > self.view {
-            self.start_view_change(dvc.view);
+        if view > self.view {
+            self.start_view_change(view);
         }
-        if dvc.view != self.view {
+        if view != self.view {
             return;
         }
         match self.status {
@@ -170,7 +159,7 @@ impl Replica {
         let (&best_from, best) = self
             .dvcs
             .iter()
-            .max_by_key(|(&r, s)| (s.log_view, s.op, r == me, std::cmp::Reverse(r)))
+            .max_by_key(|(&r, s)| (s.log_view, s.log.op, r == me, std::cmp::Reverse(r)))
             .expect("quorum is not empty");
         let best = best.clone();
         #[cfg(madsim)]
@@ -180,7 +169,7 @@ impl Replica {
                 let (&longest_from, longest) = self
                     .dvcs
                     .iter()
-                    .max_by_key(|(&r, s)| (s.op, r == me, std::cmp::Reverse(r)))
+                    .max_by_key(|(&r, s)| (s.log.op, r == me, std::cmp::Reverse(r)))
                     .expect("quorum is not empty");
                 if longest_from != best_from {
                     mutation::bit(Mutation::ViewChangeLongestLog);
@@ -190,33 +179,33 @@ impl Replica {
                 (best_from, best)
             }
         };
-        let commit = self.dvcs.values().map(|s| s.commit).max().unwrap_or(0);
+        let commit = self.dvcs.values().map(|s| s.log.commit).max().unwrap_or(0);
         if best_from != me {
-            match self.install_log(self.view, best.op, best.op_checksum, &best.headers) {
+            match self.install_log(self.view, &best.log) {
                 Ok(()) => {}
                 Err(InstallError::Conflict) => {
                     self.halt(format!(
                         "view {}: the chosen log (op {}) contradicts committed op {}",
-                        self.view, best.op, self.commit_min
+                        self.view, best.log.op, self.commit_min
                     ));
                     return;
                 }
                 Err(InstallError::MissingHead) => {
-                    self.head_checkpoint_wanted = Some((best.op, best.op_checksum));
-                    self.request_state_transfer(best_from, best.checkpoint_op);
+                    self.head_checkpoint_wanted = Some((best.log.op, best.log.op_checksum));
+                    self.request_state_transfer(best_from, best.log.checkpoint_op);
                     return;
                 }
             }
         }
         self.vc_installed = true;
         self.install_view = self.view;
-        self.vc_headers = best.headers;
+        self.vc_headers = best.log.headers;
         self.commit_max = self.commit_max.max(commit);
         self.truncate_nacked();
         let lagging: Vec<(u8, u64)> = self
             .dvcs
             .iter()
-            .map(|(&r, s)| (r, s.checkpoint_op))
+            .map(|(&r, s)| (r, s.log.checkpoint_op))
             .filter(|&(r, _)| r != me)
             .collect();
         for (r, cp) in lagging {
@@ -274,18 +263,16 @@ impl Replica {
     }
 
     fn send_start_view(&mut self, to: u8) {
-        let Some(op_checksum) = self.checksum_at(self.op) else {
+        let Some(log) = self.own_log(self.suffix_headers()) else {
             return;
         };
-        let body = Body::StartView {
-            view: self.view,
-            op: self.op,
-            op_checksum,
-            commit: self.commit_max,
-            checkpoint_op: self.checkpoint.op,
-            headers: self.suffix_headers(),
-        };
-        self.send(to, body);
+        self.send(
+            to,
+            Body::StartView {
+                view: self.view,
+                log,
+            },
+        );
     }
 
     pub(super) fn request_start_view(&mut self, from: u8, view: u32) {
@@ -305,39 +292,32 @@ impl Replica {
         }
     }
 
-    pub(super) fn on_start_view(&mut self, from: u8, sv: LogSummary) {
-        if from != self.config.primary_of(sv.view) || self.state_missing() {
+    pub(super) fn on_start_view(&mut self, from: u8, view: u32, log: LogSummary) {
+        if from != self.config.primary_of(view) || self.state_missing() {
             return;
         }
         let accept = match self.status {
-            Status::Recovering => sv.view >= self.superblock.0,
-            Status::ViewChange => sv.view >= self.view,
-            Status::Normal => {
-                sv.view > self.view || (sv.view == self.view && self.log_view < self.view)
-            }
+            Status::Recovering => view >= self.superblock.0,
+            Status::ViewChange => view >= self.view,
+            Status::Normal => view > self.view || (view == self.view && self.log_view < self.view),
         };
         if !accept {
             return;
         }
-        self.join_view(from, sv);
+        self.join_view(from, view, log);
     }
 
-    /// Adopt the log of the primary of `summary.view` and become its backup.
-    pub(super) fn join_view(&mut self, primary: u8, summary: LogSummary) {
-        match self.install_log(
-            summary.view,
-            summary.op,
-            summary.op_checksum,
-            &summary.headers,
-        ) {
+    /// Adopt the log of `view` from its primary and become its backup.
+    pub(super) fn join_view(&mut self, primary: u8, view: u32, log: LogSummary) {
+        match self.install_log(view, &log) {
             Ok(()) => {}
             Err(InstallError::Conflict) => return,
             Err(InstallError::MissingHead) => {
                 // Only the sender's checkpoint can complete this log: ask for it, and join
                 // once it arrives (see `on_state_transfer`).
-                self.head_checkpoint_wanted = Some((summary.op, summary.op_checksum));
-                let checkpoint_op = summary.checkpoint_op;
-                self.pending_join = Some((primary, summary));
+                self.head_checkpoint_wanted = Some((log.op, log.op_checksum));
+                let checkpoint_op = log.checkpoint_op;
+                self.pending_join = Some((primary, view, log));
                 self.request_state_transfer(primary, checkpoint_op);
                 return;
             }
@@ -347,7 +327,7 @@ impl Replica {
         // `log_view` stays below the new view until the installed log is complete and
         // durable (a recovering replica whose log_view already is this view keeps it: every
         // entry it holds is from this view's log).
-        self.view = summary.view;
+        self.view = view;
         self.status = Status::Normal;
         self.svc_from.clear();
         self.dvcs.clear();
@@ -356,8 +336,8 @@ impl Replica {
         self.acked_op = None;
         self.recovery_replies.clear();
         self.primary_contact_tick = self.tick;
-        self.commit_max = self.commit_max.max(summary.commit);
-        self.maybe_request_state_transfer(primary, summary.checkpoint_op);
+        self.commit_max = self.commit_max.max(log.commit);
+        self.maybe_request_state_transfer(primary, log.checkpoint_op);
         self.send_repairs();
     }
 }

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rand::{Rng, SeedableRng};
 
-use super::message::{Body, Message};
+use super::message::{Body, LogSummary, Message, Vote};
 use super::*;
 use crate::entry::{Entry, EntryFields, Header, Operation};
 use crate::kv::{Reply, Request};

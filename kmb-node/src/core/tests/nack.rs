@@ -30,15 +30,19 @@ pub(super) fn nack_primary_elect() -> (Replica, Vec<Entry>) {
 pub(super) fn short_dvc(log: &[Entry]) -> Body {
     Body::DoViewChange {
         view: 4,
-        log_view: 2,
-        op: 2,
-        op_checksum: log[1].checksum(),
-        commit: 0,
-        checkpoint_op: 0,
-        headers: vec![log[0].header, log[1].header],
-        bodies: vec![true, true],
-        held_max: 2,
-        never_written: vec![],
+        vote: Vote {
+            log_view: 2,
+            log: LogSummary {
+                op: 2,
+                op_checksum: log[1].checksum(),
+                commit: 0,
+                checkpoint_op: 0,
+                headers: vec![log[0].header, log[1].header],
+            },
+            bodies: vec![true, true],
+            held_max: 2,
+            never_written: vec![],
+        },
     }
 }
 
@@ -56,15 +60,19 @@ fn nack_quorum_truncates_unrepairable_uncommitted_op_exact_effects() {
     let fork = chain(log[1].checksum(), 3, 3, 2, "f");
     let other_entry = Body::DoViewChange {
         view: 4,
-        log_view: 2,
-        op: 3,
-        op_checksum: fork[0].checksum(),
-        commit: 0,
-        checkpoint_op: 0,
-        headers: vec![log[0].header, log[1].header, fork[0].header],
-        bodies: vec![true, true, true],
-        held_max: 3,
-        never_written: vec![],
+        vote: Vote {
+            log_view: 2,
+            log: LogSummary {
+                op: 3,
+                op_checksum: fork[0].checksum(),
+                commit: 0,
+                checkpoint_op: 0,
+                headers: vec![log[0].header, log[1].header, fork[0].header],
+            },
+            bodies: vec![true, true, true],
+            held_max: 3,
+            never_written: vec![],
+        },
     };
     for late in [short_dvc(&log), other_entry] {
         let (mut r, log) = nack_primary_elect();
@@ -107,11 +115,13 @@ fn nack_quorum_truncates_unrepairable_uncommitted_op_exact_effects() {
         });
         let sv = Body::StartView {
             view: 4,
-            op: 2,
-            op_checksum: log[1].checksum(),
-            commit: 0,
-            checkpoint_op: 0,
-            headers: vec![log[0].header, log[1].header],
+            log: LogSummary {
+                op: 2,
+                op_checksum: log[1].checksum(),
+                commit: 0,
+                checkpoint_op: 0,
+                headers: vec![log[0].header, log[1].header],
+            },
         };
         assert_eq!(
             effects,
@@ -141,27 +151,35 @@ fn nack_faulty_or_header_only_copy_never_truncates() {
     let log = chain(root, 1, 4, 3, "k");
     let faulty_too = Body::DoViewChange {
         view: 4,
-        log_view: 3,
-        op: 4,
-        op_checksum: log[3].checksum(),
-        commit: 0,
-        checkpoint_op: 0,
-        headers: vec![log[0].header, log[1].header, log[3].header],
-        bodies: vec![true, true, true],
-        held_max: 4,
-        never_written: vec![],
+        vote: Vote {
+            log_view: 3,
+            log: LogSummary {
+                op: 4,
+                op_checksum: log[3].checksum(),
+                commit: 0,
+                checkpoint_op: 0,
+                headers: vec![log[0].header, log[1].header, log[3].header],
+            },
+            bodies: vec![true, true, true],
+            held_max: 4,
+            never_written: vec![],
+        },
     };
     let header_only = Body::DoViewChange {
         view: 4,
-        log_view: 3,
-        op: 4,
-        op_checksum: log[3].checksum(),
-        commit: 0,
-        checkpoint_op: 0,
-        headers: log.iter().map(|e| e.header).collect(),
-        bodies: vec![true, true, false, true],
-        held_max: 4,
-        never_written: vec![],
+        vote: Vote {
+            log_view: 3,
+            log: LogSummary {
+                op: 4,
+                op_checksum: log[3].checksum(),
+                commit: 0,
+                checkpoint_op: 0,
+                headers: log.iter().map(|e| e.header).collect(),
+            },
+            bodies: vec![true, true, false, true],
+            held_max: 4,
+            never_written: vec![],
+        },
     };
     for late in [faulty_too, header_only] {
         let (mut r, log) = nack_primary_elect();
@@ -194,27 +212,35 @@ fn nack_never_written_hole_or_above_held_max_truncates() {
     let log = chain(root, 1, 4, 3, "k");
     let never_written = Body::DoViewChange {
         view: 4,
-        log_view: 3,
-        op: 4,
-        op_checksum: log[3].checksum(),
-        commit: 0,
-        checkpoint_op: 0,
-        headers: vec![log[0].header, log[1].header, log[3].header],
-        bodies: vec![true, true, true],
-        held_max: 4,
-        never_written: vec![3],
+        vote: Vote {
+            log_view: 3,
+            log: LogSummary {
+                op: 4,
+                op_checksum: log[3].checksum(),
+                commit: 0,
+                checkpoint_op: 0,
+                headers: vec![log[0].header, log[1].header, log[3].header],
+            },
+            bodies: vec![true, true, true],
+            held_max: 4,
+            never_written: vec![3],
+        },
     };
     let above_held = Body::DoViewChange {
         view: 4,
-        log_view: 3,
-        op: 4,
-        op_checksum: log[3].checksum(),
-        commit: 0,
-        checkpoint_op: 0,
-        headers: log.iter().map(|e| e.header).collect(),
-        bodies: vec![true, true, false, false],
-        held_max: 2,
-        never_written: vec![],
+        vote: Vote {
+            log_view: 3,
+            log: LogSummary {
+                op: 4,
+                op_checksum: log[3].checksum(),
+                commit: 0,
+                checkpoint_op: 0,
+                headers: log.iter().map(|e| e.header).collect(),
+            },
+            bodies: vec![true, true, false, false],
+            held_max: 2,
+            never_written: vec![],
+        },
     };
     for late in [never_written, above_held] {
         let (mut r, log) = nack_primary_elect();

@@ -51,15 +51,19 @@ fn recovering_replica_does_not_vote() {
     assert_eq!(r.step(msg(1, Body::StartViewChange { view: 1 })), vec![]);
     let dvc = Body::DoViewChange {
         view: 2,
-        log_view: 0,
-        op: 0,
-        op_checksum: root,
-        commit: 0,
-        checkpoint_op: 0,
-        headers: vec![],
-        bodies: vec![],
-        held_max: 0,
-        never_written: vec![],
+        vote: Vote {
+            log_view: 0,
+            log: LogSummary {
+                op: 0,
+                op_checksum: root,
+                commit: 0,
+                checkpoint_op: 0,
+                headers: vec![],
+            },
+            bodies: vec![],
+            held_max: 0,
+            never_written: vec![],
+        },
     };
     assert_eq!(r.step(msg(0, dvc)), vec![]);
     assert_eq!(r.view(), 0);
@@ -153,11 +157,13 @@ fn recovering_replica_ahead_of_the_cluster_moves_it_to_its_view() {
     let response = Body::RecoveryResponse {
         view: 2,
         nonce,
-        op: 3,
-        op_checksum: log[2].checksum(),
-        commit: 3,
-        checkpoint_op: 0,
-        headers: log.iter().map(|e| e.header).collect(),
+        log: LogSummary {
+            op: 3,
+            op_checksum: log[2].checksum(),
+            commit: 3,
+            checkpoint_op: 0,
+            headers: log.iter().map(|e| e.header).collect(),
+        },
     };
     let effects = r.step(msg(2, response));
     let svc = Body::StartViewChange { view: 5 };
@@ -177,11 +183,13 @@ fn recovering_replica_ahead_of_the_cluster_moves_it_to_its_view() {
     assert_eq!((r.view(), r.status()), (5, Status::Recovering));
     let sv = Body::StartView {
         view: 5,
-        op: 3,
-        op_checksum: log[2].checksum(),
-        commit: 3,
-        checkpoint_op: 0,
-        headers: log.iter().map(|e| e.header).collect(),
+        log: LogSummary {
+            op: 3,
+            op_checksum: log[2].checksum(),
+            commit: 3,
+            checkpoint_op: 0,
+            headers: log.iter().map(|e| e.header).collect(),
+        },
     };
     r.step(msg(2, sv));
     assert_eq!((r.view(), r.status()), (5, Status::Normal));

@@ -81,11 +81,13 @@ fn start_view_whose_head_is_the_primarys_checkpoint_is_installed() {
     };
     let sv = Body::StartView {
         view: 1,
-        op: 2,
-        op_checksum: entries[1].checksum(),
-        commit: 2,
-        checkpoint_op: 2,
-        headers: Vec::new(),
+        log: LogSummary {
+            op: 2,
+            op_checksum: entries[1].checksum(),
+            commit: 2,
+            checkpoint_op: 2,
+            headers: Vec::new(),
+        },
     };
     let mut b = Replica::new(config(3, 2), durable.clone());
     assert_eq!((b.status(), b.commit()), (Status::Normal, 0));
@@ -146,15 +148,19 @@ fn faulty_checkpoint_state_transfer_then_recovery_exact_effects() {
     assert_eq!(r.step(msg(1, Body::StartViewChange { view: 2 })), vec![]);
     let dvc = Body::DoViewChange {
         view: 2,
-        log_view: 1,
-        op: 6,
-        op_checksum: log[5].checksum(),
-        commit: 6,
-        checkpoint_op: 4,
-        headers: vec![],
-        bodies: vec![],
-        held_max: 6,
-        never_written: vec![],
+        vote: Vote {
+            log_view: 1,
+            log: LogSummary {
+                op: 6,
+                op_checksum: log[5].checksum(),
+                commit: 6,
+                checkpoint_op: 4,
+                headers: vec![],
+            },
+            bodies: vec![],
+            held_max: 6,
+            never_written: vec![],
+        },
     };
     assert_eq!(r.step(msg(0, dvc)), vec![]);
     assert_eq!((r.view(), r.status()), (1, Status::Recovering));
@@ -169,11 +175,13 @@ fn faulty_checkpoint_state_transfer_then_recovery_exact_effects() {
     // A StartView cannot be installed without state.
     let sv = Body::StartView {
         view: 1,
-        op: 6,
-        op_checksum: log[5].checksum(),
-        commit: 6,
-        checkpoint_op: 4,
-        headers: log[4..].iter().map(|e| e.header).collect(),
+        log: LogSummary {
+            op: 6,
+            op_checksum: log[5].checksum(),
+            commit: 6,
+            checkpoint_op: 4,
+            headers: log[4..].iter().map(|e| e.header).collect(),
+        },
     };
     assert_eq!(r.step(msg(1, sv)), vec![]);
     // Serves no client and no state transfer.
@@ -255,11 +263,13 @@ fn faulty_checkpoint_state_transfer_then_recovery_exact_effects() {
     let response = |view, headers: Vec<Header>| Body::RecoveryResponse {
         view,
         nonce,
-        op: 6,
-        op_checksum: log[5].checksum(),
-        commit: 6,
-        checkpoint_op: 4,
-        headers,
+        log: LogSummary {
+            op: 6,
+            op_checksum: log[5].checksum(),
+            commit: 6,
+            checkpoint_op: 4,
+            headers,
+        },
     };
     assert_eq!(r.step(msg(0, response(1, vec![]))), vec![]);
     let headers: Vec<Header> = log[4..].iter().map(|e| e.header).collect();
@@ -456,11 +466,13 @@ fn view_change_backup_installs_start_view_whose_head_is_a_checkpoint() {
     let head = log[7].checksum();
     let sv = Body::StartView {
         view: 4,
-        op: 8,
-        op_checksum: head,
-        commit: 8,
-        checkpoint_op: 8,
-        headers: Vec::new(),
+        log: LogSummary {
+            op: 8,
+            op_checksum: head,
+            commit: 8,
+            checkpoint_op: 8,
+            headers: Vec::new(),
+        },
     };
     let effects = r.step(msg(1, sv));
     assert_eq!(

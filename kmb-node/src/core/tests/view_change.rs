@@ -159,11 +159,13 @@ fn start_view_backup_prepare_ok_only_after_log_view_durable() {
     let mut b = Replica::new(config(3, 2), DurableState::formatted());
     let sv = Body::StartView {
         view: 1,
-        op: 1,
-        op_checksum: e.checksum(),
-        commit: 0,
-        checkpoint_op: 0,
-        headers: vec![e.header],
+        log: LogSummary {
+            op: 1,
+            op_checksum: e.checksum(),
+            commit: 0,
+            checkpoint_op: 0,
+            headers: vec![e.header],
+        },
     };
     let effects = b.step(msg(1, sv));
     assert_eq!(
@@ -252,7 +254,13 @@ fn prepare_from_newer_view_requests_start_view() {
     let effects = p.step(msg(2, Body::RequestStartView { view: 0 }));
     assert!(matches!(
         sends(&effects)[..],
-        [(2, Body::StartView { view: 0, op: 0, .. })]
+        [(
+            2,
+            Body::StartView {
+                view: 0,
+                log: LogSummary { op: 0, .. }
+            }
+        )]
     ));
 }
 
@@ -264,24 +272,30 @@ fn view_change_messages_from_wrong_roles_are_dropped() {
     let mut r = Replica::new(config(3, 2), DurableState::formatted());
     let dvc = Body::DoViewChange {
         view: 1,
-        log_view: 0,
-        op: 0,
-        op_checksum: root,
-        commit: 0,
-        checkpoint_op: 0,
-        headers: vec![],
-        bodies: vec![],
-        held_max: 0,
-        never_written: vec![],
+        vote: Vote {
+            log_view: 0,
+            log: LogSummary {
+                op: 0,
+                op_checksum: root,
+                commit: 0,
+                checkpoint_op: 0,
+                headers: vec![],
+            },
+            bodies: vec![],
+            held_max: 0,
+            never_written: vec![],
+        },
     };
     assert_eq!(r.step(msg(0, dvc)), vec![]);
     let sv = Body::StartView {
         view: 1,
-        op: 0,
-        op_checksum: root,
-        commit: 0,
-        checkpoint_op: 0,
-        headers: vec![],
+        log: LogSummary {
+            op: 0,
+            op_checksum: root,
+            commit: 0,
+            checkpoint_op: 0,
+            headers: vec![],
+        },
     };
     assert_eq!(r.step(msg(0, sv)), vec![]);
     assert_eq!((r.view(), r.status()), (0, Status::Normal));
@@ -353,11 +367,13 @@ fn duplicate_start_view_keeps_prepares_of_the_same_view() {
     let mut b = Replica::new(config(3, 2), DurableState::formatted());
     let sv = Body::StartView {
         view: 1,
-        op: 1,
-        op_checksum: entries[0].checksum(),
-        commit: 0,
-        checkpoint_op: 0,
-        headers: vec![entries[0].header],
+        log: LogSummary {
+            op: 1,
+            op_checksum: entries[0].checksum(),
+            commit: 0,
+            checkpoint_op: 0,
+            headers: vec![entries[0].header],
+        },
     };
     b.step(msg(1, sv.clone()));
     assert_eq!((b.view(), b.status(), b.log_view()), (1, Status::Normal, 0));
@@ -408,11 +424,13 @@ fn view_change_completes_an_interrupted_start_view_install_and_votes() {
     assert_eq!((r.view(), r.status()), (1, Status::Normal));
     let sv = Body::StartView {
         view: 2,
-        op: 3,
-        op_checksum: fork[0].checksum(),
-        commit: 2,
-        checkpoint_op: 0,
-        headers: vec![log[0].header, log[1].header, fork[0].header],
+        log: LogSummary {
+            op: 3,
+            op_checksum: fork[0].checksum(),
+            commit: 2,
+            checkpoint_op: 0,
+            headers: vec![log[0].header, log[1].header, fork[0].header],
+        },
     };
     let effects = r.step(msg(2, sv));
     assert!(
