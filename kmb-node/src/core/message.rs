@@ -22,6 +22,41 @@ const MAGIC: [u8; 4] = *b"KMBM";
 /// 4: `DoViewChange` carries `held_max` and `never_written` (nacks of holes).
 const VERSION: u16 = 4;
 
+/// A replica's log as DoViewChange, StartView and RecoveryResponse carry it: the head (`op` and
+/// its entry's checksum), the commit number, the durable checkpoint op, and the last (at most
+/// [`HEADERS_MAX`]) headers of the log up to the head, ascending. A head that is exactly the
+/// sender's checkpoint has no header (only `op_checksum`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogSummary {
+    pub op: u64,
+    pub op_checksum: Checksum,
+    pub commit: u64,
+    pub checkpoint_op: u64,
+    pub headers: Vec<Header>,
+}
+
+/// What a DoViewChange says besides its view (VRR's `v'`, `l`, `n`, `k`, plus what lets the
+/// new primary count nacks).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vote {
+    /// The sender's durable `log_view`: the view whose log it last installed completely.
+    pub log_view: u32,
+    pub log: LogSummary,
+    /// One flag per `log.headers` entry (same length; encoded as a bitset after the headers):
+    /// the sender holds that entry's body intact and durably. With `log.op` and `log.headers` it
+    /// lets the new primary count nacks (see `docs/protocol.md`, "Nacks"): a header-only
+    /// slot (a faulty or not yet repaired body) never counts as a nack.
+    pub bodies: Vec<bool>,
+    /// The highest op the sender ever wrote a body for (in this incarnation) or recovered
+    /// from its disk (intact or faulty): an op above it was never durable there, so never
+    /// acknowledged by the sender — a nack even if the sender holds its header.
+    pub held_max: u64,
+    /// Ascending ops at or below `held_max` that the sender's storage proves it never made
+    /// durable (recovered faulty with a blank or stale redundant header, not written since):
+    /// nacks too. At most [`HEADERS_MAX`].
+    pub never_written: Vec<u64>,
+}
+
 /// A message between replicas.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
@@ -57,37 +92,15 @@ pub enum Body {
     StartViewChange {
         view: u32,
     },
-    /// To the new primary: the sender's durable `log_view`, head and log suffix headers.
+    /// To the new primary: the sender's vote, for `view`.
     DoViewChange {
         view: u32,
-        log_view: u32,
-        op: u64,
-        op_checksum: Checksum,
-        commit: u64,
-        checkpoint_op: u64,
-        headers: Vec<Header>,
-        /// One flag per `headers` entry (same length; encoded as a bitset after the headers):
-        /// the sender holds that entry's body intact and durably. With `op` and `headers` it
-        /// lets the new primary count nacks (see `docs/protocol.md`, "Nacks"): a header-only
-        /// slot (a faulty or not yet repaired body) never counts as a nack.
-        bodies: Vec<bool>,
-        /// The highest op the sender ever wrote a body for (in this incarnation) or recovered
-        /// from its disk (intact or faulty): an op above it was never durable there, so never
-        /// acknowledged by the sender — a nack even if the sender holds its header.
-        held_max: u64,
-        /// Ascending ops at or below `held_max` that the sender's storage proves it never made
-        /// durable (recovered faulty with a blank or stale redundant header, not written since):
-        /// nacks too. At most [`HEADERS_MAX`].
-        never_written: Vec<u64>,
+        vote: Vote,
     },
-    /// New primary → all: the log of the new view (head and suffix headers).
+    /// New primary → all: the log of the new view.
     StartView {
         view: u32,
-        op: u64,
-        op_checksum: Checksum,
-        commit: u64,
-        checkpoint_op: u64,
-        headers: Vec<Header>,
+        log: LogSummary,
     },
     /// A replica that saw a newer view asks its primary for the StartView.
     RequestStartView {
@@ -97,15 +110,12 @@ pub enum Body {
     Recovery {
         nonce: u64,
     },
-    /// Answer to Recovery from a replica in normal status; only the primary fills in `headers`.
+    /// Answer to Recovery from a replica in normal status; only the primary fills in
+    /// `log.headers`.
     RecoveryResponse {
         view: u32,
         nonce: u64,
-        op: u64,
-        op_checksum: Checksum,
-        commit: u64,
-        checkpoint_op: u64,
-        headers: Vec<Header>,
+        log: LogSummary,
     },
     /// Ask for the entry at `op` whose checksum is `checksum`.
     RequestPrepare {
@@ -196,6 +206,24 @@ fn read_headers(r: &mut Reader<'_>) -> Result<Vec<Header>, DecodeError> {
     Ok(headers)
 }
 
+fn write_log(w: &mut Writer, log: &LogSummary) {
+    w.u64(log.op);
+    w.u128(log.op_checksum);
+    w.u64(log.commit);
+    w.u64(log.checkpoint_op);
+    write_headers(w, &log.headers);
+}
+
+fn read_log(r: &mut Reader<'_>) -> Result<LogSummary, DecodeError> {
+    Ok(LogSummary {
+        op: r.u64()?,
+        op_checksum: r.u128()?,
+        commit: r.u64()?,
+        checkpoint_op: r.u64()?,
+        headers: read_headers(r)?,
+    })
+}
+
 fn read_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
     let bytes = r.bytes(HEADER_SIZE + BODY_SIZE_MAX as usize)?;
     let entry = Entry::decode(bytes).map_err(|_| DecodeError::Invalid("entry"))?;
@@ -247,65 +275,27 @@ impl Message {
                 w.u64(*checkpoint_op);
             }
             Body::StartViewChange { view } | Body::RequestStartView { view } => w.u32(*view),
-            Body::DoViewChange {
-                view,
-                log_view,
-                op,
-                op_checksum,
-                commit,
-                checkpoint_op,
-                headers,
-                bodies,
-                held_max,
-                never_written,
-            } => {
+            Body::DoViewChange { view, vote } => {
                 w.u32(*view);
-                w.u32(*log_view);
-                w.u64(*op);
-                w.u128(*op_checksum);
-                w.u64(*commit);
-                w.u64(*checkpoint_op);
-                write_headers(&mut w, headers);
-                write_bitset(&mut w, headers.len(), bodies);
-                w.u64(*held_max);
-                debug_assert!(never_written.len() <= HEADERS_MAX);
-                w.u32(never_written.len() as u32);
-                for &o in never_written {
+                w.u32(vote.log_view);
+                write_log(&mut w, &vote.log);
+                write_bitset(&mut w, vote.log.headers.len(), &vote.bodies);
+                w.u64(vote.held_max);
+                debug_assert!(vote.never_written.len() <= HEADERS_MAX);
+                w.u32(vote.never_written.len() as u32);
+                for &o in &vote.never_written {
                     w.u64(o);
                 }
             }
-            Body::StartView {
-                view,
-                op,
-                op_checksum,
-                commit,
-                checkpoint_op,
-                headers,
-            } => {
+            Body::StartView { view, log } => {
                 w.u32(*view);
-                w.u64(*op);
-                w.u128(*op_checksum);
-                w.u64(*commit);
-                w.u64(*checkpoint_op);
-                write_headers(&mut w, headers);
+                write_log(&mut w, log);
             }
             Body::Recovery { nonce } => w.u64(*nonce),
-            Body::RecoveryResponse {
-                view,
-                nonce,
-                op,
-                op_checksum,
-                commit,
-                checkpoint_op,
-                headers,
-            } => {
+            Body::RecoveryResponse { view, nonce, log } => {
                 w.u32(*view);
                 w.u64(*nonce);
-                w.u64(*op);
-                w.u128(*op_checksum);
-                w.u64(*commit);
-                w.u64(*checkpoint_op);
-                write_headers(&mut w, headers);
+                write_log(&mut w, log);
             }
             Body::RequestPrepare { op, checksum } => {
                 w.u64(*op);
@@ -367,12 +357,8 @@ impl Message {
             5 => {
                 let view = r.u32()?;
                 let log_view = r.u32()?;
-                let op = r.u64()?;
-                let op_checksum = r.u128()?;
-                let commit = r.u64()?;
-                let checkpoint_op = r.u64()?;
-                let headers = read_headers(&mut r)?;
-                let bodies = read_bitset(&mut r, headers.len())?;
+                let log = read_log(&mut r)?;
+                let bodies = read_bitset(&mut r, log.headers.len())?;
                 let held_max = r.u64()?;
                 let n = r.count(HEADERS_MAX, 8)?;
                 let mut never_written = Vec::with_capacity(n);
@@ -385,35 +371,25 @@ impl Message {
                 }
                 Body::DoViewChange {
                     view,
-                    log_view,
-                    op,
-                    op_checksum,
-                    commit,
-                    checkpoint_op,
-                    headers,
-                    bodies,
-                    held_max,
-                    never_written,
+                    vote: Vote {
+                        log_view,
+                        log,
+                        bodies,
+                        held_max,
+                        never_written,
+                    },
                 }
             }
             6 => Body::StartView {
                 view: r.u32()?,
-                op: r.u64()?,
-                op_checksum: r.u128()?,
-                commit: r.u64()?,
-                checkpoint_op: r.u64()?,
-                headers: read_headers(&mut r)?,
+                log: read_log(&mut r)?,
             },
             7 => Body::RequestStartView { view: r.u32()? },
             8 => Body::Recovery { nonce: r.u64()? },
             9 => Body::RecoveryResponse {
                 view: r.u32()?,
                 nonce: r.u64()?,
-                op: r.u64()?,
-                op_checksum: r.u128()?,
-                commit: r.u64()?,
-                checkpoint_op: r.u64()?,
-                headers: read_headers(&mut r)?,
+                log: read_log(&mut r)?,
             },
             10 => Body::RequestPrepare {
                 op: r.u64()?,

@@ -7,16 +7,30 @@
 //! and its durability rules.
 //!
 //! * [`message`] — the replica-to-replica messages and their total encoding.
-//! * [`replica`] — the state machine: normal case, view change, recovery, repair, state
-//!   transfer, client table, checkpoints.
+//! * [`replica`] — the replica's state, construction, inspection, the [`Replica::step`]
+//!   dispatch and the `progress` order. Each sub-protocol is an `impl Replica` block in its
+//!   own file: `log` (slots, hash chain, prefixes, installing a log), `durability` (sync,
+//!   superblock, checkpoints), `normal` (prepare, prepare-ok, commit, apply), `view_change`,
+//!   `nack`, `recovery`, `repair`, `state_transfer`, `client`, `timers`, `diagnose`.
 //! * [`snapshot`] — the client table and the checkpoint snapshot (kv state + client table).
 
+mod client;
 pub(crate) mod codec;
+mod diagnose;
+mod durability;
+mod log;
 pub mod message;
+mod nack;
+mod normal;
+mod recovery;
+mod repair;
 pub mod replica;
 pub mod snapshot;
+mod state_transfer;
 #[cfg(test)]
 mod tests;
+mod timers;
+mod view_change;
 
 pub use codec::DecodeError;
 pub use message::{Body, Message};

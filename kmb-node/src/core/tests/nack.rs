@@ -1,0 +1,282 @@
+//! Nacks (TigerBeetle's DVC nacks, Protocol-Aware Recovery): truncating an uncommitted op
+//! whose only copies are faulty once enough DoViewChange senders prove they never held it.
+
+use super::*;
+
+/// Primary-elect 1 of view 4 after a restart: entries 1..=4 of view 3 on disk, op 3 faulty
+/// (its only copy). Returns the replica (its own DoViewChange recorded after replica 0's
+/// StartViewChange) and the log.
+pub(super) fn nack_primary_elect() -> (Replica, Vec<Entry>) {
+    let root = Entry::root(CLUSTER).checksum();
+    let log = chain(root, 1, 4, 3, "k");
+    let durable = DurableState {
+        view: 4,
+        log_view: 3,
+        checkpoint: None,
+        checkpoint_faulty: None,
+        entries: vec![log[0].clone(), log[1].clone(), log[3].clone()],
+        faulty: vec![3],
+        never_written: vec![],
+        restarted: true,
+    };
+    let mut r = Replica::new(config(3, 1), durable);
+    r.poll_effects();
+    assert_eq!((r.view(), r.status()), (4, Status::ViewChange));
+    r.step(msg(0, Body::StartViewChange { view: 4 }));
+    (r, log)
+}
+
+/// A DoViewChange for view 4 from a replica whose log (of view 2) ends at op 2.
+pub(super) fn short_dvc(log: &[Entry]) -> Body {
+    Body::DoViewChange {
+        view: 4,
+        vote: Vote {
+            log_view: 2,
+            log: LogSummary {
+                op: 2,
+                op_checksum: log[1].checksum(),
+                commit: 0,
+                checkpoint_op: 0,
+                headers: vec![log[0].header, log[1].header],
+            },
+            bodies: vec![true, true],
+            held_max: 2,
+            never_written: vec![],
+        },
+    }
+}
+
+/// Goal (nacks): an uncommitted op whose only copy is faulty on the primary-elect blocks the
+/// view change only until enough replicas nack it. With its own DVC and replica 0's (1 nack:
+/// replica 0's log ends before op 3; its own faulty copy is no nack) op 3 may have been
+/// committed (by replica 1 and 2), so it waits and asks for op 3's header. A late DVC from
+/// replica 2 that also lacks op 3 — its log ends before it, or it holds another entry there
+/// with its body — makes 2 = replica_count - quorum + 1 nacks: op 3 was never committed, the
+/// log is truncated after op 2, and the view change completes.
+#[test]
+fn nack_quorum_truncates_unrepairable_uncommitted_op_exact_effects() {
+    let root = Entry::root(CLUSTER).checksum();
+    let log = chain(root, 1, 4, 3, "k");
+    let fork = chain(log[1].checksum(), 3, 3, 2, "f");
+    let other_entry = Body::DoViewChange {
+        view: 4,
+        vote: Vote {
+            log_view: 2,
+            log: LogSummary {
+                op: 3,
+                op_checksum: fork[0].checksum(),
+                commit: 0,
+                checkpoint_op: 0,
+                headers: vec![log[0].header, log[1].header, fork[0].header],
+            },
+            bodies: vec![true, true, true],
+            held_max: 3,
+            never_written: vec![],
+        },
+    };
+    for late in [short_dvc(&log), other_entry] {
+        let (mut r, log) = nack_primary_elect();
+        let ask = Body::RequestHeaders {
+            op_min: 3,
+            op_max: 3,
+        };
+        let effects = r.step(msg(0, short_dvc(&log)));
+        assert_eq!(
+            effects,
+            vec![
+                Effect::Send {
+                    to: 0,
+                    message: Message::new(CLUSTER, 1, ask.clone())
+                },
+                Effect::Send {
+                    to: 2,
+                    message: Message::new(CLUSTER, 1, ask)
+                },
+            ]
+        );
+        assert_eq!((r.op(), r.status()), (4, Status::ViewChange));
+        let effects = r.step(msg(2, late));
+        assert_eq!(
+            effects,
+            vec![Effect::TruncateLogAfter(2), Effect::Sync { op: 2 }]
+        );
+        assert_eq!(r.op(), 2);
+        let effects = r.step(Input::Synced { op: 2 });
+        assert_eq!(
+            effects,
+            vec![Effect::WriteSuperblock {
+                view: 4,
+                log_view: 4
+            }]
+        );
+        let effects = r.step(Input::SuperblockSynced {
+            view: 4,
+            log_view: 4,
+        });
+        let sv = Body::StartView {
+            view: 4,
+            log: LogSummary {
+                op: 2,
+                op_checksum: log[1].checksum(),
+                commit: 0,
+                checkpoint_op: 0,
+                headers: vec![log[0].header, log[1].header],
+            },
+        };
+        assert_eq!(
+            effects,
+            vec![
+                Effect::Send {
+                    to: 0,
+                    message: Message::new(CLUSTER, 1, sv.clone())
+                },
+                Effect::Send {
+                    to: 2,
+                    message: Message::new(CLUSTER, 1, sv)
+                },
+            ]
+        );
+        assert_eq!((r.view(), r.status(), r.op()), (4, Status::Normal, 2));
+        assert!(r.is_primary());
+    }
+}
+
+/// Goal (nacks, safety): a replica that may hold op 3 never counts as a nack. Replica 2's
+/// DVC has op 3 faulty too (a hole below its head), or only op 3's header (its body faulty or
+/// never repaired): op 3 may have been committed by replicas 1 and 2, so the primary-elect
+/// never truncates it and keeps waiting for a repair, through later DVCs and ticks.
+#[test]
+fn nack_faulty_or_header_only_copy_never_truncates() {
+    let root = Entry::root(CLUSTER).checksum();
+    let log = chain(root, 1, 4, 3, "k");
+    let faulty_too = Body::DoViewChange {
+        view: 4,
+        vote: Vote {
+            log_view: 3,
+            log: LogSummary {
+                op: 4,
+                op_checksum: log[3].checksum(),
+                commit: 0,
+                checkpoint_op: 0,
+                headers: vec![log[0].header, log[1].header, log[3].header],
+            },
+            bodies: vec![true, true, true],
+            held_max: 4,
+            never_written: vec![],
+        },
+    };
+    let header_only = Body::DoViewChange {
+        view: 4,
+        vote: Vote {
+            log_view: 3,
+            log: LogSummary {
+                op: 4,
+                op_checksum: log[3].checksum(),
+                commit: 0,
+                checkpoint_op: 0,
+                headers: log.iter().map(|e| e.header).collect(),
+            },
+            bodies: vec![true, true, false, true],
+            held_max: 4,
+            never_written: vec![],
+        },
+    };
+    for late in [faulty_too, header_only] {
+        let (mut r, log) = nack_primary_elect();
+        r.step(msg(0, short_dvc(&log)));
+        let effects = r.step(msg(2, late.clone()));
+        assert_eq!(effects, vec![]);
+        for _ in 0..40 {
+            let effects = r.step(Input::Tick);
+            assert!(
+                !effects
+                    .iter()
+                    .any(|e| matches!(e, Effect::TruncateLogAfter(_))),
+                "{effects:?}"
+            );
+            r.step(msg(2, late.clone()));
+        }
+        assert_eq!((r.view(), r.status(), r.op()), (4, Status::ViewChange, 4));
+    }
+}
+
+/// Goal (issue 17, VOPR seeds 101074, 107565, 110979): an op a DVC sender provably never
+/// made durable is a nack, so a healed cluster whose only copies of an uncommitted op are
+/// faulty still elects a primary. Replica 2 has a hole at op 3 that its storage proves was
+/// never written (`never_written`: the redundant header copy is blank or stale), or only
+/// header-only slots above everything it ever wrote (`held_max` 2): with replica 0's short
+/// log that makes 2 nacks, and the primary-elect truncates after op 2 at once.
+#[test]
+fn nack_never_written_hole_or_above_held_max_truncates() {
+    let root = Entry::root(CLUSTER).checksum();
+    let log = chain(root, 1, 4, 3, "k");
+    let never_written = Body::DoViewChange {
+        view: 4,
+        vote: Vote {
+            log_view: 3,
+            log: LogSummary {
+                op: 4,
+                op_checksum: log[3].checksum(),
+                commit: 0,
+                checkpoint_op: 0,
+                headers: vec![log[0].header, log[1].header, log[3].header],
+            },
+            bodies: vec![true, true, true],
+            held_max: 4,
+            never_written: vec![3],
+        },
+    };
+    let above_held = Body::DoViewChange {
+        view: 4,
+        vote: Vote {
+            log_view: 3,
+            log: LogSummary {
+                op: 4,
+                op_checksum: log[3].checksum(),
+                commit: 0,
+                checkpoint_op: 0,
+                headers: log.iter().map(|e| e.header).collect(),
+            },
+            bodies: vec![true, true, false, false],
+            held_max: 2,
+            never_written: vec![],
+        },
+    };
+    for late in [never_written, above_held] {
+        let (mut r, log) = nack_primary_elect();
+        r.step(msg(0, short_dvc(&log)));
+        let effects = r.step(msg(2, late));
+        assert_eq!(
+            effects,
+            vec![Effect::TruncateLogAfter(2), Effect::Sync { op: 2 }]
+        );
+        assert_eq!((r.op(), r.status()), (2, Status::ViewChange));
+    }
+}
+
+/// Goal (issue 17): the primary-elect's own never-written hole counts as its nack: replica 1
+/// restarted with op 3 faulty and storage proving it never wrote op 3 there; with replica 0's
+/// short log (2 nacks) it truncates after op 2 without waiting for replica 2.
+#[test]
+fn nack_own_never_written_hole_counts() {
+    let root = Entry::root(CLUSTER).checksum();
+    let log = chain(root, 1, 4, 3, "k");
+    let durable = DurableState {
+        view: 4,
+        log_view: 3,
+        checkpoint: None,
+        checkpoint_faulty: None,
+        entries: vec![log[0].clone(), log[1].clone(), log[3].clone()],
+        faulty: vec![3],
+        never_written: vec![3],
+        restarted: true,
+    };
+    let mut r = Replica::new(config(3, 1), durable);
+    r.poll_effects();
+    r.step(msg(0, Body::StartViewChange { view: 4 }));
+    let effects = r.step(msg(0, short_dvc(&log)));
+    assert_eq!(
+        effects,
+        vec![Effect::TruncateLogAfter(2), Effect::Sync { op: 2 }]
+    );
+}
