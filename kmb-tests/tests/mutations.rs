@@ -80,12 +80,12 @@ fn without_a_mutation_nothing_fires() {
 
 #[test]
 fn mutation_commit_before_quorum_is_caught() {
-    assert!(!caught(Mutation::CommitBeforeQuorum, 0, 1).is_empty());
+    assert!(!caught(Mutation::CommitBeforeQuorum, 1, 1).is_empty());
 }
 
 #[test]
 fn mutation_prepare_ok_before_sync_is_caught() {
-    assert!(!caught(Mutation::PrepareOkBeforeSync, 113, 1).is_empty());
+    assert!(!caught(Mutation::PrepareOkBeforeSync, 0, 1).is_empty());
 }
 
 #[test]
@@ -95,17 +95,17 @@ fn mutation_view_not_synced_before_dvc_is_caught() {
 
 #[test]
 fn mutation_view_change_longest_log_is_caught() {
-    assert!(!caught(Mutation::ViewChangeLongestLog, 34, 1).is_empty());
+    assert!(!caught(Mutation::ViewChangeLongestLog, 2, 1).is_empty());
 }
 
 #[test]
 fn mutation_recovery_truncates_at_bad_checksum_is_caught() {
-    assert!(!caught(Mutation::RecoveryTruncatesAtBadChecksum, 11, 1).is_empty());
+    assert!(!caught(Mutation::RecoveryTruncatesAtBadChecksum, 24, 1).is_empty());
 }
 
 #[test]
 fn mutation_corrupt_as_blank_is_caught() {
-    assert!(!caught(Mutation::CorruptAsBlank, 11, 1).is_empty());
+    assert!(!caught(Mutation::CorruptAsBlank, 24, 1).is_empty());
 }
 
 #[test]

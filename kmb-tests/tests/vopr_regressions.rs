@@ -4,7 +4,7 @@
 //! A seed reproduces a bug only with the harness it was found with: the fault schedule has
 //! grown since (targeted faults, power loss during fsync, partial partitions), so these seeds
 //! now run different scenarios. Each bug is also pinned by an exact-effects unit test of the
-//! core (`kmb-node/src/core/tests.rs`); these seeds stay as end-to-end smoke tests.
+//! core (`kmb-node/src/core/tests/`); these seeds stay as end-to-end smoke tests.
 #![cfg(madsim)]
 
 use kmb_tests::vopr::{run_seed, Outcome, RunOptions};
