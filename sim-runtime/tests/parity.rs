@@ -52,6 +52,9 @@ async fn touch_everything() -> std::io::Result<()> {
     let _: Result<Vec<u8>, FrameError> = reader.recv().await;
     let _: Option<SocketAddr> = reader.peer_addr();
     let _: Vec<u8> = net::encode_frame(b"x");
+    let _: Result<Option<(&[u8], usize)>, FrameError> = net::decode_frame(b"x", 1);
+    let _: Result<(usize, u64), FrameError> = net::decode_frame_header(&[0; FRAME_HEADER_SIZE], 1);
+    let _: Result<(), FrameError> = net::verify_frame_payload(b"x", 0);
     let _ = (FRAME_HEADER_SIZE, FRAME_QUEUE_MAX);
     let _ = [
         FrameError::Closed,

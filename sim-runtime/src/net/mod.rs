@@ -73,6 +73,49 @@ pub fn encode_frame(payload: &[u8]) -> Vec<u8> {
     frame
 }
 
+/// The payload length and checksum a frame header announces; a length above `payload_max` is
+/// [`FrameError::TooLarge`]. Pure: the socket reader and [`decode_frame`] share it.
+pub fn decode_frame_header(
+    header: &[u8; FRAME_HEADER_SIZE],
+    payload_max: usize,
+) -> Result<(usize, u64), FrameError> {
+    let mut len = [0u8; 4];
+    len.copy_from_slice(&header[0..4]);
+    let mut sum = [0u8; 8];
+    sum.copy_from_slice(&header[4..12]);
+    let len = u32::from_le_bytes(len) as usize;
+    if len > payload_max {
+        return Err(FrameError::TooLarge {
+            len,
+            max: payload_max,
+        });
+    }
+    Ok((len, u64::from_le_bytes(sum)))
+}
+
+/// Check a received payload against the checksum its header announced.
+pub fn verify_frame_payload(payload: &[u8], sum: u64) -> Result<(), FrameError> {
+    if checksum(payload) != sum {
+        return Err(FrameError::Checksum);
+    }
+    Ok(())
+}
+
+/// Decode the first frame at the front of `buf` (pure; what [`FrameReader::recv`] does over a
+/// socket). `Ok(None)`: more bytes are needed; `Ok(Some((payload, used)))`: an intact frame of
+/// `used` bytes. An error means the stream can no longer be trusted (drop the connection).
+pub fn decode_frame(buf: &[u8], payload_max: usize) -> Result<Option<(&[u8], usize)>, FrameError> {
+    let Some(header) = buf.first_chunk::<FRAME_HEADER_SIZE>() else {
+        return Ok(None);
+    };
+    let (len, sum) = decode_frame_header(header, payload_max)?;
+    let Some(payload) = buf.get(FRAME_HEADER_SIZE..FRAME_HEADER_SIZE + len) else {
+        return Ok(None);
+    };
+    verify_frame_payload(payload, sum)?;
+    Ok(Some((payload, FRAME_HEADER_SIZE + len)))
+}
+
 /// Split a connected stream into a frame writer (with its writer task) and a frame reader.
 pub fn framed(stream: TcpStream) -> (FrameWriter, FrameReader) {
     framed_with_limit(stream, FRAME_PAYLOAD_MAX)
@@ -193,22 +236,13 @@ impl FrameReader {
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
             Err(e) => return Err(FrameError::Io(e)),
         }
-        let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
-        let sum = u64::from_le_bytes(header[4..12].try_into().expect("8 bytes"));
-        if len > self.payload_max {
-            return Err(FrameError::TooLarge {
-                len,
-                max: self.payload_max,
-            });
-        }
+        let (len, sum) = decode_frame_header(&header, self.payload_max)?;
         let mut payload = vec![0u8; len];
         self.read
             .read_exact(&mut payload)
             .await
             .map_err(FrameError::Io)?;
-        if checksum(&payload) != sum {
-            return Err(FrameError::Checksum);
-        }
+        verify_frame_payload(&payload, sum)?;
         Ok(payload)
     }
 
