@@ -6,12 +6,15 @@
 //! * [`core`] — the Viewstamped Replication protocol: pure, ticks and messages in, effects out.
 //! * [`kv`] — the key-value state machine. Pure.
 //! * [`resp`] — RESP2 (Redis protocol) command parser and reply encoder. Pure.
+//! * [`fuzzing`] — property checks over untrusted bytes, shared by the `cargo fuzz` targets and
+//!   the corpus replay test. Pure.
 
 pub mod auth;
 pub mod client;
 pub mod commands;
 pub mod core;
 pub mod entry;
+pub mod fuzzing;
 #[cfg(madsim)]
 pub mod inspect;
 pub mod kv;
