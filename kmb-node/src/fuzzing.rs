@@ -20,7 +20,7 @@ use crate::kv::{KvState, Reply, Request, KEY_SIZE_MAX, SCAN_LIMIT_MAX, VALUE_SIZ
 use crate::resp::{self, CommandReader, ProtocolError, Value};
 use crate::storage::format::{
     verify_checkpoint, CheckpointRef, Identity, Layout, StorageConfig, Superblock,
-    CHECKPOINT_HEADER_SIZE, SECTOR, SUPERBLOCK_COPIES, SUPERBLOCK_SIZE,
+    CHECKPOINT_HEADER_SIZE, SECTOR_SIZE, SUPERBLOCK_COPIES, SUPERBLOCK_SIZE,
 };
 use crate::storage::recovery::{self, CheckpointState, SlotRead, Window};
 use crate::storage::verify;
@@ -629,7 +629,7 @@ pub fn recovery(data: &[u8]) {
         .map(|slot| {
             let header = read_at(&image, layout.header_offset(slot), HEADER_SIZE as u64);
             let offset = layout.prepare_offset(slot);
-            let prepare = read_at(&image, offset, SECTOR).and_then(|first| {
+            let prepare = read_at(&image, offset, SECTOR_SIZE).and_then(|first| {
                 match Header::decode(&first[..HEADER_SIZE]) {
                     Ok(h)
                         if HEADER_SIZE + h.size as usize > first.len()

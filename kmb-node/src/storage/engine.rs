@@ -11,7 +11,8 @@ use crate::entry::{Checksum, Entry, Header, HEADER_SIZE};
 
 use super::format::{
     encode_checkpoint_header, CheckpointRef, Identity, Layout, StorageConfig, Superblock,
-    SuperblockError, CHECKPOINT_HEADER_SIZE, SECTOR_SIZE, SUPERBLOCK_COPIES, SUPERBLOCK_SIZE,
+    SuperblockError, CHECKPOINT_HEADER_SIZE, CHECKPOINT_SIZE_MAX, SECTOR_SIZE, SUPERBLOCK_COPIES,
+    SUPERBLOCK_SIZE,
 };
 use super::recovery::{self, CheckpointState, Recovery, SlotEvidence, SlotRead};
 
@@ -584,6 +585,13 @@ impl Storage {
         blob: &[u8],
     ) -> Result<(), StorageError> {
         let sb = self.superblock;
+        if blob.len() as u64 > CHECKPOINT_SIZE_MAX {
+            // A superblock referencing it would not verify (`Superblock::decode`).
+            return Err(StorageError::Invalid(format!(
+                "checkpoint at {op}: {} bytes exceeds the limit of {CHECKPOINT_SIZE_MAX}",
+                blob.len()
+            )));
+        }
         let current =
             (sb.checkpoint.offset != 0).then_some((sb.checkpoint.offset, sb.checkpoint.size));
         let reference = CheckpointRef {

@@ -23,6 +23,9 @@ pub const BLOCK_SIZE: u64 = 4096;
 pub const CHECKPOINT_HEADER_SIZE: usize = 128;
 /// Sector size (granularity of torn writes and latent errors): the disk's own constant.
 pub use sim_runtime::disk::SECTOR_SIZE;
+/// Largest checkpoint blob: a snapshot ([`crate::core::snapshot::SNAPSHOT_SIZE_MAX`]). A
+/// superblock referencing a larger one does not verify (the engine would allocate its size).
+pub const CHECKPOINT_SIZE_MAX: u64 = crate::core::snapshot::SNAPSHOT_SIZE_MAX as u64;
 
 fn align_up(x: u64, to: u64) -> u64 {
     x.div_ceil(to) * to
@@ -265,6 +268,27 @@ impl Superblock {
         if !config.is_valid() {
             return Err(SuperblockError::Corrupt);
         }
+        let checkpoint = CheckpointRef {
+            op: u64_at(b, 72),
+            entry_checksum: u128_at(b, 80),
+            offset: u64_at(b, 96),
+            size: u64_at(b, 104),
+            checksum: u128_at(b, 112),
+        };
+        // What the engine and recovery compute from these must not overflow or allocate
+        // without bound: the checkpoint's bytes and the WAL window after it fit in a u64.
+        if checkpoint.size > CHECKPOINT_SIZE_MAX
+            || checkpoint
+                .offset
+                .checked_add(CHECKPOINT_HEADER_SIZE as u64 + checkpoint.size)
+                .is_none()
+            || checkpoint
+                .op
+                .checked_add(u64::from(config.slot_count))
+                .is_none()
+        {
+            return Err(SuperblockError::Corrupt);
+        }
         if b[22] != copy {
             return Err(SuperblockError::Misdirected);
         }
@@ -279,13 +303,7 @@ impl Superblock {
             view: u32_at(b, 56),
             log_view: u32_at(b, 60),
             log_view_head: u64_at(b, 64),
-            checkpoint: CheckpointRef {
-                op: u64_at(b, 72),
-                entry_checksum: u128_at(b, 80),
-                offset: u64_at(b, 96),
-                size: u64_at(b, 104),
-                checksum: u128_at(b, 112),
-            },
+            checkpoint,
         })
     }
 }
@@ -334,8 +352,10 @@ pub fn verify_checkpoint(
     if header != expected {
         return None;
     }
-    let blob =
-        bytes.get(CHECKPOINT_HEADER_SIZE..CHECKPOINT_HEADER_SIZE + reference.size as usize)?;
+    let end = usize::try_from(reference.size)
+        .ok()?
+        .checked_add(CHECKPOINT_HEADER_SIZE)?;
+    let blob = bytes.get(CHECKPOINT_HEADER_SIZE..end)?;
     if xxh3_128(blob) != reference.checksum {
         return None;
     }
@@ -420,6 +440,68 @@ mod tests {
             verify_checkpoint(&bytes[..100], &sb.identity, &reference),
             None
         );
+    }
+
+    /// Goal: a checksum-valid superblock whose checkpoint size, offset or op would overflow or
+    /// make the engine allocate without bound is corrupt, not a panic later (found by the
+    /// `superblock` and `recovery` fuzz targets: fuzz/regressions/).
+    #[test]
+    fn superblock_with_unbounded_numbers_is_corrupt() {
+        let sb = sample();
+        for bad in [
+            CheckpointRef {
+                size: CHECKPOINT_SIZE_MAX + 1,
+                ..sb.checkpoint
+            },
+            CheckpointRef {
+                size: u64::MAX,
+                ..sb.checkpoint
+            },
+            CheckpointRef {
+                offset: u64::MAX - 100,
+                ..sb.checkpoint
+            },
+            CheckpointRef {
+                op: u64::MAX - 1,
+                ..sb.checkpoint
+            },
+        ] {
+            let bytes = Superblock {
+                checkpoint: bad,
+                ..sb
+            }
+            .encode(0);
+            assert_eq!(
+                Superblock::decode(&bytes, 0),
+                Err(SuperblockError::Corrupt),
+                "{bad:?}"
+            );
+        }
+        let largest = Superblock {
+            checkpoint: CheckpointRef {
+                size: CHECKPOINT_SIZE_MAX,
+                op: u64::MAX - u64::from(sb.config.slot_count),
+                ..sb.checkpoint
+            },
+            ..sb
+        };
+        assert_eq!(Superblock::decode(&largest.encode(0), 0), Ok(largest));
+    }
+
+    /// Goal: a checkpoint reference with a size near `u64::MAX` fails verification instead of
+    /// overflowing (found by the `checkpoint` fuzz target: fuzz/regressions/checkpoint/).
+    #[test]
+    fn checkpoint_verification_with_huge_size_fails() {
+        let sb = sample();
+        for size in [u64::MAX, u64::MAX - 127, 1 << 40] {
+            let reference = CheckpointRef {
+                size,
+                ..sb.checkpoint
+            };
+            let mut bytes = encode_checkpoint_header(&sb.identity, &reference).to_vec();
+            bytes.extend_from_slice(b"blob");
+            assert_eq!(verify_checkpoint(&bytes, &sb.identity, &reference), None);
+        }
     }
 
     /// Goal: a new checkpoint never overlaps the current one.
