@@ -1,0 +1,5 @@
+#![no_main]
+//! `cargo fuzz run recovery`: the check is `kmb_node::fuzzing::recovery` (also replayed over the corpus
+//! by `kmb-node/tests/fuzz_corpus.rs`).
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| kmb_node::fuzzing::recovery(data));
