@@ -27,9 +27,12 @@ use crate::storage::verify;
 use crate::storage::Examination;
 use sim_runtime::net::{decode_frame, encode_frame, FRAME_HEADER_SIZE};
 
+/// A property check over arbitrary bytes (panics when a property fails).
+pub type Check = fn(&[u8]);
+
 /// Every fuzz target: its name (the directory under `fuzz/corpus/` and `fuzz/regressions/`, and
 /// the file under `fuzz/fuzz_targets/`) and its check.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("resp", resp),
     ("command_kv", command_kv),
     ("message", message),
@@ -43,7 +46,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
 ];
 
 /// The check of the target called `name`.
-pub fn target(name: &str) -> Option<fn(&[u8])> {
+pub fn target(name: &str) -> Option<Check> {
     TARGETS.iter().find(|(n, _)| *n == name).map(|&(_, f)| f)
 }
 
