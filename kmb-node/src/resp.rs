@@ -70,7 +70,9 @@ enum ReadState {
 /// header announcing a large argument costs nothing until its bytes are sent.
 const BULK_RESERVE_MAX: usize = 64 * 1024;
 
-/// Longest array or bulk header line (`*1024\r\n`, `$524288\r\n`, with room to spare).
+/// Array and bulk header lines (`*1024\r\n`, `$524288\r\n`) are shorter than this, with room
+/// to spare. A longer one is an error whether or not its `\r\n` has arrived yet, so the outcome
+/// does not depend on how the input was cut into reads.
 const HEADER_SIZE_MAX: usize = 32;
 
 /// An incremental RESP command reader: bytes go in as they arrive ([`CommandReader::feed`]),
@@ -209,6 +211,9 @@ impl CommandReader {
                             Ok(None)
                         };
                     };
+                    if end >= HEADER_SIZE_MAX {
+                        return error("array header too long");
+                    }
                     let count = parse_int(&self.available()[1..end], "multibulk length")?;
                     if count > ARGS_MAX as i64 {
                         return error("invalid multibulk length");
@@ -235,6 +240,9 @@ impl CommandReader {
                             Ok(None)
                         };
                     };
+                    if end >= HEADER_SIZE_MAX {
+                        return error("bulk header too long");
+                    }
                     let len = parse_int(&self.available()[1..end], "bulk length")?;
                     if !(0..=ARG_SIZE_MAX as i64).contains(&len) {
                         return error("invalid bulk length");
@@ -587,6 +595,35 @@ mod tests {
                 let (a, b) = bad.split_at(cut);
                 assert!(read_chunks(&[a, b], usize::MAX).is_err(), "cut at {cut}");
             }
+        }
+    }
+
+    /// Goal: a header line padded past the limit (leading zeros) is refused however the input
+    /// is cut into reads; before, a whole read accepted what a byte-at-a-time read refused
+    /// (found by the `resp` fuzz target: fuzz/regressions/resp/).
+    #[test]
+    fn reader_long_header_refused_at_every_offset() {
+        let zeros = "0".repeat(HEADER_SIZE_MAX);
+        let long_bulk = format!("*1\r\n${zeros}3\r\nabc\r\n");
+        let long_array = format!("*{zeros}1\r\n$3\r\nabc\r\n");
+        for bad in [long_bulk.as_bytes(), long_array.as_bytes()] {
+            for cut in 0..=bad.len() {
+                let (a, b) = bad.split_at(cut);
+                let err = read_chunks(&[a, b], usize::MAX).unwrap_err();
+                assert!(err.0.contains("header too long"), "cut at {cut}: {err}");
+            }
+            let bytes: Vec<&[u8]> = bad.chunks(1).collect();
+            assert!(read_chunks(&bytes, usize::MAX).is_err());
+        }
+        // The longest accepted header: 31 bytes before its CRLF.
+        let ok = format!("*1\r\n${}3\r\nabc\r\n", "0".repeat(HEADER_SIZE_MAX - 3));
+        assert_eq!(
+            read_chunks(&[ok.as_bytes()], usize::MAX).map(|c| c.len()),
+            Ok(1)
+        );
+        for cut in 0..=ok.len() {
+            let (a, b) = ok.as_bytes().split_at(cut);
+            assert_eq!(read_chunks(&[a, b], usize::MAX).map(|c| c.len()), Ok(1));
         }
     }
 
