@@ -289,3 +289,32 @@ pub async fn connect_with_backoff(
         delay = (delay * 2).min(backoff.max);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Goal: the pure decoder reads back what `encode_frame` wrote, asks for more bytes on a
+    /// partial frame, and refuses a corrupt or oversized one.
+    #[test]
+    fn decode_frame_round_trip_partial_and_errors() {
+        let frame = encode_frame(b"hello");
+        assert_eq!(
+            decode_frame(&frame, 16).unwrap(),
+            Some((&b"hello"[..], frame.len()))
+        );
+        for cut in 0..frame.len() {
+            assert!(decode_frame(&frame[..cut], 16).unwrap().is_none(), "{cut}");
+        }
+        let mut corrupt = frame.clone();
+        corrupt[FRAME_HEADER_SIZE] ^= 1;
+        assert!(matches!(
+            decode_frame(&corrupt, 16),
+            Err(FrameError::Checksum)
+        ));
+        assert!(matches!(
+            decode_frame(&frame, 4),
+            Err(FrameError::TooLarge { len: 5, max: 4 })
+        ));
+    }
+}
