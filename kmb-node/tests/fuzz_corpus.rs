@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use kmb_node::auth::{Challenge, ClusterKey, Hello, Response, Transcript, KEY_SIZE, NONCE_SIZE};
+use kmb_node::core::message::{LogSummary, Vote};
 use kmb_node::core::{snapshot, Body, ClientEntry, ClientTable, Message};
 use kmb_node::entry::{Entry, EntryFields, Operation, HEADER_SIZE};
 use kmb_node::fuzzing;
@@ -203,6 +204,13 @@ fn messages() -> Vec<(&'static str, Body)> {
     let e1 = entry(1, 0xabc, Request::Get { key: "k".into() }.encode());
     let e2 = entry(2, e1.checksum(), b"".to_vec());
     let headers = vec![e1.header, e2.header];
+    let log = LogSummary {
+        op: 2,
+        op_checksum: e2.checksum(),
+        commit: 1,
+        checkpoint_op: 0,
+        headers: headers.clone(),
+    };
     let (kv, clients) = sample_state();
     vec![
         (
@@ -234,26 +242,20 @@ fn messages() -> Vec<(&'static str, Body)> {
             "do_view_change",
             Body::DoViewChange {
                 view: 4,
-                log_view: 3,
-                op: 2,
-                op_checksum: e2.checksum(),
-                commit: 1,
-                checkpoint_op: 0,
-                headers: headers.clone(),
-                bodies: vec![true, false],
-                held_max: 9,
-                never_written: vec![3, 5],
+                vote: Vote {
+                    log_view: 3,
+                    log: log.clone(),
+                    bodies: vec![true, false],
+                    held_max: 9,
+                    never_written: vec![3, 5],
+                },
             },
         ),
         (
             "start_view",
             Body::StartView {
                 view: 4,
-                op: 2,
-                op_checksum: e2.checksum(),
-                commit: 1,
-                checkpoint_op: 0,
-                headers: headers.clone(),
+                log: log.clone(),
             },
         ),
         ("request_start_view", Body::RequestStartView { view: 4 }),
@@ -263,11 +265,7 @@ fn messages() -> Vec<(&'static str, Body)> {
             Body::RecoveryResponse {
                 view: 4,
                 nonce: 12345,
-                op: 2,
-                op_checksum: e2.checksum(),
-                commit: 1,
-                checkpoint_op: 0,
-                headers: headers.clone(),
+                log,
             },
         ),
         (
