@@ -632,17 +632,18 @@ pub fn recovery(data: &[u8]) {
         .map(|slot| {
             let header = read_at(&image, layout.header_offset(slot), HEADER_SIZE as u64);
             let offset = layout.prepare_offset(slot);
-            let prepare = read_at(&image, offset, SECTOR_SIZE).and_then(|first| {
-                match Header::decode(&first[..HEADER_SIZE]) {
-                    Ok(h)
-                        if HEADER_SIZE + h.size as usize > first.len()
-                            && HEADER_SIZE + h.size as usize <= slot_size =>
-                    {
-                        read_at(&image, offset, (HEADER_SIZE + h.size as usize) as u64)
+            let prepare =
+                read_at(&image, offset, SECTOR_SIZE).and_then(|first| {
+                    match Header::decode(&first[..HEADER_SIZE]) {
+                        Ok(h)
+                            if HEADER_SIZE + h.size as usize > first.len()
+                                && HEADER_SIZE + h.size as usize <= slot_size =>
+                        {
+                            read_at(&image, offset, (HEADER_SIZE + h.size as usize) as u64)
+                        }
+                        _ => Some(first),
                     }
-                    _ => Some(first),
-                }
-            });
+                });
             SlotRead { header, prepare }
         })
         .collect();
