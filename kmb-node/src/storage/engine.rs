@@ -245,32 +245,19 @@ impl Storage {
     /// or below `floor` are committed already; an acknowledgement counts toward nothing there.)
     /// For the simulator's durability checker.
     pub fn synced_above(&self, floor: u64) -> u64 {
-        let checkpoint = self.superblock.checkpoint;
-        let mut at = floor.max(checkpoint.op);
-        while at < self.head {
-            let below = if at == checkpoint.op {
-                Some(checkpoint.entry_checksum)
-            } else {
-                self.slots[self.layout.slot_of(at)]
-                    .filter(|h| h.op == at)
-                    .map(|h| h.checksum)
-            };
-            let next = self.slots[self.layout.slot_of(at + 1)];
-            match next {
-                Some(n)
-                    if n.op == at + 1
-                        && (below.is_none() || Some(n.parent) == below)
-                        && !self.pending.iter().any(|p| p.op == at + 1) =>
-                {
-                    at += 1
-                }
-                _ => break,
-            }
-        }
-        at
+        self.walk_chain(floor, true)
     }
 
+    /// [`Storage::durable`]'s walk: up from `from` (a durable, chained op) while the next slot
+    /// holds the next op and links to the entry below it.
     fn chained_head(&self, from: u64) -> u64 {
+        self.walk_chain(from, false)
+    }
+
+    /// Walk up from `from` while the next slot holds the next op, linked to the entry below.
+    /// `synced`: also stop at an op not yet synced, and accept a first step whose entry below
+    /// is not in its slot (the floor is a committed op, not a slot the walk vouches for).
+    fn walk_chain(&self, from: u64, synced: bool) -> u64 {
         let checkpoint = self.superblock.checkpoint;
         let mut at = from.max(checkpoint.op);
         while at < self.head {
@@ -281,10 +268,15 @@ impl Storage {
                     .filter(|h| h.op == at)
                     .map(|h| h.checksum)
             };
-            match self.slots[self.layout.slot_of(at + 1)] {
-                Some(next) if next.op == at + 1 && Some(next.parent) == below => at += 1,
-                _ => break,
+            let Some(next) = self.slots[self.layout.slot_of(at + 1)] else {
+                break;
+            };
+            let linked = below.map_or(synced, |b| next.parent == b);
+            let unsynced = synced && self.pending.iter().any(|p| p.op == at + 1);
+            if next.op != at + 1 || !linked || unsynced {
+                break;
             }
+            at += 1;
         }
         at
     }
