@@ -149,3 +149,20 @@ fn vopr_regression_issue_17_seeds_past_the_tested_range() {
 fn vopr_regression_superblock_copies_one_fault_at_a_time() {
     check(&[38489304829], "every superblock copy rotted at once");
 }
+
+/// Issue 17 soak (seeds 1089485152360 and 299961873473): after cluster-wide power failures,
+/// a backup of view 4 had truncated its view-0 suffix (ops 54, 55) and received view 4's
+/// prepares 65, 66 past the hole it had not yet repaired. A view-only superblock write then
+/// recorded `log_view_head` = 66, so on restart recovery took the truncated view-0 entries
+/// still in slots 54 and 55 for current ones: a chained log of `log_view` 4 contradicting
+/// the committed one, which the next primary chose and halted on. Fixed (storage): every
+/// superblock write records `log_view_head` only over the contiguous run of slots written
+/// by the current log (`Storage::contiguous_head`; unit test
+/// `a_superblock_write_does_not_resurrect_a_truncated_suffix_below_a_hole`).
+#[test]
+fn vopr_regression_truncated_suffix_resurrected_below_a_hole() {
+    check(
+        &[1089485152360, 299961873473],
+        "log_view_head recorded over a hole",
+    );
+}

@@ -403,12 +403,7 @@ impl Storage {
         {
             return Ok(());
         }
-        let mut head = self.log_view_head.max(sb.checkpoint.op);
-        while head < self.head
-            && matches!(self.slots[self.layout.slot_of(head + 1)], Some(h) if h.op == head + 1)
-        {
-            head += 1;
-        }
+        let head = self.contiguous_head();
         if head <= sb.log_view_head {
             return Ok(());
         }
@@ -418,6 +413,22 @@ impl Storage {
             ..sb
         };
         self.publish(next).await
+    }
+
+    /// The `log_view_head` the log supports: up from the recorded one (lowered by any
+    /// truncation since) over the contiguous run of slots that hold, as written by this log,
+    /// the op they should. Not `head`: a slot in a hole above that run may still hold a stale
+    /// entry of a truncated suffix, which a recorded head above it would make current again
+    /// (VOPR seed 1089485152360: a backup that received prepares past a hole recorded its
+    /// head at a view-only superblock write, and recovery resurrected two truncated entries).
+    fn contiguous_head(&self) -> u64 {
+        let mut head = self.log_view_head.max(self.superblock.checkpoint.op);
+        while head < self.head
+            && matches!(self.slots[self.layout.slot_of(head + 1)], Some(h) if h.op == head + 1)
+        {
+            head += 1;
+        }
+        head
     }
 
     /// Discard the log after `op` (a view change installs another suffix). Takes effect
@@ -469,7 +480,7 @@ impl Storage {
             sequence: sb.sequence + 1,
             view,
             log_view,
-            log_view_head: self.log_view_head.max(self.head),
+            log_view_head: self.contiguous_head(),
             ..sb
         };
         self.publish(next).await?;
@@ -619,7 +630,7 @@ impl Storage {
         }
         let next = Superblock {
             sequence: sb.sequence + 1,
-            log_view_head: self.log_view_head.max(self.head),
+            log_view_head: self.contiguous_head(),
             checkpoint: reference,
             ..sb
         };
@@ -966,6 +977,52 @@ mod tests {
             let (_, r) = Storage::open(&path).await.unwrap();
             assert_eq!(r.log, entries[..4].to_vec());
             assert!(r.faulty.is_empty());
+        });
+    }
+
+    /// Goal: a superblock write never records a `log_view_head` above a hole whose slot still
+    /// holds a truncated entry (VOPR seed 1089485152360). A backup truncated a view-1 suffix,
+    /// installed view 2's log and appended view-2 prepares past a hole it had not repaired;
+    /// a later view-only superblock write recorded `log_view_head` = head, so recovery took
+    /// the truncated view-1 entries in the hole for current ones — an intact, chained log
+    /// that contradicts the committed one, and a view change that halted on it.
+    #[test]
+    fn a_superblock_write_does_not_resurrect_a_truncated_suffix_below_a_hole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r1.kmb");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let entries = chain(8);
+            let stale = in_view(&entries, 1, 0xee);
+            let view2 = in_view(&entries, 2, 0xdd);
+            Storage::format(&path, ID, SMALL).await.unwrap();
+            let (mut s, _) = Storage::open(&path).await.unwrap();
+            for e in &entries[..4] {
+                s.append(e).await.unwrap();
+            }
+            // Ops 5 and 6 of a view-1 history, synced, then truncated by view 2.
+            for e in &stale[4..6] {
+                s.append(e).await.unwrap();
+            }
+            s.sync().await.unwrap();
+            s.truncate_after(4).await.unwrap();
+            s.write_superblock(2, 2).await.unwrap();
+            assert_eq!(s.superblock().log_view_head, 4);
+            // View 2's prepares 7 and 8 arrive before 5 and 6 are repaired.
+            s.append(&view2[6]).await.unwrap();
+            s.append(&view2[7]).await.unwrap();
+            s.sync().await.unwrap();
+            // A view change moves the view only.
+            s.write_superblock(3, 2).await.unwrap();
+            assert_eq!(s.superblock().log_view_head, 4, "not over the hole at 5");
+            drop(s);
+            let (_, r) = Storage::open(&path).await.unwrap();
+            assert_eq!(r.log, entries[..4].to_vec(), "no truncated view-1 entry");
+            assert_eq!(r.faulty, vec![5, 6], "7 and 8 are intact, above the hole");
+            assert_eq!(r.never_written, vec![5, 6]);
         });
     }
 
