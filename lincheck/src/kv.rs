@@ -47,11 +47,11 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    check_partitioned, describe_op, CheckOptions, Failure, Model, Operation, PartitionedModel,
-    Verdict,
+    check_subset, describe_op, CheckOptions, Failure, Model, Operation, PartitionedModel, Verdict,
 };
 
 mod ndjson;
+mod ordered;
 
 pub use ndjson::{parse_ndjson, parse_ndjson_with_lines, write_ndjson, OpName, Record, ResultKind};
 
@@ -290,11 +290,73 @@ pub const OP_NUMBER_PARTITION: &str = "(op-number order)";
 /// Checks a kmb history: per-key linearizability, then the op-number checks (real-time
 /// order and replay, which is what checks scans). See the module documentation.
 pub fn check(history: &[KvOp], options: &CheckOptions) -> Verdict {
-    let per_key = check_partitioned(&KvKeyModel, history, options);
+    let per_key = check_keys(history, options);
     if matches!(per_key, Verdict::NotLinearizable(_)) {
         return per_key;
     }
     per_key.and(check_op_numbers(history))
+}
+
+/// Part 1 of [`check`]: every key on its own, in key order, stopping at the first
+/// violation. A key whose completed ops all carry op numbers consistent with real time
+/// is checked in that order, placing only its unknown-outcome ops; any other key gets
+/// the general search.
+pub fn check_keys(history: &[KvOp], options: &CheckOptions) -> Verdict {
+    let mut parts: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, op) in history.iter().enumerate() {
+        if let Some(key) = op.input.key() {
+            parts.entry(key).or_default().push(i);
+        }
+    }
+    let mut verdict = Verdict::Linearizable;
+    for (key, members) in &parts {
+        let v = check_key(history, members, key, options);
+        verdict = verdict.and(v);
+        if matches!(verdict, Verdict::NotLinearizable(_)) {
+            break;
+        }
+    }
+    verdict
+}
+
+fn check_key(history: &[KvOp], members: &[usize], key: &str, options: &CheckOptions) -> Verdict {
+    if let Some(&i) = members
+        .iter()
+        .find(|&&i| history[i].output.is_some() && history[i].ret < history[i].call)
+    {
+        return Verdict::Unknown {
+            reason: format!(
+                "invalid history: op #{i} returns (t={}) before its call (t={})",
+                history[i].ret, history[i].call
+            ),
+        };
+    }
+    match ordered::check_key(history, members, options.step_cap) {
+        ordered::KeyOutcome::Linearizable => Verdict::Linearizable,
+        ordered::KeyOutcome::Violation {
+            prefix,
+            blocked,
+            unknowns,
+        } => Verdict::NotLinearizable(Failure {
+            partition: key.to_string(),
+            op: describe_op(blocked, &history[blocked]),
+            op_index: blocked,
+            reason: format!(
+                "no placement of the key's {unknowns} unknown-outcome ops into the op-number \
+                 order of its completed ops makes this reply legal"
+            ),
+            prefix,
+        }),
+        ordered::KeyOutcome::StepCap => Verdict::Unknown {
+            reason: format!(
+                "partition {key}: step cap of {} reached (op-number order)",
+                options.step_cap
+            ),
+        },
+        ordered::KeyOutcome::NotApplicable => {
+            check_subset(&KvKeyModel, history, members, key, options)
+        }
+    }
 }
 
 fn numbered_failure(history: &[KvOp], prefix: Vec<usize>, index: usize, reason: String) -> Verdict {

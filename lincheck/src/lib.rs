@@ -38,6 +38,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::Hash;
 
+pub mod gen;
 mod hash;
 pub mod jepsen;
 pub mod kv;
@@ -253,7 +254,7 @@ pub fn check_partitioned<M: PartitionedModel>(
     verdict
 }
 
-fn check_subset<M: Model>(
+pub(crate) fn check_subset<M: Model>(
     model: &M,
     history: &[Operation<M::Input, M::Output>],
     members: &[usize],

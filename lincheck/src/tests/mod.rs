@@ -1,6 +1,7 @@
 //! Unit tests.
 
 mod differential;
+mod gen_check;
 mod jepsen_parse;
 mod kv_check;
 mod kv_model;

@@ -1,0 +1,556 @@
+//! The per-key check in op-number order.
+//!
+//! When every completed operation on a key carries an op number and those numbers
+//! respect real time, the completed operations already have the server's total order:
+//! only the unknown-outcome operations remain to be placed. The check walks the key's
+//! completed operations in op-number order and keeps the **frontier**: every
+//! (value, unknown ops used so far) that some placement of unknown ops reaches, pruned
+//! by dominance (same value, fewer unknown ops used). Before each completed op, unknown
+//! ops that may already take effect there are applied (a bounded breadth-first closure),
+//! and the completed op keeps only the states from which its reply is legal.
+//!
+//! Unknown ops with equal inputs are interchangeable, so they are grouped into
+//! **classes** and a state counts how many of each class it used. An unknown op `u`
+//! may be placed before the completed op at position `p` iff every completed op that
+//! returned before `u` was called sits before `p`; once allowed it stays allowed, so at
+//! each position a class has a number of available members and a state may use at most
+//! that many.
+//!
+//! Why this is exact (no false "linearizable", and no violation that a placement of
+//! unknown ops into the op-number order would avoid):
+//!
+//! * A surviving state is a witness: the completed ops in op-number order (which
+//!   respects real time, checked first), with the used unknown ops placed where they
+//!   were allowed. That is a linearization of the key's history.
+//! * Every kv operation, when its reply is legal, either leaves the value unchanged
+//!   (get, a failed cas, `del` of an absent key, an `incrby` error) or sets a value that
+//!   does not depend on the one before (set, a successful cas, `del`, an `incrby` with a
+//!   known result). So a closure state from which the next op is already legal needs no
+//!   further unknown ops before it: the same ops can follow it instead (read-only), or
+//!   they only cost unknown ops for the same result (blind write).
+//! * Within one position, a set or del is only tried as the first unknown op (one
+//!   after other unknown ops would make them useless); increments commute, and when
+//!   only increments remain, values the next op cannot accept from any reachable sum
+//!   are not expanded.
+//! * A state `a` dominates `b` (same value) if `a` used no more of every class than
+//!   `b`, or if the increments `a` used beyond `b` can be replaced one by one by
+//!   disjoint groups of the increments `b` used beyond `a` with the same sums (e.g. one
+//!   `+2` for two `+1`): those are all available already, so any continuation of `b`
+//!   is open to `a`.
+//!
+//! A key whose completed ops lack an op number, or whose op numbers contradict real
+//! time, or whose frontier grows beyond [`MAX_FRONTIER`] states, is left to the general
+//! search (and the op-number checks report the latter).
+
+use std::collections::{HashMap, HashSet};
+
+use super::{apply_key, parse_canonical_int, Effect, KvInput, KvOp, KvOutput};
+
+/// The result for one key.
+pub(crate) enum KeyOutcome {
+    /// A placement of the unknown ops works.
+    Linearizable,
+    /// No placement works: after the completed ops `prefix` (history indices, op-number
+    /// order), the op `blocked` cannot return its reply.
+    Violation {
+        prefix: Vec<usize>,
+        blocked: usize,
+        unknowns: usize,
+    },
+    /// More than `step_cap` states were expanded.
+    StepCap,
+    /// The op-number order cannot be used for this key.
+    NotApplicable,
+}
+
+/// Beyond this many frontier states the key goes to the general search.
+const MAX_FRONTIER: usize = 256;
+
+enum Stop {
+    StepCap,
+    TooWide,
+}
+
+/// Units used per class, sorted by class.
+type Used = Vec<(u32, u32)>;
+
+#[derive(Clone, PartialEq, Eq)]
+struct St {
+    val: u32,
+    used: Used,
+    /// Set once an unknown op was applied at the current position: only increments and
+    /// cas ops may follow (a set or del would make the ops before it useless).
+    incr_phase: bool,
+}
+
+struct Class {
+    input: KvInput,
+    /// `Some(delta)` for an increment.
+    incr: Option<i64>,
+    cas: bool,
+}
+
+struct Values {
+    ids: HashMap<Option<String>, u32>,
+    vals: Vec<Option<String>>,
+    /// Values some op on the key can tell apart (see [`anonymous_values`]).
+    observed: HashSet<String>,
+    /// The stand-in for every other non-integer value.
+    anon: String,
+}
+
+impl Values {
+    fn canon(&self, v: &str) -> bool {
+        parse_canonical_int(v).is_none() && !self.observed.contains(v)
+    }
+
+    fn intern(&mut self, mut v: Option<String>) -> u32 {
+        if v.as_deref().is_some_and(|s| self.canon(s)) {
+            v = Some(self.anon.clone());
+        }
+        if let Some(&id) = self.ids.get(&v) {
+            return id;
+        }
+        let id = self.vals.len() as u32;
+        self.vals.push(v.clone());
+        self.ids.insert(v, id);
+        id
+    }
+
+    fn get(&self, id: u32) -> Option<&str> {
+        self.vals[id as usize].as_deref()
+    }
+}
+
+fn used_of(used: &Used, class: u32) -> u32 {
+    match used.binary_search_by_key(&class, |&(c, _)| c) {
+        Ok(i) => used[i].1,
+        Err(_) => 0,
+    }
+}
+
+fn add_unit(used: &Used, class: u32) -> Used {
+    let mut out = used.clone();
+    match out.binary_search_by_key(&class, |&(c, _)| c) {
+        Ok(i) => out[i].1 += 1,
+        Err(i) => out.insert(i, (class, 1)),
+    }
+    out
+}
+
+/// What the next completed op needs from the value before it, for pruning.
+enum Need {
+    /// One of these values exactly.
+    Exact(Vec<Option<String>>),
+    /// Something else (checked by stepping).
+    Other,
+}
+
+fn need_of(input: &KvInput, output: &KvOutput) -> Need {
+    match (input, output) {
+        (KvInput::Get { .. }, KvOutput::Value(v)) => Need::Exact(vec![v.clone()]),
+        (KvInput::IncrBy { delta, .. }, KvOutput::Int(n)) => match n.checked_sub(*delta) {
+            Some(0) => Need::Exact(vec![Some("0".to_string()), None]),
+            Some(b) => Need::Exact(vec![Some(b.to_string())]),
+            None => Need::Exact(Vec::new()),
+        },
+        (KvInput::Cas { expected, .. }, KvOutput::Swapped(true)) => {
+            Need::Exact(vec![expected.clone()])
+        }
+        (KvInput::Del { .. }, KvOutput::Deleted(0)) => Need::Exact(vec![None]),
+        _ => Need::Other,
+    }
+}
+
+struct Checker<'h> {
+    history: &'h [KvOp],
+    classes: Vec<Class>,
+    /// Available members per class at the current position.
+    avail: Vec<u32>,
+    /// Classes with at least one available member, in order of first availability.
+    active: Vec<u32>,
+    values: Values,
+    steps: u64,
+    step_cap: u64,
+}
+
+impl Checker<'_> {
+    fn free(&self, st: &St, class: u32) -> u32 {
+        self.avail[class as usize] - used_of(&st.used, class)
+    }
+
+    /// `a` dominates `b`: any continuation of `b` is open to `a`.
+    fn dominates(&self, a: &St, b: &St) -> bool {
+        if a.val != b.val || (a.incr_phase && !b.incr_phase) {
+            return false;
+        }
+        // Units `a` used beyond `b` (x) and `b` used beyond `a` (y).
+        let mut x: Vec<i64> = Vec::new();
+        let mut y: Vec<i64> = Vec::new();
+        let (mut i, mut j) = (0, 0);
+        let limit = 64;
+        loop {
+            let (ca, na) = a.used.get(i).copied().unwrap_or((u32::MAX, 0));
+            let (cb, nb) = b.used.get(j).copied().unwrap_or((u32::MAX, 0));
+            if ca == u32::MAX && cb == u32::MAX {
+                break;
+            }
+            let (class, ua, ub) = if ca == cb {
+                i += 1;
+                j += 1;
+                (ca, na, nb)
+            } else if ca < cb {
+                i += 1;
+                (ca, na, 0)
+            } else {
+                j += 1;
+                (cb, 0, nb)
+            };
+            if ua > ub {
+                // `a` spent more of this class: only replaceable increments.
+                let Some(d) = self.classes[class as usize].incr else {
+                    return false;
+                };
+                if x.len() + (ua - ub) as usize > limit {
+                    return false;
+                }
+                x.extend(std::iter::repeat_n(d, (ua - ub) as usize));
+            } else if ub > ua {
+                if let Some(d) = self.classes[class as usize].incr {
+                    let n = ((ub - ua) as usize).min(limit);
+                    y.extend(std::iter::repeat_n(d, n));
+                }
+            }
+        }
+        if x.is_empty() {
+            return true;
+        }
+        if y.len() > limit
+            || !(x.iter().chain(&y).all(|&d| d > 0) || x.iter().chain(&y).all(|&d| d < 0))
+        {
+            return false;
+        }
+        let total = |v: &[i64]| v.iter().map(|d| d.unsigned_abs()).sum::<u64>();
+        if total(&x) > total(&y) {
+            return false;
+        }
+        // Greedy first fit, largest units first: a sufficient test (a failed cover
+        // only keeps a state that might have been dropped).
+        x.sort_unstable_by_key(|d| std::cmp::Reverse(d.abs()));
+        y.sort_unstable_by_key(|d| std::cmp::Reverse(d.abs()));
+        let mut taken = vec![false; y.len()];
+        x.iter().all(|&want| {
+            let mut need = want.abs();
+            for (j, &d) in y.iter().enumerate() {
+                if need == 0 {
+                    break;
+                }
+                if !taken[j] && d.abs() <= need {
+                    taken[j] = true;
+                    need -= d.abs();
+                }
+            }
+            need == 0
+        })
+    }
+
+    /// Inserts `st` into `set` unless dominated; drops the states it dominates.
+    fn insert(&self, set: &mut Vec<St>, st: St) -> bool {
+        if set.iter().any(|s| self.dominates(s, &st)) {
+            return false;
+        }
+        set.retain(|s| !self.dominates(&st, s));
+        set.push(st);
+        true
+    }
+
+    /// Whether a state in the increment phase (or with only increment classes left)
+    /// can still reach a value in `targets`.
+    fn may_reach(&self, st: &St, targets: &[Option<String>]) -> bool {
+        let mut lo: i128 = 0;
+        let mut hi: i128 = 0;
+        for &c in &self.active {
+            let class = &self.classes[c as usize];
+            let free = i128::from(self.free(st, c));
+            if free == 0 {
+                continue;
+            }
+            match class.incr {
+                Some(d) if d >= 0 => hi += free * i128::from(d),
+                Some(d) => lo += free * i128::from(d),
+                None if class.cas && st.incr_phase => return true,
+                None if !st.incr_phase => return true,
+                None => {}
+            }
+        }
+        let base = match self.values.get(st.val) {
+            None => 0,
+            Some(s) => match parse_canonical_int(s) {
+                Some(n) => n,
+                // Increments cannot change a non-integer value.
+                None => return false,
+            },
+        };
+        let (lo, hi) = (i128::from(base) + lo, i128::from(base) + hi);
+        if lo < i128::from(i64::MIN) || hi > i128::from(i64::MAX) {
+            return true; // overflow errors are possible: do not prune
+        }
+        targets.iter().any(|t| {
+            t.as_deref()
+                .and_then(parse_canonical_int)
+                .is_some_and(|n| (lo..=hi).contains(&i128::from(n)))
+        })
+    }
+
+    /// Steps the completed op from the value `val`: the next value if its reply is
+    /// legal there.
+    fn step(&mut self, val: u32, input: &KvInput, output: &KvOutput) -> Option<u32> {
+        let (out, effect) = apply_key(self.values.get(val), input);
+        if out != *output {
+            return None;
+        }
+        Some(match effect {
+            Effect::Keep => val,
+            Effect::Put(v) => self.values.intern(Some(v)),
+            Effect::Remove => self.values.intern(None),
+        })
+    }
+
+    /// The frontier after completed op `c`, from the frontier before its position.
+    fn advance(&mut self, frontier: Vec<St>, c: usize) -> Result<Vec<St>, Stop> {
+        let history = self.history;
+        let op = &history[c];
+        let Some(reply) = &op.output else {
+            return Ok(Vec::new());
+        };
+        let (input, output) = (&op.input, &reply.output);
+        let need = need_of(input, output);
+        let mut next: Vec<St> = Vec::new();
+        let mut seen: HashMap<u32, Vec<St>> = HashMap::new();
+        let mut queue: Vec<St> = Vec::new();
+        for st in frontier {
+            seen.entry(st.val).or_default().push(st.clone());
+            queue.push(st);
+        }
+        let mut head = 0;
+        while head < queue.len() {
+            let st = queue[head].clone();
+            head += 1;
+            self.steps += 1;
+            if self.steps > self.step_cap {
+                return Err(Stop::StepCap);
+            }
+            if queue.len() > MAX_FRONTIER * 16 {
+                return Err(Stop::TooWide);
+            }
+            if let Some(v) = self.step(st.val, input, output) {
+                let after = St {
+                    val: v,
+                    used: st.used,
+                    incr_phase: false,
+                };
+                self.insert(&mut next, after);
+                continue;
+            }
+            if let Need::Exact(targets) = &need {
+                let only_incr = st.incr_phase
+                    || self.active.iter().all(|&k| {
+                        self.classes[k as usize].incr.is_some() || self.free(&st, k) == 0
+                    });
+                if only_incr && !self.may_reach(&st, targets) {
+                    continue;
+                }
+            }
+            for idx in 0..self.active.len() {
+                let k = self.active[idx];
+                if self.free(&st, k) == 0 {
+                    continue;
+                }
+                let class = &self.classes[k as usize];
+                if st.incr_phase && class.incr.is_none() && !class.cas {
+                    continue;
+                }
+                let (_, effect) = apply_key(self.values.get(st.val), &class.input);
+                let val = match effect {
+                    Effect::Keep => continue, // no change: dominated by not applying it
+                    Effect::Put(v) => self.values.intern(Some(v)),
+                    Effect::Remove => self.values.intern(None),
+                };
+                if val == st.val {
+                    continue;
+                }
+                let new = St {
+                    val,
+                    used: add_unit(&st.used, k),
+                    incr_phase: true,
+                };
+                let bucket = seen.remove(&val).unwrap_or_default();
+                let mut bucket = bucket;
+                let inserted = self.insert(&mut bucket, new.clone());
+                seen.insert(val, bucket);
+                if inserted {
+                    queue.push(new);
+                }
+            }
+        }
+        Ok(next)
+    }
+}
+
+impl Values {
+    fn canonical_input(&self, input: &KvInput) -> KvInput {
+        let mut input = input.clone();
+        if let KvInput::Set { value, .. } | KvInput::Cas { new: value, .. } = &mut input {
+            if self.canon(value) {
+                value.clone_from(&self.anon);
+            }
+        }
+        input
+    }
+}
+
+/// Non-integer values that no completed op on the key returns or compares against, and
+/// no unknown cas expects, behave the same under every op on the key (gets and cas ops
+/// compare against observed values only, del only asks presence, incrby fails on any
+/// of them, set ignores them): they are all replaced by one stand-in, and unknown ops
+/// writing them fall into one class. Without this, unknown writes that never took
+/// effect would each be a class of their own and multiply the frontier.
+fn anonymous_values(history: &[KvOp], order: &[usize], unknown: &[usize]) -> Values {
+    let mut observed: HashSet<String> = HashSet::new();
+    for &i in order.iter().chain(unknown) {
+        let op = &history[i];
+        if let KvInput::Cas {
+            expected: Some(e), ..
+        } = &op.input
+        {
+            observed.insert(e.clone());
+        }
+        if let Some(KvOutput::Value(Some(v))) = op.output.as_ref().map(|r| &r.output) {
+            observed.insert(v.clone());
+        }
+    }
+    let mut anon = "\u{1}unobserved".to_string();
+    while observed.contains(&anon) {
+        anon.push('_');
+    }
+    Values {
+        ids: HashMap::new(),
+        vals: Vec::new(),
+        observed,
+        anon,
+    }
+}
+
+/// Checks one key (`members` index `history`, all single-key ops on the key).
+pub(crate) fn check_key(history: &[KvOp], members: &[usize], step_cap: u64) -> KeyOutcome {
+    // Completed ops in op-number order.
+    let mut completed: Vec<(u64, usize)> = Vec::new();
+    let mut unknown: Vec<usize> = Vec::new();
+    for &i in members {
+        match &history[i].output {
+            Some(reply) => match reply.op_number {
+                Some(n) => completed.push((n, i)),
+                None => return KeyOutcome::NotApplicable,
+            },
+            None => unknown.push(i),
+        }
+    }
+    completed.sort_unstable();
+    if completed.windows(2).any(|w| w[0].0 == w[1].0) {
+        return KeyOutcome::NotApplicable;
+    }
+    let order: Vec<usize> = completed.iter().map(|&(_, i)| i).collect();
+    // Real time: no op may return before an op ordered earlier was called.
+    let mut max_call = 0;
+    for (p, &i) in order.iter().enumerate() {
+        if p > 0 && history[i].ret < max_call {
+            return KeyOutcome::NotApplicable;
+        }
+        max_call = max_call.max(history[i].call);
+    }
+
+    // Earliest position of each unknown op: after every completed op that returned
+    // before its call.
+    let mut by_ret: Vec<(u64, usize)> = order
+        .iter()
+        .enumerate()
+        .map(|(p, &i)| (history[i].ret, p))
+        .collect();
+    by_ret.sort_unstable();
+    let mut prefix_max: Vec<usize> = Vec::with_capacity(by_ret.len());
+    let mut m = 0;
+    for &(_, p) in &by_ret {
+        m = m.max(p + 1);
+        prefix_max.push(m);
+    }
+    let values = anonymous_values(history, &order, &unknown);
+    let mut class_of: HashMap<KvInput, u32> = HashMap::new();
+    let mut classes: Vec<Class> = Vec::new();
+    let mut events: Vec<(usize, u32)> = Vec::new();
+    for &u in &unknown {
+        let input = &values.canonical_input(&history[u].input);
+        if !input.may_write() {
+            continue; // an unknown read changes nothing
+        }
+        let n = by_ret.partition_point(|&(r, _)| r < history[u].call);
+        let earliest = if n == 0 { 0 } else { prefix_max[n - 1] };
+        let k = *class_of.entry(input.clone()).or_insert_with(|| {
+            classes.push(Class {
+                input: input.clone(),
+                incr: match input {
+                    KvInput::IncrBy { delta, .. } => Some(*delta),
+                    _ => None,
+                },
+                cas: matches!(input, KvInput::Cas { .. }),
+            });
+            (classes.len() - 1) as u32
+        });
+        events.push((earliest, k));
+    }
+    events.sort_unstable();
+
+    let mut checker = Checker {
+        history,
+        avail: vec![0; classes.len()],
+        classes,
+        active: Vec::new(),
+        values,
+        steps: 0,
+        step_cap,
+    };
+    let init = checker.values.intern(None);
+    let mut frontier = vec![St {
+        val: init,
+        used: Vec::new(),
+        incr_phase: false,
+    }];
+    let mut ev = 0;
+    for (p, &c) in order.iter().enumerate() {
+        while ev < events.len() && events[ev].0 <= p {
+            let k = events[ev].1;
+            if checker.avail[k as usize] == 0 {
+                checker.active.push(k);
+            }
+            checker.avail[k as usize] += 1;
+            ev += 1;
+        }
+        frontier = match checker.advance(frontier, c) {
+            Ok(f) => f,
+            Err(Stop::StepCap) => return KeyOutcome::StepCap,
+            Err(Stop::TooWide) => return KeyOutcome::NotApplicable,
+        };
+        if frontier.len() > MAX_FRONTIER {
+            // Many incomparable ways to have used unknown writes (e.g. which one made
+            // the key present for a del): leave the key to the general search.
+            return KeyOutcome::NotApplicable;
+        }
+        if frontier.is_empty() {
+            return KeyOutcome::Violation {
+                prefix: order[..p].to_vec(),
+                blocked: c,
+                unknowns: unknown.len(),
+            };
+        }
+    }
+    KeyOutcome::Linearizable
+}
