@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use crate::core::{Replica, Status};
-use crate::entry::{Checksum, Entry};
+use crate::entry::{Checksum, Entry, View};
 pub use crate::storage::RecoveryReport;
 use sim_runtime::time::Instant;
 
@@ -15,9 +15,9 @@ use sim_runtime::time::Instant;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Happening {
     Started,
-    ViewChangeStarted { view: u32 },
-    ViewInstalled { view: u32, primary: u8 },
-    Recovering { view: u32 },
+    ViewChangeStarted { view: View },
+    ViewInstalled { view: View, primary: u8 },
+    Recovering { view: View },
     Commit { op: u64, checksum: Checksum },
     StateTransfer { from_op: u64, to_op: u64 },
     Halted { reason: String },
@@ -26,8 +26,8 @@ pub enum Happening {
 /// One replica's published state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplicaState {
-    pub view: u32,
-    pub log_view: u32,
+    pub view: View,
+    pub log_view: View,
     pub status: String,
     pub primary: bool,
     pub op: u64,
@@ -40,7 +40,7 @@ pub struct ReplicaState {
     /// Times this replica started (incarnations).
     pub starts: u64,
     /// (op, view, log_view, checkpoint_op, commit) when `log` was last rebuilt.
-    pub log_shape: Option<(u64, u32, u32, u64, u64)>,
+    pub log_shape: Option<(u64, View, View, u64, u64)>,
 }
 
 /// Everything published in this simulation.
@@ -76,7 +76,7 @@ pub struct Registry {
     /// Per replica, for each start in order: what storage recovery reported.
     pub recovery_reports: BTreeMap<u8, Vec<RecoveryReport>>,
     /// Per replica, for each start in order: the highest view it sent a DoViewChange for.
-    pub votes: BTreeMap<u8, Vec<u32>>,
+    pub votes: BTreeMap<u8, Vec<View>>,
 }
 
 /// Bound on recorded happenings per simulation.
@@ -244,7 +244,7 @@ pub fn durable(replica: u8, op: u64) {
 }
 
 /// Record that the current incarnation sent a DoViewChange for `view` (a vote).
-pub fn voted(replica: u8, view: u32) {
+pub fn voted(replica: u8, view: View) {
     REGISTRY.with(|r| {
         if let Some(last) = r.borrow_mut().votes.entry(replica).or_default().last_mut() {
             *last = (*last).max(view);
@@ -255,7 +255,7 @@ pub fn voted(replica: u8, view: u32) {
 /// Record what storage recovery reported at this start.
 pub fn recovery_report(
     replica: u8,
-    view: u32,
+    view: View,
     checkpoint_op: u64,
     present: Vec<u64>,
     faulty: Vec<u64>,
