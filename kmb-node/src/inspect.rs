@@ -15,12 +15,32 @@ use sim_runtime::time::Instant;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Happening {
     Started,
-    ViewChangeStarted { view: View },
-    ViewInstalled { view: View, primary: u8 },
-    Recovering { view: View },
-    Commit { op: u64, checksum: Checksum },
-    StateTransfer { from_op: u64, to_op: u64 },
-    Halted { reason: String },
+    ViewChangeStarted {
+        view: View,
+    },
+    ViewInstalled {
+        view: View,
+        primary: u8,
+    },
+    Recovering {
+        view: View,
+    },
+    Commit {
+        op: u64,
+        checksum: Checksum,
+    },
+    StateTransfer {
+        from_op: u64,
+        to_op: u64,
+    },
+    Halted {
+        reason: String,
+    },
+    /// A simulated buggy peer rewrote the view of a message it sent ([`BuggyViews`]).
+    BuggyView {
+        from: View,
+        to: View,
+    },
 }
 
 /// One replica's published state.
@@ -90,6 +110,57 @@ fn happen(r: &mut Registry, replica: u8, what: Happening) {
 
 thread_local! {
     static REGISTRY: RefCell<Registry> = RefCell::new(Registry::default());
+    static BUGGY_VIEWS: std::cell::Cell<Option<BuggyViews>> = const { std::cell::Cell::new(None) };
+}
+
+/// A simulated buggy (authenticated) peer (issue 13): `replica` rewrites the view of its next
+/// `count` StartViewChange messages, after the core made them and before they are sealed, to
+/// a view near the largest a message may name (`near_limit`) or to the largest jump a
+/// receiver follows (`core::VIEW_JUMP_MAX` above the real one). Either must leave a healed
+/// cluster able to elect a primary. Set per simulation by the VOPR (`Swarm::buggy_views`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BuggyViews {
+    pub replica: u8,
+    pub count: u32,
+    pub near_limit: bool,
+}
+
+/// Select this simulation's buggy peer (`None`: every peer is correct).
+pub fn set_buggy_views(buggy: Option<BuggyViews>) {
+    BUGGY_VIEWS.with(|b| b.set(buggy));
+}
+
+/// The view a buggy peer puts in place of `view` (see [`BuggyViews`]).
+fn buggy_view_for(view: View, near_limit: bool) -> View {
+    if near_limit {
+        crate::core::VIEW_MAX - 3
+    } else {
+        view + crate::core::VIEW_JUMP_MAX
+    }
+}
+
+/// Called by the node for every message it is about to send: if this replica is the buggy
+/// peer and has rewrites left, a StartViewChange's view is replaced (and recorded).
+pub fn buggy_view(replica: u8, body: &mut crate::core::Body) {
+    let Some(mut buggy) = BUGGY_VIEWS.with(|b| b.get()) else {
+        return;
+    };
+    if buggy.replica != replica || buggy.count == 0 {
+        return;
+    }
+    if let crate::core::Body::StartViewChange { view } = body {
+        let to = buggy_view_for(*view, buggy.near_limit);
+        REGISTRY.with(|r| {
+            happen(
+                &mut r.borrow_mut(),
+                replica,
+                Happening::BuggyView { from: *view, to },
+            )
+        });
+        *view = to;
+        buggy.count -= 1;
+        BUGGY_VIEWS.with(|b| b.set(Some(buggy)));
+    }
 }
 
 /// Publish `replica`'s state.

@@ -121,13 +121,13 @@ pub struct Replica {
 
 /// Views and op numbers in messages are bounded far below overflow, so that no arithmetic on
 /// them (`view + 1`, `op + 1`, `checkpoint + slot_count`) can overflow.
-const VIEW_MAX: View = View::MAX / 2;
+pub(crate) const VIEW_MAX: View = View::MAX / 2;
 /// How far past this replica's view one message may name a view (issue 13: a single message
 /// naming a view near the limit, from a buggy peer, used to leave every later view change
 /// past the limit — no primary ever again). Honest views grow by one per view-change timeout:
 /// 2^32 of them take 68 years at two a second, so no honest replica is ever refused; a
 /// runaway peer must get 2^31 successive jumps accepted before `VIEW_MAX` is reached.
-pub(super) const VIEW_JUMP_MAX: View = 1 << 32;
+pub(crate) const VIEW_JUMP_MAX: View = 1 << 32;
 const OP_MAX: u64 = 1 << 60;
 
 fn numbers_in_range(body: &Body) -> bool {

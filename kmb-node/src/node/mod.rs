@@ -433,6 +433,12 @@ impl Driver {
                 match effect {
                     Effect::Send { to, message } => {
                         #[cfg(madsim)]
+                        let message = {
+                            let mut message = message;
+                            crate::inspect::buggy_view(self.me, &mut message.body);
+                            message
+                        };
+                        #[cfg(madsim)]
                         match &message.body {
                             crate::core::Body::DoViewChange { view, .. } => {
                                 crate::inspect::voted(self.me, *view)
