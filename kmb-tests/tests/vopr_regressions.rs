@@ -166,3 +166,19 @@ fn vopr_regression_truncated_suffix_resurrected_below_a_hole() {
         "log_view_head recorded over a hole",
     );
 }
+
+/// Issue 17 soak (seed 1063603349953, 3 replicas, power failures during syncs): the chosen
+/// log (log_view 5) had holes at ops 104–106 between view-5 entries; op 104 was intact only
+/// on a replica with log_view 3, and no replica held 105 or 106. The primary-elect knew
+/// neither checksum, so it could repair nothing and nack nothing: views climbed for 30 s
+/// after the heal. Fixed (core, `nack.rs`): holes between entries of one view are filled from
+/// any DVC's header of that view, and an op of unknown checksum is nacked by the proofs that
+/// hold for any entry (unit test
+/// `nack_adopts_same_view_header_and_truncates_past_an_unknown_op_exact_effects`).
+#[test]
+fn vopr_regression_same_view_hole_and_unknown_op_nacked() {
+    check(
+        &[1063603349953],
+        "hole between same-view entries, unknown op",
+    );
+}
