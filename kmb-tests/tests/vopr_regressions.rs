@@ -182,3 +182,16 @@ fn vopr_regression_same_view_hole_and_unknown_op_nacked() {
         "hole between same-view entries, unknown op",
     );
 }
+
+/// Issue 13/17 soak (seeds 764598860028, 764598862108, buggy-peer fault): with messages
+/// naming a view more than `VIEW_JUMP_MAX` ahead simply dropped, a replica that buggy jumps
+/// had left more than 2^32 views away from the others (ahead or behind) could never follow
+/// or be followed — excluded for good. Fixed (core): such a message starts a view change to
+/// the furthest view allowed instead (test `a_message_may_not_jump_the_view_past_the_bound`).
+#[test]
+fn vopr_regression_view_jump_clamped_not_dropped() {
+    check(
+        &[764598860028, 764598862108],
+        "replica excluded by the view jump bound",
+    );
+}

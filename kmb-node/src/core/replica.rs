@@ -122,11 +122,13 @@ pub struct Replica {
 /// Views and op numbers in messages are bounded far below overflow, so that no arithmetic on
 /// them (`view + 1`, `op + 1`, `checkpoint + slot_count`) can overflow.
 pub(crate) const VIEW_MAX: View = View::MAX / 2;
-/// How far past this replica's view one message may name a view (issue 13: a single message
+/// How far past this replica's view one message may move it (issue 13: a single message
 /// naming a view near the limit, from a buggy peer, used to leave every later view change
-/// past the limit — no primary ever again). Honest views grow by one per view-change timeout:
-/// 2^32 of them take 68 years at two a second, so no honest replica is ever refused; a
-/// runaway peer must get 2^31 successive jumps accepted before `VIEW_MAX` is reached.
+/// past the limit — no primary ever again). A message naming a view further ahead is not
+/// acted on; the replica starts a view change to its view + `VIEW_JUMP_MAX` instead. Honest
+/// views grow by one per view-change timeout: 2^32 of them take 68 years at two a second,
+/// so no honest message is ever clamped; a runaway peer needs 2^31 successive clamped jumps
+/// before `VIEW_MAX` is reached.
 pub(crate) const VIEW_JUMP_MAX: View = 1 << 32;
 const OP_MAX: u64 = 1 << 60;
 
@@ -398,9 +400,20 @@ impl Replica {
             || from >= self.config.replica_count
             || from == self.config.replica
             || !numbers_in_range(&message.body)
-            || view_of(&message.body)
-                .is_some_and(|v| v > self.view.max(self.superblock.0) + VIEW_JUMP_MAX)
         {
+            return;
+        }
+        let jump_max = self.view.max(self.superblock.0) + VIEW_JUMP_MAX;
+        if view_of(&message.body).is_some_and(|v| v > jump_max) {
+            // Too far ahead to follow in one step. Not simply dropped: a replica that some
+            // earlier jump put more than `VIEW_JUMP_MAX` ahead of the rest would then never
+            // be followed, nor ever come back (views never decrease) — excluded for good
+            // (VOPR seed 764598860028). Instead start a view change to the furthest view
+            // allowed: any replica may start any higher view, and repeated messages bring the
+            // cluster within reach of the sender's view.
+            if self.status != Status::Recovering && jump_max > self.view {
+                self.start_view_change(jump_max);
+            }
             return;
         }
         match message.body {
