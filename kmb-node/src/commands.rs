@@ -681,9 +681,8 @@ pub fn parse(args: &[Vec<u8>]) -> Result<Command, Value> {
         "WAIT" => {
             arity(2)?;
             parse_i64(&rest[0]).ok_or_else(not_integer)?;
-            let timeout = parse_i64(&rest[1]).ok_or_else(|| {
-                Value::err("timeout is not an integer or out of range")
-            })?;
+            let timeout = parse_i64(&rest[1])
+                .ok_or_else(|| Value::err("timeout is not an integer or out of range"))?;
             if timeout < 0 {
                 return Err(Value::err("timeout is negative"));
             }
@@ -695,11 +694,11 @@ pub fn parse(args: &[Vec<u8>]) -> Result<Command, Value> {
         "WATCH" => at_least(1).and_then(|_| conn(Conn::Watch)),
         "UNWATCH" => arity(0).and_then(|_| conn(Conn::Unwatch)),
         // Planned (issue 14): a clear error until they are implemented.
-        "MGET" | "MSET" | "MSETNX" | "GETSET" | "GETDEL" | "GETEX" | "APPEND"
-        | "INCRBYFLOAT" | "SETEX" | "PSETEX" | "EXPIRE" | "PEXPIRE" | "EXPIREAT"
-        | "PEXPIREAT" | "EXPIRETIME" | "PEXPIRETIME" | "TTL" | "PTTL" | "PERSIST" | "SCAN"
-        | "KEYS" | "FLUSHDB" | "FLUSHALL" | "RANDOMKEY" | "RENAME" | "RENAMENX" | "COPY"
-        | "GETRANGE" | "SETRANGE" | "SUBSTR" | "LCS" | "TOUCH" => Err(not_yet(&name)),
+        "MGET" | "MSET" | "MSETNX" | "GETSET" | "GETDEL" | "GETEX" | "APPEND" | "INCRBYFLOAT"
+        | "SETEX" | "PSETEX" | "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" | "EXPIRETIME"
+        | "PEXPIRETIME" | "TTL" | "PTTL" | "PERSIST" | "SCAN" | "KEYS" | "FLUSHDB" | "FLUSHALL"
+        | "RANDOMKEY" | "RENAME" | "RENAMENX" | "COPY" | "GETRANGE" | "SETRANGE" | "SUBSTR"
+        | "LCS" | "TOUCH" => Err(not_yet(&name)),
         _ => Err(unknown_command(args)),
     }
 }
@@ -745,6 +744,7 @@ mod tests {
             Ok(Command::Kv {
                 session: None,
                 request,
+                shape: Shape::Plain,
             }) => request,
             other => panic!("{s}: {other:?}"),
         };
@@ -799,7 +799,15 @@ mod tests {
     /// Goal: unknown commands, wrong arity and non-integers get Redis-style errors.
     #[test]
     fn parse_errors_are_redis_style() {
-        assert!(error_of("FLUSHALL x").starts_with("ERR unknown command 'FLUSHALL'"));
+        assert_eq!(
+            error_of("SUBSCRIBE a b"),
+            "ERR unknown command 'SUBSCRIBE', with args beginning with: 'a' 'b' "
+        );
+        assert_eq!(
+            error_of("EVAL"),
+            "ERR unknown command 'EVAL', with args beginning with: "
+        );
+        assert!(error_of("FLUSHALL").contains("not supported yet"));
         assert_eq!(
             error_of("SET k"),
             "ERR wrong number of arguments for 'set' command"
@@ -833,7 +841,8 @@ mod tests {
             parse(&args("KMB.REQ 77 3 DEL k")),
             Ok(Command::Kv {
                 session: Some((77, 3)),
-                request: Request::Del { key: b"k".to_vec() }
+                request: Request::Del { key: b"k".to_vec() },
+                shape: Shape::Plain,
             })
         );
     }
@@ -865,6 +874,185 @@ mod tests {
         assert_eq!(
             reply_value(&kv::Reply::Error("value is not an integer".into())),
             Value::err("value is not an integer or out of range")
+        );
+    }
+    fn conn_of(s: &str) -> Conn {
+        match parse(&args(s)) {
+            Ok(Command::Conn(c)) => c,
+            other => panic!("{s}: expected a connection command, got {other:?}"),
+        }
+    }
+
+    fn shaped(s: &str) -> (Request, Shape) {
+        match parse(&args(s)) {
+            Ok(Command::Kv {
+                session: None,
+                request,
+                shape,
+            }) => (request, shape),
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    /// Goal: the one-key commands read or write through an existing request, shaped.
+    #[test]
+    fn parse_shaped_keyspace_commands() {
+        let get = Request::Get { key: b"k".to_vec() };
+        assert_eq!(shaped("EXISTS k"), (get.clone(), Shape::Exists));
+        assert_eq!(shaped("strlen k"), (get.clone(), Shape::Strlen));
+        assert_eq!(shaped("TYPE k"), (get, Shape::Type));
+        let absent = Request::Cas {
+            key: b"k".to_vec(),
+            expected: None,
+            new: b"v".to_vec(),
+        };
+        assert_eq!(shaped("SETNX k v"), (absent.clone(), Shape::Plain));
+        assert_eq!(shaped("SET k v NX"), (absent.clone(), Shape::SetNx));
+        assert_eq!(shaped("SET k v nx NX"), (absent, Shape::SetNx));
+        assert_eq!(
+            shaped("UNLINK k"),
+            (Request::Del { key: b"k".to_vec() }, Shape::Plain)
+        );
+        assert_eq!(error_of("SET k v NX XX"), "ERR syntax error");
+        assert_eq!(error_of("SET k v EX"), "ERR syntax error");
+        assert_eq!(error_of("SET k v FOO"), "ERR syntax error");
+        assert!(error_of("SET k v EX 10").contains("SET option EX is not supported yet"));
+        assert!(error_of("SET k v XX").contains("not supported yet"));
+        assert!(error_of("DEL a b").contains("DEL with more than one key is not supported yet"));
+        assert!(error_of("EXISTS a b").contains("not supported yet"));
+        assert!(error_of("MGET a b").contains("MGET is not supported yet"));
+        assert!(error_of("GETSET a b").contains("not supported yet"));
+        assert_eq!(
+            error_of("EXISTS"),
+            "ERR wrong number of arguments for 'exists' command"
+        );
+    }
+
+    /// Goal: the connection commands parse with Redis's errors for bad arguments.
+    #[test]
+    fn parse_connection_commands() {
+        assert_eq!(
+            conn_of("HELLO 3 AUTH default pw SETNAME app"),
+            Conn::Hello {
+                protocol: Some(Protocol::Resp3),
+                auth: Some((b"default".to_vec(), b"pw".to_vec())),
+                setname: Some(b"app".to_vec()),
+            }
+        );
+        assert_eq!(
+            conn_of("HELLO"),
+            Conn::Hello {
+                protocol: None,
+                auth: None,
+                setname: None
+            }
+        );
+        assert_eq!(error_of("HELLO 4"), "NOPROTO unsupported protocol version");
+        assert_eq!(
+            error_of("HELLO x"),
+            "ERR Protocol version is not an integer or out of range"
+        );
+        assert_eq!(
+            error_of("HELLO 3 AUTH u"),
+            "ERR Syntax error in HELLO option 'AUTH'"
+        );
+        assert_eq!(
+            conn_of("AUTH pw"),
+            Conn::Auth {
+                user: None,
+                password: b"pw".to_vec()
+            }
+        );
+        assert_eq!(
+            error_of("AUTH a b c"),
+            "ERR wrong number of arguments for 'auth' command"
+        );
+        assert_eq!(conn_of("client id"), Conn::ClientId);
+        assert_eq!(conn_of("CLIENT GETNAME"), Conn::ClientGetName);
+        assert_eq!(
+            conn_of("CLIENT SETNAME app"),
+            Conn::ClientSetName(b"app".to_vec())
+        );
+        assert_eq!(
+            conn_of("CLIENT SETINFO lib-ver 1.0"),
+            Conn::ClientSetInfo {
+                attribute: "lib-ver",
+                value: b"1.0".to_vec()
+            }
+        );
+        assert_eq!(
+            error_of("CLIENT SETINFO foo 1"),
+            "ERR Unrecognized option 'foo'"
+        );
+        assert_eq!(
+            error_of("CLIENT SETNAME"),
+            "ERR wrong number of arguments for 'client|setname' command"
+        );
+        assert_eq!(
+            error_of("CLIENT KILL x"),
+            "ERR unknown subcommand 'KILL'. Try CLIENT HELP."
+        );
+        assert_eq!(
+            conn_of("INFO Server keyspace"),
+            Conn::Info(vec!["server".into(), "keyspace".into()])
+        );
+        assert_eq!(
+            conn_of("CONFIG GET save appendonly"),
+            Conn::ConfigGet(vec![b"save".to_vec(), b"appendonly".to_vec()])
+        );
+        assert!(error_of("CONFIG SET save x").contains("not supported"));
+        assert_eq!(conn_of("WAIT 1 0"), Conn::Wait);
+        assert_eq!(error_of("WAIT 1 -1"), "ERR timeout is negative");
+        assert_eq!(conn_of("ROLE"), Conn::Role);
+        assert_eq!(conn_of("TIME"), Conn::Time);
+        assert_eq!(conn_of("DBSIZE"), Conn::DbSize);
+        assert_eq!(conn_of("RESET"), Conn::Reset);
+        assert_eq!(conn_of("MULTI"), Conn::Multi);
+        assert_eq!(conn_of("EXEC"), Conn::Exec);
+        assert_eq!(conn_of("DISCARD"), Conn::Discard);
+        assert_eq!(conn_of("WATCH k"), Conn::Watch);
+        assert_eq!(parse(&args("SELECT 0")), Ok(Command::Local(Value::ok())));
+        assert!(error_of("SELECT 3").starts_with("ERR DB index is out of range"));
+        assert_eq!(
+            error_of("SELECT x"),
+            "ERR value is not an integer or out of range"
+        );
+    }
+
+    /// Goal: COMMAND answers what probing clients ask.
+    #[test]
+    fn parse_command_command() {
+        let local = |s: &str| match parse(&args(s)) {
+            Ok(Command::Local(v)) => v,
+            other => panic!("{s}: {other:?}"),
+        };
+        assert_eq!(
+            local("COMMAND COUNT"),
+            Value::Integer(COMMANDS.len() as i64)
+        );
+        assert_eq!(local("COMMAND DOCS"), Value::Map(Vec::new()));
+        assert_eq!(local("COMMAND DOCS get"), Value::Map(Vec::new()));
+        match local("COMMAND INFO get nosuch") {
+            Value::Array(items) => {
+                assert_eq!(items.len(), 2);
+                assert_eq!(items[1], Value::Null);
+                match &items[0] {
+                    Value::Array(info) => {
+                        assert_eq!(info[0], Value::text("get"));
+                        assert_eq!(info[1], Value::Integer(2));
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+        match local("COMMAND") {
+            Value::Array(items) => assert_eq!(items.len(), COMMANDS.len()),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            error_of("COMMAND NOPE"),
+            "ERR unknown subcommand 'NOPE'. Try COMMAND HELP."
         );
     }
 }

@@ -303,7 +303,9 @@ impl Connection {
                 ])
             }
             Conn::ConfigGet(patterns) => self.config_get(&patterns),
-            Conn::Watch => Value::err("WATCH is not supported yet (kmb): transactions are not supported"),
+            Conn::Watch => {
+                Value::err("WATCH is not supported yet (kmb): transactions are not supported")
+            }
             Conn::Unwatch => Value::ok(),
             // Gated in `step`; answered here only if a caller skips it.
             Conn::Multi => Value::Error(MULTI_REFUSED.into()),
@@ -515,10 +517,7 @@ impl Connection {
                 section(
                     "Persistence",
                     vec![
-                        format!(
-                            "loading:{}",
-                            (s.status == ReplicaStatus::Recovering) as u8
-                        ),
+                        format!("loading:{}", (s.status == ReplicaStatus::Recovering) as u8),
                         "aof_enabled:1".into(),
                         "kmb_durability:every reply follows an fsync on a quorum".into(),
                         format!("kmb_checkpoint_op:{}", s.checkpoint_op),
@@ -693,4 +692,384 @@ pub fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
         }
     }
     reach[name.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::parse;
+
+    fn settings(password: Option<&str>) -> Arc<Settings> {
+        Arc::new(Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 6381)),
+            requirepass: password.map(Password::new),
+            client_connections_max: 512,
+            client_idle_timeout_secs: 300,
+            client_buffer_max: 1 << 20,
+        })
+    }
+
+    fn status(is_primary: bool) -> NodeStatus {
+        NodeStatus {
+            replica: if is_primary { 0 } else { 1 },
+            replica_count: 3,
+            status: ReplicaStatus::Normal,
+            view: 3,
+            primary: 0,
+            is_primary,
+            op: 12,
+            commit: 11,
+            commit_max: 11,
+            checkpoint_op: 8,
+            keys: 5,
+            client_addresses: (0..3)
+                .map(|i| SocketAddr::from(([127, 0, 0, 1], 6381 + i)))
+                .collect(),
+        }
+    }
+
+    fn ctx(is_primary: bool) -> Context {
+        Context {
+            status: Some(status(is_primary)),
+            connected_clients: 2,
+            uptime_secs: 90_000,
+            unix_micros: 1_700_000_000_123_456,
+        }
+    }
+
+    /// Run one command line through a connection as the glue does.
+    fn run(c: &mut Connection, line: &str) -> Step {
+        let args: Vec<Vec<u8>> = line.split(' ').map(|a| a.as_bytes().to_vec()).collect();
+        match c.step(parse(&args)) {
+            Step::Local(command) => c.local(command, &ctx(true)),
+            other => other,
+        }
+    }
+
+    fn reply(c: &mut Connection, line: &str) -> Value {
+        match run(c, line) {
+            Step::Reply(v) => v,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    fn map_get<'a>(v: &'a Value, key: &str) -> &'a Value {
+        match v {
+            Value::Map(pairs) => {
+                &pairs
+                    .iter()
+                    .find(|(k, _)| *k == Value::text(key))
+                    .unwrap_or_else(|| panic!("{key} missing in {v:?}"))
+                    .1
+            }
+            other => panic!("not a map: {other:?}"),
+        }
+    }
+
+    /// Goal: HELLO switches the connection's protocol and answers the server map.
+    #[test]
+    fn hello_switches_protocol() {
+        let mut c = Connection::new(settings(None), 7, None);
+        assert_eq!(c.protocol(), Protocol::Resp2);
+        let hello = reply(&mut c, "HELLO 3");
+        assert_eq!(c.protocol(), Protocol::Resp3);
+        assert_eq!(map_get(&hello, "proto"), &Value::Integer(3));
+        assert_eq!(map_get(&hello, "id"), &Value::Integer(7));
+        assert_eq!(map_get(&hello, "role"), &Value::text("master"));
+        assert_eq!(map_get(&hello, "version"), &Value::text(REDIS_VERSION));
+        let hello = reply(&mut c, "HELLO");
+        assert_eq!(map_get(&hello, "proto"), &Value::Integer(3));
+        reply(&mut c, "HELLO 2 SETNAME app");
+        assert_eq!(c.protocol(), Protocol::Resp2);
+        assert_eq!(reply(&mut c, "CLIENT GETNAME"), Value::text("app"));
+        // A refused HELLO changes nothing.
+        assert!(matches!(reply(&mut c, "HELLO 4"), Value::Error(e) if e.starts_with("NOPROTO")));
+        assert_eq!(c.protocol(), Protocol::Resp2);
+    }
+
+    /// Goal: CLIENT SETNAME/GETNAME/ID/INFO/SETINFO keep and report the connection's state.
+    #[test]
+    fn client_subcommands() {
+        let mut c = Connection::new(
+            settings(None),
+            9,
+            Some(SocketAddr::from(([10, 0, 0, 1], 5))),
+        );
+        assert_eq!(reply(&mut c, "CLIENT GETNAME"), Value::Null);
+        assert_eq!(reply(&mut c, "CLIENT SETNAME worker-1"), Value::ok());
+        assert_eq!(reply(&mut c, "CLIENT GETNAME"), Value::text("worker-1"));
+        assert!(matches!(
+            reply(&mut c, "CLIENT SETNAME a\nb"),
+            Value::Error(e) if e.contains("cannot contain spaces")
+        ));
+        assert_eq!(reply(&mut c, "CLIENT ID"), Value::Integer(9));
+        assert_eq!(
+            reply(&mut c, "CLIENT SETINFO LIB-NAME redis-py"),
+            Value::ok()
+        );
+        match reply(&mut c, "CLIENT INFO") {
+            Value::Verbatim(f, text) => {
+                assert_eq!(f, "txt");
+                let text = String::from_utf8(text).unwrap();
+                assert!(text.starts_with("id=9 addr=10.0.0.1:5 "), "{text}");
+                assert!(text.contains(" name=worker-1 "), "{text}");
+                assert!(text.contains(" resp=2 lib-name=redis-py "), "{text}");
+                assert!(text.ends_with('\n'));
+            }
+            other => panic!("{other:?}"),
+        }
+        // An empty name clears it.
+        reply(&mut c, "CLIENT SETNAME ");
+        assert_eq!(reply(&mut c, "CLIENT GETNAME"), Value::Null);
+    }
+
+    /// Goal: without a password AUTH errors as Redis does; with one, commands need AUTH first.
+    #[test]
+    fn auth_and_noauth() {
+        let mut c = Connection::new(settings(None), 1, None);
+        assert_eq!(
+            reply(&mut c, "AUTH x"),
+            Value::err(
+                "AUTH <password> called without any password configured for the default user. \
+                 Are you sure your configuration is correct?"
+            )
+        );
+        assert_eq!(reply(&mut c, "AUTH default x"), Value::ok());
+        assert!(
+            matches!(reply(&mut c, "AUTH bob x"), Value::Error(e) if e.starts_with("WRONGPASS"))
+        );
+
+        let mut c = Connection::new(settings(Some("s3cret")), 1, None);
+        for line in ["GET k", "PING", "CLIENT ID", "INFO", "SELECT 0"] {
+            assert_eq!(
+                reply(&mut c, line),
+                Value::Error("NOAUTH Authentication required.".into()),
+                "{line}"
+            );
+        }
+        // Unknown commands and wrong arity are reported first, as in Redis.
+        assert!(
+            matches!(reply(&mut c, "NOPE"), Value::Error(e) if e.starts_with("ERR unknown command"))
+        );
+        assert!(
+            matches!(reply(&mut c, "HELLO 3"), Value::Error(e) if e.starts_with("NOAUTH HELLO"))
+        );
+        assert_eq!(c.protocol(), Protocol::Resp2);
+        assert!(
+            matches!(reply(&mut c, "AUTH wrong"), Value::Error(e) if e.starts_with("WRONGPASS"))
+        );
+        assert!(
+            matches!(run(&mut c, "SET k v"), Step::Reply(Value::Error(e)) if e.starts_with("NOAUTH"))
+        );
+        assert_eq!(reply(&mut c, "AUTH s3cret"), Value::ok());
+        assert!(matches!(run(&mut c, "SET k v"), Step::Kv { .. }));
+        // RESET logs the connection out again.
+        assert_eq!(reply(&mut c, "RESET"), Value::Simple("RESET".into()));
+        assert!(
+            matches!(run(&mut c, "GET k"), Step::Reply(Value::Error(e)) if e.starts_with("NOAUTH"))
+        );
+        // HELLO with AUTH authenticates and switches protocol at once.
+        let hello = reply(&mut c, "HELLO 3 AUTH default s3cret");
+        assert_eq!(map_get(&hello, "proto"), &Value::Integer(3));
+        assert!(matches!(run(&mut c, "GET k"), Step::Kv { .. }));
+        assert!(matches!(run(&mut c, "QUIT"), Step::Close(_)));
+        assert!(!format!("{:?}", settings(Some("s3cret"))).contains("s3cret"));
+    }
+
+    /// Goal: a refused MULTI never lets a queued command through; EXEC aborts it; the
+    /// connection works normally afterwards.
+    #[test]
+    fn refused_transaction_applies_nothing() {
+        let mut c = Connection::new(settings(None), 1, None);
+        assert_eq!(reply(&mut c, "EXEC"), Value::err("EXEC without MULTI"));
+        assert_eq!(
+            reply(&mut c, "DISCARD"),
+            Value::err("DISCARD without MULTI")
+        );
+        assert!(
+            matches!(reply(&mut c, "MULTI"), Value::Error(e) if e.contains("MULTI is not supported yet"))
+        );
+        for line in [
+            "SET a 1",
+            "INCRBY b 5",
+            "GET a",
+            "CLIENT SETNAME x",
+            "PING",
+            "NOPE x",
+        ] {
+            assert!(
+                matches!(run(&mut c, line), Step::Reply(Value::Error(_))),
+                "{line} inside MULTI"
+            );
+        }
+        assert_eq!(
+            reply(&mut c, "MULTI"),
+            Value::err("MULTI calls can not be nested")
+        );
+        assert_eq!(
+            reply(&mut c, "EXEC"),
+            Value::Error("EXECABORT Transaction discarded because of previous errors.".into())
+        );
+        assert_eq!(reply(&mut c, "CLIENT GETNAME"), Value::Null);
+        assert!(matches!(run(&mut c, "SET a 1"), Step::Kv { .. }));
+        reply(&mut c, "MULTI");
+        assert_eq!(reply(&mut c, "DISCARD"), Value::ok());
+        assert!(matches!(run(&mut c, "SET a 1"), Step::Kv { .. }));
+        reply(&mut c, "MULTI");
+        assert_eq!(reply(&mut c, "RESET"), Value::Simple("RESET".into()));
+        assert!(matches!(run(&mut c, "SET a 1"), Step::Kv { .. }));
+    }
+
+    /// Goal: INFO reports the replica's state by section; in RESP3 it is a verbatim string.
+    #[test]
+    fn info_sections() {
+        let mut c = Connection::new(settings(None), 1, None);
+        let text = |v: Value| match v {
+            Value::Verbatim(_, t) => String::from_utf8(t).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        let all = text(reply(&mut c, "INFO"));
+        for line in [
+            "# Server\r\n",
+            "redis_version:7.2.0\r\n",
+            "uptime_in_days:1\r\n",
+            "# Clients\r\nconnected_clients:2\r\n",
+            "# Replication\r\nrole:master\r\n",
+            "kmb_view:3\r\n",
+            "kmb_primary:0\r\n",
+            "kmb_commit:11\r\n",
+            "kmb_op:12\r\n",
+            "# Persistence\r\n",
+            "# Keyspace\r\ndb0:keys=5,expires=0,avg_ttl=0\r\n",
+        ] {
+            assert!(all.contains(line), "{line:?} in {all}");
+        }
+        let repl = text(reply(&mut c, "INFO replication"));
+        assert!(repl.starts_with("# Replication\r\n"), "{repl}");
+        assert!(!repl.contains("# Server"));
+        let mut backup = Connection::new(settings(None), 1, None);
+        let args: Vec<Vec<u8>> = vec![b"INFO".to_vec()];
+        let Step::Local(command) = backup.step(parse(&args)) else {
+            panic!()
+        };
+        let Step::Reply(v) = backup.local(command, &ctx(false)) else {
+            panic!()
+        };
+        let info = text(v);
+        assert!(info.contains("role:slave\r\nmaster_host:127.0.0.1\r\nmaster_port:6381\r\nmaster_link_status:up\r\n"), "{info}");
+        // RESP2 sees a bulk string.
+        assert!(Value::Verbatim("txt".into(), b"x".to_vec())
+            .encode_with(Protocol::Resp2)
+            .starts_with(b"$1\r\n"));
+    }
+
+    /// Goal: ROLE, WAIT, TIME, DBSIZE and CONFIG GET answer from the node's state.
+    #[test]
+    fn node_state_commands() {
+        let mut c = Connection::new(settings(None), 1, None);
+        match reply(&mut c, "ROLE") {
+            Value::Array(items) => {
+                assert_eq!(items[0], Value::text("master"));
+                assert_eq!(items[1], Value::Integer(11));
+                assert!(matches!(&items[2], Value::Array(r) if r.len() == 2));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Three replicas: a committed write is on a quorum of two, the primary and one more.
+        assert_eq!(reply(&mut c, "WAIT 2 100"), Value::Integer(1));
+        assert_eq!(
+            reply(&mut c, "TIME"),
+            Value::Array(vec![Value::text("1700000000"), Value::text("123456")])
+        );
+        assert_eq!(reply(&mut c, "DBSIZE"), Value::Integer(5));
+        assert_eq!(
+            reply(&mut c, "CONFIG GET save"),
+            Value::Map(vec![(Value::text("save"), Value::text(""))])
+        );
+        match reply(&mut c, "CONFIG GET *") {
+            Value::Map(pairs) => assert!(pairs.len() > 5),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            reply(&mut c, "CONFIG GET APPEND*"),
+            Value::Map(vec![
+                (Value::text("appendfsync"), Value::text("always")),
+                (Value::text("appendonly"), Value::text("yes")),
+            ])
+        );
+        assert_eq!(reply(&mut c, "CONFIG GET nosuch"), Value::Map(vec![]));
+        // Without the node's state (the node is stopping): an error, not a panic.
+        let args: Vec<Vec<u8>> = vec![b"ROLE".to_vec()];
+        let Step::Local(command) = c.step(parse(&args)) else {
+            panic!()
+        };
+        assert!(matches!(
+            c.local(command, &Context::default()),
+            Step::Reply(Value::Error(_))
+        ));
+    }
+
+    /// Goal: shaped replies follow Redis; errors and session replies pass through shaped inside.
+    #[test]
+    fn shaped_replies() {
+        let v = || Value::text("hello");
+        assert_eq!(shape_reply(Shape::Exists, false, v()), Value::Integer(1));
+        assert_eq!(
+            shape_reply(Shape::Exists, false, Value::Null),
+            Value::Integer(0)
+        );
+        assert_eq!(shape_reply(Shape::Strlen, false, v()), Value::Integer(5));
+        assert_eq!(
+            shape_reply(Shape::Strlen, false, Value::Null),
+            Value::Integer(0)
+        );
+        assert_eq!(
+            shape_reply(Shape::Type, false, v()),
+            Value::Simple("string".into())
+        );
+        assert_eq!(
+            shape_reply(Shape::Type, false, Value::Null),
+            Value::Simple("none".into())
+        );
+        assert_eq!(
+            shape_reply(Shape::SetNx, false, Value::Integer(1)),
+            Value::ok()
+        );
+        assert_eq!(
+            shape_reply(Shape::SetNx, false, Value::Integer(0)),
+            Value::Null
+        );
+        let redirect = Value::Error("REDIRECT 1 127.0.0.1:6382".into());
+        assert_eq!(
+            shape_reply(Shape::Exists, false, redirect.clone()),
+            redirect
+        );
+        assert_eq!(
+            shape_reply(
+                Shape::Strlen,
+                true,
+                Value::Array(vec![Value::Integer(4), v()])
+            ),
+            Value::Array(vec![Value::Integer(4), Value::Integer(5)])
+        );
+        assert_eq!(shape_reply(Shape::Strlen, true, redirect.clone()), redirect);
+    }
+
+    /// Goal: Redis's glob, case-insensitive, without exponential backtracking.
+    #[test]
+    fn glob() {
+        let m = |p: &str, n: &str| glob_match(p.as_bytes(), n.as_bytes());
+        assert!(m("*", "save"));
+        assert!(m("sa?e", "SAVE"));
+        assert!(m("*only", "appendonly"));
+        assert!(m("[a-c]ppend*", "appendfsync"));
+        assert!(!m("[^a]ppend*", "appendfsync"));
+        assert!(m("max\\*", "max*"));
+        assert!(!m("max\\*", "maxclients"));
+        assert!(!m("save?", "save"));
+        assert!(m("", ""));
+        assert!(!m("", "x"));
+        let long = "*a".repeat(5000);
+        assert!(!m(&long, &"a".repeat(4000)));
+    }
 }

@@ -223,9 +223,8 @@ mod production {
     /// Read the client password file, refusing one that group or others can read.
     fn read_password(path: &Path) -> Result<Password, String> {
         use std::os::unix::fs::PermissionsExt;
-        let what = |e: std::io::Error| {
-            format!("cannot read the password file {}: {e}", path.display())
-        };
+        let what =
+            |e: std::io::Error| format!("cannot read the password file {}: {e}", path.display());
         let mode = std::fs::metadata(path).map_err(what)?.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(format!(
@@ -382,10 +381,7 @@ mod production {
         limits: LimitArgs,
         data: PathBuf,
     ) -> Result<(), String> {
-        let requirepass = requirepass_file
-            .as_deref()
-            .map(read_password)
-            .transpose()?;
+        let requirepass = requirepass_file.as_deref().map(read_password).transpose()?;
         let limits = limits.limits()?;
         let replica_addresses = parse_addresses(&addresses)?;
         let client_addresses = parse_addresses(&client_addresses)?;

@@ -403,11 +403,7 @@ fn push_len(out: &mut Vec<u8>, kind: u8, n: usize) {
 /// A verbatim string's format: exactly three bytes, none of them `:` or a line break.
 fn verbatim_format(format: &str) -> [u8; 3] {
     let mut f = *b"txt";
-    if format.len() == 3
-        && format
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b':')
-    {
+    if format.len() == 3 && format.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
         f.copy_from_slice(format.as_bytes());
     }
     f
@@ -591,7 +587,10 @@ fn parse_value_depth(buf: &[u8], depth: usize) -> Result<Option<(Value, usize)>,
                 return error("invalid verbatim format");
             }
             let format = String::from_utf8_lossy(&body[..3]).into_owned();
-            Ok(Some((Value::Verbatim(format, body[4..].to_vec()), stop + 2)))
+            Ok(Some((
+                Value::Verbatim(format, body[4..].to_vec()),
+                stop + 2,
+            )))
         }
         other => error(format!("unexpected reply type '{}'", other as char)),
     }
@@ -808,5 +807,78 @@ mod tests {
         ]);
         let bytes = v.encode();
         assert_eq!(parse_value(&bytes), Ok(Some((v, bytes.len()))));
+    }
+    /// Goal: RESP3 kinds encode as RESP3 defines them, and as Redis downgrades them in RESP2.
+    #[test]
+    fn resp3_encoding_and_resp2_downgrade() {
+        let cases: Vec<(Value, &str, &str)> = vec![
+            (Value::Null, "_\r\n", "$-1\r\n"),
+            (Value::Boolean(true), "#t\r\n", ":1\r\n"),
+            (Value::Boolean(false), "#f\r\n", ":0\r\n"),
+            (Value::Double("1.5".into()), ",1.5\r\n", "$3\r\n1.5\r\n"),
+            (
+                Value::Map(vec![(Value::text("a"), Value::Integer(1))]),
+                "%1\r\n$1\r\na\r\n:1\r\n",
+                "*2\r\n$1\r\na\r\n:1\r\n",
+            ),
+            (
+                Value::Set(vec![Value::Simple("x".into())]),
+                "~1\r\n+x\r\n",
+                "*1\r\n+x\r\n",
+            ),
+            (
+                Value::Verbatim("txt".into(), b"hi\r\n".to_vec()),
+                "=8\r\ntxt:hi\r\n\r\n",
+                "$4\r\nhi\r\n\r\n",
+            ),
+            (Value::err("boom"), "-ERR boom\r\n", "-ERR boom\r\n"),
+            (Value::Integer(-3), ":-3\r\n", ":-3\r\n"),
+            (
+                Value::Array(vec![Value::Null, Value::Bulk(b"v".to_vec())]),
+                "*2\r\n_\r\n$1\r\nv\r\n",
+                "*2\r\n$-1\r\n$1\r\nv\r\n",
+            ),
+        ];
+        for (value, resp3, resp2) in cases {
+            assert_eq!(
+                String::from_utf8_lossy(&value.encode_with(Protocol::Resp3)),
+                resp3,
+                "{value:?}"
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&value.encode_with(Protocol::Resp2)),
+                resp2,
+                "{value:?}"
+            );
+            assert_eq!(value.encode(), resp2.as_bytes());
+        }
+        // A verbatim format that is not three plain characters is written as `txt`.
+        assert!(Value::Verbatim("a:b".into(), b"x".to_vec())
+            .encode_with(Protocol::Resp3)
+            .starts_with(b"=5\r\ntxt:"));
+    }
+
+    /// Goal: every RESP3 value round-trips through its RESP3 encoding and the reply parser.
+    #[test]
+    fn resp3_roundtrip() {
+        let v = Value::Array(vec![
+            Value::Map(vec![
+                (Value::text("proto"), Value::Integer(3)),
+                (Value::text("modules"), Value::Array(vec![])),
+            ]),
+            Value::Set(vec![Value::text("a")]),
+            Value::Boolean(true),
+            Value::Double("-inf".into()),
+            Value::Verbatim("txt".into(), b"# Server\r\n".to_vec()),
+            Value::Null,
+        ]);
+        let bytes = v.encode_with(Protocol::Resp3);
+        assert_eq!(parse_value(&bytes), Ok(Some((v, bytes.len()))));
+        for cut in 0..bytes.len() {
+            assert_eq!(parse_value(&bytes[..cut]), Ok(None), "cut at {cut}");
+        }
+        assert!(parse_value(b"#x\r\n").is_err());
+        assert!(parse_value(b"=3\r\nabc\r\n").is_err());
+        assert!(parse_value(b"=5\r\nab:cd\r\n").is_err());
     }
 }

@@ -89,7 +89,10 @@ async fn context(inbox: &mpsc::Sender<Event>, node: &NodeInfo, needs_status: boo
     let status = if needs_status {
         let (tx, rx) = oneshot::channel();
         if inbox.send(Event::Status { reply: tx }).await.is_ok() {
-            time::timeout(REPLY_TIMEOUT, rx).await.ok().and_then(|r| r.ok())
+            time::timeout(REPLY_TIMEOUT, rx)
+                .await
+                .ok()
+                .and_then(|r| r.ok())
         } else {
             None
         }

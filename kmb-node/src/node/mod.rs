@@ -151,7 +151,9 @@ enum Event {
         session: bool,
     },
     /// A connection asks for the replica's state (`INFO`, `ROLE`, …): read, no step.
-    Status { reply: oneshot::Sender<NodeStatus> },
+    Status {
+        reply: oneshot::Sender<NodeStatus>,
+    },
 }
 
 /// What recovery found, in the core's terms.
