@@ -154,7 +154,7 @@ fn redis_py_cli_and_benchmark_with_defaults() {
             &primary.to_string(),
             &backup.to_string(),
         ],
-        "python3 -m pip install redis",
+        "python3 -m pip install 'redis>=8'",
     );
     assert!(ok, "redis-py with defaults failed:\n{out}");
     assert!(out.contains(" ok"), "{out}");
