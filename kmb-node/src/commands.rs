@@ -1,21 +1,33 @@
 //! The client command set: RESP arguments → commands, and state-machine replies → RESP.
 //!
-//! | command | reply |
-//! |---|---|
-//! | `SET key value` | `+OK` |
-//! | `GET key` | bulk value, or null if absent |
-//! | `DEL key` | `:1` if the key existed, else `:0` (one key per command) |
-//! | `INCR key` / `INCRBY key delta` | the new value; `-ERR value is not an integer or out of range` if the stored value is not a canonical i64 |
-//! | `CAS key IFEQ expected new` | `:1` if the key held `expected` and now holds `new`, else `:0` |
-//! | `CAS key IFABSENT new` | `:1` if the key was absent and now holds `new`, else `:0` |
-//! | `RANGE start end [LIMIT n]` | flat array `key, value, …` of keys in `[start, end)`, in order, at most `n` (default and cap 1000) |
-//! | `PING [message]`, `ECHO message` | `+PONG` / the message (answered locally) |
-//! | `KMB.REQ client-id request-number command args…` | `[op-number, reply]` — the session extension (see `client`) |
+//! Key-value commands (each goes through the replicated log, reads included, so each reply is
+//! linearizable and has an op number):
 //!
-//! Every key-value command goes through the replicated log, reads included, so each reply is
-//! linearizable and has an op number. Connection-management commands that client libraries send
-//! on connect (`CLIENT …`, `SELECT 0`, `COMMAND …`, `CONFIG GET …`, `HELLO 2`) get harmless
-//! answers so `redis-cli`, `redis-benchmark` and client libraries work.
+//! | command | request | reply |
+//! |---|---|---|
+//! | `SET key value` | SET | `+OK` |
+//! | `SET key value NX`, `SETNX key value` | CAS if absent | `+OK` / null; `:1` / `:0` |
+//! | `GET key` | GET | bulk value, or null if absent |
+//! | `EXISTS key`, `STRLEN key`, `TYPE key` | GET | `:1`/`:0`; the length; `+string`/`+none` ([`Shape`]) |
+//! | `DEL key`, `UNLINK key` | DEL | `:1` if the key existed, else `:0` (one key per command) |
+//! | `INCR key` / `INCRBY key delta` / `DECR` / `DECRBY` | INCRBY | the new value; `-ERR value is not an integer or out of range` if the stored value is not a canonical i64 |
+//! | `CAS key IFEQ expected new` | CAS | `:1` if the key held `expected` and now holds `new`, else `:0` |
+//! | `CAS key IFABSENT new` | CAS | `:1` if the key was absent and now holds `new`, else `:0` |
+//! | `RANGE start end [LIMIT n]` | SCAN | flat array `key, value, …` of keys in `[start, end)`, in order, at most `n` (default and cap 1000) |
+//! | `KMB.REQ client-id request-number command args…` | any of the above | `[op-number, reply]` — the session extension (see `client`) |
+//!
+//! Connection commands ([`Conn`], answered by [`crate::connection::Connection`] from the
+//! connection's state and the replica's, without the log): `HELLO [2|3] [AUTH u p] [SETNAME n]`
+//! (RESP3 replies per connection), `AUTH`, `CLIENT ID|SETNAME|GETNAME|INFO|LIST|SETINFO`,
+//! `RESET`, `INFO [section…]`, `ROLE`, `WAIT`, `TIME`, `DBSIZE`, `CONFIG GET pattern…`,
+//! `MULTI`/`EXEC`/`DISCARD`/`WATCH`/`UNWATCH` (transactions are refused: nothing queued is
+//! ever applied). Answered here directly: `PING`, `ECHO`, `QUIT`, `SELECT 0`, `COMMAND
+//! [COUNT|INFO|DOCS|LIST]`, `CLIENT NO-EVICT|NO-TOUCH`, `READONLY`, `READWRITE`.
+//!
+//! Commands planned in issue 14 (multi-key, expiry, read-modify-write, scans) answer
+//! `-ERR <NAME> is not supported yet by kmb (see docs/redis-compat.md)`; every other command
+//! answers Redis's `-ERR unknown command '<name>', with args beginning with: '<arg>' …`.
+//! `docs/redis-compat.md` lists every command Redis clients use and what kmb does with it.
 
 use crate::kv::{self, Request, SCAN_LIMIT_MAX};
 use crate::resp::{Protocol, Value};
