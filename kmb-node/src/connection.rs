@@ -620,6 +620,8 @@ pub fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
     let mut i = 0;
     while i < pattern.len() {
         match pattern[i] {
+            // Consecutive stars match as one.
+            b'*' if matches!(toks.last(), Some(Tok::Any)) => {}
             b'*' => toks.push(Tok::Any),
             b'?' => toks.push(Tok::One),
             b'\\' if i + 1 < pattern.len() => {

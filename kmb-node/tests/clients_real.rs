@@ -133,8 +133,8 @@ fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Goal: redis-py with its defaults (RESP3 handshake, CLIENT SETINFO), redis-cli INFO and
-/// redis-benchmark work against a real cluster: the handshake, INFO, CLIENT, the keyspace
+/// Goal: redis-py with its defaults (RESP3 handshake, CLIENT SETINFO), node-redis, ioredis,
+/// redis-cli INFO and redis-benchmark work against a real cluster: the handshake, INFO, CLIENT, the keyspace
 /// commands, a refused transaction that applies nothing, a backup's redirect; and the
 /// benchmark prints no warning.
 #[test]
@@ -158,6 +158,23 @@ fn redis_py_cli_and_benchmark_with_defaults() {
     );
     assert!(ok, "redis-py with defaults failed:\n{out}");
     assert!(out.contains(" ok"), "{out}");
+
+    let clients = script("");
+    assert!(
+        clients.join("node_modules/ioredis").exists() && clients.join("node_modules/redis").exists(),
+        "the node clients are not installed: cd kmb-node/tests/clients && npm ci (scripts/test.sh does)"
+    );
+    let (ok, out) = run(
+        "node",
+        &[
+            script("node_defaults.mjs").to_str().expect("path"),
+            &primary.to_string(),
+            &backup.to_string(),
+        ],
+        "apt-get install nodejs npm",
+    );
+    assert!(ok, "node-redis / ioredis with defaults failed:\n{out}");
+    assert!(out.contains("node clients ok"), "{out}");
 
     let info = redis_cli(primary, &["INFO"]);
     for line in [
