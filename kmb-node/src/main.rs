@@ -402,6 +402,7 @@ mod production {
             ));
         }
         let cluster_key = read_key(&key_file.unwrap_or_else(|| default_key_path(&data)))?;
+        ensure_descriptors(limits.descriptors_needed(replica_addresses.len()))?;
         let config = NodeConfig {
             data_path: data,
             replica_addresses,
@@ -416,6 +417,31 @@ mod production {
         node::run(config, shutdown_signal())
             .await
             .map_err(|e| e.to_string())
+    }
+
+    /// Make the open-file limit cover `needed` descriptors: raise the soft limit up to the
+    /// hard one if it is lower, and refuse to start if even the hard limit is too low (a node
+    /// out of descriptors would go on leading the cluster while refusing every client).
+    fn ensure_descriptors(needed: u64) -> Result<(), String> {
+        use rlimit::Resource;
+        let (soft, hard) = Resource::NOFILE
+            .get()
+            .map_err(|e| format!("cannot read the open-file limit: {e}"))?;
+        if soft >= needed {
+            return Ok(());
+        }
+        if hard < needed {
+            return Err(format!(
+                "the open-file limit is {hard} (ulimit -Hn) but the connection bounds need \
+                 {needed} descriptors (--client-connections-max + --peer-connections-max + \
+                 replicas + 32): raise the limit or lower the bounds"
+            ));
+        }
+        Resource::NOFILE
+            .set(needed, hard)
+            .map_err(|e| format!("cannot raise the open-file limit to {needed}: {e}"))?;
+        tracing::info!(from = soft, to = needed, "raised the open-file soft limit");
+        Ok(())
     }
 
     pub fn main() -> ExitCode {

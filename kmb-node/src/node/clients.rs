@@ -33,10 +33,19 @@ pub(super) async fn client_listener_task(
     });
     let refusals = WarnLimiter::<()>::new(WARN_PERIOD);
     let refusals = Arc::new(Mutex::new(refusals));
+    let mut accept_errors = WarnLimiter::<()>::new(WARN_PERIOD);
     loop {
-        let Ok((mut stream, addr)) = listener.accept().await else {
-            time::sleep(Duration::from_millis(10)).await;
-            continue;
+        let (mut stream, addr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of descriptors cannot happen within the bounds `kmb-node start` checks
+                // against the open-file limit; anything else is logged, not hidden.
+                if let Some(suppressed) = accept_errors.check(&(), time::Instant::now()) {
+                    tracing::warn!(error = %e, suppressed, "client accept failed");
+                }
+                time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             let logged = refusals

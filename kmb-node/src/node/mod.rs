@@ -93,6 +93,17 @@ pub struct Limits {
     pub client_buffer_max: usize,
 }
 
+impl Limits {
+    /// File descriptors a node with these bounds can hold open at once: every client and
+    /// inbound peer connection the bounds allow, one outbound link per other replica, and a
+    /// margin for the data file, the key file, both listeners, the runtime and stdio. `kmb-node
+    /// start` makes sure the open-file limit covers it, so the node cannot run out of
+    /// descriptors — and so cannot keep leading while unable to accept clients.
+    pub fn descriptors_needed(&self, replica_count: usize) -> u64 {
+        (self.client_connections_max + self.peer_connections_max + replica_count + 32) as u64
+    }
+}
+
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
@@ -464,6 +475,12 @@ impl Driver {
             while let Some(effect) = queue.pop_front() {
                 match effect {
                     Effect::Send { to, message } => {
+                        #[cfg(madsim)]
+                        let message = {
+                            let mut message = message;
+                            crate::inspect::buggy_view(self.me, &mut message.body);
+                            message
+                        };
                         #[cfg(madsim)]
                         match &message.body {
                             crate::core::Body::DoViewChange { view, .. } => {

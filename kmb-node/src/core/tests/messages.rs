@@ -161,7 +161,7 @@ fn message_wrong_cluster_or_sender_is_dropped() {
 fn message_extreme_numbers_are_dropped_without_panic() {
     let mut r = Replica::new(config(3, 1), DurableState::formatted());
     assert_eq!(
-        r.step(msg(0, Body::StartViewChange { view: u32::MAX })),
+        r.step(msg(0, Body::StartViewChange { view: u64::MAX })),
         vec![]
     );
     assert_eq!(
@@ -206,4 +206,45 @@ fn dvc_bitset_padding_is_rejected() {
     assert!(Message::decode(&bytes).is_ok());
     *bytes.last_mut().expect("not empty") |= 0x80;
     assert!(Message::decode(&bytes).is_err());
+}
+
+/// Goal: one message cannot move a replica's view more than `VIEW_JUMP_MAX` ahead (issue 13:
+/// a single StartViewChange naming a view near the limit used to leave no view a cluster
+/// could ever move to). A view exactly `VIEW_JUMP_MAX` ahead is still followed, and from
+/// there the replica's own timeouts keep moving the view on.
+#[test]
+fn a_message_may_not_jump_the_view_past_the_bound() {
+    use super::replica::VIEW_JUMP_MAX;
+    let mut r = Replica::new(config(3, 1), DurableState::formatted());
+    let far = VIEW_JUMP_MAX + 1;
+    assert_eq!(r.step(msg(0, Body::StartViewChange { view: far })), vec![]);
+    assert_eq!(
+        r.step(msg(2, Body::StartViewChange { view: 1 << 62 })),
+        vec![]
+    );
+    assert_eq!(r.view(), 0, "refused: the view did not move");
+
+    let effects = r.step(msg(
+        0,
+        Body::StartViewChange {
+            view: VIEW_JUMP_MAX,
+        },
+    ));
+    assert_eq!(
+        r.view(),
+        VIEW_JUMP_MAX,
+        "the furthest jump allowed is followed"
+    );
+    assert!(sends(&effects).iter().any(|(_, b)| *b
+        == Body::StartViewChange {
+            view: VIEW_JUMP_MAX
+        }));
+    // The next view change (its timeout) moves on by one: nothing is wedged.
+    for _ in 0..200 {
+        r.step(Input::Tick);
+        if r.view() > VIEW_JUMP_MAX {
+            break;
+        }
+    }
+    assert_eq!(r.view(), VIEW_JUMP_MAX + 1);
 }
