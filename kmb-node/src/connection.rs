@@ -73,7 +73,7 @@ pub struct NodeStatus {
     pub replica: u8,
     pub replica_count: u8,
     pub status: ReplicaStatus,
-    pub view: u32,
+    pub view: u64,
     /// The primary of `view`.
     pub primary: u8,
     pub is_primary: bool,
