@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::ClusterKey;
 use crate::commands;
+use crate::connection::{NodeStatus, Password, ReplicaStatus, Settings};
 use crate::core::{self, Effect, Input, Message, Replica};
 use crate::resp::Value;
 use crate::storage::{
@@ -67,6 +68,9 @@ pub struct NodeConfig {
     pub cluster_key: ClusterKey,
     /// Resource bounds.
     pub limits: Limits,
+    /// The client password (`requirepass`): when set, a client must `AUTH` (or `HELLO … AUTH`)
+    /// before any other command.
+    pub requirepass: Option<Password>,
 }
 
 /// Resource bounds of a node: each refusal is logged (rate-limited) or answered with a clear
@@ -156,6 +160,10 @@ enum Event {
         body: Vec<u8>,
         reply: oneshot::Sender<Value>,
         session: bool,
+    },
+    /// A connection asks for the replica's state (`INFO`, `ROLE`, …): read, no step.
+    Status {
+        reply: oneshot::Sender<NodeStatus>,
     },
 }
 
@@ -303,10 +311,18 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         inbox.clone(),
         config.limits.clone(),
     ));
+    let settings = Settings {
+        listen: listen_client,
+        requirepass: config.requirepass.clone(),
+        client_connections_max: config.limits.client_connections_max,
+        client_idle_timeout_secs: config.limits.client_idle_timeout.as_secs(),
+        client_buffer_max: config.limits.client_buffer_max,
+    };
     sim_runtime::task::spawn(client_listener_task(
         client_listener,
         inbox.clone(),
         config.limits.clone(),
+        settings,
     ));
 
     let mut driver = Driver {
@@ -400,6 +416,33 @@ impl Driver {
                     body,
                 })
             }
+            Event::Status { reply } => {
+                let _ = reply.send(self.status(replica));
+                Vec::new()
+            }
+        }
+    }
+
+    /// The replica's state for a client connection (`INFO`, `ROLE`, `WAIT`, `DBSIZE`).
+    fn status(&self, replica: &Replica) -> NodeStatus {
+        let config = replica.config();
+        NodeStatus {
+            replica: config.replica,
+            replica_count: config.replica_count,
+            status: match replica.status() {
+                core::Status::Normal => ReplicaStatus::Normal,
+                core::Status::ViewChange => ReplicaStatus::ViewChange,
+                core::Status::Recovering => ReplicaStatus::Recovering,
+            },
+            view: replica.view(),
+            primary: config.primary_of(replica.view()),
+            is_primary: replica.is_primary(),
+            op: replica.op(),
+            commit: replica.commit(),
+            commit_max: replica.commit_max(),
+            checkpoint_op: replica.checkpoint_op(),
+            keys: replica.kv().len(),
+            client_addresses: self.client_addresses.clone(),
         }
     }
 
