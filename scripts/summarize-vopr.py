@@ -8,6 +8,14 @@
         seeds outside the range or duplicates
   summarize-vopr.py crash-record SEED RC      a `fail` record for a seed whose vopr died
   summarize-vopr.py seeds RECORDS             sorted seeds, one per line (for comparisons)
+  summarize-vopr.py merge SHARD... [--start S --count N] [--out MERGED] [--extra-args "..."]
+        merge the NDJSON records of shards run anywhere (other machines, `--shard i/n`,
+        overnight run directories) into one summary: counts, failures deduplicated by
+        signature, fault coverage. A seed recorded twice must agree (same outcome and event
+        hash: the simulation is deterministic, so a difference means two binaries or two
+        machines disagree); with --start/--count every seed of the range must be present.
+        Exit 0: complete and all passed; 1: some seed failed; 2: missing seeds, or records
+        that disagree.
 
 Only the standard library; python3 >= 3.8.
 """
@@ -56,7 +64,49 @@ def in_range(seed, start, count, shard):
 
 
 def cmd_summary(args):
-    recs = read_records(args.records)
+    print_summary(read_records(args.records), args)
+
+
+def cmd_merge(args):
+    by_seed = {}
+    conflicts = []
+    for path in args.shards:
+        for r in read_records(path):
+            seed = r["seed"]
+            if seed in by_seed:
+                prev = by_seed[seed]
+                if (prev.get("outcome"), prev.get("event_hash")) != (r.get("outcome"), r.get("event_hash")):
+                    conflicts.append((seed, prev.get("_from"), path))
+                continue
+            r["_from"] = path
+            by_seed[seed] = r
+    recs = [by_seed[s] for s in sorted(by_seed)]
+    missing = []
+    if args.count:
+        missing = [s for s in range(args.start, args.start + args.count) if s not in by_seed]
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            for r in recs:
+                r = {k: v for k, v in r.items() if k != "_from"}
+                f.write(json.dumps(r) + "\n")
+    print(f"Merged {len(args.shards)} shard file(s): {len(recs)} distinct seeds")
+    if args.count:
+        print(f"Range {args.start} .. {args.start + args.count - 1}: {len(missing)} missing"
+              + (f" (first: {missing[:10]})" if missing else ""))
+    for seed, a, b in conflicts[:20]:
+        print(f"CONFLICT: seed {seed} differs between {a} and {b} (outcome or event hash)")
+    if conflicts:
+        print(f"{len(conflicts)} seed(s) recorded differently: different binaries or a "
+              "determinism bug (rerun them with --check-determinism)")
+    print()
+    print_summary(recs, args)
+    if conflicts or missing:
+        sys.exit(2)
+    if any(r.get("outcome") != "pass" for r in recs):
+        sys.exit(1)
+
+
+def print_summary(recs, args):
     seeds = Counter(r["seed"] for r in recs)
     dups = sorted(s for s, n in seeds.items() if n > 1)
     passed = sum(1 for r in recs if r.get("outcome") == "pass")
@@ -82,7 +132,7 @@ def cmd_summary(args):
     lines.append(f"Seeds run:         {total} ({len(seeds)} distinct)")
     if dups:
         lines.append(f"WARNING: seeds recorded more than once: {dups[:20]}")
-    if args.elapsed_s:
+    if getattr(args, "elapsed_s", 0):
         lines.append(f"Elapsed (wall):    {args.elapsed_s:.1f} s")
         lines.append(f"Throughput:        {total / args.elapsed_s:.2f} seeds/s" if args.elapsed_s > 0
                      else "Throughput:        n/a")
@@ -176,6 +226,13 @@ def main():
     s.add_argument("seed", type=int)
     s.add_argument("rc", type=int)
     s.set_defaults(func=cmd_crash_record)
+    s = sub.add_parser("merge")
+    s.add_argument("shards", nargs="+")
+    s.add_argument("--start", type=int, default=0)
+    s.add_argument("--count", type=int, default=0)
+    s.add_argument("--out", default="")
+    s.add_argument("--extra-args", default="")
+    s.set_defaults(func=cmd_merge)
     s = sub.add_parser("seeds")
     s.add_argument("records")
     s.set_defaults(func=cmd_seeds)
