@@ -451,10 +451,9 @@ mod run {
         let lin = checks::lincheck(&ops);
         match &lin.verdict {
             Verdict::Linearizable => {}
-            Verdict::NotLinearizable(f) => failures.push(format!(
-                "lincheck: NOT linearizable (partition {}): {f:?}",
-                f.partition
-            )),
+            Verdict::NotLinearizable(f) => {
+                failures.push(format!("lincheck: NOT linearizable: {f}"))
+            }
             Verdict::Unknown { reason } => failures.push(format!("lincheck: unknown ({reason})")),
         }
         let (counter_finals, register_finals): (HashMap<_, _>, HashMap<_, _>) =
