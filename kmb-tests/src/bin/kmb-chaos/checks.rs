@@ -267,6 +267,7 @@ mod tests {
 
     fn incr(key: &str, delta: i64, outcome: Outcome) -> Op {
         Op {
+            worker: 0,
             session: 1,
             input: KvInput::IncrBy {
                 key: key.into(),
@@ -308,6 +309,7 @@ mod tests {
     #[test]
     fn a_lost_acknowledged_write_is_reported() {
         let set = |v: &str, op: u64| Op {
+            worker: 0,
             session: 1,
             input: KvInput::Set {
                 key: "r0".into(),

@@ -35,6 +35,8 @@ mod nemesis;
 #[cfg(not(madsim))]
 mod net;
 #[cfg(not(madsim))]
+mod timeline;
+#[cfg(not(madsim))]
 mod workload;
 
 #[cfg(not(madsim))]
@@ -408,6 +410,7 @@ mod run {
                 }
                 let op = workload::execute(
                     &shared,
+                    args.clients,
                     session,
                     &mut client,
                     KvInput::Get { key: key.clone() },
@@ -475,6 +478,12 @@ mod run {
             }
         }
         failures.extend(unexpected.iter().map(|u| format!("unexpected exit: {u}")));
+        failures.extend(
+            applied
+                .iter()
+                .filter(|a| a.what.contains("ERRORS"))
+                .map(|a| format!("nemesis action not applied: {}", a.what)),
+        );
         let anomalies = shared.anomalies.lock().expect("lock").clone();
         failures.extend(anomalies.iter().map(|a| format!("protocol: {a}")));
 
@@ -548,6 +557,18 @@ mod run {
             println!("verify {l}");
         }
         println!("history: {} (lincheck {0})", history_path.display());
+        let timeline_path = dir.join("timeline.html");
+        let title = format!(
+            "kmb-chaos seed {seed}: {}",
+            if failures.is_empty() { "PASS" } else { "FAIL" }
+        );
+        match std::fs::write(
+            &timeline_path,
+            crate::timeline::render(&ops, &applied, args.clients, &title),
+        ) {
+            Ok(()) => println!("timeline: {}", timeline_path.display()),
+            Err(e) => println!("timeline: cannot write {}: {e}", timeline_path.display()),
+        }
         if failures.is_empty() {
             println!("VERDICT: PASS");
         } else {

@@ -17,6 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use sim_runtime::time::{self, Duration, Instant};
 
 use crate::cluster::{find_primary, Cluster};
+use crate::net::LinkFault;
 use crate::Logger;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -68,15 +69,8 @@ pub enum Action {
     Partition(Vec<usize>),
     /// Drop every packet from `from` to `to`.
     OneWay { from: usize, to: usize },
-    /// netem on the replica's link.
-    Netem {
-        node: usize,
-        delay_ms: u32,
-        jitter_ms: u32,
-        loss_pct: u32,
-        duplicate_pct: u32,
-        reorder_pct: u32,
-    },
+    /// A degraded link (netem, or its fallback: `Net::degrade`).
+    Netem { node: usize, link: LinkFault },
 }
 
 impl fmt::Display for Action {
@@ -89,17 +83,16 @@ impl fmt::Display for Action {
             Action::IsolatePrimary => write!(f, "partition: the primary | the rest"),
             Action::Partition(side) => write!(f, "partition: {side:?} | the rest"),
             Action::OneWay { from, to } => write!(f, "one-way partition: {from} -> {to} dropped"),
-            Action::Netem {
-                node,
-                delay_ms,
-                jitter_ms,
-                loss_pct,
-                duplicate_pct,
-                reorder_pct,
-            } => write!(
+            Action::Netem { node, link } => write!(
                 f,
-                "netem on replica {node}: delay {delay_ms}ms±{jitter_ms}ms loss {loss_pct}% \
-                 duplicate {duplicate_pct}% reorder {reorder_pct}%"
+                "netem on replica {node}: delay {}ms±{}ms loss {}% duplicate {}% reorder {}% \
+                 (without sch_netem: rate {}kbit)",
+                link.delay_ms,
+                link.jitter_ms,
+                link.loss_pct,
+                link.duplicate_pct,
+                link.reorder_pct,
+                link.rate_kbit
             ),
         }
     }
@@ -179,11 +172,14 @@ pub fn plan(seed: u64, n: usize, seconds: u64, kinds: &[Kind]) -> Vec<Step> {
             },
             Kind::Netem => Action::Netem {
                 node: nodes[0],
-                delay_ms: rng.gen_range(5..60),
-                jitter_ms: rng.gen_range(1..20),
-                loss_pct: rng.gen_range(0..15),
-                duplicate_pct: rng.gen_range(0..10),
-                reorder_pct: rng.gen_range(0..30),
+                link: LinkFault {
+                    delay_ms: rng.gen_range(5..60),
+                    jitter_ms: rng.gen_range(1..20),
+                    loss_pct: rng.gen_range(0..15),
+                    duplicate_pct: rng.gen_range(0..10),
+                    reorder_pct: rng.gen_range(0..30),
+                    rate_kbit: [32, 64, 128, 256][rng.gen_range(0..4)],
+                },
             },
         };
         steps.push(Step {
@@ -204,12 +200,16 @@ pub struct Applied {
     pub what: String,
     pub action: Action,
     pub killed: usize,
+    /// The replicas it acted on (killed, paused, degraded).
+    pub replicas: Vec<usize>,
+    /// The directed links it cut, `(from, to)`.
+    pub links: Vec<(usize, usize)>,
 }
 
 enum Undo {
     Restart(Vec<usize>),
     Resume(usize),
-    Heal,
+    Heal(Vec<(usize, usize)>),
     ClearNetem(usize),
     Nothing,
 }
@@ -264,6 +264,12 @@ pub async fn execute(
             apply(&mut c, &step.action, &mut rng, resolve)
         };
         log.log(&format!("nemesis #{k} start: {what}"));
+        let (replicas, links) = match &undo {
+            Undo::Restart(r) => (r.clone(), Vec::new()),
+            Undo::Resume(i) | Undo::ClearNetem(i) => (vec![*i], Vec::new()),
+            Undo::Heal(l) => (Vec::new(), l.clone()),
+            Undo::Nothing => (Vec::new(), Vec::new()),
+        };
         let held = sleep_until(Instant::now() + step.hold, &stop).await;
         heal(&cluster, undo, &log, k);
         applied.push(Applied {
@@ -272,6 +278,8 @@ pub async fn execute(
             what,
             action: step.action.clone(),
             killed,
+            replicas,
+            links,
         });
         if !held {
             break;
@@ -336,9 +344,11 @@ fn apply(
                 }
             };
             let mut errors = Vec::new();
+            let mut links = Vec::new();
             for &a in &side {
                 for b in (0..n).filter(|b| !side.contains(b)) {
                     for (at, from) in [(a, b), (b, a)] {
+                        links.push((from, at));
                         if let Err(e) = c.net.drop_from(at, from) {
                             errors.push(e);
                         }
@@ -348,7 +358,7 @@ fn apply(
             let rest: Vec<usize> = (0..n).filter(|b| !side.contains(b)).collect();
             (
                 format!("partition ({how}) {side:?} | {rest:?}{}", errs(&errors)),
-                Undo::Heal,
+                Undo::Heal(links),
                 0,
             )
         }
@@ -364,42 +374,22 @@ fn apply(
                     "one-way partition: packets {from} -> {to} dropped{}",
                     errs(&r)
                 ),
-                Undo::Heal,
+                Undo::Heal(vec![(*from, *to)]),
                 0,
             )
         }
-        Action::Netem {
-            node,
-            delay_ms,
-            jitter_ms,
-            loss_pct,
-            duplicate_pct,
-            reorder_pct,
-        } => {
-            let spec: Vec<String> = vec![
-                "delay".into(),
-                format!("{delay_ms}ms"),
-                format!("{jitter_ms}ms"),
-                "loss".into(),
-                format!("{loss_pct}%"),
-                "duplicate".into(),
-                format!("{duplicate_pct}%"),
-                "reorder".into(),
-                format!("{reorder_pct}%"),
-                "50%".into(),
-            ];
-            let r = c
-                .net
-                .netem(*node, &spec)
-                .err()
-                .into_iter()
-                .collect::<Vec<_>>();
-            (
-                format!("tc netem on replica {node}: {}{}", spec.join(" "), errs(&r)),
+        Action::Netem { node, link } => match c.net.degrade(*node, link) {
+            Ok(what) => (
+                format!("link fault on replica {node}: {what}"),
                 Undo::ClearNetem(*node),
                 0,
-            )
-        }
+            ),
+            Err(e) => (
+                format!("link fault on replica {node}{}", errs(&[e])),
+                Undo::ClearNetem(*node),
+                0,
+            ),
+        },
     }
 }
 
@@ -428,13 +418,13 @@ fn heal(cluster: &Mutex<Cluster>, undo: Undo, log: &Logger, k: usize) {
             c.resume(i);
             format!("SIGCONT replica {i}")
         }
-        Undo::Heal => match c.net.heal_partitions() {
+        Undo::Heal(_) => match c.net.heal_partitions() {
             Ok(()) => "partition healed".to_string(),
             Err(e) => format!("partition heal ERROR: {e}"),
         },
         Undo::ClearNetem(i) => {
-            c.net.clear_netem(i);
-            format!("netem removed from replica {i}")
+            c.net.clear_link(i);
+            format!("link fault removed from replica {i}")
         }
         Undo::Nothing => "nothing to heal".to_string(),
     };
@@ -447,7 +437,7 @@ pub fn heal_all(cluster: &Mutex<Cluster>, log: &Logger) {
     let _ = c.net.heal_partitions();
     c.reap();
     for i in 0..c.n() {
-        c.net.clear_netem(i);
+        c.net.clear_link(i);
         c.resume(i);
         if !c.is_running(i) {
             match c.start(i) {

@@ -32,6 +32,18 @@ pub fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// A degraded link (see [`Net::degrade`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkFault {
+    pub delay_ms: u32,
+    pub jitter_ms: u32,
+    pub loss_pct: u32,
+    pub duplicate_pct: u32,
+    pub reorder_pct: u32,
+    /// The rate limit used instead of a delay when the kernel has no `sch_netem`.
+    pub rate_kbit: u32,
+}
+
 /// The nft table every namespace gets (an input and an output chain, policy accept).
 const TABLE: &str = "kmbchaos";
 
@@ -153,25 +165,99 @@ impl Net {
         first
     }
 
-    /// `tc netem` on replica `i`'s link (egress of its `eth0`: everything it sends).
-    pub fn netem(&self, i: usize, spec: &[String]) -> Result<(), String> {
+    fn tc(&self, i: usize, args: &[&str]) -> Result<String, String> {
         let ns = self.ns(i);
-        let mut args = vec![
-            "netns", "exec", &ns, "tc", "qdisc", "replace", "dev", "eth0", "root", "netem",
-        ];
-        args.extend(spec.iter().map(String::as_str));
-        run("ip", &args).map(|_| ())
+        let mut all = vec!["netns", "exec", &ns, "tc"];
+        all.extend_from_slice(args);
+        run("ip", &all)
     }
 
-    /// Remove replica `i`'s netem qdisc, if any. Idempotent.
-    pub fn clear_netem(&self, i: usize) {
-        let ns = self.ns(i);
-        let _ = run(
-            "ip",
+    /// Degrade replica `i`'s link (everything it sends, to peers and clients). With the
+    /// kernel's `sch_netem`: `tc netem` delay, jitter, loss, duplication, reordering. Without
+    /// it (some kernels do not ship it): loss by an nft `numgen random` drop rule (input and
+    /// output), duplication by an nft netdev egress `dup to "eth0"` rule, and delay by a `tbf`
+    /// rate limit (queueing delay, tail drop past 100 ms); no jitter, no reordering. Returns
+    /// what was applied.
+    pub fn degrade(&self, i: usize, link: &LinkFault) -> Result<String, String> {
+        let netem = [
+            "qdisc".to_string(),
+            "replace".into(),
+            "dev".into(),
+            "eth0".into(),
+            "root".into(),
+            "netem".into(),
+            "delay".into(),
+            format!("{}ms", link.delay_ms),
+            format!("{}ms", link.jitter_ms),
+            "loss".into(),
+            format!("{}%", link.loss_pct),
+            "duplicate".into(),
+            format!("{}%", link.duplicate_pct),
+            "reorder".into(),
+            format!("{}%", link.reorder_pct),
+            "50%".into(),
+        ];
+        let netem: Vec<&str> = netem.iter().map(String::as_str).collect();
+        match self.tc(i, &netem) {
+            Ok(_) => return Ok(format!("tc {}", netem.join(" "))),
+            Err(e) if !e.contains("qdisc kind is unknown") => return Err(e),
+            Err(_) => {}
+        }
+        let mut done = Vec::new();
+        let rate = format!("{}kbit", link.rate_kbit);
+        self.tc(
+            i,
             &[
-                "netns", "exec", &ns, "tc", "qdisc", "del", "dev", "eth0", "root",
+                "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", &rate, "burst", "16kb",
+                "latency", "100ms",
             ],
-        );
+        )?;
+        done.push(format!("tbf rate {rate} latency 100ms"));
+        if link.loss_pct > 0 {
+            let limit = link.loss_pct.to_string();
+            for chain in ["input", "output"] {
+                self.nft(
+                    i,
+                    &[
+                        "add", "rule", "inet", TABLE, chain, "numgen", "random", "mod", "100", "<",
+                        &limit, "drop",
+                    ],
+                )?;
+            }
+            done.push(format!("nft loss {}% each way", link.loss_pct));
+        }
+        if link.duplicate_pct > 0 {
+            let limit = link.duplicate_pct.to_string();
+            self.nft(i, &["add", "table", "netdev", TABLE])?;
+            self.nft(
+                i,
+                &[&format!(
+                    "add chain netdev {TABLE} egress {{ type filter hook egress device \"eth0\" priority 0 ; }}"
+                )],
+            )?;
+            self.nft(
+                i,
+                &[
+                    "add", "rule", "netdev", TABLE, "egress", "numgen", "random", "mod", "100",
+                    "<", &limit, "dup", "to", "\"eth0\"",
+                ],
+            )?;
+            done.push(format!("nft duplicate {}%", link.duplicate_pct));
+        }
+        Ok(format!(
+            "no sch_netem in this kernel: {} (no jitter, no reordering)",
+            done.join(", ")
+        ))
+    }
+
+    /// Undo [`Net::degrade`] on replica `i` (the qdisc, the duplication table and, with
+    /// every other rule of the replica's chains, the loss rules). Idempotent.
+    pub fn clear_link(&self, i: usize) {
+        let _ = self.tc(i, &["qdisc", "del", "dev", "eth0", "root"]);
+        let _ = self.nft(i, &["delete", "table", "netdev", TABLE]);
+        for chain in ["input", "output"] {
+            let _ = self.nft(i, &["flush", "chain", "inet", TABLE, chain]);
+        }
     }
 
     /// Remove the namespaces (killing anything left in them) and the bridge. Idempotent.

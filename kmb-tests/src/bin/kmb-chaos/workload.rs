@@ -40,6 +40,8 @@ pub enum Outcome {
 
 #[derive(Clone, Debug)]
 pub struct Op {
+    /// The client task (timeline lane); the final reads use one past the last.
+    pub worker: u64,
     /// The session (history `client` field).
     pub session: u64,
     pub input: KvInput,
@@ -80,7 +82,13 @@ impl Shared {
 }
 
 /// Execute one operation and record it.
-pub async fn execute(shared: &Shared, session: u64, client: &mut Client, input: KvInput) -> Op {
+pub async fn execute(
+    shared: &Shared,
+    worker: u64,
+    session: u64,
+    client: &mut Client,
+    input: KvInput,
+) -> Op {
     let call = shared.micros();
     let result = match &input {
         KvInput::Get { key } => client.get(key.as_bytes()).await,
@@ -121,6 +129,7 @@ pub async fn execute(shared: &Shared, session: u64, client: &mut Client, input: 
         Err(ClientError::Unknown(_)) => Outcome::Unknown,
     };
     Op {
+        worker,
         session,
         input,
         call,
@@ -168,7 +177,7 @@ pub async fn run_client(shared: Arc<Shared>, c: u64) -> Vec<Op> {
                 limit: rng.gen_range(3..12),
             }
         };
-        let op = execute(&shared, session, &mut client, input).await;
+        let op = execute(&shared, c, session, &mut client, input).await;
         match (&op.input, &op.outcome) {
             (KvInput::Get { key }, Outcome::Ok(reply)) => {
                 if let KvOutput::Value(v) = &reply.output {
