@@ -17,8 +17,12 @@ step() { printf '\n==> %s\n' "$*"; }
 # apt-get); otherwise the script stops at once with the command that installs them.
 #   chromium    — the VOPR's HTML timeline is rendered headless (kmb-tests/tests/timeline_chromium.rs)
 #   parallel    — the sharded-sweep recipe is run with GNU parallel (scripts/tests/test-overnight.sh)
-#   redis-tools — redis-cli drives the real-process cluster tests (kmb-node/tests/*_real.rs)
-#   iproute2, nftables — the chaos smoke's network namespaces, partitions and netem (docs/chaos.md)
+#   redis-tools — redis-cli and redis-benchmark drive the real-process cluster tests
+#                 (kmb-node/tests/*_real.rs)
+#   python3, python3-pip, nodejs, npm — redis-py (pip), node-redis and ioredis (npm), installed
+#                 below, are real clients in kmb-node/tests/clients_real.rs
+#   iproute2, nftables — the chaos smoke's network namespaces, partitions and link faults
+#                 (docs/chaos.md)
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v parallel >/dev/null 2>&1 || need+=(parallel)
@@ -27,6 +31,10 @@ if [ -z "${KMB_SKIP_CHAOS:-}" ]; then
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
   command -v nft >/dev/null 2>&1 || need+=(nftables)
 fi
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ -z "${KMB_NO_INSTALL:-}" ]; then
     step "installing missing Debian packages: ${need[*]}"
@@ -36,6 +44,29 @@ if [ ${#need[@]} -gt 0 ]; then
   else
     echo "scripts/test.sh needs these Debian packages: ${need[*]}" >&2
     echo "install them with:  sudo apt-get install -y --no-install-recommends ${need[*]}" >&2
+    exit 2
+  fi
+fi
+# redis-py 8 or later (its defaults: RESP3 via HELLO 3; Debian's python3-redis is older): from PyPI.
+if ! python3 -c 'import sys, redis; sys.exit(int(redis.__version__.split(".")[0]) < 8)' 2>/dev/null; then
+  if [ -z "${KMB_NO_INSTALL:-}" ]; then
+    step "installing redis-py (pip)"
+    python3 -m pip install -q 'redis>=8' 2>/dev/null ||
+      python3 -m pip install -q --break-system-packages 'redis>=8'
+  else
+    echo "scripts/test.sh needs redis-py 8 or later" >&2
+    echo "install it with:  python3 -m pip install 'redis>=8'" >&2
+    exit 2
+  fi
+fi
+# node-redis and ioredis: the versions locked in kmb-node/tests/clients/package-lock.json.
+if [ ! -d kmb-node/tests/clients/node_modules/ioredis ] || [ ! -d kmb-node/tests/clients/node_modules/redis ]; then
+  if [ -z "${KMB_NO_INSTALL:-}" ]; then
+    step "installing node-redis and ioredis (npm ci)"
+    (cd kmb-node/tests/clients && npm ci --no-audit --no-fund --loglevel=error)
+  else
+    echo "scripts/test.sh needs node-redis and ioredis" >&2
+    echo "install them with:  (cd kmb-node/tests/clients && npm ci)" >&2
     exit 2
   fi
 fi

@@ -17,13 +17,13 @@
 //! | 72..80  | op            | op number                                                  |
 //! | 80..88  | commit        | the primary's commit number when it prepared this entry    |
 //! | 88..96  | request       | the client's request number                                |
-//! | 96..100 | view          | view in which the entry was prepared                       |
-//! | 100..104| size          | body length in bytes                                       |
-//! | 104     | replica       | index of the primary that prepared it                      |
-//! | 105     | operation     | [`Operation`]                                              |
-//! | 106..108| version       | [`FORMAT_VERSION`]                                         |
-//! | 108..112| magic         | `b"KMBE"`                                                  |
-//! | 112..128| reserved      | zero                                                       |
+//! | 96..104 | view          | view in which the entry was prepared ([`View`], 64 bits)   |
+//! | 104..108| size          | body length in bytes                                       |
+//! | 108     | replica       | index of the primary that prepared it                      |
+//! | 109     | operation     | [`Operation`]                                              |
+//! | 110..112| version       | [`FORMAT_VERSION`]                                         |
+//! | 112..116| magic         | `b"KMBE"`                                                  |
+//! | 116..128| reserved      | zero                                                       |
 
 use xxhash_rust::xxh3::xxh3_128;
 
@@ -34,8 +34,13 @@ pub type Checksum = u128;
 pub const HEADER_SIZE: usize = 128;
 /// Header magic.
 pub const MAGIC: [u8; 4] = *b"KMBE";
-/// On-disk and on-wire format version.
-pub const FORMAT_VERSION: u16 = 1;
+/// On-disk and on-wire format version (2: 64-bit views).
+pub const FORMAT_VERSION: u16 = 2;
+
+/// A view number. 64 bits: at one view change per 500 ms timeout the count lasts far longer
+/// than any cluster, and the core bounds how far one message may move it (`VIEW_JUMP_MAX` in
+/// `core::replica`), so neither time nor a buggy peer can exhaust it.
+pub type View = u64;
 /// Upper bound on a body.
 pub const BODY_SIZE_MAX: u32 = 1 << 20;
 
@@ -73,7 +78,7 @@ pub struct Header {
     pub op: u64,
     pub commit: u64,
     pub request: u64,
-    pub view: u32,
+    pub view: View,
     pub size: u32,
     pub replica: u8,
     pub operation: Operation,
@@ -101,12 +106,12 @@ impl Header {
         b[72..80].copy_from_slice(&self.op.to_le_bytes());
         b[80..88].copy_from_slice(&self.commit.to_le_bytes());
         b[88..96].copy_from_slice(&self.request.to_le_bytes());
-        b[96..100].copy_from_slice(&self.view.to_le_bytes());
-        b[100..104].copy_from_slice(&self.size.to_le_bytes());
-        b[104] = self.replica;
-        b[105] = self.operation as u8;
-        b[106..108].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        b[108..112].copy_from_slice(&MAGIC);
+        b[96..104].copy_from_slice(&self.view.to_le_bytes());
+        b[104..108].copy_from_slice(&self.size.to_le_bytes());
+        b[108] = self.replica;
+        b[109] = self.operation as u8;
+        b[110..112].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[112..116].copy_from_slice(&MAGIC);
         b
     }
 
@@ -126,13 +131,13 @@ impl Header {
         let u128_at = |i: usize| u128::from_le_bytes(bytes[i..i + 16].try_into().expect("16"));
         let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8"));
         let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().expect("4"));
-        if bytes[108..112] != MAGIC
-            || u16::from_le_bytes([bytes[106], bytes[107]]) != FORMAT_VERSION
-            || bytes[112..].iter().any(|&b| b != 0)
+        if bytes[112..116] != MAGIC
+            || u16::from_le_bytes([bytes[110], bytes[111]]) != FORMAT_VERSION
+            || bytes[116..].iter().any(|&b| b != 0)
         {
             return Err(HeaderError::Corrupt);
         }
-        let operation = Operation::from_u8(bytes[105]).ok_or(HeaderError::Corrupt)?;
+        let operation = Operation::from_u8(bytes[109]).ok_or(HeaderError::Corrupt)?;
         let header = Header {
             checksum: u128_at(0),
             checksum_body: u128_at(16),
@@ -142,9 +147,9 @@ impl Header {
             op: u64_at(72),
             commit: u64_at(80),
             request: u64_at(88),
-            view: u32_at(96),
-            size: u32_at(100),
-            replica: bytes[104],
+            view: u64_at(96),
+            size: u32_at(104),
+            replica: bytes[108],
             operation,
         };
         if header.size > BODY_SIZE_MAX || xxh3_128(&bytes[16..]) != header.checksum {
@@ -166,7 +171,7 @@ pub struct Entry {
 pub struct EntryFields {
     pub cluster: u64,
     pub replica: u8,
-    pub view: u32,
+    pub view: View,
     pub op: u64,
     pub commit: u64,
     pub parent: Checksum,

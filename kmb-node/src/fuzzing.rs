@@ -115,8 +115,11 @@ fn chunks<'a>(stream: &'a [u8], sizes: &[u8]) -> Vec<&'a [u8]> {
 
 fn value_has_line_break(v: &Value) -> bool {
     match v {
-        Value::Simple(s) | Value::Error(s) => s.contains(['\r', '\n']),
-        Value::Array(items) => items.iter().any(value_has_line_break),
+        Value::Simple(s) | Value::Error(s) | Value::Double(s) => s.contains(['\r', '\n']),
+        Value::Array(items) | Value::Set(items) => items.iter().any(value_has_line_break),
+        Value::Map(pairs) => pairs
+            .iter()
+            .any(|(k, v)| value_has_line_break(k) || value_has_line_break(v)),
         _ => false,
     }
 }
@@ -183,7 +186,8 @@ pub fn resp(data: &[u8]) {
     if let Ok(Some((value, used))) = resp::parse_value(stream) {
         assert!(used <= stream.len());
         if !value_has_line_break(&value) {
-            let encoded = value.encode();
+            // RESP3 encodes every kind of value as itself (RESP2 downgrades maps, sets, …).
+            let encoded = value.encode_with(resp::Protocol::Resp3);
             assert_eq!(
                 resp::parse_value(&encoded),
                 Ok(Some((value, encoded.len())))
@@ -261,7 +265,28 @@ pub fn command_kv(data: &[u8]) {
                 let _ = value.encode();
             }
             Ok(Command::Quit) => {}
-            Ok(Command::Kv { session, request }) => {
+            Ok(Command::Conn(conn)) => {
+                // A connection answers every connection command without a panic, in both
+                // protocols, with and without the node's state.
+                let settings = std::sync::Arc::new(crate::connection::Settings {
+                    listen: std::net::SocketAddr::from(([127, 0, 0, 1], 6381)),
+                    requirepass: None,
+                    client_connections_max: 1,
+                    client_idle_timeout_secs: 1,
+                    client_buffer_max: 1,
+                });
+                let mut connection = crate::connection::Connection::new(settings, 1, None);
+                let step = connection.step(Ok(Command::Conn(conn)));
+                if let crate::connection::Step::Local(conn) = step {
+                    let ctx = crate::connection::Context::default();
+                    if let crate::connection::Step::Reply(v) = connection.local(conn, &ctx) {
+                        let _ = v.encode_with(connection.protocol());
+                    }
+                }
+            }
+            Ok(Command::Kv {
+                session, request, ..
+            }) => {
                 if let Some((client, number)) = session {
                     assert!(client != 0 && number != 0);
                 }

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use crate::core::{Replica, Status};
-use crate::entry::{Checksum, Entry};
+use crate::entry::{Checksum, Entry, View};
 pub use crate::storage::RecoveryReport;
 use sim_runtime::time::Instant;
 
@@ -15,19 +15,39 @@ use sim_runtime::time::Instant;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Happening {
     Started,
-    ViewChangeStarted { view: u32 },
-    ViewInstalled { view: u32, primary: u8 },
-    Recovering { view: u32 },
-    Commit { op: u64, checksum: Checksum },
-    StateTransfer { from_op: u64, to_op: u64 },
-    Halted { reason: String },
+    ViewChangeStarted {
+        view: View,
+    },
+    ViewInstalled {
+        view: View,
+        primary: u8,
+    },
+    Recovering {
+        view: View,
+    },
+    Commit {
+        op: u64,
+        checksum: Checksum,
+    },
+    StateTransfer {
+        from_op: u64,
+        to_op: u64,
+    },
+    Halted {
+        reason: String,
+    },
+    /// A simulated buggy peer rewrote the view of a message it sent ([`BuggyViews`]).
+    BuggyView {
+        from: View,
+        to: View,
+    },
 }
 
 /// One replica's published state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplicaState {
-    pub view: u32,
-    pub log_view: u32,
+    pub view: View,
+    pub log_view: View,
     pub status: String,
     pub primary: bool,
     pub op: u64,
@@ -40,7 +60,7 @@ pub struct ReplicaState {
     /// Times this replica started (incarnations).
     pub starts: u64,
     /// (op, view, log_view, checkpoint_op, commit) when `log` was last rebuilt.
-    pub log_shape: Option<(u64, u32, u32, u64, u64)>,
+    pub log_shape: Option<(u64, View, View, u64, u64)>,
 }
 
 /// Everything published in this simulation.
@@ -76,7 +96,7 @@ pub struct Registry {
     /// Per replica, for each start in order: what storage recovery reported.
     pub recovery_reports: BTreeMap<u8, Vec<RecoveryReport>>,
     /// Per replica, for each start in order: the highest view it sent a DoViewChange for.
-    pub votes: BTreeMap<u8, Vec<u32>>,
+    pub votes: BTreeMap<u8, Vec<View>>,
 }
 
 /// Bound on recorded happenings per simulation.
@@ -90,6 +110,57 @@ fn happen(r: &mut Registry, replica: u8, what: Happening) {
 
 thread_local! {
     static REGISTRY: RefCell<Registry> = RefCell::new(Registry::default());
+    static BUGGY_VIEWS: std::cell::Cell<Option<BuggyViews>> = const { std::cell::Cell::new(None) };
+}
+
+/// A simulated buggy (authenticated) peer (issue 13): `replica` rewrites the view of its next
+/// `count` StartViewChange messages, after the core made them and before they are sealed, to
+/// a view near the largest a message may name (`near_limit`) or to the largest jump a
+/// receiver follows (`core::VIEW_JUMP_MAX` above the real one). Either must leave a healed
+/// cluster able to elect a primary. Set per simulation by the VOPR (`Swarm::buggy_views`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BuggyViews {
+    pub replica: u8,
+    pub count: u32,
+    pub near_limit: bool,
+}
+
+/// Select this simulation's buggy peer (`None`: every peer is correct).
+pub fn set_buggy_views(buggy: Option<BuggyViews>) {
+    BUGGY_VIEWS.with(|b| b.set(buggy));
+}
+
+/// The view a buggy peer puts in place of `view` (see [`BuggyViews`]).
+fn buggy_view_for(view: View, near_limit: bool) -> View {
+    if near_limit {
+        crate::core::VIEW_MAX - 3
+    } else {
+        view + crate::core::VIEW_JUMP_MAX
+    }
+}
+
+/// Called by the node for every message it is about to send: if this replica is the buggy
+/// peer and has rewrites left, a StartViewChange's view is replaced (and recorded).
+pub fn buggy_view(replica: u8, body: &mut crate::core::Body) {
+    let Some(mut buggy) = BUGGY_VIEWS.with(|b| b.get()) else {
+        return;
+    };
+    if buggy.replica != replica || buggy.count == 0 {
+        return;
+    }
+    if let crate::core::Body::StartViewChange { view } = body {
+        let to = buggy_view_for(*view, buggy.near_limit);
+        REGISTRY.with(|r| {
+            happen(
+                &mut r.borrow_mut(),
+                replica,
+                Happening::BuggyView { from: *view, to },
+            )
+        });
+        *view = to;
+        buggy.count -= 1;
+        BUGGY_VIEWS.with(|b| b.set(Some(buggy)));
+    }
 }
 
 /// Publish `replica`'s state.
@@ -244,7 +315,7 @@ pub fn durable(replica: u8, op: u64) {
 }
 
 /// Record that the current incarnation sent a DoViewChange for `view` (a vote).
-pub fn voted(replica: u8, view: u32) {
+pub fn voted(replica: u8, view: View) {
     REGISTRY.with(|r| {
         if let Some(last) = r.borrow_mut().votes.entry(replica).or_default().last_mut() {
             *last = (*last).max(view);
@@ -255,7 +326,7 @@ pub fn voted(replica: u8, view: u32) {
 /// Record what storage recovery reported at this start.
 pub fn recovery_report(
     replica: u8,
-    view: u32,
+    view: View,
     checkpoint_op: u64,
     present: Vec<u64>,
     faulty: Vec<u64>,

@@ -5,13 +5,16 @@
 //!   and the storage engine over `sim_runtime::disk`.
 //! * [`core`] — the Viewstamped Replication protocol: pure, ticks and messages in, effects out.
 //! * [`kv`] — the key-value state machine. Pure.
-//! * [`resp`] — RESP2 (Redis protocol) command parser and reply encoder. Pure.
+//! * [`resp`] — RESP (Redis protocol) command parser and RESP2/RESP3 reply encoder. Pure.
+//! * [`commands`], [`connection`] — the Redis command set and one client connection's state
+//!   (protocol, name, authentication, refused transactions). Pure.
 //! * [`fuzzing`] — property checks over untrusted bytes, shared by the `cargo fuzz` targets and
 //!   the corpus replay test. Pure.
 
 pub mod auth;
 pub mod client;
 pub mod commands;
+pub mod connection;
 pub mod core;
 pub mod entry;
 pub mod fuzzing;

@@ -29,6 +29,7 @@ mod production {
 
     use clap::{Parser, Subcommand, ValueEnum};
     use kmb_node::auth::ClusterKey;
+    use kmb_node::connection::Password;
     use kmb_node::node::{self, Limits, NodeConfig};
     use kmb_node::storage::{Identity, Storage, StorageConfig};
     use sim_runtime::time::Duration;
@@ -90,6 +91,11 @@ mod production {
             /// must not be readable by group or others.
             #[arg(long)]
             key_file: Option<PathBuf>,
+            /// A file holding the client password (Redis `requirepass`; one line, a trailing
+            /// newline is ignored). Clients must `AUTH` before other commands. The file must
+            /// not be readable by group or others. Without it, clients need no password.
+            #[arg(long)]
+            requirepass_file: Option<PathBuf>,
             #[command(flatten)]
             limits: LimitArgs,
             /// The formatted data file.
@@ -212,6 +218,28 @@ mod production {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read the cluster key file {}: {e}", path.display()))?;
         ClusterKey::from_hex(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Read the client password file, refusing one that group or others can read.
+    fn read_password(path: &Path) -> Result<Password, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let what =
+            |e: std::io::Error| format!("cannot read the password file {}: {e}", path.display());
+        let mode = std::fs::metadata(path).map_err(what)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "the password file {} is readable by others (mode {mode:o}): chmod 600 it",
+                path.display()
+            ));
+        }
+        let mut text = std::fs::read(path).map_err(what)?;
+        while matches!(text.last(), Some(b'\n' | b'\r')) {
+            text.pop();
+        }
+        if text.is_empty() {
+            return Err(format!("the password file {} is empty", path.display()));
+        }
+        Ok(Password::new(text))
     }
 
     /// Write `key` to a new file at `path`, mode 0600, durably.
@@ -349,9 +377,11 @@ mod production {
         client_addresses: Vec<String>,
         tick_ms: u64,
         key_file: Option<PathBuf>,
+        requirepass_file: Option<PathBuf>,
         limits: LimitArgs,
         data: PathBuf,
     ) -> Result<(), String> {
+        let requirepass = requirepass_file.as_deref().map(read_password).transpose()?;
         let limits = limits.limits()?;
         let replica_addresses = parse_addresses(&addresses)?;
         let client_addresses = parse_addresses(&client_addresses)?;
@@ -373,6 +403,7 @@ mod production {
         }
         let cluster_key = read_key(&key_file.unwrap_or_else(|| default_key_path(&data)))?;
         planted_bug()?;
+        ensure_descriptors(limits.descriptors_needed(replica_addresses.len()))?;
         let config = NodeConfig {
             data_path: data,
             replica_addresses,
@@ -382,6 +413,7 @@ mod production {
             tick: Duration::from_millis(tick_ms),
             cluster_key,
             limits,
+            requirepass,
         };
         node::run(config, shutdown_signal())
             .await
@@ -422,6 +454,31 @@ mod production {
         }
     }
 
+    /// Make the open-file limit cover `needed` descriptors: raise the soft limit up to the
+    /// hard one if it is lower, and refuse to start if even the hard limit is too low (a node
+    /// out of descriptors would go on leading the cluster while refusing every client).
+    fn ensure_descriptors(needed: u64) -> Result<(), String> {
+        use rlimit::Resource;
+        let (soft, hard) = Resource::NOFILE
+            .get()
+            .map_err(|e| format!("cannot read the open-file limit: {e}"))?;
+        if soft >= needed {
+            return Ok(());
+        }
+        if hard < needed {
+            return Err(format!(
+                "the open-file limit is {hard} (ulimit -Hn) but the connection bounds need \
+                 {needed} descriptors (--client-connections-max + --peer-connections-max + \
+                 replicas + 32): raise the limit or lower the bounds"
+            ));
+        }
+        Resource::NOFILE
+            .set(needed, hard)
+            .map_err(|e| format!("cannot raise the open-file limit to {needed}: {e}"))?;
+        tracing::info!(from = soft, to = needed, "raised the open-file soft limit");
+        Ok(())
+    }
+
     pub fn main() -> ExitCode {
         let args = Args::parse();
         let _ = tracing_subscriber::fmt()
@@ -458,9 +515,21 @@ mod production {
                     client_addresses,
                     tick_ms,
                     key_file,
+                    requirepass_file,
                     limits,
                     data,
-                } => start(addresses, client_addresses, tick_ms, key_file, limits, data).await,
+                } => {
+                    start(
+                        addresses,
+                        client_addresses,
+                        tick_ms,
+                        key_file,
+                        requirepass_file,
+                        limits,
+                        data,
+                    )
+                    .await
+                }
                 Cmd::Verify { data } => verify(data, false).await,
                 Cmd::Inspect { data } => verify(data, true).await,
             }

@@ -332,18 +332,81 @@ fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
     Ok(args)
 }
 
+/// Which reply encoding a connection speaks: RESP2 (the default) or RESP3 (after `HELLO 3`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    #[default]
+    Resp2,
+    Resp3,
+}
+
+impl Protocol {
+    /// The protocol version number `HELLO` names (2 or 3).
+    pub fn version(self) -> i64 {
+        match self {
+            Protocol::Resp2 => 2,
+            Protocol::Resp3 => 3,
+        }
+    }
+}
+
 /// A reply value.
+///
+/// The RESP3-only kinds (`Map`, `Set`, `Boolean`, `Double`, `Verbatim`) are encoded as Redis
+/// itself downgrades them on a RESP2 connection: a map as a flat array of key, value, …, a set
+/// as an array, a boolean as the integer 1 or 0, a double and a verbatim string as a bulk
+/// string.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Value {
     /// `+OK`-style status.
     Simple(String),
-    /// `-ERR ...`: the full error line without the leading `-`.
+    /// `-ERR ...`: the full error line without the leading `-` (the same in RESP2 and RESP3).
     Error(String),
     Integer(i64),
     Bulk(Vec<u8>),
-    /// The null bulk string (`$-1`): an absent value.
+    /// The null bulk string (`$-1`, RESP3 `_`): an absent value.
     Null,
     Array(Vec<Value>),
+    /// RESP3 map (`%`): ordered key–value pairs.
+    Map(Vec<(Value, Value)>),
+    /// RESP3 set (`~`).
+    Set(Vec<Value>),
+    /// RESP3 boolean (`#t` / `#f`).
+    Boolean(bool),
+    /// RESP3 double (`,`), held as its decimal text (`1.5`, `inf`, `-inf`, `nan`).
+    Double(String),
+    /// RESP3 verbatim string (`=`): a three-letter format (`txt`, `mkd`) and the text.
+    Verbatim(String, Vec<u8>),
+}
+
+/// Append `s` as one line (line breaks removed: a status, error or double is one line).
+fn push_line(out: &mut Vec<u8>, kind: u8, s: &str) {
+    out.push(kind);
+    out.extend(s.bytes().filter(|&b| b != b'\r' && b != b'\n'));
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_bulk(out: &mut Vec<u8>, kind: u8, b: &[u8]) {
+    out.push(kind);
+    out.extend_from_slice(b.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(b);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_len(out: &mut Vec<u8>, kind: u8, n: usize) {
+    out.push(kind);
+    out.extend_from_slice(n.to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A verbatim string's format: exactly three bytes, none of them `:` or a line break.
+fn verbatim_format(format: &str) -> [u8; 3] {
+    let mut f = *b"txt";
+    if format.len() == 3 && format.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+        f.copy_from_slice(format.as_bytes());
+    }
+    f
 }
 
 impl Value {
@@ -357,32 +420,62 @@ impl Value {
         Value::Error(format!("ERR {message}"))
     }
 
+    /// A bulk string of text.
+    pub fn text(s: impl Into<String>) -> Value {
+        Value::Bulk(s.into().into_bytes())
+    }
+
     /// Append the RESP2 encoding of `self` to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
+        self.encode_as(Protocol::Resp2, out)
+    }
+
+    /// Append the encoding of `self` in `protocol` to `out`.
+    pub fn encode_as(&self, protocol: Protocol, out: &mut Vec<u8>) {
+        let resp3 = protocol == Protocol::Resp3;
         match self {
-            Value::Simple(s) => {
-                out.push(b'+');
-                out.extend(s.bytes().filter(|&b| b != b'\r' && b != b'\n'));
-                out.extend_from_slice(b"\r\n");
-            }
-            Value::Error(s) => {
-                out.push(b'-');
-                out.extend(s.bytes().filter(|&b| b != b'\r' && b != b'\n'));
-                out.extend_from_slice(b"\r\n");
-            }
-            Value::Integer(i) => out.extend_from_slice(format!(":{i}\r\n").as_bytes()),
-            Value::Bulk(b) => {
-                out.extend_from_slice(format!("${}\r\n", b.len()).as_bytes());
-                out.extend_from_slice(b);
-                out.extend_from_slice(b"\r\n");
-            }
+            Value::Simple(s) => push_line(out, b'+', s),
+            Value::Error(s) => push_line(out, b'-', s),
+            Value::Integer(i) => push_line(out, b':', &i.to_string()),
+            Value::Bulk(b) => push_bulk(out, b'$', b),
+            Value::Null if resp3 => out.extend_from_slice(b"_\r\n"),
             Value::Null => out.extend_from_slice(b"$-1\r\n"),
-            Value::Array(items) => {
-                out.extend_from_slice(format!("*{}\r\n", items.len()).as_bytes());
+            Value::Array(items) | Value::Set(items) => {
+                let kind = if resp3 && matches!(self, Value::Set(_)) {
+                    b'~'
+                } else {
+                    b'*'
+                };
+                push_len(out, kind, items.len());
                 for item in items {
-                    item.encode_into(out);
+                    item.encode_as(protocol, out);
                 }
             }
+            Value::Map(pairs) => {
+                if resp3 {
+                    push_len(out, b'%', pairs.len());
+                } else {
+                    push_len(out, b'*', pairs.len() * 2);
+                }
+                for (k, v) in pairs {
+                    k.encode_as(protocol, out);
+                    v.encode_as(protocol, out);
+                }
+            }
+            Value::Boolean(b) if resp3 => push_line(out, b'#', if *b { "t" } else { "f" }),
+            Value::Boolean(b) => push_line(out, b':', if *b { "1" } else { "0" }),
+            Value::Double(d) if resp3 => push_line(out, b',', d),
+            Value::Double(d) => {
+                let d: Vec<u8> = d.bytes().filter(|&b| b != b'\r' && b != b'\n').collect();
+                push_bulk(out, b'$', &d)
+            }
+            Value::Verbatim(format, text) if resp3 => {
+                let mut body = verbatim_format(format).to_vec();
+                body.push(b':');
+                body.extend_from_slice(text);
+                push_bulk(out, b'=', &body)
+            }
+            Value::Verbatim(_, text) => push_bulk(out, b'$', text),
         }
     }
 
@@ -390,6 +483,13 @@ impl Value {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         self.encode_into(&mut out);
+        out
+    }
+
+    /// The encoding of `self` in `protocol`.
+    pub fn encode_with(&self, protocol: Protocol) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_as(protocol, &mut out);
         out
     }
 }
@@ -432,17 +532,18 @@ fn parse_value_depth(buf: &[u8], depth: usize) -> Result<Option<(Value, usize)>,
             }
             Ok(Some((Value::Bulk(buf[next..stop].to_vec()), stop + 2)))
         }
-        b'*' => {
+        b'*' | b'~' | b'%' => {
             let count = parse_int(line, "array length")?;
-            if count == -1 {
+            if count == -1 && kind == b'*' {
                 return Ok(Some((Value::Null, next)));
             }
             if !(0..=1 << 20).contains(&count) {
                 return error("invalid array length");
             }
+            let elements = if kind == b'%' { count * 2 } else { count };
             let mut pos = next;
             let mut items = Vec::new();
-            for _ in 0..count {
+            for _ in 0..elements {
                 match parse_value_depth(&buf[pos..], depth + 1)? {
                     None => return Ok(None),
                     Some((v, used)) => {
@@ -451,7 +552,45 @@ fn parse_value_depth(buf: &[u8], depth: usize) -> Result<Option<(Value, usize)>,
                     }
                 }
             }
-            Ok(Some((Value::Array(items), pos)))
+            let value = match kind {
+                b'*' => Value::Array(items),
+                b'~' => Value::Set(items),
+                _ => {
+                    let mut pairs = Vec::with_capacity(items.len() / 2);
+                    let mut items = items.into_iter();
+                    while let (Some(k), Some(v)) = (items.next(), items.next()) {
+                        pairs.push((k, v));
+                    }
+                    Value::Map(pairs)
+                }
+            };
+            Ok(Some((value, pos)))
+        }
+        b'_' if line.is_empty() => Ok(Some((Value::Null, next))),
+        b'#' => match line {
+            b"t" => Ok(Some((Value::Boolean(true), next))),
+            b"f" => Ok(Some((Value::Boolean(false), next))),
+            _ => error("invalid boolean"),
+        },
+        b',' => Ok(Some((Value::Double(text()), next))),
+        b'=' => {
+            let len = parse_int(line, "verbatim length")?;
+            if !(4..=64 << 20).contains(&len) {
+                return error("invalid verbatim length");
+            }
+            let stop = next + len as usize;
+            if buf.len() < stop + 2 {
+                return Ok(None);
+            }
+            let body = &buf[next..stop];
+            if body[3] != b':' || !body[..3].iter().all(|&b| b.is_ascii_graphic() && b != b':') {
+                return error("invalid verbatim format");
+            }
+            let format = String::from_utf8_lossy(&body[..3]).into_owned();
+            Ok(Some((
+                Value::Verbatim(format, body[4..].to_vec()),
+                stop + 2,
+            )))
         }
         other => error(format!("unexpected reply type '{}'", other as char)),
     }
@@ -668,5 +807,78 @@ mod tests {
         ]);
         let bytes = v.encode();
         assert_eq!(parse_value(&bytes), Ok(Some((v, bytes.len()))));
+    }
+    /// Goal: RESP3 kinds encode as RESP3 defines them, and as Redis downgrades them in RESP2.
+    #[test]
+    fn resp3_encoding_and_resp2_downgrade() {
+        let cases: Vec<(Value, &str, &str)> = vec![
+            (Value::Null, "_\r\n", "$-1\r\n"),
+            (Value::Boolean(true), "#t\r\n", ":1\r\n"),
+            (Value::Boolean(false), "#f\r\n", ":0\r\n"),
+            (Value::Double("1.5".into()), ",1.5\r\n", "$3\r\n1.5\r\n"),
+            (
+                Value::Map(vec![(Value::text("a"), Value::Integer(1))]),
+                "%1\r\n$1\r\na\r\n:1\r\n",
+                "*2\r\n$1\r\na\r\n:1\r\n",
+            ),
+            (
+                Value::Set(vec![Value::Simple("x".into())]),
+                "~1\r\n+x\r\n",
+                "*1\r\n+x\r\n",
+            ),
+            (
+                Value::Verbatim("txt".into(), b"hi\r\n".to_vec()),
+                "=8\r\ntxt:hi\r\n\r\n",
+                "$4\r\nhi\r\n\r\n",
+            ),
+            (Value::err("boom"), "-ERR boom\r\n", "-ERR boom\r\n"),
+            (Value::Integer(-3), ":-3\r\n", ":-3\r\n"),
+            (
+                Value::Array(vec![Value::Null, Value::Bulk(b"v".to_vec())]),
+                "*2\r\n_\r\n$1\r\nv\r\n",
+                "*2\r\n$-1\r\n$1\r\nv\r\n",
+            ),
+        ];
+        for (value, resp3, resp2) in cases {
+            assert_eq!(
+                String::from_utf8_lossy(&value.encode_with(Protocol::Resp3)),
+                resp3,
+                "{value:?}"
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&value.encode_with(Protocol::Resp2)),
+                resp2,
+                "{value:?}"
+            );
+            assert_eq!(value.encode(), resp2.as_bytes());
+        }
+        // A verbatim format that is not three plain characters is written as `txt`.
+        assert!(Value::Verbatim("a:b".into(), b"x".to_vec())
+            .encode_with(Protocol::Resp3)
+            .starts_with(b"=5\r\ntxt:"));
+    }
+
+    /// Goal: every RESP3 value round-trips through its RESP3 encoding and the reply parser.
+    #[test]
+    fn resp3_roundtrip() {
+        let v = Value::Array(vec![
+            Value::Map(vec![
+                (Value::text("proto"), Value::Integer(3)),
+                (Value::text("modules"), Value::Array(vec![])),
+            ]),
+            Value::Set(vec![Value::text("a")]),
+            Value::Boolean(true),
+            Value::Double("-inf".into()),
+            Value::Verbatim("txt".into(), b"# Server\r\n".to_vec()),
+            Value::Null,
+        ]);
+        let bytes = v.encode_with(Protocol::Resp3);
+        assert_eq!(parse_value(&bytes), Ok(Some((v, bytes.len()))));
+        for cut in 0..bytes.len() {
+            assert_eq!(parse_value(&bytes[..cut]), Ok(None), "cut at {cut}");
+        }
+        assert!(parse_value(b"#x\r\n").is_err());
+        assert!(parse_value(b"=3\r\nabc\r\n").is_err());
+        assert!(parse_value(b"=5\r\nab:cd\r\n").is_err());
     }
 }

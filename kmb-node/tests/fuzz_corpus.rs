@@ -126,6 +126,31 @@ const COMMANDS: &[&str] = &[
     "HELLO 2",
     "SELECT 0",
     "KMB.REQ 77 3 SET k v",
+    "HELLO 3",
+    "HELLO 3 AUTH default pw SETNAME app",
+    "AUTH pw",
+    "CLIENT SETNAME app",
+    "CLIENT GETNAME",
+    "CLIENT SETINFO LIB-NAME redis-py",
+    "CLIENT INFO",
+    "INFO",
+    "INFO replication keyspace",
+    "CONFIG GET save",
+    "COMMAND COUNT",
+    "ROLE",
+    "WAIT 1 0",
+    "TIME",
+    "DBSIZE",
+    "EXISTS greeting",
+    "STRLEN greeting",
+    "TYPE greeting",
+    "SETNX greeting hi",
+    "SET lock me NX",
+    "MULTI",
+    "EXEC",
+    "DISCARD",
+    "RESET",
+    "SUBSCRIBE news",
     "QUIT",
 ];
 
@@ -323,6 +348,17 @@ fn write_corpus() {
     resp.add("pipeline-limited", [&[0x31u8, 15][..], &pipeline].concat());
     resp.add("inline", with_mode(0, b"PING hi\r\nSET k v\nGET k\r\n\r\n"));
     resp.add("reply-array", with_mode(0, b"*3\r\n:1\r\n$-1\r\n+OK\r\n"));
+    resp.add(
+        "reply-resp3",
+        with_mode(
+            0,
+            b"%2\r\n$5\r\nproto\r\n:3\r\n$3\r\nset\r\n~2\r\n#t\r\n,1.5\r\n",
+        ),
+    );
+    resp.add(
+        "reply-verbatim",
+        with_mode(0, b"=15\r\ntxt:# Server\r\nx\r\n_\r\n"),
+    );
     resp.add(
         "reply-error",
         with_mode(0, b"-REDIRECT 1 127.0.0.1:6382\r\n"),

@@ -58,10 +58,23 @@ struct Node {
 
 impl Node {
     fn start(data: &Path, peers: &[u16], clients: &[u16], log: PathBuf, extra: &[&str]) -> Node {
-        let file = std::fs::File::create(&log).expect("log file");
         // Like a default Linux service: 1,024 file descriptors.
+        Node::start_with(data, peers, clients, log, extra, "ulimit -n 1024")
+    }
+
+    /// Start with `ulimit` (a shell command setting the open-file limits) run first.
+    fn start_with(
+        data: &Path,
+        peers: &[u16],
+        clients: &[u16],
+        log: PathBuf,
+        extra: &[&str],
+        ulimit: &str,
+    ) -> Node {
+        let file = std::fs::File::create(&log).expect("log file");
+        let script = format!("{ulimit} && exec \"$0\" \"$@\"");
         let child = Command::new("sh")
-            .args(["-c", "ulimit -n 1024 && exec \"$0\" \"$@\"", BIN])
+            .args(["-c", &script, BIN])
             .arg("start")
             .args(["--addresses", &list(peers)])
             .args(["--client-addresses", &list(clients)])
@@ -532,4 +545,74 @@ fn client_limits_refuse_with_clear_errors() {
         resp(ports[1], "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100000\r\n"),
         "-ERR Protocol error: command larger than the limit of 65536 bytes"
     );
+}
+
+/// Goal: a node cannot be started where it could run out of file descriptors (issue 13: a node
+/// out of descriptors kept leading while refusing every client). With a hard open-file limit
+/// below what the connection bounds need, `start` exits at once with one line saying what to
+/// change; lowering the bounds under the limit starts it; with only the soft limit too low it
+/// raises the soft limit itself and serves.
+#[test]
+fn start_refuses_an_open_file_limit_below_the_connection_bounds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("r0.kmb");
+    format(&data, 0, 1);
+    let ports = free_ports(2);
+    // Defaults: 512 clients + 64 peers + 1 replica + 32 = 609 descriptors.
+    let mut low = Node::start_with(
+        &data,
+        &ports[0..1],
+        &ports[1..2],
+        dir.path().join("low.log"),
+        &[],
+        "ulimit -n 256",
+    );
+    let status = low
+        .wait_exit(Duration::from_secs(10))
+        .expect("a start under a too-low hard limit must exit");
+    assert!(!status.success());
+    let log = low.log();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    assert!(
+        errors[0].contains("open-file limit is 256") && errors[0].contains("609"),
+        "{log}"
+    );
+    drop(low);
+
+    let lowered = Node::start_with(
+        &data,
+        &ports[0..1],
+        &ports[1..2],
+        dir.path().join("lowered.log"),
+        &["--client-connections-max", "100"],
+        "ulimit -n 256",
+    );
+    if std::panic::catch_unwind(|| wait_primary(ports[1])).is_err() {
+        panic!("lowered bounds: {}", lowered.log());
+    }
+    assert_eq!(resp(ports[1], "SET k v\r\n"), "+OK");
+    drop(lowered);
+
+    let soft = Node::start_with(
+        &data,
+        &ports[0..1],
+        &ports[1..2],
+        dir.path().join("soft.log"),
+        &[],
+        "ulimit -Sn 256 && ulimit -Hn 4096",
+    );
+    wait_primary(ports[1]);
+    assert_eq!(resp(ports[1], "GET k\r\n"), "$1\r\nv");
+    let limits =
+        std::fs::read_to_string(format!("/proc/{}/limits", soft.child.id())).expect("/proc limits");
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    assert!(
+        open_files.split_whitespace().nth(3) == Some("609"),
+        "soft limit raised to what the bounds need: {open_files}"
+    );
+    assert!(soft.log().contains("raised the open-file soft limit"));
 }

@@ -21,13 +21,13 @@ use kmb_node::storage::{CheckpointState, Recovery, Storage};
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
 /// xxh3-64 of [`describe`]'s text of the recovered state, the same in both modes.
-const RECOVERED_DIGEST: u64 = 0xbcb8_eac6_7ba7_9ccc;
+const RECOVERED_DIGEST: u64 = 0xb00009bc7ed6b4dc;
 
 /// Entries chained from the root; `next` replaces everything from `op` on (a new suffix).
 struct Chain(Vec<Checksum>);
 
 impl Chain {
-    fn next(&mut self, op: u64, view: u32) -> Entry {
+    fn next(&mut self, op: u64, view: u64) -> Entry {
         let e = entry(op, self.0[op as usize - 1], view, 100 + op as usize * 37);
         self.0.truncate(op as usize);
         self.0.push(e.checksum());

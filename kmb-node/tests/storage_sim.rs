@@ -25,8 +25,8 @@ const CONFIG: StorageConfig = StorageConfig {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct SbRecord {
-    view: u32,
-    log_view: u32,
+    view: u64,
+    log_view: u64,
     checkpoint_op: u64,
     checkpoint_checksum: Option<Checksum>,
 }
@@ -82,7 +82,7 @@ fn fail(m: &Shared, msg: String) {
 
 /// What the worker knows about its current (in-memory) log.
 struct Chain {
-    view: u32,
+    view: u64,
     head: u64,
     parent: Checksum,
     checkpoint_op: u64,
@@ -266,7 +266,7 @@ fn check_recovery(m: &Shared, storage: &Storage, r: &kmb_node::storage::Recovery
     g.truncation_pending = false;
     // Entries of a newer view may precede a superblock that was never written (a view
     // change interrupted by the crash): continue in a view at least as new.
-    let view = r.log.iter().map(|e| e.header.view).fold(sb.view, u32::max);
+    let view = r.log.iter().map(|e| e.header.view).fold(sb.view, u64::max);
     Chain {
         view,
         head: r.log_head(),
@@ -472,7 +472,7 @@ async fn truncate(
     Some(chain)
 }
 
-async fn superblock(m: &Shared, storage: &mut Storage, chain: &mut Chain, view: u32) -> bool {
+async fn superblock(m: &Shared, storage: &mut Storage, chain: &mut Chain, view: u64) -> bool {
     let sb = *storage.superblock();
     let seq = sb.sequence + 1;
     record_superblock(
@@ -559,7 +559,7 @@ async fn checkpoint(m: &Shared, storage: &mut Storage, chain: &mut Chain) -> boo
     }
 }
 
-fn make_entry(chain: &Chain, view: u32) -> Entry {
+fn make_entry(chain: &Chain, view: u64) -> Entry {
     let op = chain.head + 1;
     let mut rng = rand::rng();
     let len = rng.gen_range(0..CONFIG.slot_size as usize - 128);

@@ -3,6 +3,7 @@
 //! (sequence numbers increasing, simulated time non-decreasing); never allocates more than the
 //! answer.
 
+use kmb_node::entry::View;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::trace::{EventKind, OpKind, Outcome, TraceEvent};
@@ -374,7 +375,7 @@ impl<'a> TraceAnalyzer<'a> {
     }
 
     /// Views installed, per replica, as `(from_us, view, primary)` in order.
-    pub fn views_of(&self, replica: u8) -> Vec<(u64, u32, u8)> {
+    pub fn views_of(&self, replica: u8) -> Vec<(u64, View, u8)> {
         self.events
             .iter()
             .filter_map(|e| match e.kind {

@@ -83,6 +83,7 @@ impl Cluster {
                 // Every replica of the simulated cluster holds the same key.
                 cluster_key: ClusterKey::from_bytes(CLUSTER_KEY),
                 limits: Limits::default(),
+                requirepass: None,
             };
             let identity = Identity {
                 cluster: CLUSTER,

@@ -95,6 +95,20 @@ pub struct Swarm {
     pub safety_ms: u64,
     /// Bound on the liveness phase, ms of simulated time.
     pub liveness_ms: u64,
+    /// A buggy authenticated peer that rewrites the view of a few StartViewChange messages
+    /// (`kmb_node::inspect::BuggyViews`); `None` in most seeds. Drawn last, so every other
+    /// parameter of a seed is what it was before this knob existed.
+    pub buggy_peer: Option<BuggyPeer>,
+}
+
+/// See [`Swarm::buggy_peer`].
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub struct BuggyPeer {
+    pub replica: u8,
+    /// How many of its StartViewChange messages it rewrites.
+    pub count: u32,
+    /// To a view near the largest a message may name; otherwise the largest jump followed.
+    pub near_limit: bool,
 }
 
 /// What the command line asks of every seed.
@@ -173,6 +187,12 @@ impl Swarm {
         };
         let targeted = rng.gen_range(0.0..0.8);
         let fault_duration_ms = (rng.gen_range(100..500), rng.gen_range(500..3000));
+        let safety_ms = rng.gen_range(5_000..=15_000);
+        let buggy_peer = (faults && replica_count > 1 && rng.gen_bool(0.1)).then(|| BuggyPeer {
+            replica: rng.gen_range(0..replica_count),
+            count: rng.gen_range(1..=3),
+            near_limit: rng.gen_bool(0.5),
+        });
         Swarm {
             seed,
             replica_count,
@@ -191,8 +211,9 @@ impl Swarm {
             power_failure_rate,
             targeted,
             fault_duration_ms,
-            safety_ms: rng.gen_range(5_000..=15_000),
+            safety_ms,
             liveness_ms: 30_000,
+            buggy_peer,
         }
     }
 

@@ -13,6 +13,7 @@
 //! the hash or the sequence numbers — a `Minimal` and a `Verbose` run of one seed number the
 //! same event the same way and end with the same hash.
 
+use kmb_node::entry::View;
 use std::collections::VecDeque;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -95,11 +96,11 @@ pub enum EventKind {
     },
     ViewChangeStarted {
         replica: u8,
-        view: u32,
+        view: View,
     },
     ViewInstalled {
         replica: u8,
-        view: u32,
+        view: View,
         primary: u8,
     },
     StateTransfer {
@@ -227,7 +228,7 @@ impl EventKind {
         }
     }
 
-    pub fn view(&self) -> Option<u32> {
+    pub fn view(&self) -> Option<View> {
         match self {
             EventKind::ViewChangeStarted { view, .. } | EventKind::ViewInstalled { view, .. } => {
                 Some(*view)
@@ -338,7 +339,7 @@ impl EventKind {
             }
             EventKind::ViewChangeStarted { replica, view } => {
                 out.extend_from_slice(&[5, *replica]);
-                u(out, u64::from(*view));
+                u(out, *view);
             }
             EventKind::ViewInstalled {
                 replica,
@@ -346,7 +347,7 @@ impl EventKind {
                 primary,
             } => {
                 out.extend_from_slice(&[6, *replica, *primary]);
-                u(out, u64::from(*view));
+                u(out, *view);
             }
             EventKind::StateTransfer {
                 replica,

@@ -432,6 +432,11 @@ async fn simulate(
                 replica: Some(*replica),
                 detail: reason.clone(),
             },
+            Happening::BuggyView { from, to } => EventKind::FaultInjected {
+                kind: "peer.buggy_view".into(),
+                replica: Some(*replica),
+                detail: format!("StartViewChange view {from} sent as {to}"),
+            },
         };
         events.push((at_us, kind));
     }
@@ -458,11 +463,20 @@ async fn simulate(
             },
         );
     }
-    let fault_counters = sim_runtime::fault::counters()
+    let mut fault_counters: BTreeMap<String, u64> = sim_runtime::fault::counters()
         .entries()
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+    let buggy_views = kmb_node::inspect::with(|r| {
+        r.happenings
+            .iter()
+            .filter(|(_, _, h)| matches!(h, Happening::BuggyView { .. }))
+            .count() as u64
+    });
+    if buggy_views > 0 {
+        fault_counters.insert("peer.buggy_view".into(), buggy_views);
+    }
     drop(clients);
     SimResult {
         failure,
@@ -507,6 +521,13 @@ fn run_inner(seed: u64, options: &RunOptions, replay: Option<Scenario>) -> SeedR
         sim::run(seed, move || async move {
             // The mutation is thread-local: set it on the simulation's own thread.
             kmb_node::mutation::set(mutation);
+            kmb_node::inspect::set_buggy_views(params.buggy_peer.map(|b| {
+                kmb_node::inspect::BuggyViews {
+                    replica: b.replica,
+                    count: b.count,
+                    near_limit: b.near_limit,
+                }
+            }));
             let result = simulate(params, filter, capacity, replay).await;
             let counts = mutation.map_or((0, 0), |m| {
                 (kmb_node::mutation::fired(m), kmb_node::mutation::bites(m))

@@ -100,12 +100,12 @@ fn mutation_view_change_longest_log_is_caught() {
 
 #[test]
 fn mutation_recovery_truncates_at_bad_checksum_is_caught() {
-    assert!(!caught(Mutation::RecoveryTruncatesAtBadChecksum, 24, 1).is_empty());
+    assert!(!caught(Mutation::RecoveryTruncatesAtBadChecksum, 68, 1).is_empty());
 }
 
 #[test]
 fn mutation_corrupt_as_blank_is_caught() {
-    assert!(!caught(Mutation::CorruptAsBlank, 24, 1).is_empty());
+    assert!(!caught(Mutation::CorruptAsBlank, 68, 1).is_empty());
 }
 
 #[test]

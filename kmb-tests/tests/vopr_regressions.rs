@@ -166,3 +166,32 @@ fn vopr_regression_truncated_suffix_resurrected_below_a_hole() {
         "log_view_head recorded over a hole",
     );
 }
+
+/// Issue 17 soak (seed 1063603349953, 3 replicas, power failures during syncs): the chosen
+/// log (log_view 5) had holes at ops 104–106 between view-5 entries; op 104 was intact only
+/// on a replica with log_view 3, and no replica held 105 or 106. The primary-elect knew
+/// neither checksum, so it could repair nothing and nack nothing: views climbed for 30 s
+/// after the heal. Fixed (core, `nack.rs`): holes between entries of one view are filled from
+/// any DVC's header of that view, and an op of unknown checksum is nacked by the proofs that
+/// hold for any entry (unit test
+/// `nack_adopts_same_view_header_and_truncates_past_an_unknown_op_exact_effects`).
+#[test]
+fn vopr_regression_same_view_hole_and_unknown_op_nacked() {
+    check(
+        &[1063603349953],
+        "hole between same-view entries, unknown op",
+    );
+}
+
+/// Issue 13/17 soak (seeds 764598860028, 764598862108, buggy-peer fault): with messages
+/// naming a view more than `VIEW_JUMP_MAX` ahead simply dropped, a replica that buggy jumps
+/// had left more than 2^32 views away from the others (ahead or behind) could never follow
+/// or be followed — excluded for good. Fixed (core): such a message starts a view change to
+/// the furthest view allowed instead (test `a_message_may_not_jump_the_view_past_the_bound`).
+#[test]
+fn vopr_regression_view_jump_clamped_not_dropped() {
+    check(
+        &[764598860028, 764598862108],
+        "replica excluded by the view jump bound",
+    );
+}

@@ -67,7 +67,7 @@ impl Replica {
                     });
                     if held {
                         hold.push(r);
-                    } else if checksum.is_some_and(|c| Self::nacks(d, op, c)) {
+                    } else if Self::nacks(d, op, checksum) {
                         nack.push(r);
                     } else {
                         miss.push(r);

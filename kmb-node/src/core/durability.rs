@@ -7,6 +7,7 @@ use super::snapshot;
 #[cfg(madsim)]
 use super::snapshot::ClientTable;
 use super::{CheckpointState, Effect};
+use crate::entry::View;
 
 impl Replica {
     pub(super) fn on_synced(&mut self, op: u64) {
@@ -31,7 +32,7 @@ impl Replica {
         }
     }
 
-    pub(super) fn on_superblock_synced(&mut self, view: u32, log_view: u32) {
+    pub(super) fn on_superblock_synced(&mut self, view: View, log_view: View) {
         if self.superblock_inflight == Some((view, log_view)) {
             self.superblock_inflight = None;
             self.superblock = (view, log_view);

@@ -8,6 +8,7 @@
 //! slot, is repaired from peers; a repaired header or body is accepted only if it matches the
 //! hash chain (the successor's `parent`, or the header installed from the primary).
 
+use crate::entry::View;
 use std::collections::btree_map::Range;
 use std::collections::BTreeMap;
 
@@ -293,7 +294,7 @@ impl Replica {
     /// duplicated by the network, or one answering an older RequestStartView, carries an older
     /// head of the same log). Truncating them would also be refused by storage: a truncation
     /// is made durable by a `log_view` above the view of every dropped entry.
-    pub(super) fn install_log(&mut self, view: u32, log: &LogSummary) -> Result<(), InstallError> {
+    pub(super) fn install_log(&mut self, view: View, log: &LogSummary) -> Result<(), InstallError> {
         let (op, op_checksum, headers) = (log.op, log.op_checksum, &log.headers);
         if !self.valid_log(log) || op < self.commit_min {
             return Err(InstallError::Conflict);

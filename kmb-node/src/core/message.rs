@@ -10,6 +10,7 @@
 
 use super::codec::{DecodeError, Reader, Writer};
 use super::snapshot::SNAPSHOT_SIZE_MAX;
+use crate::entry::View;
 use crate::entry::{Checksum, Entry, Header, BODY_SIZE_MAX, HEADER_SIZE};
 
 /// At most this many headers in one message.
@@ -19,8 +20,9 @@ pub const MESSAGE_SIZE_MAX: usize = SNAPSHOT_SIZE_MAX + 4096;
 
 const MAGIC: [u8; 4] = *b"KMBM";
 /// 2: `RequestStateTransfer` carries `op_min`. 3: `DoViewChange` carries `bodies` (nacks).
-/// 4: `DoViewChange` carries `held_max` and `never_written` (nacks of holes).
-const VERSION: u16 = 4;
+/// 4: `DoViewChange` carries `held_max` and `never_written` (nacks of holes). 5: 64-bit views
+/// (entry format 2).
+const VERSION: u16 = 5;
 
 /// A replica's log as DoViewChange, StartView and RecoveryResponse carry it: the head (`op` and
 /// its entry's checksum), the commit number, the durable checkpoint op, and the last (at most
@@ -40,7 +42,7 @@ pub struct LogSummary {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Vote {
     /// The sender's durable `log_view`: the view whose log it last installed completely.
-    pub log_view: u32,
+    pub log_view: View,
     pub log: LogSummary,
     /// One flag per `log.headers` entry (same length; encoded as a bitset after the headers):
     /// the sender holds that entry's body intact and durably. With `log.op` and `log.headers` it
@@ -73,38 +75,38 @@ pub enum Body {
     /// Primary → backups: append `entry`; `commit` is the primary's commit number. Also the
     /// answer to [`Body::RequestPrepare`] (then from any replica, verified by checksum).
     Prepare {
-        view: u32,
+        view: View,
         commit: u64,
         entry: Entry,
     },
     /// Backup → primary: every op up to `op` is durable here and chains to `checksum`.
     PrepareOk {
-        view: u32,
+        view: View,
         op: u64,
         checksum: Checksum,
     },
     /// Primary → backups heartbeat: commit number and durable checkpoint op.
     Commit {
-        view: u32,
+        view: View,
         commit: u64,
         checkpoint_op: u64,
     },
     StartViewChange {
-        view: u32,
+        view: View,
     },
     /// To the new primary: the sender's vote, for `view`.
     DoViewChange {
-        view: u32,
+        view: View,
         vote: Vote,
     },
     /// New primary → all: the log of the new view.
     StartView {
-        view: u32,
+        view: View,
         log: LogSummary,
     },
     /// A replica that saw a newer view asks its primary for the StartView.
     RequestStartView {
-        view: u32,
+        view: View,
     },
     /// A restarted replica with an unreadable head asks for the current view and log.
     Recovery {
@@ -113,7 +115,7 @@ pub enum Body {
     /// Answer to Recovery from a replica in normal status; only the primary fills in
     /// `log.headers`.
     RecoveryResponse {
-        view: u32,
+        view: View,
         nonce: u64,
         log: LogSummary,
     },
@@ -138,7 +140,7 @@ pub enum Body {
     },
     /// A checkpoint: the state after applying every (committed) op up to `checkpoint_op`.
     StateTransfer {
-        view: u32,
+        view: View,
         checkpoint_op: u64,
         checkpoint_checksum: Checksum,
         snapshot: Vec<u8>,
@@ -256,12 +258,12 @@ impl Message {
                 commit,
                 entry,
             } => {
-                w.u32(*view);
+                w.u64(*view);
                 w.u64(*commit);
                 w.bytes(&entry.encode());
             }
             Body::PrepareOk { view, op, checksum } => {
-                w.u32(*view);
+                w.u64(*view);
                 w.u64(*op);
                 w.u128(*checksum);
             }
@@ -270,14 +272,14 @@ impl Message {
                 commit,
                 checkpoint_op,
             } => {
-                w.u32(*view);
+                w.u64(*view);
                 w.u64(*commit);
                 w.u64(*checkpoint_op);
             }
-            Body::StartViewChange { view } | Body::RequestStartView { view } => w.u32(*view),
+            Body::StartViewChange { view } | Body::RequestStartView { view } => w.u64(*view),
             Body::DoViewChange { view, vote } => {
-                w.u32(*view);
-                w.u32(vote.log_view);
+                w.u64(*view);
+                w.u64(vote.log_view);
                 write_log(&mut w, &vote.log);
                 write_bitset(&mut w, vote.log.headers.len(), &vote.bodies);
                 w.u64(vote.held_max);
@@ -288,12 +290,12 @@ impl Message {
                 }
             }
             Body::StartView { view, log } => {
-                w.u32(*view);
+                w.u64(*view);
                 write_log(&mut w, log);
             }
             Body::Recovery { nonce } => w.u64(*nonce),
             Body::RecoveryResponse { view, nonce, log } => {
-                w.u32(*view);
+                w.u64(*view);
                 w.u64(*nonce);
                 write_log(&mut w, log);
             }
@@ -313,7 +315,7 @@ impl Message {
                 checkpoint_checksum,
                 snapshot,
             } => {
-                w.u32(*view);
+                w.u64(*view);
                 w.u64(*checkpoint_op);
                 w.u128(*checkpoint_checksum);
                 w.blob(snapshot);
@@ -339,24 +341,24 @@ impl Message {
         let replica = r.u8()?;
         let body = match tag {
             1 => Body::Prepare {
-                view: r.u32()?,
+                view: r.u64()?,
                 commit: r.u64()?,
                 entry: read_entry(&mut r)?,
             },
             2 => Body::PrepareOk {
-                view: r.u32()?,
+                view: r.u64()?,
                 op: r.u64()?,
                 checksum: r.u128()?,
             },
             3 => Body::Commit {
-                view: r.u32()?,
+                view: r.u64()?,
                 commit: r.u64()?,
                 checkpoint_op: r.u64()?,
             },
-            4 => Body::StartViewChange { view: r.u32()? },
+            4 => Body::StartViewChange { view: r.u64()? },
             5 => {
-                let view = r.u32()?;
-                let log_view = r.u32()?;
+                let view = r.u64()?;
+                let log_view = r.u64()?;
                 let log = read_log(&mut r)?;
                 let bodies = read_bitset(&mut r, log.headers.len())?;
                 let held_max = r.u64()?;
@@ -381,13 +383,13 @@ impl Message {
                 }
             }
             6 => Body::StartView {
-                view: r.u32()?,
+                view: r.u64()?,
                 log: read_log(&mut r)?,
             },
-            7 => Body::RequestStartView { view: r.u32()? },
+            7 => Body::RequestStartView { view: r.u64()? },
             8 => Body::Recovery { nonce: r.u64()? },
             9 => Body::RecoveryResponse {
-                view: r.u32()?,
+                view: r.u64()?,
                 nonce: r.u64()?,
                 log: read_log(&mut r)?,
             },
@@ -404,7 +406,7 @@ impl Message {
             },
             13 => Body::RequestStateTransfer { op_min: r.u64()? },
             14 => Body::StateTransfer {
-                view: r.u32()?,
+                view: r.u64()?,
                 checkpoint_op: r.u64()?,
                 checkpoint_checksum: r.u128()?,
                 snapshot: r.blob(SNAPSHOT_SIZE_MAX)?.to_vec(),

@@ -35,8 +35,11 @@ mod view_change;
 pub use codec::DecodeError;
 pub use message::{Body, Message};
 pub use replica::Replica;
+#[cfg(madsim)]
+pub(crate) use replica::{VIEW_JUMP_MAX, VIEW_MAX};
 pub use snapshot::{ClientEntry, ClientTable};
 
+use crate::entry::View;
 use crate::entry::{Checksum, Entry};
 use crate::kv;
 
@@ -139,8 +142,8 @@ impl Config {
     }
 
     /// The primary of `view` (round robin).
-    pub fn primary_of(&self, view: u32) -> u8 {
-        (view % self.replica_count as u32) as u8
+    pub fn primary_of(&self, view: View) -> u8 {
+        (view % View::from(self.replica_count)) as u8
     }
 }
 
@@ -157,8 +160,8 @@ pub struct CheckpointState {
 /// What storage recovered at start-up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DurableState {
-    pub view: u32,
-    pub log_view: u32,
+    pub view: View,
+    pub log_view: View,
     /// `None`: no checkpoint yet (the log starts after the root entry at op 0), or the
     /// checkpoint is unreadable (see `checkpoint_faulty`).
     pub checkpoint: Option<CheckpointState>,
@@ -224,7 +227,7 @@ pub enum Input {
     /// Answer to [`Effect::Sync`] (echoing its `op`): every entry written before it is durable.
     Synced { op: u64 },
     /// Answer to [`Effect::WriteSuperblock`] (echoing it): the superblock is durable.
-    SuperblockSynced { view: u32, log_view: u32 },
+    SuperblockSynced { view: View, log_view: View },
     /// Answer to [`Effect::Checkpoint`]: the snapshot is durable and the superblock points at
     /// it; WAL slots of ops `<= op` may be reused.
     CheckpointDone { op: u64 },
@@ -244,7 +247,7 @@ pub enum Effect {
     Sync { op: u64 },
     /// Durably write the superblock, then feed [`Input::SuperblockSynced`]. At most one is
     /// outstanding.
-    WriteSuperblock { view: u32, log_view: u32 },
+    WriteSuperblock { view: View, log_view: View },
     /// Durably store the snapshot as the checkpoint at `op`, then feed
     /// [`Input::CheckpointDone`]. At most one is outstanding.
     Checkpoint {

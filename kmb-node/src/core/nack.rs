@@ -12,13 +12,68 @@ impl Replica {
     /// at `op`: the op is beyond the sender's head, or the sender holds a different entry
     /// there with its body intact. A header without a body (faulty or not yet repaired), a
     /// hole, or an op below the sender's header suffix proves nothing.
-    pub(super) fn nacks(dvc: &Vote, op: u64, checksum: Checksum) -> bool {
+    ///
+    /// With `checksum` unknown (no DVC's header for `op` is known to be canonical) only the
+    /// proofs that hold for any entry count: the op is beyond the sender's head, or it never
+    /// wrote that slot.
+    pub(super) fn nacks(dvc: &Vote, op: u64, checksum: Option<Checksum>) -> bool {
         if op > dvc.log.op || op > dvc.held_max || dvc.never_written.binary_search(&op).is_ok() {
             return true;
         }
+        let Some(checksum) = checksum else {
+            return false;
+        };
         match dvc.log.headers.binary_search_by_key(&op, |h| h.op) {
             Ok(i) => dvc.log.headers[i].checksum != checksum && dvc.bodies.get(i) == Some(&true),
             Err(_) => false,
+        }
+    }
+
+    /// Fill holes of the chosen log from other DoViewChanges where the canonical entry is
+    /// known by its view (issue 17, seed 1063603349953): between two entries of the chosen
+    /// log prepared in the same view V, the canonical log holds entries of view V only (views
+    /// never decrease along a log), and a view's primary prepares each op once — so a header
+    /// of view V at such an op, in any DVC whatever its `log_view`, is the canonical one.
+    /// Without this, an op held intact only by a replica with an older `log_view`, next to
+    /// ops that no replica holds, could be neither repaired (its checksum unknown) nor nacked
+    /// past (the new head unknown), and the view change never completed. Two different
+    /// headers of the same view and op would contradict that; then nothing is adopted.
+    fn adopt_same_view_headers(&mut self) {
+        loop {
+            let mut adopted = None;
+            'gaps: for w in self.vc_headers.windows(2) {
+                let (lo, hi) = (w[0], w[1]);
+                if hi.op == lo.op + 1 || lo.view != hi.view {
+                    continue;
+                }
+                for op in lo.op + 1..hi.op {
+                    let mut candidates = self
+                        .dvcs
+                        .values()
+                        .flat_map(|d| d.log.headers.iter())
+                        .filter(|h| h.op == op && h.view == lo.view)
+                        .map(|h| (h.checksum, *h))
+                        .collect::<std::collections::BTreeMap<_, _>>()
+                        .into_values();
+                    let (Some(h), None) = (candidates.next(), candidates.next()) else {
+                        continue;
+                    };
+                    let fits_below = op != lo.op + 1 || h.parent == lo.checksum;
+                    let fits_above = op + 1 != hi.op || hi.parent == h.checksum;
+                    if fits_below && fits_above {
+                        adopted = Some(h);
+                        break 'gaps;
+                    }
+                }
+            }
+            let Some(h) = adopted else {
+                return;
+            };
+            let at = self.vc_headers.partition_point(|x| x.op < h.op);
+            self.vc_headers.insert(at, h);
+            if h.op > self.commit_min {
+                self.put_header(h);
+            }
         }
     }
 
@@ -36,6 +91,7 @@ impl Replica {
         {
             return;
         }
+        self.adopt_same_view_headers();
         let n = self.config.replica_count as usize;
         let quorum_nack = n - self.config.quorum() + 1;
         let canonical = |op: u64| -> Option<Checksum> {
@@ -57,17 +113,16 @@ impl Replica {
         };
         let mut cut = None;
         for op in self.commit_max + 1..=self.op {
-            // The entry the chosen log has at `op`, and the new head below it, must both be
-            // known from that log (its own headers, or its successor's `parent`).
-            let Some(c) = canonical(op) else {
-                continue;
-            };
-            if self
-                .slots
-                .get(&op)
-                .is_some_and(|s| s.header.checksum == c && s.body.is_some())
-                || self.dvcs.values().any(|d| holds(d, op, c))
-            {
+            // The entry the chosen log has at `op` is known from that log (its own headers,
+            // or its successor's `parent`) or not at all; then only nacks that hold for any
+            // entry count. The new head below it must be known.
+            let c = canonical(op);
+            if c.is_some_and(|c| {
+                self.slots
+                    .get(&op)
+                    .is_some_and(|s| s.header.checksum == c && s.body.is_some())
+                    || self.dvcs.values().any(|d| holds(d, op, c))
+            }) {
                 continue;
             }
             let below = op - 1;

@@ -6,11 +6,12 @@ use super::message::Body;
 use super::replica::Replica;
 use super::snapshot::ClientEntry;
 use super::{Effect, Status};
+use crate::entry::View;
 use crate::entry::{Checksum, Entry, Header, Operation};
 use crate::kv;
 
 impl Replica {
-    pub(super) fn on_prepare(&mut self, from: u8, view: u32, commit: u64, entry: Entry) {
+    pub(super) fn on_prepare(&mut self, from: u8, view: View, commit: u64, entry: Entry) {
         let h = entry.header;
         if h.cluster != self.config.cluster
             || h.op == 0
@@ -72,7 +73,7 @@ impl Replica {
         }
     }
 
-    pub(super) fn on_prepare_ok(&mut self, from: u8, view: u32, op: u64, checksum: Checksum) {
+    pub(super) fn on_prepare_ok(&mut self, from: u8, view: View, op: u64, checksum: Checksum) {
         if self.is_primary()
             && view == self.view
             && op <= self.op
@@ -83,7 +84,7 @@ impl Replica {
         }
     }
 
-    pub(super) fn on_commit(&mut self, from: u8, view: u32, commit: u64, checkpoint_op: u64) {
+    pub(super) fn on_commit(&mut self, from: u8, view: View, commit: u64, checkpoint_op: u64) {
         if from != self.config.primary_of(view) {
             return;
         }

@@ -3,6 +3,7 @@
 //! view change), and a replica with a faulty head or checkpoint recovering through
 //! Recovery / RecoveryResponse without voting.
 
+use crate::entry::View;
 use std::collections::BTreeSet;
 
 use super::log::Slot;
@@ -157,7 +158,7 @@ impl Replica {
     pub(super) fn on_recovery_response(
         &mut self,
         from: u8,
-        view: u32,
+        view: View,
         nonce: u64,
         log: LogSummary,
     ) {

@@ -15,6 +15,7 @@
 //! `log` (slots and the hash chain), `durability`, `normal`, `view_change`, `nack`,
 //! `recovery`, `repair`, `state_transfer`, `client`, `timers`, `diagnose`.
 
+use crate::entry::View;
 use std::collections::{BTreeMap, BTreeSet};
 
 use xxhash_rust::xxh3::xxh3_128;
@@ -34,12 +35,12 @@ pub struct Replica {
     pub(super) effects: Vec<Effect>,
     pub(super) tick: u64,
 
-    pub(super) view: u32,
+    pub(super) view: View,
     /// The view whose log this replica has completely and durably installed (in memory;
     /// `superblock` says what is durable).
-    pub(super) log_view: u32,
-    pub(super) superblock: (u32, u32),
-    pub(super) superblock_inflight: Option<(u32, u32)>,
+    pub(super) log_view: View,
+    pub(super) superblock: (View, View),
+    pub(super) superblock_inflight: Option<(View, View)>,
 
     pub(super) checkpoint: CheckpointState,
     pub(super) checkpoint_inflight: Option<CheckpointState>,
@@ -56,7 +57,7 @@ pub struct Replica {
     /// the log to join. A StateTransfer of exactly that checkpoint is accepted in any status
     /// (it is verified by the authoritative head), then the install is retried.
     pub(super) head_checkpoint_wanted: Option<(u64, Checksum)>,
-    pub(super) pending_join: Option<(u8, u32, LogSummary)>,
+    pub(super) pending_join: Option<(u8, View, LogSummary)>,
 
     pub(super) slots: BTreeMap<u64, Slot>,
     pub(super) op: u64,
@@ -84,7 +85,7 @@ pub struct Replica {
     /// chosen DoViewChange): once that log is complete and durable it may claim it as its
     /// `log_view`, even after moving on to a later view change (see
     /// [`Self::try_advance_log_view`]).
-    pub(super) install_view: u32,
+    pub(super) install_view: View,
     /// (op echoed, ops covered) of the outstanding Sync.
     pub(super) sync_inflight: Option<(u64, BTreeSet<u64>)>,
     pub(super) syncing_truncate: bool,
@@ -113,14 +114,22 @@ pub struct Replica {
 
     pub(super) rng: u64,
     pub(super) nonce: u64,
-    pub(super) recovery_replies: BTreeMap<u8, (u32, LogSummary)>,
+    pub(super) recovery_replies: BTreeMap<u8, (View, LogSummary)>,
 
     pub(super) commits: Vec<(u64, Checksum)>,
 }
 
 /// Views and op numbers in messages are bounded far below overflow, so that no arithmetic on
 /// them (`view + 1`, `op + 1`, `checkpoint + slot_count`) can overflow.
-const VIEW_MAX: u32 = u32::MAX / 2;
+pub(crate) const VIEW_MAX: View = View::MAX / 2;
+/// How far past this replica's view one message may move it (issue 13: a single message
+/// naming a view near the limit, from a buggy peer, used to leave every later view change
+/// past the limit — no primary ever again). A message naming a view further ahead is not
+/// acted on; the replica starts a view change to its view + `VIEW_JUMP_MAX` instead. Honest
+/// views grow by one per view-change timeout: 2^32 of them take 68 years at two a second,
+/// so no honest message is ever clamped; a runaway peer needs 2^31 successive clamped jumps
+/// before `VIEW_MAX` is reached.
+pub(crate) const VIEW_JUMP_MAX: View = 1 << 32;
 const OP_MAX: u64 = 1 << 60;
 
 fn numbers_in_range(body: &Body) -> bool {
@@ -161,6 +170,26 @@ fn numbers_in_range(body: &Body) -> bool {
             checkpoint_op,
             ..
         } => *view < VIEW_MAX && *checkpoint_op < OP_MAX,
+    }
+}
+
+/// The view a message names (the sender's view), if it names one.
+fn view_of(body: &Body) -> Option<View> {
+    match body {
+        Body::Prepare { view, .. }
+        | Body::PrepareOk { view, .. }
+        | Body::Commit { view, .. }
+        | Body::StartViewChange { view }
+        | Body::RequestStartView { view }
+        | Body::DoViewChange { view, .. }
+        | Body::StartView { view, .. }
+        | Body::RecoveryResponse { view, .. }
+        | Body::StateTransfer { view, .. } => Some(*view),
+        Body::Recovery { .. }
+        | Body::RequestStateTransfer { .. }
+        | Body::RequestPrepare { .. }
+        | Body::RequestHeaders { .. }
+        | Body::Headers { .. } => None,
     }
 }
 
@@ -254,11 +283,11 @@ impl Replica {
         &self.config
     }
 
-    pub fn view(&self) -> u32 {
+    pub fn view(&self) -> View {
         self.view
     }
 
-    pub fn log_view(&self) -> u32 {
+    pub fn log_view(&self) -> View {
         self.log_view
     }
 
@@ -372,6 +401,19 @@ impl Replica {
             || from == self.config.replica
             || !numbers_in_range(&message.body)
         {
+            return;
+        }
+        let jump_max = self.view.max(self.superblock.0) + VIEW_JUMP_MAX;
+        if view_of(&message.body).is_some_and(|v| v > jump_max) {
+            // Too far ahead to follow in one step. Not simply dropped: a replica that some
+            // earlier jump put more than `VIEW_JUMP_MAX` ahead of the rest would then never
+            // be followed, nor ever come back (views never decrease) — excluded for good
+            // (VOPR seed 764598860028). Instead start a view change to the furthest view
+            // allowed: any replica may start any higher view, and repeated messages bring the
+            // cluster within reach of the sender's view.
+            if self.status != Status::Recovering && jump_max > self.view {
+                self.start_view_change(jump_max);
+            }
             return;
         }
         match message.body {

@@ -2,6 +2,7 @@
 //! the choice of the log with the highest `log_view` then `op`, its install, and StartView to
 //! the backups; `log_view` advances only once the installed log is complete and durable.
 
+use crate::entry::View;
 use std::collections::BTreeSet;
 
 use super::log::InstallError;
@@ -11,7 +12,7 @@ use super::Status;
 use crate::entry::Header;
 
 impl Replica {
-    pub(super) fn start_view_change(&mut self, view: u32) {
+    pub(super) fn start_view_change(&mut self, view: View) {
         debug_assert!(view > self.view || self.status != Status::ViewChange);
         self.view = view;
         self.status = Status::ViewChange;
@@ -29,7 +30,7 @@ impl Replica {
         self.broadcast(Body::StartViewChange { view });
     }
 
-    pub(super) fn on_start_view_change(&mut self, from: u8, view: u32) {
+    pub(super) fn on_start_view_change(&mut self, from: u8, view: View) {
         if self.status == Status::Recovering {
             return;
         }
@@ -120,7 +121,7 @@ impl Replica {
         }
     }
 
-    pub(super) fn on_do_view_change(&mut self, from: u8, view: u32, dvc: Vote) {
+    pub(super) fn on_do_view_change(&mut self, from: u8, view: View, dvc: Vote) {
         if self.status == Status::Recovering
             || self.config.primary_of(view) != self.config.replica
             || dvc.log_view > view
@@ -275,7 +276,7 @@ impl Replica {
         );
     }
 
-    pub(super) fn request_start_view(&mut self, from: u8, view: u32) {
+    pub(super) fn request_start_view(&mut self, from: u8, view: View) {
         let eligible = match self.status {
             Status::Recovering => view >= self.superblock.0 && !self.state_missing(),
             _ => view > self.view,
@@ -286,13 +287,13 @@ impl Replica {
     }
 
     /// The primary of `view` answers a RequestStartView with its StartView.
-    pub(super) fn on_request_start_view(&mut self, from: u8, view: u32) {
+    pub(super) fn on_request_start_view(&mut self, from: u8, view: View) {
         if self.is_primary() && view == self.view {
             self.send_start_view(from);
         }
     }
 
-    pub(super) fn on_start_view(&mut self, from: u8, view: u32, log: LogSummary) {
+    pub(super) fn on_start_view(&mut self, from: u8, view: View, log: LogSummary) {
         if from != self.config.primary_of(view) || self.state_missing() {
             return;
         }
@@ -308,7 +309,7 @@ impl Replica {
     }
 
     /// Adopt the log of `view` from its primary and become its backup.
-    pub(super) fn join_view(&mut self, primary: u8, view: u32, log: LogSummary) {
+    pub(super) fn join_view(&mut self, primary: u8, view: View, log: LogSummary) {
         match self.install_log(view, &log) {
             Ok(()) => {}
             Err(InstallError::Conflict) => return,

@@ -1,13 +1,15 @@
 //! Client connections: RESP over TCP within the client bounds; each command is parsed
 //! incrementally, handed to the driver, and waits for its committed reply.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Event, Limits, REPLY_TIMEOUT};
-use crate::commands::{self, Command};
+use crate::commands;
+use crate::connection::{self, Connection, Context, Settings, Step};
 use crate::ratelimit::{WarnLimiter, WARN_PERIOD};
 use crate::resp::{self, Value};
 use sim_runtime::net::{TcpListener, TcpStream};
@@ -20,14 +22,30 @@ pub(super) async fn client_listener_task(
     listener: TcpListener,
     inbox: mpsc::Sender<Event>,
     limits: Limits,
+    settings: Settings,
 ) {
     let connections = Arc::new(tokio::sync::Semaphore::new(limits.client_connections_max));
+    let node = Arc::new(NodeInfo {
+        settings: Arc::new(settings),
+        started: time::Instant::now(),
+        next_id: AtomicU64::new(1),
+        connections: connections.clone(),
+    });
     let refusals = WarnLimiter::<()>::new(WARN_PERIOD);
     let refusals = Arc::new(Mutex::new(refusals));
+    let mut accept_errors = WarnLimiter::<()>::new(WARN_PERIOD);
     loop {
-        let Ok((mut stream, addr)) = listener.accept().await else {
-            time::sleep(Duration::from_millis(10)).await;
-            continue;
+        let (mut stream, addr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of descriptors cannot happen within the bounds `kmb-node start` checks
+                // against the open-file limit; anything else is logged, not hidden.
+                if let Some(suppressed) = accept_errors.check(&(), time::Instant::now()) {
+                    tracing::warn!(error = %e, suppressed, "client accept failed");
+                }
+                time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             let logged = refusals
@@ -54,14 +72,61 @@ pub(super) async fn client_listener_task(
         };
         let inbox = inbox.clone();
         let limits = limits.clone();
+        let node = node.clone();
+        let id = node.next_id.fetch_add(1, Ordering::Relaxed);
         sim_runtime::task::spawn(async move {
-            client_connection(stream, inbox, &limits).await;
+            let state = Connection::new(node.settings.clone(), id, Some(addr));
+            client_connection(stream, inbox, &limits, &node, state).await;
             drop(permit);
         });
     }
 }
 
-async fn client_connection(mut stream: TcpStream, inbox: mpsc::Sender<Event>, limits: &Limits) {
+/// What every connection of this node shares.
+struct NodeInfo {
+    settings: Arc<Settings>,
+    started: time::Instant,
+    /// `CLIENT ID`s, from 1.
+    next_id: AtomicU64,
+    /// The connection permits: their use is the number of connected clients.
+    connections: Arc<tokio::sync::Semaphore>,
+}
+
+/// What a connection command needs: the replica's state (asked of the driver, which reads it
+/// between steps) if the command reports it, and the clock.
+async fn context(inbox: &mpsc::Sender<Event>, node: &NodeInfo, needs_status: bool) -> Context {
+    let status = if needs_status {
+        let (tx, rx) = oneshot::channel();
+        if inbox.send(Event::Status { reply: tx }).await.is_ok() {
+            time::timeout(REPLY_TIMEOUT, rx)
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+        } else {
+            None
+        }
+    } else {
+        None
+    };
+    let max = node.settings.client_connections_max;
+    let unix_micros = time::now_wall()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    Context {
+        status,
+        connected_clients: max.saturating_sub(node.connections.available_permits()),
+        uptime_secs: node.started.elapsed().as_secs(),
+        unix_micros,
+    }
+}
+
+async fn client_connection(
+    mut stream: TcpStream,
+    inbox: mpsc::Sender<Event>,
+    limits: &Limits,
+    node: &NodeInfo,
+    mut state: Connection,
+) {
     let _ = stream.set_nodelay(true);
     // Plain Redis clients get a session of their own: a random id, request numbers counted.
     let connection_client: u128 = sim_runtime::rand::random::<u128>() | 1;
@@ -72,7 +137,8 @@ async fn client_connection(mut stream: TcpStream, inbox: mpsc::Sender<Event>, li
     loop {
         let args = match reader.next_command() {
             Err(e) => {
-                let _ = stream.write_all(&Value::err(e).encode()).await;
+                out.extend_from_slice(&Value::err(e).encode_with(state.protocol()));
+                let _ = stream.write_all(&out).await;
                 let _ = stream.flush().await;
                 return;
             }
@@ -99,16 +165,25 @@ async fn client_connection(mut stream: TcpStream, inbox: mpsc::Sender<Event>, li
         if args.is_empty() {
             continue;
         }
-        let value = match commands::parse(&args) {
-            Err(error) => error,
-            Ok(Command::Local(value)) => value,
-            Ok(Command::Quit) => {
-                out.extend_from_slice(&Value::ok().encode());
+        let mut step = state.step(commands::parse(&args));
+        if let Step::Local(command) = step {
+            let ctx = context(&inbox, node, command.needs_status()).await;
+            step = state.local(command, &ctx);
+        }
+        let value = match step {
+            Step::Reply(value) => value,
+            Step::Local(_) => Value::err("internal: unanswered connection command"),
+            Step::Close(value) => {
+                value.encode_as(state.protocol(), &mut out);
                 let _ = stream.write_all(&out).await;
                 let _ = stream.flush().await;
                 return;
             }
-            Ok(Command::Kv { session, request }) => {
+            Step::Kv {
+                session,
+                request,
+                shape,
+            } => {
                 let (client, number, is_session) = match session {
                     Some((client, number)) => (client, number, true),
                     None => {
@@ -128,7 +203,7 @@ async fn client_connection(mut stream: TcpStream, inbox: mpsc::Sender<Event>, li
                     return;
                 }
                 match time::timeout(REPLY_TIMEOUT, rx).await {
-                    Ok(Ok(value)) => value,
+                    Ok(Ok(value)) => connection::shape_reply(shape, is_session, value),
                     _ => Value::Error(
                         "TIMEOUT no committed reply in time: the request may still take effect"
                             .into(),
@@ -136,6 +211,6 @@ async fn client_connection(mut stream: TcpStream, inbox: mpsc::Sender<Event>, li
                 }
             }
         };
-        value.encode_into(&mut out);
+        value.encode_as(state.protocol(), &mut out);
     }
 }

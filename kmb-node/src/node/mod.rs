@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::ClusterKey;
 use crate::commands;
+use crate::connection::{NodeStatus, Password, ReplicaStatus, Settings};
 use crate::core::{self, Effect, Input, Message, Replica};
 use crate::resp::Value;
 use crate::storage::{
@@ -67,6 +68,9 @@ pub struct NodeConfig {
     pub cluster_key: ClusterKey,
     /// Resource bounds.
     pub limits: Limits,
+    /// The client password (`requirepass`): when set, a client must `AUTH` (or `HELLO … AUTH`)
+    /// before any other command.
+    pub requirepass: Option<Password>,
 }
 
 /// Resource bounds of a node: each refusal is logged (rate-limited) or answered with a clear
@@ -87,6 +91,17 @@ pub struct Limits {
     /// Bytes one client connection may buffer for the command being read (its arguments and
     /// unparsed input); a larger command is a protocol error and the connection is closed.
     pub client_buffer_max: usize,
+}
+
+impl Limits {
+    /// File descriptors a node with these bounds can hold open at once: every client and
+    /// inbound peer connection the bounds allow, one outbound link per other replica, and a
+    /// margin for the data file, the key file, both listeners, the runtime and stdio. `kmb-node
+    /// start` makes sure the open-file limit covers it, so the node cannot run out of
+    /// descriptors — and so cannot keep leading while unable to accept clients.
+    pub fn descriptors_needed(&self, replica_count: usize) -> u64 {
+        (self.client_connections_max + self.peer_connections_max + replica_count + 32) as u64
+    }
 }
 
 impl Default for Limits {
@@ -145,6 +160,10 @@ enum Event {
         body: Vec<u8>,
         reply: oneshot::Sender<Value>,
         session: bool,
+    },
+    /// A connection asks for the replica's state (`INFO`, `ROLE`, …): read, no step.
+    Status {
+        reply: oneshot::Sender<NodeStatus>,
     },
 }
 
@@ -292,10 +311,18 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         inbox.clone(),
         config.limits.clone(),
     ));
+    let settings = Settings {
+        listen: listen_client,
+        requirepass: config.requirepass.clone(),
+        client_connections_max: config.limits.client_connections_max,
+        client_idle_timeout_secs: config.limits.client_idle_timeout.as_secs(),
+        client_buffer_max: config.limits.client_buffer_max,
+    };
     sim_runtime::task::spawn(client_listener_task(
         client_listener,
         inbox.clone(),
         config.limits.clone(),
+        settings,
     ));
 
     let mut driver = Driver {
@@ -389,6 +416,33 @@ impl Driver {
                     body,
                 })
             }
+            Event::Status { reply } => {
+                let _ = reply.send(self.status(replica));
+                Vec::new()
+            }
+        }
+    }
+
+    /// The replica's state for a client connection (`INFO`, `ROLE`, `WAIT`, `DBSIZE`).
+    fn status(&self, replica: &Replica) -> NodeStatus {
+        let config = replica.config();
+        NodeStatus {
+            replica: config.replica,
+            replica_count: config.replica_count,
+            status: match replica.status() {
+                core::Status::Normal => ReplicaStatus::Normal,
+                core::Status::ViewChange => ReplicaStatus::ViewChange,
+                core::Status::Recovering => ReplicaStatus::Recovering,
+            },
+            view: replica.view(),
+            primary: config.primary_of(replica.view()),
+            is_primary: replica.is_primary(),
+            op: replica.op(),
+            commit: replica.commit(),
+            commit_max: replica.commit_max(),
+            checkpoint_op: replica.checkpoint_op(),
+            keys: replica.kv().len(),
+            client_addresses: self.client_addresses.clone(),
         }
     }
 
@@ -421,6 +475,12 @@ impl Driver {
             while let Some(effect) = queue.pop_front() {
                 match effect {
                     Effect::Send { to, message } => {
+                        #[cfg(madsim)]
+                        let message = {
+                            let mut message = message;
+                            crate::inspect::buggy_view(self.me, &mut message.body);
+                            message
+                        };
                         #[cfg(madsim)]
                         match &message.body {
                             crate::core::Body::DoViewChange { view, .. } => {

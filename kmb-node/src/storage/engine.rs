@@ -1,5 +1,6 @@
 //! The storage engine: all I/O through `sim_runtime::disk`, decisions in [`super::recovery`].
 
+use crate::entry::View;
 use std::fmt;
 use std::io;
 use std::path::Path;
@@ -86,7 +87,7 @@ pub struct Storage {
     /// `log_view_head` to record at the next superblock write (lowered by truncation).
     log_view_head: u64,
     /// The highest view among entries truncated since the last superblock write.
-    truncated_view: Option<u32>,
+    truncated_view: Option<View>,
     /// Set once an fsync or write failed: the storage refuses all further work.
     failed: Option<String>,
 }
@@ -459,7 +460,11 @@ impl Storage {
 
     /// Durably record `view` and `log_view` (and the log head, see [`Superblock`]). Syncs
     /// pending appends first. Durable when it returns.
-    pub async fn write_superblock(&mut self, view: u32, log_view: u32) -> Result<(), StorageError> {
+    pub async fn write_superblock(
+        &mut self,
+        view: View,
+        log_view: View,
+    ) -> Result<(), StorageError> {
         self.check()?;
         let sb = self.superblock;
         if log_view > view || view < sb.view || log_view < sb.log_view {
@@ -894,7 +899,7 @@ mod tests {
     }
 
     /// `entries` re-stamped with `view`, re-chained from the root.
-    fn in_view(entries: &[Entry], view: u32, tag: u8) -> Vec<Entry> {
+    fn in_view(entries: &[Entry], view: View, tag: u8) -> Vec<Entry> {
         let mut parent = Entry::root(CLUSTER).checksum();
         entries
             .iter()

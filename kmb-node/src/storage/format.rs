@@ -3,12 +3,13 @@
 //! Every multi-byte integer is little-endian. Every structure carries an xxh3-128 checksum over
 //! its remaining bytes, a magic and the format version. See `docs/storage-format.md`.
 
+use crate::entry::View;
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::entry::{Checksum, HEADER_SIZE};
 
-/// Bytes of the file format version stored in the superblock.
-pub const STORAGE_VERSION: u16 = 1;
+/// The file format version stored in the superblock (2: 64-bit views, entry format 2).
+pub const STORAGE_VERSION: u16 = 2;
 /// Superblock magic.
 pub const SUPERBLOCK_MAGIC: [u8; 4] = *b"KMBS";
 /// Checkpoint header magic.
@@ -174,22 +175,23 @@ pub struct Identity {
 /// | 40..48   | cluster                   |
 /// | 48..52   | slot_count                |
 /// | 52..56   | slot_size                 |
-/// | 56..60   | view                      |
-/// | 60..64   | log_view                  |
+/// | 56..64   | zero (views before version 2) |
 /// | 64..72   | log_view_head             |
 /// | 72..80   | checkpoint_op             |
 /// | 80..96   | checkpoint_entry_checksum |
 /// | 96..104  | checkpoint_offset (0 = none) |
 /// | 104..112 | checkpoint_size           |
 /// | 112..128 | checkpoint_checksum (of the blob) |
-/// | 128..512 | zero                      |
+/// | 128..136 | view                      |
+/// | 136..144 | log_view                  |
+/// | 144..512 | zero                      |
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Superblock {
     pub sequence: u64,
     pub identity: Identity,
     pub config: StorageConfig,
-    pub view: u32,
-    pub log_view: u32,
+    pub view: View,
+    pub log_view: View,
     /// Ops up to here may carry any view; ops above it must carry a view ≥ `log_view` (older
     /// ones belong to a suffix truncated by a view change and are ignored by recovery).
     pub log_view_head: u64,
@@ -232,14 +234,14 @@ impl Superblock {
         b[40..48].copy_from_slice(&self.identity.cluster.to_le_bytes());
         b[48..52].copy_from_slice(&self.config.slot_count.to_le_bytes());
         b[52..56].copy_from_slice(&self.config.slot_size.to_le_bytes());
-        b[56..60].copy_from_slice(&self.view.to_le_bytes());
-        b[60..64].copy_from_slice(&self.log_view.to_le_bytes());
         b[64..72].copy_from_slice(&self.log_view_head.to_le_bytes());
         b[72..80].copy_from_slice(&self.checkpoint.op.to_le_bytes());
         b[80..96].copy_from_slice(&self.checkpoint.entry_checksum.to_le_bytes());
         b[96..104].copy_from_slice(&self.checkpoint.offset.to_le_bytes());
         b[104..112].copy_from_slice(&self.checkpoint.size.to_le_bytes());
         b[112..128].copy_from_slice(&self.checkpoint.checksum.to_le_bytes());
+        b[128..136].copy_from_slice(&self.view.to_le_bytes());
+        b[136..144].copy_from_slice(&self.log_view.to_le_bytes());
         let checksum = xxh3_128(&b[16..]);
         b[0..16].copy_from_slice(&checksum.to_le_bytes());
         b
@@ -257,7 +259,8 @@ impl Superblock {
             || b[16..20] != SUPERBLOCK_MAGIC
             || u16::from_le_bytes([b[20], b[21]]) != STORAGE_VERSION
             || b[25..32].iter().any(|&x| x != 0)
-            || b[128..].iter().any(|&x| x != 0)
+            || b[56..64].iter().any(|&x| x != 0)
+            || b[144..].iter().any(|&x| x != 0)
         {
             return Err(SuperblockError::Corrupt);
         }
@@ -300,8 +303,8 @@ impl Superblock {
                 replica_count: b[24],
             },
             config,
-            view: u32_at(b, 56),
-            log_view: u32_at(b, 60),
+            view: u64_at(b, 128),
+            log_view: u64_at(b, 136),
             log_view_head: u64_at(b, 64),
             checkpoint,
         })

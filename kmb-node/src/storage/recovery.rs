@@ -5,6 +5,7 @@
 //! deterministic and unit-tested with hand-built byte layouts. The decision table is
 //! documented in `docs/storage-format.md` and mirrored by [`decide`].
 
+use crate::entry::View;
 use std::collections::BTreeSet;
 
 use crate::entry::{Checksum, Entry, Header, HeaderError, HEADER_SIZE};
@@ -95,7 +96,7 @@ pub fn classify(
 pub struct Window {
     pub checkpoint_op: u64,
     pub slot_count: u32,
-    pub log_view: u32,
+    pub log_view: View,
     pub log_view_head: u64,
 }
 
@@ -262,7 +263,7 @@ pub struct Recovery {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
     /// The durable view (superblock).
-    pub view: u32,
+    pub view: View,
     /// The checkpoint the superblock references.
     pub checkpoint_op: u64,
     /// Ops recovered intact.
@@ -480,7 +481,7 @@ mod tests {
     const N: u32 = 8;
     const SLOT: u32 = 1024;
 
-    fn sb(checkpoint_op: u64, entry_checksum: Checksum, log_view: u32, head: u64) -> Superblock {
+    fn sb(checkpoint_op: u64, entry_checksum: Checksum, log_view: View, head: u64) -> Superblock {
         Superblock {
             sequence: 1,
             identity: Identity {
@@ -505,7 +506,7 @@ mod tests {
         }
     }
 
-    fn entry(op: u64, parent: Checksum, view: u32, body: &[u8]) -> Entry {
+    fn entry(op: u64, parent: Checksum, view: View, body: &[u8]) -> Entry {
         Entry::new(
             EntryFields {
                 cluster: CLUSTER,
@@ -523,7 +524,7 @@ mod tests {
     }
 
     /// A chain of entries 1..=count in view `view`.
-    fn chain(count: u64, view: u32) -> Vec<Entry> {
+    fn chain(count: u64, view: View) -> Vec<Entry> {
         let mut parent = Entry::root(CLUSTER).checksum();
         (1..=count)
             .map(|op| {

@@ -16,7 +16,7 @@ pub const SMALL: StorageConfig = StorageConfig {
     slot_size: 1024,
 };
 
-pub fn entry(op: u64, parent: Checksum, view: u32, len: usize) -> Entry {
+pub fn entry(op: u64, parent: Checksum, view: u64, len: usize) -> Entry {
     Entry::new(
         EntryFields {
             cluster: CLUSTER,

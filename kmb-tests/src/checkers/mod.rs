@@ -20,6 +20,7 @@
 //! [`replay`] is the shared model (not an invariant): the committed log replayed through a
 //! fresh key-value state and client table, exactly as the core applies it.
 
+use kmb_node::entry::View;
 use std::collections::BTreeMap;
 
 use kmb_node::entry::{Checksum, Entry};
@@ -50,7 +51,7 @@ pub const CLIENTS_MAX_DEFAULT: usize = 1024;
 pub struct FinalState {
     /// `"normal"`, `"view_change"`, `"recovering"`, or empty if the incarnation never published.
     pub status: String,
-    pub view: u32,
+    pub view: View,
     pub op: u64,
     pub commit: u64,
     /// State hash (kv state + client table) at `commit`.
@@ -114,7 +115,7 @@ pub struct Observations {
     pub recovery_reports: BTreeMap<u8, Vec<RecoveryReport>>,
     /// Per replica, for each start in order: the highest view it sent a DoViewChange for in
     /// that incarnation (0 if none).
-    pub votes: BTreeMap<u8, Vec<u32>>,
+    pub votes: BTreeMap<u8, Vec<View>>,
 }
 
 impl Default for Observations {

@@ -688,7 +688,7 @@ impl<'a> Ctx<'a> {
     }
 
     fn view_churn(&self) -> Option<String> {
-        let starts: Vec<u32> = self
+        let starts: Vec<u64> = self
             .a
             .between(self.at_us.saturating_sub(FAULT_WINDOW_US * 5), self.at_us)
             .iter()

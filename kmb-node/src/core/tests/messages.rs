@@ -161,7 +161,7 @@ fn message_wrong_cluster_or_sender_is_dropped() {
 fn message_extreme_numbers_are_dropped_without_panic() {
     let mut r = Replica::new(config(3, 1), DurableState::formatted());
     assert_eq!(
-        r.step(msg(0, Body::StartViewChange { view: u32::MAX })),
+        r.step(msg(0, Body::StartViewChange { view: u64::MAX })),
         vec![]
     );
     assert_eq!(
@@ -206,4 +206,52 @@ fn dvc_bitset_padding_is_rejected() {
     assert!(Message::decode(&bytes).is_ok());
     *bytes.last_mut().expect("not empty") |= 0x80;
     assert!(Message::decode(&bytes).is_err());
+}
+
+/// Goal: one message cannot move a replica's view more than `VIEW_JUMP_MAX` ahead (issue 13:
+/// a single StartViewChange naming a view near the limit used to leave no view a cluster
+/// could ever move to). A message naming a view further ahead starts a view change to the
+/// furthest view allowed (not to its own view, and its sender is not counted); a message
+/// within the bound is followed as before; from there timeouts move the view on by one.
+/// Clamping rather than dropping lets a replica left far ahead by earlier jumps be followed
+/// (VOPR seed 764598860028: dropping excluded it for good).
+#[test]
+fn a_message_may_not_jump_the_view_past_the_bound() {
+    use super::replica::VIEW_JUMP_MAX;
+    let mut r = Replica::new(config(3, 1), DurableState::formatted());
+    let effects = r.step(msg(0, Body::StartViewChange { view: 1 << 62 }));
+    assert_eq!(
+        r.view(),
+        VIEW_JUMP_MAX,
+        "clamped to the furthest view allowed"
+    );
+    assert!(sends(&effects).iter().all(|(_, b)| *b
+        == Body::StartViewChange {
+            view: VIEW_JUMP_MAX
+        }));
+    assert!(!sends(&effects).is_empty());
+
+    let effects = r.step(msg(
+        2,
+        Body::StartViewChange {
+            view: 2 * VIEW_JUMP_MAX,
+        },
+    ));
+    assert_eq!(
+        r.view(),
+        2 * VIEW_JUMP_MAX,
+        "exactly the bound ahead: followed"
+    );
+    assert!(sends(&effects).iter().any(|(_, b)| *b
+        == Body::StartViewChange {
+            view: 2 * VIEW_JUMP_MAX
+        }));
+    // The next view change (its timeout) moves on by one: nothing is wedged.
+    for _ in 0..200 {
+        r.step(Input::Tick);
+        if r.view() > 2 * VIEW_JUMP_MAX {
+            break;
+        }
+    }
+    assert_eq!(r.view(), 2 * VIEW_JUMP_MAX + 1);
 }

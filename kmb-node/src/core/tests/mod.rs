@@ -55,7 +55,7 @@ fn msg(from: u8, body: Body) -> Input {
 }
 
 /// A hash chain of request entries for ops `first..=last`, prepared in `view`.
-fn chain(parent: u128, first: u64, last: u64, view: u32, tag: &str) -> Vec<Entry> {
+fn chain(parent: u128, first: u64, last: u64, view: View, tag: &str) -> Vec<Entry> {
     let mut parent = parent;
     let mut out = Vec::new();
     for op in first..=last {
@@ -94,14 +94,14 @@ fn sends(effects: &[Effect]) -> Vec<(u8, Body)> {
 #[derive(Default)]
 struct Disk {
     entries: BTreeMap<u64, Entry>,
-    superblock: (u32, u32),
+    superblock: (View, View),
     checkpoint: Option<CheckpointState>,
     /// The checkpoint is unreadable (storage reports `CheckpointState::Faulty`).
     checkpoint_faulty: bool,
     faulty: BTreeSet<u64>,
     /// Highest view of an entry dropped by a truncation not yet published by a superblock
     /// write (the storage contract of `Storage::truncate_after`).
-    truncated_view: Option<u32>,
+    truncated_view: Option<View>,
 }
 
 struct Node {

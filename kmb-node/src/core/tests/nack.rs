@@ -280,3 +280,109 @@ fn nack_own_never_written_hole_counts() {
         vec![Effect::TruncateLogAfter(2), Effect::Sync { op: 2 }]
     );
 }
+
+/// Goal (issue 17, seed 1063603349953): the chosen log has holes at ops 4–6 between two
+/// entries of view 3 (ops 3 and 7); op 4 is held intact only by replica 0, whose `log_view` is
+/// older, and no replica holds ops 5 or 6. Op 4's header is adopted from replica 0's DVC (the
+/// canonical entry there is of view 3, and view 3 prepared op 4 once), so its body is asked
+/// for; op 5's checksum stays unknown, and the two proofs that hold for any entry — replica
+/// 0's and replica 2's never-written slot 5 — are enough to truncate after op 4. Before, the
+/// primary-elect knew neither op 4's checksum nor op 5's, could repair nothing and nack
+/// nothing, and the view change never completed.
+#[test]
+fn nack_adopts_same_view_header_and_truncates_past_an_unknown_op_exact_effects() {
+    let root = Entry::root(CLUSTER).checksum();
+    let log = chain(root, 1, 7, 3, "k");
+    let durable = DurableState {
+        view: 4,
+        log_view: 3,
+        checkpoint: None,
+        checkpoint_faulty: None,
+        entries: vec![
+            log[0].clone(),
+            log[1].clone(),
+            log[2].clone(),
+            log[6].clone(),
+        ],
+        faulty: vec![4, 5, 6],
+        never_written: vec![],
+        restarted: true,
+    };
+    let mut r = Replica::new(config(3, 1), durable);
+    r.poll_effects();
+    r.step(msg(0, Body::StartViewChange { view: 4 }));
+    let dvc = |headers: Vec<Header>, never_written: Vec<u64>| Body::DoViewChange {
+        view: 4,
+        vote: Vote {
+            log_view: 2,
+            log: LogSummary {
+                op: 7,
+                op_checksum: log[6].checksum(),
+                commit: 0,
+                checkpoint_op: 0,
+                headers: headers.clone(),
+            },
+            bodies: vec![true; headers.len()],
+            held_max: 7,
+            never_written,
+        },
+    };
+    let h = |op: usize| log[op - 1].header;
+    let effects = r.step(msg(0, dvc(vec![h(1), h(2), h(3), h(4), h(7)], vec![5, 6])));
+    let asked: Vec<(u8, Body)> = sends(&effects)
+        .into_iter()
+        .filter(|(_, b)| matches!(b, Body::RequestPrepare { .. }))
+        .collect();
+    assert!(
+        asked.contains(&(
+            0,
+            Body::RequestPrepare {
+                op: 4,
+                checksum: log[3].checksum()
+            }
+        )),
+        "op 4's body is asked of replica 0: {effects:?}"
+    );
+    assert!(!effects.contains(&Effect::TruncateLogAfter(4)));
+    assert_eq!(
+        (r.op(), r.status()),
+        (7, Status::ViewChange),
+        "1 nack of op 5: wait"
+    );
+
+    let effects = r.step(msg(2, dvc(vec![h(1), h(2), h(3), h(7)], vec![5, 6])));
+    assert!(
+        effects.contains(&Effect::TruncateLogAfter(4)),
+        "2 nacks of op 5 (checksum unknown): truncated after op 4: {effects:?}"
+    );
+    assert_eq!((r.op(), r.status()), (4, Status::ViewChange));
+
+    // Replica 0's copy of op 4 arrives; the view change completes with the log ending there.
+    let effects = r.step(msg(
+        0,
+        Body::Prepare {
+            view: 4,
+            commit: 0,
+            entry: log[3].clone(),
+        },
+    ));
+    assert_eq!(effects, vec![Effect::WriteEntries(vec![log[3].clone()])]);
+    // The truncation's sync completes, then the repaired entry's.
+    assert_eq!(
+        r.step(Input::Synced { op: 4 }),
+        vec![Effect::Sync { op: 4 }]
+    );
+    assert_eq!(
+        r.step(Input::Synced { op: 4 }),
+        vec![Effect::WriteSuperblock {
+            view: 4,
+            log_view: 4
+        }]
+    );
+    r.step(Input::SuperblockSynced {
+        view: 4,
+        log_view: 4,
+    });
+    assert_eq!((r.status(), r.op()), (Status::Normal, 4));
+    assert!(r.is_primary());
+}
