@@ -4,6 +4,7 @@
 #   simulation:  RUSTFLAGS="--cfg madsim" ...   (target/madsim, so switching never rebuilds)
 # Usage: scripts/test.sh            # everything
 #        KMB_SKIP_LINT=1 scripts/test.sh   # tests only
+#        KMB_SKIP_CHAOS=1 scripts/test.sh  # without the real-cluster chaos runs (they need root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,10 +21,16 @@ step() { printf '\n==> %s\n' "$*"; }
 #                 (kmb-node/tests/*_real.rs)
 #   python3, python3-pip, nodejs, npm — redis-py (pip), node-redis and ioredis (npm), installed
 #                 below, are real clients in kmb-node/tests/clients_real.rs
+#   iproute2, nftables — the chaos smoke's network namespaces, partitions and link faults
+#                 (docs/chaos.md)
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v parallel >/dev/null 2>&1 || need+=(parallel)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+if [ -z "${KMB_SKIP_CHAOS:-}" ]; then
+  command -v ip >/dev/null 2>&1 || need+=(iproute2)
+  command -v nft >/dev/null 2>&1 || need+=(nftables)
+fi
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
@@ -82,6 +89,13 @@ fi
 
 step "tests (production)"
 cargo test --workspace --locked
+
+if [ -z "${KMB_SKIP_CHAOS:-}" ]; then
+  step "chaos smoke: 60 s, 3 real replicas in network namespaces, kills and partitions (docs/chaos.md)"
+  scripts/chaos.sh 60 16 --nemesis kill-primary,kill-random,partition-primary,partition
+  step "chaos: a planted bug (read-from-backup, chaos-mutation build) is caught"
+  KMB_CHAOS_PLANTED=read-from-backup scripts/chaos.sh 20 1 --nemesis kill-primary,partition
+fi
 
 step "tests (simulation)"
 sim cargo test --workspace --locked

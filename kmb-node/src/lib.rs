@@ -21,7 +21,7 @@ pub mod fuzzing;
 #[cfg(madsim)]
 pub mod inspect;
 pub mod kv;
-#[cfg(madsim)]
+#[cfg(any(madsim, feature = "chaos-mutation"))]
 pub mod mutation;
 pub mod node;
 pub mod ratelimit;

@@ -402,6 +402,7 @@ mod production {
             ));
         }
         let cluster_key = read_key(&key_file.unwrap_or_else(|| default_key_path(&data)))?;
+        planted_bug()?;
         ensure_descriptors(limits.descriptors_needed(replica_addresses.len()))?;
         let config = NodeConfig {
             data_path: data,
@@ -417,6 +418,40 @@ mod production {
         node::run(config, shutdown_signal())
             .await
             .map_err(|e| e.to_string())
+    }
+
+    /// A `chaos-mutation` build: say loudly which planted bug `KMB_MUTATION` selects, and
+    /// refuse a name that is not one of the production mutation points.
+    #[cfg(feature = "chaos-mutation")]
+    fn planted_bug() -> Result<(), String> {
+        use kmb_node::mutation::{from_env, PRODUCTION_POINTS};
+        let Ok(name) = std::env::var("KMB_MUTATION") else {
+            tracing::warn!(
+                "built with the chaos-mutation feature; KMB_MUTATION unset: no planted bug"
+            );
+            return Ok(());
+        };
+        match from_env() {
+            Some(m) if PRODUCTION_POINTS.contains(&m) => {
+                tracing::warn!("PLANTED BUG ACTIVE (KMB_MUTATION={m}): {}", m.description());
+                Ok(())
+            }
+            _ => Err(format!(
+                "KMB_MUTATION={name:?} is not a production mutation point (one of: {})",
+                PRODUCTION_POINTS.map(|m| m.name()).join(", ")
+            )),
+        }
+    }
+
+    #[cfg(not(feature = "chaos-mutation"))]
+    fn planted_bug() -> Result<(), String> {
+        match std::env::var("KMB_MUTATION") {
+            Ok(name) => Err(format!(
+                "KMB_MUTATION={name:?} is set, but this kmb-node was built without the \
+                 chaos-mutation feature"
+            )),
+            Err(_) => Ok(()),
+        }
     }
 
     /// Make the open-file limit cover `needed` descriptors: raise the soft limit up to the

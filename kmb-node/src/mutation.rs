@@ -1,4 +1,6 @@
-//! Simulator-only planted bugs (mutation points), compiled only under `cfg(madsim)`.
+//! Planted bugs (mutation points), compiled under `cfg(madsim)` — and, for real-cluster chaos
+//! runs, into a production build with the `chaos-mutation` feature, where two of the points
+//! exist ([`PRODUCTION_POINTS`]) and `KMB_MUTATION=<name>` selects one (docs/chaos.md).
 //!
 //! A simulator is worth what its checkers catch: each [`Mutation`] is a known protocol or
 //! storage bug that the production code can be switched into, for one simulation at a time.
@@ -126,10 +128,32 @@ pub fn set(mutation: Option<Mutation>) {
     BITES.with(|b| b.borrow_mut().clear());
 }
 
-/// The active mutation.
+/// The active mutation: in the simulator, the thread's; in a production build with the
+/// `chaos-mutation` feature, the one named by the `KMB_MUTATION` environment variable
+/// (read once), unless a thread selected one with [`set`].
 pub fn active() -> Option<Mutation> {
+    #[cfg(not(madsim))]
+    if let Some(m) = from_env() {
+        return Some(m);
+    }
     ACTIVE.with(|a| a.get())
 }
+
+/// `KMB_MUTATION` (production `chaos-mutation` builds only). Only the points compiled
+/// outside the simulator can fire: [`PRODUCTION_POINTS`].
+#[cfg(not(madsim))]
+pub fn from_env() -> Option<Mutation> {
+    static FROM_ENV: std::sync::OnceLock<Option<Mutation>> = std::sync::OnceLock::new();
+    *FROM_ENV.get_or_init(|| {
+        std::env::var("KMB_MUTATION")
+            .ok()
+            .and_then(|n| Mutation::from_name(n.trim()))
+    })
+}
+
+/// The mutations whose points exist in a production `chaos-mutation` build.
+pub const PRODUCTION_POINTS: [Mutation; 2] =
+    [Mutation::ReadFromBackup, Mutation::CommitBeforeQuorum];
 
 /// Whether `mutation` is active; if it is, the point counts as fired.
 pub fn is(mutation: Mutation) -> bool {

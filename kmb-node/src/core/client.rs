@@ -7,7 +7,7 @@ use super::message::Body;
 use super::replica::Replica;
 use super::{Effect, Status};
 use crate::entry::{Entry, EntryFields, Operation, BODY_SIZE_MAX};
-#[cfg(madsim)]
+#[cfg(any(madsim, feature = "chaos-mutation"))]
 use crate::kv;
 
 impl Replica {
@@ -16,9 +16,9 @@ impl Replica {
             return;
         }
         if self.status != Status::Normal || self.primary() != self.config.replica {
-            // Mutation `read-from-backup` (simulator only): a backup answers GET from its
-            // own state, at its own commit number, instead of redirecting.
-            #[cfg(madsim)]
+            // Mutation `read-from-backup` (simulator, or a `chaos-mutation` build): a backup
+            // answers GET from its own state, at its own commit number, instead of redirecting.
+            #[cfg(any(madsim, feature = "chaos-mutation"))]
             if self.status == Status::Normal
                 && crate::mutation::is(crate::mutation::Mutation::ReadFromBackup)
             {

@@ -137,7 +137,8 @@ impl Replica {
         acks[self.config.replica as usize] = self.durable_prefix();
         acks.sort_unstable_by(|a, b| b.cmp(a));
         let committed = acks[self.config.quorum() - 1];
-        #[cfg(madsim)]
+        // Mutation `commit-before-quorum` (simulator, or a `chaos-mutation` build).
+        #[cfg(any(madsim, feature = "chaos-mutation"))]
         let committed = {
             use crate::mutation::{self, Mutation};
             let own = self.durable_prefix();
