@@ -23,6 +23,8 @@ step() { printf '\n==> %s\n' "$*"; }
 #                 below, are real clients in kmb-node/tests/clients_real.rs
 #   iproute2, nftables — the chaos smoke's network namespaces, partitions and link faults
 #                 (docs/chaos.md)
+#   openssh-server, openssh-client — the across-machines sweep recipe, run over ssh between
+#                 two network-namespace hosts (scripts/tests/test-ssh-sweep.sh; as root)
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v parallel >/dev/null 2>&1 || need+=(parallel)
@@ -30,6 +32,11 @@ command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 if [ -z "${KMB_SKIP_CHAOS:-}" ]; then
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
   command -v nft >/dev/null 2>&1 || need+=(nftables)
+fi
+if [ "$(id -u)" = 0 ]; then
+  [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+  command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
+  command -v ip >/dev/null 2>&1 || [[ " ${need[*]} " == *" iproute2 "* ]] || need+=(iproute2)
 fi
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
@@ -106,3 +113,10 @@ target/madsim-release/release/vopr --seed 300 -n 20 --jobs "$(nproc)" --check-de
 
 step "overnight-sweep script: kill/resume and GNU parallel sharding (fake vopr)"
 scripts/tests/test-overnight.sh
+
+if [ "$(id -u)" = 0 ]; then
+  step "sweep across machines: two ssh hosts in network namespaces, shards merged (fake vopr)"
+  scripts/tests/test-ssh-sweep.sh
+else
+  step "sweep across machines: skipped (needs root for network namespaces)"
+fi
