@@ -114,6 +114,9 @@ target/madsim-release/release/vopr --seed 300 -n 20 --jobs "$(nproc)" --check-de
 step "overnight-sweep script: kill/resume and GNU parallel sharding (fake vopr)"
 scripts/tests/test-overnight.sh
 
+step "Kubernetes Indexed Job for sweeps: validated offline against the schema"
+scripts/tests/test-k8s-manifest.sh
+
 if [ "$(id -u)" = 0 ]; then
   step "sweep across machines: two ssh hosts in network namespaces, shards merged (fake vopr)"
   scripts/tests/test-ssh-sweep.sh
