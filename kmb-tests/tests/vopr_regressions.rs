@@ -195,3 +195,17 @@ fn vopr_regression_view_jump_clamped_not_dropped() {
         "replica excluded by the view jump bound",
     );
 }
+
+/// Issue 13/17 soak (seeds 842542259098, 842542261147, buggy-peer fault): a replica recovering
+/// with a faulty head in view 0 or 1, while the others were more than `VIEW_JUMP_MAX` views
+/// on, dropped every RecoveryResponse as too far ahead and never recovered (a recovering
+/// replica cannot follow by view changes). Fixed (core): the jump bound does not apply to
+/// RecoveryResponses while recovering (unit test
+/// `recovering_replica_far_behind_the_cluster_recovers`).
+#[test]
+fn vopr_regression_recovering_replica_far_behind() {
+    check(
+        &[842542259098, 842542261147],
+        "recovering replica excluded by the jump bound",
+    );
+}

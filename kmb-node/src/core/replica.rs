@@ -404,7 +404,13 @@ impl Replica {
             return;
         }
         let jump_max = self.view.max(self.superblock.0) + VIEW_JUMP_MAX;
-        if view_of(&message.body).is_some_and(|v| v > jump_max) {
+        // A recovering replica cannot start a view change, so clamping cannot bring it
+        // closer; it takes its view from RecoveryResponses of a quorum including that view's
+        // primary, which no single buggy peer makes (VOPR seeds 842542259098, 842542261147:
+        // a replica recovering in view 1 while the others were 2^32 views on never recovered).
+        let recovering_reply = self.status == Status::Recovering
+            && matches!(message.body, Body::RecoveryResponse { .. });
+        if !recovering_reply && view_of(&message.body).is_some_and(|v| v > jump_max) {
             // Too far ahead to follow in one step. Not simply dropped: a replica that some
             // earlier jump put more than `VIEW_JUMP_MAX` ahead of the rest would then never
             // be followed, nor ever come back (views never decrease) — excluded for good

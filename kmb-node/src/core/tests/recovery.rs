@@ -194,3 +194,46 @@ fn recovering_replica_ahead_of_the_cluster_moves_it_to_its_view() {
     r.step(msg(2, sv));
     assert_eq!((r.view(), r.status()), (5, Status::Normal));
 }
+
+/// Regression (VOPR seeds 842542259098, 842542261147, buggy-peer fault): a replica recovering
+/// (faulty head) in view 1 while the others are more than `VIEW_JUMP_MAX` views on takes
+/// their RecoveryResponses — from a quorum including the primary — and joins their view;
+/// the jump bound, which a recovering replica cannot follow by view changes, does not apply.
+#[test]
+fn recovering_replica_far_behind_the_cluster_recovers() {
+    use super::replica::VIEW_JUMP_MAX;
+    let root = Entry::root(CLUSTER).checksum();
+    let log = chain(root, 1, 3, 0, "k");
+    let durable = DurableState {
+        view: 1,
+        log_view: 0,
+        checkpoint: None,
+        checkpoint_faulty: None,
+        entries: log[..2].to_vec(),
+        faulty: vec![3],
+        never_written: vec![],
+        restarted: true,
+    };
+    let mut r = Replica::new(config(3, 0), durable);
+    assert_eq!(r.status(), Status::Recovering);
+    let nonce = match sends(&r.poll_effects()).first() {
+        Some((_, Body::Recovery { nonce })) => *nonce,
+        other => panic!("{other:?}"),
+    };
+    let far = 3 * VIEW_JUMP_MAX + 1; // primary: replica 1 of 3
+    let summary = LogSummary {
+        op: 3,
+        op_checksum: log[2].checksum(),
+        commit: 3,
+        checkpoint_op: 0,
+        headers: log.iter().map(|e| e.header).collect(),
+    };
+    let response = |view| Body::RecoveryResponse {
+        view,
+        nonce,
+        log: summary.clone(),
+    };
+    r.step(msg(2, response(far)));
+    r.step(msg(1, response(far)));
+    assert_eq!((r.view(), r.status()), (far, Status::Normal));
+}
