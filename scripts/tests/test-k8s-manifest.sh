@@ -13,20 +13,22 @@ fails=0
 pass() { echo "ok   - $*"; }
 fail() { echo "FAIL - $*"; fails=$((fails + 1)); }
 
-if ! command -v kubernetes-validate >/dev/null 2>&1; then
+# Run as a module: a freshly pip-installed console script may not be on PATH yet (pyenv shims).
+if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
   python3 -m pip install -q kubernetes-validate 2>/dev/null ||
     python3 -m pip install -q --break-system-packages kubernetes-validate
 fi
+validate() { python3 -m kubernetes_validate "$@"; }
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-kubernetes-validate --strict --quiet "$manifest" >"$work/ok.txt" 2>&1 &&
+validate --strict --quiet "$manifest" >"$work/ok.txt" 2>&1 &&
   pass "vopr-sweep-job.yaml is a valid batch/v1 Job (strict)" ||
   fail "vopr-sweep-job.yaml refused: $(cat "$work/ok.txt")"
 
 sed -e 's/completionMode: Indexed/completionMode: Sideways/' \
     -e 's/^  parallelism: 16$/  parallelism: "sixteen"\n  shardz: 3/' "$manifest" >"$work/broken.yaml"
-if kubernetes-validate --strict --quiet "$work/broken.yaml" >"$work/bad.txt" 2>&1; then
+if validate --strict --quiet "$work/broken.yaml" >"$work/bad.txt" 2>&1; then
   fail "a broken copy (bad enum, bad type, unknown field) passed validation"
 else
   pass "a broken copy is refused by the validator"
