@@ -406,10 +406,14 @@ impl Replica {
         let jump_max = self.view.max(self.superblock.0) + VIEW_JUMP_MAX;
         // A recovering replica cannot start a view change, so clamping cannot bring it
         // closer; it takes its view from RecoveryResponses of a quorum including that view's
-        // primary, which no single buggy peer makes (VOPR seeds 842542259098, 842542261147:
+        // primary, which no single buggy peer makes, and a StateTransfer (its checkpoint)
+        // does not move its view at all (VOPR seeds 842542259098, 842542261147, 806316636212:
         // a replica recovering in view 1 while the others were 2^32 views on never recovered).
         let recovering_reply = self.status == Status::Recovering
-            && matches!(message.body, Body::RecoveryResponse { .. });
+            && matches!(
+                message.body,
+                Body::RecoveryResponse { .. } | Body::StateTransfer { .. }
+            );
         if !recovering_reply && view_of(&message.body).is_some_and(|v| v > jump_max) {
             // Too far ahead to follow in one step. Not simply dropped: a replica that some
             // earlier jump put more than `VIEW_JUMP_MAX` ahead of the rest would then never

@@ -500,3 +500,38 @@ fn view_change_backup_installs_start_view_whose_head_is_a_checkpoint() {
         log_view: 4
     }));
 }
+
+/// Goal (VOPR seed 806316636212, buggy-peer fault): a replica recovering from an unreadable
+/// checkpoint in view 1 installs a peer's StateTransfer sent from a view more than
+/// `VIEW_JUMP_MAX` ahead (the rest of the cluster was moved on by clamped jumps) — the jump
+/// bound, which a recovering replica cannot follow by view changes, does not apply to it,
+/// and the transfer does not move its view.
+#[test]
+fn faulty_checkpoint_replica_installs_a_transfer_from_far_ahead() {
+    use super::replica::VIEW_JUMP_MAX;
+    let (mut r, log) = faulty_checkpoint_replica();
+    r.poll_effects();
+    let c4 = log[3].checksum();
+    let mut kv = crate::kv::KvState::new();
+    for e in &log[..4] {
+        kv.apply(&Request::decode(&e.body).unwrap());
+    }
+    let far = 2 * VIEW_JUMP_MAX + 7;
+    let effects = r.step(msg(
+        1,
+        Body::StateTransfer {
+            view: far,
+            checkpoint_op: 4,
+            checkpoint_checksum: c4,
+            snapshot: snapshot::encode(&kv, &ClientTable::new()),
+        },
+    ));
+    assert_eq!(
+        effects.first(),
+        Some(&Effect::StateTransferred {
+            op: 4,
+            checksum: c4
+        })
+    );
+    assert_eq!((r.view(), r.status()), (1, Status::Recovering));
+}
