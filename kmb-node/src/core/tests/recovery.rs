@@ -129,17 +129,13 @@ fn restart_from_checkpoint_replays_to_same_state() {
     assert_eq!(net.replica(1).state_hash(), hash);
 }
 
-/// Regression (VOPR seed 451): a replica that moved views alone (durable view 5) and
-/// restarted with a faulty head while the others settled in view 2 cannot recover from them
-/// (their view is below its durable one, and nothing moves a healthy cluster to a new view):
-/// on their RecoveryResponses it asks them to move to its view with a StartViewChange (no
-/// log, no vote), and the StartView of view 5 ends its recovery.
-#[test]
-fn recovering_replica_ahead_of_the_cluster_moves_it_to_its_view() {
+/// Replica 0 of 3 restarted in durable view `view` (log_view 0) with entries 1..=2 of view 0
+/// and op 3 faulty (its head): Recovering. Returns it, the log 1..=3, and its Recovery nonce.
+fn recovering_in_view(view: View) -> (Replica, Vec<Entry>, u64) {
     let root = Entry::root(CLUSTER).checksum();
     let log = chain(root, 1, 3, 0, "k");
     let durable = DurableState {
-        view: 5,
+        view,
         log_view: 0,
         checkpoint: None,
         checkpoint_faulty: None,
@@ -154,6 +150,17 @@ fn recovering_replica_ahead_of_the_cluster_moves_it_to_its_view() {
         Some((_, Body::Recovery { nonce })) => *nonce,
         other => panic!("{other:?}"),
     };
+    (r, log, nonce)
+}
+
+/// Regression (VOPR seed 451): a replica that moved views alone (durable view 5) and
+/// restarted with a faulty head while the others settled in view 2 cannot recover from them
+/// (their view is below its durable one, and nothing moves a healthy cluster to a new view):
+/// on their RecoveryResponses it asks them to move to its view with a StartViewChange (no
+/// log, no vote), and the StartView of view 5 ends its recovery.
+#[test]
+fn recovering_replica_ahead_of_the_cluster_moves_it_to_its_view() {
+    let (mut r, log, nonce) = recovering_in_view(5);
     let response = Body::RecoveryResponse {
         view: 2,
         nonce,
@@ -202,24 +209,7 @@ fn recovering_replica_ahead_of_the_cluster_moves_it_to_its_view() {
 #[test]
 fn recovering_replica_far_behind_the_cluster_recovers() {
     use super::replica::VIEW_JUMP_MAX;
-    let root = Entry::root(CLUSTER).checksum();
-    let log = chain(root, 1, 3, 0, "k");
-    let durable = DurableState {
-        view: 1,
-        log_view: 0,
-        checkpoint: None,
-        checkpoint_faulty: None,
-        entries: log[..2].to_vec(),
-        faulty: vec![3],
-        never_written: vec![],
-        restarted: true,
-    };
-    let mut r = Replica::new(config(3, 0), durable);
-    assert_eq!(r.status(), Status::Recovering);
-    let nonce = match sends(&r.poll_effects()).first() {
-        Some((_, Body::Recovery { nonce })) => *nonce,
-        other => panic!("{other:?}"),
-    };
+    let (mut r, log, nonce) = recovering_in_view(1);
     let far = 3 * VIEW_JUMP_MAX + 1; // primary: replica 1 of 3
     let summary = LogSummary {
         op: 3,
