@@ -11,17 +11,10 @@ use std::time::Duration;
 
 use sim_runtime::time::Instant;
 
-const BIN: &str = env!("CARGO_BIN_EXE_kmb-node");
+mod real;
+use real::free_ports;
 
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("addr").port())
-        .collect()
-}
+const BIN: &str = env!("CARGO_BIN_EXE_kmb-node");
 
 fn list(ports: &[u16]) -> String {
     ports
