@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::connection::STOPPING;
 use crate::resp::{self, Value};
 use sim_runtime::net::TcpStream;
 use sim_runtime::time::{self, Duration, Instant};
@@ -56,6 +57,9 @@ pub enum ClientError {
     Failed(String),
     /// Sent, but no reply before the deadline: it may take effect at any later time, or never.
     Unknown(String),
+    /// Refused as invalid (too large, malformed): certainly not executed, and retrying the
+    /// same request cannot succeed. The refusal is the replica's `-ERR` text.
+    Rejected(String),
 }
 
 impl std::fmt::Display for ClientError {
@@ -63,6 +67,7 @@ impl std::fmt::Display for ClientError {
         match self {
             ClientError::Failed(m) => write!(f, "failed: {m}"),
             ClientError::Unknown(m) => write!(f, "outcome unknown: {m}"),
+            ClientError::Rejected(m) => write!(f, "rejected: {m}"),
         }
     }
 }
@@ -88,6 +93,8 @@ enum Attempt {
     Redirect(usize),
     /// The replica refused before ordering the request (e.g. view change, recovering).
     Refused(String),
+    /// The replica refused the request itself (`-ERR …`): no replica would order it.
+    Rejected(String),
     /// Connection-level failure; `sent` says whether the request may have been delivered.
     Broken {
         sent: bool,
@@ -168,6 +175,11 @@ impl Client {
                     last_error = why;
                     target = (target + 1) % self.addresses.len();
                 }
+                // Every replica refuses these bytes alike, so an earlier attempt was refused
+                // too — unless it reached a replica that judged otherwise, which a client
+                // cannot rule out once it may have delivered one.
+                Attempt::Rejected(why) if !ever_sent => return Err(ClientError::Rejected(why)),
+                Attempt::Rejected(why) => return Err(ClientError::Unknown(why)),
                 Attempt::Broken { sent, why } => {
                     ever_sent |= sent;
                     last_error = why;
@@ -264,6 +276,10 @@ impl Client {
             // The replica accepted the request but saw no commit in time: it may still
             // take effect.
             Value::Error(e) if e.starts_with("TIMEOUT") => Attempt::Broken { sent: true, why: e },
+            // The request itself is invalid (too large, malformed): no retry can succeed.
+            Value::Error(e) if e.starts_with("ERR ") && !e.starts_with(STOPPING) => {
+                Attempt::Rejected(e)
+            }
             // Refusals before ordering (not primary yet, view change, recovering, busy):
             // the request was not executed, so retrying it is safe.
             Value::Error(e) => Attempt::Refused(e),

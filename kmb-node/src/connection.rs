@@ -57,6 +57,8 @@ pub struct Settings {
     pub client_connections_max: usize,
     pub client_idle_timeout_secs: u64,
     pub client_buffer_max: usize,
+    /// The largest encoded kv request (one WAL slot's body): `kv::admit`.
+    pub request_size_max: usize,
 }
 
 /// The replica's role in its current view.
@@ -538,8 +540,11 @@ impl Connection {
     }
 }
 
+/// What a connection command gets while the node stops (another replica may serve it).
+pub const STOPPING: &str = "ERR the node is stopping";
+
 fn stopping() -> Value {
-    Value::err("the node is stopping")
+    Value::Error(STOPPING.into())
 }
 
 fn role(s: &NodeStatus) -> Value {
@@ -708,6 +713,7 @@ mod tests {
             client_connections_max: 512,
             client_idle_timeout_secs: 300,
             client_buffer_max: 1 << 20,
+            request_size_max: 65408,
         })
     }
 

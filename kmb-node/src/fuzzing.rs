@@ -274,6 +274,7 @@ pub fn command_kv(data: &[u8]) {
                     client_connections_max: 1,
                     client_idle_timeout_secs: 1,
                     client_buffer_max: 1,
+                    request_size_max: 1,
                 });
                 let mut connection = crate::connection::Connection::new(settings, 1, None);
                 let step = connection.step(Ok(Command::Conn(conn)));

@@ -60,6 +60,42 @@ pub enum Request {
     },
 }
 
+/// An integer in its canonical decimal form only (what `i64::to_string` writes: no sign
+/// but a leading `-`, no leading zeros, no `-0`, no spaces), as Redis and the documented
+/// semantics take integers: `007`, `+5`, `-0` are strings, not integers.
+fn parse_canonical(s: &str) -> Option<i64> {
+    let n: i64 = s.parse().ok()?;
+    (n.to_string() == s).then_some(n)
+}
+
+/// Admission: the encoded request if it fits one WAL slot's body (`body_max` bytes, from the
+/// data file's geometry: `StorageConfig::body_size_max`) and the decoder's bounds; otherwise
+/// the client's error text (the glue prefixes `ERR `). The one request-size limit: the RESP
+/// reader, the decoder and the core's bounds all lie at or above it.
+pub fn admit(request: &Request, body_max: usize) -> Result<Vec<u8>, String> {
+    let body = request.encode();
+    if body.len() > body_max {
+        let excess = body.len() - body_max;
+        return Err(match request {
+            Request::Set { value, .. } | Request::Cas { new: value, .. }
+                if value.len() >= excess =>
+            {
+                format!("value too large (max {} bytes)", value.len() - excess)
+            }
+            _ => format!(
+                "request too large ({} bytes encoded, max {body_max} bytes)",
+                body.len()
+            ),
+        });
+    }
+    if Request::decode(&body).is_err() {
+        return Err(format!(
+            "request too large (a key may have at most {KEY_SIZE_MAX} bytes, a value {VALUE_SIZE_MAX})"
+        ));
+    }
+    Ok(body)
+}
+
 /// The outcome of a command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
@@ -296,7 +332,7 @@ impl KvState {
                     None => 0,
                     Some(bytes) => match std::str::from_utf8(bytes)
                         .ok()
-                        .and_then(|s| s.parse::<i64>().ok())
+                        .and_then(parse_canonical)
                     {
                         Some(v) => v,
                         None => return Reply::Error("value is not an integer".to_string()),
@@ -548,6 +584,80 @@ mod tests {
         });
         assert!(matches!(s.apply(&incr(1)), Reply::Error(_)));
         assert_eq!(s.get(b"n"), Some(&b"abc"[..]));
+    }
+
+    /// Goal: INCRBY takes only canonical integers (as Redis, the documented semantics and
+    /// lincheck's model do): `007`, `+5`, `-0`, spaces, hex and exponents are strings and the
+    /// increment errors without change; canonical ones, `i64::MIN` included, increment.
+    #[test]
+    fn apply_incrby_refuses_non_canonical_integers() {
+        let mut s = KvState::new();
+        for odd in ["007", "+5", "-0", " 5", "5 ", "0x10", "1e3", "00", "", "--1"] {
+            s.apply(&Request::Set {
+                key: k("n"),
+                value: k(odd),
+            });
+            let reply = s.apply(&Request::IncrBy {
+                key: k("n"),
+                delta: 1,
+            });
+            assert_eq!(reply, Reply::Error("value is not an integer".into()), "{odd:?}");
+            assert_eq!(s.get(b"n"), Some(odd.as_bytes()), "{odd:?} unchanged");
+        }
+        for (canonical, after) in [("0", 1), ("-7", -6), ("10", 11)] {
+            s.apply(&Request::Set {
+                key: k("n"),
+                value: k(canonical),
+            });
+            let reply = s.apply(&Request::IncrBy {
+                key: k("n"),
+                delta: 1,
+            });
+            assert_eq!(reply, Reply::Integer(after), "{canonical}");
+        }
+        s.apply(&Request::Set {
+            key: k("n"),
+            value: k(&i64::MIN.to_string()),
+        });
+        let reply = s.apply(&Request::IncrBy {
+            key: k("n"),
+            delta: 1,
+        });
+        assert_eq!(reply, Reply::Integer(i64::MIN + 1));
+    }
+
+    /// Goal: admission takes exactly what fits one WAL slot's body and names the largest
+    /// value that would have fitted; keys beyond the decoder's bound are refused too.
+    #[test]
+    fn admit_takes_what_fits_a_slot_and_names_the_limit() {
+        let set = |n: usize| Request::Set {
+            key: k("key"),
+            value: vec![b'x'; n],
+        };
+        let overhead = set(0).encode().len();
+        let max = 4096 - 128;
+        let fits = max - overhead;
+        assert_eq!(admit(&set(fits), max), Ok(set(fits).encode()));
+        assert_eq!(
+            admit(&set(fits + 1), max),
+            Err(format!("value too large (max {fits} bytes)"))
+        );
+        assert_eq!(
+            admit(&set(100_000), max),
+            Err(format!("value too large (max {fits} bytes)"))
+        );
+        let get = Request::Get {
+            key: vec![b'k'; 70_000],
+        };
+        assert!(admit(&get, max)
+            .unwrap_err()
+            .starts_with("request too large (70"));
+        let long_key = Request::Get {
+            key: vec![b'k'; KEY_SIZE_MAX + 1],
+        };
+        assert!(admit(&long_key, 1 << 20)
+            .unwrap_err()
+            .contains("a key may have at most 1024 bytes"));
     }
 
     /// Goal: CAS sets only when the current value (or absence) matches.

@@ -458,6 +458,69 @@ fn forged_peer_handshake_cannot_force_a_view_change() {
     );
 }
 
+/// One RESP command from its arguments (binary-safe; any size).
+fn command(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Goal (issue 11): nothing a client sends can stop a replica. Before, one
+/// `SET big <100 KB>` stopped the primary (`entry 2 body of 100013 bytes exceeds the slot
+/// (65408 max)`) and its retry the next one; a GET with a 70 KB key did the same. Now every
+/// replica refuses an oversized request at admission, naming the limit the data file's
+/// geometry implies, and the largest value that fits is served.
+#[test]
+fn an_oversized_request_is_refused_and_stops_no_replica() {
+    let mut trio = Trio::start(&[]);
+    let primary = trio.primary(Duration::from_secs(30)).expect("a primary");
+    let send = |port: u16, bytes: &[u8]| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(bytes).expect("send");
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).trim_end().to_string()
+    };
+    let big = vec![b'x'; 100_000];
+    let mut limit = None;
+    for _round in 0..2 {
+        for &port in &trio.clients {
+            let reply = send(port, &command(&[b"SET", b"big", &big]));
+            let max = reply
+                .strip_prefix("-ERR value too large (max ")
+                .and_then(|r| r.strip_suffix(" bytes)"))
+                .and_then(|n| n.parse::<usize>().ok());
+            assert!(max.is_some(), "port {port}: {reply}");
+            limit = max;
+            let key = vec![b'k'; 70_000];
+            let reply = send(port, &command(&[b"GET", &key]));
+            assert!(reply.starts_with("-ERR request too large"), "{reply}");
+        }
+    }
+    for (i, node) in trio.nodes.iter_mut().enumerate() {
+        assert!(
+            node.child.try_wait().expect("try_wait").is_none(),
+            "replica {i} stopped: {}",
+            node.log()
+        );
+    }
+    let limit = limit.expect("a limit");
+    assert!(limit > 60_000 && limit < 65_536, "production geometry: {limit}");
+    let port = trio.clients[primary];
+    let fits = vec![b'y'; limit];
+    assert_eq!(send(port, &command(&[b"SET", b"big", &fits])), "+OK");
+    let reply = send(port, &command(&[b"STRLEN", b"big"]));
+    assert_eq!(reply, format!(":{limit}"));
+    let over = vec![b'y'; limit + 1];
+    assert!(send(port, &command(&[b"SET", b"big", &over])).starts_with("-ERR value too large"));
+    assert_eq!(resp(port, "SET k v\r\n"), "+OK");
+}
+
 /// Goal: 1,100 idle connections to the primary's peer port (more than its 1,024 file
 /// descriptors) do not stop client service: inbound peer connections are capped in total and
 /// per address, and unauthenticated ones are closed after the handshake timeout. Before issue

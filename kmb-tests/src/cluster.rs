@@ -39,19 +39,14 @@ pub struct Cluster {
     pub client_addresses: Vec<SocketAddr>,
 }
 
-/// The small WAL the simulator uses, so wrap-around and checkpoints happen within a seed.
-pub fn sim_storage_config() -> StorageConfig {
-    StorageConfig::SIMULATION
-}
-
-async fn replica_main(config: NodeConfig, identity: Identity) {
+async fn replica_main(config: NodeConfig, identity: Identity, geometry: StorageConfig) {
     // First boot: format (the harness's `kmb-node format`). Faults start only after every
     // replica is up, so a format is never interrupted.
     let exists = sim_runtime::disk::exists(&config.data_path)
         .await
         .unwrap_or(false);
     if !exists {
-        if let Err(e) = Storage::format(&config.data_path, identity, sim_storage_config()).await {
+        if let Err(e) = Storage::format(&config.data_path, identity, geometry).await {
             kmb_node::inspect::halted(identity.replica, format!("format failed: {e}"));
             return;
         }
@@ -90,11 +85,12 @@ impl Cluster {
                 replica: i as u8,
                 replica_count: n as u8,
             };
+            let geometry = swarm.geometry.storage_config();
             let handle = Handle::current()
                 .create_node()
                 .name(format!("replica-{i}"))
                 .ip(replica_ip(i))
-                .init(move || replica_main(config.clone(), identity))
+                .init(move || replica_main(config.clone(), identity, geometry))
                 .build();
             replicas.push(handle.id());
         }

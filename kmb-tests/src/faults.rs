@@ -131,7 +131,7 @@ fn latency_only(swarm: &Swarm) -> DiskFaults {
             Duration::from_micros(swarm.disk.sync_latency_us.1),
         ),
         io_latency: (Duration::ZERO, Duration::from_micros(50)),
-        redundant_copies: redundant_copies(),
+        redundant_copies: redundant_copies(swarm.geometry.storage_config()),
         ..Default::default()
     }
 }
@@ -144,10 +144,9 @@ fn latency_only(swarm: &Swarm) -> DiskFaults {
 /// acknowledged entry look never written, and its nack truncated a committed op, soak seed
 /// 573705020311. Storage recovery and the nacks rely on one fault per entry:
 /// docs/storage-format.md, "Fault model".)
-fn redundant_copies() -> Vec<Vec<(u64, u64)>> {
+fn redundant_copies(config: kmb_node::storage::StorageConfig) -> Vec<Vec<(u64, u64)>> {
     use kmb_node::entry::HEADER_SIZE;
     use kmb_node::storage::format::{Layout, SUPERBLOCK_COPIES, SUPERBLOCK_SIZE};
-    let config = crate::cluster::sim_storage_config();
     let layout = Layout::new(config);
     let mut groups = vec![(0..SUPERBLOCK_COPIES)
         .map(|c| (Layout::superblock_offset(c), SUPERBLOCK_SIZE as u64))

@@ -9,6 +9,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use kmb_node::storage::StorageConfig;
+
 /// Operation mix weights.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct OpMix {
@@ -99,6 +101,42 @@ pub struct Swarm {
     /// (`kmb_node::inspect::BuggyViews`); `None` in most seeds. Drawn last, so every other
     /// parameter of a seed is what it was before this knob existed.
     pub buggy_peer: Option<BuggyPeer>,
+    /// The data file geometry every replica is formatted with (production's among the
+    /// draws); the checkpoint interval, pipeline and client table follow from it exactly as
+    /// in `kmb-node start` (`kmb_node::node::core_config`).
+    pub geometry: Geometry,
+    /// The sizes and shapes of what clients send (`Payloads`).
+    pub payloads: Payloads,
+}
+
+/// See [`Swarm::geometry`].
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub struct Geometry {
+    pub slot_count: u32,
+    pub slot_size: u32,
+}
+
+impl Geometry {
+    pub fn storage_config(&self) -> kmb_node::storage::StorageConfig {
+        kmb_node::storage::StorageConfig {
+            slot_count: self.slot_count,
+            slot_size: self.slot_size,
+        }
+    }
+}
+
+/// What clients send besides the small, well-formed requests of the mix: values sized
+/// around and past the request limit the geometry implies, integers stored in a non-canonical
+/// form, and clients that start a new session (a new client id) every few requests, so a seed
+/// can have more sessions than the client table holds.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
+pub struct Payloads {
+    /// Probability that a SET or CAS carries a large value (near, at, or past the limit).
+    pub large: f64,
+    /// Probability that a SET stores an integer in a non-canonical form (`007`, `+5`, `-0`).
+    pub odd_integers: f64,
+    /// A client starts a new session every this many requests (0 = one session per client).
+    pub session_every: u32,
 }
 
 /// See [`Swarm::buggy_peer`].
@@ -193,6 +231,36 @@ impl Swarm {
             count: rng.gen_range(1..=3),
             near_limit: rng.gen_bool(0.5),
         });
+        // The dimensions added after the first sweeps come from a stream of their own, so every
+        // parameter above is what it was before they existed.
+        let mut more = ChaCha8Rng::seed_from_u64(seed ^ 0x6b6d_625f_6765_6f6d);
+        let geometry = match more.gen_range(0..10) {
+            0..=4 => Geometry {
+                slot_count: StorageConfig::SIMULATION.slot_count,
+                slot_size: StorageConfig::SIMULATION.slot_size,
+            },
+            5 => Geometry {
+                slot_count: StorageConfig::PRODUCTION.slot_count,
+                slot_size: StorageConfig::PRODUCTION.slot_size,
+            },
+            _ => Geometry {
+                slot_count: [16, 32, 128, 256][more.gen_range(0..4)],
+                slot_size: [4096, 8192, 16384, 65536][more.gen_range(0..4)],
+            },
+        };
+        let payloads = if options.no_enhanced_workloads {
+            Payloads::default()
+        } else {
+            Payloads {
+                large: maybe(&mut more, 0.3, 0.2),
+                odd_integers: maybe(&mut more, 0.3, 0.2),
+                session_every: if more.gen_bool(0.3) {
+                    more.gen_range(1..=8)
+                } else {
+                    0
+                },
+            }
+        };
         Swarm {
             seed,
             replica_count,
@@ -214,6 +282,8 @@ impl Swarm {
             safety_ms,
             liveness_ms: 30_000,
             buggy_peer,
+            geometry,
+            payloads,
         }
     }
 

@@ -224,7 +224,7 @@ fn observations(
     let mut obs = Observations::new(swarm.replica_count);
     obs.history = history;
     obs.client_ids = (0..swarm.client_count as u64)
-        .map(|c| (c, workload::client_id(swarm.seed, c)))
+        .map(|c| (c, workload::client_ids(swarm, c)))
         .collect();
     obs.committed = registry.committed.clone();
     obs.commits = registry.commits.clone();
@@ -347,6 +347,25 @@ async fn simulate(
         }
     }
     let registry = kmb_node::inspect::snapshot();
+    // A replica stop is the root cause of whatever follows it (liveness, replies), so halts
+    // are judged first — every halt, not only the first: inside the bound a replica only stops
+    // for an injected fsync or disk-full error.
+    if failure.is_none() {
+        let disallowed = registry.halts.iter().find(|(_, reason)| {
+            !(reason.contains("fsync") || reason.contains("no space") || reason.contains("I/O"))
+        });
+        if let Some((replica, reason)) = disallowed {
+            failure = fail(
+                Classification::RecoveryFailure,
+                "replica_halt",
+                format!("replica {replica} halted: {reason}"),
+            )
+            .map(|f| Failure {
+                replica: Some(*replica),
+                ..f
+            });
+        }
+    }
     let observations = observations(&swarm, &registry, history.clone(), liveness);
     let verdicts = checkers::check_all(&observations);
     let mut unknown = None;
@@ -373,23 +392,6 @@ async fn simulate(
                 replica: Some(replica),
                 ..f
             });
-        }
-    }
-    if failure.is_none() {
-        if let Some((replica, reason)) = registry.halts.first() {
-            // Inside the bound a replica only stops for an injected fsync or disk-full error.
-            if !(reason.contains("fsync") || reason.contains("no space") || reason.contains("I/O"))
-            {
-                failure = fail(
-                    Classification::RecoveryFailure,
-                    "replica_halt",
-                    format!("replica {replica} halted: {reason}"),
-                )
-                .map(|f| Failure {
-                    replica: Some(*replica),
-                    ..f
-                });
-            }
         }
     }
     // The trace: client events, the node's happenings and the fault log, in time order.

@@ -62,9 +62,63 @@ pub fn key_name(i: u32) -> String {
     format!("k{i:04}")
 }
 
-/// The session id of client number `client` in seed `seed`.
-pub fn client_id(seed: u64, client: u64) -> u128 {
-    ((seed as u128) << 64) | (client as u128 + 1)
+/// The session id of session `session` of client number `client` in seed `seed` (a client
+/// starts a new session every `Payloads::session_every` requests; session 0 otherwise).
+pub fn client_id(seed: u64, client: u64, session: u64) -> u128 {
+    ((seed as u128) << 64) | (((session as u128) << 8 | client as u128) + 1)
+}
+
+/// The sessions client number `client` uses in `swarm` (its ids, in order).
+pub fn client_ids(swarm: &Swarm, client: u64) -> Vec<u128> {
+    let sessions = match swarm.payloads.session_every {
+        0 => 1,
+        every => (swarm.requests_per_client as u64).div_ceil(u64::from(every)).max(1),
+    };
+    (0..sessions)
+        .map(|s| client_id(swarm.seed, client, s))
+        .collect()
+}
+
+/// Whether the node must refuse `input` as too large for `swarm`'s geometry: the spec is that
+/// a request fits iff its encoded state-machine request fits one WAL slot's body.
+pub fn too_large(swarm: &Swarm, input: &KvInput) -> bool {
+    crate::checkers::data_correctness::request_of(input)
+        .encode()
+        .len()
+        > swarm.geometry.storage_config().body_size_max()
+}
+
+/// Integers in forms the kv semantics (and Redis) do not take as integers.
+const ODD_INTEGERS: [&str; 9] = ["007", "+5", "-0", " 5", "5 ", "0x10", "1e3", "00", ""];
+
+/// A value for a large SET or CAS: sized near, at, or past the largest value `key` admits in
+/// `swarm`'s geometry (the tag keeps values distinct for the checkers).
+fn large_value(rng: &mut ChaCha8Rng, swarm: &Swarm, key: &str, tag: String) -> String {
+    let empty = crate::checkers::data_correctness::request_of(&KvInput::Set {
+        key: key.to_string(),
+        value: String::new(),
+    })
+    .encode()
+    .len();
+    let max = swarm
+        .geometry
+        .storage_config()
+        .body_size_max()
+        .saturating_sub(empty);
+    let size = match rng.gen_range(0..6) {
+        0 => max.saturating_sub(rng.gen_range(1..64)),
+        1 => max,
+        2 => max + rng.gen_range(1..16),
+        3 => max * 2,
+        4 => 100_000,
+        _ => rng.gen_range(max / 2..=max),
+    };
+    let mut value = tag;
+    while value.len() < size {
+        value.push('x');
+    }
+    value.truncate(size.max(1));
+    value
 }
 
 /// Simulated microseconds since `start`.
@@ -118,6 +172,25 @@ fn pick_input(rng: &mut ChaCha8Rng, swarm: &Swarm, client: u64, n: u64, key: u32
             end: key_name(end),
             limit: rng.gen_range(1..=20),
         }
+    }
+}
+
+/// A short description of a request for reports (large values are not printed).
+fn describe_size(input: &KvInput) -> String {
+    let bytes = crate::checkers::data_correctness::request_of(input)
+        .encode()
+        .len();
+    format!("{} of {} ({bytes} bytes encoded)", op_name(input), key_of(input))
+}
+
+fn op_name(input: &KvInput) -> &'static str {
+    match input {
+        KvInput::Get { .. } => "GET",
+        KvInput::Set { .. } => "SET",
+        KvInput::Del { .. } => "DEL",
+        KvInput::IncrBy { .. } => "INCRBY",
+        KvInput::Cas { .. } => "CAS",
+        KvInput::Scan { .. } => "RANGE",
     }
 }
 
@@ -191,14 +264,49 @@ pub struct PlannedOp {
 pub fn plan_client(swarm: &Swarm, client: u64) -> Vec<PlannedOp> {
     let mut rng =
         ChaCha8Rng::seed_from_u64(swarm.seed.wrapping_mul(0x9E37_79B9).wrapping_add(client));
+    // Payload shapes come from a stream of their own, so a seed without them plans exactly
+    // what it planned before they existed.
+    let mut shapes = ChaCha8Rng::seed_from_u64(
+        swarm.seed.wrapping_mul(0x9E37_79B9).wrapping_add(client) ^ 0x7061_796c_6f61_6473,
+    );
+    let payloads = swarm.payloads;
+    let mut incr_next: Option<u32> = None;
     (0..swarm.requests_per_client as u64)
         .map(|n| {
             let key = rng.gen_range(0..swarm.key_count);
-            let input = pick_input(&mut rng, swarm, client, n, key);
+            let mut input = pick_input(&mut rng, swarm, client, n, key);
+            let think_us = rng.gen_range(0..2000);
+            let mut key = key;
+            if let Some(k) = incr_next.take() {
+                // After a non-canonical integer, increment it.
+                key = k;
+                input = KvInput::IncrBy {
+                    key: key_name(k),
+                    delta: shapes.gen_range(-5..=10),
+                };
+            } else if payloads.odd_integers > 0.0 && shapes.gen_bool(payloads.odd_integers) {
+                input = KvInput::Set {
+                    key: key_name(key),
+                    value: ODD_INTEGERS[shapes.gen_range(0..ODD_INTEGERS.len())].to_string(),
+                };
+                incr_next = Some(key);
+            } else if payloads.large > 0.0 && shapes.gen_bool(payloads.large) {
+                let k = key_name(key);
+                let value = large_value(&mut shapes, swarm, &k, format!("c{client}-{n}-"));
+                input = if shapes.gen_bool(0.8) {
+                    KvInput::Set { key: k, value }
+                } else {
+                    KvInput::Cas {
+                        key: k,
+                        expected: None,
+                        new: value,
+                    }
+                };
+            }
             PlannedOp {
                 key,
                 input,
-                think_us: rng.gen_range(0..2000),
+                think_us,
             }
         })
         .collect()
@@ -220,19 +328,24 @@ pub async fn run_client(
     shared: Arc<Shared>,
     start: Instant,
 ) {
-    let client_id = client_id(swarm.seed, client);
+    let ids = client_ids(&swarm, client);
     // Some first attempts go to a backup (which redirects): backups must see client requests.
     let config = ClientConfig {
         first_attempt_random: true,
         ..ClientConfig::default()
     };
-    let mut session = Client::new(addresses, client_id, config);
-    for PlannedOp {
-        key,
-        input,
-        think_us,
-    } in plan
-    {
+    let mut session = Client::new(addresses.clone(), ids[0], config.clone());
+    for (n, planned) in plan.into_iter().enumerate() {
+        let PlannedOp {
+            key,
+            input,
+            think_us,
+        } = planned;
+        let every = swarm.payloads.session_every as usize;
+        if every > 0 && n > 0 && n % every == 0 {
+            // A new session: a new client id, request numbers from 1.
+            session = Client::new(addresses.clone(), ids[n / every], config.clone());
+        }
         // Respect the per-key concurrency bound: the search is exponential in it.
         loop {
             let admitted = {
@@ -268,9 +381,26 @@ pub async fn run_client(
         let ret = micros_since(start);
         let (outcome, op_number) = match &result {
             Ok(reply) => (Outcome::Ok, Some(reply.op)),
-            Err(ClientError::Failed(_)) => (Outcome::Failed, None),
+            Err(ClientError::Failed(_) | ClientError::Rejected(_)) => (Outcome::Failed, None),
             Err(ClientError::Unknown(_)) => (Outcome::Unknown, None),
         };
+        // The request limit: whatever fits a WAL slot is served, whatever does not is refused
+        // with an error (and never stops a replica).
+        let oversized = too_large(&swarm, &input);
+        match (&result, oversized) {
+            (Ok(reply), true) => shared.malformed.lock().expect("lock").push(format!(
+                "client {client}: an over-limit {} accepted at op {}",
+                describe_size(&input),
+                reply.op
+            )),
+            (Err(ClientError::Rejected(why)), false) => {
+                shared.malformed.lock().expect("lock").push(format!(
+                    "client {client}: {} within the limit rejected: {why}",
+                    describe_size(&input)
+                ))
+            }
+            _ => {}
+        }
         shared.trace.lock().expect("lock").push((
             ret,
             EventKind::ClientComplete {
@@ -304,7 +434,7 @@ pub async fn run_client(
                     continue;
                 }
             },
-            Err(ClientError::Failed(_)) => {
+            Err(ClientError::Failed(_) | ClientError::Rejected(_)) => {
                 shared.failed.lock().expect("lock").push((client, input));
                 continue;
             }

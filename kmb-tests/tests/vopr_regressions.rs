@@ -209,3 +209,23 @@ fn vopr_regression_recovering_replica_far_behind() {
         "recovering replica excluded by the jump bound",
     );
 }
+
+/// Issue 11, found by the swarm's geometry and payload draws (they failed on the unfixed
+/// code): a request larger than one WAL slot's body was prepared, storage refused to write it
+/// and the replica stopped (`entry 4 body of 100014 bytes exceeds the slot (65408 max)`; seed 1
+/// with the production geometry, seeds 2, 7, 11 with 4 KiB slots). Fixed: one request limit
+/// derived from the geometry (`kv::admit`, enforced at admission on every replica), the core
+/// never prepares nor accepts an entry larger than `Config::body_size_max`.
+#[test]
+fn vopr_regression_oversized_request_stops_no_replica() {
+    check(&[1, 2, 7, 11], "oversized request");
+}
+
+/// Issue 11: INCRBY took `007`, `+5`, `-0` for integers, which the documented semantics,
+/// Redis and lincheck's model reject, so lincheck called the cluster's history
+/// non-linearizable (seeds 0, 3, 5, 8 with `payloads.odd_integers`). Fixed: the kv state
+/// machine takes canonical integers only.
+#[test]
+fn vopr_regression_non_canonical_integers() {
+    check(&[0, 3, 5, 8], "non-canonical integer incremented");
+}

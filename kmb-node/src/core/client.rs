@@ -6,7 +6,7 @@ use super::log::span;
 use super::message::Body;
 use super::replica::Replica;
 use super::{Effect, Status};
-use crate::entry::{Entry, EntryFields, Operation, BODY_SIZE_MAX};
+use crate::entry::{Entry, EntryFields, Operation};
 #[cfg(any(madsim, feature = "chaos-mutation"))]
 use crate::kv;
 
@@ -41,7 +41,9 @@ impl Replica {
             });
             return;
         }
-        if !self.active() || body.len() > BODY_SIZE_MAX as usize {
+        // The glue refuses an oversized request with an error before it gets here; the core
+        // never prepares one (storage would refuse to write it).
+        if !self.active() || body.len() > self.config.body_size_max {
             return;
         }
         if let Some(e) = self.clients.get(client) {

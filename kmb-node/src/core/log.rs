@@ -103,6 +103,10 @@ impl Replica {
     pub(super) fn put_entry(&mut self, entry: Entry) {
         let op = entry.header.op;
         debug_assert!(op > self.commit_min && self.ring_allows(op));
+        assert!(
+            entry.body.len() <= self.config.body_size_max,
+            "an entry larger than a WAL slot reached the log"
+        );
         self.forget_durability(op);
         self.held_max = self.held_max.max(op);
         self.never_written.remove(&op);

@@ -70,6 +70,10 @@ pub struct Config {
     pub repair_ticks: u64,
     /// At most this many clients in the client table (the least recently committed is evicted).
     pub clients_max: usize,
+    /// The largest entry body the WAL holds (one slot less its header): a larger client
+    /// request is never prepared and a larger entry from a peer is dropped, so nothing a
+    /// client or peer sends can make storage refuse a write.
+    pub body_size_max: usize,
     /// Randomness for this incarnation (recovery nonces). The glue draws it from
     /// `sim_runtime::rand` at start-up.
     pub seed: u64,
@@ -90,6 +94,7 @@ impl Config {
             view_change_ticks: 50,
             repair_ticks: 20,
             clients_max: 1024,
+            body_size_max: crate::entry::BODY_SIZE_MAX as usize,
             seed: 0,
         }
     }
@@ -126,6 +131,13 @@ impl Config {
             return Err(
                 "timeouts must be positive and view_change_ticks > heartbeat_ticks".to_string(),
             );
+        }
+        if self.body_size_max > crate::entry::BODY_SIZE_MAX as usize {
+            return Err(format!(
+                "body_size_max {} exceeds the entry format's {}",
+                self.body_size_max,
+                crate::entry::BODY_SIZE_MAX
+            ));
         }
         if self.clients_max == 0 || self.clients_max > snapshot::CLIENTS_MAX_LIMIT {
             return Err(format!(

@@ -403,6 +403,14 @@ impl Replica {
         {
             return;
         }
+        // An entry this replica's WAL slot cannot hold (a peer formatted with a larger
+        // geometry, or a buggy one) is dropped rather than handed to storage, which would
+        // refuse it and stop the node.
+        if let Body::Prepare { entry, .. } = &message.body {
+            if entry.body.len() > self.config.body_size_max {
+                return;
+            }
+        }
         let jump_max = self.view.max(self.superblock.0) + VIEW_JUMP_MAX;
         // A recovering replica cannot start a view change, so clamping cannot bring it
         // closer; it takes its view from RecoveryResponses of a quorum including that view's

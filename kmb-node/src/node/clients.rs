@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Event, Limits, REPLY_TIMEOUT};
-use crate::commands;
+use crate::{commands, kv};
 use crate::connection::{self, Connection, Context, Settings, Step};
 use crate::ratelimit::{WarnLimiter, WARN_PERIOD};
 use crate::resp::{self, Value};
@@ -191,11 +191,21 @@ async fn client_connection(
                         (connection_client, next_request, false)
                     }
                 };
+                // One request-size limit, from the data file's geometry: what does not fit a
+                // WAL slot is refused here, never ordered (issue: a 100 KB SET stopped the
+                // primary, its retry the next one).
+                let body = match kv::admit(&request, node.settings.request_size_max) {
+                    Ok(body) => body,
+                    Err(why) => {
+                        Value::err(why).encode_as(state.protocol(), &mut out);
+                        continue;
+                    }
+                };
                 let (tx, rx) = oneshot::channel();
                 let event = Event::Client {
                     client,
                     request: number,
-                    body: request.encode(),
+                    body,
                     reply: tx,
                     session: is_session,
                 };

@@ -214,6 +214,7 @@ pub fn core_config(storage: &Storage, seed: u64) -> Result<core::Config, NodeErr
     config.slot_count = slots;
     config.checkpoint_interval = (slots / 4).max(1);
     config.pipeline_max = (slots / 4).clamp(1, 64);
+    config.body_size_max = storage.config().body_size_max();
     config.seed = seed;
     config.validate().map_err(NodeError::Config)?;
     Ok(config)
@@ -317,6 +318,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         client_connections_max: config.limits.client_connections_max,
         client_idle_timeout_secs: config.limits.client_idle_timeout.as_secs(),
         client_buffer_max: config.limits.client_buffer_max,
+        request_size_max: storage.config().body_size_max(),
     };
     sim_runtime::task::spawn(client_listener_task(
         client_listener,

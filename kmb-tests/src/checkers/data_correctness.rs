@@ -141,10 +141,10 @@ pub fn check(obs: &Observations) -> Verdict {
             )));
             continue;
         };
-        if let Some(&id) = obs.client_ids.get(&op.client) {
-            if id != exec.client {
+        if let Some(ids) = obs.client_ids.get(&op.client) {
+            if !ids.contains(&exec.client) {
                 found.push(at(format!(
-                    "{describe}: op {n} committed request {} of client {:#x}, not of client {id:#x}",
+                    "{describe}: op {n} committed request {} of client {:#x}, not of this client's sessions {ids:x?}",
                     exec.request_number, exec.client
                 )));
                 continue;

@@ -139,7 +139,7 @@ pub fn clean() -> Observations {
             call: op * 10,
             ret: op * 10 + 5,
         });
-        obs.client_ids.insert(c, client_id(c));
+        obs.client_ids.insert(c, vec![client_id(c)]);
     }
     let last = obs.committed.len() as u64;
     let checksum = |op: u64| chain[&op].0;

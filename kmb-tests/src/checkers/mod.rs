@@ -82,8 +82,8 @@ pub struct Observations {
     /// What clients saw: every completed or unknown-outcome operation, replies with op numbers.
     pub history: Vec<KvOp>,
     /// Optional: history client index (`KvOp::client`) → the session client id the node sees
-    /// in entry headers. When present, a reply's entry must carry this client id.
-    pub client_ids: BTreeMap<u64, u128>,
+    /// in entry headers (one per session). When present, a reply's entry must carry one of them.
+    pub client_ids: BTreeMap<u64, Vec<u128>>,
     /// The committed log: op → the first committed entry any replica reported for it.
     pub committed: BTreeMap<u64, Entry>,
     /// Per replica, every (op, checksum) it committed, in commit order, across restarts.

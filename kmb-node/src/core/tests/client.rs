@@ -59,3 +59,71 @@ fn client_table_retry_returns_cached_reply_incrby_once() {
         assert_eq!(net.replica(r).kv().get(b"n"), Some(&b"10"[..]));
     }
 }
+
+fn slot_sized(replica_count: u8, replica: u8) -> Config {
+    let mut c = config(replica_count, replica);
+    c.body_size_max = 100;
+    c
+}
+
+/// A SET request body of exactly `size` bytes.
+fn set_of_size(size: usize) -> Vec<u8> {
+    let overhead = set("k", "").len();
+    let body = set("k", &"x".repeat(size - overhead));
+    assert_eq!(body.len(), size);
+    body
+}
+
+/// Goal: a request larger than a WAL slot's body is never prepared (storage would refuse to
+/// write it and stop the node: a 100 KB SET stopped the primary, then the next one); one
+/// that fits exactly is.
+#[test]
+fn a_request_larger_than_a_slot_is_never_prepared() {
+    let mut net = Net::new(3, slot_sized);
+    let effects = net.nodes[0].replica.step(Input::ClientRequest {
+        client: 1,
+        request: 1,
+        body: set_of_size(101),
+    });
+    assert_eq!(effects, vec![]);
+    assert_eq!(net.replica(0).op(), 0);
+    assert_eq!(net.request(1, 2, set_of_size(100)), (1, Reply::Ok));
+}
+
+/// Goal: a Prepare whose entry does not fit this replica's WAL slot (a peer with a larger
+/// geometry, or a buggy one) is dropped, not written; one that fits is written.
+#[test]
+fn a_prepare_larger_than_a_slot_is_dropped() {
+    let prepare = |size: usize| {
+        let mut b = Replica::new(slot_sized(3, 1), DurableState::formatted());
+        let root = b.entry(0).expect("root").header.checksum;
+        let entry = Entry::new(
+            EntryFields {
+                cluster: CLUSTER,
+                replica: 0,
+                view: 0,
+                op: 1,
+                commit: 0,
+                parent: root,
+                client: 9,
+                request: 1,
+                operation: Operation::Request,
+            },
+            set_of_size(size),
+        );
+        let effects = b.step(msg(
+            0,
+            Body::Prepare {
+                view: 0,
+                commit: 0,
+                entry,
+            },
+        ));
+        let written = effects
+            .iter()
+            .any(|e| matches!(e, Effect::WriteEntries(_)));
+        (written, b.op())
+    };
+    assert_eq!(prepare(100), (true, 1));
+    assert_eq!(prepare(101), (false, 0));
+}

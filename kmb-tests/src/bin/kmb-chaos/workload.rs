@@ -125,7 +125,7 @@ pub async fn execute(
                 Outcome::Unknown
             }
         },
-        Err(ClientError::Failed(_)) => Outcome::Fail,
+        Err(ClientError::Failed(_) | ClientError::Rejected(_)) => Outcome::Fail,
         Err(ClientError::Unknown(_)) => Outcome::Unknown,
     };
     Op {
