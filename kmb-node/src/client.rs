@@ -10,7 +10,12 @@
 //!   reply of a retried request);
 //! * reports a request that never reached any replica as [`ClientError::Failed`] (certainly
 //!   not executed) and one that was sent but got no reply before the deadline as
-//!   [`ClientError::Unknown`] (it may or may not take effect, at any later time).
+//!   [`ClientError::Unknown`] (it may or may not take effect, at any later time);
+//! * registers its session before its first request (`KMB.REQ id n REGISTER`). The cluster's
+//!   client table is bounded: when it evicts this session, the next request is answered
+//!   `session evicted` and not executed. If an earlier attempt of that request may have
+//!   been delivered it may have executed before the eviction, so the outcome is
+//!   [`ClientError::Unknown`]; otherwise the client registers again and sends it anew.
 //!
 //! Requests on one `Client` are sequential (one outstanding request), as in VSR.
 
@@ -87,6 +92,16 @@ struct Connection {
     buffer: Vec<u8>,
 }
 
+/// How [`Client::send`] failed.
+enum Sent {
+    Done(ClientError),
+    /// The cluster answered that it no longer holds this session (`kv::SESSION_EVICTED`);
+    /// `maybe_executed`: an earlier attempt of the request may have been delivered.
+    Evicted {
+        maybe_executed: bool,
+    },
+}
+
 enum Attempt {
     Reply(Reply),
     /// Try the replica at this index next.
@@ -107,6 +122,8 @@ pub struct Client {
     addresses: Vec<SocketAddr>,
     client_id: u128,
     request: u64,
+    /// Whether the cluster holds this session (it registered and was not evicted since).
+    registered: bool,
     primary: usize,
     config: ClientConfig,
     connection: Option<(usize, Connection)>,
@@ -121,6 +138,7 @@ impl Client {
             addresses,
             client_id,
             request: 0,
+            registered: false,
             primary: 0,
             config,
             connection: None,
@@ -134,11 +152,51 @@ impl Client {
 
     /// The request number the next request will carry.
     pub fn next_request(&self) -> u64 {
-        self.request + 1
+        // An unregistered session registers first.
+        self.request + 1 + u64::from(!self.registered)
     }
 
-    /// Execute one command (e.g. `["SET", "k", "v"]`) exactly once.
+    /// Execute one command (e.g. `["SET", "k", "v"]`) exactly once. The first command of a
+    /// session (and the first after the cluster evicted it from its client table) registers
+    /// the session first (`KMB.REQ id n REGISTER`).
     pub async fn execute(&mut self, command: &[&[u8]]) -> Result<Reply, ClientError> {
+        let deadline = Instant::now() + self.config.request_timeout;
+        loop {
+            if !self.registered {
+                match self.send(&[b"REGISTER"], deadline).await {
+                    Ok(_) => self.registered = true,
+                    // The command was not sent: it certainly did not execute.
+                    Err(Sent::Done(e)) => {
+                        return Err(ClientError::Failed(format!("could not register: {e}")))
+                    }
+                    Err(Sent::Evicted { .. }) => {
+                        return Err(ClientError::Failed(
+                            "could not register: evicted at once".into(),
+                        ))
+                    }
+                }
+            }
+            match self.send(command, deadline).await {
+                Ok(reply) => return Ok(reply),
+                Err(Sent::Done(e)) => return Err(e),
+                Err(Sent::Evicted { maybe_executed }) => {
+                    // The cluster no longer holds this session: an earlier attempt may have
+                    // executed before the eviction, and a retry must not run it again.
+                    self.registered = false;
+                    if maybe_executed {
+                        return Err(ClientError::Unknown(
+                            "the session was evicted from the client table while the request was in flight".into(),
+                        ));
+                    }
+                    // This was the only attempt, and the eviction reply proves it did not
+                    // execute: register again and send the command anew.
+                }
+            }
+        }
+    }
+
+    /// Send one request (a new request number), retrying it until `deadline`.
+    async fn send(&mut self, command: &[&[u8]], deadline: Instant) -> Result<Reply, Sent> {
         self.request += 1;
         let mut args: Vec<Vec<u8>> = vec![
             b"KMB.REQ".to_vec(),
@@ -147,7 +205,6 @@ impl Client {
         ];
         args.extend(command.iter().map(|a| a.to_vec()));
         let encoded = Value::Array(args.into_iter().map(Value::Bulk).collect()).encode();
-        let deadline = Instant::now() + self.config.request_timeout;
         let mut ever_sent = false;
         let mut last_error = String::from("no attempt made");
         let mut target = self.primary;
@@ -165,6 +222,12 @@ impl Client {
             match self.attempt(target, &encoded).await {
                 Attempt::Reply(reply) => {
                     self.primary = target;
+                    if matches!(&reply.value, Value::Error(e) if e.starts_with(crate::kv::EVICTED_PREFIX))
+                    {
+                        return Err(Sent::Evicted {
+                            maybe_executed: ever_sent,
+                        });
+                    }
                     return Ok(reply);
                 }
                 Attempt::Redirect(to) => {
@@ -178,8 +241,10 @@ impl Client {
                 // Every replica refuses these bytes alike, so an earlier attempt was refused
                 // too — unless it reached a replica that judged otherwise, which a client
                 // cannot rule out once it may have delivered one.
-                Attempt::Rejected(why) if !ever_sent => return Err(ClientError::Rejected(why)),
-                Attempt::Rejected(why) => return Err(ClientError::Unknown(why)),
+                Attempt::Rejected(why) if !ever_sent => {
+                    return Err(Sent::Done(ClientError::Rejected(why)))
+                }
+                Attempt::Rejected(why) => return Err(Sent::Done(ClientError::Unknown(why))),
                 Attempt::Broken { sent, why } => {
                     ever_sent |= sent;
                     last_error = why;
@@ -189,11 +254,11 @@ impl Client {
             }
             time::sleep(self.config.retry_backoff).await;
         }
-        if ever_sent {
-            Err(ClientError::Unknown(last_error))
+        Err(Sent::Done(if ever_sent {
+            ClientError::Unknown(last_error)
         } else {
-            Err(ClientError::Failed(last_error))
-        }
+            ClientError::Failed(last_error)
+        }))
     }
 
     async fn attempt(&mut self, target: usize, encoded: &[u8]) -> Attempt {

@@ -213,6 +213,7 @@ fn request_oversized(request: &Request) -> bool {
             new,
         } => key(k) || expected.as_ref().is_some_and(value) || value(new),
         Request::Scan { start, end, .. } => key(start) || key(end),
+        Request::Register => false,
     }
 }
 
@@ -231,6 +232,7 @@ fn apply_checked(state: &mut KvState, request: &Request) {
             assert_eq!(state.get(key), Some(&new[..]))
         }
         (Request::Cas { .. }, Reply::Bool(false)) => {}
+        (Request::Register, Reply::Ok) => {}
         (Request::Scan { start, end, limit }, Reply::Entries(entries)) => {
             assert!(entries.len() <= (*limit).min(SCAN_LIMIT_MAX) as usize);
             assert!(entries.windows(2).all(|w| w[0].0 < w[1].0), "scan order");

@@ -58,7 +58,21 @@ pub enum Request {
         end: Vec<u8>,
         limit: u32,
     },
+    /// Open a client session: no state change, replies [`Reply::Ok`]. The core executes a
+    /// request of a client that is not in its client table only if it is this (a session's
+    /// first request, or its first after an eviction); any other gets [`SESSION_EVICTED`].
+    Register,
 }
+
+/// How [`SESSION_EVICTED`] reaches a client (`commands::reply_value` prefixes `ERR `).
+pub const EVICTED_PREFIX: &str = "ERR session evicted";
+
+/// The reply to a request whose client is not in the client table (evicted, or never
+/// registered): the request was not executed now, though an earlier attempt of it may have
+/// been, before the eviction. The client library turns it into an unknown outcome (or, when
+/// no earlier attempt was sent, registers again and retries); `docs/protocol.md`.
+pub const SESSION_EVICTED: &str =
+    "session evicted: this client id is not in the client table (evicted or never registered); register again";
 
 /// An integer in its canonical decimal form only (what `i64::to_string` writes: no sign
 /// but a leading `-`, no leading zeros, no `-0`, no spaces), as Redis and the documented
@@ -156,6 +170,7 @@ impl Request {
                 w.bytes(end);
                 w.u32(*limit);
             }
+            Request::Register => w.u8(7),
         }
         w.buf
     }
@@ -197,6 +212,7 @@ impl Request {
                 end: read_key(&mut r)?,
                 limit: r.u32()?,
             },
+            7 => Request::Register,
             _ => return Err(DecodeError::Invalid("request tag")),
         };
         r.finish()?;
@@ -330,13 +346,12 @@ impl KvState {
             Request::IncrBy { key, delta } => {
                 let current = match self.map.get(key) {
                     None => 0,
-                    Some(bytes) => match std::str::from_utf8(bytes)
-                        .ok()
-                        .and_then(parse_canonical)
-                    {
-                        Some(v) => v,
-                        None => return Reply::Error("value is not an integer".to_string()),
-                    },
+                    Some(bytes) => {
+                        match std::str::from_utf8(bytes).ok().and_then(parse_canonical) {
+                            Some(v) => v,
+                            None => return Reply::Error("value is not an integer".to_string()),
+                        }
+                    }
                 };
                 match current.checked_add(*delta) {
                     Some(v) => {
@@ -369,6 +384,7 @@ impl KvState {
                 }
                 Reply::Entries(entries)
             }
+            Request::Register => Reply::Ok,
         }
     }
 
@@ -592,7 +608,9 @@ mod tests {
     #[test]
     fn apply_incrby_refuses_non_canonical_integers() {
         let mut s = KvState::new();
-        for odd in ["007", "+5", "-0", " 5", "5 ", "0x10", "1e3", "00", "", "--1"] {
+        for odd in [
+            "007", "+5", "-0", " 5", "5 ", "0x10", "1e3", "00", "", "--1",
+        ] {
             s.apply(&Request::Set {
                 key: k("n"),
                 value: k(odd),
@@ -601,7 +619,11 @@ mod tests {
                 key: k("n"),
                 delta: 1,
             });
-            assert_eq!(reply, Reply::Error("value is not an integer".into()), "{odd:?}");
+            assert_eq!(
+                reply,
+                Reply::Error("value is not an integer".into()),
+                "{odd:?}"
+            );
             assert_eq!(s.get(b"n"), Some(odd.as_bytes()), "{odd:?} unchanged");
         }
         for (canonical, after) in [("0", 1), ("-7", -6), ("10", 11)] {

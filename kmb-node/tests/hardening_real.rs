@@ -510,7 +510,10 @@ fn an_oversized_request_is_refused_and_stops_no_replica() {
         );
     }
     let limit = limit.expect("a limit");
-    assert!(limit > 60_000 && limit < 65_536, "production geometry: {limit}");
+    assert!(
+        limit > 60_000 && limit < 65_536,
+        "production geometry: {limit}"
+    );
     let port = trio.clients[primary];
     let fits = vec![b'y'; limit];
     assert_eq!(send(port, &command(&[b"SET", b"big", &fits])), "+OK");

@@ -29,7 +29,7 @@ use rand_chacha::ChaCha8Rng;
 use sim_runtime::fault::{self, DiskFaults, LinkFaults};
 use sim_runtime::time::{self, Duration, Instant};
 
-use crate::cluster::{replica_ip, Cluster};
+use crate::cluster::{client_ip, replica_ip, Cluster};
 use crate::swarm::{Bound, Swarm};
 use crate::workload::Shared;
 
@@ -119,6 +119,8 @@ pub struct Scheduler {
     followups: Vec<FaultInterval>,
     /// Replicas whose disk rots fast until this instant (a burst during their recovery).
     rot_burst_until: Vec<Option<Instant>>,
+    /// Draws of the link faults (a stream of their own, so the other draws stay as they were).
+    link_rng: ChaCha8Rng,
 }
 
 /// `FaultInterval::replica` value meaning "the primary at the fault's start".
@@ -183,6 +185,7 @@ impl Scheduler {
             disabled: BTreeSet::new(),
             followups: Vec::new(),
             rot_burst_until: vec![None; n],
+            link_rng: ChaCha8Rng::seed_from_u64(swarm.seed ^ 0x6c69_6e6b_7366_6c74),
         }
     }
 
@@ -392,9 +395,13 @@ impl Scheduler {
             });
         }
         let tick_s = TICK.as_secs_f64();
+        if self.swarm.faults && self.swarm.links.fragment {
+            self.fragment_links();
+        }
         while Instant::now() < end {
             time::sleep(TICK).await;
             let now = Instant::now();
+            self.link_fault_tick(tick_s);
             // End faults whose time is up.
             for i in 0..self.states.len() {
                 match self.states[i] {
@@ -587,11 +594,70 @@ impl Scheduler {
         }
     }
 
+    /// Every link (client and peer, both ways) returns reads of at most a few bytes.
+    fn fragment_links(&mut self) {
+        let replicas = self.swarm.replica_count as usize;
+        let clients = self.swarm.client_count as usize;
+        let mut links = Vec::new();
+        for r in 0..replicas {
+            for c in 0..clients {
+                links.push((replica_ip(r), client_ip(c)));
+                links.push((client_ip(c), replica_ip(r)));
+            }
+            for p in 0..replicas {
+                if p != r {
+                    links.push((replica_ip(r), replica_ip(p)));
+                }
+            }
+        }
+        for (src, dst) in links {
+            let max = self.link_rng.gen_range(1..=16);
+            fault::fragment_link(src, dst, Some(max));
+        }
+    }
+
+    /// One tick of link faults (`Swarm::links`): outside the replica fault budget, since a
+    /// reset or a stalled client link takes no replica away.
+    fn link_fault_tick(&mut self, tick_s: f64) {
+        let p = (self.swarm.links.rate * tick_s).min(1.0);
+        if !self.swarm.faults || p <= 0.0 || !self.link_rng.gen_bool(p) {
+            return;
+        }
+        let replicas = self.swarm.replica_count as usize;
+        let client = client_ip(self.link_rng.gen_range(0..self.swarm.client_count as usize));
+        let replica = replica_ip(self.link_rng.gen_range(0..replicas));
+        match self.link_rng.gen_range(0..4) {
+            0 => {
+                for r in 0..replicas {
+                    fault::reset_links(client, replica_ip(r));
+                }
+            }
+            1 | 2 => {
+                let duration = Duration::from_millis(self.link_rng.gen_range(200..4000));
+                match self.link_rng.gen_range(0..3) {
+                    0 => fault::stall_link(client, replica, duration),
+                    1 => fault::stall_link(replica, client, duration),
+                    _ => {
+                        fault::stall_link(client, replica, duration);
+                        fault::stall_link(replica, client, duration);
+                    }
+                }
+            }
+            _ if replicas > 1 => {
+                let a = self.link_rng.gen_range(0..replicas);
+                let b = (a + self.link_rng.gen_range(1..replicas)) % replicas;
+                fault::reset_links(replica_ip(a), replica_ip(b));
+            }
+            _ => {}
+        }
+    }
+
     /// Start the liveness phase: stop every fault, heal the network, resume and restart every
     /// replica.
     pub fn end_faults(&mut self, cluster: &Cluster) {
         fault::clear_link_faults();
         fault::heal_all();
+        fault::heal_streams();
         for (i, node) in cluster.replicas.iter().enumerate() {
             fault::disarm(*node);
             fault::set_disk_faults(*node, latency_only(&self.swarm));

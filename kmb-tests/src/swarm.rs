@@ -107,6 +107,19 @@ pub struct Swarm {
     pub geometry: Geometry,
     /// The sizes and shapes of what clients send (`Payloads`).
     pub payloads: Payloads,
+    /// Byte-stream faults on client and peer connections (`LinkSwarm`).
+    pub links: LinkSwarm,
+}
+
+/// Faults on the TCP connections themselves (`sim_runtime::fault::reset_links`, `stall_link`,
+/// `fragment_link`), on client links and peer links, through the real connection code.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
+pub struct LinkSwarm {
+    /// Mean link faults per simulated second: a client's connections reset, a client link
+    /// stalled one way or both (a silent, half-open connection) for 0.2–4 s, a peer link reset.
+    pub rate: f64,
+    /// Every read returns at most a few bytes (commands and frames split at any byte).
+    pub fragment: bool,
 }
 
 /// See [`Swarm::geometry`].
@@ -261,6 +274,14 @@ impl Swarm {
                 },
             }
         };
+        let links = if faults {
+            LinkSwarm {
+                rate: maybe(&mut more, 0.4, 2.0),
+                fragment: more.gen_bool(0.2),
+            }
+        } else {
+            LinkSwarm::default()
+        };
         Swarm {
             seed,
             replica_count,
@@ -284,6 +305,7 @@ impl Swarm {
             buggy_peer,
             geometry,
             payloads,
+            links,
         }
     }
 

@@ -223,6 +223,16 @@ fn observations(
 ) -> Observations {
     let mut obs = Observations::new(swarm.replica_count);
     obs.history = history;
+    obs.clients_max = kmb_node::node::core_config_for(
+        kmb_node::storage::Identity {
+            cluster: crate::cluster::CLUSTER,
+            replica: 0,
+            replica_count: swarm.replica_count,
+        },
+        swarm.geometry.storage_config(),
+        0,
+    )
+    .map_or(obs.clients_max, |c| c.clients_max);
     obs.client_ids = (0..swarm.client_count as u64)
         .map(|c| (c, workload::client_ids(swarm, c)))
         .collect();

@@ -72,7 +72,9 @@ pub fn client_id(seed: u64, client: u64, session: u64) -> u128 {
 pub fn client_ids(swarm: &Swarm, client: u64) -> Vec<u128> {
     let sessions = match swarm.payloads.session_every {
         0 => 1,
-        every => (swarm.requests_per_client as u64).div_ceil(u64::from(every)).max(1),
+        every => (swarm.requests_per_client as u64)
+            .div_ceil(u64::from(every))
+            .max(1),
     };
     (0..sessions)
         .map(|s| client_id(swarm.seed, client, s))
@@ -180,7 +182,11 @@ fn describe_size(input: &KvInput) -> String {
     let bytes = crate::checkers::data_correctness::request_of(input)
         .encode()
         .len();
-    format!("{} of {} ({bytes} bytes encoded)", op_name(input), key_of(input))
+    format!(
+        "{} of {} ({bytes} bytes encoded)",
+        op_name(input),
+        key_of(input)
+    )
 }
 
 fn op_name(input: &KvInput) -> &'static str {

@@ -229,3 +229,19 @@ fn vopr_regression_oversized_request_stops_no_replica() {
 fn vopr_regression_non_canonical_integers() {
     check(&[0, 3, 5, 8], "non-canonical integer incremented");
 }
+
+/// Issue 11: exactly-once broke when the client table evicted a session: a retry of a request
+/// that had executed before the eviction executed again. Reached once the swarm drew session
+/// churn (more sessions than `clients_max`, which follows the geometry) and link faults (a
+/// stalled client link loses the reply, the client retries after the stall); failed on the
+/// unfixed node with `request N of client C executed twice` (the replay's exactly-once rule at
+/// the time). Fixed: sessions register (`KMB.REQ id n REGISTER`), the client table executes
+/// nothing else for a client it does not hold and answers `session evicted`; the client
+/// library reports such a retry as an unknown outcome.
+#[test]
+fn vopr_regression_evicted_session_retry_executes_once() {
+    check(
+        &[196, 389, 603, 700, 725, 829, 843],
+        "retry after eviction executed twice",
+    );
+}

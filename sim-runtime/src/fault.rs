@@ -102,6 +102,14 @@ pub struct FaultCounters {
     pub restarts: u64,
     pub pauses: u64,
     pub resumes: u64,
+    /// Link resets injected ([`reset_links`]).
+    pub stream_resets: u64,
+    /// Connections that failed because of a reset.
+    pub stream_resets_seen: u64,
+    /// Link stalls injected ([`stall_link`]).
+    pub stream_stalls: u64,
+    /// Links set to fragment reads ([`fragment_link`]).
+    pub stream_fragments: u64,
 }
 
 impl FaultCounters {
@@ -131,6 +139,10 @@ impl FaultCounters {
             ("restarts", self.restarts),
             ("pauses", self.pauses),
             ("resumes", self.resumes),
+            ("stream_resets", self.stream_resets),
+            ("stream_resets_seen", self.stream_resets_seen),
+            ("stream_stalls", self.stream_stalls),
+            ("stream_fragments", self.stream_fragments),
         ]
     }
 }
@@ -156,6 +168,12 @@ pub(crate) struct WorldState {
     pub(crate) link_faults: BTreeMap<(IpAddr, IpAddr), LinkFaults>,
     pub(crate) default_link_faults: LinkFaults,
     pub(crate) blocked: BTreeSet<(IpAddr, IpAddr)>,
+    /// Per unordered link: how many times it was reset (`crate::net` streams compare).
+    pub(crate) link_epochs: BTreeMap<(IpAddr, IpAddr), u64>,
+    /// Per directed link: bytes are held until this instant.
+    pub(crate) stalls: BTreeMap<(IpAddr, IpAddr), madsim::time::Instant>,
+    /// Per directed link: reads return at most this many bytes.
+    pub(crate) fragments: BTreeMap<(IpAddr, IpAddr), usize>,
     pub(crate) killed: BTreeSet<NodeId>,
     /// Nodes that lose power during their next fsync.
     pub(crate) armed: BTreeSet<NodeId>,
@@ -216,6 +234,9 @@ impl Simulator for World {
                 link_faults: BTreeMap::new(),
                 default_link_faults: LinkFaults::default(),
                 blocked: BTreeSet::new(),
+                link_epochs: BTreeMap::new(),
+                stalls: BTreeMap::new(),
+                fragments: BTreeMap::new(),
                 killed: BTreeSet::new(),
                 armed: BTreeSet::new(),
                 counters: FaultCounters::default(),
@@ -294,6 +315,78 @@ pub fn clear_link_faults() {
     with(|s| {
         s.link_faults.clear();
         s.default_link_faults = LinkFaults::default();
+    })
+}
+
+fn unordered(a: IpAddr, b: IpAddr) -> (IpAddr, IpAddr) {
+    if a <= b {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
+/// Reset every connection open between `a` and `b` (either end may have opened it): each
+/// fails its next read, write or flush with `ConnectionReset`. Later connections work.
+pub fn reset_links(a: IpAddr, b: IpAddr) {
+    with(|s| {
+        *s.link_epochs.entry(unordered(a, b)).or_default() += 1;
+        s.counters.stream_resets += 1;
+        s.record("net.reset", format!("{a} <-> {b}"));
+    })
+}
+
+/// How many times the link between `a` and `b` was reset.
+pub fn link_epoch(a: IpAddr, b: IpAddr) -> u64 {
+    with(|s| s.link_epochs.get(&unordered(a, b)).copied().unwrap_or(0))
+}
+
+/// Hold the bytes flowing from `src` to `dst` for `duration` from now (on every connection of
+/// the link, open or opened meanwhile); they arrive late, in order.
+pub fn stall_link(src: IpAddr, dst: IpAddr, duration: Duration) {
+    with(|s| {
+        let until = s.time.now_instant() + duration;
+        s.stalls.insert((src, dst), until);
+        s.counters.stream_stalls += 1;
+        s.record("net.stall", format!("{src} -> {dst} for {duration:?}"));
+    })
+}
+
+/// Until when bytes from `src` to `dst` are held, if they are now.
+pub fn stalled_until(src: IpAddr, dst: IpAddr) -> Option<madsim::time::Instant> {
+    with(|s| {
+        let until = *s.stalls.get(&(src, dst))?;
+        (until > s.time.now_instant()).then_some(until)
+    })
+}
+
+/// Make reads on `dst` of bytes from `src` return at most `max` bytes each (`None`: whole).
+pub fn fragment_link(src: IpAddr, dst: IpAddr, max: Option<usize>) {
+    with(|s| match max {
+        Some(max) => {
+            s.fragments.insert((src, dst), max.max(1));
+            s.counters.stream_fragments += 1;
+            s.record(
+                "net.fragment",
+                format!("{src} -> {dst} at most {max} bytes"),
+            );
+        }
+        None => {
+            s.fragments.remove(&(src, dst));
+        }
+    })
+}
+
+/// The read size limit on `dst` for bytes from `src`, if any.
+pub fn fragment_size(src: IpAddr, dst: IpAddr) -> Option<usize> {
+    with(|s| s.fragments.get(&(src, dst)).copied())
+}
+
+/// End every stall and fragmentation (resets are events, nothing to end).
+pub fn heal_streams() {
+    with(|s| {
+        s.stalls.clear();
+        s.fragments.clear();
     })
 }
 

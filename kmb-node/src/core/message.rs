@@ -21,8 +21,10 @@ pub const MESSAGE_SIZE_MAX: usize = SNAPSHOT_SIZE_MAX + 4096;
 const MAGIC: [u8; 4] = *b"KMBM";
 /// 2: `RequestStateTransfer` carries `op_min`. 3: `DoViewChange` carries `bodies` (nacks).
 /// 4: `DoViewChange` carries `held_max` and `never_written` (nacks of holes). 5: 64-bit views
-/// (entry format 2).
-const VERSION: u16 = 5;
+/// (entry format 2). 6: client sessions register (`kv::Request::Register`; the client table
+/// executes nothing else for a client it does not hold), so no replica of version 5 may apply
+/// the same log.
+const VERSION: u16 = 6;
 
 /// A replica's log as DoViewChange, StartView and RecoveryResponse carry it: the head (`op` and
 /// its entry's checksum), the commit number, the durable checkpoint op, and the last (at most

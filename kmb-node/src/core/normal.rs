@@ -212,11 +212,29 @@ impl Replica {
             return;
         }
         let (client, request) = (header.client, header.request);
-        let reply = match self.clients.get(client) {
+        let known = self.clients.get(client);
+        let reply = match known {
             Some(e) if e.request > request => None,
             Some(e) if e.request == request => Some((e.op, e.reply.clone())),
             _ => {
-                let reply = match kv::Request::decode(body) {
+                let decoded = kv::Request::decode(body);
+                if known.is_none() && !matches!(decoded, Ok(kv::Request::Register)) {
+                    // Exactly once across evictions: a client the table does not hold may
+                    // have had this very request executed before it was evicted, so nothing
+                    // but a registration executes for it; it learns it was evicted (issue
+                    // 11: a retry after 1,100 other sessions executed a second time).
+                    let reply = kv::Reply::Error(kv::SESSION_EVICTED.to_string());
+                    if self.is_primary() {
+                        self.effects.push(Effect::Reply {
+                            client,
+                            request,
+                            op: header.op,
+                            reply,
+                        });
+                    }
+                    return;
+                }
+                let reply = match decoded {
                     Ok(r) => self.kv.apply(&r),
                     Err(_) => kv::Reply::Error("malformed request".to_string()),
                 };

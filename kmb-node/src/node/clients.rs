@@ -8,10 +8,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Event, Limits, REPLY_TIMEOUT};
-use crate::{commands, kv};
 use crate::connection::{self, Connection, Context, Settings, Step};
 use crate::ratelimit::{WarnLimiter, WARN_PERIOD};
 use crate::resp::{self, Value};
+use crate::{commands, kv};
 use sim_runtime::net::{TcpListener, TcpStream};
 use sim_runtime::time::{self, Duration};
 
@@ -131,6 +131,7 @@ async fn client_connection(
     // Plain Redis clients get a session of their own: a random id, request numbers counted.
     let connection_client: u128 = sim_runtime::rand::random::<u128>() | 1;
     let mut next_request: u64 = 0;
+    let mut registered = false;
     let mut reader = resp::CommandReader::new(limits.client_buffer_max);
     let mut out: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
@@ -184,15 +185,8 @@ async fn client_connection(
                 request,
                 shape,
             } => {
-                let (client, number, is_session) = match session {
-                    Some((client, number)) => (client, number, true),
-                    None => {
-                        next_request += 1;
-                        (connection_client, next_request, false)
-                    }
-                };
                 // One request-size limit, from the data file's geometry: what does not fit a
-                // WAL slot is refused here, never ordered (issue: a 100 KB SET stopped the
+                // WAL slot is refused here, never ordered (issue 11: a 100 KB SET stopped the
                 // primary, its retry the next one).
                 let body = match kv::admit(&request, node.settings.request_size_max) {
                     Ok(body) => body,
@@ -201,26 +195,92 @@ async fn client_connection(
                         continue;
                     }
                 };
-                let (tx, rx) = oneshot::channel();
-                let event = Event::Client {
-                    client,
-                    request: number,
-                    body,
-                    reply: tx,
-                    session: is_session,
-                };
-                if inbox.send(event).await.is_err() {
-                    return;
-                }
-                match time::timeout(REPLY_TIMEOUT, rx).await {
-                    Ok(Ok(value)) => connection::shape_reply(shape, is_session, value),
-                    _ => Value::Error(
-                        "TIMEOUT no committed reply in time: the request may still take effect"
-                            .into(),
-                    ),
+                match session {
+                    Some((client, number)) => {
+                        match submit(&inbox, client, number, body, true).await {
+                            Some(value) => connection::shape_reply(shape, true, value),
+                            None => return,
+                        }
+                    }
+                    None => {
+                        // A plain connection is a session of its own, registered before its
+                        // first command and again after the client table evicted it. Sending
+                        // the command anew is safe: the connection never resends a command,
+                        // so an eviction reply proves this one did not execute.
+                        let mut value = Value::Error(kv::EVICTED_PREFIX.into());
+                        for _ in 0..2 {
+                            if !registered {
+                                next_request += 1;
+                                let register = kv::Request::Register.encode();
+                                match submit(
+                                    &inbox,
+                                    connection_client,
+                                    next_request,
+                                    register,
+                                    false,
+                                )
+                                .await
+                                {
+                                    Some(Value::Simple(ok)) if ok == "OK" => registered = true,
+                                    Some(other) => {
+                                        value = other;
+                                        break;
+                                    }
+                                    None => return,
+                                }
+                            }
+                            next_request += 1;
+                            match submit(
+                                &inbox,
+                                connection_client,
+                                next_request,
+                                body.clone(),
+                                false,
+                            )
+                            .await
+                            {
+                                Some(Value::Error(e)) if e.starts_with(kv::EVICTED_PREFIX) => {
+                                    registered = false;
+                                    value = Value::Error(e);
+                                }
+                                Some(other) => {
+                                    value = other;
+                                    break;
+                                }
+                                None => return,
+                            }
+                        }
+                        connection::shape_reply(shape, false, value)
+                    }
                 }
             }
         };
         value.encode_as(state.protocol(), &mut out);
     }
+}
+
+/// Hand one request to the driver and wait for its committed reply: `None` if the node is
+/// stopping (the driver is gone), a `TIMEOUT` error if no reply came in time.
+async fn submit(
+    inbox: &mpsc::Sender<Event>,
+    client: u128,
+    request: u64,
+    body: Vec<u8>,
+    session: bool,
+) -> Option<Value> {
+    let (tx, rx) = oneshot::channel();
+    let event = Event::Client {
+        client,
+        request,
+        body,
+        reply: tx,
+        session,
+    };
+    inbox.send(event).await.ok()?;
+    Some(match time::timeout(REPLY_TIMEOUT, rx).await {
+        Ok(Ok(value)) => value,
+        _ => Value::Error(
+            "TIMEOUT no committed reply in time: the request may still take effect".into(),
+        ),
+    })
 }

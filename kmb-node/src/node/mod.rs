@@ -208,13 +208,26 @@ fn durable_state(recovery: &Recovery) -> Result<core::DurableState, NodeError> {
 
 /// The core configuration for a data file's identity and geometry.
 pub fn core_config(storage: &Storage, seed: u64) -> Result<core::Config, NodeError> {
-    let identity = storage.identity();
+    core_config_for(storage.identity(), storage.config(), seed)
+}
+
+/// The core configuration a data file of `geometry` runs with — the one derivation, used by
+/// `kmb-node start` and the simulator alike: every replica of a cluster is formatted with one
+/// geometry, so every replica derives the same checkpoint interval, pipeline, client table
+/// size and request limit (the client table is replicated state: its size must agree).
+pub fn core_config_for(
+    identity: crate::storage::Identity,
+    geometry: crate::storage::StorageConfig,
+    seed: u64,
+) -> Result<core::Config, NodeError> {
     let mut config = core::Config::new(identity.cluster, identity.replica, identity.replica_count);
-    let slots = storage.config().slot_count as u64;
+    let slots = geometry.slot_count as u64;
     config.slot_count = slots;
     config.checkpoint_interval = (slots / 4).max(1);
     config.pipeline_max = (slots / 4).clamp(1, 64);
-    config.body_size_max = storage.config().body_size_max();
+    // As many client sessions as WAL slots (1,024 in production).
+    config.clients_max = (geometry.slot_count as usize).min(core::snapshot::CLIENTS_MAX_LIMIT);
+    config.body_size_max = geometry.body_size_max();
     config.seed = seed;
     config.validate().map_err(NodeError::Config)?;
     Ok(config)

@@ -169,7 +169,7 @@ mod tests {
         let r2 = obs.commits.get_mut(&2).expect("r2");
         let last = r2.len() - 1;
         r2[last].1 ^= 1;
-        assert_eq!(fail(&obs).op, Some(8));
+        assert_eq!(fail(&obs).op, Some(fixture::REGISTERED + 8));
     }
 
     /// Goal: a commit gap within one incarnation fires.

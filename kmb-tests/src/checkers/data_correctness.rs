@@ -207,33 +207,40 @@ mod tests {
     #[test]
     fn data_correctness_stale_get_fires() {
         let mut obs = fixture::clean();
-        let get = fixture::history_at(&mut obs, 6);
+        let at = fixture::REGISTERED + 6;
+        let get = fixture::history_at(&mut obs, at);
         get.output.as_mut().expect("reply").output = KvOutput::Value(Some("a".into()));
         let v = fail(&obs);
         assert_eq!(v.classification, Classification::DataCorruption);
-        assert_eq!((v.op, v.key.as_deref()), (Some(6), Some("k0000")));
+        assert_eq!((v.op, v.key.as_deref()), (Some(at), Some("k0000")));
     }
 
     /// Goal: a scan reply missing a pair fires.
     #[test]
     fn data_correctness_scan_missing_pair_fires() {
         let mut obs = fixture::clean();
-        let scan = fixture::history_at(&mut obs, 8);
+        let at = fixture::REGISTERED + 8;
+        let scan = fixture::history_at(&mut obs, at);
         scan.output.as_mut().expect("reply").output =
             KvOutput::Entries(vec![("k0000".into(), "c".into())]);
-        assert_eq!(fail(&obs).op, Some(8));
+        assert_eq!(fail(&obs).op, Some(at));
     }
 
     /// Goal: a reply carrying the op number of another client's request fires.
     #[test]
     fn data_correctness_reply_at_foreign_op_fires() {
         let mut obs = fixture::clean();
-        // Client 1's GET at op 2 claims op 1, which is client 0's SET.
-        let get = fixture::history_at(&mut obs, 2);
-        get.output.as_mut().expect("reply").op_number = Some(1);
+        // Client 1's GET (the second scripted op) claims the op of client 0's SET (the first).
+        let set_op = fixture::REGISTERED + 1;
+        let get = fixture::history_at(&mut obs, set_op + 1);
+        get.output.as_mut().expect("reply").op_number = Some(set_op);
         let v = fail(&obs);
-        assert_eq!(v.op, Some(1));
-        assert!(v.message.contains("not of client"), "{}", v.message);
+        assert_eq!(v.op, Some(set_op));
+        assert!(
+            v.message.contains("not of this client's sessions"),
+            "{}",
+            v.message
+        );
     }
 
     /// Goal: a reply at an op no replica committed fires.
@@ -273,14 +280,17 @@ mod tests {
     #[test]
     fn data_correctness_duplicate_commit_is_not_reexecuted() {
         let mut obs = fixture::clean();
-        fixture::recommit(&mut obs, 1);
-        // The replay agrees with the published hashes, and a reply claiming op 9 fires.
+        let first = fixture::REGISTERED + 1;
+        fixture::recommit(&mut obs, first);
+        // The replay agrees with the published hashes, and a reply claiming the duplicate's op
+        // fires.
         assert_eq!(check(&obs), Verdict::Pass);
-        fixture::history_at(&mut obs, 1)
+        let duplicate = obs.highest_committed();
+        fixture::history_at(&mut obs, first)
             .output
             .as_mut()
             .expect("reply")
-            .op_number = Some(9);
+            .op_number = Some(duplicate);
         assert!(fail(&obs).message.contains("duplicate"));
     }
 
@@ -299,7 +309,7 @@ mod tests {
         };
         assert!(same_request(&committed, &input));
         assert_eq!(
-            fixture::request_at(&fixture::clean(), 1),
+            fixture::request_at(&fixture::clean(), fixture::REGISTERED + 1),
             request_of(&fixture::script()[0].1)
         );
     }

@@ -4,10 +4,11 @@
 //! fresh), but the log, its hash chain, the history and each replica's view are built here,
 //! independently of [`replay::run`].
 //!
-//! The run: 8 client ops committed at ops 1..=8 (SET, GET, SET, INCRBY, CAS, GET, DEL, SCAN)
-//! by two clients; every replica checkpoints op 4. Replica 0 commits 1..=8 in one incarnation.
-//! Replica 1 commits 1..=2, state-transfers to op 4, then commits 5..=8. Replica 2 commits
-//! 1..=6, restarts (recovering the op-4 checkpoint), then re-commits 5..=8.
+//! The run: two clients register their sessions at ops 1 and 2, then 8 client ops commit at
+//! ops 3..=10 (SET, GET, SET, INCRBY, CAS, GET, DEL, SCAN); every replica checkpoints op 6.
+//! Replica 0 commits 1..=10 in one incarnation. Replica 1 commits 1..=4, state-transfers to
+//! op 6, then commits 7..=10. Replica 2 commits 1..=8, restarts (recovering the op-6
+//! checkpoint), then re-commits 7..=10.
 
 use std::collections::BTreeMap;
 
@@ -24,7 +25,9 @@ use super::{FinalState, Liveness, Observations};
 use crate::workload::output_of;
 
 pub const CLUSTER: u64 = 7;
-pub const CHECKPOINT_OP: u64 = 4;
+/// Ops 1..=REGISTERED are the clients' session registrations (no history entries).
+pub const REGISTERED: u64 = 2;
+pub const CHECKPOINT_OP: u64 = REGISTERED + 4;
 
 fn s(v: &str) -> String {
     v.to_string()
@@ -110,8 +113,30 @@ pub fn clean() -> Observations {
     let mut chain = BTreeMap::from([(0u64, (root.checksum(), root.header.parent))]);
     let mut requests: BTreeMap<u64, u64> = BTreeMap::new();
     let mut parent = root.checksum();
+    for c in 0..REGISTERED {
+        let op = c + 1;
+        let body = kv::Request::Register.encode();
+        requests.insert(c, 1);
+        let request = replay::Request {
+            op,
+            client: client_id(c),
+            number: 1,
+            body: &body,
+        };
+        let executed = replay::execute(&mut kv, &mut clients, obs.clients_max, request);
+        assert_eq!(
+            executed.expect("a registration executes").reply,
+            kv::Reply::Ok
+        );
+        let e = entry(op, parent, client_id(c), 1, body);
+        parent = e.checksum();
+        chain.insert(op, (e.checksum(), e.header.parent));
+        obs.committed.insert(op, e);
+        hashes.insert(op, state_hash(&kv, &clients));
+        obs.client_ids.insert(c, vec![client_id(c)]);
+    }
     for (i, (c, input)) in script().into_iter().enumerate() {
-        let op = i as u64 + 1;
+        let op = REGISTERED + i as u64 + 1;
         let number = requests.entry(c).or_default();
         *number += 1;
         let body = request_of(&input).encode();
@@ -150,23 +175,25 @@ pub fn clean() -> Observations {
             .map(|&o| (o, hashes[&o]))
             .collect::<BTreeMap<_, _>>()
     };
-    // Replica 0: one incarnation, 1..=8.
+    // Replica 0: one incarnation, 1..=10.
     obs.commits.insert(0, run(1..=last));
     obs.commit_incarnations.insert(0, vec![0]);
     obs.state_hashes.insert(0, hashes.clone());
-    // Replica 1: 1..=2, state transfer to the checkpoint, 5..=8.
-    let mut r1 = run(1..=2);
+    // Replica 1: 1..=4, state transfer to the checkpoint, 7..=10.
+    let mut r1 = run(1..=REGISTERED + 2);
     r1.extend(run(CHECKPOINT_OP + 1..=last));
     obs.commits.insert(1, r1);
     obs.commit_incarnations.insert(1, vec![0]);
     obs.transfers
         .push((1, CHECKPOINT_OP, checksum(CHECKPOINT_OP)));
-    obs.state_hashes.insert(1, at(&[0, 1, 2, 4, 5, 6, 7, 8]));
-    // Replica 2: 1..=6, restart from the checkpoint, 5..=8.
-    let mut r2 = run(1..=6);
+    let r1_hashes: Vec<u64> = (0..=REGISTERED + 2).chain(CHECKPOINT_OP..=last).collect();
+    obs.state_hashes.insert(1, at(&r1_hashes));
+    // Replica 2: 1..=8, restart from the checkpoint, 7..=10.
+    let mut r2 = run(1..=REGISTERED + 6);
     r2.extend(run(CHECKPOINT_OP + 1..=last));
     obs.commits.insert(2, r2);
-    obs.commit_incarnations.insert(2, vec![0, 6]);
+    obs.commit_incarnations
+        .insert(2, vec![0, (REGISTERED + 6) as usize]);
     obs.state_hashes.insert(2, hashes.clone());
     for r in 0..replica_count {
         obs.recoveries.push((r, 0, hashes[&0]));

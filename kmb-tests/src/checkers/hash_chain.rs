@@ -118,12 +118,12 @@ mod tests {
         obs.logs
             .get_mut(&1)
             .expect("r1")
-            .get_mut(&6)
-            .expect("op 6")
+            .get_mut(&8)
+            .expect("op 8")
             .1 ^= 1;
         let v = fail(&obs);
         assert_eq!(v.classification, Classification::HashChainBreak);
-        assert_eq!((v.replica, v.op), (Some(1), Some(6)));
+        assert_eq!((v.replica, v.op), (Some(1), Some(8)));
     }
 
     /// Goal: a committed entry whose parent is not its predecessor fires.
@@ -152,18 +152,18 @@ mod tests {
     fn hash_chain_log_disagrees_with_committed_fires() {
         let mut obs = fixture::clean();
         let log = obs.logs.get_mut(&2).expect("r2");
-        log.insert(8, (0x1234, log[&8].1));
+        log.insert(10, (0x1234, log[&10].1));
         let v = fail(&obs);
-        assert_eq!((v.replica, v.op), (Some(2), Some(8)));
+        assert_eq!((v.replica, v.op), (Some(2), Some(10)));
     }
 
     /// Goal: a non-chaining uncommitted suffix is not a violation.
     #[test]
     fn hash_chain_uncommitted_suffix_is_not_checked() {
         let mut obs = fixture::clean();
-        obs.logs.get_mut(&0).expect("r0").insert(9, (0x9, 0xbad));
-        obs.logs.get_mut(&0).expect("r0").insert(10, (0xa, 0xbad));
-        obs.final_states.get_mut(&0).expect("r0").op = 10;
+        obs.logs.get_mut(&0).expect("r0").insert(11, (0x9, 0xbad));
+        obs.logs.get_mut(&0).expect("r0").insert(12, (0xa, 0xbad));
+        obs.final_states.get_mut(&0).expect("r0").op = 12;
         assert_eq!(check(&obs), Verdict::Pass);
     }
 }

@@ -194,10 +194,10 @@ mod tests {
     fn head_progress_commit_behind_client_fires() {
         let mut obs = fixture::clean();
         for f in obs.final_states.values_mut() {
-            f.op = 7;
-            f.commit = 7;
+            f.op = 9;
+            f.commit = 9;
         }
-        assert_eq!(fail(&obs).op, Some(8));
+        assert_eq!(fail(&obs).op, Some(10));
     }
 
     /// Goal: final states that disagree on the state hash fire, naming the odd replica.
@@ -219,6 +219,6 @@ mod tests {
         r1.halted = Some("fsync failed".into());
         let e = converged(&obs.final_states, 3, 0).expect_err("not converged");
         assert_eq!(e.message, "replica 1 halted: fsync failed");
-        assert_eq!(converged(&fixture::clean().final_states, 3, 8), Ok(8));
+        assert_eq!(converged(&fixture::clean().final_states, 3, 10), Ok(10));
     }
 }

@@ -1,8 +1,10 @@
 //! The model (shared by the checkers, not an invariant itself): the committed log replayed in
 //! op order through a fresh [`KvState`] and [`ClientTable`], mirroring the core's `apply`
-//! (`kmb_node::core::replica`): only `Request` entries execute; a request whose client's last
-//! executed request number is greater is skipped, an equal one is a duplicate (not executed
-//! again, its cached reply stands), a greater one executes (a body that does not decode replies
+//! (`kmb_node::core::replica`): only `Request` entries execute; a request of a client the table
+//! does not hold executes only if it is a registration (otherwise it is answered `session
+//! evicted`); a request whose client's last executed request number is greater is skipped, an
+//! equal one is a duplicate (not executed again, its cached reply stands), a greater one
+//! executes (a body that does not decode replies
 //! "malformed request") and replaces the client's table entry, evicting the least recently
 //! committed client when the table is full. The state hash is xxh3-128 of the checkpoint
 //! snapshot encoding (kv state + client table), as `Replica::state_hash` computes it.
@@ -74,10 +76,16 @@ pub fn execute(
     clients_max: usize,
     r: Request<'_>,
 ) -> Option<Execution> {
-    if clients.get(r.client).is_some_and(|e| e.request >= r.number) {
+    let known = clients.get(r.client);
+    if known.is_some_and(|e| e.request >= r.number) {
         return None;
     }
     let request = kv::Request::decode(r.body).ok();
+    if known.is_none() && request != Some(kv::Request::Register) {
+        // A session the table does not hold (evicted, or never registered): nothing but a
+        // registration executes; it is answered `session evicted`.
+        return None;
+    }
     let reply = match &request {
         Some(req) => kv.apply(req),
         None => kv::Reply::Error("malformed request".to_string()),
@@ -179,5 +187,39 @@ mod tests {
         let replay = run(&obs, &BTreeSet::new());
         assert_eq!(replay.stop, Some(Stop::Gap(3)));
         assert_eq!(replay.last, 2);
+    }
+
+    /// Goal: the model's session rule — a request of a client the table does not hold (it
+    /// was evicted) is not executed, even a retry of one executed before the eviction; a
+    /// registration is, after which an older request number is ignored and a newer executes.
+    #[test]
+    fn replay_evicted_session_executes_only_a_registration() {
+        let (mut kv, mut clients) = (KvState::new(), ClientTable::new());
+        let incr = kv::Request::IncrBy {
+            key: b"n".to_vec(),
+            delta: 1,
+        }
+        .encode();
+        let register = kv::Request::Register.encode();
+        let mut op = 0;
+        let mut run = |client: u128, number: u64, body: &[u8]| {
+            op += 1;
+            let r = Request {
+                op,
+                client,
+                number,
+                body,
+            };
+            execute(&mut kv, &mut clients, 1, r).map(|e| e.reply)
+        };
+        assert_eq!(run(1, 1, &incr), None, "never registered");
+        assert_eq!(run(1, 1, &register), Some(kv::Reply::Ok));
+        assert_eq!(run(1, 2, &incr), Some(kv::Reply::Integer(1)));
+        // Client 2 registers: the one-entry table evicts client 1.
+        assert_eq!(run(2, 1, &register), Some(kv::Reply::Ok));
+        assert_eq!(run(1, 2, &incr), None, "a retry after the eviction");
+        assert_eq!(run(1, 3, &register), Some(kv::Reply::Ok));
+        assert_eq!(run(1, 2, &incr), None, "older than the registration");
+        assert_eq!(run(1, 4, &incr), Some(kv::Reply::Integer(2)));
     }
 }

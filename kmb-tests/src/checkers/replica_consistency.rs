@@ -91,7 +91,7 @@ mod tests {
         let Verdict::Fail(v) = check(&obs) else {
             panic!("expected a violation");
         };
-        assert_eq!((v.replica, v.op), (Some(2), Some(8)));
+        assert_eq!((v.replica, v.op), (Some(2), Some(10)));
     }
 
     /// Goal: different hashes at different commits are not a divergence.

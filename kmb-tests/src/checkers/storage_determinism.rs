@@ -74,8 +74,8 @@ mod tests {
     #[test]
     fn storage_determinism_different_ops_pass() {
         let mut obs = fixture::clean();
-        obs.checkpoints.get_mut(&2).expect("r2").insert(6, 0x1);
-        obs.checkpoints.get_mut(&0).expect("r0").insert(7, 0x2);
+        obs.checkpoints.get_mut(&2).expect("r2").insert(8, 0x1);
+        obs.checkpoints.get_mut(&0).expect("r0").insert(9, 0x2);
         assert_eq!(check(&obs), Verdict::Pass);
     }
 }

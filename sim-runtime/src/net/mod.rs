@@ -15,12 +15,17 @@ use std::net::{IpAddr, SocketAddr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
+#[cfg(madsim)]
+pub use stream::{TcpListener, TcpStream};
+#[cfg(not(madsim))]
 pub use tokio::net::{TcpListener, TcpStream};
 
 use crate::time::Duration;
 
 #[cfg(madsim)]
 mod faults;
+#[cfg(madsim)]
+mod stream;
 
 /// Bytes in a frame header.
 pub const FRAME_HEADER_SIZE: usize = 12;

@@ -31,7 +31,8 @@ fn client_table_retry_returns_cached_reply_incrby_once() {
         delta: 5,
     }
     .encode();
-    assert_eq!(net.request(1, 1, incr.clone()), (1, Reply::Integer(5)));
+    assert_eq!(net.register(1), 1);
+    assert_eq!(net.request(1, 1, incr.clone()), (2, Reply::Integer(5)));
     let before = net.replies.len();
     net.input(
         0,
@@ -42,10 +43,10 @@ fn client_table_retry_returns_cached_reply_incrby_once() {
         },
     );
     assert_eq!(net.replies.len(), before + 1);
-    assert_eq!(net.replies.last().unwrap().3, 1);
+    assert_eq!(net.replies.last().unwrap().3, 2);
     assert_eq!(net.replies.last().unwrap().4, Reply::Integer(5));
-    assert_eq!(net.replica(0).op(), 1, "a retry is not re-prepared");
-    assert_eq!(net.request(1, 2, incr.clone()), (2, Reply::Integer(10)));
+    assert_eq!(net.replica(0).op(), 2, "a retry is not re-prepared");
+    assert_eq!(net.request(1, 2, incr.clone()), (3, Reply::Integer(10)));
     let before = net.replies.len();
     let effects = net.nodes[0].replica.step(Input::ClientRequest {
         client: 1,
@@ -87,7 +88,8 @@ fn a_request_larger_than_a_slot_is_never_prepared() {
     });
     assert_eq!(effects, vec![]);
     assert_eq!(net.replica(0).op(), 0);
-    assert_eq!(net.request(1, 2, set_of_size(100)), (1, Reply::Ok));
+    assert_eq!(net.register(1), 1);
+    assert_eq!(net.request(1, 2, set_of_size(100)), (2, Reply::Ok));
 }
 
 /// Goal: a Prepare whose entry does not fit this replica's WAL slot (a peer with a larger
@@ -119,11 +121,54 @@ fn a_prepare_larger_than_a_slot_is_dropped() {
                 entry,
             },
         ));
-        let written = effects
-            .iter()
-            .any(|e| matches!(e, Effect::WriteEntries(_)));
+        let written = effects.iter().any(|e| matches!(e, Effect::WriteEntries(_)));
         (written, b.op())
     };
     assert_eq!(prepare(100), (true, 1));
     assert_eq!(prepare(101), (false, 0));
+}
+
+/// Goal (issue 11): exactly once across evictions. With a one-entry client table, client 1's
+/// INCRBY executes, client 2's registration evicts client 1, and client 1's retry of the same
+/// request is answered `session evicted` without executing (before: executed again, the
+/// counter went to 2); after registering again, a new request executes once.
+#[test]
+fn an_evicted_clients_retry_is_answered_evicted_not_executed() {
+    let mut net = Net::new(3, |n, r| {
+        let mut c = config(n, r);
+        c.clients_max = 1;
+        c
+    });
+    let incr = Request::IncrBy {
+        key: b"n".to_vec(),
+        delta: 1,
+    }
+    .encode();
+    assert_eq!(
+        net.request(1, 7, incr.clone()),
+        (1, Reply::Error(kv::SESSION_EVICTED.into())),
+        "never registered"
+    );
+    assert_eq!(net.register(1), 2);
+    assert_eq!(net.request(1, 1, incr.clone()), (3, Reply::Integer(1)));
+    assert_eq!(net.register(2), 4);
+    // Client 1 never saw its reply and retries request 1.
+    net.replies.clear();
+    assert_eq!(
+        net.request(1, 1, incr.clone()),
+        (5, Reply::Error(kv::SESSION_EVICTED.into()))
+    );
+    net.tick(15);
+    for r in 0..3 {
+        assert_eq!(
+            net.replica(r).kv().get(b"n"),
+            Some(&b"1"[..]),
+            "replica {r}"
+        );
+    }
+    assert_eq!(
+        net.request(1, 2, Request::Register.encode()),
+        (6, Reply::Ok)
+    );
+    assert_eq!(net.request(1, 3, incr), (7, Reply::Integer(2)));
 }

@@ -71,7 +71,12 @@ fn chain(parent: u128, first: u64, last: u64, view: View, tag: &str) -> Vec<Entr
                 request: op,
                 operation: Operation::Request,
             },
-            set(&format!("{tag}{op}"), "v"),
+            // Client 9's session opens at op 1 (nothing else executes for an unknown client).
+            if op == 1 {
+                Request::Register.encode()
+            } else {
+                set(&format!("{tag}{op}"), "v")
+            },
         );
         parent = e.checksum();
         out.push(e);
@@ -297,6 +302,14 @@ impl Net {
     fn primary(&self) -> Option<u8> {
         (0..self.nodes.len() as u8)
             .find(|&r| self.nodes[r as usize].up && self.nodes[r as usize].replica.is_primary())
+    }
+
+    /// Open `client`'s session (request number 0): the client table executes nothing else
+    /// for a client it does not hold. Returns the registration's op.
+    fn register(&mut self, client: u128) -> u64 {
+        let (op, reply) = self.request(client, 0, Request::Register.encode());
+        assert_eq!(reply, Reply::Ok);
+        op
     }
 
     /// Submit to the primary, run until the reply arrives (ticking if needed).

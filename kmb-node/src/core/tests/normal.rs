@@ -10,10 +10,11 @@ fn normal_case_three_replicas_exact_effects() {
     let mut p = Replica::new(config(3, 0), DurableState::formatted());
     let mut b = Replica::new(config(3, 1), DurableState::formatted());
     assert_eq!(p.poll_effects(), vec![]);
+    // A session's first request: its registration.
     let effects = p.step(Input::ClientRequest {
         client: 5,
         request: 1,
-        body: set("a", "1"),
+        body: Request::Register.encode(),
     });
     let entry = match &effects[0] {
         Effect::WriteEntries(es) => es[0].clone(),
@@ -163,7 +164,7 @@ fn cluster_size_one_commits_after_own_sync() {
     let effects = p.step(Input::ClientRequest {
         client: 5,
         request: 1,
-        body: set("a", "1"),
+        body: Request::Register.encode(),
     });
     assert_eq!(effects.len(), 2);
     assert!(matches!(effects[1], Effect::Sync { op: 1 }));
@@ -184,14 +185,15 @@ fn cluster_size_one_commits_after_own_sync() {
 fn cluster_sizes_commit_and_converge() {
     for n in [1u8, 3, 5] {
         let mut net = Net::new(n, config);
+        assert_eq!(net.register(1), 1);
         for i in 1..=10u64 {
             let (op, reply) = net.request(1, i, set(&format!("k{i}"), "v"));
-            assert_eq!((op, reply), (i, Reply::Ok));
+            assert_eq!((op, reply), (i + 1, Reply::Ok));
         }
         net.tick(15); // heartbeat carries the commit number to the backups
         let all: Vec<u8> = (0..n).collect();
         net.assert_converged(&all);
-        assert_eq!(net.replica(0).commit(), 10);
+        assert_eq!(net.replica(0).commit(), 11);
     }
 }
 

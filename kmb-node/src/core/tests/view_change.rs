@@ -8,21 +8,22 @@ use super::*;
 #[test]
 fn view_change_primary_crash_new_primary_has_committed_ops() {
     let mut net = Net::new(3, config);
+    net.register(1);
     for i in 1..=5u64 {
         net.request(1, i, set(&format!("k{i}"), "v"));
     }
-    let committed: Vec<_> = (1..=5).map(|o| net.replica(0).log_checksum_at(o)).collect();
+    let committed: Vec<_> = (1..=6).map(|o| net.replica(0).log_checksum_at(o)).collect();
     net.crash(0);
     net.blocked.insert(0);
     net.tick(80);
     let p = net.primary().expect("a new primary");
     assert_ne!(p, 0);
     assert!(net.replica(p).view() >= 1);
-    for o in 1..=5 {
+    for o in 1..=6 {
         assert_eq!(net.replica(p).log_checksum_at(o), committed[o as usize - 1]);
     }
     let (op, _) = net.request(1, 6, set("k6", "v"));
-    assert_eq!(op, 6);
+    assert_eq!(op, 7);
     net.tick(15);
     net.assert_converged(&[1, 2]);
     assert_eq!(net.replica(1).kv().len(), 6);
@@ -137,6 +138,7 @@ fn view_change_newer_log_view_beats_longer_log() {
 #[test]
 fn view_change_five_replicas_primary_crash_keeps_commits() {
     let mut net = Net::new(5, config);
+    net.register(1);
     for i in 1..=4u64 {
         net.request(1, i, set(&format!("k{i}"), "v"));
     }
@@ -144,7 +146,7 @@ fn view_change_five_replicas_primary_crash_keeps_commits() {
     net.blocked.insert(0);
     net.tick(80);
     assert!(net.primary().is_some_and(|p| p != 0));
-    assert_eq!(net.request(1, 5, set("k5", "v")).0, 5);
+    assert_eq!(net.request(1, 5, set("k5", "v")).0, 6);
     net.tick(15);
     net.assert_converged(&[1, 2, 3, 4]);
     assert_eq!(net.replica(3).kv().len(), 5);
