@@ -312,8 +312,17 @@ fn verify_catches_a_flipped_byte_in_a_real_data_file() {
         &[],
     );
     wait_primary(ports[1]);
+    // wait_primary's connection registered and read (ops 1, 2); one connection for the SETs:
+    // its registration (op 3), then ops 4..=13 — all below the first checkpoint (op 16), so
+    // the WAL still holds op 3.
+    let mut c = TcpStream::connect(("127.0.0.1", ports[1])).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     for i in 0..10 {
-        assert_eq!(resp(ports[1], &format!("SET key{i} value{i}\r\n")), "+OK");
+        c.write_all(format!("SET key{i} value{i}\r\n").as_bytes())
+            .expect("send");
+        let mut buf = [0u8; 16];
+        let n = c.read(&mut buf).unwrap_or(0);
+        assert_eq!(&buf[..n], b"+OK\r\n");
     }
     let (ok, _, err) = verify(&data);
     assert!(!ok && err.contains("locked"), "{err}");
@@ -478,14 +487,31 @@ fn command(args: &[&[u8]]) -> Vec<u8> {
 fn an_oversized_request_is_refused_and_stops_no_replica() {
     let mut trio = Trio::start(&[]);
     let primary = trio.primary(Duration::from_secs(30)).expect("a primary");
+    let logs = |trio: &Trio| {
+        trio.nodes
+            .iter()
+            .map(|n| n.log())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
     let send = |port: u16, bytes: &[u8]| {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+            return String::from("(connection refused)");
+        };
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.write_all(bytes).expect("send");
         let mut buf = [0u8; 512];
         let n = s.read(&mut buf).unwrap_or(0);
         String::from_utf8_lossy(&buf[..n]).trim_end().to_string()
     };
+    // Every replica listens (a backup may still be starting when the primary serves).
+    for &port in &trio.clients {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "port {port} never listened");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     let big = vec![b'x'; 100_000];
     let mut limit = None;
     for _round in 0..2 {
@@ -495,7 +521,7 @@ fn an_oversized_request_is_refused_and_stops_no_replica() {
                 .strip_prefix("-ERR value too large (max ")
                 .and_then(|r| r.strip_suffix(" bytes)"))
                 .and_then(|n| n.parse::<usize>().ok());
-            assert!(max.is_some(), "port {port}: {reply}");
+            assert!(max.is_some(), "port {port}: {reply}\n{}", logs(&trio));
             limit = max;
             let key = vec![b'k'; 70_000];
             let reply = send(port, &command(&[b"GET", &key]));
@@ -522,6 +548,44 @@ fn an_oversized_request_is_refused_and_stops_no_replica() {
     let over = vec![b'y'; limit + 1];
     assert!(send(port, &command(&[b"SET", b"big", &over])).starts_with("-ERR value too large"));
     assert_eq!(resp(port, "SET k v\r\n"), "+OK");
+}
+
+/// Goal (issue 11): exactly once survives client-table eviction. Before, `KMB.REQ 42 1
+/// INCRBY eo 1` answered `[op, 1]`, and after 1,100 other connections each did one GET
+/// (`clients_max` = 1,024) the same request answered `[op', 2]`: applied twice. Now a session
+/// registers first, and the retry after its eviction is answered `session evicted` without
+/// executing; the counter stays 1.
+#[test]
+fn a_retry_after_client_table_eviction_is_not_executed_again() {
+    let trio = Trio::start(&[]);
+    let primary = trio.primary(Duration::from_secs(30)).expect("a primary");
+    let port = trio.clients[primary];
+    let mut session = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    session
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut ask = |command: &[&[u8]]| {
+        session.write_all(&self::command(command)).expect("send");
+        let mut buf = [0u8; 512];
+        let n = session.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    let never = ask(&[b"KMB.REQ", b"42", b"1", b"INCRBY", b"eo", b"1"]);
+    assert!(never.contains("session evicted"), "unregistered: {never}");
+    let registered = ask(&[b"KMB.REQ", b"42", b"2", b"REGISTER"]);
+    assert!(registered.ends_with("+OK\r\n"), "{registered}");
+    let first = ask(&[b"KMB.REQ", b"42", b"3", b"INCRBY", b"eo", b"1"]);
+    assert!(first.ends_with(":1\r\n"), "{first}");
+    for i in 0..1100 {
+        let reply = resp(port, &format!("GET other{i}\r\n"));
+        assert_eq!(reply, "$-1", "connection {i}");
+    }
+    let retry = ask(&[b"KMB.REQ", b"42", b"3", b"INCRBY", b"eo", b"1"]);
+    assert!(
+        retry.contains("session evicted"),
+        "the retry after eviction: {retry}"
+    );
+    assert_eq!(resp(port, "GET eo\r\n"), "$1\r\n1");
 }
 
 /// Goal: 1,100 idle connections to the primary's peer port (more than its 1,024 file
