@@ -32,6 +32,11 @@ pub fn client_ip(c: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, 1, c as u8 + 1))
 }
 
+/// The IP address of the hostile client (`Payloads::hostile`).
+pub fn hostile_ip() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 3, 1))
+}
+
 /// A running simulated cluster.
 pub struct Cluster {
     pub replicas: Vec<NodeId>,

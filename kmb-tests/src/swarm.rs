@@ -150,6 +150,9 @@ pub struct Payloads {
     pub odd_integers: f64,
     /// A client starts a new session every this many requests (0 = one session per client).
     pub session_every: u32,
+    /// A hostile client sends malformed, truncated, oversized and out-of-protocol commands to
+    /// random replicas throughout the safety phase (`workload::run_hostile`).
+    pub hostile: bool,
 }
 
 /// See [`Swarm::buggy_peer`].
@@ -272,6 +275,7 @@ impl Swarm {
                 } else {
                     0
                 },
+                hostile: false,
             }
         };
         let links = if faults {
@@ -282,6 +286,8 @@ impl Swarm {
         } else {
             LinkSwarm::default()
         };
+        let mut payloads = payloads;
+        payloads.hostile = !options.no_enhanced_workloads && more.gen_bool(0.3);
         Swarm {
             seed,
             replica_count,

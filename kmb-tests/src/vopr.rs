@@ -279,12 +279,14 @@ async fn simulate(
     scheduler.install_disk_faults(&cluster);
     let shared = Arc::new(Shared::default());
     let mut clients = Vec::new();
+    let mut client_nodes = Vec::new();
     for c in 0..swarm.client_count as usize {
         let node = Handle::current()
             .create_node()
             .name(format!("client-{c}"))
             .ip(client_ip(c))
             .build();
+        client_nodes.push(node.clone());
         clients.push(node.spawn(workload::run_client(
             swarm.clone(),
             c as u64,
@@ -294,11 +296,33 @@ async fn simulate(
             start,
         )));
     }
+    if swarm.payloads.hostile {
+        let node = Handle::current()
+            .create_node()
+            .name("hostile")
+            .ip(crate::cluster::hostile_ip())
+            .build();
+        node.spawn(workload::run_hostile(
+            shared.clone(),
+            swarm.seed,
+            cluster.client_addresses.clone(),
+            Instant::now() + Duration::from_millis(swarm.safety_ms),
+        ));
+    }
     scheduler.safety_phase(&cluster, &shared).await;
     scheduler.end_faults(&cluster);
 
-    // Liveness: every outstanding request completes and the replicas converge in time.
-    let deadline = Instant::now() + Duration::from_millis(swarm.liveness_ms);
+    // Liveness: every outstanding request completes and the replicas converge in time. The
+    // bound is `liveness_ms` after the heal, extended while clients still complete requests
+    // (no completion for `liveness_ms / 3`, or `4 × liveness_ms` in all, fails): clients run
+    // the rest of their plans after the heal, and a small geometry with many churning
+    // sessions commits slowly but steadily (seed 1702: 40 ops/s with 16 slots, still
+    // committing when a fixed 30 s ran out).
+    let healed = Instant::now();
+    let mut deadline = healed + Duration::from_millis(swarm.liveness_ms);
+    let hard_deadline = healed + Duration::from_millis(4 * swarm.liveness_ms);
+    let quiet_max = Duration::from_millis(swarm.liveness_ms / 3);
+    let mut completions_seen = 0;
     let mut failure = None;
     let mut committed_ops = 0;
     let mut liveness = Liveness {
@@ -306,19 +330,44 @@ async fn simulate(
         detail: String::new(),
         deadline_ms: swarm.liveness_ms,
     };
+    // Once every client is done, each runs one probe request in a new session: a healed
+    // cluster must serve every client (a primary that drops every request would otherwise
+    // leave an all-unknown history, trivially linearizable, and pass).
+    let mut probed = false;
+    let mut probe_failures: Vec<String> = Vec::new();
     loop {
         time::sleep(Duration::from_millis(100)).await;
         let done = shared.clients_done.load(Ordering::Relaxed) == swarm.client_count as usize;
+        if done && !probed {
+            probed = true;
+            probe_failures =
+                workload::probe_clients(&swarm, &client_nodes, cluster.client_addresses.clone())
+                    .await;
+            continue;
+        }
         let highest_seen = head_progress::highest_seen(&shared.history.lock().expect("lock"));
         let state = kmb_node::inspect::with(|r| {
             head_progress::converged(&final_states(r), swarm.replica_count, highest_seen)
                 .map_err(|e| e.message)
         });
-        if done {
+        let completions = shared.trace.lock().expect("lock").len();
+        if completions != completions_seen {
+            completions_seen = completions;
+            deadline = deadline.max((Instant::now() + quiet_max).min(hard_deadline));
+        }
+        if done && probed && !probe_failures.is_empty() {
+            liveness.detail = format!(
+                "after the heal, a probe request got no reply: {}",
+                probe_failures.join("; ")
+            );
+            break;
+        }
+        if done && probed {
             if let Ok(commit) = state {
                 committed_ops = commit;
                 liveness.converged = true;
-                liveness.detail = format!("converged at commit {commit}");
+                liveness.detail =
+                    format!("converged at commit {commit}, every client's probe served");
                 break;
             }
         }
@@ -336,6 +385,7 @@ async fn simulate(
                     .collect::<Vec<_>>()
                     .join("; ")
             });
+            liveness.deadline_ms = healed.elapsed().as_millis() as u64;
             liveness.detail = format!("{why}; {clients_left} client(s) still waiting");
             if !blocked.is_empty() {
                 liveness.detail.push_str(&format!(" [blocked — {blocked}]"));
@@ -488,6 +538,10 @@ async fn simulate(
     });
     if buggy_views > 0 {
         fault_counters.insert("peer.buggy_view".into(), buggy_views);
+    }
+    let hostile = shared.hostile_requests.load(Ordering::Relaxed) as u64;
+    if hostile > 0 {
+        fault_counters.insert("client.hostile_requests".into(), hostile);
     }
     drop(clients);
     SimResult {

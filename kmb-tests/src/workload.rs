@@ -35,6 +35,8 @@ pub struct Shared {
     pub malformed: Mutex<Vec<String>>,
     /// Clients that finished their requests.
     pub clients_done: AtomicUsize,
+    /// Requests the hostile client sent (`Payloads::hostile`).
+    pub hostile_requests: AtomicUsize,
     /// Client trace events (invoke, complete) with their simulated time in microseconds.
     pub trace: Mutex<Vec<(u64, EventKind)>>,
 }
@@ -458,4 +460,107 @@ pub async fn run_client(
         time::sleep(Duration::from_micros(think_us)).await;
     }
     shared.clients_done.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The session number probes use (far above any session a client's plan opens).
+const PROBE_SESSION: u64 = 1 << 40;
+
+/// After the heal: every client, on its own node, runs one SET in a new session; the failures
+/// (client and why), empty if every probe was served. Probe keys (`probe-<client>`) are not in
+/// the workload's key space, so the history the checkers read is unchanged.
+pub async fn probe_clients(
+    swarm: &Swarm,
+    nodes: &[sim_runtime::sim::NodeHandle],
+    addresses: Vec<SocketAddr>,
+) -> Vec<String> {
+    let probes: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(c, node)| {
+            let id = client_id(swarm.seed, c as u64, PROBE_SESSION);
+            let addresses = addresses.clone();
+            node.spawn(async move {
+                let mut session = Client::new(addresses, id, ClientConfig::default());
+                session
+                    .set(format!("probe-{c}").as_bytes(), b"after the heal")
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("client {c}: {e}"))
+            })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for probe in probes {
+        match probe.await {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => failures.push(why),
+            Err(e) => failures.push(format!("probe task failed: {e}")),
+        }
+    }
+    failures
+}
+
+/// Requests a hostile client sends: malformed, truncated, oversized, out of protocol. None
+/// touches the workload's keys (`k…`), so the history the checkers read is unchanged.
+fn hostile_request(rng: &mut ChaCha8Rng) -> Vec<u8> {
+    let bulk = |args: &[&[u8]]| {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    };
+    match rng.gen_range(0..12) {
+        0 => (0..rng.gen_range(1..200)).map(|_| rng.gen()).collect(),
+        // A command cut off mid-argument (the connection then closes).
+        1 => b"*3\r\n$3\r\nSET\r\n$2\r\nhx\r\n$10\r\nabc".to_vec(),
+        2 => b"*2\r\n$3\r\nGET\r\n$-5\r\n".to_vec(),
+        3 => b"*99999999\r\n".to_vec(),
+        4 => b"*1\r\n$999999999999\r\n".to_vec(),
+        // An inline command with no end of line, past the inline bound.
+        5 => vec![b'a'; 70_000],
+        6 => bulk(&[b"SET", b"hkey"]),
+        7 => bulk(&[b"KMB.REQ", b"0", b"1", b"GET", b"hkey"]),
+        8 => bulk(&[b"KMB.REQ", b"77", b"x", b"GET", b"hkey"]),
+        9 => bulk(&[b"INCRBY", b"hkey", b"not-a-number"]),
+        10 => {
+            let args: Vec<&[u8]> = std::iter::once(&b"GET"[..])
+                .chain(std::iter::repeat_n(&b"h"[..], 2000))
+                .collect();
+            bulk(&args)
+        }
+        _ => bulk(&[b"SET", b"hkey", &vec![b'x'; 600 * 1024]]),
+    }
+}
+
+/// A hostile client: until `until`, connects to a random replica, sends one hostile request,
+/// reads what comes back for a moment and disconnects. The seed's other checks (no replica
+/// stops outside the fault model, every client's probe is served after the heal) judge it.
+pub async fn run_hostile(
+    shared: Arc<Shared>,
+    seed: u64,
+    addresses: Vec<SocketAddr>,
+    until: Instant,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x686f_7374_696c_6521);
+    while Instant::now() < until {
+        let target = addresses[rng.gen_range(0..addresses.len())];
+        let request = hostile_request(&mut rng);
+        if let Ok(Ok(mut stream)) = time::timeout(
+            Duration::from_millis(500),
+            sim_runtime::net::TcpStream::connect(target),
+        )
+        .await
+        {
+            shared.hostile_requests.fetch_add(1, Ordering::Relaxed);
+            if stream.write_all(&request).await.is_ok() && stream.flush().await.is_ok() {
+                let mut buf = [0u8; 512];
+                let _ = time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await;
+            }
+        }
+        time::sleep(Duration::from_millis(rng.gen_range(20..300))).await;
+    }
 }

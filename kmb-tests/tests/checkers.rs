@@ -9,44 +9,55 @@ use kmb_tests::checkers::{self, FinalState, Observations, Verdict, INVARIANTS};
 use kmb_tests::diagnosis::{Classification, Failure};
 use lincheck::kv::{KvInput, KvOutput, KvReply};
 
-/// A one-op, one-replica run: SET k v committed at op 1 and acknowledged to the client.
+/// A two-op, one-replica run: client 1 registers its session at op 1, then SET k v commits at
+/// op 2 and is acknowledged to the client.
 fn one_set() -> Observations {
     let mut obs = Observations::new(1);
     let root = Entry::root(3);
-    let set = kv::Request::Set {
-        key: b"k".to_vec(),
-        value: b"v".to_vec(),
+    let entry = |op: u64, parent: u128, request: kv::Request| {
+        Entry::new(
+            EntryFields {
+                cluster: 3,
+                replica: 0,
+                view: 1,
+                op,
+                commit: op - 1,
+                parent,
+                client: 1,
+                request: op,
+                operation: Operation::Request,
+            },
+            request.encode(),
+        )
     };
-    let e = Entry::new(
-        EntryFields {
-            cluster: 3,
-            replica: 0,
-            view: 1,
-            op: 1,
-            commit: 0,
-            parent: root.checksum(),
-            client: 1,
-            request: 1,
-            operation: Operation::Request,
+    let register = entry(1, root.checksum(), kv::Request::Register);
+    let set = entry(
+        2,
+        register.checksum(),
+        kv::Request::Set {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
         },
-        set.encode(),
     );
-    obs.commits.insert(0, vec![(1, e.checksum())]);
+    obs.commits
+        .insert(0, vec![(1, register.checksum()), (2, set.checksum())]);
     obs.logs.insert(
         0,
         BTreeMap::from([
             (0, (root.checksum(), 0)),
-            (1, (e.checksum(), root.checksum())),
+            (1, (register.checksum(), root.checksum())),
+            (2, (set.checksum(), register.checksum())),
         ]),
     );
-    obs.committed.insert(1, e);
+    obs.committed.insert(1, register);
+    obs.committed.insert(2, set);
     obs.final_states.insert(
         0,
         FinalState {
             status: "normal".into(),
             view: 1,
-            op: 1,
-            commit: 1,
+            op: 2,
+            commit: 2,
             state_hash: 0,
             halted: None,
         },
@@ -59,7 +70,7 @@ fn one_set() -> Observations {
         },
         output: Some(KvReply {
             output: KvOutput::Ok,
-            op_number: Some(1),
+            op_number: Some(2),
         }),
         call: 0,
         ret: 1,
@@ -89,11 +100,11 @@ fn check_all_wrong_reply_becomes_failure() {
     obs.history[0].input = KvInput::Get { key: "k".into() };
     obs.history[0].output = Some(KvReply {
         output: KvOutput::Value(Some("v".into())),
-        op_number: Some(1),
+        op_number: Some(2),
     });
     let problem = checkers::first_problem(&checkers::check_all(&obs));
     let failure: Failure = problem.expect("a problem").expect("a violation").into();
     assert_eq!(failure.checker, "data_correctness");
     assert_eq!(failure.classification, Classification::DataCorruption);
-    assert_eq!((failure.op, failure.key.as_deref()), (Some(1), Some("k")));
+    assert_eq!((failure.op, failure.key.as_deref()), (Some(2), Some("k")));
 }

@@ -73,14 +73,14 @@ impl Replica {
     }
 
     pub(super) fn remove_slot(&mut self, op: u64) {
-        debug_assert!(op > self.commit_min);
+        invariant!(op > self.commit_min);
         self.slots.remove(&op);
         self.forget_durability(op);
     }
 
     /// Store a header-only slot (replacing a different one).
     pub(super) fn put_header(&mut self, header: Header) {
-        debug_assert!(header.op > self.commit_min);
+        invariant!(header.op > self.commit_min);
         if self
             .slots
             .get(&header.op)
@@ -102,8 +102,8 @@ impl Replica {
     /// Store an entry (header and body) and write it to the WAL.
     pub(super) fn put_entry(&mut self, entry: Entry) {
         let op = entry.header.op;
-        debug_assert!(op > self.commit_min && self.ring_allows(op));
-        assert!(
+        invariant!(op > self.commit_min && self.ring_allows(op));
+        invariant!(
             entry.body.len() <= self.config.body_size_max,
             "an entry larger than a WAL slot reached the log"
         );
@@ -123,7 +123,7 @@ impl Replica {
     }
 
     pub(super) fn truncate_after(&mut self, op: u64) {
-        debug_assert!(op >= self.commit_min);
+        invariant!(op >= self.commit_min);
         if self.op <= op {
             return;
         }

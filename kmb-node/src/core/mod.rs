@@ -14,6 +14,19 @@
 //!   `nack`, `recovery`, `repair`, `state_transfer`, `client`, `timers`, `diagnose`.
 //! * [`snapshot`] — the client table and the checkpoint snapshot (kv state + client table).
 
+/// An invariant of the core: `assert!` in the simulator (every VOPR build, release included,
+/// checks it on every step), `debug_assert!` in production builds. For internal consistency
+/// only — never for input from the network or a client, which is dropped instead.
+macro_rules! invariant {
+    ($($arg:tt)*) => {
+        if cfg!(madsim) {
+            assert!($($arg)*);
+        } else {
+            debug_assert!($($arg)*);
+        }
+    };
+}
+
 mod client;
 pub(crate) mod codec;
 mod diagnose;

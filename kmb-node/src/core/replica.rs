@@ -32,6 +32,8 @@ pub struct Replica {
     pub(super) config: Config,
     pub(super) status: Status,
     pub(super) halted: Option<String>,
+    /// `(view, commit_min)` at the last invariant check (they never go back).
+    pub(super) checked: (View, u64),
     pub(super) effects: Vec<Effect>,
     pub(super) tick: u64,
 
@@ -226,6 +228,7 @@ impl Replica {
         let mut replica = Replica {
             status: Status::Normal,
             halted: None,
+            checked: (0, 0),
             effects: Vec::new(),
             tick: 0,
             view: durable.view,
@@ -389,9 +392,51 @@ impl Replica {
             }
             if self.halted.is_none() {
                 self.progress();
+                self.check_invariants();
             }
         }
         std::mem::take(&mut self.effects)
+    }
+
+    /// The core's own invariants after every step (`invariant!`: asserted in the simulator,
+    /// debug-asserted in production): views and commits never go back within an incarnation,
+    /// `log_view <= view`, the applied commit is at most the known one, the checkpoint lies at
+    /// or below the applied commit, and every body held lies in the WAL ring above the
+    /// checkpoint.
+    fn check_invariants(&mut self) {
+        let (view, commit) = self.checked;
+        invariant!(self.view >= view, "view went back: {view} -> {}", self.view);
+        invariant!(
+            self.commit_min >= commit,
+            "commit went back: {commit} -> {}",
+            self.commit_min
+        );
+        self.checked = (self.view, self.commit_min);
+        invariant!(self.log_view <= self.view, "log_view above view");
+        invariant!(
+            self.commit_min <= self.commit_max,
+            "applied past the known commit"
+        );
+        invariant!(
+            self.checkpoint.op <= self.commit_min,
+            "checkpoint {} above the applied commit {}",
+            self.checkpoint.op,
+            self.commit_min
+        );
+        // Bodies (what the WAL holds) lie within the ring above the checkpoint; headers alone
+        // (a view change's log) may lie further ahead.
+        let ring_max = self.checkpoint.op + self.config.slot_count;
+        if let Some((&op, _)) = self
+            .slots
+            .iter()
+            .find(|(&op, s)| s.body.is_some() && op > ring_max)
+        {
+            invariant!(
+                false,
+                "op {op}'s body lies beyond the ring above checkpoint {}",
+                self.checkpoint.op
+            );
+        }
     }
 
     fn on_message(&mut self, from: u8, message: Message) {
@@ -506,7 +551,7 @@ impl Replica {
     }
 
     pub(super) fn send(&mut self, to: u8, body: Body) {
-        debug_assert_ne!(to, self.config.replica);
+        invariant!(to != self.config.replica);
         let message = Message::new(self.config.cluster, self.config.replica, body);
         self.effects.push(Effect::Send { to, message });
     }

@@ -13,7 +13,7 @@ use crate::entry::Header;
 
 impl Replica {
     pub(super) fn start_view_change(&mut self, view: View) {
-        debug_assert!(view > self.view || self.status != Status::ViewChange);
+        invariant!(view > self.view || self.status != Status::ViewChange);
         self.view = view;
         self.status = Status::ViewChange;
         self.svc_from = BTreeSet::from([self.config.replica]);

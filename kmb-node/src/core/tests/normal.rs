@@ -432,3 +432,28 @@ fn commit_waits_for_head_chain_over_stale_entry_below_hole_exact_effects() {
     assert_eq!(b.kv().get(b"new2"), Some(&b"v"[..]));
     assert_eq!(b.kv().get(b"old2"), None);
 }
+
+/// Goal: the core's invariants are checked on every step (asserted in the simulator,
+/// debug-asserted here): a commit that goes back is caught at the next step.
+#[test]
+#[should_panic(expected = "commit went back")]
+fn invariants_catch_a_commit_going_back() {
+    let mut net = Net::new(1, config);
+    net.register(1);
+    net.request(1, 1, set("a", "1"));
+    let replica = &mut net.nodes[0].replica;
+    // As if the last step had left the commit above where the next one finds it.
+    replica.checked.1 = replica.commit_min + 1;
+    replica.step(Input::Tick);
+}
+
+/// Goal: a checkpoint above the applied commit is caught at the next step.
+#[test]
+#[should_panic(expected = "above the applied commit")]
+fn invariants_catch_a_checkpoint_above_the_commit() {
+    let mut net = Net::new(1, config);
+    net.register(1);
+    let replica = &mut net.nodes[0].replica;
+    replica.checkpoint.op = 5;
+    replica.step(Input::Tick);
+}
