@@ -463,11 +463,13 @@ pub async fn run_client(
 }
 
 /// The session number probes use (far above any session a client's plan opens).
+#[cfg(madsim)]
 const PROBE_SESSION: u64 = 1 << 40;
 
 /// After the heal: every client, on its own node, runs one SET in a new session; the failures
 /// (client and why), empty if every probe was served. Probe keys (`probe-<client>`) are not in
 /// the workload's key space, so the history the checkers read is unchanged.
+#[cfg(madsim)]
 pub async fn probe_clients(
     swarm: &Swarm,
     nodes: &[sim_runtime::sim::NodeHandle],
