@@ -109,6 +109,8 @@ pub struct Swarm {
     pub payloads: Payloads,
     /// Byte-stream faults on client and peer connections (`LinkSwarm`).
     pub links: LinkSwarm,
+    /// Drawn with `SwarmOptions::classic` (geometry, payloads and links as before them).
+    pub classic: bool,
 }
 
 /// Faults on the TCP connections themselves (`sim_runtime::fault::reset_links`, `stall_link`,
@@ -170,6 +172,9 @@ pub struct BuggyPeer {
 pub struct SwarmOptions {
     pub no_faults: bool,
     pub no_enhanced_workloads: bool,
+    /// Draw nothing of issue 11's dimensions: the small geometry, no payload shapes, no link
+    /// faults — every seed as it ran before they existed (`vopr --classic-swarm`).
+    pub classic: bool,
 }
 
 fn maybe(rng: &mut ChaCha8Rng, on: f64, max: f64) -> f64 {
@@ -288,6 +293,19 @@ impl Swarm {
         };
         let mut payloads = payloads;
         payloads.hostile = !options.no_enhanced_workloads && more.gen_bool(0.3);
+        let (geometry, payloads, links) = if options.classic {
+            let small = StorageConfig::SIMULATION;
+            (
+                Geometry {
+                    slot_count: small.slot_count,
+                    slot_size: small.slot_size,
+                },
+                Payloads::default(),
+                LinkSwarm::default(),
+            )
+        } else {
+            (geometry, payloads, links)
+        };
         Swarm {
             seed,
             replica_count,
@@ -312,6 +330,7 @@ impl Swarm {
             geometry,
             payloads,
             links,
+            classic: options.classic,
         }
     }
 

@@ -105,6 +105,9 @@ pub struct Scenario {
     pub seed: u64,
     pub no_faults: bool,
     pub no_enhanced_workloads: bool,
+    /// The seed ran with `SwarmOptions::classic` (older scenario files lack it: false).
+    #[serde(default)]
+    pub classic: bool,
     /// Probabilistic fault knobs switched off (names from `faults::KNOBS`).
     pub disabled_knobs: std::collections::BTreeSet<String>,
     /// Crash, pause and partition intervals of the safety phase.
@@ -507,13 +510,11 @@ async fn simulate(
     for (at, kind) in events {
         trace.push(at, kind);
     }
-    for name in [
-        "client_replies",
-        "commit_history",
-        "linearizability",
-        "head_progress",
-        "replica_halt",
-    ] {
+    // Every check the seed ran: the eight checkers, then the harness's own two.
+    for name in checkers::INVARIANTS
+        .into_iter()
+        .chain(["client_replies", "replica_halt"])
+    {
         trace.push(end_us, EventKind::InvariantChecked { name: name.into() });
     }
     if let Some(f) = &failure {
@@ -555,6 +556,7 @@ async fn simulate(
             seed: swarm.seed,
             no_faults: !swarm.faults,
             no_enhanced_workloads: swarm.mix.rmw + swarm.mix.scan == 0,
+            classic: swarm.classic,
             disabled_knobs: disabled,
             faults: scheduler.recorded(),
             workload: plan,
@@ -574,6 +576,7 @@ pub fn run_scenario(scenario: &Scenario, options: &RunOptions) -> SeedRecord {
     let mut options = options.clone();
     options.swarm.no_faults = scenario.no_faults;
     options.swarm.no_enhanced_workloads = scenario.no_enhanced_workloads;
+    options.swarm.classic = scenario.classic;
     run_inner(scenario.seed, &options, Some(scenario.clone()))
 }
 

@@ -55,6 +55,10 @@ mod cli {
         /// Only Write and Read operations (no RMW, no scans).
         #[arg(long)]
         no_enhanced_workloads: bool,
+        /// The swarm as it was before issue 11's dimensions: the small geometry, no payload
+        /// shapes, no byte-stream link faults (to rerun a seed found before them).
+        #[arg(long)]
+        classic_swarm: bool,
         /// Write every seed's trace (not only failing ones).
         #[arg(long)]
         enable_trace: bool,
@@ -122,6 +126,9 @@ mod cli {
         }
         if args.no_enhanced_workloads {
             flags.push("--no-enhanced-workloads".to_string());
+        }
+        if args.classic_swarm {
+            flags.push("--classic-swarm".to_string());
         }
         if let Some(name) = &args.mutation {
             flags.push("--mutation".to_string());
@@ -217,6 +224,7 @@ mod cli {
             swarm: SwarmOptions {
                 no_faults: args.no_faults,
                 no_enhanced_workloads: args.no_enhanced_workloads,
+                classic: args.classic_swarm,
             },
             trace_filter: args.trace_filter,
             trace_capacity: args.trace_capacity,
