@@ -75,8 +75,8 @@ pub struct Registry {
     pub commits: BTreeMap<u8, Vec<(u64, Checksum)>>,
     /// State transfers: (replica, op, checksum).
     pub transfers: Vec<(u8, u64, Checksum)>,
-    /// Why replicas stopped: (replica, reason).
-    pub halts: Vec<(u8, String)>,
+    /// Why replicas stopped: (replica, reason, kind).
+    pub halts: Vec<(u8, String, HaltKind)>,
     /// Everything replicas did, in simulation order.
     pub happenings: Vec<(Instant, u8, Happening)>,
     /// The committed log as first committed by any replica: op → entry (body included).
@@ -290,11 +290,35 @@ pub fn state_transferred(replica: u8, op: u64, checksum: Checksum) {
     });
 }
 
+/// Why a replica stopped, as a kind (the harness judges kinds, never texts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HaltKind {
+    /// Storage failed an fsync, read or write (`StorageError::SyncFailed` / `Io`): the node's
+    /// required response to a disk fault — allowed when the fault model injected one.
+    DiskFailure,
+    /// Anything else: the core halted, storage refused a request, start-up failed.
+    Other,
+}
+
+impl HaltKind {
+    /// The kind of a node's stop.
+    pub fn of(error: &crate::node::NodeError) -> HaltKind {
+        use crate::node::NodeError;
+        use crate::storage::StorageError;
+        match error {
+            NodeError::Storage(StorageError::SyncFailed(_) | StorageError::Io(_)) => {
+                HaltKind::DiskFailure
+            }
+            _ => HaltKind::Other,
+        }
+    }
+}
+
 /// Record why a replica stopped.
-pub fn halted(replica: u8, reason: String) {
+pub fn halted(replica: u8, reason: String, kind: HaltKind) {
     REGISTRY.with(|r| {
         let mut r = r.borrow_mut();
-        r.halts.push((replica, reason.clone()));
+        r.halts.push((replica, reason.clone(), kind));
         happen(&mut r, replica, Happening::Halted { reason });
     });
 }
@@ -372,4 +396,33 @@ pub fn recovered(replica: &Replica) {
     let id = replica.config().replica;
     let (commit, hash) = (replica.commit(), replica.state_hash());
     REGISTRY.with(|r| r.borrow_mut().recoveries.push((id, commit, hash)));
+}
+
+#[cfg(test)]
+mod halt_kind_tests {
+    use super::HaltKind;
+    use crate::node::NodeError;
+    use crate::storage::StorageError;
+
+    /// Goal: only a failed fsync, read or write is the disk-failure kind the harness may allow;
+    /// a storage refusal (e.g. an oversized entry), a core halt or a start-up error is not.
+    #[test]
+    fn only_disk_failures_are_the_disk_failure_kind() {
+        let kind = HaltKind::of;
+        let storage = |e| NodeError::Storage(e);
+        assert_eq!(
+            kind(&storage(StorageError::SyncFailed("x".into()))),
+            HaltKind::DiskFailure
+        );
+        assert_eq!(
+            kind(&storage(StorageError::Io("x".into()))),
+            HaltKind::DiskFailure
+        );
+        assert_eq!(
+            kind(&storage(StorageError::Invalid("entry too large".into()))),
+            HaltKind::Other
+        );
+        assert_eq!(kind(&NodeError::Halted("x".into())), HaltKind::Other);
+        assert_eq!(kind(&NodeError::Config("x".into())), HaltKind::Other);
+    }
 }

@@ -52,12 +52,17 @@ async fn replica_main(config: NodeConfig, identity: Identity, geometry: StorageC
         .unwrap_or(false);
     if !exists {
         if let Err(e) = Storage::format(&config.data_path, identity, geometry).await {
-            kmb_node::inspect::halted(identity.replica, format!("format failed: {e}"));
+            kmb_node::inspect::halted(
+                identity.replica,
+                format!("format failed: {e}"),
+                kmb_node::inspect::HaltKind::Other,
+            );
             return;
         }
     }
     if let Err(e) = node::run(config, std::future::pending()).await {
-        kmb_node::inspect::halted(identity.replica, e.to_string());
+        let kind = kmb_node::inspect::HaltKind::of(&e);
+        kmb_node::inspect::halted(identity.replica, e.to_string(), kind);
     }
 }
 

@@ -202,8 +202,8 @@ fn final_states(registry: &kmb_node::inspect::Registry) -> BTreeMap<u8, FinalSta
                 .halts
                 .iter()
                 .rev()
-                .find(|(h, _)| *h == replica)
-                .map(|(_, reason)| reason.clone());
+                .find(|(h, _, _)| *h == replica)
+                .map(|(_, reason, _)| reason.clone());
             let f = FinalState {
                 status: state.status.clone(),
                 view: state.view,
@@ -412,12 +412,16 @@ async fn simulate(
     let registry = kmb_node::inspect::snapshot();
     // A replica stop is the root cause of whatever follows it (liveness, replies), so halts
     // are judged first — every halt, not only the first: inside the bound a replica only stops
-    // for an injected fsync or disk-full error.
+    // for an injected disk fault (a failed fsync, read or write: `HaltKind::DiskFailure`),
+    // and only on a replica whose disk the fault model could fail.
     if failure.is_none() {
-        let disallowed = registry.halts.iter().find(|(_, reason)| {
-            !(reason.contains("fsync") || reason.contains("no space") || reason.contains("I/O"))
+        // Failed syncs, failed writes and a full disk are injected on corruptible replicas only.
+        let may_fail = scheduler.corruptible();
+        let disallowed = registry.halts.iter().find(|(replica, _, kind)| {
+            *kind != kmb_node::inspect::HaltKind::DiskFailure
+                || !may_fail.contains(&(*replica as usize))
         });
-        if let Some((replica, reason)) = disallowed {
+        if let Some((replica, reason, _)) = disallowed {
             failure = fail(
                 Classification::RecoveryFailure,
                 "replica_halt",
