@@ -92,6 +92,12 @@ struct Connection {
     buffer: Vec<u8>,
 }
 
+/// `-ERR` replies about the replica's state rather than the request (another replica, or
+/// the same one later, may take it): the node stopping, its client connections full.
+fn is_transient(error: &str) -> bool {
+    error.starts_with(STOPPING) || error.starts_with("ERR max number of clients")
+}
+
 /// How [`Client::send`] failed.
 enum Sent {
     Done(ClientError),
@@ -342,9 +348,7 @@ impl Client {
             // take effect.
             Value::Error(e) if e.starts_with("TIMEOUT") => Attempt::Broken { sent: true, why: e },
             // The request itself is invalid (too large, malformed): no retry can succeed.
-            Value::Error(e) if e.starts_with("ERR ") && !e.starts_with(STOPPING) => {
-                Attempt::Rejected(e)
-            }
+            Value::Error(e) if e.starts_with("ERR ") && !is_transient(&e) => Attempt::Rejected(e),
             // Refusals before ordering (not primary yet, view change, recovering, busy):
             // the request was not executed, so retrying it is safe.
             Value::Error(e) => Attempt::Refused(e),
@@ -419,5 +423,40 @@ async fn read_value(connection: &mut Connection) -> Result<Value, String> {
             Ok(n) => connection.buffer.extend_from_slice(&chunk[..n]),
             Err(e) => return Err(format!("receive: {e}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Goal: a reply is classified as the retry rules need: a request the cluster refuses
+    /// itself (too large, malformed) is not retried; a refusal about the replica's state (the
+    /// node stopping, its connections full) is retried elsewhere; `TIMEOUT` may have executed.
+    #[test]
+    fn replies_are_classified_for_retries() {
+        let c = Client::new(
+            vec!["127.0.0.1:1".parse().expect("address")],
+            1,
+            ClientConfig::default(),
+        );
+        let error = |e: &str| c.interpret(Value::Error(e.into()));
+        assert!(matches!(
+            error("ERR value too large (max 5 bytes)"),
+            Attempt::Rejected(_)
+        ));
+        assert!(matches!(
+            error("ERR max number of clients reached"),
+            Attempt::Refused(_)
+        ));
+        assert!(matches!(error(STOPPING), Attempt::Refused(_)));
+        assert!(matches!(
+            error("TIMEOUT no committed reply in time"),
+            Attempt::Broken { sent: true, .. }
+        ));
+        assert!(matches!(
+            error("REDIRECT 0 127.0.0.1:1"),
+            Attempt::Redirect(0)
+        ));
     }
 }
