@@ -16,7 +16,7 @@ use crate::auth::{Challenge, ClusterKey, Hello, Response, Transcript, KEY_SIZE, 
 use crate::commands::{self, Command};
 use crate::core::{snapshot, Message};
 use crate::entry::{Entry, Header, HEADER_SIZE};
-use crate::kv::{KvState, Reply, Request, KEY_SIZE_MAX, SCAN_LIMIT_MAX, VALUE_SIZE_MAX};
+use crate::kv::{KvState, Reply, Request, SCAN_LIMIT_MAX};
 use crate::resp::{self, CommandReader, ProtocolError, Value};
 use crate::storage::format::{
     verify_checkpoint, CheckpointRef, Identity, Layout, StorageConfig, Superblock,
@@ -199,24 +199,6 @@ pub fn resp(data: &[u8]) {
 // ---------------------------------------------------------------------------------------------
 // Commands → kv
 
-fn request_oversized(request: &Request) -> bool {
-    let key = |k: &Vec<u8>| k.len() > KEY_SIZE_MAX;
-    let value = |v: &Vec<u8>| v.len() > VALUE_SIZE_MAX;
-    match request {
-        Request::Set { key: k, value: v } => key(k) || value(v),
-        Request::Get { key: k } | Request::Del { key: k } | Request::IncrBy { key: k, .. } => {
-            key(k)
-        }
-        Request::Cas {
-            key: k,
-            expected,
-            new,
-        } => key(k) || expected.as_ref().is_some_and(value) || value(new),
-        Request::Scan { start, end, .. } => key(start) || key(end),
-        Request::Register => false,
-    }
-}
-
 /// Apply `request` and check the reply against the state.
 fn apply_checked(state: &mut KvState, request: &Request) {
     let reply = state.apply(request);
@@ -299,7 +281,7 @@ pub fn command_kv(data: &[u8]) {
                         assert_eq!(decoded, request);
                         apply_checked(&mut state, &decoded);
                     }
-                    Err(e) => assert!(request_oversized(&request), "{request:?}: {e}"),
+                    Err(e) => assert!(request.exceeds_bounds(), "{request:?}: {e}"),
                 }
             }
         }

@@ -102,7 +102,7 @@ pub fn admit(request: &Request, body_max: usize) -> Result<Vec<u8>, String> {
             ),
         });
     }
-    if Request::decode(&body).is_err() {
+    if request.exceeds_bounds() {
         return Err(format!(
             "request too large (a key may have at most {KEY_SIZE_MAX} bytes, a value {VALUE_SIZE_MAX})"
         ));
@@ -130,6 +130,26 @@ fn read_value(r: &mut Reader<'_>) -> Result<Vec<u8>, DecodeError> {
 }
 
 impl Request {
+    /// Whether a key exceeds [`KEY_SIZE_MAX`] or a value [`VALUE_SIZE_MAX`]: such a request
+    /// encodes, but [`Request::decode`] refuses it.
+    pub fn exceeds_bounds(&self) -> bool {
+        let key = |k: &Vec<u8>| k.len() > KEY_SIZE_MAX;
+        let value = |v: &Vec<u8>| v.len() > VALUE_SIZE_MAX;
+        match self {
+            Request::Set { key: k, value: v } => key(k) || value(v),
+            Request::Get { key: k } | Request::Del { key: k } | Request::IncrBy { key: k, .. } => {
+                key(k)
+            }
+            Request::Cas {
+                key: k,
+                expected,
+                new,
+            } => key(k) || expected.as_ref().is_some_and(value) || value(new),
+            Request::Scan { start, end, .. } => key(start) || key(end),
+            Request::Register => false,
+        }
+    }
+
     /// Encode (tag byte, then `u32`-length-prefixed fields).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();

@@ -469,13 +469,12 @@ fn forged_peer_handshake_cannot_force_a_view_change() {
 
 /// One RESP command from its arguments (binary-safe; any size).
 fn command(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
+    kmb_node::resp::Value::Array(
+        args.iter()
+            .map(|a| kmb_node::resp::Value::Bulk(a.to_vec()))
+            .collect(),
+    )
+    .encode()
 }
 
 /// Goal (issue 11): nothing a client sends can stop a replica. Before, one

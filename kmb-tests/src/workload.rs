@@ -118,9 +118,7 @@ fn large_value(rng: &mut ChaCha8Rng, swarm: &Swarm, key: &str, tag: String) -> S
         _ => rng.gen_range(max / 2..=max),
     };
     let mut value = tag;
-    while value.len() < size {
-        value.push('x');
-    }
+    value.extend(std::iter::repeat_n('x', size.saturating_sub(value.len())));
     value.truncate(size.max(1));
     value
 }
@@ -506,13 +504,7 @@ pub async fn probe_clients(
 /// touches the workload's keys (`k…`), so the history the checkers read is unchanged.
 fn hostile_request(rng: &mut ChaCha8Rng) -> Vec<u8> {
     let bulk = |args: &[&[u8]]| {
-        let mut out = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            out.extend_from_slice(a);
-            out.extend_from_slice(b"\r\n");
-        }
-        out
+        Value::Array(args.iter().map(|a| Value::Bulk(a.to_vec())).collect()).encode()
     };
     match rng.gen_range(0..12) {
         0 => (0..rng.gen_range(1..200)).map(|_| rng.gen()).collect(),

@@ -352,14 +352,6 @@ pub fn stall_link(src: IpAddr, dst: IpAddr, duration: Duration) {
     })
 }
 
-/// Until when bytes from `src` to `dst` are held, if they are now.
-pub fn stalled_until(src: IpAddr, dst: IpAddr) -> Option<madsim::time::Instant> {
-    with(|s| {
-        let until = *s.stalls.get(&(src, dst))?;
-        (until > s.time.now_instant()).then_some(until)
-    })
-}
-
 /// Make reads on `dst` of bytes from `src` return at most `max` bytes each (`None`: whole).
 pub fn fragment_link(src: IpAddr, dst: IpAddr, max: Option<usize>) {
     with(|s| match max {
@@ -377,9 +369,27 @@ pub fn fragment_link(src: IpAddr, dst: IpAddr, max: Option<usize>) {
     })
 }
 
-/// The read size limit on `dst` for bytes from `src`, if any.
-pub fn fragment_size(src: IpAddr, dst: IpAddr) -> Option<usize> {
-    with(|s| s.fragments.get(&(src, dst)).copied())
+/// The byte-stream faults a read on `dst` of bytes from `src` meets, in one lookup: the
+/// link's reset epoch, until when the direction is stalled (if it is now), and the read size
+/// limit (if any).
+pub(crate) fn read_faults(
+    src: IpAddr,
+    dst: IpAddr,
+) -> (u64, Option<madsim::time::Instant>, Option<usize>) {
+    with(|s| {
+        let epoch = s
+            .link_epochs
+            .get(&unordered(src, dst))
+            .copied()
+            .unwrap_or(0);
+        let now = s.time.now_instant();
+        let stall = s
+            .stalls
+            .get(&(src, dst))
+            .copied()
+            .filter(|&until| until > now);
+        (epoch, stall, s.fragments.get(&(src, dst)).copied())
+    })
 }
 
 /// End every stall and fragmentation (resets are events, nothing to end).

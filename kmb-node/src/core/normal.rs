@@ -213,28 +213,19 @@ impl Replica {
         }
         let (client, request) = (header.client, header.request);
         let known = self.clients.get(client);
+        let decoded = || kv::Request::decode(body);
         let reply = match known {
             Some(e) if e.request > request => None,
             Some(e) if e.request == request => Some((e.op, e.reply.clone())),
+            // Exactly once across evictions: a client the table does not hold may have had
+            // this very request executed before it was evicted, so nothing but a registration
+            // executes for it; it learns it was evicted, and nothing is recorded (issue 11: a
+            // retry after 1,100 other sessions executed a second time).
+            None if decoded() != Ok(kv::Request::Register) => {
+                Some((header.op, kv::Reply::Error(kv::SESSION_EVICTED.to_string())))
+            }
             _ => {
-                let decoded = kv::Request::decode(body);
-                if known.is_none() && !matches!(decoded, Ok(kv::Request::Register)) {
-                    // Exactly once across evictions: a client the table does not hold may
-                    // have had this very request executed before it was evicted, so nothing
-                    // but a registration executes for it; it learns it was evicted (issue
-                    // 11: a retry after 1,100 other sessions executed a second time).
-                    let reply = kv::Reply::Error(kv::SESSION_EVICTED.to_string());
-                    if self.is_primary() {
-                        self.effects.push(Effect::Reply {
-                            client,
-                            request,
-                            op: header.op,
-                            reply,
-                        });
-                    }
-                    return;
-                }
-                let reply = match decoded {
+                let reply = match decoded() {
                     Ok(r) => self.kv.apply(&r),
                     Err(_) => kv::Reply::Error("malformed request".to_string()),
                 };

@@ -99,18 +99,31 @@ impl TcpStream {
 
     /// `ConnectionReset` once the link was reset after this connection opened.
     fn check_reset(&mut self) -> io::Result<()> {
-        if !self.broken && fault::link_epoch(self.local, self.peer) != self.epoch {
+        if self.broken {
+            return Err(reset());
+        }
+        let epoch = fault::link_epoch(self.local, self.peer);
+        self.check_epoch(epoch)
+    }
+
+    /// [`TcpStream::check_reset`] with the link's current reset epoch already read.
+    fn check_epoch(&mut self, epoch: u64) -> io::Result<()> {
+        if !self.broken && epoch != self.epoch {
             self.broken = true;
             fault::with(|s| s.counters.stream_resets_seen += 1);
         }
         if self.broken {
-            return Err(io::Error::new(
-                io::ErrorKind::ConnectionReset,
-                "connection reset (simulated)",
-            ));
+            return Err(reset());
         }
         Ok(())
     }
+}
+
+fn reset() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionReset,
+        "connection reset (simulated)",
+    )
 }
 
 impl AsyncRead for TcpStream {
@@ -120,9 +133,10 @@ impl AsyncRead for TcpStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        this.check_reset()?;
+        let (epoch, stalled_until, fragment) = fault::read_faults(this.peer, this.local);
+        this.check_epoch(epoch)?;
         // Bytes from the peer are held while the link is stalled in that direction.
-        if let Some(until) = fault::stalled_until(this.peer, this.local) {
+        if let Some(until) = stalled_until {
             let sleep = this
                 .stall
                 .get_or_insert_with(|| Box::pin(madsim::time::sleep_until(until)));
@@ -136,7 +150,7 @@ impl AsyncRead for TcpStream {
             // The stall may have ended because the link was reset meanwhile.
             this.check_reset()?;
         }
-        match fault::fragment_size(this.peer, this.local) {
+        match fragment {
             Some(max) if buf.remaining() > max => {
                 let mut small = vec![0u8; max];
                 let mut part = ReadBuf::new(&mut small);

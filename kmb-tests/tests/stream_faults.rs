@@ -1,0 +1,46 @@
+//! Issue 11's fault dimensions must fire: byte-stream link faults (`Swarm::links`,
+//! `sim_runtime::net` streams: resets, stalls, fragmented reads) and the hostile client
+//! (`Payloads::hostile`). Each seed drawn with them must pass, and the faults must have acted
+//! — a reset that broke a live connection, a stall, a fragmented link, a hostile request sent.
+#![cfg(madsim)]
+
+use kmb_tests::swarm::{Swarm, SwarmOptions};
+use kmb_tests::vopr::{run_seed, Outcome, RunOptions};
+
+/// The first `n` seeds whose swarm satisfies `wanted`.
+fn seeds(n: usize, wanted: impl Fn(&Swarm) -> bool) -> Vec<u64> {
+    (0..)
+        .filter(|&s| wanted(&Swarm::from_seed(s, SwarmOptions::default())))
+        .take(n)
+        .collect()
+}
+
+/// Run `seeds`; each must pass; the summed fault counters.
+fn fired(seeds: &[u64], counters: &[&str]) -> Vec<u64> {
+    let mut sums = vec![0; counters.len()];
+    for &seed in seeds {
+        let record = run_seed(seed, &RunOptions::default());
+        let line = serde_json::to_string(&record).unwrap();
+        assert_eq!(record.outcome, Outcome::Pass, "seed {seed}: {line}");
+        for (sum, name) in sums.iter_mut().zip(counters) {
+            *sum += record.fault_counters.get(*name).copied().unwrap_or(0);
+        }
+    }
+    sums
+}
+
+/// Goal: link resets break live connections and stalls hold links, and the seeds pass.
+#[test]
+fn link_resets_and_stalls_act() {
+    let seeds = seeds(3, |s| s.links.rate > 0.5);
+    let sums = fired(&seeds, &["stream_resets_seen", "stream_stalls"]);
+    assert!(sums.iter().all(|&n| n > 0), "{seeds:?}: {sums:?}");
+}
+
+/// Goal: fragmented reads and the hostile client act, and the seeds pass.
+#[test]
+fn fragmented_reads_and_the_hostile_client_act() {
+    let seeds = seeds(2, |s| s.links.fragment && s.payloads.hostile);
+    let sums = fired(&seeds, &["stream_fragments", "client.hostile_requests"]);
+    assert!(sums.iter().all(|&n| n > 0), "{seeds:?}: {sums:?}");
+}
