@@ -21,6 +21,8 @@ pub const CLUSTER_KEY: [u8; 32] = *b"kmb simulated cluster key 32 byt";
 pub const CLIENT_PORT: u16 = 6379;
 /// The cluster id every simulated cluster uses.
 pub const CLUSTER: u64 = 0x006b_6d62;
+/// Where every simulated replica keeps its data file (on its own simulated disk).
+pub const DATA_PATH: &str = "/data/kmb.data";
 
 /// The IP address of replica `i`.
 pub fn replica_ip(i: usize) -> IpAddr {
@@ -79,7 +81,7 @@ impl Cluster {
         let mut replicas = Vec::new();
         for i in 0..n {
             let config = NodeConfig {
-                data_path: PathBuf::from("/data/kmb.data"),
+                data_path: PathBuf::from(DATA_PATH),
                 replica_addresses: peer_addresses.clone(),
                 client_addresses: client_addresses.clone(),
                 listen_peer: None,

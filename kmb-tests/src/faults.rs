@@ -121,6 +121,8 @@ pub struct Scheduler {
     rot_burst_until: Vec<Option<Instant>>,
     /// Draws of the link faults (a stream of their own, so the other draws stay as they were).
     link_rng: ChaCha8Rng,
+    /// Draws of the slow readers (likewise their own stream).
+    slow_rng: ChaCha8Rng,
 }
 
 /// `FaultInterval::replica` value meaning "the primary at the fault's start".
@@ -186,6 +188,7 @@ impl Scheduler {
             followups: Vec::new(),
             rot_burst_until: vec![None; n],
             link_rng: ChaCha8Rng::seed_from_u64(swarm.seed ^ 0x6c69_6e6b_7366_6c74),
+            slow_rng: ChaCha8Rng::seed_from_u64(swarm.seed ^ 0x736c_6f77_7265_6164),
         }
     }
 
@@ -402,6 +405,7 @@ impl Scheduler {
             time::sleep(TICK).await;
             let now = Instant::now();
             self.link_fault_tick(tick_s);
+            self.slow_reader_tick(tick_s);
             // End faults whose time is up.
             for i in 0..self.states.len() {
                 match self.states[i] {
@@ -650,6 +654,31 @@ impl Scheduler {
             }
             _ => {}
         }
+    }
+
+    /// One tick of slow readers (`LinkSwarm::slow_readers`): a client slow to read its
+    /// replies, a replica slow to read a client's requests, or a replica slow to read a peer's
+    /// frames. Outside the replica fault budget, like the other link faults.
+    fn slow_reader_tick(&mut self, tick_s: f64) {
+        let p = (self.swarm.links.slow_readers * tick_s).min(1.0);
+        if !self.swarm.faults || p <= 0.0 || !self.slow_rng.gen_bool(p) {
+            return;
+        }
+        let replicas = self.swarm.replica_count as usize;
+        let client = client_ip(self.slow_rng.gen_range(0..self.swarm.client_count as usize));
+        let a = self.slow_rng.gen_range(0..replicas);
+        let (src, dst) = match self.slow_rng.gen_range(0..3) {
+            0 => (replica_ip(a), client),
+            1 => (client, replica_ip(a)),
+            _ if replicas > 1 => {
+                let b = (a + self.slow_rng.gen_range(1..replicas)) % replicas;
+                (replica_ip(a), replica_ip(b))
+            }
+            _ => (replica_ip(a), client),
+        };
+        let rate = 1usize << self.slow_rng.gen_range(4..=12);
+        let duration = Duration::from_millis(self.slow_rng.gen_range(200..4000));
+        fault::slow_reader(src, dst, rate, duration);
     }
 
     /// Start the liveness phase: stop every fault, heal the network, resume and restart every

@@ -122,6 +122,10 @@ pub struct LinkSwarm {
     pub rate: f64,
     /// Every read returns at most a few bytes (commands and frames split at any byte).
     pub fragment: bool,
+    /// Mean slow-reader episodes per simulated second: for 0.2–4 s a client reads its replies,
+    /// a replica a client's requests, or a replica a peer's frames at 16 B–4 KiB per ms, so
+    /// the writer fills the receive window and waits (`sim_runtime::fault::slow_reader`).
+    pub slow_readers: f64,
 }
 
 /// See [`Swarm::geometry`].
@@ -287,12 +291,18 @@ impl Swarm {
             LinkSwarm {
                 rate: maybe(&mut more, 0.4, 2.0),
                 fragment: more.gen_bool(0.2),
+                slow_readers: 0.0,
             }
         } else {
             LinkSwarm::default()
         };
         let mut payloads = payloads;
         payloads.hostile = !options.no_enhanced_workloads && more.gen_bool(0.3);
+        // Drawn last, so every earlier dimension of a seed is what it was before it existed.
+        let mut links = links;
+        if faults {
+            links.slow_readers = maybe(&mut more, 0.3, 1.0);
+        }
         let (geometry, payloads, links) = if options.classic {
             let small = StorageConfig::SIMULATION;
             (

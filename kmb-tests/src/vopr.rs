@@ -217,6 +217,53 @@ fn final_states(registry: &kmb_node::inspect::Registry) -> BTreeMap<u8, FinalSta
         .collect()
 }
 
+/// Each replica's durable state: its disk's durable image copied to a fresh node (no faults,
+/// the replica undisturbed) and examined there by `Storage::examine`, the code behind
+/// `kmb-node verify`.
+async fn examine_disks(cluster: &Cluster) -> BTreeMap<u8, Result<checkers::DiskImage, String>> {
+    use checkers::{DiskCheckpoint, DiskImage};
+    use kmb_node::storage::{CheckpointState, Storage};
+    let mut disks = BTreeMap::new();
+    for (i, &replica) in cluster.replicas.iter().enumerate() {
+        let examiner = Handle::current()
+            .create_node()
+            .name(format!("examiner-{i}"))
+            .build();
+        sim_runtime::disk::copy_durable(replica, examiner.id());
+        let examined = examiner
+            .spawn(async { Storage::examine(crate::cluster::DATA_PATH).await })
+            .await;
+        let image = match examined {
+            Err(e) => Err(format!("examination task failed: {e}")),
+            Ok(Err(e)) => Err(format!("examination failed: {e}")),
+            Ok(Ok(ex)) => {
+                let r = ex.recovery;
+                let cp = r.superblock.checkpoint;
+                let checkpoint = match &r.checkpoint {
+                    CheckpointState::Empty => DiskCheckpoint::Empty,
+                    CheckpointState::Loaded(blob) => DiskCheckpoint::Verified {
+                        op: cp.op,
+                        hash: xxhash_rust::xxh3::xxh3_128(blob),
+                    },
+                    CheckpointState::Faulty => DiskCheckpoint::Faulty { op: cp.op },
+                };
+                Ok(DiskImage {
+                    checkpoint,
+                    checkpoint_entry: cp.entry_checksum,
+                    log: r
+                        .log
+                        .iter()
+                        .map(|e| (e.header.op, e.header.checksum))
+                        .collect(),
+                    faulty: r.faulty.clone(),
+                })
+            }
+        };
+        disks.insert(i as u8, image);
+    }
+    disks
+}
+
 /// What the checkers read: the real replicas' published state and the real clients' history.
 fn observations(
     swarm: &Swarm,
@@ -416,6 +463,14 @@ async fn simulate(
     }
     let sim_time_ms = start.elapsed().as_millis() as u64;
     let end_us = start.elapsed().as_micros() as u64;
+    // The replicas' durable state, read back from their disks by storage's own offline
+    // examination (independent of what the replicas published): only after a converged run,
+    // when every replica must durably hold the committed log.
+    let disks = if liveness.converged {
+        examine_disks(&cluster).await
+    } else {
+        BTreeMap::new()
+    };
     let history = shared.history.lock().expect("lock").clone();
     let malformed = shared.malformed.lock().expect("lock").clone();
     if failure.is_none() {
@@ -457,7 +512,13 @@ async fn simulate(
             });
         }
     }
-    let observations = observations(&swarm, &registry, history.clone(), liveness);
+    let mut observations = observations(&swarm, &registry, history.clone(), liveness);
+    observations.disks = disks;
+    observations.corruptible = scheduler
+        .corruptible()
+        .into_iter()
+        .map(|r| r as u8)
+        .collect();
     let verdicts = checkers::check_all(&observations);
     let mut unknown = None;
     if failure.is_none() {

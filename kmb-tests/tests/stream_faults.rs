@@ -44,3 +44,12 @@ fn fragmented_reads_and_the_hostile_client_act() {
     let sums = fired(&seeds, &["stream_fragments", "client.hostile_requests"]);
     assert!(sums.iter().all(|&n| n > 0), "{seeds:?}: {sums:?}");
 }
+
+/// Goal: slow readers act on client and peer links — writers to them fill the receive window
+/// and wait (flow control) — and the seeds pass.
+#[test]
+fn slow_readers_push_back_on_their_writers() {
+    let seeds = seeds(3, |s| s.links.slow_readers > 0.5 && s.payloads.large > 0.1);
+    let sums = fired(&seeds, &["stream_slow_readers", "stream_window_waits"]);
+    assert!(sums.iter().all(|&n| n > 0), "{seeds:?}: {sums:?}");
+}

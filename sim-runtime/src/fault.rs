@@ -11,7 +11,7 @@
 //! and reconnects run unchanged.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -110,6 +110,11 @@ pub struct FaultCounters {
     pub stream_stalls: u64,
     /// Links set to fragment reads ([`fragment_link`]).
     pub stream_fragments: u64,
+    /// Links whose reader was made slow ([`slow_reader`]).
+    pub stream_slow_readers: u64,
+    /// Times a writer waited because the reader had not taken the bytes already sent (the
+    /// receive window, [`STREAM_WINDOW`], was full).
+    pub stream_window_waits: u64,
 }
 
 impl FaultCounters {
@@ -143,6 +148,8 @@ impl FaultCounters {
             ("stream_resets_seen", self.stream_resets_seen),
             ("stream_stalls", self.stream_stalls),
             ("stream_fragments", self.stream_fragments),
+            ("stream_slow_readers", self.stream_slow_readers),
+            ("stream_window_waits", self.stream_window_waits),
         ]
     }
 }
@@ -174,6 +181,11 @@ pub(crate) struct WorldState {
     pub(crate) stalls: BTreeMap<(IpAddr, IpAddr), madsim::time::Instant>,
     /// Per directed link: reads return at most this many bytes.
     pub(crate) fragments: BTreeMap<(IpAddr, IpAddr), usize>,
+    /// Per directed link: the reader takes at most this many bytes per millisecond, until.
+    pub(crate) slow_readers: BTreeMap<(IpAddr, IpAddr), (usize, madsim::time::Instant)>,
+    /// Per connection and direction (writer's socket, reader's socket): bytes written and not
+    /// yet read — what the receive window holds.
+    pub(crate) unread: BTreeMap<(SocketAddr, SocketAddr), u64>,
     pub(crate) killed: BTreeSet<NodeId>,
     /// Nodes that lose power during their next fsync.
     pub(crate) armed: BTreeSet<NodeId>,
@@ -237,6 +249,8 @@ impl Simulator for World {
                 link_epochs: BTreeMap::new(),
                 stalls: BTreeMap::new(),
                 fragments: BTreeMap::new(),
+                slow_readers: BTreeMap::new(),
+                unread: BTreeMap::new(),
                 killed: BTreeSet::new(),
                 armed: BTreeSet::new(),
                 counters: FaultCounters::default(),
@@ -369,13 +383,40 @@ pub fn fragment_link(src: IpAddr, dst: IpAddr, max: Option<usize>) {
     })
 }
 
-/// The byte-stream faults a read on `dst` of bytes from `src` meets, in one lookup: the
-/// link's reset epoch, until when the direction is stalled (if it is now), and the read size
-/// limit (if any).
-pub(crate) fn read_faults(
-    src: IpAddr,
-    dst: IpAddr,
-) -> (u64, Option<madsim::time::Instant>, Option<usize>) {
+/// Make the reader on `dst` of bytes from `src` slow for `duration` from now: it takes at most
+/// `bytes_per_ms` bytes each millisecond. Its writers fill the receive window
+/// ([`STREAM_WINDOW`]) and then wait, as a kernel's send buffer makes them.
+pub fn slow_reader(src: IpAddr, dst: IpAddr, bytes_per_ms: usize, duration: Duration) {
+    with(|s| {
+        let until = s.time.now_instant() + duration;
+        let rate = bytes_per_ms.max(1);
+        s.slow_readers.insert((src, dst), (rate, until));
+        s.counters.stream_slow_readers += 1;
+        s.record(
+            "net.slow_reader",
+            format!("{src} -> {dst} read at {rate} bytes/ms for {duration:?}"),
+        );
+    })
+}
+
+/// Bytes one direction of a connection may hold written but not yet read before its writer
+/// waits (a socket's send and receive buffers together; madsim's own streams are unbounded).
+pub const STREAM_WINDOW: u64 = 256 * 1024;
+
+/// The byte-stream faults a read on `dst` of bytes from `src` meets, in one lookup.
+pub(crate) struct ReadFaults {
+    /// The link's reset epoch.
+    pub(crate) epoch: u64,
+    /// Until when the direction is stalled (if it is now).
+    pub(crate) stalled_until: Option<madsim::time::Instant>,
+    /// The read size limit, if any.
+    pub(crate) fragment: Option<usize>,
+    /// The slow reader's pace (bytes per millisecond), if any.
+    pub(crate) slow: Option<usize>,
+}
+
+/// See [`ReadFaults`].
+pub(crate) fn read_faults(src: IpAddr, dst: IpAddr) -> ReadFaults {
     with(|s| {
         let epoch = s
             .link_epochs
@@ -383,20 +424,59 @@ pub(crate) fn read_faults(
             .copied()
             .unwrap_or(0);
         let now = s.time.now_instant();
-        let stall = s
+        let stalled_until = s
             .stalls
             .get(&(src, dst))
             .copied()
             .filter(|&until| until > now);
-        (epoch, stall, s.fragments.get(&(src, dst)).copied())
+        ReadFaults {
+            epoch,
+            stalled_until,
+            fragment: s.fragments.get(&(src, dst)).copied(),
+            slow: s
+                .slow_readers
+                .get(&(src, dst))
+                .filter(|&&(_, until)| until > now)
+                .map(|&(rate, _)| rate),
+        }
     })
 }
 
-/// End every stall and fragmentation (resets are events, nothing to end).
+/// Bytes written from `writer` to `reader` (sockets of one connection) and not yet read.
+pub(crate) fn unread(writer: SocketAddr, reader: SocketAddr) -> u64 {
+    with(|s| s.unread.get(&(writer, reader)).copied().unwrap_or(0))
+}
+
+/// `n` more bytes from `writer` to `reader` are in flight (`n < 0`: `-n` were read).
+pub(crate) fn add_unread(writer: SocketAddr, reader: SocketAddr, n: i64) {
+    with(|s| {
+        let v = s.unread.entry((writer, reader)).or_default();
+        *v = v.saturating_add_signed(n);
+        if *v == 0 {
+            s.unread.remove(&(writer, reader));
+        }
+    })
+}
+
+/// A connection closed: forget both directions' window.
+pub(crate) fn forget_connection(a: SocketAddr, b: SocketAddr) {
+    with(|s| {
+        s.unread.remove(&(a, b));
+        s.unread.remove(&(b, a));
+    })
+}
+
+/// Count one wait of a writer on a full receive window.
+pub(crate) fn count_window_wait() {
+    with(|s| s.counters.stream_window_waits += 1)
+}
+
+/// End every stall, fragmentation and slow reader (resets are events, nothing to end).
 pub fn heal_streams() {
     with(|s| {
         s.stalls.clear();
         s.fragments.clear();
+        s.slow_readers.clear();
     })
 }
 

@@ -816,3 +816,122 @@ fn disk_armed_crash_fires_on_next_sync_only() {
         );
     });
 }
+
+/// A server that accepts one connection at `addr` and reads nothing for `idle`, then reads
+/// `len` bytes: returns them and the simulated time the reading took.
+async fn lazy_server(addr: SocketAddr, idle: Duration, len: usize) -> (Vec<u8>, Duration) {
+    use tokio::io::AsyncReadExt;
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let (mut stream, _) = listener.accept().await.unwrap();
+    time::sleep(idle).await;
+    let start = time::Instant::now();
+    let mut all = vec![0u8; len];
+    stream.read_exact(&mut all).await.unwrap();
+    (all, start.elapsed())
+}
+
+/// Goal: flow control — a writer to a connection whose reader reads nothing gets at most the
+/// receive window accepted and waits; once the reader reads, every byte arrives intact.
+#[test]
+fn stream_window_holds_a_writer_while_the_reader_does_not_read() {
+    sim::run(20, || async {
+        let server = node("server", SERVER);
+        let client = node("client", CLIENT);
+        let addr: SocketAddr = format!("{SERVER}:9001").parse().unwrap();
+        let received = server.spawn(lazy_server(addr, Duration::from_secs(2), 1_000_000));
+        let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let w = written.clone();
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let sent = data.clone();
+        let writer = client.spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            time::sleep(Duration::from_millis(10)).await;
+            let mut stream = net::TcpStream::connect(addr).await.unwrap();
+            let mut at = 0;
+            while at < sent.len() {
+                let n = stream.write(&sent[at..]).await.unwrap();
+                at += n;
+                w.store(at, std::sync::atomic::Ordering::SeqCst);
+            }
+            stream.flush().await.unwrap();
+        });
+        time::sleep(Duration::from_secs(1)).await;
+        let early = written.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            early > 0 && early as u64 <= fault::STREAM_WINDOW,
+            "{early} bytes accepted while the reader read nothing"
+        );
+        assert!(fault::counters().stream_window_waits > 0);
+        writer.await.unwrap();
+        let (all, _) = received.await.unwrap();
+        assert_eq!(all.len(), data.len());
+        assert!(all == data, "the bytes arrive intact and in order");
+    });
+}
+
+/// Goal: a slow reader takes about its pace (here 1,024 bytes per ms: 100 KiB in ~100 ms, at
+/// full speed in ~0), and the fault ends when its time is up.
+#[test]
+fn stream_slow_reader_reads_at_its_pace() {
+    for (slow, expect_ms) in [(true, 100u128), (false, 0)] {
+        let took = sim::run(21, move || async move {
+            let server = node("server", SERVER);
+            let client = node("client", CLIENT);
+            let addr: SocketAddr = format!("{SERVER}:9002").parse().unwrap();
+            if slow {
+                fault::slow_reader(ip(CLIENT), ip(SERVER), 1024, Duration::from_secs(60));
+            }
+            let received = server.spawn(lazy_server(addr, Duration::from_millis(500), 100 * 1024));
+            client
+                .spawn(async move {
+                    use tokio::io::AsyncWriteExt;
+                    time::sleep(Duration::from_millis(10)).await;
+                    let mut stream = net::TcpStream::connect(addr).await.unwrap();
+                    stream.write_all(&vec![7u8; 100 * 1024]).await.unwrap();
+                    stream.flush().await.unwrap();
+                })
+                .await
+                .unwrap();
+            let (all, took) = received.await.unwrap();
+            assert_eq!(all.len(), 100 * 1024);
+            took.as_millis()
+        });
+        assert!(
+            took + 5 >= expect_ms && took <= expect_ms + 20,
+            "slow {slow}: reading took {took} ms"
+        );
+    }
+}
+
+/// Goal: `copy_durable` gives another node exactly the durable image — synced writes kept,
+/// unsynced ones absent — without touching the source's current contents.
+#[test]
+fn disk_copy_durable_copies_what_survives_a_power_loss() {
+    sim::run(22, || async {
+        let source = node("source", "10.0.0.1");
+        let copy = node("copy", "10.0.0.2");
+        let sid = source.id();
+        on(sid, async {
+            let f = File::open("/data/f").await.unwrap();
+            f.write_at(&block(1, 0, 4096), 0).await.unwrap();
+            f.sync().await.unwrap();
+            f.write_at(&block(2, 4096, 4096), 4096).await.unwrap();
+        })
+        .await;
+        sim_runtime::disk::copy_durable(sid, copy.id());
+        let copied_len = on(copy.id(), async {
+            let f = File::open("/data/f").await.unwrap();
+            let mut b = vec![0u8; 4096];
+            f.read_at(&mut b, 0).await.unwrap();
+            assert_eq!(b, block(1, 0, 4096));
+            f.len().await.unwrap()
+        })
+        .await;
+        assert_eq!(copied_len, 4096, "the unsynced write is not in the copy");
+        let source_len = on(sid, async {
+            File::open("/data/f").await.unwrap().len().await.unwrap()
+        })
+        .await;
+        assert_eq!(source_len, 8192, "the source still sees its unsynced write");
+    });
+}

@@ -1,30 +1,37 @@
 //! **Data correctness** (model check): every reply a client saw, and every state a replica
-//! published, is what the committed log produces when replayed through the real state machine.
+//! published, is what the committed log produces — replies judged by an **independent
+//! specification** of the key-value semantics, not by the node's own `kv` code.
 //!
 //! From DESIGN.md "The VOPR" (checker "model/data correctness") and the fault model's promise
 //! "no wrong value is ever returned". The committed log (`Observations::committed`) is replayed
-//! by [`super::replay`] exactly as the core applies it (client-table deduplication included).
+//! by [`super::replay`] exactly as the core applies it (client-table deduplication and the
+//! session rule included); the requests it executes are then run, in op order, through
+//! [`spec`]: lincheck's sequential specification (`lincheck::kv::apply`, written apart from the
+//! node) plus SCAN's two documented reply bounds. A bug in the node's `kv` code that every
+//! replica shares (so every replica agrees, and the replay — which runs that code — agrees too)
+//! is caught here by the specification.
 //!
 //! Rules, in terms of the replay over ops `1..=last`:
 //! 1. Every committed entry is valid for its op (checksums, size, header op).
-//! 2. Every state hash a replica published at commit `c <= last` equals the model's at `c`.
-//! 3. Every completed client op with op number `n`:
+//! 2. Every state hash a replica published at commit `c <= last` equals the replay's at `c`.
+//! 3. Every executed request's reply, as the node's `kv` code computes it, equals the
+//!    specification's for that request in that state (whether or not a client saw it).
+//! 4. Every completed client op with op number `n`:
 //!    * `n` beyond every op any replica committed: violation (a reply for nothing committed);
 //!    * `n <= last`: the entry at `n` must be a request the model executed there (not a no-op,
 //!      not a duplicate), from this client (when `client_ids` names it), for this command,
-//!      and the client's output must equal the model's reply converted exactly as the node and
-//!      client do it (`commands::reply_value`, then `workload::output_of`);
+//!      and the client's output must equal the specification's output for it;
 //!    * otherwise (the entry at `n` was never observed): unverified.
 //!
 //! Verdict: the violation at the lowest op; else `Unknown` if the replay stopped at a gap
 //! (an op whose entry no replica reported) or a reply could not be verified; else `Pass`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kmb_node::commands::reply_value;
 use kmb_node::entry::Operation;
-use kmb_node::kv::{self, SCAN_LIMIT_MAX};
-use lincheck::kv::KvInput;
+use kmb_node::kv::{self, SCAN_BYTES_MAX, SCAN_LIMIT_MAX};
+use lincheck::kv::{KvInput, KvOutput};
 
 use super::replay::{self, Stop};
 use super::{Observations, Verdict, Violation};
@@ -78,8 +85,94 @@ fn violation(message: String) -> Violation {
     Violation::new(NAME, Classification::DataCorruption, message)
 }
 
+/// The specification's state: key → value.
+pub type SpecStore = BTreeMap<String, String>;
+
+/// A specification of the key-value semantics: applies one request to the store.
+pub type Spec = fn(&mut SpecStore, &KvInput) -> KvOutput;
+
+/// The key-value semantics as documented, independent of the node's `kv` code: lincheck's
+/// sequential specification, with SCAN's reply bounds — at most [`SCAN_LIMIT_MAX`] pairs
+/// whatever the limit asked, and no pair added once the reply already holds
+/// [`SCAN_BYTES_MAX`] key and value bytes.
+pub fn spec(store: &mut SpecStore, input: &KvInput) -> KvOutput {
+    let KvInput::Scan { start, end, limit } = input else {
+        return lincheck::kv::apply(store, input);
+    };
+    let capped = KvInput::Scan {
+        start: start.clone(),
+        end: end.clone(),
+        limit: (*limit).min(u64::from(SCAN_LIMIT_MAX)),
+    };
+    match lincheck::kv::apply(store, &capped) {
+        KvOutput::Entries(all) => {
+            let mut bytes = 0usize;
+            let mut entries = Vec::new();
+            for (k, v) in all {
+                if bytes >= SCAN_BYTES_MAX {
+                    break;
+                }
+                bytes += k.len() + v.len();
+                entries.push((k, v));
+            }
+            KvOutput::Entries(entries)
+        }
+        other => other,
+    }
+}
+
+/// What a committed request is to the specification.
+enum SpecInput {
+    /// A data command, with string keys and values.
+    Command(KvInput),
+    /// No effect on the data: a registration, or a body that did not decode (the node answers
+    /// "malformed request" and changes nothing).
+    NoEffect,
+    /// Keys or values that are not UTF-8: outside what the specification states.
+    Unmodelled,
+}
+
+fn spec_input(request: Option<&kv::Request>) -> SpecInput {
+    let t = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
+    let input = match request {
+        None | Some(kv::Request::Register) => return SpecInput::NoEffect,
+        Some(kv::Request::Get { key }) => t(key).map(|key| KvInput::Get { key }),
+        Some(kv::Request::Set { key, value }) => t(key)
+            .zip(t(value))
+            .map(|(key, value)| KvInput::Set { key, value }),
+        Some(kv::Request::Del { key }) => t(key).map(|key| KvInput::Del { key }),
+        Some(kv::Request::IncrBy { key, delta }) => {
+            t(key).map(|key| KvInput::IncrBy { key, delta: *delta })
+        }
+        Some(kv::Request::Cas { key, expected, new }) => {
+            let expected = match expected {
+                None => Some(None),
+                Some(e) => t(e).map(Some),
+            };
+            match (t(key), expected, t(new)) {
+                (Some(key), Some(expected), Some(new)) => Some(KvInput::Cas { key, expected, new }),
+                _ => None,
+            }
+        }
+        Some(kv::Request::Scan { start, end, limit }) => {
+            t(start).zip(t(end)).map(|(start, end)| KvInput::Scan {
+                start,
+                end,
+                limit: u64::from(*limit),
+            })
+        }
+    };
+    input.map_or(SpecInput::Unmodelled, SpecInput::Command)
+}
+
 /// Check data correctness (see the module docs).
 pub fn check(obs: &Observations) -> Verdict {
+    check_with(obs, spec)
+}
+
+/// Check data correctness against the specification `spec` (tests pass a wrong one to show
+/// that a disagreement between the node's `kv` code and the specification fires).
+pub fn check_with(obs: &Observations, spec: Spec) -> Verdict {
     let wanted: BTreeSet<u64> = obs
         .state_hashes
         .values()
@@ -105,6 +198,34 @@ pub fn check(obs: &Observations) -> Verdict {
                 .op(c),
             );
         }
+    }
+    // Rule 3: the executed requests, in op order, through the specification. The spec's
+    // outputs stand for ops up to `spec_last` (an unmodelled request ends the comparison).
+    let mut store = SpecStore::new();
+    let mut spec_outputs: BTreeMap<u64, KvOutput> = BTreeMap::new();
+    let mut spec_last = model.last;
+    for (&op, exec) in &model.executions {
+        let input = match spec_input(exec.request.as_ref()) {
+            SpecInput::Command(input) => input,
+            SpecInput::NoEffect => continue,
+            SpecInput::Unmodelled => {
+                spec_last = op - 1;
+                break;
+            }
+        };
+        let expected = spec(&mut store, &input);
+        let node = output_of(&input, &reply_value(&exec.reply));
+        if node.as_ref() != Some(&expected) {
+            found.push(
+                violation(format!(
+                    "op {op}: the node's kv code replied {:?} to {input:?}; the specification gives {expected:?}",
+                    exec.reply
+                ))
+                .op(op)
+                .key(key_of(&input)),
+            );
+        }
+        spec_outputs.insert(op, expected);
     }
     let mut unverified = 0usize;
     for (index, op) in obs.history.iter().enumerate() {
@@ -159,11 +280,14 @@ pub fn check(obs: &Observations) -> Verdict {
                 continue;
             }
         }
-        let expected = output_of(&op.input, &reply_value(&exec.reply));
-        if expected.as_ref() != Some(&out.output) {
+        if n > spec_last {
+            unverified += 1;
+            continue;
+        }
+        let expected = spec_outputs.get(&n);
+        if expected != Some(&out.output) {
             found.push(at(format!(
-                "{describe} (history #{index}): replaying the committed log gives {expected:?} (reply {:?})",
-                exec.reply
+                "{describe} (history #{index}): the specification, over the committed log, gives {expected:?}"
             )));
         }
     }
@@ -292,6 +416,114 @@ mod tests {
             .expect("reply")
             .op_number = Some(duplicate);
         assert!(fail(&obs).message.contains("duplicate"));
+    }
+
+    /// A wrong specification: INCRBY adds one too many.
+    fn off_by_one(store: &mut SpecStore, input: &KvInput) -> KvOutput {
+        match input {
+            KvInput::IncrBy { key, delta } => spec(
+                store,
+                &KvInput::IncrBy {
+                    key: key.clone(),
+                    delta: delta + 1,
+                },
+            ),
+            other => spec(store, other),
+        }
+    }
+
+    /// Goal: the replies are judged by the specification, not by the node's kv code — when the
+    /// two disagree (here a wrong specification stands in for a kv bug every replica shares, so
+    /// the replay, the replicas and the clients all agree with each other), the check fires at
+    /// the first op where they differ.
+    #[test]
+    fn data_correctness_node_kv_disagreeing_with_the_specification_fires() {
+        let obs = fixture::clean();
+        let incr = fixture::REGISTERED + 4;
+        assert!(matches!(
+            fixture::history_at(&mut obs.clone(), incr).input,
+            KvInput::IncrBy { .. }
+        ));
+        let v = match check_with(&obs, off_by_one) {
+            Verdict::Fail(v) => v,
+            other => panic!("expected a violation, got {other:?}"),
+        };
+        assert_eq!((v.op, v.key.as_deref()), (Some(incr), Some("k0002")));
+        assert!(
+            v.message.contains("the specification gives"),
+            "{}",
+            v.message
+        );
+    }
+
+    /// Goal: the specification's SCAN bounds — at most SCAN_LIMIT_MAX pairs, and no pair added
+    /// once the reply holds SCAN_BYTES_MAX bytes (the pair that crosses it is kept) — agree
+    /// with the node's kv code on the boundary cases.
+    #[test]
+    fn spec_scan_bounds_agree_with_the_node() {
+        let big = "x".repeat(SCAN_BYTES_MAX / 2 - 2);
+        let mut store = SpecStore::new();
+        let mut node = kv::KvState::new();
+        for i in 0..3 {
+            let (key, value) = (format!("k{i}"), big.clone());
+            spec(
+                &mut store,
+                &KvInput::Set {
+                    key: key.clone(),
+                    value: value.clone(),
+                },
+            );
+            node.apply(&kv::Request::Set {
+                key: key.into_bytes(),
+                value: value.into_bytes(),
+            });
+        }
+        for i in 0..1500 {
+            let key = format!("s{i:04}");
+            spec(
+                &mut store,
+                &KvInput::Set {
+                    key: key.clone(),
+                    value: "v".into(),
+                },
+            );
+            node.apply(&kv::Request::Set {
+                key: key.into_bytes(),
+                value: b"v".to_vec(),
+            });
+        }
+        for (start, end, limit, pairs) in
+            [("k", "l", 10, 2), ("s", "t", 5000, 1000), ("s", "t", 7, 7)]
+        {
+            let input = KvInput::Scan {
+                start: start.into(),
+                end: end.into(),
+                limit,
+            };
+            let expected = spec(&mut store, &input);
+            let KvOutput::Entries(entries) = &expected else {
+                panic!("{expected:?}");
+            };
+            assert_eq!(entries.len(), pairs, "{start}..{end} limit {limit}");
+            let got = node.apply(&request_of(&input));
+            assert_eq!(output_of(&input, &reply_value(&got)), Some(expected));
+        }
+    }
+
+    /// Goal: a request with bytes the specification does not model ends the comparison there:
+    /// replies after it are unverified (Unknown), never judged by a guess.
+    #[test]
+    fn spec_input_of_non_utf8_is_unmodelled() {
+        let set = kv::Request::Set {
+            key: vec![0xff],
+            value: b"v".to_vec(),
+        };
+        assert!(matches!(spec_input(Some(&set)), SpecInput::Unmodelled));
+        assert!(matches!(
+            spec_input(Some(&kv::Request::Register)),
+            SpecInput::NoEffect
+        ));
+        assert!(matches!(spec_input(None), SpecInput::NoEffect));
     }
 
     /// Goal: scan limits above the node's cap compare equal after capping.

@@ -21,7 +21,7 @@ use lincheck::Operation as HistoryOp;
 
 use super::data_correctness::request_of;
 use super::replay::{self, state_hash};
-use super::{FinalState, Liveness, Observations};
+use super::{DiskCheckpoint, DiskImage, FinalState, Liveness, Observations};
 use crate::workload::output_of;
 
 pub const CLUSTER: u64 = 7;
@@ -217,6 +217,18 @@ pub fn clean() -> Observations {
                 halted: None,
             },
         );
+    }
+    for r in 0..replica_count {
+        let image = DiskImage {
+            checkpoint: DiskCheckpoint::Verified {
+                op: CHECKPOINT_OP,
+                hash: hashes[&CHECKPOINT_OP],
+            },
+            checkpoint_entry: checksum(CHECKPOINT_OP),
+            log: run(CHECKPOINT_OP + 1..=last).into_iter().collect(),
+            faulty: Vec::new(),
+        };
+        obs.disks.insert(r, Ok(image));
     }
     obs.recoveries
         .push((2, CHECKPOINT_OP, hashes[&CHECKPOINT_OP]));

@@ -8,14 +8,22 @@
 //!
 //! Rules:
 //! 1. The harness's liveness phase converged before its deadline (`liveness.converged`).
-//! 2. The replicas' final published states confirm it ([`converged`], the same test the
-//!    liveness phase polls): every replica of `replica_count` published, is `normal`, has
-//!    `op == commit`, all in one view at one commit with one state hash, and that commit covers
-//!    every op number a client saw.
+//! 2. The replicas' final published states still show it ([`converged`], the test the liveness
+//!    phase polls, on the states taken after the disks were read back: a replica that stopped
+//!    or moved on since the poll fires here): every replica of `replica_count` published, is
+//!    `normal`, has `op == commit`, all in one view at one commit `c` with one state hash, and
+//!    `c` covers every op number a client saw.
+//! 3. The replicas' **durable** state, read back from their disks and examined by storage's
+//!    own recovery code (`Observations::disks`, independent of what the replicas published),
+//!    confirms it: every replica durably holds the log through `c` (its recovered log reaches
+//!    `c`, or its checkpoint does), every durable entry at or below `c` is the committed one
+//!    (same checksum as `Observations::committed`, and all replicas' durable entries at `c`
+//!    agree), and nothing is unreadable — unless the fault model could damage that replica's
+//!    disk (then its image is not required to be whole: the next start repairs it from peers).
 
 use std::collections::BTreeMap;
 
-use super::{FinalState, Observations, Verdict, Violation};
+use super::{DiskCheckpoint, DiskImage, FinalState, Observations, Verdict, Violation};
 use crate::diagnosis::Classification;
 
 pub const NAME: &str = "head_progress";
@@ -129,19 +137,113 @@ pub fn check(obs: &Observations) -> Verdict {
             live.deadline_ms, live.detail
         )));
     }
-    match converged(
+    let commit = match converged(
         &obs.final_states,
         obs.replica_count,
         highest_seen(&obs.history),
     ) {
-        Ok(_) => Verdict::Pass,
+        Ok(commit) => commit,
         Err(e) => {
             let mut v = violation(format!("final states: {}", e.message));
             v.replica = e.replica;
             v.op = e.op;
-            Verdict::Fail(v)
+            return Verdict::Fail(v);
+        }
+    };
+    check_disks(obs, commit)
+}
+
+/// The durable op a disk image holds at `op`: the entry's checksum, from the recovered log or
+/// (at the checkpoint's op) the superblock's checkpoint reference.
+fn durable_at(image: &DiskImage, op: u64) -> Option<u128> {
+    if let Some(&c) = image.log.get(&op) {
+        return Some(c);
+    }
+    let cp_op = match image.checkpoint {
+        DiskCheckpoint::Empty => 0,
+        DiskCheckpoint::Verified { op, .. } | DiskCheckpoint::Faulty { op } => op,
+    };
+    (cp_op == op).then_some(image.checkpoint_entry)
+}
+
+/// Rule 3: the disks, read back after convergence at `commit`.
+fn check_disks(obs: &Observations, commit: u64) -> Verdict {
+    if obs.disks.is_empty() {
+        return Verdict::Unknown(String::from(
+            "no replica's disk was read back after convergence",
+        ));
+    }
+    let mut at_commit: Option<(u8, u128)> = None;
+    for i in 0..obs.replica_count {
+        let damaged_allowed = obs.corruptible.contains(&i);
+        let image = match obs.disks.get(&i) {
+            None => {
+                return Verdict::Fail(
+                    violation(format!("replica {i}'s disk was not read back")).replica(i),
+                )
+            }
+            Some(Err(_)) if damaged_allowed => continue,
+            Some(Err(e)) => {
+                return Verdict::Fail(
+                    violation(format!(
+                        "replica {i}'s disk, read back after convergence, cannot be examined ({e}) though no fault could damage it"
+                    ))
+                    .replica(i),
+                )
+            }
+            Some(Ok(image)) => image,
+        };
+        if !image.faulty.is_empty() {
+            if damaged_allowed {
+                continue;
+            }
+            return Verdict::Fail(
+                violation(format!(
+                    "replica {i}'s durable log has unreadable ops {:?} though no fault could damage its disk",
+                    image.faulty
+                ))
+                .replica(i)
+                .op(image.faulty[0]),
+            );
+        }
+        for (&op, &checksum) in image.log.range(..=commit) {
+            let committed = obs.committed.get(&op).map(|e| e.header.checksum);
+            if committed.is_some_and(|c| c != checksum) {
+                return Verdict::Fail(
+                    violation(format!(
+                        "replica {i} durably holds at op {op} an entry ({checksum:032x}) other than the committed one"
+                    ))
+                    .replica(i)
+                    .op(op),
+                );
+            }
+        }
+        let Some(held) = durable_at(image, commit) else {
+            let head = image.log.keys().next_back().copied();
+            return Verdict::Fail(
+                violation(format!(
+                    "replica {i} is normal at commit {commit}, but its disk durably holds the log only through op {} (a power loss now would lose the rest)",
+                    head.map_or_else(|| "none".into(), |h| h.to_string())
+                ))
+                .replica(i)
+                .op(commit),
+            );
+        };
+        match at_commit {
+            None => at_commit = Some((i, held)),
+            Some((other, c)) if c != held => {
+                return Verdict::Fail(
+                    violation(format!(
+                        "at commit {commit}, replica {i}'s durable entry ({held:032x}) differs from replica {other}'s ({c:032x})"
+                    ))
+                    .replica(i)
+                    .op(commit),
+                )
+            }
+            Some(_) => {}
         }
     }
+    Verdict::Pass
 }
 
 #[cfg(test)]
@@ -208,6 +310,66 @@ mod tests {
         let v = fail(&obs);
         assert!(v.message.contains("different state hash"), "{}", v.message);
         assert_eq!(v.replica, Some(2));
+    }
+
+    /// Goal: a replica whose disk holds the log only below the converged commit fires (a
+    /// replica that claims `op == commit` must hold it durably).
+    #[test]
+    fn head_progress_durable_log_short_of_the_commit_fires() {
+        let mut obs = fixture::clean();
+        let commit = obs.final_states[&0].commit;
+        let image = obs.disks.get_mut(&1).expect("r1").as_mut().expect("ok");
+        image.log.remove(&commit);
+        let v = fail(&obs);
+        assert_eq!((v.replica, v.op), (Some(1), Some(commit)));
+        assert!(
+            v.message.contains("durably holds the log only through"),
+            "{}",
+            v.message
+        );
+    }
+
+    /// Goal: a durable entry other than the committed one fires.
+    #[test]
+    fn head_progress_durable_entry_not_the_committed_one_fires() {
+        let mut obs = fixture::clean();
+        *obs.disks
+            .get_mut(&2)
+            .expect("r2")
+            .as_mut()
+            .expect("ok")
+            .log
+            .get_mut(&(fixture::CHECKPOINT_OP + 2))
+            .expect("op") ^= 1;
+        let v = fail(&obs);
+        assert_eq!(
+            (v.replica, v.op),
+            (Some(2), Some(fixture::CHECKPOINT_OP + 2))
+        );
+    }
+
+    /// Goal: unreadable durable ops fire on a replica no fault could damage, and are excused
+    /// on one whose disk the fault model may damage.
+    #[test]
+    fn head_progress_unexplained_durable_damage_fires() {
+        let mut obs = fixture::clean();
+        obs.disks
+            .get_mut(&0)
+            .expect("r0")
+            .as_mut()
+            .expect("ok")
+            .faulty = vec![4];
+        assert_eq!(fail(&obs).replica, Some(0));
+        obs.corruptible.insert(0);
+        assert_eq!(check(&obs), Verdict::Pass);
+    }
+
+    /// Goal: no disk read back after a converged run is Unknown, never a pass.
+    #[test]
+    fn head_progress_without_disks_is_unknown() {
+        let mut obs = fixture::clean();
+        obs.disks.clear();
+        assert!(matches!(check(&obs), Verdict::Unknown(_)));
     }
 
     /// Goal: a replica that halted before publishing is named with its reason.

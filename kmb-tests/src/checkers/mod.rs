@@ -1,27 +1,28 @@
 //! The VOPR's invariant checkers: pure functions over [`Observations`], one invariant per file.
 //!
 //! Everything a checker reads comes from the real replicas (what the node published through the
-//! simulator-only inspection hook) and from the real clients (the history of what they saw) —
-//! never from the harness's own bookkeeping. The checkers name no simulator type, so they
+//! simulator-only inspection hook, and each replica's durable disk image read back after the
+//! seed) and from the real clients (the history of what they saw) — never from the harness's
+//! own bookkeeping. The checkers name no simulator type, so they
 //! compile and are unit-tested in production mode too; the VOPR fills [`Observations`] from the
 //! inspection registry after a seed and calls [`check_all`].
 //!
 //! | file | invariant | fires on |
 //! |---|---|---|
-//! | [`data_correctness`] | replies and state hashes match a replay of the committed log | a read returning a value the model disagrees with |
+//! | [`data_correctness`] | replies match an independent kv specification over the committed log; state hashes match its replay | a read returning a value the specification disagrees with |
 //! | [`linearizability`] | the client history is linearizable | no linearization exists |
 //! | [`replica_consistency`] | same commit number ⇒ same state hash | two replicas diverge |
 //! | [`hash_chain`] | committed logs chain, and agree with the committed entries | a broken parent link |
 //! | [`commit_history`] | a committed op never changes; commits are contiguous | a rewrite or a gap |
-//! | [`head_progress`] | after healing, the cluster converges in time | no progress (liveness) |
+//! | [`head_progress`] | after healing, the cluster converges in time, and every disk durably holds the committed log | no progress (liveness); a replica whose disk lacks committed ops |
 //! | [`checkpoint_recovery`] | a restart recovers exactly the state committed at its commit | a wrong recovered state |
-//! | [`storage_determinism`] | the same checkpoint op has the same bytes everywhere | differing checkpoint bytes |
+//! | [`storage_determinism`] | the same checkpoint op has the same bytes everywhere, written and read back from disk | differing checkpoint bytes; a disk returning other bytes |
 //!
 //! [`replay`] is the shared model (not an invariant): the committed log replayed through a
 //! fresh key-value state and client table, exactly as the core applies it.
 
 use kmb_node::entry::View;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kmb_node::entry::{Checksum, Entry};
 pub use kmb_node::storage::RecoveryReport;
@@ -72,6 +73,32 @@ pub struct Liveness {
     pub deadline_ms: u64,
 }
 
+/// The checkpoint a replica's durable superblock references, as read back from its disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskCheckpoint {
+    /// None yet (op 0).
+    Empty,
+    /// The bytes at `op` read back and verified; xxh3-128 of them (the same hash as
+    /// [`Observations::checkpoints`]).
+    Verified { op: u64, hash: u128 },
+    /// Referenced but unreadable or failing its checksum.
+    Faulty { op: u64 },
+}
+
+/// One replica's durable state, read back from its simulated disk after the seed (what a
+/// power loss at that moment would leave, examined offline by storage's own recovery code:
+/// `kmb_node::storage::Storage::examine`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskImage {
+    pub checkpoint: DiskCheckpoint,
+    /// The checksum of the entry at the checkpoint's op (the hash chain resumes from it).
+    pub checkpoint_entry: Checksum,
+    /// The log recovery would start with: op → entry checksum, from the checkpoint's op + 1.
+    pub log: BTreeMap<u64, Checksum>,
+    /// Ops recovery found faulty (to repair from peers).
+    pub faulty: Vec<u64>,
+}
+
 /// Everything the checkers read, all from the real replicas and the real clients.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Observations {
@@ -116,6 +143,12 @@ pub struct Observations {
     /// Per replica, for each start in order: the highest view it sent a DoViewChange for in
     /// that incarnation (0 if none).
     pub votes: BTreeMap<u8, Vec<View>>,
+    /// Per replica: its durable state read back from its disk after a converged run (empty
+    /// when the run did not converge); `Err` says why the file could not be examined.
+    pub disks: BTreeMap<u8, Result<DiskImage, String>>,
+    /// The replicas whose disk the fault model could damage or fail (corrupt sectors, latent
+    /// errors, failed writes): only there may storage report damage.
+    pub corruptible: BTreeSet<u8>,
 }
 
 impl Default for Observations {
@@ -146,6 +179,8 @@ impl Observations {
             durable_heads: BTreeMap::new(),
             recovery_reports: BTreeMap::new(),
             votes: BTreeMap::new(),
+            disks: BTreeMap::new(),
+            corruptible: BTreeSet::new(),
         }
     }
 

@@ -1,43 +1,72 @@
 //! **Storage determinism**: replicas that checkpoint the same op write byte-identical
-//! checkpoints (kv state + client table, canonically encoded).
+//! checkpoints (kv state + client table, canonically encoded), and what storage reads back is
+//! what was written.
 //!
 //! From DESIGN.md "The VOPR" (checker "storage determinism") and TigerBeetle's practice of
 //! deterministic storage: the same logical content has one encoding, so replicas can compare,
 //! repair and state-transfer by checksum.
 //!
-//! Rule: for every op, all replicas' checkpoint hashes at that op (`checkpoints`) are equal.
+//! Two sources per replica: the bytes it handed storage to write (`checkpoints`, hashed at the
+//! write) and, after a converged run, the checkpoint its durable superblock references, **read
+//! back from its simulated disk** and verified by storage's own recovery code (`disks`).
+//!
+//! Rules:
+//! 1. For every op, every hash from either source, of every replica, is the same: replicas
+//!    agree, and each disk returns the bytes its replica wrote there.
+//! 2. A checkpoint read back from a disk the fault model could not damage verifies (a referenced
+//!    but unreadable checkpoint there is damage nothing explains).
 
 use std::collections::BTreeMap;
 
-use super::{Observations, Verdict, Violation};
+use super::{DiskCheckpoint, Observations, Verdict, Violation};
 use crate::diagnosis::Classification;
 
 pub const NAME: &str = "storage_determinism";
 
+fn violation(message: String) -> Violation {
+    Violation::new(NAME, Classification::StorageNondeterminism, message)
+}
+
 /// Check storage determinism (see the module docs).
 pub fn check(obs: &Observations) -> Verdict {
-    let mut first: BTreeMap<u64, (u8, u128)> = BTreeMap::new();
-    for (&replica, cps) in &obs.checkpoints {
-        for (&op, &hash) in cps {
-            match first.get(&op) {
-                None => {
-                    first.insert(op, (replica, hash));
-                }
-                Some(&(other, h)) if h != hash => {
-                    return Verdict::Fail(
-                        Violation::new(
-                            NAME,
-                            Classification::StorageNondeterminism,
-                            format!(
-                                "checkpoint at op {op}: replica {replica} wrote bytes hashing to {hash:032x}, replica {other} to {h:032x}"
-                            ),
-                        )
-                        .replica(replica)
-                        .op(op),
-                    );
-                }
-                Some(_) => {}
+    let written = obs.checkpoints.iter().flat_map(|(&replica, cps)| {
+        cps.iter()
+            .map(move |(&op, &hash)| (replica, op, hash, "wrote bytes"))
+    });
+    let mut read = Vec::new();
+    for (&replica, image) in &obs.disks {
+        match image.as_ref().map(|i| i.checkpoint) {
+            Ok(DiskCheckpoint::Verified { op, hash }) => {
+                read.push((replica, op, hash, "read back from its disk bytes"));
             }
+            Ok(DiskCheckpoint::Faulty { op }) if !obs.corruptible.contains(&replica) => {
+                return Verdict::Fail(
+                    violation(format!(
+                        "replica {replica}'s durable checkpoint at op {op} does not verify when read back, though no fault could damage its disk"
+                    ))
+                    .replica(replica)
+                    .op(op),
+                );
+            }
+            _ => {}
+        }
+    }
+    let mut first: BTreeMap<u64, (u8, u128, &str)> = BTreeMap::new();
+    for (replica, op, hash, how) in written.chain(read) {
+        match first.get(&op) {
+            None => {
+                first.insert(op, (replica, hash, how));
+            }
+            Some(&(other, h, other_how)) if h != hash => {
+                return Verdict::Fail(
+                    violation(format!(
+                        "checkpoint at op {op}: replica {replica} {how} hashing to {hash:032x}, replica {other} {other_how} hashing to {h:032x}"
+                    ))
+                    .replica(replica)
+                    .op(op),
+                );
+            }
+            Some(_) => {}
         }
     }
     Verdict::Pass
@@ -68,6 +97,39 @@ mod tests {
         };
         assert_eq!(v.classification, Classification::StorageNondeterminism);
         assert_eq!((v.replica, v.op), (Some(1), Some(CHECKPOINT_OP)));
+    }
+
+    /// Goal: a checkpoint read back from a disk that differs from what its replica wrote
+    /// fires, naming the read-back (every replica wrote the same bytes).
+    #[test]
+    fn storage_determinism_read_back_differing_from_the_write_fires() {
+        let mut obs = fixture::clean();
+        let image = obs.disks.get_mut(&1).expect("r1").as_mut().expect("ok");
+        let DiskCheckpoint::Verified { hash, .. } = &mut image.checkpoint else {
+            panic!("fixture checkpoint");
+        };
+        *hash ^= 1;
+        let Verdict::Fail(v) = check(&obs) else {
+            panic!("expected a violation");
+        };
+        assert_eq!((v.replica, v.op), (Some(1), Some(CHECKPOINT_OP)));
+        assert!(v.message.contains("read back"), "{}", v.message);
+    }
+
+    /// Goal: an unreadable durable checkpoint fires on a replica no fault could damage, and is
+    /// excused on one the fault model may damage.
+    #[test]
+    fn storage_determinism_unexplained_faulty_checkpoint_fires() {
+        let mut obs = fixture::clean();
+        obs.disks
+            .get_mut(&2)
+            .expect("r2")
+            .as_mut()
+            .expect("ok")
+            .checkpoint = DiskCheckpoint::Faulty { op: CHECKPOINT_OP };
+        assert!(matches!(check(&obs), Verdict::Fail(v) if v.replica == Some(2)));
+        obs.corruptible.insert(2);
+        assert_eq!(check(&obs), Verdict::Pass);
     }
 
     /// Goal: checkpoints at different ops are not compared.

@@ -28,4 +28,4 @@ pub use real::*;
 #[cfg(madsim)]
 pub(crate) mod simulated;
 #[cfg(madsim)]
-pub use simulated::{create_dir_all, exists, list, remove, rename, File};
+pub use simulated::{copy_durable, create_dir_all, exists, list, remove, rename, File};

@@ -505,3 +505,36 @@ pub async fn list(dir: impl AsRef<Path>) -> io::Result<Vec<String>> {
             .collect())
     })
 }
+
+/// Give node `to` a disk holding exactly what survives a power loss of node `from` now: each
+/// file's durable image (unsynced writes dropped, none torn), with its latent sector errors.
+/// For offline examination of a running node's disk without disturbing it (the VOPR reads
+/// every replica's durable state back at the end of a seed); `to` should be a fresh node
+/// without disk faults.
+pub fn copy_durable(from: NodeId, to: NodeId) {
+    fault::with(|s| {
+        let copy = s.disks.get(&from).map(|disk| NodeDisk {
+            names: disk.names.clone(),
+            files: disk
+                .files
+                .iter()
+                .map(|(&inode, f)| {
+                    let file = SimFile {
+                        current: f.durable.clone(),
+                        durable: f.durable.clone(),
+                        pending: Vec::new(),
+                        bad_sectors: f.bad_sectors.clone(),
+                        damaged_copies: f.damaged_copies.clone(),
+                    };
+                    (inode, file)
+                })
+                .collect(),
+            dirs: disk.dirs.clone(),
+            next_inode: disk.next_inode,
+        });
+        match copy {
+            Some(disk) => s.disks.insert(to, disk),
+            None => s.disks.remove(&to),
+        };
+    })
+}

@@ -11,9 +11,17 @@
 //!   direction only); the reader sees them late, in order.
 //! * **fragment** ([`crate::fault::fragment_link`]): reads on `dst` from `src` return at most a
 //!   few bytes at a time, so every reader meets commands and frames split at any byte.
+//! * **slow reader** ([`crate::fault::slow_reader`]): the reader on `dst` of bytes from `src`
+//!   takes at most a set number of bytes per millisecond.
 //!
-//! madsim delivers each flushed write whole and never fails a read on its own; this wrapper is
-//! where the kernel's less polite behaviours come from. In production
+//! And always, as a kernel does: **flow control**. Each direction of a connection holds at
+//! most [`crate::fault::STREAM_WINDOW`] bytes written and not yet read; a writer beyond it
+//! waits (partial writes included) until the reader takes some. So a reader that is slow, or
+//! stops reading, pushes back on its writer — a node writing replies to a client that does not
+//! read them, or frames to a stalled peer, meets a write that does not complete.
+//!
+//! madsim delivers each flushed write whole, never blocks a writer and never fails a read on
+//! its own; this wrapper is where the kernel's less polite behaviours come from. In production
 //! `sim_runtime::net::{TcpStream, TcpListener}` are tokio's own.
 
 use std::future::Future;
@@ -55,11 +63,27 @@ pub struct TcpStream {
     inner: madsim::net::TcpStream,
     local: IpAddr,
     peer: IpAddr,
+    /// This connection's two sockets (the receive windows are keyed by them).
+    local_socket: SocketAddr,
+    peer_socket: SocketAddr,
     /// The link's reset epoch when this connection opened: a later reset breaks it.
     epoch: u64,
     broken: bool,
     stall: Option<Pin<Box<madsim::time::Sleep>>>,
+    /// A slow reader's wait before its next read.
+    pace: Option<Pin<Box<madsim::time::Sleep>>>,
+    /// A writer's wait for room in the receive window.
+    window_wait: Option<Pin<Box<madsim::time::Sleep>>>,
 }
+
+impl Drop for TcpStream {
+    fn drop(&mut self) {
+        fault::forget_connection(self.local_socket, self.peer_socket);
+    }
+}
+
+/// A millisecond: a slow reader's pace, and how often a waiting writer looks again.
+const TICK: std::time::Duration = std::time::Duration::from_millis(1);
 
 impl TcpStream {
     pub async fn connect<A: madsim::net::ToSocketAddrs>(addr: A) -> io::Result<TcpStream> {
@@ -69,19 +93,21 @@ impl TcpStream {
     }
 
     fn wrap(inner: madsim::net::TcpStream) -> TcpStream {
-        let local = inner
-            .local_addr()
-            .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-        let peer = inner
-            .peer_addr()
-            .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let local_socket = inner.local_addr().unwrap_or(unspecified);
+        let peer_socket = inner.peer_addr().unwrap_or(unspecified);
+        let (local, peer) = (local_socket.ip(), peer_socket.ip());
         TcpStream {
             epoch: fault::link_epoch(local, peer),
             inner,
             local,
             peer,
+            local_socket,
+            peer_socket,
             broken: false,
             stall: None,
+            pace: None,
+            window_wait: None,
         }
     }
 
@@ -133,10 +159,10 @@ impl AsyncRead for TcpStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        let (epoch, stalled_until, fragment) = fault::read_faults(this.peer, this.local);
-        this.check_epoch(epoch)?;
+        let faults = fault::read_faults(this.peer, this.local);
+        this.check_epoch(faults.epoch)?;
         // Bytes from the peer are held while the link is stalled in that direction.
-        if let Some(until) = stalled_until {
+        if let Some(until) = faults.stalled_until {
             let sleep = this
                 .stall
                 .get_or_insert_with(|| Box::pin(madsim::time::sleep_until(until)));
@@ -150,7 +176,21 @@ impl AsyncRead for TcpStream {
             // The stall may have ended because the link was reset meanwhile.
             this.check_reset()?;
         }
-        match fragment {
+        // A slow reader reads at most its pace's worth, once a millisecond.
+        if faults.slow.is_some() {
+            if let Some(pace) = this.pace.as_mut() {
+                if pace.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.pace = None;
+            }
+        }
+        let max = match (faults.fragment, faults.slow) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let before = buf.filled().len();
+        let result = match max {
             Some(max) if buf.remaining() > max => {
                 let mut small = vec![0u8; max];
                 let mut part = ReadBuf::new(&mut small);
@@ -163,7 +203,15 @@ impl AsyncRead for TcpStream {
                 }
             }
             _ => Pin::new(&mut this.inner).poll_read(cx, buf),
+        };
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            fault::add_unread(this.peer_socket, this.local_socket, -(read as i64));
+            if faults.slow.is_some() {
+                this.pace = Some(Box::pin(madsim::time::sleep(TICK)));
+            }
         }
+        result
     }
 }
 
@@ -174,7 +222,40 @@ impl AsyncWrite for TcpStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.check_reset()?;
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = &mut *self;
+        // Flow control: wait while the reader has not taken a window's worth already sent.
+        let used = loop {
+            let used = fault::unread(this.local_socket, this.peer_socket);
+            if used < fault::STREAM_WINDOW {
+                this.window_wait = None;
+                break used;
+            }
+            // madsim sends only on flush, a kernel at once: push out what this writer holds,
+            // or a reader waiting for it would never make room.
+            if let Poll::Ready(Err(e)) = Pin::new(&mut this.inner).poll_flush(cx) {
+                return Poll::Ready(Err(e));
+            }
+            let wait = this.window_wait.get_or_insert_with(|| {
+                fault::count_window_wait();
+                Box::pin(madsim::time::sleep(TICK))
+            });
+            if wait.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // Look again in a millisecond (the same wait: counted once). A fresh timer:
+            // madsim's `Sleep::reset` does not re-arm one that has fired.
+            *wait = Box::pin(madsim::time::sleep(TICK));
+            this.check_reset()?;
+        };
+        let room = (fault::STREAM_WINDOW - used) as usize;
+        let part = &buf[..buf.len().min(room)];
+        match Pin::new(&mut this.inner).poll_write(cx, part) {
+            Poll::Ready(Ok(n)) => {
+                fault::add_unread(this.local_socket, this.peer_socket, n as i64);
+                Poll::Ready(Ok(n))
+            }
+            other => other,
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
