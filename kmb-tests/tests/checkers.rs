@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use kmb_node::entry::{Entry, EntryFields, Operation};
 use kmb_node::kv;
-use kmb_tests::checkers::{self, FinalState, Observations, Verdict, INVARIANTS};
+use kmb_tests::checkers::{
+    self, DiskCheckpoint, DiskImage, FinalState, Observations, Verdict, INVARIANTS,
+};
 use kmb_tests::diagnosis::{Classification, Failure};
 use lincheck::kv::{KvInput, KvOutput, KvReply};
 
@@ -48,6 +50,16 @@ fn one_set() -> Observations {
             (1, (register.checksum(), root.checksum())),
             (2, (set.checksum(), register.checksum())),
         ]),
+    );
+    // Its disk, read back after the run: no checkpoint, the log through op 2.
+    obs.disks.insert(
+        0,
+        Ok(DiskImage {
+            checkpoint: DiskCheckpoint::Empty,
+            checkpoint_entry: root.checksum(),
+            log: BTreeMap::from([(1, register.checksum()), (2, set.checksum())]),
+            faulty: Vec::new(),
+        }),
     );
     obs.committed.insert(1, register);
     obs.committed.insert(2, set);
