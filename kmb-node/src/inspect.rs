@@ -97,6 +97,8 @@ pub struct Registry {
     pub recovery_reports: BTreeMap<u8, Vec<RecoveryReport>>,
     /// Per replica, for each start in order: the highest view it sent a DoViewChange for.
     pub votes: BTreeMap<u8, Vec<View>>,
+    /// Coverage marks hit ([`crate::coverage`]): name → times.
+    pub marks: BTreeMap<&'static str, u64>,
 }
 
 /// Bound on recorded happenings per simulation.
@@ -367,6 +369,15 @@ pub fn recovery_report(
                 faulty: faulty.into_iter().collect(),
             })
     });
+}
+
+/// Count one hit of the coverage mark `name` (see [`crate::mark!`]).
+pub fn mark(name: &'static str) {
+    assert!(
+        crate::coverage::is_mark(name),
+        "coverage mark {name:?} is not listed in coverage::MARKS"
+    );
+    REGISTRY.with(|r| *r.borrow_mut().marks.entry(name).or_default() += 1);
 }
 
 /// Read the registry without copying it.

@@ -8,14 +8,26 @@
 //! * [`resp`] — RESP (Redis protocol) command parser and RESP2/RESP3 reply encoder. Pure.
 //! * [`commands`], [`connection`] — the Redis command set and one client connection's state
 //!   (protocol, name, authentication, refused transactions). Pure.
+//! * [`coverage`] — the named coverage marks (`mark!`) at rare paths, counted in simulation.
 //! * [`fuzzing`] — property checks over untrusted bytes, shared by the `cargo fuzz` targets and
 //!   the corpus replay test. Pure.
+
+/// Record that the rare path named `$name` ran (a [`coverage`] mark): simulation only, nothing
+/// in production. The name must be listed in [`coverage::MARKS`].
+#[macro_export]
+macro_rules! mark {
+    ($name:literal) => {{
+        #[cfg(madsim)]
+        $crate::inspect::mark($name);
+    }};
+}
 
 pub mod auth;
 pub mod client;
 pub mod commands;
 pub mod connection;
 pub mod core;
+pub mod coverage;
 pub mod entry;
 pub mod fuzzing;
 #[cfg(madsim)]

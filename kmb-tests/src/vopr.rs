@@ -80,6 +80,8 @@ pub struct SeedRecord {
     pub unknown_ops: usize,
     pub corruptible: Vec<usize>,
     pub fault_counters: BTreeMap<String, u64>,
+    /// Coverage marks the replicas hit (`kmb_node::coverage`): name → times.
+    pub marks: BTreeMap<String, u64>,
     /// The planted bug the node ran with (`vopr --mutation`), if any.
     pub mutation: Option<String>,
     /// How often its mutation points were reached, and how often they changed behaviour.
@@ -131,6 +133,7 @@ struct SimResult {
     history: Vec<KvOp>,
     corruptible: Vec<usize>,
     fault_counters: BTreeMap<String, u64>,
+    marks: BTreeMap<String, u64>,
     trace: TraceCollector,
     scenario: Option<Scenario>,
 }
@@ -466,6 +469,14 @@ async fn simulate(
     // The replicas' durable state, read back from their disks by storage's own offline
     // examination (independent of what the replicas published): only after a converged run,
     // when every replica must durably hold the committed log.
+    // The marks the cluster hit (taken before the disks are examined and the checkers replay
+    // the log, which run storage and client-table code of their own).
+    let marks: BTreeMap<String, u64> = kmb_node::inspect::with(|r| {
+        r.marks
+            .iter()
+            .map(|(&name, &hits)| (name.to_string(), hits))
+            .collect()
+    });
     let disks = if liveness.converged {
         examine_disks(&cluster).await
     } else {
@@ -652,6 +663,7 @@ async fn simulate(
             workload: plan,
         }),
         fault_counters,
+        marks,
         trace,
     }
 }
@@ -711,6 +723,7 @@ fn run_inner(seed: u64, options: &RunOptions, replay: Option<Scenario>) -> SeedR
                 history: Vec::new(),
                 corruptible: Vec::new(),
                 fault_counters: BTreeMap::new(),
+                marks: BTreeMap::new(),
                 trace: TraceCollector::new(seed),
                 scenario: None,
             };
@@ -769,6 +782,7 @@ fn run_inner(seed: u64, options: &RunOptions, replay: Option<Scenario>) -> SeedR
         unknown_ops,
         corruptible: result.corruptible,
         fault_counters: result.fault_counters,
+        marks: result.marks,
         mutation: options.mutation.map(|m| m.name().to_string()),
         mutation_fired,
         mutation_bites,

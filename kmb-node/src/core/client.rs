@@ -51,6 +51,7 @@ impl Replica {
                 return;
             }
             if request == e.request {
+                crate::mark!("duplicate_request_cached_reply");
                 let (op, reply) = (e.op, e.reply.clone());
                 self.effects.push(Effect::Reply {
                     client,

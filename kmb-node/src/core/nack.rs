@@ -141,6 +141,7 @@ impl Replica {
             }
         }
         if let Some(head) = cut {
+            crate::mark!("nack_truncation");
             self.truncate_after(head);
             self.repair_inflight.retain(|&o| o <= head);
         }

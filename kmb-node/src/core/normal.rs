@@ -216,12 +216,16 @@ impl Replica {
         let decoded = || kv::Request::decode(body);
         let reply = match known {
             Some(e) if e.request > request => None,
-            Some(e) if e.request == request => Some((e.op, e.reply.clone())),
+            Some(e) if e.request == request => {
+                crate::mark!("duplicate_request_cached_reply");
+                Some((e.op, e.reply.clone()))
+            }
             // Exactly once across evictions: a client the table does not hold may have had
             // this very request executed before it was evicted, so nothing but a registration
             // executes for it; it learns it was evicted, and nothing is recorded (issue 11: a
             // retry after 1,100 other sessions executed a second time).
             None if decoded() != Ok(kv::Request::Register) => {
+                crate::mark!("session_evicted_reply");
                 Some((header.op, kv::Reply::Error(kv::SESSION_EVICTED.to_string())))
             }
             _ => {

@@ -81,6 +81,7 @@ impl Replica {
         if !accepted {
             return;
         }
+        crate::mark!("repair_entry_accepted");
         self.put_entry(entry);
         self.clean_chain();
         self.repair_inflight.remove(&o);

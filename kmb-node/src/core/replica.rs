@@ -471,9 +471,18 @@ impl Replica {
             // allowed: any replica may start any higher view, and repeated messages bring the
             // cluster within reach of the sender's view.
             if self.status != Status::Recovering && jump_max > self.view {
+                crate::mark!("view_jump_clamped");
                 self.start_view_change(jump_max);
             }
             return;
+        }
+        if view_of(&message.body).is_some_and(|v| v < self.view) {
+            match &message.body {
+                Body::Prepare { .. } => crate::mark!("stale_prepare"),
+                Body::DoViewChange { .. } => crate::mark!("stale_do_view_change"),
+                Body::StartView { .. } => crate::mark!("stale_start_view"),
+                _ => crate::mark!("stale_other"),
+            }
         }
         match message.body {
             Body::Prepare {

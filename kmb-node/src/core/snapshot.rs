@@ -61,6 +61,7 @@ impl ClientTable {
                 .min_by_key(|(id, e)| (e.op, **id))
                 .map(|(id, _)| *id);
             if let Some(oldest) = oldest {
+                crate::mark!("client_evicted");
                 self.entries.remove(&oldest);
             }
         }

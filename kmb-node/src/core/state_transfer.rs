@@ -55,6 +55,7 @@ impl Replica {
             return;
         };
         self.state_transfer_peer = self.state_transfer_peer.wrapping_add(1);
+        crate::mark!("checkpoint_repair_requested");
         let op_min = self.checkpoint.op;
         self.send(to, Body::RequestStateTransfer { op_min });
     }
@@ -138,6 +139,7 @@ impl Replica {
             }
             self.remove_slot(op);
         }
+        crate::mark!("state_transfer_installed");
         self.kv = kv;
         self.clients = clients;
         let below: Vec<u64> = self.slots.range(..op).map(|(&o, _)| o).collect();

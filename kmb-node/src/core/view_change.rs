@@ -141,6 +141,9 @@ impl Replica {
                 self.svc_from.insert(from);
                 // After the install, a late DVC still counts toward nacks (its log is not
                 // considered for the choice: any quorum suffices for that).
+                if self.vc_installed {
+                    crate::mark!("view_change_late_dvc");
+                }
                 self.dvcs.insert(from, dvc);
             }
             Status::Normal => self.send_start_view(from),
@@ -163,6 +166,9 @@ impl Replica {
             .max_by_key(|(&r, s)| (s.log_view, s.log.op, r == me, std::cmp::Reverse(r)))
             .expect("quorum is not empty");
         let best = best.clone();
+        if self.dvcs.values().any(|s| s.log.op > best.log.op) {
+            crate::mark!("view_change_log_view_beats_length");
+        }
         #[cfg(madsim)]
         let (best_from, best) = {
             use crate::mutation::{self, Mutation};

@@ -191,6 +191,7 @@ async fn client_connection(
                 let body = match kv::admit(&request, node.settings.request_size_max) {
                     Ok(body) => body,
                     Err(why) => {
+                        crate::mark!("request_too_large");
                         Value::err(why).encode_as(state.protocol(), &mut out);
                         continue;
                     }

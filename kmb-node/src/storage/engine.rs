@@ -348,6 +348,9 @@ impl Storage {
             });
         }
         let slot = self.layout.slot_of(h.op);
+        if self.slots[slot].is_some_and(|old| old.op < h.op) {
+            crate::mark!("wal_ring_wrapped");
+        }
         // Overwriting a durable entry (a view change or repair replaces it): until the next
         // sync, the log is durable only below it.
         self.durable = self.durable.min(h.op - 1);
@@ -745,6 +748,15 @@ async fn load(path: &Path) -> Result<Loaded, StorageError> {
         recovery::load_checkpoint(&superblock, bytes.as_deref())
     };
     let recovered = recovery::recover(superblock, checkpoint, &slots);
+    if !recovered.faulty.is_empty() {
+        crate::mark!("recovery_faulty_ops");
+    }
+    if !all_copies_current {
+        crate::mark!("recovery_superblock_copy_bad");
+    }
+    if recovered.checkpoint == recovery::CheckpointState::Faulty {
+        crate::mark!("recovery_checkpoint_faulty");
+    }
     Ok(Loaded {
         file,
         len,

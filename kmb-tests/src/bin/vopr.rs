@@ -105,6 +105,11 @@ mod cli {
         /// List the planted bugs (mutation names) with a one-line description, and exit.
         #[arg(long)]
         list_mutations: bool,
+        /// After the sweep, print per coverage mark (rare protocol, storage and client paths:
+        /// `kmb_node::coverage::MARKS`) how many seeds hit it and how often; a mark no seed
+        /// hit is a path the sweep never exercised. Each seed's marks are also in `--json`.
+        #[arg(long)]
+        coverage: bool,
     }
 
     fn parse_shard(s: &str) -> Result<(u64, u64), String> {
@@ -388,6 +393,8 @@ mod cli {
         let (mut passed, mut failed, mut unknown) = (0u64, 0u64, 0u64);
         let mut failures: Vec<(u64, String)> = Vec::new();
         let mut sim_ms = 0u64;
+        // Coverage mark → (seeds that hit it, hits).
+        let mut coverage: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
         let total = seeds.len();
         let mut done = 0usize;
         sim::for_each_seed(
@@ -406,6 +413,11 @@ mod cli {
                     if let Ok(line) = serde_json::to_string(&record) {
                         let _ = writeln!(out, "{line}");
                     }
+                }
+                for (name, &hits) in &record.marks {
+                    let c = coverage.entry(name.clone()).or_insert((0u64, 0u64));
+                    c.0 += 1;
+                    c.1 += hits;
                 }
                 let bad = record.outcome != Outcome::Pass;
                 if progress {
@@ -503,6 +515,23 @@ mod cli {
             sim_ms as f64 / 1000.0 / wall.max(1e-9),
             ran as f64 / wall.max(1e-9)
         );
+        if args.coverage {
+            println!();
+            let hit = kmb_node::coverage::MARKS
+                .iter()
+                .filter(|(n, _)| coverage.contains_key(*n))
+                .count();
+            println!(
+                "Coverage: {hit} of {} marks hit in {ran} seeds",
+                kmb_node::coverage::MARKS.len()
+            );
+            println!("  {:<36} {:>7} {:>10}  path", "mark", "seeds", "hits");
+            for (name, what) in kmb_node::coverage::MARKS {
+                let (seeds, hits) = coverage.get(*name).copied().unwrap_or((0, 0));
+                let flag = if seeds == 0 { "  NEVER HIT:" } else { "" };
+                println!("  {name:<36} {seeds:>7} {hits:>10} {flag} {what}");
+            }
+        }
         if !failures.is_empty() {
             println!();
             println!("Failed seeds (reproduce with the command shown):");
