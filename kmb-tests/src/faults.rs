@@ -86,12 +86,14 @@ pub struct FaultInterval {
 }
 
 /// Every probabilistic fault knob, by name (what shrinking can switch off as a whole).
-pub const KNOBS: [&str; 14] = [
+pub const KNOBS: [&str; 16] = [
     "net.drop",
     "net.duplicate",
     "net.reorder",
     "net.corrupt",
     "net.delay",
+    "net.tail_delay",
+    "net.replay",
     "disk.crash_lost",
     "disk.crash_torn",
     "disk.latent_error",
@@ -395,6 +397,10 @@ impl Scheduler {
                 reorder_probability: self.knob("net.reorder", n.reorder),
                 corrupt_probability: self.knob("net.corrupt", n.corrupt),
                 delay,
+                tail_probability: self.knob("net.tail_delay", n.tail),
+                tail_delay_max: Duration::from_secs(5),
+                replay_probability: self.knob("net.replay", n.replay),
+                replay_after: (Duration::from_millis(200), Duration::from_secs(3)),
             });
         }
         let tick_s = TICK.as_secs_f64();

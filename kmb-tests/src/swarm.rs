@@ -46,6 +46,12 @@ pub struct NetSwarm {
     pub reorder: f64,
     pub corrupt: f64,
     pub delay_us: (u64, u64),
+    /// Per frame: probability of a heavy-tail delay, up to 5 s (`LinkFaults::tail_probability`):
+    /// past the view-change and repair timeouts, so messages arrive from views long gone.
+    pub tail: f64,
+    /// Per frame: probability a copy is sent again 0.2–3 s later, on the same connection if it
+    /// still lives (`LinkFaults::replay_probability`).
+    pub replay: f64,
 }
 
 /// How many replicas may be faulty at once.
@@ -234,6 +240,8 @@ impl Swarm {
             reorder: maybe(&mut rng, 0.5, 0.03),
             corrupt: maybe(&mut rng, 0.4, 0.005),
             delay_us: (rng.gen_range(50..500), rng.gen_range(500..20_000)),
+            tail: 0.0,
+            replay: 0.0,
         };
         let bound = if rng.gen_bool(0.5) {
             Bound::Strict
@@ -300,8 +308,14 @@ impl Swarm {
         payloads.hostile = !options.no_enhanced_workloads && more.gen_bool(0.3);
         // Drawn last, so every earlier dimension of a seed is what it was before it existed.
         let mut links = links;
+        let mut net = net;
         if faults {
             links.slow_readers = maybe(&mut more, 0.3, 1.0);
+            net.tail = maybe(&mut more, 0.4, 0.02);
+            net.replay = maybe(&mut more, 0.4, 0.03);
+        }
+        if options.classic {
+            (net.tail, net.replay) = (0.0, 0.0);
         }
         let (geometry, payloads, links) = if options.classic {
             let small = StorageConfig::SIMULATION;

@@ -53,3 +53,29 @@ fn slow_readers_push_back_on_their_writers() {
     let sums = fired(&seeds, &["stream_slow_readers", "stream_window_waits"]);
     assert!(sums.iter().all(|&n| n > 0), "{seeds:?}: {sums:?}");
 }
+
+/// Goal: time-travelling frames (issue 12) — heavy-tail delays and frames sent again seconds
+/// later — fire, stale messages of older views reach replicas that moved on (coverage marks
+/// `stale_*`), and the seeds pass.
+#[test]
+fn time_travelling_frames_reach_replicas_that_moved_on() {
+    let seeds = seeds(4, |s| s.net.tail > 0.005 && s.net.replay > 0.01);
+    let mut sums = fired(&seeds, &["frames_tail_delayed", "frames_replayed"]);
+    let stale: u64 = seeds
+        .iter()
+        .map(|&seed| {
+            let record = run_seed(seed, &RunOptions::default());
+            record
+                .marks
+                .iter()
+                .filter(|(name, _)| name.starts_with("stale_"))
+                .map(|(_, n)| n)
+                .sum::<u64>()
+        })
+        .sum();
+    sums.push(stale);
+    assert!(
+        sums.iter().all(|&n| n > 0),
+        "{seeds:?}: tail, replayed, stale {sums:?}"
+    );
+}

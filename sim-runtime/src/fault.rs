@@ -74,6 +74,15 @@ pub struct LinkFaults {
     pub corrupt_probability: f64,
     /// Extra delay per frame, drawn uniformly in `[min, max]` (head-of-line, like TCP).
     pub delay: (Duration, Duration),
+    /// Per frame: probability its delay comes instead from a heavy tail — log-uniform from
+    /// `delay.1` up to `tail_delay_max` — so it can outlast view-change and repair timeouts
+    /// (head-of-line: the frames behind it wait too).
+    pub tail_probability: f64,
+    pub tail_delay_max: Duration,
+    /// Per frame: probability a copy of it is kept and sent again, same bytes, after a delay
+    /// drawn in `replay_after` — a message from the past reaching a replica that moved on.
+    pub replay_probability: f64,
+    pub replay_after: (Duration, Duration),
 }
 
 /// How often each fault fired (since the simulation started).
@@ -108,6 +117,10 @@ pub struct FaultCounters {
     pub stream_resets_seen: u64,
     /// Link stalls injected ([`stall_link`]).
     pub stream_stalls: u64,
+    /// Frames given a heavy-tail delay (`LinkFaults::tail_probability`).
+    pub frames_tail_delayed: u64,
+    /// Frames sent again much later (`LinkFaults::replay_probability`), when sent.
+    pub frames_replayed: u64,
     /// Links set to fragment reads ([`fragment_link`]).
     pub stream_fragments: u64,
     /// Links whose reader was made slow ([`slow_reader`]).
@@ -147,6 +160,8 @@ impl FaultCounters {
             ("stream_resets", self.stream_resets),
             ("stream_resets_seen", self.stream_resets_seen),
             ("stream_stalls", self.stream_stalls),
+            ("frames_tail_delayed", self.frames_tail_delayed),
+            ("frames_replayed", self.frames_replayed),
             ("stream_fragments", self.stream_fragments),
             ("stream_slow_readers", self.stream_slow_readers),
             ("stream_window_waits", self.stream_window_waits),
@@ -198,6 +213,14 @@ pub(crate) struct WorldState {
 impl WorldState {
     pub(crate) fn chance(&mut self, probability: f64) -> bool {
         probability > 0.0 && self.rng.gen_bool(probability.min(1.0))
+    }
+
+    /// A duration log-uniform in `[min, max]` (a heavy tail: each doubling equally likely).
+    pub(crate) fn log_uniform(&mut self, min: Duration, max: Duration) -> Duration {
+        let lo = min.as_secs_f64().max(1e-6);
+        let hi = max.as_secs_f64().max(lo);
+        let x: f64 = self.rng.gen_range(0.0..=1.0);
+        Duration::from_secs_f64(lo * (hi / lo).powf(x))
     }
 
     pub(crate) fn uniform(&mut self, (min, max): (Duration, Duration)) -> Duration {

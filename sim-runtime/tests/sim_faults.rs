@@ -935,3 +935,47 @@ fn disk_copy_durable_copies_what_survives_a_power_loss() {
         assert_eq!(source_len, 8192, "the source still sees its unsynced write");
     });
 }
+
+/// Goal: with replay probability one, every frame arrives, in order, and then again about the
+/// replay delay later (at most `REPLAYS_MAX` = 16 copies wait at once).
+#[test]
+fn net_replay_sends_old_frames_again_later() {
+    let (seqs, err) = sim::run(23, || {
+        transfer(
+            LinkFaults {
+                replay_probability: 1.0,
+                replay_after: (Duration::from_secs(1), Duration::from_secs(1)),
+                ..Default::default()
+            },
+            20,
+        )
+    });
+    assert_eq!(err, None);
+    let expected: Vec<u32> = (0..20).chain(0..16).collect();
+    assert_eq!(seqs, expected);
+}
+
+/// Goal: with tail probability one, every frame meets a heavy-tail delay (counted and logged)
+/// and still arrives once, in order.
+#[test]
+fn net_tail_delay_holds_frames_long() {
+    let (seqs, err, tails, logged) = sim::run(24, || async {
+        let (seqs, err) = transfer(
+            LinkFaults {
+                tail_probability: 1.0,
+                tail_delay_max: Duration::from_secs(1),
+                ..Default::default()
+            },
+            20,
+        )
+        .await;
+        let logged = fault::events()
+            .iter()
+            .filter(|e| e.kind == "net.tail_delay")
+            .count();
+        (seqs, err, fault::counters().frames_tail_delayed, logged)
+    });
+    assert_eq!(err, None);
+    assert_eq!(seqs, (0..20).collect::<Vec<_>>());
+    assert_eq!((tails, logged), (20, 20));
+}

@@ -13,6 +13,9 @@ use crate::time::Duration;
 /// A frame held back for reordering is sent at the latest this long after it was held.
 const HOLD_MAX: Duration = Duration::from_millis(20);
 
+/// At most this many frames wait per connection to be sent again (`replay_probability`).
+const REPLAYS_MAX: usize = 16;
+
 /// What the fault layer decided for one frame.
 struct Plan {
     drop: bool,
@@ -20,6 +23,8 @@ struct Plan {
     corrupt_bit: Option<usize>,
     duplicate: bool,
     reorder: bool,
+    /// Send a copy again this long after the frame.
+    replay_after: Option<Duration>,
 }
 
 fn plan(src: IpAddr, dst: IpAddr, frame_len: usize) -> Plan {
@@ -32,6 +37,7 @@ fn plan(src: IpAddr, dst: IpAddr, frame_len: usize) -> Plan {
             corrupt_bit: None,
             duplicate: false,
             reorder: false,
+            replay_after: None,
         };
         if s.blocked.contains(&(src, dst)) {
             s.counters.frames_partitioned += 1;
@@ -49,6 +55,11 @@ fn plan(src: IpAddr, dst: IpAddr, frame_len: usize) -> Plan {
         if !plan.delay.is_zero() {
             s.counters.frames_delayed += 1;
         }
+        if s.chance(faults.tail_probability) {
+            plan.delay = s.log_uniform(faults.delay.1, faults.tail_delay_max);
+            s.counters.frames_tail_delayed += 1;
+            s.record("net.tail_delay", format!("{} {:?}", link(), plan.delay));
+        }
         if s.chance(faults.corrupt_probability) {
             let bit = s.rng.gen_range(0..frame_len * 8);
             s.counters.frames_corrupted += 1;
@@ -65,6 +76,9 @@ fn plan(src: IpAddr, dst: IpAddr, frame_len: usize) -> Plan {
             s.record("net.reorder", link());
             plan.reorder = true;
         }
+        if s.chance(faults.replay_probability) {
+            plan.replay_after = Some(s.uniform(faults.replay_after));
+        }
         plan
     })
 }
@@ -75,10 +89,33 @@ pub(super) async fn writer_task(
     link: Option<(IpAddr, IpAddr)>,
 ) {
     let mut held: Option<Vec<u8>> = None;
+    // Copies of earlier frames to send again, with when (`LinkFaults::replay_probability`).
+    let mut replays: Vec<(crate::time::Instant, Vec<u8>)> = Vec::new();
     loop {
+        // Replays that are due go out first (a partition catches them like any frame).
+        let now = crate::time::Instant::now();
+        while let Some(i) = replays.iter().position(|(at, _)| *at <= now) {
+            let (_, frame) = replays.remove(i);
+            let (src, dst) = link.expect("replays only on faulted links");
+            if fault::is_partitioned(src, dst) {
+                continue;
+            }
+            fault::with(|s| {
+                s.counters.frames_replayed += 1;
+                s.record("net.replay", format!("{src} -> {dst}"));
+            });
+            if write_frame(&mut write, &frame).await.is_err() {
+                return;
+            }
+        }
+        let replay_at = replays.iter().map(|(at, _)| *at).min();
         let next = if held.is_some() {
-            match crate::time::timeout(HOLD_MAX, rx.recv()).await {
+            let now = crate::time::Instant::now();
+            let hold_until = now + HOLD_MAX;
+            let until = replay_at.map_or(hold_until, |r| r.min(hold_until));
+            match crate::time::timeout(until - now, rx.recv()).await {
                 Ok(next) => next,
+                Err(_) if crate::time::Instant::now() < hold_until => continue,
                 Err(_) => {
                     let frame = held.take().expect("held frame");
                     if write_frame(&mut write, &frame).await.is_err() {
@@ -86,6 +123,12 @@ pub(super) async fn writer_task(
                     }
                     continue;
                 }
+            }
+        } else if let Some(at) = replay_at {
+            let wait = at - crate::time::Instant::now();
+            match crate::time::timeout(wait, rx.recv()).await {
+                Ok(next) => next,
+                Err(_) => continue,
             }
         } else {
             rx.recv().await
@@ -112,6 +155,11 @@ pub(super) async fn writer_task(
         }
         if let Some(bit) = plan.corrupt_bit {
             frame[bit / 8] ^= 1 << (bit % 8);
+        }
+        if let Some(after) = plan.replay_after {
+            if replays.len() < REPLAYS_MAX {
+                replays.push((crate::time::Instant::now() + after, frame.clone()));
+            }
         }
         if plan.reorder && held.is_none() {
             held = Some(frame);
