@@ -137,7 +137,7 @@ fn latency_only(swarm: &Swarm) -> DiskFaults {
             Duration::from_micros(swarm.disk.sync_latency_us.1),
         ),
         io_latency: (Duration::ZERO, Duration::from_micros(50)),
-        redundant_copies: redundant_copies(swarm.geometry.storage_config()),
+        redundant_copies: redundant_copies(swarm.geometry.storage_config()).into(),
         ..Default::default()
     }
 }

@@ -32,6 +32,9 @@ struct SimFile {
     /// Copies of redundancy groups (`DiskFaults::redundant_copies`: group, copy) damaged by an
     /// injected fault and not rewritten since.
     damaged_copies: BTreeSet<(usize, usize)>,
+    /// `current` may differ from `durable` outside the ranges of `pending` (a failed sync
+    /// dropped some writes): the next power loss copies the whole durable image back.
+    diverged: bool,
 }
 
 impl SimFile {
@@ -120,7 +123,19 @@ pub(crate) fn power_loss(state: &mut WorldState, node: NodeId) {
         return;
     };
     for (inode, file) in disk.files.iter_mut() {
-        for pending in std::mem::take(&mut file.pending) {
+        let pending = std::mem::take(&mut file.pending);
+        // Outside the pending writes' ranges `current` equals `durable` (unless a failed
+        // sync or a pending resize says otherwise): only those ranges are copied back below,
+        // not the whole image (64 MiB per replica in the production geometry).
+        let whole = file.diverged || pending.iter().any(|p| matches!(p, Pending::SetLen(_)));
+        let ranges: Vec<(u64, u64)> = pending
+            .iter()
+            .filter_map(|p| match p {
+                Pending::Write { offset, data } => Some((*offset, data.len() as u64)),
+                Pending::SetLen(_) => None,
+            })
+            .collect();
+        for pending in pending {
             let Pending::Write { offset, data } = &pending else {
                 apply_pending(&mut file.durable, &pending);
                 continue;
@@ -162,7 +177,18 @@ pub(crate) fn power_loss(state: &mut WorldState, node: NodeId) {
                 apply_pending(&mut file.durable, &pending);
             }
         }
-        file.current = file.durable.clone();
+        if whole {
+            file.current = file.durable.clone();
+            file.diverged = false;
+        } else {
+            file.current.resize(file.durable.len(), 0);
+            let len = file.durable.len();
+            for (offset, n) in ranges {
+                let lo = (offset as usize).min(len);
+                let hi = ((offset + n) as usize).min(len);
+                file.current[lo..hi].copy_from_slice(&file.durable[lo..hi]);
+            }
+        }
     }
     state.disks.insert(node, disk);
 }
@@ -396,6 +422,7 @@ impl File {
                         persisted += 1;
                     }
                 }
+                file.diverged = true;
                 s.counters.sync_errors += 1;
                 s.record(
                     "disk.sync_error",
@@ -525,6 +552,7 @@ pub fn copy_durable(from: NodeId, to: NodeId) {
                         pending: Vec::new(),
                         bad_sectors: f.bad_sectors.clone(),
                         damaged_copies: f.damaged_copies.clone(),
+                        diverged: false,
                     };
                     (inode, file)
                 })
