@@ -236,6 +236,7 @@ async fn examine_disks(cluster: &Cluster) -> BTreeMap<u8, Result<checkers::DiskI
         let examined = examiner
             .spawn(async { Storage::examine(crate::cluster::DATA_PATH).await })
             .await;
+        sim_runtime::disk::discard_disk(examiner.id());
         let image = match examined {
             Err(e) => Err(format!("examination task failed: {e}")),
             Ok(Err(e)) => Err(format!("examination failed: {e}")),

@@ -905,7 +905,8 @@ fn stream_slow_reader_reads_at_its_pace() {
 }
 
 /// Goal: `copy_durable` gives another node exactly the durable image — synced writes kept,
-/// unsynced ones absent — without touching the source's current contents.
+/// unsynced ones absent — without touching the source's current contents; `discard_disk`
+/// drops the copy.
 #[test]
 fn disk_copy_durable_copies_what_survives_a_power_loss() {
     sim::run(22, || async {
@@ -934,6 +935,12 @@ fn disk_copy_durable_copies_what_survives_a_power_loss() {
         })
         .await;
         assert_eq!(source_len, 8192, "the source still sees its unsynced write");
+        sim_runtime::disk::discard_disk(copy.id());
+        let gone = on(copy.id(), async {
+            !sim_runtime::disk::exists("/data/f").await.unwrap()
+        })
+        .await;
+        assert!(gone, "a discarded disk holds no file");
     });
 }
 

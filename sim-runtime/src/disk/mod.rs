@@ -28,4 +28,6 @@ pub use real::*;
 #[cfg(madsim)]
 pub(crate) mod simulated;
 #[cfg(madsim)]
-pub use simulated::{copy_durable, create_dir_all, exists, list, remove, rename, File};
+pub use simulated::{
+    copy_durable, create_dir_all, discard_disk, exists, list, remove, rename, File,
+};

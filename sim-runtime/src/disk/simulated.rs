@@ -566,3 +566,11 @@ pub fn copy_durable(from: NodeId, to: NodeId) {
         };
     })
 }
+
+/// Drop node `node`'s whole disk (its files are gone, as after a disk swap): frees a copy made
+/// by [`copy_durable`] once it has been examined.
+pub fn discard_disk(node: NodeId) {
+    fault::with(|s| {
+        s.disks.remove(&node);
+    })
+}
