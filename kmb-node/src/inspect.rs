@@ -99,7 +99,13 @@ pub struct Registry {
     pub votes: BTreeMap<u8, Vec<View>>,
     /// Coverage marks hit ([`crate::coverage`]): name → times.
     pub marks: BTreeMap<&'static str, u64>,
+    /// The replicas that sent a PrepareOk for each of the most recent ops (at most
+    /// [`ACKS_KEPT`]): the VOPR aims faults with it, never checks anything by it.
+    pub acks: BTreeMap<u64, std::collections::BTreeSet<u8>>,
 }
+
+/// How many recent ops [`Registry::acks`] keeps.
+pub const ACKS_KEPT: usize = 256;
 
 /// Bound on recorded happenings per simulation.
 pub const HAPPENINGS_MAX: usize = 200_000;
@@ -235,9 +241,16 @@ pub fn publish(replica: &Replica) {
 /// acknowledgement above it breaks the durability rule (none that can count toward a commit
 /// before the writes it covers are synced); the VOPR fails such a seed.
 pub fn acknowledged(replica: u8, op: u64, synced: u64) {
-    if op > synced {
-        REGISTRY.with(|r| r.borrow_mut().early_acks.push((replica, op, synced)));
-    }
+    REGISTRY.with(|r| {
+        let mut r = r.borrow_mut();
+        if op > synced {
+            r.early_acks.push((replica, op, synced));
+        }
+        r.acks.entry(op).or_default().insert(replica);
+        while r.acks.len() > ACKS_KEPT {
+            r.acks.pop_first();
+        }
+    });
 }
 
 /// Record what a replica waits for (sampled: cheap enough for every few ticks).

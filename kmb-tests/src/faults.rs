@@ -125,6 +125,10 @@ pub struct Scheduler {
     link_rng: ChaCha8Rng,
     /// Draws of the slow readers (likewise their own stream).
     slow_rng: ChaCha8Rng,
+    /// Draws of the aimed faults (likewise).
+    aim_rng: ChaCha8Rng,
+    /// Replicas hit by aimed faults so far.
+    aimed_hits: u64,
 }
 
 /// `FaultInterval::replica` value meaning "the primary at the fault's start".
@@ -191,6 +195,8 @@ impl Scheduler {
             rot_burst_until: vec![None; n],
             link_rng: ChaCha8Rng::seed_from_u64(swarm.seed ^ 0x6c69_6e6b_7366_6c74),
             slow_rng: ChaCha8Rng::seed_from_u64(swarm.seed ^ 0x736c_6f77_7265_6164),
+            aim_rng: ChaCha8Rng::seed_from_u64(swarm.seed ^ 0x6169_6d65_6466_6c74),
+            aimed_hits: 0,
         }
     }
 
@@ -512,6 +518,7 @@ impl Scheduler {
                 }
                 continue;
             }
+            self.aimed_tick(cluster, tick_s, now, elapsed_ms);
             // Crashes are likelier while writes are in flight.
             let writes = shared.writes_in_flight.load(Ordering::Relaxed) as f64;
             let crash_p = (self.swarm.crash_rate * tick_s * (1.0 + writes.min(4.0))).min(1.0);
@@ -685,6 +692,73 @@ impl Scheduler {
         let rate = 1usize << self.slow_rng.gen_range(4..=12);
         let duration = Duration::from_millis(self.slow_rng.gen_range(200..4000));
         fault::slow_reader(src, dst, rate, duration);
+    }
+
+    /// Replicas hit by aimed faults so far (a counter for the seed's record).
+    pub fn aimed_hits(&self) -> u64 {
+        self.aimed_hits
+    }
+
+    /// One tick of aimed faults (`Swarm::aimed`, issue 12): right after an op commits — the
+    /// newest op a quorum acknowledged, as the replicas publish it (read only to aim) — crash
+    /// exactly the replicas that acknowledged it (the primary included), partition exactly
+    /// the others, or isolate the primary. Within the bound: under the strict bound only as
+    /// many as keep at most f replicas faulty at once.
+    fn aimed_tick(&mut self, cluster: &Cluster, tick_s: f64, now: Instant, elapsed_ms: u64) {
+        let p = (self.swarm.aimed * tick_s).min(1.0);
+        if !self.swarm.faults || p <= 0.0 || !self.aim_rng.gen_bool(p) {
+            return;
+        }
+        let n = self.states.len();
+        let quorum = n / 2 + 1;
+        let Some(primary) = Self::current_primary() else {
+            return;
+        };
+        let ackers = kmb_node::inspect::with(|r| {
+            r.acks.values().rev().find_map(|who| {
+                let mut a: Vec<usize> = who.iter().map(|&x| x as usize).collect();
+                if !a.contains(&primary) {
+                    a.push(primary);
+                }
+                (a.len() >= quorum).then_some(a)
+            })
+        });
+        let Some(ackers) = ackers else {
+            return;
+        };
+        let others: Vec<usize> = (0..n).filter(|i| !ackers.contains(i)).collect();
+        let (targets, crash) = match self.aim_rng.gen_range(0..3) {
+            0 => (ackers, true),
+            1 => (others, false),
+            _ => (vec![primary], false),
+        };
+        let (lo, hi) = self.swarm.fault_duration_ms;
+        let duration = self.aim_rng.gen_range(lo..=hi);
+        for i in targets {
+            let within = self.swarm.bound == Bound::Safety
+                || self.corruptible[i]
+                || self.faulty_count() < self.swarm.fault_budget();
+            if self.states[i] != State::Healthy || !within {
+                continue;
+            }
+            let kind = if crash {
+                FaultKind::Crash
+            } else {
+                let links = (0..n)
+                    .filter(|&o| o != i)
+                    .flat_map(|o| [(i as u8, o as u8), (o as u8, i as u8)])
+                    .collect();
+                FaultKind::Partition { links }
+            };
+            let fault = FaultInterval {
+                replica: i as u8,
+                kind,
+                start_ms: elapsed_ms,
+                end_ms: elapsed_ms + duration,
+            };
+            self.start(cluster, &fault, now);
+            self.aimed_hits += 1;
+        }
     }
 
     /// Start the liveness phase: stop every fault, heal the network, resume and restart every

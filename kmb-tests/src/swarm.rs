@@ -117,6 +117,10 @@ pub struct Swarm {
     pub links: LinkSwarm,
     /// Drawn with `SwarmOptions::classic` (geometry, payloads and links as before them).
     pub classic: bool,
+    /// Aimed faults per simulated second (`faults::Scheduler::aimed_tick`): right after an op
+    /// commits, crash exactly the replicas that acknowledged it, partition exactly the others,
+    /// or isolate the primary. On in half the 5-replica seeds, a third of the others.
+    pub aimed: f64,
 }
 
 /// Faults on the TCP connections themselves (`sim_runtime::fault::reset_links`, `stall_link`,
@@ -314,6 +318,16 @@ impl Swarm {
             net.tail = maybe(&mut more, 0.4, 0.02);
             net.replay = maybe(&mut more, 0.4, 0.03);
         }
+        let aimed = if faults {
+            let on = if replica_count == 5 { 0.5 } else { 0.33 };
+            if more.gen_bool(on) {
+                more.gen_range(0.2..2.0)
+            } else {
+                0.0
+            }
+        } else {
+            0.0
+        };
         if options.classic {
             (net.tail, net.replay) = (0.0, 0.0);
         }
@@ -351,6 +365,7 @@ impl Swarm {
             safety_ms,
             liveness_ms: 30_000,
             buggy_peer,
+            aimed: if options.classic { 0.0 } else { aimed },
             geometry,
             payloads,
             links,

@@ -642,6 +642,9 @@ async fn simulate(
     if buggy_views > 0 {
         fault_counters.insert("peer.buggy_view".into(), buggy_views);
     }
+    if scheduler.aimed_hits() > 0 {
+        fault_counters.insert("aimed.replicas_hit".into(), scheduler.aimed_hits());
+    }
     let hostile = shared.hostile_requests.load(Ordering::Relaxed) as u64;
     if hostile > 0 {
         fault_counters.insert("client.hostile_requests".into(), hostile);

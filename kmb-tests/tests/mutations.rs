@@ -80,7 +80,7 @@ fn without_a_mutation_nothing_fires() {
 
 #[test]
 fn mutation_commit_before_quorum_is_caught() {
-    assert!(!caught(Mutation::CommitBeforeQuorum, 1, 1).is_empty());
+    assert!(!caught(Mutation::CommitBeforeQuorum, 0, 1).is_empty());
 }
 
 #[test]
@@ -90,27 +90,28 @@ fn mutation_prepare_ok_before_sync_is_caught() {
 
 #[test]
 fn mutation_view_not_synced_before_dvc_is_caught() {
-    assert!(!caught(Mutation::ViewNotSyncedBeforeDvc, 3, 1).is_empty());
+    assert!(!caught(Mutation::ViewNotSyncedBeforeDvc, 2, 1).is_empty());
 }
 
-/// Rarely harmful: it bites (picks another log than the correct choice) in about one seed of
-/// seven, but does harm only when the longer, older-view log meets ops a newer view committed.
-/// Before issue 11 the VOPR caught it in 1 of 300 seeds (seed 2); with issue 11's swarm seeds
-/// 0..=859 missed it and `vopr --seed 860 -n 3000 --mutation view-change-longest-log` caught it
-/// first at seed 961 (the primary-elect's own check: "the chosen log contradicts committed op").
+/// Rarely harmful by chance: it bites (picks another log than the correct choice) in about one
+/// seed of seven, but does harm only when the longer, older-view log meets ops a newer view
+/// committed. With issue 11's swarm it went uncaught in seeds 0..=859 (first caught at 961);
+/// issue 12's aimed faults (crash exactly the replicas that acknowledged a commit, partition
+/// the others, isolate the primary) bring it to seed 139
+/// (`MUTATION_SEEDS=400 scripts/mutation-score.sh`).
 #[test]
 fn mutation_view_change_longest_log_is_caught() {
-    assert!(!caught(Mutation::ViewChangeLongestLog, 961, 1).is_empty());
+    assert!(!caught(Mutation::ViewChangeLongestLog, 139, 1).is_empty());
 }
 
 #[test]
 fn mutation_recovery_truncates_at_bad_checksum_is_caught() {
-    assert!(!caught(Mutation::RecoveryTruncatesAtBadChecksum, 68, 1).is_empty());
+    assert!(!caught(Mutation::RecoveryTruncatesAtBadChecksum, 1, 1).is_empty());
 }
 
 #[test]
 fn mutation_corrupt_as_blank_is_caught() {
-    assert!(!caught(Mutation::CorruptAsBlank, 68, 1).is_empty());
+    assert!(!caught(Mutation::CorruptAsBlank, 1, 1).is_empty());
 }
 
 #[test]

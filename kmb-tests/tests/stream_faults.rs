@@ -79,3 +79,13 @@ fn time_travelling_frames_reach_replicas_that_moved_on() {
         "{seeds:?}: tail, replayed, stale {sums:?}"
     );
 }
+
+/// Goal: aimed faults (issue 12) — right after an op commits, crash exactly the replicas that
+/// acknowledged it, partition exactly the others, or isolate the primary — hit replicas, and
+/// the seeds pass.
+#[test]
+fn aimed_faults_hit_the_replicas_that_acknowledged() {
+    let seeds = seeds(3, |s| s.aimed > 0.5);
+    let sums = fired(&seeds, &["aimed.replicas_hit"]);
+    assert!(sums.iter().all(|&n| n > 0), "{seeds:?}: {sums:?}");
+}
