@@ -17,6 +17,14 @@
 //!   never lose an acknowledged write or return wrong data ("outside the bound the node halts
 //!   rather than return wrong data"), and once faults stop (the liveness phase) it must recover,
 //!   since every committed entry is still intact somewhere.
+//!
+//! **Aimed, not only random** (issue 12): a primary is targeted with probability `targeted`; a
+//! replica in a view change may be armed to lose power at its next fsync; an isolated primary's
+//! heal may be followed by a crash of whoever leads; and `Swarm::aimed` strikes right after a
+//! commit — the replicas that acknowledged it crash, or the others are partitioned, or the
+//! primary is isolated. Byte-stream faults on client and peer links (resets, stalls, fragmented
+//! reads, slow readers) and time-travelling frames (heavy-tail delays, replays) come on top,
+//! outside the replica budget: none takes a replica away.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
