@@ -43,11 +43,20 @@ pub enum Mutation {
     /// A backup answers GET from its own state (op number: its commit number) instead of
     /// redirecting to the primary.
     ReadFromBackup,
+    /// Quorum arithmetic: with 5 replicas the primary commits at f acknowledgements (itself
+    /// included) instead of f + 1.
+    QuorumOneShort,
+    /// A backup in normal status takes a Prepare of an older view from that view's primary as
+    /// if it were current (stale-message handling).
+    StalePrepareAccepted,
+    /// A repaired entry is accepted though it does not match the header (or the successor's
+    /// parent link) the log expects (read-path validation).
+    RepairAcceptsUnchained,
 }
 
 impl Mutation {
     /// Every mutation, in a fixed order.
-    pub const ALL: [Mutation; 8] = [
+    pub const ALL: [Mutation; 11] = [
         Mutation::CommitBeforeQuorum,
         Mutation::PrepareOkBeforeSync,
         Mutation::ViewNotSyncedBeforeDvc,
@@ -56,6 +65,9 @@ impl Mutation {
         Mutation::CorruptAsBlank,
         Mutation::ClientTableNotCheckpointed,
         Mutation::ReadFromBackup,
+        Mutation::QuorumOneShort,
+        Mutation::StalePrepareAccepted,
+        Mutation::RepairAcceptsUnchained,
     ];
 
     /// The command-line name.
@@ -69,6 +81,9 @@ impl Mutation {
             Mutation::CorruptAsBlank => "corrupt-as-blank",
             Mutation::ClientTableNotCheckpointed => "client-table-not-checkpointed",
             Mutation::ReadFromBackup => "read-from-backup",
+            Mutation::QuorumOneShort => "quorum-one-short",
+            Mutation::StalePrepareAccepted => "stale-prepare-accepted",
+            Mutation::RepairAcceptsUnchained => "repair-accepts-unchained",
         }
     }
 
@@ -98,6 +113,15 @@ impl Mutation {
             }
             Mutation::ReadFromBackup => {
                 "a backup answers GET from its own state with its commit number as op number"
+            }
+            Mutation::QuorumOneShort => {
+                "with 5 replicas the primary commits at 2 acknowledgements (itself included), not 3"
+            }
+            Mutation::StalePrepareAccepted => {
+                "a backup takes a Prepare of an older view from that view's primary as current"
+            }
+            Mutation::RepairAcceptsUnchained => {
+                "a repaired entry is accepted though its checksum is not the one the log expects"
             }
         }
     }

@@ -57,7 +57,7 @@ fn caught(mutation: Mutation, seed: u64, budget: u64) -> String {
 
 #[test]
 fn mutation_names_round_trip() {
-    assert_eq!(Mutation::ALL.len(), 8);
+    assert_eq!(Mutation::ALL.len(), 11);
     for m in Mutation::ALL {
         assert_eq!(Mutation::from_name(m.name()), Some(m));
     }
@@ -122,4 +122,23 @@ fn mutation_client_table_not_checkpointed_is_caught() {
 #[test]
 fn mutation_read_from_backup_is_caught() {
     assert!(!caught(Mutation::ReadFromBackup, 0, 1).is_empty());
+}
+
+// Issue 12's planted bugs in quorum arithmetic, stale-message handling and read-path
+// validation (`MUTATION_SEEDS=300 scripts/mutation-score.sh quorum-one-short
+// stale-prepare-accepted repair-accepts-unchained`).
+
+#[test]
+fn mutation_quorum_one_short_is_caught() {
+    assert!(!caught(Mutation::QuorumOneShort, 6, 1).is_empty());
+}
+
+#[test]
+fn mutation_stale_prepare_accepted_is_caught() {
+    assert!(!caught(Mutation::StalePrepareAccepted, 163, 1).is_empty());
+}
+
+#[test]
+fn mutation_repair_accepts_unchained_is_caught() {
+    assert!(!caught(Mutation::RepairAcceptsUnchained, 83, 1).is_empty());
 }

@@ -21,7 +21,20 @@ impl Replica {
             return;
         }
         let from_primary = from == self.config.primary_of(view);
-        if view == self.view
+        // Mutation `stale-prepare-accepted` (simulator): an older view's Prepare taken as current.
+        #[cfg(madsim)]
+        let stale_taken = view < self.view
+            && from_primary
+            && self.status == Status::Normal
+            && self.primary() != self.config.replica
+            && crate::mutation::is(crate::mutation::Mutation::StalePrepareAccepted);
+        #[cfg(not(madsim))]
+        let stale_taken = false;
+        if stale_taken {
+            #[cfg(madsim)]
+            crate::mutation::bit(crate::mutation::Mutation::StalePrepareAccepted);
+        }
+        if (view == self.view || stale_taken)
             && from_primary
             && self.status == Status::Normal
             && self.primary() != self.config.replica
@@ -137,6 +150,20 @@ impl Replica {
         acks[self.config.replica as usize] = self.durable_prefix();
         acks.sort_unstable_by(|a, b| b.cmp(a));
         let committed = acks[self.config.quorum() - 1];
+        // Mutation `quorum-one-short` (simulator): one acknowledgement short with 5 replicas.
+        #[cfg(madsim)]
+        let committed = {
+            use crate::mutation::{self, Mutation};
+            if self.config.replica_count == 5 && mutation::is(Mutation::QuorumOneShort) {
+                let short = acks[self.config.quorum() - 2];
+                if short > committed {
+                    mutation::bit(Mutation::QuorumOneShort);
+                }
+                short.max(committed)
+            } else {
+                committed
+            }
+        };
         // Mutation `commit-before-quorum` (simulator, or a `chaos-mutation` build).
         #[cfg(any(madsim, feature = "chaos-mutation"))]
         let committed = {

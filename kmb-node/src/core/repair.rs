@@ -78,6 +78,16 @@ impl Replica {
                 .get(&(o + 1))
                 .is_some_and(|u| u.header.parent == entry.header.checksum),
         };
+        // Mutation `repair-accepts-unchained` (simulator): skip the check above.
+        #[cfg(madsim)]
+        let accepted = accepted || {
+            use crate::mutation::{self, Mutation};
+            let on = mutation::is(Mutation::RepairAcceptsUnchained);
+            if on {
+                mutation::bit(Mutation::RepairAcceptsUnchained);
+            }
+            on
+        };
         if !accepted {
             return;
         }
