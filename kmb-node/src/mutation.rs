@@ -52,11 +52,16 @@ pub enum Mutation {
     /// A repaired entry is accepted though it does not match the header (or the successor's
     /// parent link) the log expects (read-path validation).
     RepairAcceptsUnchained,
+    /// Storage recovery keeps entries of an older view above `log_view_head` (a suffix a view
+    /// change truncated, still on disk) as if current.
+    RecoveryIgnoresLogViewHead,
+    /// A state transfer older than the replica's commit point is installed (stale reply).
+    StaleStateTransferInstalled,
 }
 
 impl Mutation {
     /// Every mutation, in a fixed order.
-    pub const ALL: [Mutation; 11] = [
+    pub const ALL: [Mutation; 13] = [
         Mutation::CommitBeforeQuorum,
         Mutation::PrepareOkBeforeSync,
         Mutation::ViewNotSyncedBeforeDvc,
@@ -68,6 +73,8 @@ impl Mutation {
         Mutation::QuorumOneShort,
         Mutation::StalePrepareAccepted,
         Mutation::RepairAcceptsUnchained,
+        Mutation::RecoveryIgnoresLogViewHead,
+        Mutation::StaleStateTransferInstalled,
     ];
 
     /// The command-line name.
@@ -84,6 +91,8 @@ impl Mutation {
             Mutation::QuorumOneShort => "quorum-one-short",
             Mutation::StalePrepareAccepted => "stale-prepare-accepted",
             Mutation::RepairAcceptsUnchained => "repair-accepts-unchained",
+            Mutation::RecoveryIgnoresLogViewHead => "recovery-ignores-log-view-head",
+            Mutation::StaleStateTransferInstalled => "stale-state-transfer-installed",
         }
     }
 
@@ -122,6 +131,12 @@ impl Mutation {
             }
             Mutation::RepairAcceptsUnchained => {
                 "a repaired entry is accepted though its checksum is not the one the log expects"
+            }
+            Mutation::RecoveryIgnoresLogViewHead => {
+                "storage recovery keeps older-view entries above log_view_head (a truncated suffix) as current"
+            }
+            Mutation::StaleStateTransferInstalled => {
+                "a state transfer older than the replica's commit point is installed"
             }
         }
     }

@@ -124,7 +124,21 @@ impl Replica {
                 return;
             }
         } else if op <= self.commit_min {
-            return;
+            // Mutation `stale-state-transfer-installed` (simulator): an older one is taken.
+            #[cfg(madsim)]
+            let stale_taken = op < self.commit_min && {
+                use crate::mutation::{self, Mutation};
+                let on = mutation::is(Mutation::StaleStateTransferInstalled);
+                if on {
+                    mutation::bit(Mutation::StaleStateTransferInstalled);
+                }
+                on
+            };
+            #[cfg(not(madsim))]
+            let stale_taken = false;
+            if !stale_taken {
+                return;
+            }
         }
         let Ok((kv, clients)) = snapshot::decode(&snapshot_bytes) else {
             return;

@@ -123,9 +123,18 @@ impl Window {
     /// Whether a verified header is part of the current log: inside the window, and not part
     /// of a suffix truncated by a view change (op above `log_view_head` with an older view).
     pub fn current(&self, h: &Header) -> bool {
-        h.op >= self.first()
-            && h.op <= self.last()
-            && (h.op <= self.log_view_head || h.view >= self.log_view)
+        let in_view = h.op <= self.log_view_head || h.view >= self.log_view;
+        // Mutation `recovery-ignores-log-view-head` (simulator).
+        #[cfg(madsim)]
+        let in_view = in_view || {
+            use crate::mutation::{self, Mutation};
+            let on = mutation::is(Mutation::RecoveryIgnoresLogViewHead);
+            if on {
+                mutation::bit(Mutation::RecoveryIgnoresLogViewHead);
+            }
+            on
+        };
+        h.op >= self.first() && h.op <= self.last() && in_view
     }
 
     /// Whether a header claims an op beyond the window (the slot was reused past a checkpoint
