@@ -142,6 +142,14 @@ pub struct Scheduler {
 /// `FaultInterval::replica` value meaning "the primary at the fault's start".
 pub const PRIMARY: u8 = u8::MAX;
 
+/// Whether a fault drawn at `rate` per simulated second fires in a tick of `tick_s` seconds
+/// (never without faults; no draw from `rng` at rate zero, so a seed without the fault keeps
+/// its stream as it was).
+fn fires(rng: &mut ChaCha8Rng, faults: bool, rate: f64, tick_s: f64) -> bool {
+    let p = (rate * tick_s).min(1.0);
+    faults && p > 0.0 && rng.gen_bool(p)
+}
+
 fn latency_only(swarm: &Swarm) -> DiskFaults {
     DiskFaults {
         sync_latency: (
@@ -644,8 +652,12 @@ impl Scheduler {
     /// One tick of link faults (`Swarm::links`): outside the replica fault budget, since a
     /// reset or a stalled client link takes no replica away.
     fn link_fault_tick(&mut self, tick_s: f64) {
-        let p = (self.swarm.links.rate * tick_s).min(1.0);
-        if !self.swarm.faults || p <= 0.0 || !self.link_rng.gen_bool(p) {
+        if !fires(
+            &mut self.link_rng,
+            self.swarm.faults,
+            self.swarm.links.rate,
+            tick_s,
+        ) {
             return;
         }
         let replicas = self.swarm.replica_count as usize;
@@ -681,8 +693,12 @@ impl Scheduler {
     /// replies, a replica slow to read a client's requests, or a replica slow to read a peer's
     /// frames. Outside the replica fault budget, like the other link faults.
     fn slow_reader_tick(&mut self, tick_s: f64) {
-        let p = (self.swarm.links.slow_readers * tick_s).min(1.0);
-        if !self.swarm.faults || p <= 0.0 || !self.slow_rng.gen_bool(p) {
+        if !fires(
+            &mut self.slow_rng,
+            self.swarm.faults,
+            self.swarm.links.slow_readers,
+            tick_s,
+        ) {
             return;
         }
         let replicas = self.swarm.replica_count as usize;
@@ -713,8 +729,12 @@ impl Scheduler {
     /// the others, or isolate the primary. Within the bound: under the strict bound only as
     /// many as keep at most f replicas faulty at once.
     fn aimed_tick(&mut self, cluster: &Cluster, tick_s: f64, now: Instant, elapsed_ms: u64) {
-        let p = (self.swarm.aimed * tick_s).min(1.0);
-        if !self.swarm.faults || p <= 0.0 || !self.aim_rng.gen_bool(p) {
+        if !fires(
+            &mut self.aim_rng,
+            self.swarm.faults,
+            self.swarm.aimed,
+            tick_s,
+        ) {
             return;
         }
         let n = self.states.len();

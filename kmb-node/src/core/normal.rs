@@ -27,13 +27,16 @@ impl Replica {
             && from_primary
             && self.status == Status::Normal
             && self.primary() != self.config.replica
-            && crate::mutation::is(crate::mutation::Mutation::StalePrepareAccepted);
+            && {
+                use crate::mutation::{self, Mutation};
+                let on = mutation::is(Mutation::StalePrepareAccepted);
+                if on {
+                    mutation::bit(Mutation::StalePrepareAccepted);
+                }
+                on
+            };
         #[cfg(not(madsim))]
         let stale_taken = false;
-        if stale_taken {
-            #[cfg(madsim)]
-            crate::mutation::bit(crate::mutation::Mutation::StalePrepareAccepted);
-        }
         if (view == self.view || stale_taken)
             && from_primary
             && self.status == Status::Normal

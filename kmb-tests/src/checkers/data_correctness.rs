@@ -315,7 +315,11 @@ mod tests {
     use crate::checkers::fixture;
 
     fn fail(obs: &Observations) -> Violation {
-        match check(obs) {
+        violation_of(check(obs))
+    }
+
+    fn violation_of(verdict: Verdict) -> Violation {
+        match verdict {
             Verdict::Fail(v) => v,
             other => panic!("expected a violation, got {other:?}"),
         }
@@ -444,10 +448,7 @@ mod tests {
             fixture::history_at(&mut obs.clone(), incr).input,
             KvInput::IncrBy { .. }
         ));
-        let v = match check_with(&obs, off_by_one) {
-            Verdict::Fail(v) => v,
-            other => panic!("expected a violation, got {other:?}"),
-        };
+        let v = violation_of(check_with(&obs, off_by_one));
         assert_eq!((v.op, v.key.as_deref()), (Some(incr), Some("k0002")));
         assert!(
             v.message.contains("the specification gives"),
