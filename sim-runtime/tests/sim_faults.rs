@@ -832,7 +832,10 @@ async fn lazy_server(addr: SocketAddr, idle: Duration, len: usize) -> (Vec<u8>, 
 }
 
 /// Goal: flow control — a writer to a connection whose reader reads nothing gets at most the
-/// receive window accepted and waits; once the reader reads, every byte arrives intact.
+/// receive window accepted and waits; once the reader reads, every byte arrives intact, and at
+/// full speed: a long wait must not slow the link afterwards (a writer that flushed on every
+/// tick of its wait queued an empty payload per millisecond, each costing the receiver a timer
+/// tick — the megabyte then took seconds, and longer waits slowed links exponentially).
 #[test]
 fn stream_window_holds_a_writer_while_the_reader_does_not_read() {
     sim::run(20, || async {
@@ -864,9 +867,14 @@ fn stream_window_holds_a_writer_while_the_reader_does_not_read() {
         );
         assert!(fault::counters().stream_window_waits > 0);
         writer.await.unwrap();
-        let (all, _) = received.await.unwrap();
+        let (all, took) = received.await.unwrap();
         assert_eq!(all.len(), data.len());
         assert!(all == data, "the bytes arrive intact and in order");
+        // Four windows' worth per round trip of a few ms: well under 200 ms of simulated time.
+        assert!(
+            took < Duration::from_millis(200),
+            "reading 1 MB after the wait took {took:?} (simulated)"
+        );
     });
 }
 

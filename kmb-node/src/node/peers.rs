@@ -11,10 +11,23 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Event, Limits};
 use crate::auth::{self, Challenge, ClusterKey, Hello, Response, Transcript};
+use crate::core::message::MESSAGE_SIZE_MAX;
 use crate::core::Message;
 use crate::ratelimit::{WarnLimiter, WARN_PERIOD};
 use sim_runtime::net::{self, Backoff, FrameReader, TcpListener};
 use sim_runtime::time::{self, Duration};
+
+/// Largest frame either end accepts before the handshake completes: handshake messages are a
+/// few dozen bytes, and an unauthenticated connection must not make a replica buffer more.
+const HANDSHAKE_FRAME_MAX: usize = 4096;
+
+/// Largest frame an authenticated peer may send: the largest message the core encodes (a
+/// state-transfer reply carrying a whole snapshot, [`MESSAGE_SIZE_MAX`]) plus its MAC. Derived,
+/// so no message one replica can send is refused by another: the fixed 4 MiB frame limit it
+/// replaced, below the snapshot limit, left a replica a WAL behind unable ever to take a
+/// checkpoint larger than that (`kmb-tests/tests/large_state_transfer.rs`; seen in VOPR seeds
+/// with large values as state-transfer frames of 10–11 MiB refused).
+const PEER_FRAME_MAX: usize = MESSAGE_SIZE_MAX + auth::MESSAGE_MAC_SIZE;
 
 /// What both ends of a peer link need.
 #[derive(Clone)]
@@ -214,25 +227,28 @@ pub(super) async fn peer_sender(
         let Ok(stream) = net::connect_with_backoff(addr, backoff, None).await else {
             continue;
         };
-        let (writer, mut reader) = net::framed(stream);
+        // The acceptor never writes after its challenge: the handshake limit stays.
+        let (writer, mut reader) = net::framed_with_limit(stream, HANDSHAKE_FRAME_MAX);
         let Some(session) = link.connect(to, &writer, &mut reader).await else {
             time::sleep(backoff.max).await;
             continue;
         };
-        loop {
+        tracing::debug!(replica = link.me, to, "peer link up");
+        let why = loop {
             tokio::select! {
                 biased;
                 message = outbox.recv() => {
                     let Some(mut message) = message else { return };
                     session.seal(&mut message);
                     if writer.send(message).await.is_err() {
-                        break;
+                        break "send failed";
                     }
                 }
                 // The peer never writes after the handshake: a return means it closed.
-                _ = reader.recv() => break,
+                _ = reader.recv() => break "closed by the peer",
             }
-        }
+        };
+        tracing::debug!(replica = link.me, to, why, "peer link down");
         time::sleep(backoff.min).await;
     }
 }
@@ -334,7 +350,7 @@ pub(super) async fn peer_listener_task(
         let inbox = inbox.clone();
         let link = link.clone();
         sim_runtime::task::spawn(async move {
-            let (writer, reader) = net::framed(stream);
+            let (writer, reader) = net::framed_with_limit(stream, HANDSHAKE_FRAME_MAX);
             peer_receiver(link, writer, reader, inbox).await;
             drop(slot);
         });
@@ -351,14 +367,25 @@ async fn peer_receiver(
     let Some((from, session)) = link.accept(&writer, &mut reader).await else {
         return;
     };
+    reader.set_payload_max(PEER_FRAME_MAX);
     let mut replaced = link.inbound.replace(from);
+    tracing::debug!(replica = link.me, from, ?peer, "peer connection accepted");
     loop {
         let frame = tokio::select! {
             biased;
-            _ = &mut replaced => return,
+            _ = &mut replaced => {
+                tracing::debug!(replica = link.me, from, "peer connection replaced by a newer one");
+                return;
+            }
             frame = reader.recv() => frame,
         };
-        let Ok(frame) = frame else { return };
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::debug!(replica = link.me, from, error = %e, "peer connection ended");
+                return;
+            }
+        };
         let Some(bytes) = session.open(&frame) else {
             link.warn(
                 peer,

@@ -344,6 +344,15 @@ mod cli {
 
     pub fn main() -> ExitCode {
         let args = Args::parse();
+        // The nodes' own log (`RUST_LOG=kmb_node=debug vopr --seed S`), to stderr, with the
+        // simulated node and time madsim puts in each line's span. Off unless asked: a sweep
+        // of thousands of seeds would drown in it.
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
         if args.list_mutations {
             for m in Mutation::ALL {
                 println!("{:<36} {}", m.name(), m.description());

@@ -31,6 +31,8 @@ mod stream;
 pub const FRAME_HEADER_SIZE: usize = 12;
 /// Default upper bound on a frame's payload.
 pub const FRAME_PAYLOAD_MAX: usize = 4 << 20;
+/// Payload bytes a reader allocates before any of them arrived; larger frames grow as they come.
+const PAYLOAD_PREALLOCATE_MAX: usize = 1 << 20;
 /// Frames queued per connection before [`FrameWriter::send`] waits.
 pub const FRAME_QUEUE_MAX: usize = 4096;
 
@@ -242,13 +244,25 @@ impl FrameReader {
             Err(e) => return Err(FrameError::Io(e)),
         }
         let (len, sum) = decode_frame_header(&header, self.payload_max)?;
-        let mut payload = vec![0u8; len];
-        self.read
-            .read_exact(&mut payload)
+        // The buffer grows as bytes arrive rather than being allocated at the announced length:
+        // a header damaged in transit (caught only by the payload checksum, after the read)
+        // must not cost the reader the full limit in memory up front.
+        let mut payload = Vec::with_capacity(len.min(PAYLOAD_PREALLOCATE_MAX));
+        let read = (&mut self.read)
+            .take(len as u64)
+            .read_to_end(&mut payload)
             .await
             .map_err(FrameError::Io)?;
+        if read < len {
+            return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into()));
+        }
         verify_frame_payload(&payload, sum)?;
         Ok(payload)
+    }
+
+    /// Change the limit on received payloads — e.g. raise it once the peer has authenticated.
+    pub fn set_payload_max(&mut self, payload_max: usize) {
+        self.payload_max = payload_max;
     }
 
     /// The remote address, if known.

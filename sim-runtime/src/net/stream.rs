@@ -74,6 +74,8 @@ pub struct TcpStream {
     pace: Option<Pin<Box<madsim::time::Sleep>>>,
     /// A writer's wait for room in the receive window.
     window_wait: Option<Pin<Box<madsim::time::Sleep>>>,
+    /// Bytes written into madsim's buffer and not flushed yet.
+    unflushed: bool,
 }
 
 impl Drop for TcpStream {
@@ -108,6 +110,7 @@ impl TcpStream {
             stall: None,
             pace: None,
             window_wait: None,
+            unflushed: false,
         }
     }
 
@@ -231,9 +234,16 @@ impl AsyncWrite for TcpStream {
                 break used;
             }
             // madsim sends only on flush, a kernel at once: push out what this writer holds,
-            // or a reader waiting for it would never make room.
-            if let Poll::Ready(Err(e)) = Pin::new(&mut this.inner).poll_flush(cx) {
-                return Poll::Ready(Err(e));
+            // or a reader waiting for it would never make room. Only then: madsim sends even an
+            // empty buffer as one more payload, and its receiver spends a timer tick on each —
+            // flushing every tick of a long wait queued so many that delivery slowed
+            // exponentially (VOPR seeds 817607132977 and others: a replica starved of every
+            // message after the heal).
+            if this.unflushed {
+                this.unflushed = false;
+                if let Poll::Ready(Err(e)) = Pin::new(&mut this.inner).poll_flush(cx) {
+                    return Poll::Ready(Err(e));
+                }
             }
             let wait = this.window_wait.get_or_insert_with(|| {
                 fault::count_window_wait();
@@ -251,6 +261,7 @@ impl AsyncWrite for TcpStream {
         let part = &buf[..buf.len().min(room)];
         match Pin::new(&mut this.inner).poll_write(cx, part) {
             Poll::Ready(Ok(n)) => {
+                this.unflushed |= n > 0;
                 fault::add_unread(this.local_socket, this.peer_socket, n as i64);
                 Poll::Ready(Ok(n))
             }
@@ -260,6 +271,7 @@ impl AsyncWrite for TcpStream {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.check_reset()?;
+        self.unflushed = false;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
