@@ -57,11 +57,20 @@ pub enum Mutation {
     RecoveryIgnoresLogViewHead,
     /// A state transfer older than the replica's commit point is installed (stale reply).
     StaleStateTransferInstalled,
+    /// Storage recovery accepts a prepare whose header verifies but whose body fails its
+    /// checksum (read-path validation).
+    BodyChecksumUnchecked,
+    /// A request of a client the client table no longer holds (evicted) executes as if new,
+    /// instead of answering `session evicted` (client-table eviction).
+    EvictedSessionExecutes,
+    /// Quorum arithmetic in the view change: with 5 replicas the new primary starts its view
+    /// from f DoViewChanges (itself included) instead of f + 1.
+    DvcQuorumOneShort,
 }
 
 impl Mutation {
     /// Every mutation, in a fixed order.
-    pub const ALL: [Mutation; 13] = [
+    pub const ALL: [Mutation; 16] = [
         Mutation::CommitBeforeQuorum,
         Mutation::PrepareOkBeforeSync,
         Mutation::ViewNotSyncedBeforeDvc,
@@ -75,6 +84,9 @@ impl Mutation {
         Mutation::RepairAcceptsUnchained,
         Mutation::RecoveryIgnoresLogViewHead,
         Mutation::StaleStateTransferInstalled,
+        Mutation::BodyChecksumUnchecked,
+        Mutation::EvictedSessionExecutes,
+        Mutation::DvcQuorumOneShort,
     ];
 
     /// The command-line name.
@@ -93,6 +105,9 @@ impl Mutation {
             Mutation::RepairAcceptsUnchained => "repair-accepts-unchained",
             Mutation::RecoveryIgnoresLogViewHead => "recovery-ignores-log-view-head",
             Mutation::StaleStateTransferInstalled => "stale-state-transfer-installed",
+            Mutation::BodyChecksumUnchecked => "body-checksum-unchecked",
+            Mutation::EvictedSessionExecutes => "evicted-session-executes",
+            Mutation::DvcQuorumOneShort => "dvc-quorum-one-short",
         }
     }
 
@@ -137,6 +152,15 @@ impl Mutation {
             }
             Mutation::StaleStateTransferInstalled => {
                 "a state transfer older than the replica's commit point is installed"
+            }
+            Mutation::BodyChecksumUnchecked => {
+                "storage recovery accepts a prepare whose body fails its checksum"
+            }
+            Mutation::EvictedSessionExecutes => {
+                "a request of an evicted client executes as new instead of answering `session evicted`"
+            }
+            Mutation::DvcQuorumOneShort => {
+                "with 5 replicas a new primary starts its view from 2 DoViewChanges (itself included), not 3"
             }
         }
     }

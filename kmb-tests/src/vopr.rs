@@ -526,6 +526,7 @@ async fn simulate(
     }
     let mut observations = observations(&swarm, &registry, history.clone(), liveness);
     observations.disks = disks;
+    observations.disk_oracle = sim_runtime::disk::oracle_violations();
     observations.corruptible = scheduler
         .corruptible()
         .into_iter()

@@ -57,7 +57,7 @@ fn caught(mutation: Mutation, seed: u64, budget: u64) -> String {
 
 #[test]
 fn mutation_names_round_trip() {
-    assert_eq!(Mutation::ALL.len(), 13);
+    assert_eq!(Mutation::ALL.len(), 16);
     for m in Mutation::ALL {
         assert_eq!(Mutation::from_name(m.name()), Some(m));
     }
@@ -154,4 +154,24 @@ fn mutation_stale_state_transfer_installed_is_caught() {
 #[test]
 fn mutation_recovery_ignores_log_view_head_is_caught() {
     assert!(!caught(Mutation::RecoveryIgnoresLogViewHead, 539, 1).is_empty());
+}
+
+/// Read-path validation: caught at once — the core re-verifies every recovered entry and the
+/// replica stops (`recovered entry at op 42 is invalid`); the disk oracle flags the same read.
+#[test]
+fn mutation_body_checksum_unchecked_is_caught() {
+    assert!(!caught(Mutation::BodyChecksumUnchecked, 1, 1).is_empty());
+}
+
+/// Client-table eviction: the bug issue 11 fixed, planted back; caught at seed 196, the seed
+/// that first reproduced it (`vopr_regressions.rs`).
+#[test]
+fn mutation_evicted_session_executes_is_caught() {
+    assert!(!caught(Mutation::EvictedSessionExecutes, 196, 1).is_empty());
+}
+
+/// Quorum arithmetic in the view change (5 replicas).
+#[test]
+fn mutation_dvc_quorum_one_short_is_caught() {
+    assert!(!caught(Mutation::DvcQuorumOneShort, 49, 1).is_empty());
 }

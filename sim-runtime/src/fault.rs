@@ -130,6 +130,14 @@ pub struct FaultCounters {
     /// Times a writer waited because the reader had not taken the bytes already sent (the
     /// receive window, [`STREAM_WINDOW`], was full).
     pub stream_window_waits: u64,
+    /// Items storage accepted as valid and reported to the disk oracle
+    /// ([`crate::disk::accepted`]).
+    pub disk_items_accepted: u64,
+    /// Faulty items storage reported to the disk oracle ([`crate::disk::reported_faulty`]).
+    pub disk_items_reported_faulty: u64,
+    /// What the disk oracle found wrong ([`crate::disk::oracle_violations`]); 0 in a passing
+    /// seed.
+    pub disk_oracle_findings: u64,
 }
 
 impl FaultCounters {
@@ -167,6 +175,12 @@ impl FaultCounters {
             ("stream_fragments", self.stream_fragments),
             ("stream_slow_readers", self.stream_slow_readers),
             ("stream_window_waits", self.stream_window_waits),
+            ("disk_items_accepted", self.disk_items_accepted),
+            (
+                "disk_items_reported_faulty",
+                self.disk_items_reported_faulty,
+            ),
+            ("disk_oracle_findings", self.disk_oracle_findings),
         ]
     }
 }
@@ -207,6 +221,12 @@ pub(crate) struct WorldState {
     /// Nodes that lose power during their next fsync.
     pub(crate) armed: BTreeSet<NodeId>,
     pub(crate) counters: FaultCounters,
+    /// Per node: faults injected that damage or lose disk contents (bit rot, latent sector
+    /// errors, misdirected, torn or lost writes, failed syncs) — what may explain an item
+    /// storage reports faulty (the disk oracle's accountability rule).
+    pub(crate) disk_damage: BTreeMap<NodeId, u64>,
+    /// What the disk oracle found wrong ([`crate::disk::oracle_violations`]).
+    pub(crate) disk_oracle: Vec<String>,
     pub(crate) events: Vec<FaultEvent>,
     pub(crate) events_dropped: u64,
     time: TimeHandle,
@@ -279,6 +299,8 @@ impl Simulator for World {
                 killed: BTreeSet::new(),
                 armed: BTreeSet::new(),
                 counters: FaultCounters::default(),
+                disk_damage: BTreeMap::new(),
+                disk_oracle: Vec::new(),
                 events: Vec::new(),
                 events_dropped: 0,
                 time: time.clone(),

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use sim_runtime::disk::File;
+use sim_runtime::disk::{self, File};
 use sim_runtime::fault::{self, DiskFaults, LinkFaults};
 use sim_runtime::net::{self, FrameError, TcpListener};
 use sim_runtime::sim::{self, Handle, NodeHandle, NodeId};
@@ -1059,4 +1059,137 @@ fn disk_power_loss_leaves_exactly_the_durable_image() {
             }
         });
     }
+}
+
+/// Goal (disk oracle): an item accepted as valid over a sector bit rot damaged is a finding;
+/// the same range after a rewrite, and a clean range beside it, are not.
+#[test]
+fn disk_oracle_flags_accepted_bit_rot_until_rewritten() {
+    let findings = sim::run(3, || async {
+        let n = node("disk", "10.0.0.1");
+        on(n.id(), async {
+            let f = File::open("f").await.unwrap();
+            f.write_at(&block(7, 0, 1024), 0).await.unwrap();
+            f.write_at(&block(8, 1024, 1024), 1024).await.unwrap();
+            f.sync().await.unwrap();
+            let rot = DiskFaults {
+                bit_rot_probability: 1.0,
+                ..Default::default()
+            };
+            fault::set_disk_faults(sim::current_node(), rot);
+            let mut buf = vec![0; 512];
+            f.read_at(&mut buf, 0).await.unwrap(); // rots a byte of sector 0
+            fault::set_disk_faults(sim::current_node(), DiskFaults::default());
+            disk::accepted(&f, 1024, 1024, "clean item");
+            let clean = disk::oracle_violations().len();
+            disk::accepted(&f, 0, 1024, "rotten item");
+            let rotten = disk::oracle_violations().len();
+            f.write_at(&block(7, 0, 1024), 0).await.unwrap();
+            disk::accepted(&f, 0, 1024, "rewritten item");
+            (clean, rotten, disk::oracle_violations())
+        })
+        .await
+    });
+    let (clean, rotten, all) = findings;
+    assert_eq!(clean, 0, "{all:?}");
+    assert_eq!(rotten, 1, "{all:?}");
+    assert_eq!(all.len(), 1, "the rewrite cleared the damage: {all:?}");
+    assert!(all[0].contains("rotten item"), "{all:?}");
+}
+
+/// Goal (disk oracle, accountability): a faulty item reported on a disk no fault touched is a
+/// finding; on a disk a fault damaged (here: a misdirected write, whose landing place the
+/// oracle also marks) it is not.
+#[test]
+fn disk_oracle_holds_faulty_reports_to_account() {
+    for damaged in [false, true] {
+        let (all, landed) = sim::run(5, move || async move {
+            let n = node("disk", "10.0.0.1");
+            on(n.id(), async move {
+                let f = File::open("f").await.unwrap();
+                f.write_at(&vec![1; 8 * 512], 0).await.unwrap();
+                if damaged {
+                    fault::set_disk_faults(
+                        sim::current_node(),
+                        DiskFaults {
+                            misdirect_probability: 1.0,
+                            ..Default::default()
+                        },
+                    );
+                    f.write_at(&vec![2; 512], 0).await.unwrap();
+                    fault::set_disk_faults(sim::current_node(), DiskFaults::default());
+                }
+                disk::reported_faulty(&f, 1, "an entry");
+                // Where did the misdirected sector land? Accept every sector but the first.
+                let before = disk::oracle_violations().len();
+                for s in 1..8 {
+                    disk::accepted(&f, s * 512, 512, "a sector");
+                }
+                let landed = disk::oracle_violations().len() - before;
+                (disk::oracle_violations(), landed)
+            })
+            .await
+        });
+        if damaged {
+            assert!(
+                all.iter().all(|v| !v.contains("no injected fault")),
+                "{all:?}"
+            );
+            assert_eq!(landed, 1, "the misdirected write's landing place: {all:?}");
+        } else {
+            assert_eq!(all.len(), 1, "{all:?}");
+            assert!(all[0].contains("no injected fault"), "{all:?}");
+        }
+    }
+}
+
+/// Goal (disk oracle): after a power loss tears a write, an item spanning its kept and lost
+/// sectors is a finding; items wholly on one side are not.
+#[test]
+fn disk_oracle_flags_an_item_straddling_a_torn_write() {
+    let mut straddle_seen = false;
+    for seed in 0..8 {
+        let (whole, sides) = sim::run(seed, || async {
+            let n = node("disk", "10.0.0.1");
+            let id = n.id();
+            fault::set_disk_faults(
+                id,
+                DiskFaults {
+                    crash_torn_probability: 1.0,
+                    ..Default::default()
+                },
+            );
+            on(id, async {
+                let f = File::open("f").await.unwrap();
+                f.write_at(&vec![0x11; 8 * 512], 0).await.unwrap();
+                f.sync().await.unwrap();
+                f.write_at(&vec![0xEE; 8 * 512], 0).await.unwrap();
+            })
+            .await;
+            sim::kill(id);
+            sim::restart(id);
+            on(id, async {
+                let f = File::open("f").await.unwrap();
+                let mut buf = vec![0; 8 * 512];
+                f.read_at(&mut buf, 0).await.unwrap();
+                disk::accepted(&f, 0, 8 * 512, "the whole write");
+                let whole = disk::oracle_violations().len();
+                for s in 0..8 {
+                    disk::accepted(&f, s * 512, 512, "one sector");
+                }
+                let mixed =
+                    buf.chunks(512).any(|c| c[0] == 0xEE) && buf.chunks(512).any(|c| c[0] == 0x11);
+                (whole, (disk::oracle_violations().len() - whole, mixed))
+            })
+            .await
+        });
+        let (single_sector_findings, mixed) = sides;
+        assert_eq!(
+            single_sector_findings, 0,
+            "seed {seed}: a sector is one side"
+        );
+        assert_eq!(whole, usize::from(mixed), "seed {seed}: mixed {mixed}");
+        straddle_seen |= mixed;
+    }
+    assert!(straddle_seen, "some seed must tear the write");
 }

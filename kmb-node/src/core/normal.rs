@@ -238,6 +238,18 @@ impl Replica {
     }
 
     fn apply(&mut self, header: Header, body: &[u8]) {
+        // Mutation `evicted-session-executes` (simulator): the eviction rule is skipped.
+        #[cfg(madsim)]
+        let evicted_executes = || {
+            use crate::mutation::{self, Mutation};
+            let on = mutation::is(Mutation::EvictedSessionExecutes);
+            if on {
+                mutation::bit(Mutation::EvictedSessionExecutes);
+            }
+            on
+        };
+        #[cfg(not(madsim))]
+        let evicted_executes = || false;
         if header.operation != Operation::Request {
             return;
         }
@@ -254,7 +266,7 @@ impl Replica {
             // this very request executed before it was evicted, so nothing but a registration
             // executes for it; it learns it was evicted, and nothing is recorded (issue 11: a
             // retry after 1,100 other sessions executed a second time).
-            None if decoded() != Ok(kv::Request::Register) => {
+            None if decoded() != Ok(kv::Request::Register) && !evicted_executes() => {
                 crate::mark!("session_evicted_reply");
                 Some((header.op, kv::Reply::Error(kv::SESSION_EVICTED.to_string())))
             }

@@ -152,9 +152,24 @@ impl Replica {
     }
 
     pub(super) fn try_install_dvcs(&mut self) {
+        let needed = self.config.quorum();
+        // Mutation `dvc-quorum-one-short` (simulator): one DoViewChange fewer with 5 replicas.
+        #[cfg(madsim)]
+        let needed = if self.config.replica_count == 5
+            && self.is_primary_elect()
+            && !self.vc_installed
+            && crate::mutation::is(crate::mutation::Mutation::DvcQuorumOneShort)
+        {
+            if self.dvcs.len() == needed - 1 && self.dvcs.contains_key(&self.config.replica) {
+                crate::mutation::bit(crate::mutation::Mutation::DvcQuorumOneShort);
+            }
+            needed - 1
+        } else {
+            needed
+        };
         if !self.is_primary_elect()
             || self.vc_installed
-            || self.dvcs.len() < self.config.quorum()
+            || self.dvcs.len() < needed
             || !self.dvcs.contains_key(&self.config.replica)
         {
             return;

@@ -623,7 +623,16 @@ impl Storage {
             self.write(&bytes, reference.offset).await?;
             self.sync_file().await?;
             match read_exact(&self.file, bytes.len(), reference.offset).await {
-                Ok(back) if back == bytes => break,
+                Ok(back) if back == bytes => {
+                    #[cfg(madsim)]
+                    sim_runtime::disk::accepted(
+                        &self.file,
+                        reference.offset,
+                        bytes.len() as u64,
+                        "checkpoint read back",
+                    );
+                    break;
+                }
                 _ if attempts < 4 => continue,
                 result => {
                     // The checkpoint cannot be stored: stop (like a failed sync).
@@ -658,7 +667,16 @@ impl Storage {
             .await
             .map_err(|_| StorageError::Corrupt { op })?;
         match Entry::decode(&bytes) {
-            Ok(e) if e.header == h => Ok(Some(e)),
+            Ok(e) if e.header == h => {
+                #[cfg(madsim)]
+                sim_runtime::disk::accepted(
+                    &self.file,
+                    self.layout.prepare_offset(slot),
+                    len as u64,
+                    "WAL entry (repair read)",
+                );
+                Ok(Some(e))
+            }
             _ => Err(StorageError::Corrupt { op }),
         }
     }
@@ -748,6 +766,8 @@ async fn load(path: &Path) -> Result<Loaded, StorageError> {
         recovery::load_checkpoint(&superblock, bytes.as_deref())
     };
     let recovered = recovery::recover(superblock, checkpoint, &slots);
+    #[cfg(madsim)]
+    disk_oracle(&file, &layout, &copies, &recovered);
     if !recovered.faulty.is_empty() {
         crate::mark!("recovery_faulty_ops");
     }
@@ -767,6 +787,54 @@ async fn load(path: &Path) -> Result<Loaded, StorageError> {
         slots,
         recovered,
     })
+}
+
+/// The disk oracle (simulation only, issue 12): tell the simulated disk every item recovery
+/// accepted as valid and every item it found faulty; the simulator, which knows what its faults
+/// did to this disk, judges both (`sim_runtime::disk::accepted`, `reported_faulty`).
+#[cfg(madsim)]
+fn disk_oracle(file: &File, layout: &Layout, copies: &[Option<Vec<u8>>], recovered: &Recovery) {
+    use sim_runtime::disk;
+    let mut bad_copies = 0;
+    for (i, copy) in copies.iter().enumerate() {
+        match copy.as_deref().map(|b| Superblock::decode(b, i as u8)) {
+            Some(Ok(_)) => disk::accepted(
+                file,
+                Layout::superblock_offset(i),
+                SUPERBLOCK_SIZE as u64,
+                "superblock copy",
+            ),
+            _ => bad_copies += 1,
+        }
+    }
+    disk::reported_faulty(file, bad_copies, "superblock copies");
+    let checkpoint = &recovered.superblock.checkpoint;
+    match recovered.checkpoint {
+        CheckpointState::Loaded(_) => disk::accepted(
+            file,
+            checkpoint.offset,
+            CHECKPOINT_HEADER_SIZE as u64 + checkpoint.size,
+            "checkpoint",
+        ),
+        CheckpointState::Faulty => disk::reported_faulty(file, 1, "checkpoint"),
+        CheckpointState::Empty => {}
+    }
+    for entry in recovered.log.iter().chain(&recovered.after_gap) {
+        disk::accepted(
+            file,
+            layout.prepare_offset(layout.slot_of(entry.header.op)),
+            (HEADER_SIZE + entry.header.size as usize) as u64,
+            "WAL entry",
+        );
+    }
+    // Ops recovery proved durable here (written) and found unreadable; holes this replica
+    // never wrote are not damage.
+    let written = recovered
+        .faulty
+        .iter()
+        .filter(|op| !recovered.never_written.contains(op))
+        .count();
+    disk::reported_faulty(file, written as u64, "WAL entries written and unreadable");
 }
 
 /// What an offline examination of a data file found (`kmb-node verify` / `inspect`).

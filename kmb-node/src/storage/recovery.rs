@@ -84,6 +84,15 @@ pub fn classify(
             Ok(h) if !belongs(&h, slot, slot_count, cluster) => PrepareCopy::Misdirected(h),
             Ok(h) => match Entry::decode(bytes) {
                 Ok(entry) if entry.header == h => PrepareCopy::Valid(entry),
+                // Mutation `body-checksum-unchecked` (simulator): the body is taken unverified.
+                #[cfg(madsim)]
+                _ if bytes.len() >= HEADER_SIZE + h.size as usize
+                    && crate::mutation::is(crate::mutation::Mutation::BodyChecksumUnchecked) =>
+                {
+                    crate::mutation::bit(crate::mutation::Mutation::BodyChecksumUnchecked);
+                    let body = bytes[HEADER_SIZE..HEADER_SIZE + h.size as usize].to_vec();
+                    PrepareCopy::Valid(Entry { header: h, body })
+                }
                 _ => PrepareCopy::BodyCorrupt(h),
             },
         },

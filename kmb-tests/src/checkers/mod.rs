@@ -16,7 +16,7 @@
 //! | [`commit_history`] | a committed op never changes; commits are contiguous | a rewrite or a gap |
 //! | [`head_progress`] | after healing, the cluster converges in time, and every disk durably holds the committed log | no progress (liveness); a replica whose disk lacks committed ops |
 //! | [`checkpoint_recovery`] | a restart recovers exactly the state committed at its commit | a wrong recovered state |
-//! | [`storage_determinism`] | the same checkpoint op has the same bytes everywhere, written and read back from disk | differing checkpoint bytes; a disk returning other bytes |
+//! | [`storage_determinism`] | the same checkpoint op has the same bytes everywhere, written and read back from disk; every item storage accepts is intact, every item it reports faulty is explained by a fault (the disk oracle) | differing checkpoint bytes; a disk returning other bytes; damage let through; a good item called faulty |
 //!
 //! [`replay`] is the shared model (not an invariant): the committed log replayed through a
 //! fresh key-value state and client table, exactly as the core applies it.
@@ -149,6 +149,11 @@ pub struct Observations {
     /// The replicas whose disk the fault model could damage or fail (corrupt sectors, latent
     /// errors, failed writes): only there may storage report damage.
     pub corruptible: BTreeSet<u8>,
+    /// What the simulated disk's oracle found wrong with storage's reads, in order: an item
+    /// accepted as valid that an injected fault had damaged (or that straddles a torn write),
+    /// or an item reported faulty on a disk no fault ever damaged
+    /// (`sim_runtime::disk::accepted`, `reported_faulty`).
+    pub disk_oracle: Vec<String>,
 }
 
 impl Default for Observations {
@@ -181,6 +186,7 @@ impl Observations {
             votes: BTreeMap::new(),
             disks: BTreeMap::new(),
             corruptible: BTreeSet::new(),
+            disk_oracle: Vec::new(),
         }
     }
 

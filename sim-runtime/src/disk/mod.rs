@@ -29,5 +29,6 @@ pub use real::*;
 pub(crate) mod simulated;
 #[cfg(madsim)]
 pub use simulated::{
-    copy_durable, create_dir_all, discard_disk, exists, list, remove, rename, File,
+    accepted, copy_durable, create_dir_all, discard_disk, exists, list, oracle_violations, remove,
+    rename, reported_faulty, File,
 };

@@ -18,7 +18,12 @@ use crate::fault::{self, WorldState};
 
 #[derive(Clone, Debug)]
 enum Pending {
-    Write { offset: u64, data: Vec<u8> },
+    /// `misdirected`: the write landed at `offset` though it was meant for elsewhere.
+    Write {
+        offset: u64,
+        data: Vec<u8>,
+        misdirected: bool,
+    },
     SetLen(u64),
 }
 
@@ -35,9 +40,122 @@ struct SimFile {
     /// `current` may differ from `durable` outside the ranges of `pending` (a failed sync
     /// dropped some writes): the next power loss copies the whole durable image back.
     diverged: bool,
+    /// Disk oracle: sectors whose content an injected fault made differ from what was written
+    /// there (bit rot; the landing place of a misdirected write), not rewritten since — in
+    /// `current`, and in `durable` (what a power loss leaves).
+    damaged: Ranges,
+    damaged_durable: Ranges,
+    /// Disk oracle: writes torn by a power loss, not rewritten since.
+    torn: Vec<Torn>,
+}
+
+/// A write torn by a power loss: of its bytes, `kept` landed and `lost` kept their older
+/// content (whole sectors each). An item storage accepts must not lie on both sides.
+#[derive(Clone, Debug, Default)]
+struct Torn {
+    kept: Ranges,
+    lost: Ranges,
+}
+
+/// A set of disjoint byte ranges `[start, end)`, keyed by start. Byte-exact on purpose: a
+/// 138-byte WAL entry written over part of a damaged sector is intact even though the rest
+/// of the sector is not.
+#[derive(Clone, Debug, Default)]
+struct Ranges(BTreeMap<u64, u64>);
+
+impl Ranges {
+    fn insert(&mut self, lo: u64, hi: u64) {
+        if lo >= hi {
+            return;
+        }
+        self.remove(lo, hi);
+        self.0.insert(lo, hi);
+    }
+
+    fn remove(&mut self, lo: u64, hi: u64) {
+        if lo >= hi {
+            return;
+        }
+        let hit: Vec<(u64, u64)> = self
+            .0
+            .range(..hi)
+            .filter(|&(_, &end)| end > lo)
+            .map(|(&a, &b)| (a, b))
+            .collect();
+        for (a, b) in hit {
+            self.0.remove(&a);
+            if a < lo {
+                self.0.insert(a, lo);
+            }
+            if b > hi {
+                self.0.insert(hi, b);
+            }
+        }
+    }
+
+    /// The parts of `[lo, hi)` in the set.
+    fn within(&self, lo: u64, hi: u64) -> Vec<(u64, u64)> {
+        self.0
+            .range(..hi)
+            .filter(|&(_, &end)| end > lo)
+            .map(|(&a, &b)| (a.max(lo), b.min(hi)))
+            .collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Bound on recorded oracle violations per simulation.
+const ORACLE_VIOLATIONS_MAX: usize = 64;
+
+fn violation(s: &mut WorldState, what: String) {
+    s.counters.disk_oracle_findings += 1;
+    if s.disk_oracle.len() < ORACLE_VIOLATIONS_MAX {
+        s.disk_oracle.push(what);
+    }
+}
+
+/// One more fault that damaged or lost contents of `node`'s disk.
+fn damage(s: &mut WorldState, node: NodeId) {
+    *s.disk_damage.entry(node).or_default() += 1;
 }
 
 impl SimFile {
+    /// A write of `[offset, offset + len)` replaced the sectors it covers entirely: whatever
+    /// a fault did to them before is gone.
+    /// A pending write reached `durable` (synced, or kept by a power loss).
+    fn durable_rewritten(&mut self, offset: u64, len: u64, misdirected: bool) {
+        self.damaged_durable.remove(offset, offset + len);
+        if misdirected {
+            self.damaged_durable.insert(offset, offset + len);
+        }
+    }
+
+    fn durable_apply(&mut self, pending: &Pending) {
+        apply_pending(&mut self.durable, pending);
+        if let Pending::Write {
+            offset,
+            data,
+            misdirected,
+        } = pending
+        {
+            self.durable_rewritten(*offset, data.len() as u64, *misdirected);
+        }
+    }
+
+    fn rewritten(&mut self, offset: u64, len: u64) {
+        let (lo, hi) = (offset, offset + len);
+        self.damaged.remove(lo, hi);
+        for t in &mut self.torn {
+            t.kept.remove(lo, hi);
+            t.lost.remove(lo, hi);
+        }
+        self.torn
+            .retain(|t| !t.kept.is_empty() && !t.lost.is_empty());
+    }
+
     /// Whether a fault damaging every range of `ranges` may be injected under the
     /// one-fault-per-structure model of `groups` (all or nothing); if so, the copies it
     /// touches are marked damaged.
@@ -103,7 +221,7 @@ fn apply(buf: &mut Vec<u8>, offset: u64, data: &[u8]) {
 
 fn apply_pending(buf: &mut Vec<u8>, pending: &Pending) {
     match pending {
-        Pending::Write { offset, data } => apply(buf, *offset, data),
+        Pending::Write { offset, data, .. } => apply(buf, *offset, data),
         Pending::SetLen(len) => buf.resize(*len as usize, 0),
     }
 }
@@ -131,18 +249,24 @@ pub(crate) fn power_loss(state: &mut WorldState, node: NodeId) {
         let ranges: Vec<(u64, u64)> = pending
             .iter()
             .filter_map(|p| match p {
-                Pending::Write { offset, data } => Some((*offset, data.len() as u64)),
+                Pending::Write { offset, data, .. } => Some((*offset, data.len() as u64)),
                 Pending::SetLen(_) => None,
             })
             .collect();
         for pending in pending {
-            let Pending::Write { offset, data } = &pending else {
+            let Pending::Write {
+                offset,
+                data,
+                misdirected,
+            } = &pending
+            else {
                 apply_pending(&mut file.durable, &pending);
                 continue;
             };
             let draw: f64 = state.rng.gen();
             if draw < faults.crash_lost_probability {
                 state.counters.crash_lost_writes += 1;
+                damage(state, node);
                 state.record(
                     "disk.crash_lost",
                     format!(
@@ -152,7 +276,9 @@ pub(crate) fn power_loss(state: &mut WorldState, node: NodeId) {
                 );
             } else if draw < faults.crash_lost_probability + faults.crash_torn_probability {
                 state.counters.crash_torn_writes += 1;
+                damage(state, node);
                 let mut kept = Vec::new();
+                let mut torn = Torn::default();
                 let end = offset + data.len() as u64;
                 let mut start = *offset;
                 while start < end {
@@ -161,9 +287,17 @@ pub(crate) fn power_loss(state: &mut WorldState, node: NodeId) {
                         let slice =
                             &data[(start - offset) as usize..(sector_end - offset) as usize];
                         apply(&mut file.durable, start, slice);
+                        file.durable_rewritten(start, sector_end - start, *misdirected);
+                        file.rewritten(start, sector_end - start);
                         kept.push(start / SECTOR_SIZE);
+                        torn.kept.insert(start, sector_end);
+                    } else {
+                        torn.lost.insert(start, sector_end);
                     }
                     start = sector_end;
+                }
+                if !torn.kept.is_empty() && !torn.lost.is_empty() {
+                    file.torn.push(torn);
                 }
                 state.record(
                     "disk.crash_torn",
@@ -174,9 +308,11 @@ pub(crate) fn power_loss(state: &mut WorldState, node: NodeId) {
                 );
             } else {
                 state.counters.crash_kept_writes += 1;
-                apply_pending(&mut file.durable, &pending);
+                file.durable_apply(&pending);
+                file.rewritten(*offset, data.len() as u64);
             }
         }
+        file.damaged = file.damaged_durable.clone();
         if whole {
             file.current = file.durable.clone();
             file.diverged = false;
@@ -285,6 +421,7 @@ impl File {
                 let lo = sector * SECTOR_SIZE;
                 if file.admit_damage(&faults.redundant_copies, &[(lo, lo + SECTOR_SIZE)]) {
                     file.bad_sectors.insert(sector);
+                    damage(s, node);
                     s.counters.latent_errors_injected += 1;
                     s.record(
                         "disk.latent_error",
@@ -300,6 +437,11 @@ impl File {
                     if byte < file.durable.len() {
                         file.durable[byte] ^= bit;
                     }
+                    file.damaged.insert(byte as u64, byte as u64 + 1);
+                    if byte < file.durable.len() {
+                        file.damaged_durable.insert(byte as u64, byte as u64 + 1);
+                    }
+                    damage(s, node);
                     s.counters.bit_rots += 1;
                     s.record(
                         "disk.bit_rot",
@@ -357,6 +499,7 @@ impl File {
                     &faults.redundant_copies,
                     &[(target, target + len), (offset, offset + len)],
                 ) {
+                    damage(s, node);
                     s.counters.misdirected_writes += 1;
                     s.record(
                         "disk.misdirect",
@@ -367,6 +510,12 @@ impl File {
                 }
             }
             apply(&mut file.current, target, data);
+            file.rewritten(target, len);
+            if target != offset {
+                // The landing place holds bytes written for another: damaged (the meant place
+                // keeps older bytes that were written there: stale, not damaged).
+                file.damaged.insert(target, target + len);
+            }
             file.repair_copies(&faults.redundant_copies, target, target + len);
             // A write to a sector clears its latent error: the OS writes whole pages and the
             // drive remaps the sector on write.
@@ -383,6 +532,7 @@ impl File {
             file.pending.push(Pending::Write {
                 offset: target,
                 data: data.to_vec(),
+                misdirected: target != offset,
             });
             Ok(())
         })
@@ -418,11 +568,12 @@ impl File {
                 let mut persisted = 0;
                 for p in &pending {
                     if s.rng.gen_bool(0.5) {
-                        apply_pending(&mut file.durable, p);
+                        file.durable_apply(p);
                         persisted += 1;
                     }
                 }
                 file.diverged = true;
+                damage(s, node);
                 s.counters.sync_errors += 1;
                 s.record(
                     "disk.sync_error",
@@ -434,7 +585,7 @@ impl File {
                 return Err(io::Error::other(format!("{path}: fsync failed")));
             }
             for p in &pending {
-                apply_pending(&mut file.durable, p);
+                file.durable_apply(p);
             }
             Ok(())
         })
@@ -553,6 +704,9 @@ pub fn copy_durable(from: NodeId, to: NodeId) {
                         bad_sectors: f.bad_sectors.clone(),
                         damaged_copies: f.damaged_copies.clone(),
                         diverged: false,
+                        damaged: f.damaged_durable.clone(),
+                        damaged_durable: f.damaged_durable.clone(),
+                        torn: f.torn.clone(),
                     };
                     (inode, file)
                 })
@@ -564,7 +718,74 @@ pub fn copy_durable(from: NodeId, to: NodeId) {
             Some(disk) => s.disks.insert(to, disk),
             None => s.disks.remove(&to),
         };
+        let damage = s.disk_damage.get(&from).copied().unwrap_or(0);
+        s.disk_damage.insert(to, damage);
     })
+}
+
+/// Disk oracle (issue 12): storage accepted `[offset, offset + len)` of `file` as a valid
+/// `what` after its own checks. The simulator knows the ground truth: the item must not
+/// contain a byte an injected fault damaged (bit rot, a misdirected write's landing place)
+/// nor straddle the kept and lost sectors of a write torn by a power loss. Otherwise storage's
+/// validation let damage through (a checksum not covering a field, a read path that skips a
+/// check): a violation, found by [`oracle_violations`]. Stale bytes (an older write never
+/// overwritten, e.g. after a lost or misdirected write) are not the oracle's business: they
+/// were written there, and the protocol's hash chains judge them.
+pub fn accepted(file: &File, offset: u64, len: u64, what: &str) {
+    let (node, inode) = (file.node, file.inode);
+    let path = file.path.display().to_string();
+    fault::with(|s| {
+        s.counters.disk_items_accepted += 1;
+        let Some(f) = s.disks.get(&node).and_then(|d| d.files.get(&inode)) else {
+            return;
+        };
+        let (lo, hi) = (offset, offset + len);
+        let rotten = f.damaged.within(lo, hi);
+        let straddles = f
+            .torn
+            .iter()
+            .any(|t| !t.kept.within(lo, hi).is_empty() && !t.lost.within(lo, hi).is_empty());
+        if !rotten.is_empty() {
+            let v = format!(
+                "node {node} {path}: storage accepted {what} ({len} bytes at {offset}) \
+                 containing bytes {rotten:?} damaged by an injected fault"
+            );
+            violation(s, v);
+        } else if straddles {
+            let v = format!(
+                "node {node} {path}: storage accepted {what} ({len} bytes at {offset}) \
+                 that is half of a write torn by a power loss (some sectors new, some old)"
+            );
+            violation(s, v);
+        }
+    })
+}
+
+/// Disk oracle, accountability (issue 12): storage found `items` items of `file` faulty
+/// (`what` says which). Every one must be explained by an injected fault that damaged or lost
+/// contents of this node's disk; on a disk no such fault ever touched, a faulty item is a
+/// violation (storage misreads good data).
+pub fn reported_faulty(file: &File, items: u64, what: &str) {
+    if items == 0 {
+        return;
+    }
+    let node = file.node;
+    let path = file.path.display().to_string();
+    fault::with(|s| {
+        s.counters.disk_items_reported_faulty += items;
+        if s.disk_damage.get(&node).copied().unwrap_or(0) == 0 {
+            let v = format!(
+                "node {node} {path}: storage reported {items} faulty item(s) ({what}) but no \
+                 injected fault ever damaged or lost contents of this disk"
+            );
+            violation(s, v);
+        }
+    })
+}
+
+/// Everything the disk oracle found wrong in this simulation, in order.
+pub fn oracle_violations() -> Vec<String> {
+    fault::with(|s| s.disk_oracle.clone())
 }
 
 /// Drop node `node`'s whole disk (its files are gone, as after a disk swap): frees a copy made
@@ -572,5 +793,6 @@ pub fn copy_durable(from: NodeId, to: NodeId) {
 pub fn discard_disk(node: NodeId) {
     fault::with(|s| {
         s.disks.remove(&node);
+        s.disk_damage.remove(&node);
     })
 }
