@@ -66,6 +66,10 @@ pub const MARKS: &[(&str, &str)] = &[
         "a retried request already executed was answered from the client table",
     ),
     (
+        "stale_client_request",
+        "a client request older than the client's latest executed one reached the primary late",
+    ),
+    (
         "request_too_large",
         "a client request over the size limit was refused at admission",
     ),

@@ -221,10 +221,6 @@ pub(crate) struct WorldState {
     /// Nodes that lose power during their next fsync.
     pub(crate) armed: BTreeSet<NodeId>,
     pub(crate) counters: FaultCounters,
-    /// Per node: faults injected that damage or lose disk contents (bit rot, latent sector
-    /// errors, misdirected, torn or lost writes, failed syncs) — what may explain an item
-    /// storage reports faulty (the disk oracle's accountability rule).
-    pub(crate) disk_damage: BTreeMap<NodeId, u64>,
     /// What the disk oracle found wrong ([`crate::disk::oracle_violations`]).
     pub(crate) disk_oracle: Vec<String>,
     pub(crate) events: Vec<FaultEvent>,
@@ -299,7 +295,6 @@ impl Simulator for World {
                 killed: BTreeSet::new(),
                 armed: BTreeSet::new(),
                 counters: FaultCounters::default(),
-                disk_damage: BTreeMap::new(),
                 disk_oracle: Vec::new(),
                 events: Vec::new(),
                 events_dropped: 0,

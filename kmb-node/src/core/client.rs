@@ -48,6 +48,9 @@ impl Replica {
         }
         if let Some(e) = self.clients.get(client) {
             if request < e.request {
+                // A request the client gave up on and superseded, delivered late (a stalled
+                // link, a retry on another replica): the client no longer waits for it.
+                crate::mark!("stale_client_request");
                 return;
             }
             if request == e.request {

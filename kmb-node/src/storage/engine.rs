@@ -163,6 +163,21 @@ impl Storage {
             recovered,
             ..
         } = load(path.as_ref()).await?;
+        // Postcondition of recovery, checked in the simulator (executable spec, like the core's
+        // `invariant!`): no recovered entry belongs to a suffix a view change truncated — an
+        // entry above `log_view_head` is of the current `log_view` (`recovery::Window::current`).
+        #[cfg(madsim)]
+        if let Some(e) =
+            recovered.log.iter().chain(&recovered.after_gap).find(|e| {
+                e.header.op > superblock.log_view_head && e.header.view < superblock.log_view
+            })
+        {
+            return Err(StorageError::Invalid(format!(
+                "invariant: recovered entry at op {} of view {} lies above log_view_head {} of \
+                 log_view {} (a truncated suffix taken as current)",
+                e.header.op, e.header.view, superblock.log_view_head, superblock.log_view
+            )));
+        }
         let mut slot_headers = vec![None; layout.config.slot_count as usize];
         let mut head = superblock.checkpoint.op;
         for e in recovered.log.iter().chain(&recovered.after_gap) {
@@ -795,28 +810,23 @@ async fn load(path: &Path) -> Result<Loaded, StorageError> {
 #[cfg(madsim)]
 fn disk_oracle(file: &File, layout: &Layout, copies: &[Option<Vec<u8>>], recovered: &Recovery) {
     use sim_runtime::disk;
-    let mut bad_copies = 0;
     for (i, copy) in copies.iter().enumerate() {
+        let range = (Layout::superblock_offset(i), SUPERBLOCK_SIZE as u64);
         match copy.as_deref().map(|b| Superblock::decode(b, i as u8)) {
-            Some(Ok(_)) => disk::accepted(
-                file,
-                Layout::superblock_offset(i),
-                SUPERBLOCK_SIZE as u64,
-                "superblock copy",
-            ),
-            _ => bad_copies += 1,
+            Some(Ok(_)) => disk::accepted(file, range.0, range.1, "superblock copy"),
+            _ => disk::reported_faulty(file, &[range], &format!("superblock copy {i}")),
         }
     }
-    disk::reported_faulty(file, bad_copies, "superblock copies");
     let checkpoint = &recovered.superblock.checkpoint;
+    let checkpoint_range = (
+        checkpoint.offset,
+        CHECKPOINT_HEADER_SIZE as u64 + checkpoint.size,
+    );
     match recovered.checkpoint {
-        CheckpointState::Loaded(_) => disk::accepted(
-            file,
-            checkpoint.offset,
-            CHECKPOINT_HEADER_SIZE as u64 + checkpoint.size,
-            "checkpoint",
-        ),
-        CheckpointState::Faulty => disk::reported_faulty(file, 1, "checkpoint"),
+        CheckpointState::Loaded(_) => {
+            disk::accepted(file, checkpoint_range.0, checkpoint_range.1, "checkpoint")
+        }
+        CheckpointState::Faulty => disk::reported_faulty(file, &[checkpoint_range], "checkpoint"),
         CheckpointState::Empty => {}
     }
     for entry in recovered.log.iter().chain(&recovered.after_gap) {
@@ -828,13 +838,18 @@ fn disk_oracle(file: &File, layout: &Layout, copies: &[Option<Vec<u8>>], recover
         );
     }
     // Ops recovery proved durable here (written) and found unreadable; holes this replica
-    // never wrote are not damage.
-    let written = recovered
-        .faulty
-        .iter()
-        .filter(|op| !recovered.never_written.contains(op))
-        .count();
-    disk::reported_faulty(file, written as u64, "WAL entries written and unreadable");
+    // never wrote are not damage. The evidence is the slot's prepare and its redundant header.
+    for &op in &recovered.faulty {
+        if recovered.never_written.contains(&op) {
+            continue;
+        }
+        let slot = layout.slot_of(op);
+        let ranges = [
+            (layout.prepare_offset(slot), layout.config.slot_size as u64),
+            (layout.header_offset(slot), HEADER_SIZE as u64),
+        ];
+        disk::reported_faulty(file, &ranges, &format!("WAL entry of op {op}"));
+    }
 }
 
 /// What an offline examination of a data file found (`kmb-node verify` / `inspect`).

@@ -47,6 +47,11 @@ struct SimFile {
     damaged_durable: Ranges,
     /// Disk oracle: writes torn by a power loss, not rewritten since.
     torn: Vec<Torn>,
+    /// Disk oracle: byte ranges whose durable content a fault left uncertain — writes pending
+    /// at a power loss (kept, lost or torn: a crash may also fall between two related writes),
+    /// writes a failed sync may have dropped, the place a misdirected write was meant for —
+    /// until a synced rewrite. What may explain an item storage reports faulty there.
+    uncertain: Ranges,
 }
 
 /// A write torn by a power loss: of its bytes, `kept` landed and `lost` kept their older
@@ -117,17 +122,13 @@ fn violation(s: &mut WorldState, what: String) {
     }
 }
 
-/// One more fault that damaged or lost contents of `node`'s disk.
-fn damage(s: &mut WorldState, node: NodeId) {
-    *s.disk_damage.entry(node).or_default() += 1;
-}
-
 impl SimFile {
     /// A write of `[offset, offset + len)` replaced the sectors it covers entirely: whatever
     /// a fault did to them before is gone.
     /// A pending write reached `durable` (synced, or kept by a power loss).
     fn durable_rewritten(&mut self, offset: u64, len: u64, misdirected: bool) {
         self.damaged_durable.remove(offset, offset + len);
+        self.uncertain.remove(offset, offset + len);
         if misdirected {
             self.damaged_durable.insert(offset, offset + len);
         }
@@ -266,7 +267,6 @@ pub(crate) fn power_loss(state: &mut WorldState, node: NodeId) {
             let draw: f64 = state.rng.gen();
             if draw < faults.crash_lost_probability {
                 state.counters.crash_lost_writes += 1;
-                damage(state, node);
                 state.record(
                     "disk.crash_lost",
                     format!(
@@ -276,7 +276,6 @@ pub(crate) fn power_loss(state: &mut WorldState, node: NodeId) {
                 );
             } else if draw < faults.crash_lost_probability + faults.crash_torn_probability {
                 state.counters.crash_torn_writes += 1;
-                damage(state, node);
                 let mut kept = Vec::new();
                 let mut torn = Torn::default();
                 let end = offset + data.len() as u64;
@@ -313,6 +312,9 @@ pub(crate) fn power_loss(state: &mut WorldState, node: NodeId) {
             }
         }
         file.damaged = file.damaged_durable.clone();
+        for &(offset, n) in &ranges {
+            file.uncertain.insert(offset, offset + n);
+        }
         if whole {
             file.current = file.durable.clone();
             file.diverged = false;
@@ -421,7 +423,6 @@ impl File {
                 let lo = sector * SECTOR_SIZE;
                 if file.admit_damage(&faults.redundant_copies, &[(lo, lo + SECTOR_SIZE)]) {
                     file.bad_sectors.insert(sector);
-                    damage(s, node);
                     s.counters.latent_errors_injected += 1;
                     s.record(
                         "disk.latent_error",
@@ -441,7 +442,6 @@ impl File {
                     if byte < file.durable.len() {
                         file.damaged_durable.insert(byte as u64, byte as u64 + 1);
                     }
-                    damage(s, node);
                     s.counters.bit_rots += 1;
                     s.record(
                         "disk.bit_rot",
@@ -499,7 +499,6 @@ impl File {
                     &faults.redundant_copies,
                     &[(target, target + len), (offset, offset + len)],
                 ) {
-                    damage(s, node);
                     s.counters.misdirected_writes += 1;
                     s.record(
                         "disk.misdirect",
@@ -515,6 +514,7 @@ impl File {
                 // The landing place holds bytes written for another: damaged (the meant place
                 // keeps older bytes that were written there: stale, not damaged).
                 file.damaged.insert(target, target + len);
+                file.uncertain.insert(offset, offset + len);
             }
             file.repair_copies(&faults.redundant_copies, target, target + len);
             // A write to a sector clears its latent error: the OS writes whole pages and the
@@ -570,10 +570,11 @@ impl File {
                     if s.rng.gen_bool(0.5) {
                         file.durable_apply(p);
                         persisted += 1;
+                    } else if let Pending::Write { offset, data, .. } = p {
+                        file.uncertain.insert(*offset, *offset + data.len() as u64);
                     }
                 }
                 file.diverged = true;
-                damage(s, node);
                 s.counters.sync_errors += 1;
                 s.record(
                     "disk.sync_error",
@@ -707,6 +708,7 @@ pub fn copy_durable(from: NodeId, to: NodeId) {
                         damaged: f.damaged_durable.clone(),
                         damaged_durable: f.damaged_durable.clone(),
                         torn: f.torn.clone(),
+                        uncertain: f.uncertain.clone(),
                     };
                     (inode, file)
                 })
@@ -718,8 +720,6 @@ pub fn copy_durable(from: NodeId, to: NodeId) {
             Some(disk) => s.disks.insert(to, disk),
             None => s.disks.remove(&to),
         };
-        let damage = s.disk_damage.get(&from).copied().unwrap_or(0);
-        s.disk_damage.insert(to, damage);
     })
 }
 
@@ -761,22 +761,30 @@ pub fn accepted(file: &File, offset: u64, len: u64, what: &str) {
     })
 }
 
-/// Disk oracle, accountability (issue 12): storage found `items` items of `file` faulty
-/// (`what` says which). Every one must be explained by an injected fault that damaged or lost
-/// contents of this node's disk; on a disk no such fault ever touched, a faulty item is a
-/// violation (storage misreads good data).
-pub fn reported_faulty(file: &File, items: u64, what: &str) {
-    if items == 0 {
-        return;
-    }
-    let node = file.node;
+/// Disk oracle, accountability (issue 12): storage found one item of `file` faulty — `what`,
+/// stored in the byte ranges `ranges` (e.g. a WAL slot's prepare and its redundant header).
+/// It must be explained by an injected fault there: a damaged byte, a latent sector error, or
+/// a range a fault left uncertain (a write pending at a power loss, dropped by a failed sync,
+/// or meant for there and misdirected). Otherwise storage called good data faulty: a
+/// violation.
+pub fn reported_faulty(file: &File, ranges: &[(u64, u64)], what: &str) {
+    let (node, inode) = (file.node, file.inode);
     let path = file.path.display().to_string();
     fault::with(|s| {
-        s.counters.disk_items_reported_faulty += items;
-        if s.disk_damage.get(&node).copied().unwrap_or(0) == 0 {
+        s.counters.disk_items_reported_faulty += 1;
+        let Some(f) = s.disks.get(&node).and_then(|d| d.files.get(&inode)) else {
+            return;
+        };
+        let explained = ranges.iter().any(|&(offset, len)| {
+            let (lo, hi) = (offset, offset + len);
+            !f.damaged.within(lo, hi).is_empty()
+                || !f.uncertain.within(lo, hi).is_empty()
+                || f.bad_sectors.range(sectors(offset, len)).next().is_some()
+        });
+        if !explained {
             let v = format!(
-                "node {node} {path}: storage reported {items} faulty item(s) ({what}) but no \
-                 injected fault ever damaged or lost contents of this disk"
+                "node {node} {path}: storage reported {what} (at {ranges:?}) faulty, but no \
+                 injected fault damaged those bytes or left them uncertain"
             );
             violation(s, v);
         }
@@ -793,6 +801,5 @@ pub fn oracle_violations() -> Vec<String> {
 pub fn discard_disk(node: NodeId) {
     fault::with(|s| {
         s.disks.remove(&node);
-        s.disk_damage.remove(&node);
     })
 }
