@@ -133,6 +133,10 @@ pub struct Client {
     primary: usize,
     config: ClientConfig,
     connection: Option<(usize, Connection)>,
+    /// Every request this session sent, encoded, since [`Client::take_sent`] (simulation only:
+    /// the VOPR replays them much later, as a network delivering old segments would).
+    #[cfg(madsim)]
+    sent: Vec<Vec<u8>>,
 }
 
 impl Client {
@@ -148,7 +152,16 @@ impl Client {
             primary: 0,
             config,
             connection: None,
+            #[cfg(madsim)]
+            sent: Vec::new(),
         }
+    }
+
+    /// The encoded requests this session sent since the last call, in order (simulation
+    /// only): the bytes a delayed segment of one of its connections could still deliver.
+    #[cfg(madsim)]
+    pub fn take_sent(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.sent)
     }
 
     /// This session's client id.
@@ -211,6 +224,8 @@ impl Client {
         ];
         args.extend(command.iter().map(|a| a.to_vec()));
         let encoded = Value::Array(args.into_iter().map(Value::Bulk).collect()).encode();
+        #[cfg(madsim)]
+        self.sent.push(encoded.clone());
         let mut ever_sent = false;
         let mut last_error = String::from("no attempt made");
         let mut target = self.primary;

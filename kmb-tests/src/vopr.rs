@@ -381,6 +381,16 @@ async fn simulate(
             Instant::now() + Duration::from_millis(swarm.safety_ms),
         ));
     }
+    if swarm.net.replay > 0.0 && swarm.faults {
+        if let Some(node) = client_nodes.first() {
+            node.spawn(workload::run_replayer(
+                shared.clone(),
+                swarm.seed,
+                cluster.client_addresses.clone(),
+                Instant::now() + Duration::from_millis(swarm.safety_ms),
+            ));
+        }
+    }
     scheduler.safety_phase(&cluster, &shared).await;
     scheduler.end_faults(&cluster);
 
@@ -645,6 +655,10 @@ async fn simulate(
     }
     if scheduler.aimed_hits() > 0 {
         fault_counters.insert("aimed.replicas_hit".into(), scheduler.aimed_hits());
+    }
+    let replayed = shared.replayed_requests.load(Ordering::Relaxed) as u64;
+    if replayed > 0 {
+        fault_counters.insert("client.replayed_requests".into(), replayed);
     }
     let hostile = shared.hostile_requests.load(Ordering::Relaxed) as u64;
     if hostile > 0 {
