@@ -282,13 +282,16 @@ pub(crate) fn power_loss(state: &mut WorldState, node: NodeId) {
                 let mut start = *offset;
                 while start < end {
                     let sector_end = ((start / SECTOR_SIZE + 1) * SECTOR_SIZE).min(end);
+                    let slice = &data[(start - offset) as usize..(sector_end - offset) as usize];
                     if state.rng.gen_bool(0.5) {
-                        let slice =
-                            &data[(start - offset) as usize..(sector_end - offset) as usize];
                         apply(&mut file.durable, start, slice);
                         file.durable_rewritten(start, sector_end - start, *misdirected);
                         file.rewritten(start, sector_end - start);
                         kept.push(start / SECTOR_SIZE);
+                        torn.kept.insert(start, sector_end);
+                    } else if file.durable.get(start as usize..sector_end as usize) == Some(slice) {
+                        // Lost, but the sector already held these bytes (a rewrite of the same
+                        // content, e.g. a repair): nothing old and new to mix.
                         torn.kept.insert(start, sector_end);
                     } else {
                         torn.lost.insert(start, sector_end);
