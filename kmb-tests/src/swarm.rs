@@ -121,6 +121,8 @@ pub struct Swarm {
     /// commits, crash exactly the replicas that acknowledged it, partition exactly the others,
     /// or isolate the primary. On in half the 5-replica seeds, a third of the others.
     pub aimed: f64,
+    /// `SwarmOptions::late_sessions`.
+    pub late_sessions: bool,
 }
 
 /// Faults on the TCP connections themselves (`sim_runtime::fault::reset_links`, `stall_link`,
@@ -189,6 +191,10 @@ pub struct SwarmOptions {
     /// Draw nothing of issue 11's dimensions: the small geometry, no payload shapes, no link
     /// faults — every seed as it ran before they existed (`vopr --classic-swarm`).
     pub classic: bool,
+    /// Also deliver sessions' first requests late, in order, after they may have been evicted
+    /// (`workload::run_replayer`; `vopr --late-sessions`). Off by default: it reproduces the
+    /// known late-registration gap in exactly-once (docs/protocol.md, "Sessions").
+    pub late_sessions: bool,
 }
 
 fn maybe(rng: &mut ChaCha8Rng, on: f64, max: f64) -> f64 {
@@ -370,6 +376,7 @@ impl Swarm {
             payloads,
             links,
             classic: options.classic,
+            late_sessions: options.late_sessions,
         }
     }
 

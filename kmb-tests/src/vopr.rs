@@ -381,11 +381,12 @@ async fn simulate(
             Instant::now() + Duration::from_millis(swarm.safety_ms),
         ));
     }
-    if swarm.net.replay > 0.0 && swarm.faults {
+    if (swarm.net.replay > 0.0 || swarm.late_sessions) && swarm.faults {
         if let Some(node) = client_nodes.first() {
             node.spawn(workload::run_replayer(
                 shared.clone(),
                 swarm.seed,
+                swarm.late_sessions,
                 cluster.client_addresses.clone(),
                 Instant::now() + Duration::from_millis(swarm.safety_ms),
             ));
@@ -655,6 +656,10 @@ async fn simulate(
     }
     if scheduler.aimed_hits() > 0 {
         fault_counters.insert("aimed.replicas_hit".into(), scheduler.aimed_hits());
+    }
+    let sessions = shared.replayed_sessions.load(Ordering::Relaxed) as u64;
+    if sessions > 0 {
+        fault_counters.insert("client.replayed_sessions".into(), sessions);
     }
     let replayed = shared.replayed_requests.load(Ordering::Relaxed) as u64;
     if replayed > 0 {

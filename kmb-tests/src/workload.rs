@@ -42,6 +42,11 @@ pub struct Shared {
     pub sent: Mutex<std::collections::VecDeque<Vec<u8>>>,
     /// Old client requests delivered again (`NetSwarm::replay`, client links).
     pub replayed_requests: AtomicUsize,
+    /// Each session's first requests (at most [`SESSION_HELD`], small ones), in order: a
+    /// session's requests delivered late, together, after it may have been evicted.
+    pub session_starts: Mutex<Vec<(u128, Vec<Vec<u8>>)>>,
+    /// Sessions whose first requests were delivered again late.
+    pub replayed_sessions: AtomicUsize,
     /// Client trace events (invoke, complete) with their simulated time in microseconds.
     pub trace: Mutex<Vec<(u64, EventKind)>>,
 }
@@ -390,8 +395,25 @@ pub async fn run_client(
         ));
         let result = execute(&mut session, &input).await;
         {
+            let fresh = session.take_sent();
+            if swarm.late_sessions {
+                let mut starts = shared.session_starts.lock().expect("lock");
+                let id = session.client_id();
+                if starts.last().is_none_or(|(last, _)| *last != id)
+                    && starts.iter().all(|(s, _)| *s != id)
+                {
+                    starts.push((id, Vec::new()));
+                }
+                if let Some((_, held)) = starts.iter_mut().rev().find(|(s, _)| *s == id) {
+                    for r in &fresh {
+                        if held.len() < SESSION_HELD && r.len() <= 4096 {
+                            held.push(r.clone());
+                        }
+                    }
+                }
+            }
             let mut sent = shared.sent.lock().expect("lock");
-            sent.extend(session.take_sent());
+            sent.extend(fresh);
             while sent.len() > SENT_KEPT {
                 sent.pop_front();
             }
@@ -543,6 +565,8 @@ fn hostile_request(rng: &mut ChaCha8Rng) -> Vec<u8> {
 
 /// Client requests kept for [`run_replayer`].
 pub const SENT_KEPT: usize = 256;
+/// First requests kept per session for [`run_replayer`].
+pub const SESSION_HELD: usize = 4;
 
 /// Time-travelling client requests (issue 12; `NetSwarm::replay`, on client links): until
 /// `until`, every 0.2–3 s, one of the requests clients recently sent — the same bytes, its
@@ -550,9 +574,14 @@ pub const SENT_KEPT: usize = 256;
 /// replica, as a segment held in the network past the client's retries would arrive. By then
 /// the request executed, was superseded, or its session was evicted: exactly-once must hold
 /// (the checkers judge the history; the replayed copies are in no client's history).
+///
+/// With `late_sessions` (`vopr --late-sessions`), also, three times in ten, an old session's
+/// first requests (its registration first) are delivered again together, in order — which
+/// exactly-once does not survive yet (docs/protocol.md, "Sessions": the late-registration gap).
 pub async fn run_replayer(
     shared: Arc<Shared>,
     seed: u64,
+    late_sessions: bool,
     addresses: Vec<SocketAddr>,
     until: Instant,
 ) {
@@ -562,6 +591,34 @@ pub async fn run_replayer(
         time::sleep(Duration::from_millis(rng.gen_range(200..3000))).await;
         if Instant::now() >= until {
             return;
+        }
+        if late_sessions && rng.gen_bool(0.3) {
+            // A session's first requests, in order, from the older half of the sessions.
+            let held = {
+                let starts = shared.session_starts.lock().expect("lock");
+                if starts.len() < 2 {
+                    continue;
+                }
+                starts[rng.gen_range(0..starts.len() / 2)].1.clone()
+            };
+            let target = addresses[rng.gen_range(0..addresses.len())];
+            if let Ok(Ok(mut stream)) = time::timeout(
+                Duration::from_millis(500),
+                sim_runtime::net::TcpStream::connect(target),
+            )
+            .await
+            {
+                shared.replayed_sessions.fetch_add(1, Ordering::Relaxed);
+                for request in held {
+                    if stream.write_all(&request).await.is_err() || stream.flush().await.is_err() {
+                        break;
+                    }
+                    shared.replayed_requests.fetch_add(1, Ordering::Relaxed);
+                    let mut buf = [0u8; 512];
+                    let _ = time::timeout(Duration::from_millis(300), stream.read(&mut buf)).await;
+                }
+            }
+            continue;
         }
         let request = {
             let sent = shared.sent.lock().expect("lock");

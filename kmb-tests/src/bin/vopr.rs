@@ -59,6 +59,11 @@ mod cli {
         /// shapes, no byte-stream link faults (to rerun a seed found before them).
         #[arg(long)]
         classic_swarm: bool,
+        /// Also deliver sessions' first requests again late, in order, after they may have
+        /// been evicted: reproduces the known late-registration gap in exactly-once
+        /// (docs/protocol.md, "Sessions"; e.g. seeds 196 and 480 fail). Off by default.
+        #[arg(long)]
+        late_sessions: bool,
         /// Write every seed's trace (not only failing ones).
         #[arg(long)]
         enable_trace: bool,
@@ -131,6 +136,9 @@ mod cli {
         }
         if args.no_enhanced_workloads {
             flags.push("--no-enhanced-workloads".to_string());
+        }
+        if args.late_sessions {
+            flags.push("--late-sessions".to_string());
         }
         if args.classic_swarm {
             flags.push("--classic-swarm".to_string());
@@ -230,6 +238,7 @@ mod cli {
                 no_faults: args.no_faults,
                 no_enhanced_workloads: args.no_enhanced_workloads,
                 classic: args.classic_swarm,
+                late_sessions: args.late_sessions,
             },
             trace_filter: args.trace_filter,
             trace_capacity: args.trace_capacity,
