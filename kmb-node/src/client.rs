@@ -183,7 +183,12 @@ impl Client {
         loop {
             if !self.registered {
                 match self.send(&[b"REGISTER"], deadline).await {
-                    Ok(_) => self.registered = true,
+                    // The session numbers its requests above the registration's op
+                    // (docs/protocol.md, "Sessions").
+                    Ok(reply) => {
+                        self.registered = true;
+                        self.request = self.request.max(reply.op);
+                    }
                     // The command was not sent: it certainly did not execute.
                     Err(Sent::Done(e)) => {
                         return Err(ClientError::Failed(format!("could not register: {e}")))

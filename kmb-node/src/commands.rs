@@ -15,7 +15,7 @@
 //! | `CAS key IFABSENT new` | CAS | `:1` if the key was absent and now holds `new`, else `:0` |
 //! | `RANGE start end [LIMIT n]` | SCAN | flat array `key, value, …` of keys in `[start, end)`, in order, at most `n` (default and cap 1000) |
 //! | `KMB.REQ client-id request-number command args…` | any of the above | `[op-number, reply]` — the session extension (see `client`) |
-//! | `KMB.REQ client-id request-number REGISTER` | REGISTER | `[op-number, +OK]`: opens (or reopens after an eviction) the session; its other requests are refused with `session evicted` until it does |
+//! | `KMB.REQ client-id request-number REGISTER` | REGISTER | `[op-number, +OK]`: opens (or reopens after an eviction) the session, whose later requests number above `op-number`; its other requests are refused with `session evicted` until it does |
 //!
 //! Connection commands ([`Conn`], answered by [`crate::connection::Connection`] from the
 //! connection's state and the replica's, without the log): `HELLO [2|3] [AUTH u p] [SETNAME n]`

@@ -573,13 +573,21 @@ fn a_retry_after_client_table_eviction_is_not_executed_again() {
     assert!(never.contains("session evicted"), "unregistered: {never}");
     let registered = ask(&[b"KMB.REQ", b"42", b"2", b"REGISTER"]);
     assert!(registered.ends_with("+OK\r\n"), "{registered}");
-    let first = ask(&[b"KMB.REQ", b"42", b"3", b"INCRBY", b"eo", b"1"]);
+    // `*2\r\n:<op>\r\n+OK\r\n`: the session numbers its requests above the registration's op.
+    let op: u64 = registered
+        .split("\r\n")
+        .nth(1)
+        .and_then(|l| l.strip_prefix(':'))
+        .and_then(|n| n.parse().ok())
+        .expect("the registration's op");
+    let n = (op + 1).to_string();
+    let first = ask(&[b"KMB.REQ", b"42", n.as_bytes(), b"INCRBY", b"eo", b"1"]);
     assert!(first.ends_with(":1\r\n"), "{first}");
     for i in 0..1100 {
         let reply = resp(port, &format!("GET other{i}\r\n"));
         assert_eq!(reply, "$-1", "connection {i}");
     }
-    let retry = ask(&[b"KMB.REQ", b"42", b"3", b"INCRBY", b"eo", b"1"]);
+    let retry = ask(&[b"KMB.REQ", b"42", n.as_bytes(), b"INCRBY", b"eo", b"1"]);
     assert!(
         retry.contains("session evicted"),
         "the retry after eviction: {retry}"

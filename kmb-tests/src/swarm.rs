@@ -125,6 +125,14 @@ pub struct Swarm {
     pub late_sessions: bool,
 }
 
+impl Swarm {
+    /// Whether old sessions' first requests are delivered again late (`run_replayer`): with
+    /// the replay dimension, or everywhere with `--late-sessions`.
+    pub fn replays_sessions(&self) -> bool {
+        self.late_sessions || self.net.replay > 0.0
+    }
+}
+
 /// Faults on the TCP connections themselves (`sim_runtime::fault::reset_links`, `stall_link`,
 /// `fragment_link`), on client links and peer links, through the real connection code.
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
@@ -191,9 +199,10 @@ pub struct SwarmOptions {
     /// Draw nothing of issue 11's dimensions: the small geometry, no payload shapes, no link
     /// faults — every seed as it ran before they existed (`vopr --classic-swarm`).
     pub classic: bool,
-    /// Also deliver sessions' first requests late, in order, after they may have been evicted
-    /// (`workload::run_replayer`; `vopr --late-sessions`). Off by default: it reproduces the
-    /// known late-registration gap in exactly-once (docs/protocol.md, "Sessions").
+    /// Deliver sessions' first requests again late, in order, after they may have been
+    /// evicted (`workload::run_replayer`), in every seed with faults, not only in those the
+    /// swarm gives client-request replays (`vopr --late-sessions`: how the late-registration
+    /// gap was reproduced, docs/protocol.md "Sessions").
     pub late_sessions: bool,
 }
 

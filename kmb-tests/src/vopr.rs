@@ -386,7 +386,7 @@ async fn simulate(
             node.spawn(workload::run_replayer(
                 shared.clone(),
                 swarm.seed,
-                swarm.late_sessions,
+                swarm.replays_sessions(),
                 cluster.client_addresses.clone(),
                 Instant::now() + Duration::from_millis(swarm.safety_ms),
             ));

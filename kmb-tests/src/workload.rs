@@ -394,9 +394,12 @@ pub async fn run_client(
             },
         ));
         let result = execute(&mut session, &input).await;
+        // What a delayed segment could deliver again (`run_replayer`; the client library
+        // records it in the simulator only).
+        #[cfg(madsim)]
         {
             let fresh = session.take_sent();
-            if swarm.late_sessions {
+            if swarm.replays_sessions() {
                 let mut starts = shared.session_starts.lock().expect("lock");
                 let id = session.client_id();
                 if starts.last().is_none_or(|(last, _)| *last != id)
@@ -575,9 +578,10 @@ pub const SESSION_HELD: usize = 4;
 /// the request executed, was superseded, or its session was evicted: exactly-once must hold
 /// (the checkers judge the history; the replayed copies are in no client's history).
 ///
-/// With `late_sessions` (`vopr --late-sessions`), also, three times in ten, an old session's
-/// first requests (its registration first) are delivered again together, in order — which
-/// exactly-once does not survive yet (docs/protocol.md, "Sessions": the late-registration gap).
+/// With `late_sessions` (`Swarm::replays_sessions`), also, three times in ten, an old session's
+/// first requests (its registration first) are delivered again together, in order, on one
+/// connection — after the session may have been evicted (the late-registration case,
+/// docs/protocol.md "Sessions").
 pub async fn run_replayer(
     shared: Arc<Shared>,
     seed: u64,

@@ -265,3 +265,39 @@ fn vopr_regression_window_wait_slowed_links() {
         "links slowed by a long window wait",
     );
 }
+
+/// Exactly once broke on a late registration (found by reasoning, then reproduced): a
+/// session's old `REGISTER`, delivered late after the session was evicted, re-entered it at its
+/// old request number, and a late copy of a request it had executed ran again. With old
+/// sessions' first requests delivered late and in order (`vopr --late-sessions`), these seeds
+/// failed linearizability on e090222 (an old SET or INCRBY applied twice). Fixed: a
+/// registration records its own op as the session's request number and the session numbers
+/// above it (`core::session_floor`, docs/protocol.md "Sessions").
+#[test]
+fn vopr_regression_late_registration_executes_nothing_twice() {
+    for seed in [196, 480] {
+        let options = RunOptions {
+            swarm: kmb_tests::swarm::SwarmOptions {
+                late_sessions: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let record = run_seed(seed, &options);
+        let line = serde_json::to_string(&record).unwrap();
+        assert_eq!(
+            record.outcome,
+            Outcome::Pass,
+            "late registration: seed {seed}: {line}"
+        );
+        assert!(
+            record
+                .fault_counters
+                .get("client.replayed_sessions")
+                .copied()
+                .unwrap_or(0)
+                > 0,
+            "seed {seed} replayed no session: {line}"
+        );
+    }
+}

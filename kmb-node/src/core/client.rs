@@ -7,7 +7,6 @@ use super::message::Body;
 use super::replica::Replica;
 use super::{Effect, Status};
 use crate::entry::{Entry, EntryFields, Operation};
-#[cfg(any(madsim, feature = "chaos-mutation"))]
 use crate::kv;
 
 impl Replica {
@@ -48,6 +47,21 @@ impl Replica {
         }
         if let Some(e) = self.clients.get(client) {
             if request < e.request {
+                // A registration's retry (its entry records the registration's op, above the
+                // number it was sent with: `session_floor`) gets the registration's reply, so
+                // the client learns the op it numbers from. An entry since replaced by a
+                // request means the session moved on: nobody waits for such a registration.
+                if e.request == e.op && kv::Request::decode(&body) == Ok(kv::Request::Register) {
+                    crate::mark!("duplicate_request_cached_reply");
+                    let (op, reply) = (e.op, e.reply.clone());
+                    self.effects.push(Effect::Reply {
+                        client,
+                        request,
+                        op,
+                        reply,
+                    });
+                    return;
+                }
                 // A request the client gave up on and superseded, delivered late (a stalled
                 // link, a retry on another replica): the client no longer waits for it.
                 crate::mark!("stale_client_request");

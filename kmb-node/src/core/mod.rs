@@ -47,6 +47,7 @@ mod view_change;
 
 pub use codec::DecodeError;
 pub use message::{Body, Message};
+pub use normal::session_floor;
 pub use replica::Replica;
 #[cfg(madsim)]
 pub(crate) use replica::{VIEW_JUMP_MAX, VIEW_MAX};

@@ -271,14 +271,21 @@ impl Replica {
                 Some((header.op, kv::Reply::Error(kv::SESSION_EVICTED.to_string())))
             }
             _ => {
-                let reply = match decoded() {
-                    Ok(r) => self.kv.apply(&r),
+                let request_decoded = decoded();
+                let reply = match &request_decoded {
+                    Ok(r) => self.kv.apply(r),
                     Err(_) => kv::Reply::Error("malformed request".to_string()),
                 };
+                // A registration raises the session's request floor to its own op: the
+                // session numbers its requests above it (the client learns the op from the
+                // reply), and every request of an earlier incarnation of this client id —
+                // delivered late, even after a late copy of an old registration re-entered it
+                // — numbers at or below it and never executes again (`session_floor`).
+                let floor = session_floor(request_decoded.as_ref().ok(), request, header.op);
                 self.clients.insert(
                     client,
                     ClientEntry {
-                        request,
+                        request: floor,
                         op: header.op,
                         reply: reply.clone(),
                     },
@@ -295,5 +302,19 @@ impl Replica {
                 reply,
             });
         }
+    }
+}
+
+/// The request number a client-table entry records for a request numbered `request` committed
+/// at `op`: a registration records `max(request, op)` — every request of an earlier
+/// incarnation of the session committed below `op`, so it numbers at most `op` (one request
+/// per op) and is refused as stale, including after a late copy of an old registration
+/// re-entered an evicted session (docs/protocol.md, "Sessions"). Anything else records its
+/// own number.
+pub fn session_floor(decoded: Option<&kv::Request>, request: u64, op: u64) -> u64 {
+    if decoded == Some(&kv::Request::Register) {
+        request.max(op)
+    } else {
+        request
     }
 }

@@ -213,16 +213,32 @@ async fn client_connection(
                             if !registered {
                                 next_request += 1;
                                 let register = kv::Request::Register.encode();
+                                // With its op (a session reply): later requests number
+                                // above it (docs/protocol.md, "Sessions").
                                 match submit(
                                     &inbox,
                                     connection_client,
                                     next_request,
                                     register,
-                                    false,
+                                    true,
                                 )
                                 .await
                                 {
-                                    Some(Value::Simple(ok)) if ok == "OK" => registered = true,
+                                    Some(Value::Array(v))
+                                        if matches!(
+                                            v.as_slice(),
+                                            [Value::Integer(_), Value::Simple(ok)] if ok == "OK"
+                                        ) =>
+                                    {
+                                        if let Some(Value::Integer(op)) = v.first() {
+                                            next_request = next_request.max(*op as u64);
+                                        }
+                                        registered = true;
+                                    }
+                                    Some(Value::Array(mut v)) if v.len() == 2 => {
+                                        value = v.pop().unwrap_or(Value::Null);
+                                        break;
+                                    }
                                     Some(other) => {
                                         value = other;
                                         break;

@@ -59,9 +59,10 @@ mod cli {
         /// shapes, no byte-stream link faults (to rerun a seed found before them).
         #[arg(long)]
         classic_swarm: bool,
-        /// Also deliver sessions' first requests again late, in order, after they may have
-        /// been evicted: reproduces the known late-registration gap in exactly-once
-        /// (docs/protocol.md, "Sessions"; e.g. seeds 196 and 480 fail). Off by default.
+        /// Deliver old sessions' first requests again late, in order, in every seed with
+        /// faults (by default only seeds drawing client-request replays do): the setting that
+        /// reproduced the late-registration gap in exactly-once (docs/protocol.md, "Sessions";
+        /// seeds 196 and 480 failed on e090222 with it).
         #[arg(long)]
         late_sessions: bool,
         /// Write every seed's trace (not only failing ones).

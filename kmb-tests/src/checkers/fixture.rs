@@ -116,7 +116,8 @@ pub fn clean() -> Observations {
     for c in 0..REGISTERED {
         let op = c + 1;
         let body = kv::Request::Register.encode();
-        requests.insert(c, 1);
+        // The session numbers its requests above its registration's op.
+        requests.insert(c, op);
         let request = replay::Request {
             op,
             client: client_id(c),

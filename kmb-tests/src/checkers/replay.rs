@@ -91,7 +91,8 @@ pub fn execute(
         None => kv::Reply::Error("malformed request".to_string()),
     };
     let entry = ClientEntry {
-        request: r.number,
+        // As the core records it: a registration raises the session's floor to its op.
+        request: kmb_node::core::session_floor(request.as_ref(), r.number, r.op),
         op: r.op,
         reply: reply.clone(),
     };
