@@ -214,13 +214,31 @@ mod tests {
             execute(&mut kv, &mut clients, 1, r).map(|e| e.reply)
         };
         assert_eq!(run(1, 1, &incr), None, "never registered");
+        // Op 2: the session numbers above it.
         assert_eq!(run(1, 1, &register), Some(kv::Reply::Ok));
-        assert_eq!(run(1, 2, &incr), Some(kv::Reply::Integer(1)));
-        // Client 2 registers: the one-entry table evicts client 1.
+        assert_eq!(run(1, 2, &incr), None, "at or below the registration's op");
+        assert_eq!(run(1, 4, &incr), Some(kv::Reply::Integer(1)));
+        // Op 5: client 2 registers; the one-entry table evicts client 1.
         assert_eq!(run(2, 1, &register), Some(kv::Reply::Ok));
-        assert_eq!(run(1, 2, &incr), None, "a retry after the eviction");
-        assert_eq!(run(1, 3, &register), Some(kv::Reply::Ok));
-        assert_eq!(run(1, 2, &incr), None, "older than the registration");
-        assert_eq!(run(1, 4, &incr), Some(kv::Reply::Integer(2)));
+        assert_eq!(run(1, 4, &incr), None, "a retry after the eviction");
+        // Op 7: client 1 registers again.
+        assert_eq!(run(1, 5, &register), Some(kv::Reply::Ok));
+        assert_eq!(run(1, 4, &incr), None, "older than the registration");
+        assert_eq!(run(1, 8, &incr), Some(kv::Reply::Integer(2)));
+        // A late copy of client 1's first registration: ignored while the table holds the
+        // session; after an eviction (op 11) it re-opens the session at op 12, and the late
+        // copy of its first INCRBY (4) stays stale.
+        assert_eq!(run(1, 1, &register), None, "older than the table's entry");
+        assert_eq!(
+            run(2, 1, &register),
+            Some(kv::Reply::Ok),
+            "op 11 evicts client 1"
+        );
+        assert_eq!(
+            run(1, 1, &register),
+            Some(kv::Reply::Ok),
+            "the late registration, op 12"
+        );
+        assert_eq!(run(1, 4, &incr), None, "the late INCRBY");
     }
 }

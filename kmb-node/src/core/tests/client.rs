@@ -31,6 +31,7 @@ fn client_table_retry_returns_cached_reply_incrby_once() {
         delta: 5,
     }
     .encode();
+    // The session numbers above its registration's op (1): its first request is 2.
     assert_eq!(net.register(1), 1);
     assert_eq!(net.request(1, 1, incr.clone()), (2, Reply::Integer(5)));
     let before = net.replies.len();
@@ -38,7 +39,7 @@ fn client_table_retry_returns_cached_reply_incrby_once() {
         0,
         Input::ClientRequest {
             client: 1,
-            request: 1,
+            request: 2,
             body: incr.clone(),
         },
     );
@@ -50,7 +51,7 @@ fn client_table_retry_returns_cached_reply_incrby_once() {
     let before = net.replies.len();
     let effects = net.nodes[0].replica.step(Input::ClientRequest {
         client: 1,
-        request: 1,
+        request: 2,
         body: incr,
     });
     assert_eq!(effects, vec![]);
@@ -171,4 +172,53 @@ fn an_evicted_clients_retry_is_answered_evicted_not_executed() {
         (6, Reply::Ok)
     );
     assert_eq!(net.request(1, 3, incr), (7, Reply::Integer(2)));
+}
+
+/// Goal: a late copy of an old registration, delivered after its session was evicted, re-opens
+/// the session above the old one's numbers: a late copy of a request the old session executed
+/// is stale, never executed again (docs/protocol.md, "Sessions"); a retry of the registration
+/// itself gets its reply.
+#[test]
+fn a_late_registration_does_not_let_an_old_request_execute_again() {
+    let mut net = Net::new(3, |n, r| {
+        let mut c = config(n, r);
+        c.clients_max = 1;
+        c
+    });
+    let incr = Request::IncrBy {
+        key: b"n".to_vec(),
+        delta: 1,
+    }
+    .encode();
+    let register = Request::Register.encode();
+    // Client 1's session: registration numbered 1 (op 1), then INCRBY numbered 2 (op 2).
+    assert_eq!(net.request_numbered(1, 1, register.clone()), (1, Reply::Ok));
+    assert_eq!(
+        net.request_numbered(1, 2, incr.clone()),
+        (2, Reply::Integer(1))
+    );
+    assert_eq!(net.register(2), 3, "client 2 evicts client 1");
+    // The late copies: the old registration re-opens client 1 at its own op (4)…
+    net.replies.clear();
+    assert_eq!(net.request_numbered(1, 1, register.clone()), (4, Reply::Ok));
+    // …and a retry of it is answered from the table, not executed.
+    net.replies.clear();
+    assert_eq!(net.request_numbered(1, 1, register), (4, Reply::Ok));
+    // The old INCRBY (2 ≤ 4) is stale: nothing is prepared, nothing replies.
+    let effects = net.nodes[0].replica.step(Input::ClientRequest {
+        client: 1,
+        request: 2,
+        body: incr.clone(),
+    });
+    assert_eq!(effects, vec![]);
+    net.tick(15);
+    for r in 0..3 {
+        assert_eq!(
+            net.replica(r).kv().get(b"n"),
+            Some(&b"1"[..]),
+            "replica {r}"
+        );
+    }
+    // The session goes on above its registration's op.
+    assert_eq!(net.request_numbered(1, 5, incr), (5, Reply::Integer(2)));
 }

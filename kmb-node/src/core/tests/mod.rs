@@ -125,6 +125,10 @@ struct Net {
     replies: Vec<(u8, u128, u64, u64, Reply)>,
     halts: Vec<(u8, String)>,
     log: Vec<(u8, Effect)>,
+    /// Per client: its latest registration's op. A session numbers its requests above it
+    /// (`core::session_floor`), so [`Net::request`] sends a test's request number `n` as
+    /// `op + n`: tests keep writing 1, 2, 3 after a registration.
+    bases: BTreeMap<u128, u64>,
 }
 
 impl Net {
@@ -147,6 +151,7 @@ impl Net {
             nodes,
             queue: VecDeque::new(),
             blocked: BTreeSet::new(),
+            bases: BTreeMap::new(),
             replies: Vec::new(),
             halts: Vec::new(),
             log: Vec::new(),
@@ -314,6 +319,19 @@ impl Net {
 
     /// Submit to the primary, run until the reply arrives (ticking if needed).
     fn request(&mut self, client: u128, request: u64, body: Vec<u8>) -> (u64, Reply) {
+        let request = self
+            .bases
+            .get(&client)
+            .map_or(request, |base| base + request);
+        let (op, reply) = self.request_numbered(client, request, body.clone());
+        if body == Request::Register.encode() && reply == Reply::Ok {
+            self.bases.insert(client, op);
+        }
+        (op, reply)
+    }
+
+    /// [`Net::request`] with the request number as sent.
+    fn request_numbered(&mut self, client: u128, request: u64, body: Vec<u8>) -> (u64, Reply) {
         for _ in 0..500 {
             if let Some(found) = self
                 .replies
