@@ -133,10 +133,10 @@ pub struct Client {
     primary: usize,
     config: ClientConfig,
     connection: Option<(usize, Connection)>,
-    /// Every request this session sent, encoded, since [`Client::take_sent`] (simulation only:
-    /// the VOPR replays them much later, as a network delivering old segments would).
-    #[cfg(madsim)]
-    sent: Vec<Vec<u8>>,
+    /// With [`Client::keep_sent`], every request this session sent, encoded, since
+    /// [`Client::take_sent`] (the VOPR replays them much later, as a network delivering old
+    /// segments would).
+    sent: Option<Vec<Vec<u8>>>,
 }
 
 impl Client {
@@ -152,16 +152,21 @@ impl Client {
             primary: 0,
             config,
             connection: None,
-            #[cfg(madsim)]
-            sent: Vec::new(),
+            sent: None,
         }
     }
 
-    /// The encoded requests this session sent since the last call, in order (simulation
-    /// only): the bytes a delayed segment of one of its connections could still deliver.
-    #[cfg(madsim)]
+    /// Keep a copy of every request sent from now on, for [`Client::take_sent`] (off unless
+    /// asked: the VOPR asks).
+    pub fn keep_sent(&mut self) {
+        self.sent.get_or_insert_with(Vec::new);
+    }
+
+    /// The encoded requests this session sent since the last call, in order (empty unless
+    /// [`Client::keep_sent`]): the bytes a delayed segment of one of its connections could
+    /// still deliver.
     pub fn take_sent(&mut self) -> Vec<Vec<u8>> {
-        std::mem::take(&mut self.sent)
+        self.sent.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// This session's client id.
@@ -229,8 +234,9 @@ impl Client {
         ];
         args.extend(command.iter().map(|a| a.to_vec()));
         let encoded = Value::Array(args.into_iter().map(Value::Bulk).collect()).encode();
-        #[cfg(madsim)]
-        self.sent.push(encoded.clone());
+        if let Some(sent) = self.sent.as_mut() {
+            sent.push(encoded.clone());
+        }
         let mut ever_sent = false;
         let mut last_error = String::from("no attempt made");
         let mut target = self.primary;

@@ -93,6 +93,18 @@ pub struct FaultInterval {
     pub end_ms: u64,
 }
 
+impl FaultInterval {
+    /// A fault of replica `replica` from `start_ms` for `duration_ms`.
+    pub fn lasting(replica: usize, kind: FaultKind, start_ms: u64, duration_ms: u64) -> Self {
+        FaultInterval {
+            replica: replica as u8,
+            kind,
+            start_ms,
+            end_ms: start_ms + duration_ms,
+        }
+    }
+}
+
 /// Every probabilistic fault knob, by name (what shrinking can switch off as a whole).
 pub const KNOBS: [&str; 16] = [
     "net.drop",
@@ -557,12 +569,8 @@ impl Scheduler {
                             || self.faulty_count() < self.swarm.fault_budget());
                     if allowed && self.rng.gen_bool(self.swarm.targeted * 0.2) {
                         let down = self.duration().as_millis() as u64;
-                        let fault = FaultInterval {
-                            replica: i as u8,
-                            kind: FaultKind::CrashAtNextSync,
-                            start_ms: elapsed_ms,
-                            end_ms: elapsed_ms + down,
-                        };
+                        let fault =
+                            FaultInterval::lasting(i, FaultKind::CrashAtNextSync, elapsed_ms, down);
                         self.start(cluster, &fault, now);
                     }
                 }
@@ -575,12 +583,8 @@ impl Scheduler {
                 for i in 0..self.states.len() {
                     let duration = self.duration().as_millis() as u64;
                     if self.states[i] == State::Healthy {
-                        let fault = FaultInterval {
-                            replica: i as u8,
-                            kind: FaultKind::Crash,
-                            start_ms: elapsed_ms,
-                            end_ms: elapsed_ms + duration,
-                        };
+                        let fault =
+                            FaultInterval::lasting(i, FaultKind::Crash, elapsed_ms, duration);
                         self.start(cluster, &fault, now);
                     }
                 }
@@ -602,12 +606,7 @@ impl Scheduler {
                 };
                 let duration = self.duration().as_millis() as u64;
                 let isolating_primary = which == 2 && Self::current_primary() == Some(i);
-                let fault = FaultInterval {
-                    replica: i as u8,
-                    kind,
-                    start_ms: elapsed_ms,
-                    end_ms: elapsed_ms + duration,
-                };
+                let fault = FaultInterval::lasting(i, kind, elapsed_ms, duration);
                 self.start(cluster, &fault, now);
                 // Compound pattern (safety bound): an isolated primary keeps preparing what
                 // its clients send; crash whoever leads when it heals, so the old primary's
@@ -778,12 +777,7 @@ impl Scheduler {
                     .collect();
                 FaultKind::Partition { links }
             };
-            let fault = FaultInterval {
-                replica: i as u8,
-                kind,
-                start_ms: elapsed_ms,
-                end_ms: elapsed_ms + duration,
-            };
+            let fault = FaultInterval::lasting(i, kind, elapsed_ms, duration);
             self.start(cluster, &fault, now);
             self.aimed_hits += 1;
         }

@@ -126,10 +126,11 @@ pub struct Swarm {
 }
 
 impl Swarm {
-    /// Whether old sessions' first requests are delivered again late (`run_replayer`): with
-    /// the replay dimension, or everywhere with `--late-sessions`.
-    pub fn replays_sessions(&self) -> bool {
-        self.late_sessions || self.net.replay > 0.0
+    /// Whether clients' requests — single ones, and old sessions' first ones together — are
+    /// delivered again late (`workload::run_replayer`): in seeds with faults that draw the
+    /// replay dimension, or in every seed with faults with `--late-sessions`.
+    pub fn replays_client_requests(&self) -> bool {
+        self.faults && (self.late_sessions || self.net.replay > 0.0)
     }
 }
 

@@ -381,12 +381,11 @@ async fn simulate(
             Instant::now() + Duration::from_millis(swarm.safety_ms),
         ));
     }
-    if (swarm.net.replay > 0.0 || swarm.late_sessions) && swarm.faults {
+    if swarm.replays_client_requests() {
         if let Some(node) = client_nodes.first() {
             node.spawn(workload::run_replayer(
                 shared.clone(),
                 swarm.seed,
-                swarm.replays_sessions(),
                 cluster.client_addresses.clone(),
                 Instant::now() + Duration::from_millis(swarm.safety_ms),
             ));

@@ -350,7 +350,18 @@ pub async fn run_client(
         first_attempt_random: true,
         ..ClientConfig::default()
     };
-    let mut session = Client::new(addresses.clone(), ids[0], config.clone());
+    // What a delayed segment could deliver again (`run_replayer`): the client library keeps
+    // what it sent; `held` is this session's place in `Shared::session_starts`.
+    let replayed = swarm.replays_client_requests();
+    let mut held: Option<usize> = None;
+    let new_session = |id: u128| {
+        let mut session = Client::new(addresses.clone(), id, config.clone());
+        if replayed {
+            session.keep_sent();
+        }
+        session
+    };
+    let mut session = new_session(ids[0]);
     for (n, planned) in plan.into_iter().enumerate() {
         let PlannedOp {
             key,
@@ -360,7 +371,8 @@ pub async fn run_client(
         let every = swarm.payloads.session_every as usize;
         if every > 0 && n > 0 && n % every == 0 {
             // A new session: a new client id, request numbers from 1.
-            session = Client::new(addresses.clone(), ids[n / every], config.clone());
+            session = new_session(ids[n / every]);
+            held = None;
         }
         // Respect the per-key concurrency bound: the search is exponential in it.
         loop {
@@ -394,27 +406,20 @@ pub async fn run_client(
             },
         ));
         let result = execute(&mut session, &input).await;
-        // What a delayed segment could deliver again (`run_replayer`; the client library
-        // records it in the simulator only).
-        #[cfg(madsim)]
-        {
+        if replayed {
             let fresh = session.take_sent();
-            if swarm.replays_sessions() {
-                let mut starts = shared.session_starts.lock().expect("lock");
-                let id = session.client_id();
-                if starts.last().is_none_or(|(last, _)| *last != id)
-                    && starts.iter().all(|(s, _)| *s != id)
-                {
-                    starts.push((id, Vec::new()));
-                }
-                if let Some((_, held)) = starts.iter_mut().rev().find(|(s, _)| *s == id) {
-                    for r in &fresh {
-                        if held.len() < SESSION_HELD && r.len() <= 4096 {
-                            held.push(r.clone());
-                        }
-                    }
+            let mut starts = shared.session_starts.lock().expect("lock");
+            let at = *held.get_or_insert_with(|| {
+                starts.push((session.client_id(), Vec::new()));
+                starts.len() - 1
+            });
+            let first = &mut starts[at].1;
+            for r in &fresh {
+                if first.len() < SESSION_HELD && r.len() <= 4096 {
+                    first.push(r.clone());
                 }
             }
+            drop(starts);
             let mut sent = shared.sent.lock().expect("lock");
             sent.extend(fresh);
             while sent.len() > SENT_KEPT {
@@ -578,14 +583,12 @@ pub const SESSION_HELD: usize = 4;
 /// the request executed, was superseded, or its session was evicted: exactly-once must hold
 /// (the checkers judge the history; the replayed copies are in no client's history).
 ///
-/// With `late_sessions` (`Swarm::replays_sessions`), also, three times in ten, an old session's
-/// first requests (its registration first) are delivered again together, in order, on one
-/// connection — after the session may have been evicted (the late-registration case,
-/// docs/protocol.md "Sessions").
+/// Also, three times in ten, an old session's first requests (its registration first) are
+/// delivered again together, in order, on one connection — after the session may have been
+/// evicted (the late-registration case, docs/protocol.md "Sessions").
 pub async fn run_replayer(
     shared: Arc<Shared>,
     seed: u64,
-    late_sessions: bool,
     addresses: Vec<SocketAddr>,
     until: Instant,
 ) {
@@ -596,7 +599,7 @@ pub async fn run_replayer(
         if Instant::now() >= until {
             return;
         }
-        if late_sessions && rng.gen_bool(0.3) {
+        if rng.gen_bool(0.3) {
             // A session's first requests, in order, from the older half of the sessions.
             let held = {
                 let starts = shared.session_starts.lock().expect("lock");

@@ -104,31 +104,37 @@ fn disk_kill_with_no_crash_faults_keeps_unsynced() {
     assert!(synced_ok && unsynced_kept);
 }
 
+/// On a fresh node whose power losses tear every unsynced write: `len` bytes of 0x11 at 0,
+/// synced, then `(offset, len)` of 0xEE unsynced, then a power loss and a restart. The node.
+async fn torn_rewrite(len: usize, (offset, new_len): (u64, usize)) -> NodeId {
+    let id = node("disk", "10.0.0.1").id();
+    fault::set_disk_faults(
+        id,
+        DiskFaults {
+            crash_torn_probability: 1.0,
+            ..Default::default()
+        },
+    );
+    on(id, async move {
+        let f = File::open("f").await.unwrap();
+        f.write_at(&vec![0x11; len], 0).await.unwrap();
+        f.sync().await.unwrap();
+        f.write_at(&vec![0xEE; new_len], offset).await.unwrap();
+    })
+    .await;
+    sim::kill(id);
+    sim::restart(id);
+    id
+}
+
 /// Goal: a torn write persists whole 512-byte sectors only, some old and some new.
 #[test]
 fn disk_torn_write_cut_at_sector_boundaries() {
     let mut mixed_seen = false;
     for seed in 0..8 {
         let sectors: Vec<u8> = sim::run(seed, || async {
-            let n = node("disk", "10.0.0.1");
-            let id = n.id();
-            fault::set_disk_faults(
-                id,
-                DiskFaults {
-                    crash_torn_probability: 1.0,
-                    ..Default::default()
-                },
-            );
-            on(id, async {
-                let f = File::open("f").await.unwrap();
-                f.write_at(&vec![0x11; 16 * 512], 0).await.unwrap();
-                f.sync().await.unwrap();
-                // Unaligned start and end: the tear must still follow absolute sector bounds.
-                f.write_at(&vec![0xEE; 14 * 512], 256).await.unwrap();
-            })
-            .await;
-            sim::kill(id);
-            sim::restart(id);
+            // Unaligned start and end: the tear must still follow absolute sector bounds.
+            let id = torn_rewrite(16 * 512, (256, 14 * 512)).await;
             assert_eq!(fault::counters().crash_torn_writes, 1);
             on(id, async {
                 let f = File::open("f").await.unwrap();
@@ -1155,24 +1161,7 @@ fn disk_oracle_flags_an_item_straddling_a_torn_write() {
     let mut straddle_seen = false;
     for seed in 0..8 {
         let (whole, sides) = sim::run(seed, || async {
-            let n = node("disk", "10.0.0.1");
-            let id = n.id();
-            fault::set_disk_faults(
-                id,
-                DiskFaults {
-                    crash_torn_probability: 1.0,
-                    ..Default::default()
-                },
-            );
-            on(id, async {
-                let f = File::open("f").await.unwrap();
-                f.write_at(&vec![0x11; 8 * 512], 0).await.unwrap();
-                f.sync().await.unwrap();
-                f.write_at(&vec![0xEE; 8 * 512], 0).await.unwrap();
-            })
-            .await;
-            sim::kill(id);
-            sim::restart(id);
+            let id = torn_rewrite(8 * 512, (0, 8 * 512)).await;
             on(id, async {
                 let f = File::open("f").await.unwrap();
                 let mut buf = vec![0; 8 * 512];

@@ -46,28 +46,15 @@ impl Replica {
             return;
         }
         if let Some(e) = self.clients.get(client) {
-            if request < e.request {
-                // A registration's retry (its entry records the registration's op, above the
-                // number it was sent with: `session_floor`) gets the registration's reply, so
-                // the client learns the op it numbers from. An entry since replaced by a
-                // request means the session moved on: nobody waits for such a registration.
-                if e.request == e.op && kv::Request::decode(&body) == Ok(kv::Request::Register) {
-                    crate::mark!("duplicate_request_cached_reply");
-                    let (op, reply) = (e.op, e.reply.clone());
-                    self.effects.push(Effect::Reply {
-                        client,
-                        request,
-                        op,
-                        reply,
-                    });
-                    return;
-                }
-                // A request the client gave up on and superseded, delivered late (a stalled
-                // link, a retry on another replica): the client no longer waits for it.
-                crate::mark!("stale_client_request");
-                return;
-            }
-            if request == e.request {
+            // A retry of the last request gets its cached reply. So does a registration's
+            // retry: its entry records the registration's op, above the number it was sent
+            // with (`session_floor`), and the client learns from the reply the op it numbers
+            // from (an entry since replaced by a request: the session moved on, nobody waits).
+            let cached = request == e.request
+                || (request < e.request
+                    && e.request == e.op
+                    && kv::Request::decode(&body) == Ok(kv::Request::Register));
+            if cached {
                 crate::mark!("duplicate_request_cached_reply");
                 let (op, reply) = (e.op, e.reply.clone());
                 self.effects.push(Effect::Reply {
@@ -76,6 +63,12 @@ impl Replica {
                     op,
                     reply,
                 });
+                return;
+            }
+            if request < e.request {
+                // A request the client gave up on and superseded, delivered late (a stalled
+                // link, a retry on another replica): the client no longer waits for it.
+                crate::mark!("stale_client_request");
                 return;
             }
         }

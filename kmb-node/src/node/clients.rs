@@ -224,21 +224,20 @@ async fn client_connection(
                                 )
                                 .await
                                 {
-                                    Some(Value::Array(v))
-                                        if matches!(
-                                            v.as_slice(),
-                                            [Value::Integer(_), Value::Simple(ok)] if ok == "OK"
-                                        ) =>
-                                    {
-                                        if let Some(Value::Integer(op)) = v.first() {
+                                    Some(Value::Array(v)) => match v.as_slice() {
+                                        [Value::Integer(op), Value::Simple(ok)] if ok == "OK" => {
                                             next_request = next_request.max(*op as u64);
+                                            registered = true;
                                         }
-                                        registered = true;
-                                    }
-                                    Some(Value::Array(mut v)) if v.len() == 2 => {
-                                        value = v.pop().unwrap_or(Value::Null);
-                                        break;
-                                    }
+                                        [_, other] => {
+                                            value = other.clone();
+                                            break;
+                                        }
+                                        _ => {
+                                            value = Value::err("malformed registration reply");
+                                            break;
+                                        }
+                                    },
                                     Some(other) => {
                                         value = other;
                                         break;

@@ -107,6 +107,13 @@ impl Ranges {
             .collect()
     }
 
+    fn intersects(&self, lo: u64, hi: u64) -> bool {
+        self.0
+            .range(..hi)
+            .next_back()
+            .is_some_and(|(_, &end)| end > lo)
+    }
+
     fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -735,33 +742,30 @@ pub fn copy_durable(from: NodeId, to: NodeId) {
 /// overwritten, e.g. after a lost or misdirected write) are not the oracle's business: they
 /// were written there, and the protocol's hash chains judge them.
 pub fn accepted(file: &File, offset: u64, len: u64, what: &str) {
-    let (node, inode) = (file.node, file.inode);
-    let path = file.path.display().to_string();
-    fault::with(|s| {
-        s.counters.disk_items_accepted += 1;
-        let Some(f) = s.disks.get(&node).and_then(|d| d.files.get(&inode)) else {
-            return;
-        };
-        let (lo, hi) = (offset, offset + len);
-        let rotten = f.damaged.within(lo, hi);
-        let straddles = f
-            .torn
-            .iter()
-            .any(|t| !t.kept.within(lo, hi).is_empty() && !t.lost.within(lo, hi).is_empty());
-        if !rotten.is_empty() {
-            let v = format!(
-                "node {node} {path}: storage accepted {what} ({len} bytes at {offset}) \
-                 containing bytes {rotten:?} damaged by an injected fault"
-            );
-            violation(s, v);
-        } else if straddles {
-            let v = format!(
-                "node {node} {path}: storage accepted {what} ({len} bytes at {offset}) \
-                 that is half of a write torn by a power loss (some sectors new, some old)"
-            );
-            violation(s, v);
-        }
-    })
+    let (lo, hi) = (offset, offset + len);
+    oracle(
+        file,
+        |s| &mut s.counters.disk_items_accepted,
+        |f| {
+            let rotten = f.damaged.within(lo, hi);
+            if !rotten.is_empty() {
+                return Some(format!(
+                    "storage accepted {what} ({len} bytes at {offset}) containing bytes \
+                 {rotten:?} damaged by an injected fault"
+                ));
+            }
+            let straddles = f
+                .torn
+                .iter()
+                .any(|t| t.kept.intersects(lo, hi) && t.lost.intersects(lo, hi));
+            straddles.then(|| {
+                format!(
+                    "storage accepted {what} ({len} bytes at {offset}) that is half of a write \
+                 torn by a power loss (some sectors new, some old)"
+                )
+            })
+        },
+    )
 }
 
 /// Disk oracle, accountability (issue 12): storage found one item of `file` faulty — `what`,
@@ -771,25 +775,43 @@ pub fn accepted(file: &File, offset: u64, len: u64, what: &str) {
 /// or meant for there and misdirected). Otherwise storage called good data faulty: a
 /// violation.
 pub fn reported_faulty(file: &File, ranges: &[(u64, u64)], what: &str) {
-    let (node, inode) = (file.node, file.inode);
-    let path = file.path.display().to_string();
+    oracle(
+        file,
+        |s| &mut s.counters.disk_items_reported_faulty,
+        |f| {
+            let explained = ranges.iter().any(|&(offset, len)| {
+                let (lo, hi) = (offset, offset + len);
+                f.damaged.intersects(lo, hi)
+                    || f.uncertain.intersects(lo, hi)
+                    || f.bad_sectors.range(sectors(offset, len)).next().is_some()
+            });
+            (!explained).then(|| {
+                format!(
+                    "storage reported {what} (at {ranges:?}) faulty, but no injected fault \
+                 damaged those bytes or left them uncertain"
+                )
+            })
+        },
+    )
+}
+
+/// One disk-oracle judgement of `file`: count it (`counter`), and record what `judge` finds
+/// wrong with the file's ground truth, prefixed with where.
+fn oracle(
+    file: &File,
+    counter: impl FnOnce(&mut WorldState) -> &mut u64,
+    judge: impl FnOnce(&SimFile) -> Option<String>,
+) {
     fault::with(|s| {
-        s.counters.disk_items_reported_faulty += 1;
-        let Some(f) = s.disks.get(&node).and_then(|d| d.files.get(&inode)) else {
-            return;
-        };
-        let explained = ranges.iter().any(|&(offset, len)| {
-            let (lo, hi) = (offset, offset + len);
-            !f.damaged.within(lo, hi).is_empty()
-                || !f.uncertain.within(lo, hi).is_empty()
-                || f.bad_sectors.range(sectors(offset, len)).next().is_some()
-        });
-        if !explained {
-            let v = format!(
-                "node {node} {path}: storage reported {what} (at {ranges:?}) faulty, but no \
-                 injected fault damaged those bytes or left them uncertain"
-            );
-            violation(s, v);
+        *counter(s) += 1;
+        let finding = s
+            .disks
+            .get(&file.node)
+            .and_then(|d| d.files.get(&file.inode))
+            .and_then(judge);
+        if let Some(finding) = finding {
+            let where_ = format!("node {} {}", file.node, file.path.display());
+            violation(s, format!("{where_}: {finding}"));
         }
     })
 }

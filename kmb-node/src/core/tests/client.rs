@@ -26,11 +26,7 @@ fn client_request_at_backup_redirects() {
 #[test]
 fn client_table_retry_returns_cached_reply_incrby_once() {
     let mut net = Net::new(3, config);
-    let incr = Request::IncrBy {
-        key: b"n".to_vec(),
-        delta: 5,
-    }
-    .encode();
+    let incr = incr("n", 5);
     // The session numbers above its registration's op (1): its first request is 2.
     assert_eq!(net.register(1), 1);
     assert_eq!(net.request(1, 1, incr.clone()), (2, Reply::Integer(5)));
@@ -60,6 +56,13 @@ fn client_table_retry_returns_cached_reply_incrby_once() {
     for r in 0..3 {
         assert_eq!(net.replica(r).kv().get(b"n"), Some(&b"10"[..]));
     }
+}
+
+/// A client table of one entry: each registration evicts the other client.
+fn one_entry_table(replica_count: u8, replica: u8) -> Config {
+    let mut c = config(replica_count, replica);
+    c.clients_max = 1;
+    c
 }
 
 fn slot_sized(replica_count: u8, replica: u8) -> Config {
@@ -135,16 +138,8 @@ fn a_prepare_larger_than_a_slot_is_dropped() {
 /// counter went to 2); after registering again, a new request executes once.
 #[test]
 fn an_evicted_clients_retry_is_answered_evicted_not_executed() {
-    let mut net = Net::new(3, |n, r| {
-        let mut c = config(n, r);
-        c.clients_max = 1;
-        c
-    });
-    let incr = Request::IncrBy {
-        key: b"n".to_vec(),
-        delta: 1,
-    }
-    .encode();
+    let mut net = Net::new(3, one_entry_table);
+    let incr = incr("n", 1);
     assert_eq!(
         net.request(1, 7, incr.clone()),
         (1, Reply::Error(kv::SESSION_EVICTED.into())),
@@ -180,16 +175,8 @@ fn an_evicted_clients_retry_is_answered_evicted_not_executed() {
 /// itself gets its reply.
 #[test]
 fn a_late_registration_does_not_let_an_old_request_execute_again() {
-    let mut net = Net::new(3, |n, r| {
-        let mut c = config(n, r);
-        c.clients_max = 1;
-        c
-    });
-    let incr = Request::IncrBy {
-        key: b"n".to_vec(),
-        delta: 1,
-    }
-    .encode();
+    let mut net = Net::new(3, one_entry_table);
+    let incr = incr("n", 1);
     let register = Request::Register.encode();
     // Client 1's session: registration numbered 1 (op 1), then INCRBY numbered 2 (op 2).
     assert_eq!(net.request_numbered(1, 1, register.clone()), (1, Reply::Ok));

@@ -47,6 +47,15 @@ fn set(key: &str, value: &str) -> Vec<u8> {
     .encode()
 }
 
+/// An INCRBY request body.
+fn incr(key: &str, delta: i64) -> Vec<u8> {
+    Request::IncrBy {
+        key: key.as_bytes().to_vec(),
+        delta,
+    }
+    .encode()
+}
+
 fn msg(from: u8, body: Body) -> Input {
     Input::Message {
         from,
