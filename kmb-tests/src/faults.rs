@@ -437,6 +437,7 @@ impl Scheduler {
                 replay_after: (Duration::from_millis(200), Duration::from_secs(3)),
             });
         }
+        fault::set_tcp_partitions(self.swarm.links.tcp_partitions);
         let tick_s = TICK.as_secs_f64();
         if self.swarm.faults && self.swarm.links.fragment {
             self.fragment_links();

@@ -147,6 +147,12 @@ pub struct LinkSwarm {
     /// a replica a client's requests, or a replica a peer's frames at 16 B–4 KiB per ms, so
     /// the writer fills the receive window and waits (`sim_runtime::fault::slow_reader`).
     pub slow_readers: f64,
+    /// Partitions act on connections as on TCP (`sim_runtime::fault::set_tcp_partitions`):
+    /// nothing is dropped; what is sent into a partition is held and delivered at the
+    /// sender's next retransmission after the heal (exponential backoff from 200 ms), and a
+    /// connection opened into one completes at a SYN retransmission. Otherwise a partition
+    /// drops the frames that meet it.
+    pub tcp_partitions: bool,
 }
 
 /// See [`Swarm::geometry`].
@@ -320,6 +326,7 @@ impl Swarm {
                 rate: maybe(&mut more, 0.4, 2.0),
                 fragment: more.gen_bool(0.2),
                 slow_readers: 0.0,
+                tcp_partitions: false,
             }
         } else {
             LinkSwarm::default()
@@ -344,6 +351,8 @@ impl Swarm {
         } else {
             0.0
         };
+        // Drawn after everything else, for the same reason.
+        links.tcp_partitions = faults && more.gen_bool(0.5);
         if options.classic {
             (net.tail, net.replay) = (0.0, 0.0);
         }

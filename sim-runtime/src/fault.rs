@@ -130,6 +130,12 @@ pub struct FaultCounters {
     /// Times a writer waited because the reader had not taken the bytes already sent (the
     /// receive window, [`STREAM_WINDOW`], was full).
     pub stream_window_waits: u64,
+    /// Connections whose writer gave up on bytes a partition or stall held longer than its
+    /// user timeout ([`crate::net::set_user_timeout`]).
+    pub stream_user_timeouts: u64,
+    /// Connections opened into a TCP partition, held until a SYN retransmission after the
+    /// heal ([`set_tcp_partitions`]).
+    pub stream_connects_held: u64,
     /// Items storage accepted as valid and reported to the disk oracle
     /// ([`crate::disk::accepted`]).
     pub disk_items_accepted: u64,
@@ -175,6 +181,8 @@ impl FaultCounters {
             ("stream_fragments", self.stream_fragments),
             ("stream_slow_readers", self.stream_slow_readers),
             ("stream_window_waits", self.stream_window_waits),
+            ("stream_user_timeouts", self.stream_user_timeouts),
+            ("stream_connects_held", self.stream_connects_held),
             ("disk_items_accepted", self.disk_items_accepted),
             (
                 "disk_items_reported_faulty",
@@ -205,7 +213,21 @@ pub(crate) struct WorldState {
     pub(crate) disk_faults: BTreeMap<NodeId, DiskFaults>,
     pub(crate) link_faults: BTreeMap<(IpAddr, IpAddr), LinkFaults>,
     pub(crate) default_link_faults: LinkFaults,
-    pub(crate) blocked: BTreeSet<(IpAddr, IpAddr)>,
+    /// Partitioned directed links, with when each partition began.
+    pub(crate) blocked: BTreeMap<(IpAddr, IpAddr), madsim::time::Instant>,
+    /// Whether a partition acts on streams as it does on TCP ([`set_tcp_partitions`]).
+    pub(crate) tcp_partitions: bool,
+    /// Per connection (writer's socket, reader's socket) that wrote into a TCP partition: since
+    /// when its bytes are held.
+    pub(crate) held_since: BTreeMap<(SocketAddr, SocketAddr), madsim::time::Instant>,
+    /// Per connection, after the partition healed: its held bytes resume only at this
+    /// instant, the sender's next retransmission.
+    pub(crate) resumes: BTreeMap<(SocketAddr, SocketAddr), madsim::time::Instant>,
+    /// Connections (writer's socket, reader's socket) whose writer gave up on bytes held
+    /// longer than its user timeout: they are never delivered.
+    pub(crate) abandoned: BTreeSet<(SocketAddr, SocketAddr)>,
+    /// Each node's IP address, as its listeners and connections show it (madsim does not say).
+    pub(crate) node_ips: BTreeMap<NodeId, IpAddr>,
     /// Per unordered link: how many times it was reset (`crate::net` streams compare).
     pub(crate) link_epochs: BTreeMap<(IpAddr, IpAddr), u64>,
     /// Per directed link: bytes are held until this instant.
@@ -286,7 +308,12 @@ impl Simulator for World {
                 disk_faults: BTreeMap::new(),
                 link_faults: BTreeMap::new(),
                 default_link_faults: LinkFaults::default(),
-                blocked: BTreeSet::new(),
+                blocked: BTreeMap::new(),
+                tcp_partitions: false,
+                held_since: BTreeMap::new(),
+                resumes: BTreeMap::new(),
+                abandoned: BTreeSet::new(),
+                node_ips: BTreeMap::new(),
                 link_epochs: BTreeMap::new(),
                 stalls: BTreeMap::new(),
                 fragments: BTreeMap::new(),
@@ -457,8 +484,9 @@ pub(crate) struct ReadFaults {
     pub(crate) slow: Option<usize>,
 }
 
-/// See [`ReadFaults`].
-pub(crate) fn read_faults(src: IpAddr, dst: IpAddr) -> ReadFaults {
+/// See [`ReadFaults`]: a read on the connection `writer → reader`.
+pub(crate) fn read_faults(writer: SocketAddr, reader: SocketAddr) -> ReadFaults {
+    let (src, dst) = (writer.ip(), reader.ip());
     with(|s| {
         let epoch = s
             .link_epochs
@@ -470,7 +498,8 @@ pub(crate) fn read_faults(src: IpAddr, dst: IpAddr) -> ReadFaults {
             .stalls
             .get(&(src, dst))
             .copied()
-            .filter(|&until| until > now);
+            .filter(|&until| until > now)
+            .max(s.partition_hold(writer, reader));
         ReadFaults {
             epoch,
             stalled_until,
@@ -481,6 +510,76 @@ pub(crate) fn read_faults(src: IpAddr, dst: IpAddr) -> ReadFaults {
                 .filter(|&&(_, until)| until > now)
                 .map(|&(rate, _)| rate),
         }
+    })
+}
+
+/// Until when the bytes of the connection `writer → reader` are held (a stall, or a TCP
+/// partition), if they are.
+pub(crate) fn held_until(writer: SocketAddr, reader: SocketAddr) -> Option<madsim::time::Instant> {
+    read_faults(writer, reader).stalled_until
+}
+
+/// The connection `writer → reader` wrote bytes: into a TCP partition, they are held from now
+/// (from its first such write).
+pub(crate) fn note_write(writer: SocketAddr, reader: SocketAddr) {
+    with(|s| {
+        if s.tcp_partitions && s.blocked.contains_key(&(writer.ip(), reader.ip())) {
+            let now = s.time.now_instant();
+            s.held_since.entry((writer, reader)).or_insert(now);
+        }
+    })
+}
+
+/// Note that the current node has address `ip` (a listener bound to it, a connection from it).
+pub(crate) fn note_node_ip(ip: IpAddr) {
+    if ip.is_unspecified() || ip.is_loopback() {
+        return;
+    }
+    let node = madsim::plugin::node();
+    with(|s| {
+        s.node_ips.insert(node, ip);
+    })
+}
+
+/// Until when a connection the current node opens to `dst` at `since` waits for its
+/// handshake: the next SYN retransmission, while a TCP partition blocks either direction.
+/// (`None` too when the node's address is not known yet.)
+pub(crate) fn connect_hold(
+    dst: IpAddr,
+    since: madsim::time::Instant,
+) -> Option<madsim::time::Instant> {
+    let node = madsim::plugin::node();
+    with(|s| {
+        let src = *s.node_ips.get(&node)?;
+        let blocked = s.blocked.contains_key(&(src, dst)) || s.blocked.contains_key(&(dst, src));
+        (s.tcp_partitions && blocked).then(|| {
+            let now = s.time.now_instant();
+            retransmission_at(since, now + Duration::from_nanos(1), TCP_SYN_RTO)
+        })
+    })
+}
+
+/// The writer of the connection `writer → reader` gave up on it (user timeout): what it held
+/// is never delivered.
+pub(crate) fn abandon(writer: SocketAddr, reader: SocketAddr) {
+    with(|s| {
+        s.abandoned.insert((writer, reader));
+        s.counters.stream_user_timeouts += 1;
+        s.record("net.user_timeout", format!("{writer} -> {reader}"));
+    })
+}
+
+/// Whether the writer of `writer → reader` gave up on it.
+pub(crate) fn is_abandoned(writer: SocketAddr, reader: SocketAddr) -> bool {
+    with(|s| s.abandoned.contains(&(writer, reader)))
+}
+
+/// Count one connection held by a partition at its handshake.
+pub(crate) fn count_connect_held(dst: IpAddr) {
+    let node = madsim::plugin::node();
+    with(|s| {
+        s.counters.stream_connects_held += 1;
+        s.record("net.connect_held", format!("node {node} -> {dst}"));
     })
 }
 
@@ -500,11 +599,31 @@ pub(crate) fn add_unread(writer: SocketAddr, reader: SocketAddr, n: i64) {
     })
 }
 
-/// A connection closed: forget both directions' window.
-pub(crate) fn forget_connection(a: SocketAddr, b: SocketAddr) {
+/// A connection from `local` to `peer` opened: whatever an earlier connection between the
+/// same two sockets left (madsim reuses ports at once; the far end may still hold a half-open
+/// connection on them) belongs to that one, not to this.
+pub(crate) fn connection_opened(local: SocketAddr, peer: SocketAddr) {
     with(|s| {
-        s.unread.remove(&(a, b));
-        s.unread.remove(&(b, a));
+        for c in [(local, peer), (peer, local)] {
+            s.unread.remove(&c);
+            s.abandoned.remove(&c);
+            s.held_since.remove(&c);
+            s.resumes.remove(&c);
+        }
+    })
+}
+
+/// The end `local` of a connection with `peer` closed: forget both directions' window, and
+/// what held the bytes flowing into `local` (bytes `local` wrote stay held, or abandoned, for
+/// as long as `peer` reads).
+pub(crate) fn forget_connection(local: SocketAddr, peer: SocketAddr) {
+    with(|s| {
+        s.unread.remove(&(local, peer));
+        s.unread.remove(&(peer, local));
+        let inbound = (peer, local);
+        s.abandoned.remove(&inbound);
+        s.held_since.remove(&inbound);
+        s.resumes.remove(&inbound);
     })
 }
 
@@ -525,7 +644,9 @@ pub fn heal_streams() {
 /// Block frames from `src` to `dst` (an asymmetric partition).
 pub fn partition_oneway(src: IpAddr, dst: IpAddr) {
     with(|s| {
-        if s.blocked.insert((src, dst)) {
+        if !s.blocked.contains_key(&(src, dst)) {
+            let now = s.time.now_instant();
+            s.blocked.insert((src, dst), now);
             s.counters.partitions += 1;
             s.record("net.partition", format!("{src} -> {dst}"));
         }
@@ -542,9 +663,8 @@ pub fn partition(a: IpAddr, b: IpAddr) {
 pub fn heal(a: IpAddr, b: IpAddr) {
     with(|s| {
         for link in [(a, b), (b, a)] {
-            if s.blocked.remove(&link) {
-                s.counters.heals += 1;
-                s.record("net.heal", format!("{} -> {}", link.0, link.1));
+            if s.blocked.remove(&link).is_some() {
+                s.healed(link);
             }
         }
     })
@@ -553,17 +673,115 @@ pub fn heal(a: IpAddr, b: IpAddr) {
 /// Unblock every link.
 pub fn heal_all() {
     with(|s| {
-        let links: Vec<_> = std::mem::take(&mut s.blocked).into_iter().collect();
-        for (src, dst) in links {
-            s.counters.heals += 1;
-            s.record("net.heal", format!("{src} -> {dst}"));
+        for link in std::mem::take(&mut s.blocked).into_keys() {
+            s.healed(link);
         }
     })
 }
 
+impl WorldState {
+    fn healed(&mut self, (src, dst): (IpAddr, IpAddr)) {
+        self.counters.heals += 1;
+        self.record("net.heal", format!("{src} -> {dst}"));
+        // Each connection that wrote into the partition resumes at its own next
+        // retransmission; connections opened after the heal are not held.
+        let now = self.time.now_instant();
+        let held: Vec<_> = self
+            .held_since
+            .keys()
+            .filter(|(w, r)| (w.ip(), r.ip()) == (src, dst))
+            .copied()
+            .collect();
+        for connection in held {
+            let since = self.held_since.remove(&connection).expect("listed");
+            let resume = retransmission_at(since, now, TCP_RTO_MIN);
+            self.resumes.insert(connection, resume);
+        }
+    }
+
+    /// Until when the bytes of the connection `writer → reader` are held by a TCP partition
+    /// (while it lasts, until the next retransmission; after the heal, until the one that
+    /// delivers them).
+    pub(crate) fn partition_hold(
+        &self,
+        writer: SocketAddr,
+        reader: SocketAddr,
+    ) -> Option<madsim::time::Instant> {
+        if !self.tcp_partitions {
+            return None;
+        }
+        let now = self.time.now_instant();
+        if let Some(&link_since) = self.blocked.get(&(writer.ip(), reader.ip())) {
+            let since = self
+                .held_since
+                .get(&(writer, reader))
+                .copied()
+                .unwrap_or(link_since);
+            // The next retransmission after now: the reader looks again then.
+            return Some(retransmission_at(
+                since,
+                now + Duration::from_nanos(1),
+                TCP_RTO_MIN,
+            ));
+        }
+        self.resumes
+            .get(&(writer, reader))
+            .copied()
+            .filter(|&at| at > now)
+    }
+}
+
+/// TCP's first retransmission timeout for data (Linux `TCP_RTO_MIN`, 200 ms) and for a
+/// connection's SYN (1 s); each retransmission doubles it, up to `TCP_RTO_MAX`.
+pub const TCP_RTO_MIN: Duration = Duration::from_millis(200);
+/// See [`TCP_RTO_MIN`].
+pub const TCP_SYN_RTO: Duration = Duration::from_secs(1);
+/// The longest gap between two retransmissions (Linux `TCP_RTO_MAX`).
+pub const TCP_RTO_MAX: Duration = Duration::from_secs(120);
+
+/// The first retransmission at or after `at` of bytes first sent at `since` and never
+/// acknowledged: retransmissions come `rto`, `2 rto`, `4 rto`, … (at most [`TCP_RTO_MAX`])
+/// apart. A healed partition delivers held bytes only then — not at the heal.
+pub fn retransmission_at(
+    since: madsim::time::Instant,
+    at: madsim::time::Instant,
+    rto: Duration,
+) -> madsim::time::Instant {
+    let mut next = since;
+    let mut gap = rto;
+    while next < at {
+        next += gap;
+        gap = (gap * 2).min(TCP_RTO_MAX);
+    }
+    next
+}
+
+/// Make partitions act on streams as they do on TCP connections (off by default: then a
+/// partition drops the frames that meet it, as a lossy network drops datagrams). With it, a
+/// partition loses nothing: bytes sent into it are held (the sender's kernel retransmits
+/// them), and after the heal they arrive only at the sender's next retransmission, which
+/// backs off exponentially from 200 ms — after a long partition, seconds to minutes after the
+/// heal. A connection opened into a partition completes at the SYN's next retransmission
+/// after the heal (from 1 s, doubling). A writer with a user timeout
+/// ([`crate::net::set_user_timeout`]) gives up on a connection whose bytes were held longer.
+pub fn set_tcp_partitions(on: bool) {
+    with(|s| s.tcp_partitions = on)
+}
+
+/// Whether partitions act as on TCP ([`set_tcp_partitions`]).
+pub fn tcp_partitions() -> bool {
+    with(|s| s.tcp_partitions)
+}
+
 /// Whether frames from `src` to `dst` are blocked.
 pub fn is_partitioned(src: IpAddr, dst: IpAddr) -> bool {
-    with(|s| s.blocked.contains(&(src, dst)))
+    with(|s| s.blocked.contains_key(&(src, dst)))
+}
+
+/// Whether a frame from `src` to `dst` is dropped by a partition (partitioned, and partitions
+/// drop frames rather than hold them: [`set_tcp_partitions`]).
+pub(crate) fn drops_frames(src: IpAddr, dst: IpAddr) -> bool {
+    with(|s| !s.tcp_partitions && s.blocked.contains_key(&(src, dst)))
 }
 
 /// How often each fault fired so far.

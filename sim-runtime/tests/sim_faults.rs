@@ -1187,3 +1187,169 @@ fn disk_oracle_flags_an_item_straddling_a_torn_write() {
     }
     assert!(straddle_seen, "some seed must tear the write");
 }
+
+/// A server on 10.0.4.1 that records when each frame arrives (seconds since `start`), and a
+/// client on 10.0.4.2 connected to it (with `user_timeout`, if any) that sends frame `n` at
+/// each `(at_s, n)` of `sends`. Partitioned (TCP partitions) over `[cut_s, heal_s)`.
+/// Returns the arrivals and, per send, whether the client's writer was still open.
+async fn tcp_partition_run(
+    user_timeout: Option<Duration>,
+    cut_s: f64,
+    heal_s: f64,
+    sends: &'static [(f64, u8)],
+) -> (Vec<(u8, f64)>, Vec<bool>) {
+    fault::set_tcp_partitions(true);
+    let server = node("server", "10.0.4.1");
+    let client = node("client", "10.0.4.2");
+    let addr: SocketAddr = "10.0.4.1:9000".parse().unwrap();
+    let start = time::Instant::now();
+    let arrivals = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let got = arrivals.clone();
+    server.spawn(async move {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            let got = got.clone();
+            sim_runtime::task::spawn(async move {
+                let (_w, mut r) = net::framed(s);
+                while let Ok(p) = r.recv().await {
+                    got.lock()
+                        .unwrap()
+                        .push((p[0], start.elapsed().as_secs_f64()));
+                }
+            });
+        }
+    });
+    let sender = client.spawn(async move {
+        time::sleep(Duration::from_millis(10)).await;
+        let mut s = net::TcpStream::connect(addr).await.unwrap();
+        if let Some(t) = user_timeout {
+            net::set_user_timeout(&mut s, t).unwrap();
+        }
+        let (w, _r) = net::framed(s);
+        let mut open = Vec::new();
+        for &(at, n) in sends {
+            time::sleep_until(start + Duration::from_secs_f64(at)).await;
+            open.push(w.send(vec![n]).await.is_ok());
+        }
+        open
+    });
+    time::sleep(Duration::from_secs_f64(cut_s)).await;
+    fault::partition(ip("10.0.4.1"), ip("10.0.4.2"));
+    time::sleep(Duration::from_secs_f64(heal_s - cut_s)).await;
+    fault::heal_all();
+    let open = sender.await.unwrap();
+    time::sleep(Duration::from_secs(60)).await;
+    let arrivals = arrivals.lock().unwrap().clone();
+    (arrivals, open)
+}
+
+/// Goal: with TCP partitions, a partition loses nothing on an open connection, and what it
+/// held arrives not at the heal but at the sender's next retransmission: sent at 0.5 s into a
+/// partition cut at 0.5 s and healed at 13.5 s, retransmissions fall 0.2, 0.6, 1.4, 3.0, 6.2,
+/// 12.6 and 25.4 s after the cut — so frame 2 arrives at 25.9 s, 12.4 s after the heal, and
+/// frame 3, sent after the heal, behind it in order. (With the knob off the partition drops
+/// frame 2: `net_partitions_block_and_heal`.)
+#[test]
+fn net_tcp_partition_holds_bytes_until_a_retransmission_after_the_heal() {
+    sim::run(41, || async {
+        let (arrivals, open) =
+            tcp_partition_run(None, 0.5, 13.5, &[(0.2, 1), (0.5, 2), (14.0, 3)]).await;
+        assert_eq!(open, vec![true, true, true]);
+        let order: Vec<u8> = arrivals.iter().map(|a| a.0).collect();
+        assert_eq!(order, vec![1, 2, 3], "nothing lost, in order: {arrivals:?}");
+        let (_, two) = arrivals[1];
+        assert!(
+            (25.85..25.95).contains(&two),
+            "frame 2 arrives at the retransmission 25.4 s after the cut, not at the heal: {two}"
+        );
+        assert!(arrivals[2].1 >= two);
+        let c = fault::counters();
+        assert_eq!(c.frames_partitioned, 0, "TCP partitions drop no frame");
+        assert_eq!((c.partitions, c.heals), (2, 2));
+    });
+}
+
+/// Goal: a writer with a user timeout gives up on a connection whose bytes a partition held
+/// longer than it — its next write fails, what it held is never delivered (not even after the
+/// heal), and the counter says so; without the timeout the same run delivers everything late.
+#[test]
+fn net_user_timeout_gives_up_on_a_held_connection() {
+    const SENDS: &[(f64, u8)] = &[(0.2, 1), (0.6, 2), (1.0, 3), (1.8, 4), (2.0, 5)];
+    sim::run(42, || async {
+        let (arrivals, open) =
+            tcp_partition_run(Some(Duration::from_secs(1)), 0.5, 5.0, SENDS).await;
+        let order: Vec<u8> = arrivals.iter().map(|a| a.0).collect();
+        assert_eq!(
+            order,
+            vec![1],
+            "held bytes of a given-up connection never arrive"
+        );
+        assert_eq!(open[..3], [true, true, true]);
+        assert!(
+            !open[4],
+            "the writer fails once the timeout fired: {open:?}"
+        );
+        assert_eq!(fault::counters().stream_user_timeouts, 1);
+    });
+    sim::run(42, || async {
+        let (arrivals, open) = tcp_partition_run(None, 0.5, 5.0, SENDS).await;
+        let order: Vec<u8> = arrivals.iter().map(|a| a.0).collect();
+        assert_eq!(order, vec![1, 2, 3, 4, 5]);
+        assert!(open.iter().all(|&o| o));
+        assert_eq!(fault::counters().stream_user_timeouts, 0);
+    });
+}
+
+/// Goal: a connection opened into a TCP partition completes at the SYN's first retransmission
+/// after the heal (1, 3, 7, 15, 31 s after it began: here 31.1 s for a heal at 20 s), and
+/// `connect_with_backoff`, bounding each attempt by `net::CONNECT_TIMEOUT`, connects within
+/// that timeout and its backoff of the heal instead.
+#[test]
+fn net_connect_into_a_tcp_partition_waits_for_a_syn_retransmission() {
+    sim::run(43, || async {
+        fault::set_tcp_partitions(true);
+        let server = node("server", "10.0.4.1");
+        let client = node("client", "10.0.4.2");
+        let addr: SocketAddr = "10.0.4.1:9000".parse().unwrap();
+        server.spawn(async move {
+            let listener = TcpListener::bind(addr).await.unwrap();
+            let mut held = Vec::new();
+            loop {
+                held.push(listener.accept().await.unwrap());
+            }
+        });
+        // The simulator learns a node's address from its listeners and connections.
+        client
+            .spawn(async { TcpListener::bind("10.0.4.2:7000").await.unwrap() })
+            .await
+            .unwrap();
+        fault::partition(ip("10.0.4.1"), ip("10.0.4.2"));
+        let start = time::Instant::now();
+        let plain = client.spawn(async move {
+            time::sleep(Duration::from_millis(100)).await;
+            net::TcpStream::connect(addr).await.unwrap();
+            start.elapsed().as_secs_f64()
+        });
+        let bounded = client.spawn(async move {
+            time::sleep(Duration::from_millis(100)).await;
+            let backoff = net::Backoff {
+                min: Duration::from_millis(100),
+                max: Duration::from_millis(100),
+            };
+            net::connect_with_backoff(addr, backoff, None)
+                .await
+                .unwrap();
+            start.elapsed().as_secs_f64()
+        });
+        time::sleep(Duration::from_secs(20)).await;
+        fault::heal_all();
+        let (plain, bounded) = (plain.await.unwrap(), bounded.await.unwrap());
+        assert!((31.09..31.11).contains(&plain), "plain connect at {plain}");
+        assert!(
+            (20.0..21.2).contains(&bounded),
+            "bounded connect within a timeout and a backoff of the heal: {bounded}"
+        );
+        assert!(fault::counters().stream_connects_held >= 2);
+    });
+}

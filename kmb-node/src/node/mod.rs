@@ -349,6 +349,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     };
     let initial = replica.poll_effects();
     driver.execute(&mut replica, initial).await?;
+    let mut role = Role::of(&replica);
     let mut ticker = time::interval(config.tick);
     let mut debug_ticks: u64 = 0;
     tokio::pin!(shutdown);
@@ -389,11 +390,58 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             .execute(&mut replica, effects)
             .await
             .inspect_err(|e| tracing::warn!(replica = me, "stopping: {e}"))?;
+        role.log_change(&replica);
         #[cfg(madsim)]
         {
             crate::inspect::publish(&replica);
             crate::inspect::durable(me as u8, driver.storage.durable());
         }
+    }
+}
+
+/// The replica's status and view as last logged: operators see every view change and who
+/// became primary at `info` level, without a debug log.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Role {
+    status: core::Status,
+    view: crate::entry::View,
+}
+
+impl Role {
+    fn of(replica: &Replica) -> Role {
+        Role {
+            status: replica.status(),
+            view: replica.view(),
+        }
+    }
+
+    fn log_change(&mut self, replica: &Replica) {
+        let now = Role::of(replica);
+        if now == *self {
+            return;
+        }
+        let me = replica.config().replica;
+        let primary = replica.config().primary_of(now.view);
+        match now.status {
+            core::Status::Normal => tracing::info!(
+                replica = me,
+                view = now.view,
+                primary,
+                op = replica.op(),
+                commit = replica.commit(),
+                "normal: {}",
+                if primary == me { "primary" } else { "backup" }
+            ),
+            core::Status::ViewChange => tracing::info!(
+                replica = me,
+                view = now.view,
+                from_view = self.view,
+                from = ?self.status,
+                "view change: electing replica {primary}"
+            ),
+            core::Status::Recovering => tracing::info!(replica = me, view = now.view, "recovering"),
+        }
+        *self = now;
     }
 }
 

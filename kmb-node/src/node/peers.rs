@@ -28,6 +28,10 @@ const HANDSHAKE_FRAME_MAX: usize = 4096;
 /// checkpoint larger than that (`kmb-tests/tests/large_state_transfer.rs`; seen in VOPR seeds
 /// with large values as state-transfer frames of 10–11 MiB refused).
 const PEER_FRAME_MAX: usize = MESSAGE_SIZE_MAX + auth::MESSAGE_MAC_SIZE;
+/// A peer link whose written bytes stay unacknowledged this long is given up and reconnected
+/// (`TCP_USER_TIMEOUT`, see [`peer_sender`]). Acknowledgements take a round trip, not a
+/// heartbeat: a second is many round trips on any network a cluster runs on.
+const PEER_USER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What both ends of a peer link need.
 #[derive(Clone)]
@@ -224,9 +228,14 @@ pub(super) async fn peer_sender(
         max: Duration::from_millis(500),
     };
     loop {
-        let Ok(stream) = net::connect_with_backoff(addr, backoff, None).await else {
+        let Ok(mut stream) = net::connect_with_backoff(addr, backoff, None).await else {
             continue;
         };
+        // A link whose bytes stay unacknowledged this long (a partition, a peer that stopped)
+        // is given up and reconnected: left to TCP, a healed partition would deliver them only
+        // at the next retransmission — with exponential backoff, seconds to minutes after the
+        // heal — while the protocol's timeouts ran out.
+        let _ = net::set_user_timeout(&mut stream, PEER_USER_TIMEOUT);
         // The acceptor never writes after its challenge: the handshake limit stays.
         let (writer, mut reader) = net::framed_with_limit(stream, HANDSHAKE_FRAME_MAX);
         let Some(session) = link.connect(to, &writer, &mut reader).await else {

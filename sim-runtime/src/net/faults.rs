@@ -7,6 +7,34 @@ use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::sync::mpsc;
 
 use super::{encode_frame, write_frame, TcpStream};
+
+/// Write one frame; flush it (one simulated payload) only once no further frame is queued, so
+/// a burst of frames travels as one payload, as a kernel coalesces a burst into full segments.
+/// (madsim delivers each payload a timer tick after the previous one: flushing every frame of
+/// a backlog of thousands capped a connection at a thousand frames per simulated second, far
+/// below what any real link carries — a replica flooded with a backlog after a heal fell
+/// further behind every second.)
+async fn write_coalesced(
+    write: &mut WriteHalf<TcpStream>,
+    frame: &[u8],
+    queue_empty: bool,
+    unflushed: &mut bool,
+) -> std::io::Result<()> {
+    write.write_all(frame).await?;
+    *unflushed = true;
+    if queue_empty {
+        flush(write, unflushed).await?;
+    }
+    Ok(())
+}
+
+/// Flush what [`write_coalesced`] left unflushed (before any wait).
+async fn flush(write: &mut WriteHalf<TcpStream>, unflushed: &mut bool) -> std::io::Result<()> {
+    if std::mem::take(unflushed) {
+        write.flush().await?;
+    }
+    Ok(())
+}
 use crate::fault;
 use crate::time::Duration;
 
@@ -39,7 +67,7 @@ fn plan(src: IpAddr, dst: IpAddr, frame_len: usize) -> Plan {
             reorder: false,
             replay_after: None,
         };
-        if s.blocked.contains(&(src, dst)) {
+        if !s.tcp_partitions && s.blocked.contains_key(&(src, dst)) {
             s.counters.frames_partitioned += 1;
             plan.drop = true;
             return plan;
@@ -89,6 +117,7 @@ pub(super) async fn writer_task(
     link: Option<(IpAddr, IpAddr)>,
 ) {
     let mut held: Option<Vec<u8>> = None;
+    let mut unflushed = false;
     // Copies of earlier frames to send again, with when (`LinkFaults::replay_probability`).
     let mut replays: Vec<(crate::time::Instant, Vec<u8>)> = Vec::new();
     loop {
@@ -97,7 +126,7 @@ pub(super) async fn writer_task(
         while let Some(i) = replays.iter().position(|(at, _)| *at <= now) {
             let (_, frame) = replays.remove(i);
             let (src, dst) = link.expect("replays only on faulted links");
-            if fault::is_partitioned(src, dst) {
+            if fault::drops_frames(src, dst) {
                 continue;
             }
             fault::with(|s| {
@@ -109,6 +138,9 @@ pub(super) async fn writer_task(
             }
         }
         let replay_at = replays.iter().map(|(at, _)| *at).min();
+        if rx.is_empty() && flush(&mut write, &mut unflushed).await.is_err() {
+            return;
+        }
         let next = if held.is_some() {
             let now = crate::time::Instant::now();
             let hold_until = now + HOLD_MAX;
@@ -136,7 +168,10 @@ pub(super) async fn writer_task(
         let Some(payload) = next else { break };
         let mut frame = encode_frame(&payload);
         let Some((src, dst)) = link else {
-            if write_frame(&mut write, &frame).await.is_err() {
+            if write_coalesced(&mut write, &frame, rx.is_empty(), &mut unflushed)
+                .await
+                .is_err()
+            {
                 return;
             }
             continue;
@@ -146,9 +181,12 @@ pub(super) async fn writer_task(
             continue;
         }
         if !plan.delay.is_zero() {
+            if flush(&mut write, &mut unflushed).await.is_err() {
+                return;
+            }
             crate::time::sleep(plan.delay).await;
             // A partition that began during the delay catches the frame too.
-            if fault::is_partitioned(src, dst) {
+            if fault::drops_frames(src, dst) {
                 fault::with(|s| s.counters.frames_partitioned += 1);
                 continue;
             }
@@ -167,18 +205,28 @@ pub(super) async fn writer_task(
         }
         let copies = if plan.duplicate { 2 } else { 1 };
         for _ in 0..copies {
-            if write_frame(&mut write, &frame).await.is_err() {
+            if write_coalesced(&mut write, &frame, false, &mut unflushed)
+                .await
+                .is_err()
+            {
                 return;
             }
         }
         if let Some(frame) = held.take() {
-            if write_frame(&mut write, &frame).await.is_err() {
+            if write_coalesced(&mut write, &frame, false, &mut unflushed)
+                .await
+                .is_err()
+            {
                 return;
             }
+        }
+        if rx.is_empty() && flush(&mut write, &mut unflushed).await.is_err() {
+            return;
         }
     }
     if let Some(frame) = held.take() {
         let _ = write_frame(&mut write, &frame).await;
     }
+    let _ = flush(&mut write, &mut unflushed).await;
     let _ = write.shutdown().await;
 }

@@ -271,6 +271,34 @@ impl FrameReader {
     }
 }
 
+/// Set `TCP_USER_TIMEOUT` on `stream`: once bytes written to it have gone unacknowledged for
+/// `timeout` (a partition, a peer that stopped reading), the kernel gives up on the
+/// connection and its next read or write fails, instead of retransmitting with exponential
+/// backoff for up to ~15 minutes — after which a healed partition would deliver the held
+/// bytes only at the next retransmission, seconds to minutes after the heal. Linux only
+/// (elsewhere a no-op).
+pub fn set_user_timeout(stream: &mut TcpStream, timeout: Duration) -> io::Result<()> {
+    #[cfg(madsim)]
+    {
+        stream.set_user_timeout(timeout);
+        Ok(())
+    }
+    #[cfg(all(not(madsim), any(target_os = "linux", target_os = "android")))]
+    {
+        socket2::SockRef::from(&*stream).set_tcp_user_timeout(Some(timeout))
+    }
+    #[cfg(all(not(madsim), not(any(target_os = "linux", target_os = "android"))))]
+    {
+        let _ = (stream, timeout);
+        Ok(())
+    }
+}
+
+/// How long one connection attempt of [`connect_with_backoff`] waits: a kernel retries an
+/// unanswered SYN for ~127 s, and a connect into a partition would otherwise complete only at
+/// the first retry after the heal (1, 3, 7, 15, 31, 63 s after it began).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Exponential backoff with jitter for reconnecting to a peer.
 #[derive(Clone, Copy, Debug)]
 pub struct Backoff {
@@ -298,7 +326,14 @@ pub async fn connect_with_backoff(
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        match TcpStream::connect(addr).await {
+        let result = match crate::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(result) => result,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connect {addr}: no answer within {CONNECT_TIMEOUT:?}"),
+            )),
+        };
+        match result {
             Ok(stream) => return Ok(stream),
             Err(e) if attempts_max.is_some_and(|max| attempt >= max) => return Err(e),
             Err(_) => {}

@@ -42,9 +42,11 @@ pub struct TcpListener {
 
 impl TcpListener {
     pub async fn bind<A: madsim::net::ToSocketAddrs>(addr: A) -> io::Result<TcpListener> {
-        Ok(TcpListener {
-            inner: madsim::net::TcpListener::bind(addr).await?,
-        })
+        let inner = madsim::net::TcpListener::bind(addr).await?;
+        if let Ok(local) = inner.local_addr() {
+            fault::note_node_ip(local.ip());
+        }
+        Ok(TcpListener { inner })
     }
 
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
@@ -76,6 +78,12 @@ pub struct TcpStream {
     window_wait: Option<Pin<Box<madsim::time::Sleep>>>,
     /// Bytes written into madsim's buffer and not flushed yet.
     unflushed: bool,
+    /// `TCP_USER_TIMEOUT`: give up once written bytes were held this long.
+    user_timeout: Option<std::time::Duration>,
+    /// Since when bytes this end wrote have been held (unacknowledged).
+    unacked_since: Option<madsim::time::Instant>,
+    /// The user timeout fired: every operation fails with `TimedOut`.
+    timed_out: bool,
 }
 
 impl Drop for TcpStream {
@@ -88,10 +96,53 @@ impl Drop for TcpStream {
 const TICK: std::time::Duration = std::time::Duration::from_millis(1);
 
 impl TcpStream {
-    pub async fn connect<A: madsim::net::ToSocketAddrs>(addr: A) -> io::Result<TcpStream> {
-        Ok(TcpStream::wrap(
-            madsim::net::TcpStream::connect(addr).await?,
-        ))
+    /// Connect to `addr`. Into a TCP partition ([`fault::set_tcp_partitions`]) the handshake
+    /// completes only at the SYN's first retransmission after the heal, or fails after the
+    /// kernel's ~127 s of retries; the acceptor sees nothing before.
+    pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+        let since = madsim::time::Instant::now();
+        let mut counted = false;
+        while let Some(at) = fault::connect_hold(addr.ip(), since) {
+            if !counted {
+                counted = true;
+                fault::count_connect_held(addr.ip());
+            }
+            if at - since > SYN_RETRIES_TIME {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "connection timed out (simulated partition)",
+                ));
+            }
+            madsim::time::sleep_until(at).await;
+        }
+        let stream = TcpStream::wrap(madsim::net::TcpStream::connect(addr).await?);
+        fault::connection_opened(stream.local_socket, stream.peer_socket);
+        Ok(stream)
+    }
+
+    /// Set `TCP_USER_TIMEOUT`: once bytes this end wrote have been held (unacknowledged) for
+    /// `timeout`, the connection fails with `TimedOut` and they are never delivered.
+    pub fn set_user_timeout(&mut self, timeout: std::time::Duration) {
+        self.user_timeout = Some(timeout);
+    }
+
+    /// Give up on the connection if written bytes were held longer than the user timeout; note
+    /// when they were delivered.
+    fn check_user_timeout(&mut self) -> io::Result<()> {
+        if self.timed_out {
+            return Err(timed_out());
+        }
+        let (Some(limit), Some(since)) = (self.user_timeout, self.unacked_since) else {
+            return Ok(());
+        };
+        if fault::held_until(self.local_socket, self.peer_socket).is_none() {
+            self.unacked_since = None;
+        } else if since.elapsed() >= limit {
+            self.timed_out = true;
+            fault::abandon(self.local_socket, self.peer_socket);
+            return Err(timed_out());
+        }
+        Ok(())
     }
 
     fn wrap(inner: madsim::net::TcpStream) -> TcpStream {
@@ -99,6 +150,7 @@ impl TcpStream {
         let local_socket = inner.local_addr().unwrap_or(unspecified);
         let peer_socket = inner.peer_addr().unwrap_or(unspecified);
         let (local, peer) = (local_socket.ip(), peer_socket.ip());
+        fault::note_node_ip(local);
         TcpStream {
             epoch: fault::link_epoch(local, peer),
             inner,
@@ -111,6 +163,9 @@ impl TcpStream {
             pace: None,
             window_wait: None,
             unflushed: false,
+            user_timeout: None,
+            unacked_since: None,
+            timed_out: false,
         }
     }
 
@@ -148,6 +203,16 @@ impl TcpStream {
     }
 }
 
+/// How long a kernel retries a SYN before `connect` fails (Linux, `tcp_syn_retries` = 6).
+const SYN_RETRIES_TIME: std::time::Duration = std::time::Duration::from_secs(127);
+
+fn timed_out() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "connection timed out: bytes unacknowledged past the user timeout (simulated)",
+    )
+}
+
 fn reset() -> io::Error {
     io::Error::new(
         io::ErrorKind::ConnectionReset,
@@ -162,16 +227,22 @@ impl AsyncRead for TcpStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        let faults = fault::read_faults(this.peer, this.local);
+        let faults = fault::read_faults(this.peer_socket, this.local_socket);
         this.check_epoch(faults.epoch)?;
+        this.check_user_timeout()?;
+        // The peer gave up on what it sent (its user timeout): those bytes never arrive, and
+        // nothing tells this end (a half-open connection).
+        if fault::is_abandoned(this.peer_socket, this.local_socket) {
+            return Poll::Pending;
+        }
         // Bytes from the peer are held while the link is stalled in that direction.
         if let Some(until) = faults.stalled_until {
-            let sleep = this
-                .stall
-                .get_or_insert_with(|| Box::pin(madsim::time::sleep_until(until)));
-            if sleep.deadline() != until {
-                sleep.as_mut().reset(until);
+            // A fresh timer for a new deadline: madsim's `Sleep::reset` does not re-arm one
+            // that has fired (a partition's hold moves from one retransmission to the next).
+            if this.stall.as_ref().is_none_or(|s| s.deadline() != until) {
+                this.stall = Some(Box::pin(madsim::time::sleep_until(until)));
             }
+            let sleep = this.stall.as_mut().expect("set above");
             if sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
@@ -225,6 +296,7 @@ impl AsyncWrite for TcpStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.check_reset()?;
+        self.check_user_timeout()?;
         let this = &mut *self;
         // Flow control: wait while the reader has not taken a window's worth already sent.
         let used = loop {
@@ -263,6 +335,15 @@ impl AsyncWrite for TcpStream {
             Poll::Ready(Ok(n)) => {
                 this.unflushed |= n > 0;
                 fault::add_unread(this.local_socket, this.peer_socket, n as i64);
+                if n > 0 {
+                    fault::note_write(this.local_socket, this.peer_socket);
+                    if this.user_timeout.is_some()
+                        && this.unacked_since.is_none()
+                        && fault::held_until(this.local_socket, this.peer_socket).is_some()
+                    {
+                        this.unacked_since = Some(madsim::time::Instant::now());
+                    }
+                }
                 Poll::Ready(Ok(n))
             }
             other => other,
@@ -271,6 +352,7 @@ impl AsyncWrite for TcpStream {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.check_reset()?;
+        self.check_user_timeout()?;
         self.unflushed = false;
         Pin::new(&mut self.inner).poll_flush(cx)
     }

@@ -133,7 +133,11 @@ impl Cluster {
             .args(["--addresses", &self.list(PEER_PORT)])
             .args(["--client-addresses", &self.list(CLIENT_PORT)])
             .arg(self.data(i))
-            .env("RUST_LOG", "info")
+            // KMB_CHAOS_NODE_LOG=debug gives the nodes' debug log.
+            .env(
+                "RUST_LOG",
+                std::env::var("KMB_CHAOS_NODE_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
