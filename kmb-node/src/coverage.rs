@@ -66,6 +66,14 @@ pub const MARKS: &[(&str, &str)] = &[
         "a retried request already executed was answered from the client table",
     ),
     (
+        "client_request_queued",
+        "the primary (or primary-elect) held a client request it could not order yet",
+    ),
+    (
+        "deposed_primary_redirects",
+        "a primary that lost its view redirected its uncommitted requests to the new primary",
+    ),
+    (
         "stale_client_request",
         "a client request older than the client's latest executed one reached the primary late",
     ),

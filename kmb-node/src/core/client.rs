@@ -1,6 +1,15 @@
 //! Client requests (VRR §4.1 steps 1–2, at-most-once through the client table): the primary
 //! answers a retry of the last request from the table, ignores older ones, and orders a new
 //! one as a prepare; backups redirect.
+//!
+//! No request is dropped without an answer while its client could be served soon: a primary
+//! whose pipeline or WAL ring is full, or whose view is not active yet, and a primary-elect
+//! during its view change, hold new requests in a bounded queue and order them as soon as
+//! they can; a primary that stops being one (a view change, a newer view) redirects what it
+//! held — queued requests and prepared ones not yet committed — to the new view's primary,
+//! so a client retries there at once instead of waiting out a timeout. (A retry of a request
+//! the new primary holds in its log waits there for the commit; one it does not hold is
+//! ordered anew: the client table keeps it exactly once either way.)
 
 use super::log::span;
 use super::message::Body;
@@ -9,9 +18,28 @@ use super::{Effect, Status};
 use crate::entry::{Entry, EntryFields, Operation};
 use crate::kv;
 
+/// Requests a primary holds at most while it cannot order them (beyond: dropped; the client
+/// retries after its timeout).
+pub(super) const REQUEST_QUEUE_MAX: usize = 256;
+
+/// A client request held until the primary can order it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct QueuedRequest {
+    pub(super) client: u128,
+    pub(super) request: u64,
+    pub(super) body: Vec<u8>,
+}
+
 impl Replica {
     pub(super) fn on_client_request(&mut self, client: u128, request: u64, body: Vec<u8>) {
         if self.status == Status::Recovering || client == 0 {
+            return;
+        }
+        let elect = self.status == Status::ViewChange && self.primary() == self.config.replica;
+        if elect {
+            // The primary-elect orders it once its view starts (or redirects it if another
+            // view change passes it by).
+            self.enqueue_request(client, request, body);
             return;
         }
         if self.status != Status::Normal || self.primary() != self.config.replica {
@@ -42,7 +70,11 @@ impl Replica {
         }
         // The glue refuses an oversized request with an error before it gets here; the core
         // never prepares one (storage would refuse to write it).
-        if !self.active() || body.len() > self.config.body_size_max {
+        if body.len() > self.config.body_size_max {
+            return;
+        }
+        if !self.active() {
+            self.enqueue_request(client, request, body);
             return;
         }
         if let Some(e) = self.clients.get(client) {
@@ -72,12 +104,24 @@ impl Replica {
                 return;
             }
         }
+        // A request of this client already ordered and not committed: if it is this one, its
+        // reply answers the client (the glue keys waiters by client and request number);
+        // an earlier one (a new primary has yet to commit what it inherited) goes first.
         let in_flight = span(&self.slots, self.commit_min + 1, self.op)
-            .any(|(_, s)| s.header.operation == Operation::Request && s.header.client == client);
-        let op = self.op + 1;
-        if in_flight || op > self.commit_max + self.config.pipeline_max || !self.ring_allows(op) {
+            .filter(|(_, s)| s.header.operation == Operation::Request && s.header.client == client)
+            .map(|(_, s)| s.header.request)
+            .max();
+        if let Some(ordered) = in_flight {
+            if ordered < request {
+                self.enqueue_request(client, request, body);
+            }
             return;
         }
+        if !self.may_prepare() {
+            self.enqueue_request(client, request, body);
+            return;
+        }
+        let op = self.op + 1;
         let Some(parent) = self.checksum_at(self.op) else {
             return;
         };
@@ -102,5 +146,92 @@ impl Replica {
             commit: self.commit_max,
             entry,
         });
+    }
+}
+
+impl Replica {
+    /// Whether the active primary can order one more request now: its pipeline and its WAL
+    /// ring have room, and its head is known.
+    fn may_prepare(&self) -> bool {
+        let op = self.op + 1;
+        op <= self.commit_max + self.config.pipeline_max
+            && self.ring_allows(op)
+            && self.checksum_at(self.op).is_some()
+    }
+
+    /// Hold a request until it can be ordered: one per client (a later request number
+    /// replaces an earlier one, which its client gave up on), [`REQUEST_QUEUE_MAX`] in all.
+    fn enqueue_request(&mut self, client: u128, request: u64, body: Vec<u8>) {
+        if let Some(q) = self.request_queue.iter_mut().find(|q| q.client == client) {
+            if request > q.request {
+                *q = QueuedRequest {
+                    client,
+                    request,
+                    body,
+                };
+            }
+            return;
+        }
+        if self.request_queue.len() < REQUEST_QUEUE_MAX {
+            crate::mark!("client_request_queued");
+            self.request_queue.push_back(QueuedRequest {
+                client,
+                request,
+                body,
+            });
+        }
+    }
+
+    /// After each step: the active primary orders the requests it held, in arrival order,
+    /// while it has room; a replica that neither is nor is about to be the primary redirects
+    /// what it held to the primary (a deposed primary's ordered, uncommitted requests were
+    /// redirected as it left its view: [`Replica::redirect_uncommitted`]).
+    pub(super) fn serve_request_queue(&mut self) {
+        let serving = self.status == Status::Normal && self.is_primary() && self.active();
+        let elect = self.status == Status::ViewChange && self.primary() == self.config.replica;
+        if serving {
+            // Each held request is looked at once per step (one that must still wait goes
+            // back into the queue).
+            for q in std::mem::take(&mut self.request_queue) {
+                if self.may_prepare() {
+                    self.on_client_request(q.client, q.request, q.body);
+                } else {
+                    self.request_queue.push_back(q);
+                }
+            }
+        } else if !elect && !self.is_primary() {
+            let primary = self.primary();
+            for q in std::mem::take(&mut self.request_queue) {
+                self.effects.push(Effect::Redirect {
+                    client: q.client,
+                    request: q.request,
+                    primary,
+                });
+            }
+        }
+    }
+
+    /// Called as this replica leaves the view it is primary of, for `primary`, the primary of
+    /// the view it moves to, before its log changes: the clients of its ordered, uncommitted
+    /// requests retry there (which commits them if the new view kept them, or orders them
+    /// anew).
+    pub(super) fn redirect_uncommitted(&mut self, primary: u8) {
+        if !self.is_primary() || primary == self.config.replica || self.halted.is_some() {
+            return;
+        }
+        let held: Vec<(u128, u64)> = span(&self.slots, self.commit_min + 1, self.op)
+            .filter(|(_, s)| s.header.operation == Operation::Request)
+            .map(|(_, s)| (s.header.client, s.header.request))
+            .collect();
+        if !held.is_empty() {
+            crate::mark!("deposed_primary_redirects");
+        }
+        for (client, request) in held {
+            self.effects.push(Effect::Redirect {
+                client,
+                request,
+                primary,
+            });
+        }
     }
 }

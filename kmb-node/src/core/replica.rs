@@ -16,10 +16,11 @@
 //! `recovery`, `repair`, `state_transfer`, `client`, `timers`, `diagnose`.
 
 use crate::entry::View;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use xxhash_rust::xxh3::xxh3_128;
 
+use super::client::QueuedRequest;
 use super::log::Slot;
 use super::message::{Body, LogSummary, Message, Vote};
 use super::snapshot::{self, ClientTable};
@@ -96,6 +97,10 @@ pub struct Replica {
     pub(super) ack_op: Vec<u64>,
     /// Backup: the last op acknowledged in this view.
     pub(super) acked_op: Option<u64>,
+    /// Client requests the primary (or primary-elect) will order as soon as it can — its
+    /// pipeline or WAL ring is full, or its view is not yet active — at most one per client
+    /// and [`REQUEST_QUEUE_MAX`] in all, in arrival order (`client.rs`).
+    pub(super) request_queue: VecDeque<QueuedRequest>,
 
     pub(super) svc_from: BTreeSet<u8>,
     pub(super) dvcs: BTreeMap<u8, Vote>,
@@ -256,6 +261,7 @@ impl Replica {
             syncing_truncate: false,
             ack_op: vec![0; n],
             acked_op: None,
+            request_queue: VecDeque::new(),
             svc_from: BTreeSet::new(),
             dvcs: BTreeMap::new(),
             dvc_sent: false,
@@ -531,6 +537,7 @@ impl Replica {
         self.commit_ops();
         self.maybe_checkpoint();
         self.try_send_dvc();
+        self.serve_request_queue();
         self.maybe_write_superblock();
         self.maybe_sync();
     }

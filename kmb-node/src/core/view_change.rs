@@ -14,6 +14,7 @@ use crate::entry::Header;
 impl Replica {
     pub(super) fn start_view_change(&mut self, view: View) {
         invariant!(view > self.view || self.status != Status::ViewChange);
+        self.redirect_uncommitted(self.config.primary_of(view));
         self.view = view;
         self.status = Status::ViewChange;
         self.svc_from = BTreeSet::from([self.config.replica]);
@@ -331,6 +332,7 @@ impl Replica {
 
     /// Adopt the log of `view` from its primary and become its backup.
     pub(super) fn join_view(&mut self, primary: u8, view: View, log: LogSummary) {
+        self.redirect_uncommitted(primary);
         match self.install_log(view, &log) {
             Ok(()) => {}
             Err(InstallError::Conflict) => return,

@@ -209,3 +209,137 @@ fn a_late_registration_does_not_let_an_old_request_execute_again() {
     // The session goes on above its registration's op.
     assert_eq!(net.request_numbered(1, 5, incr), (5, Reply::Integer(2)));
 }
+
+/// A pipeline of one uncommitted op.
+fn pipeline_of_one(replica_count: u8, replica: u8) -> Config {
+    let mut c = config(replica_count, replica);
+    c.pipeline_max = 1;
+    c
+}
+
+fn has_reply(net: &Net, client: u128, request: u64) -> bool {
+    net.replies
+        .iter()
+        .any(|(_, c, q, _, _)| *c == client && *q == request)
+}
+
+fn prepared_requests(effects: &[Effect]) -> usize {
+    sends(effects)
+        .iter()
+        .filter(|(_, b)| matches!(b, Body::Prepare { .. }))
+        .count()
+}
+
+/// Goal: a request that arrives while the primary's pipeline is full is held, not dropped:
+/// it is ordered — and answered — once the op ahead of it commits, without the client
+/// sending it again (before: dropped, so the client waited out its timeout and retried).
+#[test]
+fn a_request_beyond_a_full_pipeline_is_held_and_ordered_when_room_appears() {
+    let mut net = Net::new(3, pipeline_of_one);
+    let base1 = net.register(1);
+    let base2 = net.register(2);
+    // The backups stop answering: client 1's request stays uncommitted.
+    net.blocked.extend([1, 2]);
+    net.input(
+        0,
+        Input::ClientRequest {
+            client: 1,
+            request: base1 + 1,
+            body: set("a", "1"),
+        },
+    );
+    let op = net.replica(0).op();
+    let effects = net.nodes[0].replica.step(Input::ClientRequest {
+        client: 2,
+        request: base2 + 1,
+        body: set("b", "2"),
+    });
+    assert_eq!(prepared_requests(&effects), 0, "the pipeline is full");
+    assert_eq!(net.replica(0).op(), op);
+    assert!(effects
+        .iter()
+        .all(|e| !matches!(e, Effect::Redirect { .. })));
+    net.blocked.clear();
+    net.tick(60);
+    assert!(has_reply(&net, 1, base1 + 1));
+    assert!(
+        has_reply(&net, 2, base2 + 1),
+        "the held request was ordered and answered without a resend"
+    );
+    assert_eq!(net.replica(0).kv().get(b"b"), Some(&b"2"[..]));
+}
+
+/// Goal: the primary-elect holds a request that reaches it during its view change and
+/// orders it once the view starts (before: it redirected the client to itself, and a client
+/// following redirects asked again and again until the view started).
+#[test]
+fn a_primary_elect_holds_requests_until_its_view_starts() {
+    let mut net = Net::new(3, config);
+    let base = net.register(1);
+    net.crash(0);
+    net.blocked.insert(0);
+    // Replica 1, primary of view 1, cannot finish the view change before its superblock is
+    // durable.
+    net.nodes[1].hold_superblock = true;
+    net.tick(60);
+    assert_eq!(net.replica(1).status(), Status::ViewChange);
+    let effects = net.nodes[1].replica.step(Input::ClientRequest {
+        client: 1,
+        request: base + 1,
+        body: set("a", "1"),
+    });
+    assert!(
+        effects
+            .iter()
+            .all(|e| !matches!(e, Effect::Redirect { .. })),
+        "held, not redirected: {effects:?}"
+    );
+    net.release_superblock(1);
+    net.tick(30);
+    assert!(net.replica(1).is_primary());
+    assert!(
+        has_reply(&net, 1, base + 1),
+        "ordered once the view started"
+    );
+}
+
+/// Goal: a primary that learns of a newer view redirects the requests it ordered and did not
+/// commit, so their clients retry at the new primary at once (before: they waited for a
+/// reply that never came); the retry there commits exactly once.
+#[test]
+fn a_deposed_primary_redirects_its_uncommitted_requests() {
+    let mut net = Net::new(3, config);
+    let base = net.register(1);
+    // Replica 0 is cut off: it orders client 1's INCRBY, which cannot commit.
+    net.blocked.insert(0);
+    net.input(
+        0,
+        Input::ClientRequest {
+            client: 1,
+            request: base + 1,
+            body: incr("n", 1),
+        },
+    );
+    net.tick(80);
+    let p = (1..3u8)
+        .find(|&r| net.replica(r).is_primary())
+        .expect("a new primary among the others");
+    net.log.clear();
+    net.blocked.clear();
+    net.tick(40);
+    let redirected = net.log.iter().any(|(r, e)| {
+        *r == 0
+            && *e
+                == Effect::Redirect {
+                    client: 1,
+                    request: base + 1,
+                    primary: p,
+                }
+    });
+    assert!(
+        redirected,
+        "replica 0 redirected its uncommitted request to {p}"
+    );
+    let (_, reply) = net.request(1, 1, incr("n", 1));
+    assert_eq!(reply, Reply::Integer(1), "executed once");
+}
