@@ -250,6 +250,10 @@ impl Client {
                 target = ((x >> 8) % self.addresses.len() as u64) as usize;
             }
         }
+        // Redirects followed in a row: two replicas sending the client to each other (a
+        // primary that lost its quorum and a backup still following it) are asked again only
+        // after a pause.
+        let mut redirects = 0u32;
         while Instant::now() < deadline {
             match self.attempt(target, &encoded).await {
                 Attempt::Reply(reply) => {
@@ -264,7 +268,10 @@ impl Client {
                 }
                 Attempt::Redirect(to) => {
                     target = to;
-                    continue;
+                    redirects += 1;
+                    if redirects < 2 {
+                        continue;
+                    }
                 }
                 Attempt::Refused(why) => {
                     last_error = why;

@@ -74,6 +74,10 @@ pub const MARKS: &[(&str, &str)] = &[
         "a primary that lost its view redirected its uncommitted requests to the new primary",
     ),
     (
+        "primary_stepped_down",
+        "a primary that heard from no quorum for a view-change timeout stepped down",
+    ),
+    (
         "stale_client_request",
         "a client request older than the client's latest executed one reached the primary late",
     ),

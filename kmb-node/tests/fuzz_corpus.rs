@@ -262,6 +262,7 @@ fn messages() -> Vec<(&'static str, Body)> {
                 checkpoint_op: 0,
             },
         ),
+        ("commit_ack", Body::CommitAck { view: 4 }),
         ("start_view_change", Body::StartViewChange { view: 4 }),
         (
             "do_view_change",

@@ -42,7 +42,10 @@ impl Replica {
             self.enqueue_request(client, request, body);
             return;
         }
-        if self.status != Status::Normal || self.primary() != self.config.replica {
+        if self.status != Status::Normal
+            || self.primary() != self.config.replica
+            || self.quorum_lost
+        {
             // Mutation `read-from-backup` (simulator, or a `chaos-mutation` build): a backup
             // answers GET from its own state, at its own commit number, instead of redirecting.
             #[cfg(any(madsim, feature = "chaos-mutation"))]
@@ -61,10 +64,16 @@ impl Replica {
                     return;
                 }
             }
+            // A primary that lost its quorum sends clients to the next view's primary.
+            let primary = if self.quorum_lost && self.is_primary() {
+                self.config.primary_of(self.view + 1)
+            } else {
+                self.primary()
+            };
             self.effects.push(Effect::Redirect {
                 client,
                 request,
-                primary: self.primary(),
+                primary,
             });
             return;
         }
@@ -187,7 +196,10 @@ impl Replica {
     /// what it held to the primary (a deposed primary's ordered, uncommitted requests were
     /// redirected as it left its view: [`Replica::redirect_uncommitted`]).
     pub(super) fn serve_request_queue(&mut self) {
-        let serving = self.status == Status::Normal && self.is_primary() && self.active();
+        let serving = self.status == Status::Normal
+            && self.is_primary()
+            && self.active()
+            && !self.quorum_lost;
         let elect = self.status == Status::ViewChange && self.primary() == self.config.replica;
         if serving {
             // Each held request is looked at once per step (one that must still wait goes
@@ -199,8 +211,12 @@ impl Replica {
                     self.request_queue.push_back(q);
                 }
             }
-        } else if !elect && !self.is_primary() {
-            let primary = self.primary();
+        } else if !elect && (!self.is_primary() || self.quorum_lost) {
+            let primary = if self.is_primary() {
+                self.config.primary_of(self.view + 1)
+            } else {
+                self.primary()
+            };
             for q in std::mem::take(&mut self.request_queue) {
                 self.effects.push(Effect::Redirect {
                     client: q.client,

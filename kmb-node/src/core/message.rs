@@ -23,8 +23,9 @@ const MAGIC: [u8; 4] = *b"KMBM";
 /// 4: `DoViewChange` carries `held_max` and `never_written` (nacks of holes). 5: 64-bit views
 /// (entry format 2). 6: client sessions register (`kv::Request::Register`; the client table
 /// executes nothing else for a client it does not hold), so no replica of version 5 may apply
-/// the same log.
-const VERSION: u16 = 6;
+/// the same log. 7: `CommitAck` (a backup answers the primary's heartbeat; a primary that
+/// hears from no quorum steps down).
+const VERSION: u16 = 7;
 
 /// A replica's log as DoViewChange, StartView and RecoveryResponse carry it: the head (`op` and
 /// its entry's checksum), the commit number, the durable checkpoint op, and the last (at most
@@ -92,6 +93,11 @@ pub enum Body {
         view: View,
         commit: u64,
         checkpoint_op: u64,
+    },
+    /// Backup → primary, answering each heartbeat: the primary knows a quorum still hears
+    /// it (a primary that hears from no quorum for a view-change timeout steps down).
+    CommitAck {
+        view: View,
     },
     StartViewChange {
         view: View,
@@ -166,6 +172,7 @@ impl Body {
             Body::Headers { .. } => 12,
             Body::RequestStateTransfer { .. } => 13,
             Body::StateTransfer { .. } => 14,
+            Body::CommitAck { .. } => 15,
         }
     }
 }
@@ -311,6 +318,7 @@ impl Message {
             }
             Body::Headers { headers } => write_headers(&mut w, headers),
             Body::RequestStateTransfer { op_min } => w.u64(*op_min),
+            Body::CommitAck { view } => w.u64(*view),
             Body::StateTransfer {
                 view,
                 checkpoint_op,
@@ -407,6 +415,7 @@ impl Message {
                 headers: read_headers(&mut r)?,
             },
             13 => Body::RequestStateTransfer { op_min: r.u64()? },
+            15 => Body::CommitAck { view: r.u64()? },
             14 => Body::StateTransfer {
                 view: r.u64()?,
                 checkpoint_op: r.u64()?,

@@ -108,6 +108,8 @@ impl Replica {
             self.primary_contact_tick = self.tick;
             self.commit_max = self.commit_max.max(commit);
             self.maybe_request_state_transfer(from, checkpoint_op);
+            // The primary learns that this backup still hears it.
+            self.send(from, Body::CommitAck { view });
         } else if view > self.view || self.status == Status::Recovering {
             self.request_start_view(from, view);
         }

@@ -97,6 +97,13 @@ pub struct Replica {
     pub(super) ack_op: Vec<u64>,
     /// Backup: the last op acknowledged in this view.
     pub(super) acked_op: Option<u64>,
+    /// The tick each replica was last heard from (any valid message).
+    pub(super) heard_tick: Vec<u64>,
+    /// Primary: the view it leads and the tick it first ticked as its primary.
+    pub(super) leading_since: Option<(View, u64)>,
+    /// Primary: no quorum heard from within a view-change timeout; it does not serve
+    /// clients (`timers.rs`).
+    pub(super) quorum_lost: bool,
     /// Client requests the primary (or primary-elect) will order as soon as it can — its
     /// pipeline or WAL ring is full, or its view is not yet active — at most one per client
     /// and [`REQUEST_QUEUE_MAX`] in all, in arrival order (`client.rs`).
@@ -154,7 +161,9 @@ fn numbers_in_range(body: &Body) -> bool {
             commit,
             checkpoint_op,
         } => *view < VIEW_MAX && *commit < OP_MAX && *checkpoint_op < OP_MAX,
-        Body::StartViewChange { view } | Body::RequestStartView { view } => *view < VIEW_MAX,
+        Body::StartViewChange { view }
+        | Body::RequestStartView { view }
+        | Body::CommitAck { view } => *view < VIEW_MAX,
         Body::DoViewChange {
             view,
             vote: Vote { log, .. },
@@ -186,6 +195,7 @@ fn view_of(body: &Body) -> Option<View> {
         Body::Prepare { view, .. }
         | Body::PrepareOk { view, .. }
         | Body::Commit { view, .. }
+        | Body::CommitAck { view }
         | Body::StartViewChange { view }
         | Body::RequestStartView { view }
         | Body::DoViewChange { view, .. }
@@ -261,6 +271,9 @@ impl Replica {
             syncing_truncate: false,
             ack_op: vec![0; n],
             acked_op: None,
+            heard_tick: vec![0; n],
+            leading_since: None,
+            quorum_lost: false,
             request_queue: VecDeque::new(),
             svc_from: BTreeSet::new(),
             dvcs: BTreeMap::new(),
@@ -450,6 +463,7 @@ impl Replica {
         {
             return;
         }
+        self.heard_tick[from as usize] = self.tick;
         // An entry this replica's WAL slot cannot hold (a peer formatted with a larger
         // geometry, or a buggy one) is dropped rather than handed to storage, which would
         // refuse it and stop the node.
@@ -503,6 +517,8 @@ impl Replica {
                 checkpoint_op,
             } => self.on_commit(from, view, commit, checkpoint_op),
             Body::StartViewChange { view } => self.on_start_view_change(from, view),
+            // Heard (above): all a CommitAck says.
+            Body::CommitAck { .. } => {}
             Body::DoViewChange { view, vote } => self.on_do_view_change(from, view, vote),
             Body::StartView { view, log } => self.on_start_view(from, view, log),
             Body::RequestStartView { view } => self.on_request_start_view(from, view),

@@ -13,6 +13,19 @@ impl Replica {
         let tick = self.tick;
         match self.status {
             Status::Normal if self.primary() == self.config.replica => {
+                // A primary cut off from a quorum cannot commit, and while it serves, its
+                // clients wait on it: it stops serving (CheckQuorum, without leaving its view —
+                // an isolated replica that raised its view would force a view change on the
+                // others when the partition heals) and sends its clients, and the requests it
+                // ordered and could not commit, to the next view's primary, which the others
+                // elect meanwhile. It serves again once a quorum is heard from.
+                let lost = self.lost_quorum();
+                if lost && !self.quorum_lost {
+                    crate::mark!("primary_stepped_down");
+                    let next = self.config.primary_of(self.view + 1);
+                    self.redirect_uncommitted(next);
+                }
+                self.quorum_lost = lost;
                 if tick >= self.heartbeat_due {
                     self.heartbeat_due = tick + self.config.heartbeat_ticks;
                     self.broadcast(Body::Commit {
@@ -63,6 +76,29 @@ impl Replica {
                 }
             }
         }
+    }
+
+    /// Primary: whether fewer than a quorum (itself included) were heard from within the last
+    /// view-change timeout — counted from when it began to lead this view. Backups answer
+    /// every heartbeat (`CommitAck`), so an idle cluster keeps serving.
+    fn lost_quorum(&mut self) -> bool {
+        let (view, tick) = (self.view, self.tick);
+        let since = match self.leading_since {
+            Some((v, since)) if v == view => since,
+            _ => {
+                self.leading_since = Some((view, tick));
+                tick
+            }
+        };
+        let window = self.config.view_change_ticks;
+        let me = self.config.replica as usize;
+        let heard = self
+            .heard_tick
+            .iter()
+            .enumerate()
+            .filter(|&(r, &t)| r != me && t.max(since) + window > tick)
+            .count();
+        heard + 1 < self.config.quorum()
     }
 
     /// Resend what each backup has not acknowledged: the uncommitted pipeline, and — to a

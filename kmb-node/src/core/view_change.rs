@@ -15,6 +15,7 @@ impl Replica {
     pub(super) fn start_view_change(&mut self, view: View) {
         invariant!(view > self.view || self.status != Status::ViewChange);
         self.redirect_uncommitted(self.config.primary_of(view));
+        self.quorum_lost = false;
         self.view = view;
         self.status = Status::ViewChange;
         self.svc_from = BTreeSet::from([self.config.replica]);
@@ -333,6 +334,7 @@ impl Replica {
     /// Adopt the log of `view` from its primary and become its backup.
     pub(super) fn join_view(&mut self, primary: u8, view: View, log: LogSummary) {
         self.redirect_uncommitted(primary);
+        self.quorum_lost = false;
         match self.install_log(view, &log) {
             Ok(()) => {}
             Err(InstallError::Conflict) => return,

@@ -343,3 +343,73 @@ fn a_deposed_primary_redirects_its_uncommitted_requests() {
     let (_, reply) = net.request(1, 1, incr("n", 1));
     assert_eq!(reply, Reply::Integer(1), "executed once");
 }
+
+/// Goal: a primary that hears from no quorum for a view-change timeout stops serving: the
+/// request it ordered and cannot commit, and every new one, are redirected to the next view's
+/// primary (which the others elect meanwhile) — without raising its own view, so the heal
+/// forces no view change on the others. Once it hears a quorum again it serves again.
+#[test]
+fn a_primary_that_hears_no_quorum_stops_serving_and_redirects() {
+    let mut net = Net::new(3, config);
+    let base = net.register(1);
+    net.blocked.insert(0);
+    net.input(
+        0,
+        Input::ClientRequest {
+            client: 1,
+            request: base + 1,
+            body: incr("n", 1),
+        },
+    );
+    net.log.clear();
+    net.tick(40);
+    assert!(
+        !net.log
+            .iter()
+            .any(|(r, e)| *r == 0 && matches!(e, Effect::Redirect { .. })),
+        "still serving within the timeout"
+    );
+    net.tick(20);
+    let redirect = Effect::Redirect {
+        client: 1,
+        request: base + 1,
+        primary: 1,
+    };
+    assert!(net.log.contains(&(0, redirect)), "its uncommitted request");
+    let effects = net.nodes[0].replica.step(Input::ClientRequest {
+        client: 2,
+        request: 1,
+        body: set("a", "1"),
+    });
+    assert_eq!(
+        effects,
+        vec![Effect::Redirect {
+            client: 2,
+            request: 1,
+            primary: 1
+        }]
+    );
+    assert_eq!(net.replica(0).view(), 0, "it did not raise its view");
+    assert!(net.replica(0).is_primary());
+}
+
+/// Goal: backups answer heartbeats (`CommitAck`), so an idle cluster keeps serving: after 50
+/// view-change timeouts without a client request, the primary still orders one (without the
+/// answers it would count no quorum and redirect).
+#[test]
+fn an_idle_cluster_keeps_serving() {
+    let mut net = Net::new(3, config);
+    let base = net.register(1);
+    net.tick(50 * 50);
+    assert_eq!(net.replica(0).view(), 0);
+    let effects = net.nodes[0].replica.step(Input::ClientRequest {
+        client: 1,
+        request: base + 1,
+        body: set("a", "1"),
+    });
+    assert_eq!(
+        prepared_requests(&effects),
+        2,
+        "ordered and sent to both backups"
+    );
+}

@@ -23,6 +23,7 @@ fn every_message() -> Vec<Message> {
             commit: 2,
             checkpoint_op: 3,
         },
+        Body::CommitAck { view: 5 },
         Body::StartViewChange { view: 4 },
         Body::DoViewChange {
             view: 4,
@@ -87,7 +88,7 @@ fn every_message() -> Vec<Message> {
 #[test]
 fn message_every_type_roundtrip_is_identical() {
     let messages = every_message();
-    assert_eq!(messages.len(), 14);
+    assert_eq!(messages.len(), 15);
     for m in messages {
         assert_eq!(Message::decode(&m.encode()), Ok(m));
     }

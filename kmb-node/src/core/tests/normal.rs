@@ -82,7 +82,7 @@ fn normal_case_three_replicas_exact_effects() {
         ]
     );
     assert_eq!(p.take_commits(), vec![(1, entry.checksum())]);
-    // The backup commits on the heartbeat.
+    // The backup commits on the heartbeat, and answers it.
     let heartbeat = Body::Commit {
         view: 0,
         commit: 1,
@@ -90,10 +90,16 @@ fn normal_case_three_replicas_exact_effects() {
     };
     assert_eq!(
         b.step(msg(0, heartbeat)),
-        vec![Effect::Commit {
-            op: 1,
-            checksum: entry.checksum()
-        }]
+        vec![
+            Effect::Send {
+                to: 0,
+                message: Message::new(CLUSTER, 1, Body::CommitAck { view: 0 })
+            },
+            Effect::Commit {
+                op: 1,
+                checksum: entry.checksum()
+            }
+        ]
     );
     assert_eq!(b.state_hash(), p.state_hash());
 }
@@ -331,7 +337,7 @@ fn commit_waits_for_head_chain_over_stale_entry_below_hole_exact_effects() {
         ]
     );
     // The primary says op 4 committed: op 1 and the stale op 2 chain from the root, but the
-    // hole at 3 leaves them unverified, so nothing is applied.
+    // hole at 3 leaves them unverified, so nothing is applied (the heartbeat is answered).
     let effects = b.step(msg(
         1,
         Body::Commit {
@@ -340,7 +346,8 @@ fn commit_waits_for_head_chain_over_stale_entry_below_hole_exact_effects() {
             checkpoint_op: 0,
         },
     ));
-    assert_eq!(effects, vec![]);
+    assert_eq!(sends(&effects), vec![(1, Body::CommitAck { view: 1 })]);
+    assert_eq!(effects.len(), 1);
     assert_eq!(b.commit(), 0);
     // The headers of 2 and 3 connect op 1 to the head and replace the stale op 2.
     let effects = b.step(msg(
