@@ -110,8 +110,12 @@ enum Sent {
 
 enum Attempt {
     Reply(Reply),
-    /// Try the replica at this index next.
-    Redirect(usize),
+    /// Try the replica at this index next; `ordered`: the redirecting replica had ordered the
+    /// request (it may still take effect).
+    Redirect {
+        to: usize,
+        ordered: bool,
+    },
     /// The replica refused before ordering the request (e.g. view change, recovering).
     Refused(String),
     /// The replica refused the request itself (`-ERR …`): no replica would order it.
@@ -266,7 +270,10 @@ impl Client {
                     }
                     return Ok(reply);
                 }
-                Attempt::Redirect(to) => {
+                Attempt::Redirect { to, ordered } => {
+                    // A primary that ordered the request and then lost its view redirects it:
+                    // it may still commit, so the request is no longer certainly unexecuted.
+                    ever_sent |= ordered;
                     target = to;
                     redirects += 1;
                     if redirects < 2 {
@@ -372,8 +379,10 @@ impl Client {
                     .nth(1)
                     .and_then(|r| r.parse::<usize>().ok())
                     .filter(|&r| r < self.addresses.len());
+                let ordered = e.split_whitespace().any(|t| t == "ORDERED");
                 match replica {
-                    Some(r) => Attempt::Redirect(r),
+                    Some(to) => Attempt::Redirect { to, ordered },
+                    None if ordered => Attempt::Broken { sent: true, why: e },
                     None => Attempt::Refused(e),
                 }
             }
@@ -489,7 +498,18 @@ mod tests {
         ));
         assert!(matches!(
             error("REDIRECT 0 127.0.0.1:1"),
-            Attempt::Redirect(0)
+            Attempt::Redirect {
+                to: 0,
+                ordered: false
+            }
+        ));
+        // A primary that ordered the request and lost its view: it may still take effect.
+        assert!(matches!(
+            error("REDIRECT 0 127.0.0.1:1 ORDERED"),
+            Attempt::Redirect {
+                to: 0,
+                ordered: true
+            }
         ));
     }
 }

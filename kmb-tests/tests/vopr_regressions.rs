@@ -301,3 +301,14 @@ fn vopr_regression_late_registration_executes_nothing_twice() {
         );
     }
 }
+
+/// A request reported certainly unexecuted had executed (found by the VOPR on 1bd470a): a
+/// primary that ordered a request and then left its view (or stopped hearing a quorum)
+/// redirected it, the client library took a redirect to mean "not executed here", and when no
+/// replica answered before its deadline it reported `Failed` — a write later read back.
+/// Fixed: such a redirect says `ORDERED` (`core::Effect::Redirect::ordered`), and the client
+/// reports the outcome unknown unless it learns it.
+#[test]
+fn vopr_regression_ordered_redirect_is_not_a_failure() {
+    check(&[962, 1144], "an ordered request reported failed");
+}

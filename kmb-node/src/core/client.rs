@@ -74,6 +74,7 @@ impl Replica {
                 client,
                 request,
                 primary,
+                ordered: false,
             });
             return;
         }
@@ -222,6 +223,7 @@ impl Replica {
                     client: q.client,
                     request: q.request,
                     primary,
+                    ordered: false,
                 });
             }
         }
@@ -247,6 +249,7 @@ impl Replica {
                 client,
                 request,
                 primary,
+                ordered: true,
             });
         }
     }

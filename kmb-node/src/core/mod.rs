@@ -296,11 +296,14 @@ pub enum Effect {
         op: u64,
         reply: kv::Reply,
     },
-    /// The request reached a replica that is not the primary.
+    /// The request reached a replica that is not the primary (or, `ordered`, a primary that
+    /// ordered it and left its view before committing it: it may still take effect, and a
+    /// retry with the same request number at `primary` gets its outcome).
     Redirect {
         client: u128,
         request: u64,
         primary: u8,
+        ordered: bool,
     },
     /// Informational: op committed and applied, in order (for checkers).
     Commit { op: u64, checksum: Checksum },

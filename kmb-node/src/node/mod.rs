@@ -616,11 +616,17 @@ impl Driver {
                         client,
                         request,
                         primary,
+                        ordered,
                     } => {
-                        let address = self.client_addresses.get(primary as usize).copied();
-                        self.answer(client, request, |_| match address {
-                            Some(a) => Value::Error(format!("REDIRECT {primary} {a}")),
-                            None => Value::Error(format!("REDIRECT {primary}")),
+                        let address = self
+                            .client_addresses
+                            .get(primary as usize)
+                            .map_or(String::new(), |a| format!(" {a}"));
+                        // `ORDERED`: this replica ordered the request and left its view before
+                        // committing it — it may still take effect (docs/redis-compat.md).
+                        let ordered = if ordered { " ORDERED" } else { "" };
+                        self.answer(client, request, |_| {
+                            Value::Error(format!("REDIRECT {primary}{address}{ordered}"))
                         });
                     }
                     Effect::Commit { op, checksum } => {

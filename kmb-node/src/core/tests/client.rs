@@ -16,7 +16,8 @@ fn client_request_at_backup_redirects() {
         vec![Effect::Redirect {
             client: 5,
             request: 1,
-            primary: 0
+            primary: 0,
+            ordered: false
         }]
     );
 }
@@ -334,6 +335,7 @@ fn a_deposed_primary_redirects_its_uncommitted_requests() {
                     client: 1,
                     request: base + 1,
                     primary: p,
+                    ordered: true,
                 }
     });
     assert!(
@@ -374,6 +376,7 @@ fn a_primary_that_hears_no_quorum_stops_serving_and_redirects() {
         client: 1,
         request: base + 1,
         primary: 1,
+        ordered: true,
     };
     assert!(net.log.contains(&(0, redirect)), "its uncommitted request");
     let effects = net.nodes[0].replica.step(Input::ClientRequest {
@@ -386,7 +389,8 @@ fn a_primary_that_hears_no_quorum_stops_serving_and_redirects() {
         vec![Effect::Redirect {
             client: 2,
             request: 1,
-            primary: 1
+            primary: 1,
+            ordered: false
         }]
     );
     assert_eq!(net.replica(0).view(), 0, "it did not raise its view");
