@@ -51,7 +51,7 @@ use crate::{
 };
 
 mod ndjson;
-mod ordered;
+pub(crate) mod ordered;
 
 pub use ndjson::{parse_ndjson, parse_ndjson_with_lines, write_ndjson, OpName, Record, ResultKind};
 
