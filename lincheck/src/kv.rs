@@ -159,9 +159,21 @@ enum Effect {
     Remove,
 }
 
-fn parse_canonical_int(s: &str) -> Option<i64> {
-    let n: i64 = s.parse().ok()?;
-    (n.to_string() == s).then_some(n)
+/// The integer `s` is the canonical rendering of (see the module documentation).
+pub(crate) fn parse_canonical_int(s: &str) -> Option<i64> {
+    // Optional `-`, then digits without a leading zero, or `0` alone (not `-0`); what
+    // does not fit an i64 fails to parse.
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    let canonical = match digits.as_bytes() {
+        [] => false,
+        [b'0'] => digits.len() == s.len(),
+        [first, ..] => *first != b'0' && digits.bytes().all(|b| b.is_ascii_digit()),
+    };
+    if canonical {
+        s.parse().ok()
+    } else {
+        None
+    }
 }
 
 /// Applies a single-key operation to the current value of its key. Scans are not

@@ -99,9 +99,17 @@ struct Class {
     cas: bool,
 }
 
+/// The id of absence (no value).
+const ABSENT: u32 = 0;
+
+/// The values of a key, interned: states hold ids.
 struct Values {
-    ids: HashMap<Option<String>, u32>,
-    vals: Vec<Option<String>>,
+    /// The id of each present value.
+    ids: HashMap<String, u32>,
+    /// The ids of integer values by integer (stepping an increment need not format it).
+    int_ids: HashMap<i64, u32>,
+    /// Each id's value (`None` = absent) and, if it is one, its integer.
+    vals: Vec<(Option<String>, Option<i64>)>,
     /// Values some op on the key can tell apart (see [`anonymous_values`]), each with
     /// the last position whose completed op does (`usize::MAX` if an unknown cas
     /// expects the value: that op may come at any later position).
@@ -118,21 +126,51 @@ impl Values {
         parse_canonical_int(v).is_none() && self.observed.get(v).is_none_or(|&last| last < self.pos)
     }
 
-    fn intern(&mut self, mut v: Option<String>) -> u32 {
-        if v.as_deref().is_some_and(|s| self.canon(s)) {
-            v = Some(self.anon.clone());
+    fn new(observed: HashMap<String, usize>, anon: String) -> Values {
+        Values {
+            ids: HashMap::new(),
+            int_ids: HashMap::new(),
+            vals: vec![(None, None)], // ABSENT
+            observed,
+            pos: 0,
+            anon,
         }
-        if let Some(&id) = self.ids.get(&v) {
+    }
+
+    fn intern(&mut self, v: Option<&str>) -> u32 {
+        let Some(mut v) = v else {
+            return ABSENT;
+        };
+        if self.canon(v) {
+            v = &self.anon;
+        }
+        if let Some(&id) = self.ids.get(v) {
             return id;
         }
         let id = self.vals.len() as u32;
-        self.vals.push(v.clone());
-        self.ids.insert(v, id);
+        let int = parse_canonical_int(v);
+        if let Some(n) = int {
+            self.int_ids.insert(n, id);
+        }
+        self.vals.push((Some(v.to_string()), int));
+        self.ids.insert(v.to_string(), id);
         id
     }
 
+    fn intern_int(&mut self, n: i64) -> u32 {
+        match self.int_ids.get(&n) {
+            Some(&id) => id,
+            None => self.intern(Some(&n.to_string())),
+        }
+    }
+
     fn get(&self, id: u32) -> Option<&str> {
-        self.vals[id as usize].as_deref()
+        self.vals[id as usize].0.as_deref()
+    }
+
+    /// The integer an id stands for, if it is one.
+    fn int(&self, id: u32) -> Option<i64> {
+        self.vals[id as usize].1
     }
 }
 
@@ -286,8 +324,8 @@ impl Checker<'_> {
     /// different long-dead writes would stay incomparable and multiply the frontier.
     fn retire(&mut self, v: &str, frontier: Vec<St>) -> Vec<St> {
         let anon = self.values.anon.clone();
-        let anon_id = self.values.intern(Some(anon.clone()));
-        let old_id = self.values.ids.get(&Some(v.to_string())).copied();
+        let anon_id = self.values.intern(Some(&anon));
+        let old_id = self.values.ids.get(v).copied();
         let mut moves: Vec<(u32, u32)> = Vec::new();
         for a in self.writers.remove(v).unwrap_or_default() {
             let mut input = self.classes[a as usize].input.clone();
@@ -333,6 +371,9 @@ impl Checker<'_> {
     fn dominates(&self, a: &St, b: &St) -> bool {
         if a.val != b.val || (a.incr_phase && !b.incr_phase) {
             return false;
+        }
+        if a.used.iter().all(|&(k, n)| n <= used_of(&b.used, k)) {
+            return true; // `a` used no more of any class
         }
         // Increment units `a` used beyond `b` (x) and `b` used beyond `a` (y); cas
         // classes `a` used more of and set classes `b` used more of, with the excess.
@@ -463,13 +504,11 @@ impl Checker<'_> {
                 None => {}
             }
         }
-        let base = match self.values.get(st.val) {
-            None => 0,
-            Some(s) => match parse_canonical_int(s) {
-                Some(n) => n,
-                // Increments cannot change a non-integer value.
-                None => return false,
-            },
+        let base = match (self.values.get(st.val), self.values.int(st.val)) {
+            (None, _) => 0,
+            (Some(_), Some(n)) => n,
+            // Increments cannot change a non-integer value.
+            (Some(_), None) => return false,
         };
         let (lo, hi) = (i128::from(base) + lo, i128::from(base) + hi);
         if lo < i128::from(i64::MIN) || hi > i128::from(i64::MAX) {
@@ -525,17 +564,39 @@ impl Checker<'_> {
     }
 
     /// Steps the completed op from the value `val`: the next value if its reply is
-    /// legal there.
+    /// legal there. The same as [`apply_key`] for single-key ops, but without building
+    /// the expected output: this runs once per state and position.
     fn step(&mut self, val: u32, input: &KvInput, output: &KvOutput) -> Option<u32> {
-        let (out, effect) = apply_key(self.values.get(val), input);
-        if out != *output {
-            return None;
+        let cur = self.values.get(val);
+        match (input, output) {
+            (KvInput::Get { .. }, KvOutput::Value(v)) => (cur == v.as_deref()).then_some(val),
+            (KvInput::Set { value, .. }, KvOutput::Ok) => Some(self.values.intern(Some(value))),
+            (KvInput::Del { .. }, KvOutput::Deleted(n)) => match (cur, n) {
+                (Some(_), 1) => Some(ABSENT),
+                (None, 0) => Some(val),
+                _ => None,
+            },
+            (KvInput::IncrBy { delta, .. }, out) => {
+                let base = match cur {
+                    None => Some(0),
+                    Some(_) => self.values.int(val),
+                };
+                match (base.and_then(|b| b.checked_add(*delta)), out) {
+                    (Some(n), KvOutput::Int(m)) if n == *m => Some(self.values.intern_int(n)),
+                    (None, KvOutput::Error) => Some(val),
+                    _ => None,
+                }
+            }
+            (KvInput::Cas { expected, new, .. }, KvOutput::Swapped(swapped)) => {
+                let hit = cur == expected.as_deref();
+                match (hit, swapped) {
+                    (true, true) => Some(self.values.intern(Some(new))),
+                    (false, false) => Some(val),
+                    _ => None,
+                }
+            }
+            _ => None,
         }
-        Some(match effect {
-            Effect::Keep => val,
-            Effect::Put(v) => self.values.intern(Some(v)),
-            Effect::Remove => self.values.intern(None),
-        })
     }
 
     /// The frontier after completed op `c`, from the frontier before its position.
@@ -546,8 +607,43 @@ impl Checker<'_> {
             return Ok(Vec::new());
         };
         let (input, output) = (&op.input, &reply.output);
+        // The common case: the reply is legal from every state, so no unknown op need
+        // be placed here (see the module documentation). Dominance between two states
+        // depends on their used members and on whether their values are equal; the
+        // op changes no used members, and maps equal values to equal values, so the
+        // states stay pairwise non-dominated unless it maps different values to one.
+        let uniform = frontier.iter().all(|st| st.val == frontier[0].val);
+        let mut next: Vec<St> = Vec::with_capacity(frontier.len());
+        let mut changed = false;
+        for st in &frontier {
+            let Some(val) = self.step(st.val, input, output) else {
+                break;
+            };
+            changed |= val != st.val;
+            next.push(St {
+                val,
+                used: Vec::new(), // filled below, once every state passed
+                incr_phase: false,
+            });
+        }
+        if next.len() == frontier.len() {
+            self.steps += frontier.len() as u64;
+            if self.steps > self.step_cap {
+                return Err(Stop::StepCap);
+            }
+            for (n, st) in next.iter_mut().zip(frontier) {
+                n.used = st.used;
+            }
+            if changed && !uniform {
+                let all = std::mem::take(&mut next);
+                for st in all {
+                    self.insert(&mut next, st);
+                }
+            }
+            return Ok(next);
+        }
+        next.clear();
         let need = need_of(input, output);
-        let mut next: Vec<St> = Vec::new();
         let mut seen: HashMap<u32, Vec<St>> = HashMap::new();
         let mut queue: Vec<St> = Vec::new();
         for st in frontier {
@@ -599,8 +695,8 @@ impl Checker<'_> {
                 let (_, effect) = apply_key(self.values.get(st.val), &class.input);
                 let val = match effect {
                     Effect::Keep => continue, // no change: dominated by not applying it
-                    Effect::Put(v) => self.values.intern(Some(v)),
-                    Effect::Remove => self.values.intern(None),
+                    Effect::Put(v) => self.values.intern(Some(&v)),
+                    Effect::Remove => ABSENT,
                 };
                 if val == st.val {
                     continue;
@@ -678,13 +774,7 @@ fn anonymous_values(history: &[KvOp], order: &[usize], unknown: &[usize]) -> Val
     while observed.contains_key(&anon) {
         anon.push('_');
     }
-    Values {
-        ids: HashMap::new(),
-        vals: Vec::new(),
-        observed,
-        pos: 0,
-        anon,
-    }
+    Values::new(observed, anon)
 }
 
 /// Checks one key (`members` index `history`, all single-key ops on the key).
@@ -761,9 +851,8 @@ pub(crate) fn check_key(history: &[KvOp], members: &[usize], step_cap: u64) -> K
         events.push((earliest, checker.class_for(&input)));
     }
     events.sort_unstable();
-    let init = checker.values.intern(None);
     let mut frontier = vec![St {
-        val: init,
+        val: ABSENT,
         used: Vec::new(),
         incr_phase: false,
     }];
