@@ -413,10 +413,20 @@ pub fn check_op_numbers(history: &[KvOp]) -> Verdict {
     };
 
     // (a) Real time: if a.ret < b.call then op(a) < op(b).
-    let mut by_ret: Vec<usize> = numbered.iter().map(|&(_, i)| i).collect();
-    by_ret.sort_by_key(|&i| history[i].ret);
-    let mut by_call = by_ret.clone();
-    by_call.sort_by_key(|&i| history[i].call);
+    // By return, then op number; by call, then return, then op number (op numbers
+    // are unique, so the orders are total).
+    let mut by_ret: Vec<(u64, u64, usize)> = numbered
+        .iter()
+        .map(|&(n, i)| (history[i].ret, n, i))
+        .collect();
+    by_ret.sort_unstable();
+    let mut by_call: Vec<(u64, u64, u64, usize)> = by_ret
+        .iter()
+        .map(|&(r, n, i)| (history[i].call, r, n, i))
+        .collect();
+    by_call.sort_unstable();
+    let by_ret: Vec<usize> = by_ret.into_iter().map(|(_, _, i)| i).collect();
+    let by_call: Vec<usize> = by_call.into_iter().map(|(_, _, _, i)| i).collect();
     let op_num = |i: usize| history[i].output.as_ref().and_then(|r| r.op_number);
     let mut ptr = 0;
     let mut max: Option<(u64, usize)> = None;
