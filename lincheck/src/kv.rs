@@ -51,7 +51,7 @@ use crate::{
 };
 
 mod ndjson;
-mod ordered;
+pub(crate) mod ordered;
 
 pub use ndjson::{parse_ndjson, parse_ndjson_with_lines, write_ndjson, OpName, Record, ResultKind};
 
@@ -159,9 +159,21 @@ enum Effect {
     Remove,
 }
 
-fn parse_canonical_int(s: &str) -> Option<i64> {
-    let n: i64 = s.parse().ok()?;
-    (n.to_string() == s).then_some(n)
+/// The integer `s` is the canonical rendering of (see the module documentation).
+pub(crate) fn parse_canonical_int(s: &str) -> Option<i64> {
+    // Optional `-`, then digits without a leading zero, or `0` alone (not `-0`); what
+    // does not fit an i64 fails to parse.
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    let canonical = match digits.as_bytes() {
+        [] => false,
+        [b'0'] => digits.len() == s.len(),
+        [first, ..] => *first != b'0' && digits.bytes().all(|b| b.is_ascii_digit()),
+    };
+    if canonical {
+        s.parse().ok()
+    } else {
+        None
+    }
 }
 
 /// Applies a single-key operation to the current value of its key. Scans are not
@@ -401,10 +413,20 @@ pub fn check_op_numbers(history: &[KvOp]) -> Verdict {
     };
 
     // (a) Real time: if a.ret < b.call then op(a) < op(b).
-    let mut by_ret: Vec<usize> = numbered.iter().map(|&(_, i)| i).collect();
-    by_ret.sort_by_key(|&i| history[i].ret);
-    let mut by_call = by_ret.clone();
-    by_call.sort_by_key(|&i| history[i].call);
+    // By return, then op number; by call, then return, then op number (op numbers
+    // are unique, so the orders are total).
+    let mut by_ret: Vec<(u64, u64, usize)> = numbered
+        .iter()
+        .map(|&(n, i)| (history[i].ret, n, i))
+        .collect();
+    by_ret.sort_unstable();
+    let mut by_call: Vec<(u64, u64, u64, usize)> = by_ret
+        .iter()
+        .map(|&(r, n, i)| (history[i].call, r, n, i))
+        .collect();
+    by_call.sort_unstable();
+    let by_ret: Vec<usize> = by_ret.into_iter().map(|(_, _, i)| i).collect();
+    let by_call: Vec<usize> = by_call.into_iter().map(|(_, _, _, i)| i).collect();
     let op_num = |i: usize| history[i].output.as_ref().and_then(|r| r.op_number);
     let mut ptr = 0;
     let mut max: Option<(u64, usize)> = None;

@@ -23,6 +23,20 @@ pub enum OpName {
     Scan,
 }
 
+impl OpName {
+    /// The name as it appears in the `op` field.
+    fn as_str(self) -> &'static str {
+        match self {
+            OpName::Get => "get",
+            OpName::Set => "set",
+            OpName::Del => "del",
+            OpName::Incrby => "incrby",
+            OpName::Cas => "cas",
+            OpName::Scan => "scan",
+        }
+    }
+}
+
 /// The `result` field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -224,6 +238,11 @@ impl Record {
     /// Validates the record and converts it into an operation; `Ok(None)` for a
     /// `fail` record (it did not happen).
     pub fn to_op(&self) -> Result<Option<KvOp>, String> {
+        self.clone().into_op()
+    }
+
+    /// [`Record::to_op`], moving the strings instead of copying them.
+    fn into_op(mut self) -> Result<Option<KvOp>, String> {
         let (inputs, output): (&[&str], Option<&str>) = match self.op {
             OpName::Get => (&["key"], Some("value")),
             OpName::Set => (&["key", "value"], None),
@@ -232,10 +251,7 @@ impl Record {
             OpName::Cas => (&["key", "expected", "new"], Some("swapped")),
             OpName::Scan => (&["start", "end", "limit"], Some("entries")),
         };
-        let op = serde_json::to_value(self.op)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let op = self.op.as_str();
         let with_output = self.result == ResultKind::Ok;
         let all = INPUT_FIELDS
             .iter()
@@ -260,7 +276,7 @@ impl Record {
                 "result `error` is only valid for `incrby`, not `{op}`"
             ));
         }
-        let input = self.input()?;
+        let input = self.take_input()?;
         let ret = match self.result {
             ResultKind::Fail => return Ok(None),
             ResultKind::Unknown => {
@@ -284,7 +300,7 @@ impl Record {
         }
         let output = match self.op {
             _ if self.result == ResultKind::Error => KvOutput::Error,
-            OpName::Get => KvOutput::Value(self.value.clone().flatten()),
+            OpName::Get => KvOutput::Value(self.value.take().flatten()),
             OpName::Set => KvOutput::Ok,
             OpName::Del => match self.deleted {
                 Some(n @ (0 | 1)) => KvOutput::Deleted(n),
@@ -292,7 +308,7 @@ impl Record {
             },
             OpName::Incrby => KvOutput::Int(self.new_value.unwrap_or_default()),
             OpName::Cas => KvOutput::Swapped(self.swapped.unwrap_or_default()),
-            OpName::Scan => KvOutput::Entries(self.entries.clone().unwrap_or_default()),
+            OpName::Scan => KvOutput::Entries(self.entries.take().unwrap_or_default()),
         };
         Ok(Some(Operation {
             client: self.client,
@@ -306,31 +322,33 @@ impl Record {
         }))
     }
 
-    fn input(&self) -> Result<KvInput, String> {
-        let key = || self.key.clone().unwrap_or_default();
+    /// The input, moving its fields out of the record (a get's `value` is its output
+    /// and stays).
+    fn take_input(&mut self) -> Result<KvInput, String> {
+        let key = self.key.take().unwrap_or_default();
         Ok(match self.op {
-            OpName::Get => KvInput::Get { key: key() },
+            OpName::Get => KvInput::Get { key },
             OpName::Set => KvInput::Set {
-                key: key(),
+                key,
                 value: self
                     .value
-                    .clone()
+                    .take()
                     .flatten()
                     .ok_or_else(|| "`value` of a set must be a string, not null".to_string())?,
             },
-            OpName::Del => KvInput::Del { key: key() },
+            OpName::Del => KvInput::Del { key },
             OpName::Incrby => KvInput::IncrBy {
-                key: key(),
+                key,
                 delta: self.delta.unwrap_or_default(),
             },
             OpName::Cas => KvInput::Cas {
-                key: key(),
-                expected: self.expected.clone().flatten(),
-                new: self.new.clone().unwrap_or_default(),
+                key,
+                expected: self.expected.take().flatten(),
+                new: self.new.take().unwrap_or_default(),
             },
             OpName::Scan => KvInput::Scan {
-                start: self.start.clone().unwrap_or_default(),
-                end: self.end.clone().unwrap_or_default(),
+                start: self.start.take().unwrap_or_default(),
+                end: self.end.take().unwrap_or_default(),
                 limit: self.limit.unwrap_or_default(),
             },
         })
@@ -361,7 +379,7 @@ pub fn parse_ndjson_with_lines(text: &str) -> Result<Vec<(usize, KvOp)>, ParseEr
             line: lineno,
             message: e.to_string(),
         })?;
-        let op = record.to_op().map_err(|message| ParseError {
+        let op = record.into_op().map_err(|message| ParseError {
             line: lineno,
             message,
         })?;

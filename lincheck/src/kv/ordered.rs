@@ -32,11 +32,20 @@
 //!   after other unknown ops would make them useless); increments commute, and when
 //!   only increments remain, values the next op cannot accept from any reachable sum
 //!   are not expanded.
+//! * Within one position, after the first unknown op only increments and cas ops
+//!   follow, so a value from which no chain of the active increments and cas ops leads
+//!   to a value the next op needs is not expanded (an over-approximation: it ignores
+//!   how many members a state has left).
 //! * A state `a` dominates `b` (same value) if `a` used no more of every class than
 //!   `b`, or if the increments `a` used beyond `b` can be replaced one by one by
 //!   disjoint groups of the increments `b` used beyond `a` with the same sums (e.g. one
-//!   `+2` for two `+1`): those are all available already, so any continuation of `b`
-//!   is open to `a`.
+//!   `+2` for two `+1`), and the cas ops `a` used beyond `b` by as many sets of the same
+//!   values `b` used beyond `a` (a set of `v` does whatever a cas to `v` does): those
+//!   are all available already, so any continuation of `b` is open to `a`.
+//! * A non-integer value that no op from some position on can tell apart (no completed
+//!   op returns or expects it there, no unknown cas expects it) *retires* there: states
+//!   holding it hold a common stand-in instead, and the classes writing it merge into
+//!   those writing the stand-in, adding up used and available members.
 //!
 //! A key whose completed ops lack an op number, or whose op numbers contradict real
 //! time, or whose frontier grows beyond [`MAX_FRONTIER`] states, is left to the general
@@ -90,35 +99,78 @@ struct Class {
     cas: bool,
 }
 
+/// The id of absence (no value).
+const ABSENT: u32 = 0;
+
+/// The values of a key, interned: states hold ids.
 struct Values {
-    ids: HashMap<Option<String>, u32>,
-    vals: Vec<Option<String>>,
-    /// Values some op on the key can tell apart (see [`anonymous_values`]).
-    observed: HashSet<String>,
+    /// The id of each present value.
+    ids: HashMap<String, u32>,
+    /// The ids of integer values by integer (stepping an increment need not format it).
+    int_ids: HashMap<i64, u32>,
+    /// Each id's value (`None` = absent) and, if it is one, its integer.
+    vals: Vec<(Option<String>, Option<i64>)>,
+    /// Values some op on the key can tell apart (see [`anonymous_values`]), each with
+    /// the last position whose completed op does (`usize::MAX` if an unknown cas
+    /// expects the value: that op may come at any later position).
+    observed: HashMap<String, usize>,
+    /// The current position: the index (in op-number order) of the next completed op.
+    pos: usize,
     /// The stand-in for every other non-integer value.
     anon: String,
 }
 
 impl Values {
+    /// Whether `v` behaves like the stand-in from the current position on.
     fn canon(&self, v: &str) -> bool {
-        parse_canonical_int(v).is_none() && !self.observed.contains(v)
+        parse_canonical_int(v).is_none() && self.observed.get(v).is_none_or(|&last| last < self.pos)
     }
 
-    fn intern(&mut self, mut v: Option<String>) -> u32 {
-        if v.as_deref().is_some_and(|s| self.canon(s)) {
-            v = Some(self.anon.clone());
+    fn new(observed: HashMap<String, usize>, anon: String) -> Values {
+        Values {
+            ids: HashMap::new(),
+            int_ids: HashMap::new(),
+            vals: vec![(None, None)], // ABSENT
+            observed,
+            pos: 0,
+            anon,
         }
-        if let Some(&id) = self.ids.get(&v) {
+    }
+
+    fn intern(&mut self, v: Option<&str>) -> u32 {
+        let Some(mut v) = v else {
+            return ABSENT;
+        };
+        if self.canon(v) {
+            v = &self.anon;
+        }
+        if let Some(&id) = self.ids.get(v) {
             return id;
         }
         let id = self.vals.len() as u32;
-        self.vals.push(v.clone());
-        self.ids.insert(v, id);
+        let int = parse_canonical_int(v);
+        if let Some(n) = int {
+            self.int_ids.insert(n, id);
+        }
+        self.vals.push((Some(v.to_string()), int));
+        self.ids.insert(v.to_string(), id);
         id
     }
 
+    fn intern_int(&mut self, n: i64) -> u32 {
+        match self.int_ids.get(&n) {
+            Some(&id) => id,
+            None => self.intern(Some(&n.to_string())),
+        }
+    }
+
     fn get(&self, id: u32) -> Option<&str> {
-        self.vals[id as usize].as_deref()
+        self.vals[id as usize].0.as_deref()
+    }
+
+    /// The integer an id stands for, if it is one.
+    fn int(&self, id: u32) -> Option<i64> {
+        self.vals[id as usize].1
     }
 }
 
@@ -129,13 +181,53 @@ fn used_of(used: &Used, class: u32) -> u32 {
     }
 }
 
+fn add_units(used: &mut Used, class: u32, n: u32) {
+    match used.binary_search_by_key(&class, |&(c, _)| c) {
+        Ok(i) => used[i].1 += n,
+        Err(i) => used.insert(i, (class, n)),
+    }
+}
+
 fn add_unit(used: &Used, class: u32) -> Used {
     let mut out = used.clone();
-    match out.binary_search_by_key(&class, |&(c, _)| c) {
-        Ok(i) => out[i].1 += 1,
-        Err(i) => out.insert(i, (class, 1)),
-    }
+    add_units(&mut out, class, 1);
     out
+}
+
+/// Removes `class` from `used`, returning how many units of it were used.
+fn take_units(used: &mut Used, class: u32) -> u32 {
+    match used.binary_search_by_key(&class, |&(c, _)| c) {
+        Ok(i) => used.remove(i).1,
+        Err(_) => 0,
+    }
+}
+
+/// The string an op of this input writes, if it writes one.
+fn written_value(input: &KvInput) -> Option<&str> {
+    match input {
+        KvInput::Set { value, .. } | KvInput::Cas { new: value, .. } => Some(value),
+        _ => None,
+    }
+}
+
+/// The values from which one of the next completed op's required values can still be
+/// reached after the first unknown op at a position, i.e. by increments and cas ops of
+/// the active classes. An over-approximation (it ignores how many members of each
+/// class a state has left), so a state holding any other value can be dropped.
+struct Useful {
+    strings: HashSet<String>,
+    absent: bool,
+    /// Every integer and absence: increments may reach an integer target from them.
+    ints: bool,
+}
+
+impl Useful {
+    fn contains(&self, v: Option<&str>) -> bool {
+        match v {
+            None => self.absent || self.ints,
+            Some(s) => (self.ints && parse_canonical_int(s).is_some()) || self.strings.contains(s),
+        }
+    }
 }
 
 /// What the next completed op needs from the value before it, for pruning.
@@ -165,6 +257,12 @@ fn need_of(input: &KvInput, output: &KvOutput) -> Need {
 struct Checker<'h> {
     history: &'h [KvOp],
     classes: Vec<Class>,
+    class_of: HashMap<KvInput, u32>,
+    /// The class each class was merged into when the value it writes retired (itself
+    /// if it was not).
+    merged_into: Vec<u32>,
+    /// The classes that write each observed value (which retires at some position).
+    writers: HashMap<String, Vec<u32>>,
     /// Available members per class at the current position.
     avail: Vec<u32>,
     /// Classes with at least one available member, in order of first availability.
@@ -175,6 +273,96 @@ struct Checker<'h> {
 }
 
 impl Checker<'_> {
+    /// The class of unknown ops with this (canonical) input, created if new.
+    fn class_for(&mut self, input: &KvInput) -> u32 {
+        if let Some(&k) = self.class_of.get(input) {
+            return k;
+        }
+        let k = self.classes.len() as u32;
+        self.classes.push(Class {
+            input: input.clone(),
+            incr: match input {
+                KvInput::IncrBy { delta, .. } => Some(*delta),
+                _ => None,
+            },
+            cas: matches!(input, KvInput::Cas { .. }),
+        });
+        self.class_of.insert(input.clone(), k);
+        self.merged_into.push(k);
+        self.avail.push(0);
+        if let Some(v) = written_value(input) {
+            if self.values.observed.get(v) < Some(&usize::MAX) {
+                self.writers.entry(v.to_string()).or_default().push(k);
+            }
+        }
+        k
+    }
+
+    /// The class that stands for `class` now (after the merges of retired values).
+    fn current_class(&self, mut class: u32) -> u32 {
+        while self.merged_into[class as usize] != class {
+            class = self.merged_into[class as usize];
+        }
+        class
+    }
+
+    /// Makes an available member of `class` (as created) usable from now on.
+    fn make_available(&mut self, class: u32) {
+        let k = self.current_class(class);
+        if self.avail[k as usize] == 0 {
+            self.active.push(k);
+        }
+        self.avail[k as usize] += 1;
+    }
+
+    /// Retires the observed value `v` at the current position: no op from here on can
+    /// tell it from the stand-in (no completed op left compares or returns it, and no
+    /// unknown cas expects it). States holding `v` now hold the stand-in, and the
+    /// classes writing `v` merge into those writing the stand-in, adding up their
+    /// available and used members (the ops of both are interchangeable from here on,
+    /// and every member that was available stays so). Without this, states that used
+    /// different long-dead writes would stay incomparable and multiply the frontier.
+    fn retire(&mut self, v: &str, frontier: Vec<St>) -> Vec<St> {
+        let anon = self.values.anon.clone();
+        let anon_id = self.values.intern(Some(&anon));
+        let old_id = self.values.ids.get(v).copied();
+        let mut moves: Vec<(u32, u32)> = Vec::new();
+        for a in self.writers.remove(v).unwrap_or_default() {
+            let mut input = self.classes[a as usize].input.clone();
+            if let KvInput::Set { value, .. } | KvInput::Cas { new: value, .. } = &mut input {
+                value.clone_from(&anon);
+            }
+            let b = self.class_for(&input);
+            self.merged_into[a as usize] = b;
+            let n = std::mem::take(&mut self.avail[a as usize]);
+            if n > 0 {
+                self.active.retain(|&k| k != a);
+                if self.avail[b as usize] == 0 {
+                    self.active.push(b);
+                }
+                self.avail[b as usize] += n;
+            }
+            moves.push((a, b));
+        }
+        if old_id.is_none() && moves.is_empty() {
+            return frontier;
+        }
+        let mut out = Vec::with_capacity(frontier.len());
+        for mut st in frontier {
+            if Some(st.val) == old_id {
+                st.val = anon_id;
+            }
+            for &(a, b) in &moves {
+                let n = take_units(&mut st.used, a);
+                if n > 0 {
+                    add_units(&mut st.used, b, n);
+                }
+            }
+            self.insert(&mut out, st);
+        }
+        out
+    }
+
     fn free(&self, st: &St, class: u32) -> u32 {
         self.avail[class as usize] - used_of(&st.used, class)
     }
@@ -184,9 +372,15 @@ impl Checker<'_> {
         if a.val != b.val || (a.incr_phase && !b.incr_phase) {
             return false;
         }
-        // Units `a` used beyond `b` (x) and `b` used beyond `a` (y).
+        if a.used.iter().all(|&(k, n)| n <= used_of(&b.used, k)) {
+            return true; // `a` used no more of any class
+        }
+        // Increment units `a` used beyond `b` (x) and `b` used beyond `a` (y); cas
+        // classes `a` used more of and set classes `b` used more of, with the excess.
         let mut x: Vec<i64> = Vec::new();
         let mut y: Vec<i64> = Vec::new();
+        let mut x_cas: Vec<(u32, u32)> = Vec::new();
+        let mut y_set: Vec<(u32, u32)> = Vec::new();
         let (mut i, mut j) = (0, 0);
         let limit = 64;
         loop {
@@ -206,9 +400,14 @@ impl Checker<'_> {
                 j += 1;
                 (cb, 0, nb)
             };
+            let c = &self.classes[class as usize];
             if ua > ub {
-                // `a` spent more of this class: only replaceable increments.
-                let Some(d) = self.classes[class as usize].incr else {
+                // `a` spent more of this class: only replaceable increments and cas ops.
+                if c.cas {
+                    x_cas.push((class, ua - ub));
+                    continue;
+                }
+                let Some(d) = c.incr else {
                     return false;
                 };
                 if x.len() + (ua - ub) as usize > limit {
@@ -216,10 +415,32 @@ impl Checker<'_> {
                 }
                 x.extend(std::iter::repeat_n(d, (ua - ub) as usize));
             } else if ub > ua {
-                if let Some(d) = self.classes[class as usize].incr {
+                if let Some(d) = c.incr {
                     let n = ((ub - ua) as usize).min(limit);
                     y.extend(std::iter::repeat_n(d, n));
+                } else if matches!(c.input, KvInput::Set { .. }) {
+                    y_set.push((class, ub - ua));
                 }
+            }
+        }
+        // A set of `v` does whatever a cas to `v` does (wherever the cas takes effect,
+        // the set does too, with the same result), so the cas ops `a` spent beyond `b`
+        // are covered by as many extra sets of the same values spent by `b`.
+        let writes = |k: u32| written_value(&self.classes[k as usize].input);
+        for (i, &(k, _)) in x_cas.iter().enumerate() {
+            let v = writes(k);
+            if x_cas[..i].iter().any(|&(k2, _)| writes(k2) == v) {
+                continue; // this value was already counted
+            }
+            let count = |units: &[(u32, u32)]| -> u32 {
+                units
+                    .iter()
+                    .filter(|&&(k2, _)| writes(k2) == v)
+                    .map(|&(_, n)| n)
+                    .sum()
+            };
+            if count(&x_cas) > count(&y_set) {
+                return false;
             }
         }
         if x.is_empty() {
@@ -283,13 +504,11 @@ impl Checker<'_> {
                 None => {}
             }
         }
-        let base = match self.values.get(st.val) {
-            None => 0,
-            Some(s) => match parse_canonical_int(s) {
-                Some(n) => n,
-                // Increments cannot change a non-integer value.
-                None => return false,
-            },
+        let base = match (self.values.get(st.val), self.values.int(st.val)) {
+            (None, _) => 0,
+            (Some(_), Some(n)) => n,
+            // Increments cannot change a non-integer value.
+            (Some(_), None) => return false,
         };
         let (lo, hi) = (i128::from(base) + lo, i128::from(base) + hi);
         if lo < i128::from(i64::MIN) || hi > i128::from(i64::MAX) {
@@ -302,18 +521,82 @@ impl Checker<'_> {
         })
     }
 
-    /// Steps the completed op from the value `val`: the next value if its reply is
-    /// legal there.
-    fn step(&mut self, val: u32, input: &KvInput, output: &KvOutput) -> Option<u32> {
-        let (out, effect) = apply_key(self.values.get(val), input);
-        if out != *output {
-            return None;
+    /// The values that lead to `targets` (see [`Useful`]): the targets, then backwards
+    /// through cas ops (to its expected value if it writes a useful one) and
+    /// increments, to a fixpoint.
+    fn useful(&self, targets: &[Option<String>]) -> Useful {
+        let mut useful = Useful {
+            strings: targets.iter().flatten().cloned().collect(),
+            absent: targets.contains(&None),
+            ints: false,
+        };
+        let incr = self
+            .active
+            .iter()
+            .any(|&k| self.classes[k as usize].incr.is_some());
+        loop {
+            let mut changed = false;
+            if incr
+                && !useful.ints
+                && useful
+                    .strings
+                    .iter()
+                    .any(|s| parse_canonical_int(s).is_some())
+            {
+                useful.ints = true;
+                changed = true;
+            }
+            for &k in &self.active {
+                if let KvInput::Cas { expected, new, .. } = &self.classes[k as usize].input {
+                    if useful.contains(Some(new)) && !useful.contains(expected.as_deref()) {
+                        match expected {
+                            Some(e) => useful.strings.insert(e.clone()),
+                            None => std::mem::replace(&mut useful.absent, true),
+                        };
+                        changed = true;
+                    }
+                }
+            }
+            if !changed {
+                return useful;
+            }
         }
-        Some(match effect {
-            Effect::Keep => val,
-            Effect::Put(v) => self.values.intern(Some(v)),
-            Effect::Remove => self.values.intern(None),
-        })
+    }
+
+    /// Steps the completed op from the value `val`: the next value if its reply is
+    /// legal there. The same as [`apply_key`] for single-key ops, but without building
+    /// the expected output: this runs once per state and position.
+    fn step(&mut self, val: u32, input: &KvInput, output: &KvOutput) -> Option<u32> {
+        let cur = self.values.get(val);
+        match (input, output) {
+            (KvInput::Get { .. }, KvOutput::Value(v)) => (cur == v.as_deref()).then_some(val),
+            (KvInput::Set { value, .. }, KvOutput::Ok) => Some(self.values.intern(Some(value))),
+            (KvInput::Del { .. }, KvOutput::Deleted(n)) => match (cur, n) {
+                (Some(_), 1) => Some(ABSENT),
+                (None, 0) => Some(val),
+                _ => None,
+            },
+            (KvInput::IncrBy { delta, .. }, out) => {
+                let base = match cur {
+                    None => Some(0),
+                    Some(_) => self.values.int(val),
+                };
+                match (base.and_then(|b| b.checked_add(*delta)), out) {
+                    (Some(n), KvOutput::Int(m)) if n == *m => Some(self.values.intern_int(n)),
+                    (None, KvOutput::Error) => Some(val),
+                    _ => None,
+                }
+            }
+            (KvInput::Cas { expected, new, .. }, KvOutput::Swapped(swapped)) => {
+                let hit = cur == expected.as_deref();
+                match (hit, swapped) {
+                    (true, true) => Some(self.values.intern(Some(new))),
+                    (false, false) => Some(val),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
     }
 
     /// The frontier after completed op `c`, from the frontier before its position.
@@ -324,14 +607,50 @@ impl Checker<'_> {
             return Ok(Vec::new());
         };
         let (input, output) = (&op.input, &reply.output);
+        // The common case: the reply is legal from every state, so no unknown op need
+        // be placed here (see the module documentation). Dominance between two states
+        // depends on their used members and on whether their values are equal; the
+        // op changes no used members, and maps equal values to equal values, so the
+        // states stay pairwise non-dominated unless it maps different values to one.
+        let uniform = frontier.iter().all(|st| st.val == frontier[0].val);
+        let mut next: Vec<St> = Vec::with_capacity(frontier.len());
+        let mut changed = false;
+        for st in &frontier {
+            let Some(val) = self.step(st.val, input, output) else {
+                break;
+            };
+            changed |= val != st.val;
+            next.push(St {
+                val,
+                used: Vec::new(), // filled below, once every state passed
+                incr_phase: false,
+            });
+        }
+        if next.len() == frontier.len() {
+            self.steps += frontier.len() as u64;
+            if self.steps > self.step_cap {
+                return Err(Stop::StepCap);
+            }
+            for (n, st) in next.iter_mut().zip(frontier) {
+                n.used = st.used;
+            }
+            if changed && !uniform {
+                let all = std::mem::take(&mut next);
+                for st in all {
+                    self.insert(&mut next, st);
+                }
+            }
+            return Ok(next);
+        }
+        next.clear();
         let need = need_of(input, output);
-        let mut next: Vec<St> = Vec::new();
         let mut seen: HashMap<u32, Vec<St>> = HashMap::new();
         let mut queue: Vec<St> = Vec::new();
         for st in frontier {
             seen.entry(st.val).or_default().push(st.clone());
             queue.push(st);
         }
+        let mut useful: Option<Useful> = None;
         let mut head = 0;
         while head < queue.len() {
             let st = queue[head].clone();
@@ -360,6 +679,9 @@ impl Checker<'_> {
                 if only_incr && !self.may_reach(&st, targets) {
                     continue;
                 }
+                if useful.is_none() {
+                    useful = Some(self.useful(targets));
+                }
             }
             for idx in 0..self.active.len() {
                 let k = self.active[idx];
@@ -373,11 +695,17 @@ impl Checker<'_> {
                 let (_, effect) = apply_key(self.values.get(st.val), &class.input);
                 let val = match effect {
                     Effect::Keep => continue, // no change: dominated by not applying it
-                    Effect::Put(v) => self.values.intern(Some(v)),
-                    Effect::Remove => self.values.intern(None),
+                    Effect::Put(v) => self.values.intern(Some(&v)),
+                    Effect::Remove => ABSENT,
                 };
                 if val == st.val {
                     continue;
+                }
+                if useful
+                    .as_ref()
+                    .is_some_and(|u| !u.contains(self.values.get(val)))
+                {
+                    continue; // only increments and cas ops may follow: a dead end
                 }
                 let new = St {
                     val,
@@ -415,30 +743,38 @@ impl Values {
 /// of them, set ignores them): they are all replaced by one stand-in, and unknown ops
 /// writing them fall into one class. Without this, unknown writes that never took
 /// effect would each be a class of their own and multiply the frontier.
+///
+/// The same holds from the position after the last completed op that tells a value
+/// apart, unless an unknown cas expects it: the value then retires (see
+/// [`Checker::retire`]).
 fn anonymous_values(history: &[KvOp], order: &[usize], unknown: &[usize]) -> Values {
-    let mut observed: HashSet<String> = HashSet::new();
-    for &i in order.iter().chain(unknown) {
+    let mut observed: HashMap<String, usize> = HashMap::new();
+    let positions = order.iter().enumerate().map(|(p, &i)| (p, i));
+    let forever = unknown.iter().map(|&i| (usize::MAX, i));
+    for (last, i) in positions.chain(forever) {
         let op = &history[i];
+        let mut observe = |v: &String| {
+            if parse_canonical_int(v).is_some() {
+                return; // integers are never replaced by the stand-in
+            }
+            let e = observed.entry(v.clone()).or_insert(last);
+            *e = (*e).max(last);
+        };
         if let KvInput::Cas {
             expected: Some(e), ..
         } = &op.input
         {
-            observed.insert(e.clone());
+            observe(e);
         }
         if let Some(KvOutput::Value(Some(v))) = op.output.as_ref().map(|r| &r.output) {
-            observed.insert(v.clone());
+            observe(v);
         }
     }
     let mut anon = "\u{1}unobserved".to_string();
-    while observed.contains(&anon) {
+    while observed.contains_key(&anon) {
         anon.push('_');
     }
-    Values {
-        ids: HashMap::new(),
-        vals: Vec::new(),
-        observed,
-        anon,
-    }
+    Values::new(observed, anon)
 }
 
 /// Checks one key (`members` index `history`, all single-key ops on the key).
@@ -484,54 +820,51 @@ pub(crate) fn check_key(history: &[KvOp], members: &[usize], step_cap: u64) -> K
         prefix_max.push(m);
     }
     let values = anonymous_values(history, &order, &unknown);
-    let mut class_of: HashMap<KvInput, u32> = HashMap::new();
-    let mut classes: Vec<Class> = Vec::new();
-    let mut events: Vec<(usize, u32)> = Vec::new();
-    for &u in &unknown {
-        let input = &values.canonical_input(&history[u].input);
-        if !input.may_write() {
-            continue; // an unknown read changes nothing
-        }
-        let n = by_ret.partition_point(|&(r, _)| r < history[u].call);
-        let earliest = if n == 0 { 0 } else { prefix_max[n - 1] };
-        let k = *class_of.entry(input.clone()).or_insert_with(|| {
-            classes.push(Class {
-                input: input.clone(),
-                incr: match input {
-                    KvInput::IncrBy { delta, .. } => Some(*delta),
-                    _ => None,
-                },
-                cas: matches!(input, KvInput::Cas { .. }),
-            });
-            (classes.len() - 1) as u32
-        });
-        events.push((earliest, k));
-    }
-    events.sort_unstable();
-
+    // Observed values by the position at which they retire.
+    let mut retiring: Vec<(usize, String)> = values
+        .observed
+        .iter()
+        .filter(|&(_, &last)| last < order.len())
+        .map(|(v, &last)| (last + 1, v.clone()))
+        .collect();
+    retiring.sort_unstable();
     let mut checker = Checker {
         history,
-        avail: vec![0; classes.len()],
-        classes,
+        classes: Vec::new(),
+        class_of: HashMap::new(),
+        merged_into: Vec::new(),
+        writers: HashMap::new(),
+        avail: Vec::new(),
         active: Vec::new(),
         values,
         steps: 0,
         step_cap,
     };
-    let init = checker.values.intern(None);
+    let mut events: Vec<(usize, u32)> = Vec::new();
+    for &u in &unknown {
+        let input = checker.values.canonical_input(&history[u].input);
+        if !input.may_write() {
+            continue; // an unknown read changes nothing
+        }
+        let n = by_ret.partition_point(|&(r, _)| r < history[u].call);
+        let earliest = if n == 0 { 0 } else { prefix_max[n - 1] };
+        events.push((earliest, checker.class_for(&input)));
+    }
+    events.sort_unstable();
     let mut frontier = vec![St {
-        val: init,
+        val: ABSENT,
         used: Vec::new(),
         incr_phase: false,
     }];
-    let mut ev = 0;
+    let (mut ev, mut rv) = (0, 0);
     for (p, &c) in order.iter().enumerate() {
+        checker.values.pos = p;
+        while rv < retiring.len() && retiring[rv].0 <= p {
+            frontier = checker.retire(&retiring[rv].1, frontier);
+            rv += 1;
+        }
         while ev < events.len() && events[ev].0 <= p {
-            let k = events[ev].1;
-            if checker.avail[k as usize] == 0 {
-                checker.active.push(k);
-            }
-            checker.avail[k as usize] += 1;
+            checker.make_available(events[ev].1);
             ev += 1;
         }
         frontier = match checker.advance(frontier, c) {

@@ -192,3 +192,42 @@ fn partitioned_check_skips_unpartitioned_ops() {
         Verdict::Linearizable
     );
 }
+
+/// The integer parser accepts exactly what `i64::to_string` produces (the definition
+/// of an integer value), without formatting anything.
+#[test]
+fn canonical_int_is_exactly_the_rendering_of_an_i64() {
+    let reference = |s: &str| s.parse::<i64>().ok().filter(|n| n.to_string() == s);
+    let mut cases: Vec<String> = [
+        "0",
+        "-0",
+        "00",
+        "01",
+        "-01",
+        "+1",
+        "1",
+        "-1",
+        "10",
+        " 1",
+        "1 ",
+        "",
+        "-",
+        "+",
+        "1e3",
+        "１",
+        "9223372036854775807",
+        "9223372036854775808",
+        "-9223372036854775808",
+        "-9223372036854775809",
+        "0x10",
+        "1_000",
+    ]
+    .iter()
+    .map(|c| c.to_string())
+    .collect();
+    cases.extend((-1200..1200).map(|n: i64| n.to_string()));
+    cases.extend((0..1200).map(|n| format!("0{n}")));
+    for c in &cases {
+        assert_eq!(crate::kv::parse_canonical_int(c), reference(c), "{c:?}");
+    }
+}

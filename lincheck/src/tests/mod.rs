@@ -4,6 +4,8 @@ mod differential;
 mod gen_check;
 mod jepsen_parse;
 mod kv_check;
+mod kv_differential;
 mod kv_model;
+mod kv_ordered;
 mod ndjson;
 mod register;

@@ -168,3 +168,16 @@ fn record_failed_serializes_documented_shape() {
         r#"{"client":2,"call":10,"ret":11,"op":"del","key":"k","result":"fail"}"#
     );
 }
+
+/// Validation errors name the op as the `op` field spells it.
+#[test]
+fn ndjson_errors_name_the_op_as_written() {
+    for name in ["get", "set", "del", "incrby", "cas", "scan"] {
+        let line = format!(r#"{{"client":1,"call":1,"ret":2,"op":"{name}","result":"ok"}}"#);
+        let err = parse_ndjson(&line).expect_err(&line);
+        assert!(
+            err.message.ends_with(&format!("for op `{name}`")),
+            "{line}: {err}"
+        );
+    }
+}
