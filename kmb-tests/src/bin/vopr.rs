@@ -528,10 +528,14 @@ mod cli {
             passed as f64 * 100.0 / ran as f64
         };
         println!("  Success Rate: {rate:.1}%");
+        // Per core: the aggregate divided by the jobs that ran at once (each seed runs on one
+        // thread; the simulator is single-threaded).
+        let real_time = sim_ms as f64 / 1000.0 / wall.max(1e-9);
+        let cores = args.jobs.min(ran.max(1) as usize) as f64;
         println!(
-            "  Time: {wall:.1} s wall, {:.0} s simulated ({:.0}x real time, {:.1} seeds/s)",
+            "  Time: {wall:.1} s wall, {:.0} s simulated ({real_time:.0}x real time, {:.0}x per core on {cores} jobs, {:.1} seeds/s)",
             sim_ms as f64 / 1000.0,
-            sim_ms as f64 / 1000.0 / wall.max(1e-9),
+            real_time / cores,
             ran as f64 / wall.max(1e-9)
         );
         if args.coverage {
