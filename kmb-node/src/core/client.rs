@@ -64,17 +64,22 @@ impl Replica {
                     return;
                 }
             }
-            // A primary that lost its quorum sends clients to the next view's primary.
-            let primary = if self.quorum_lost && self.is_primary() {
-                self.config.primary_of(self.view + 1)
+            // A primary that lost its quorum sends clients to the next view's primary (and
+            // says so if it had ordered this very request: a retry of it).
+            let (primary, ordered) = if self.quorum_lost && self.is_primary() {
+                let ordered = span(&self.slots, self.commit_min + 1, self.op).any(|(_, s)| {
+                    s.header.operation == Operation::Request
+                        && (s.header.client, s.header.request) == (client, request)
+                });
+                (self.config.primary_of(self.view + 1), ordered)
             } else {
-                self.primary()
+                (self.primary(), false)
             };
             self.effects.push(Effect::Redirect {
                 client,
                 request,
                 primary,
-                ordered: false,
+                ordered,
             });
             return;
         }

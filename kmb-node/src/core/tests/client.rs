@@ -304,14 +304,11 @@ fn a_primary_elect_holds_requests_until_its_view_starts() {
     );
 }
 
-/// Goal: a primary that learns of a newer view redirects the requests it ordered and did not
-/// commit, so their clients retry at the new primary at once (before: they waited for a
-/// reply that never came); the retry there commits exactly once.
-#[test]
-fn a_deposed_primary_redirects_its_uncommitted_requests() {
+/// Primary 0, cut off from the others, has ordered client 1's INCRBY (request `base + 1`),
+/// which cannot commit. Returns the net and the client's registration op (`base`).
+fn cut_off_primary_with_an_uncommitted_incr() -> (Net, u64) {
     let mut net = Net::new(3, config);
     let base = net.register(1);
-    // Replica 0 is cut off: it orders client 1's INCRBY, which cannot commit.
     net.blocked.insert(0);
     net.input(
         0,
@@ -321,6 +318,15 @@ fn a_deposed_primary_redirects_its_uncommitted_requests() {
             body: incr("n", 1),
         },
     );
+    (net, base)
+}
+
+/// Goal: a primary that learns of a newer view redirects the requests it ordered and did not
+/// commit, so their clients retry at the new primary at once (before: they waited for a
+/// reply that never came); the retry there commits exactly once.
+#[test]
+fn a_deposed_primary_redirects_its_uncommitted_requests() {
+    let (mut net, base) = cut_off_primary_with_an_uncommitted_incr();
     net.tick(80);
     let p = (1..3u8)
         .find(|&r| net.replica(r).is_primary())
@@ -352,17 +358,7 @@ fn a_deposed_primary_redirects_its_uncommitted_requests() {
 /// forces no view change on the others. Once it hears a quorum again it serves again.
 #[test]
 fn a_primary_that_hears_no_quorum_stops_serving_and_redirects() {
-    let mut net = Net::new(3, config);
-    let base = net.register(1);
-    net.blocked.insert(0);
-    net.input(
-        0,
-        Input::ClientRequest {
-            client: 1,
-            request: base + 1,
-            body: incr("n", 1),
-        },
-    );
+    let (mut net, base) = cut_off_primary_with_an_uncommitted_incr();
     net.log.clear();
     net.tick(40);
     assert!(
@@ -391,6 +387,21 @@ fn a_primary_that_hears_no_quorum_stops_serving_and_redirects() {
             request: 1,
             primary: 1,
             ordered: false
+        }]
+    );
+    // A retry of the request it ordered is redirected as ordered: it may still take effect.
+    let effects = net.nodes[0].replica.step(Input::ClientRequest {
+        client: 1,
+        request: base + 1,
+        body: incr("n", 1),
+    });
+    assert_eq!(
+        effects,
+        vec![Effect::Redirect {
+            client: 1,
+            request: base + 1,
+            primary: 1,
+            ordered: true
         }]
     );
     assert_eq!(net.replica(0).view(), 0, "it did not raise its view");
