@@ -254,9 +254,10 @@ impl Client {
                 target = ((x >> 8) % self.addresses.len() as u64) as usize;
             }
         }
-        // Redirects followed in a row: two replicas sending the client to each other (a
-        // primary that lost its quorum and a backup still following it) are asked again only
-        // after a pause.
+        // Redirects followed for this request: the first is followed at once, later ones
+        // after the backoff (two replicas sending the client to each other — a primary that
+        // lost its quorum and a backup still following it — are asked again only after a
+        // pause).
         let mut redirects = 0u32;
         while Instant::now() < deadline {
             match self.attempt(target, &encoded).await {

@@ -89,3 +89,24 @@ fn aimed_faults_hit_the_replicas_that_acknowledged() {
     let sums = fired(&seeds, &["aimed.replicas_hit"]);
     assert!(sums.iter().all(|&n| n > 0), "{seeds:?}: {sums:?}");
 }
+
+/// Goal: the TCP-partition dimension acts in the VOPR: partitions drop no frame, peer links
+/// give up on bytes held past their user timeout and reconnect (connects held by the
+/// partition), and the seeds pass. (Without the dimension the same partitions drop frames.)
+#[test]
+fn tcp_partitions_hold_bytes_and_peer_links_give_up_on_them() {
+    let seeds = seeds(3, |s| {
+        s.links.tcp_partitions && s.partition_rate > 0.5 && s.fault_duration_ms.1 > 2000
+    });
+    let sums = fired(
+        &seeds,
+        &[
+            "partitions",
+            "stream_user_timeouts",
+            "stream_connects_held",
+            "frames_partitioned",
+        ],
+    );
+    assert!(sums[..3].iter().all(|&n| n > 0), "{seeds:?}: {sums:?}");
+    assert_eq!(sums[3], 0, "{seeds:?}: a TCP partition drops nothing");
+}

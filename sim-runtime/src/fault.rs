@@ -768,16 +768,6 @@ pub fn set_tcp_partitions(on: bool) {
     with(|s| s.tcp_partitions = on)
 }
 
-/// Whether partitions act as on TCP ([`set_tcp_partitions`]).
-pub fn tcp_partitions() -> bool {
-    with(|s| s.tcp_partitions)
-}
-
-/// Whether frames from `src` to `dst` are blocked.
-pub fn is_partitioned(src: IpAddr, dst: IpAddr) -> bool {
-    with(|s| s.blocked.contains_key(&(src, dst)))
-}
-
 /// Whether a frame from `src` to `dst` is dropped by a partition (partitioned, and partitions
 /// drop frames rather than hold them: [`set_tcp_partitions`]).
 pub(crate) fn drops_frames(src: IpAddr, dst: IpAddr) -> bool {

@@ -22,6 +22,13 @@ fn node(name: &str, addr: &str) -> NodeHandle {
         .build()
 }
 
+/// A fresh node at `addr` whose disk has `faults`.
+fn disk_node(addr: &str, faults: DiskFaults) -> NodeId {
+    let id = node("disk", addr).id();
+    fault::set_disk_faults(id, faults);
+    id
+}
+
 /// Run `fut` on node `id` (looked up afresh, so it works after a restart) and wait for it.
 async fn on<F, T>(id: NodeId, fut: F) -> T
 where
@@ -107,9 +114,8 @@ fn disk_kill_with_no_crash_faults_keeps_unsynced() {
 /// On a fresh node whose power losses tear every unsynced write: `len` bytes of 0x11 at 0,
 /// synced, then `(offset, len)` of 0xEE unsynced, then a power loss and a restart. The node.
 async fn torn_rewrite(len: usize, (offset, new_len): (u64, usize)) -> NodeId {
-    let id = node("disk", "10.0.0.1").id();
-    fault::set_disk_faults(
-        id,
+    let id = disk_node(
+        "10.0.0.1",
         DiskFaults {
             crash_torn_probability: 1.0,
             ..Default::default()
@@ -641,9 +647,8 @@ fn net_partitions_block_and_heal() {
 /// A scenario exercising disk and network faults; returns the fault event log.
 fn scenario(seed: u64) -> Vec<fault::FaultEvent> {
     sim::run(seed, || async {
-        let id = node("disk", "10.0.0.9").id();
-        fault::set_disk_faults(
-            id,
+        let id = disk_node(
+            "10.0.0.9",
             DiskFaults {
                 crash_lost_probability: 0.3,
                 crash_torn_probability: 0.3,
@@ -700,9 +705,8 @@ fn faults_same_seed_same_events_different_seed_different() {
 #[test]
 fn restart_of_running_node_is_a_power_loss() {
     sim::run(17, || async {
-        let id = node("disk", "10.0.0.1").id();
-        fault::set_disk_faults(
-            id,
+        let id = disk_node(
+            "10.0.0.1",
             DiskFaults {
                 crash_lost_probability: 1.0,
                 ..Default::default()

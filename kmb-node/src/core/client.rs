@@ -67,10 +67,7 @@ impl Replica {
             // A primary that lost its quorum sends clients to the next view's primary (and
             // says so if it had ordered this very request: a retry of it).
             let (primary, ordered) = if self.quorum_lost && self.is_primary() {
-                let ordered = span(&self.slots, self.commit_min + 1, self.op).any(|(_, s)| {
-                    s.header.operation == Operation::Request
-                        && (s.header.client, s.header.request) == (client, request)
-                });
+                let ordered = self.uncommitted_requests().any(|r| r == (client, request));
                 (self.config.primary_of(self.view + 1), ordered)
             } else {
                 (self.primary(), false)
@@ -122,9 +119,10 @@ impl Replica {
         // A request of this client already ordered and not committed: if it is this one, its
         // reply answers the client (the glue keys waiters by client and request number);
         // an earlier one (a new primary has yet to commit what it inherited) goes first.
-        let in_flight = span(&self.slots, self.commit_min + 1, self.op)
-            .filter(|(_, s)| s.header.operation == Operation::Request && s.header.client == client)
-            .map(|(_, s)| s.header.request)
+        let in_flight = self
+            .uncommitted_requests()
+            .filter(|&(c, _)| c == client)
+            .map(|(_, r)| r)
             .max();
         if let Some(ordered) = in_flight {
             if ordered < request {
@@ -165,6 +163,13 @@ impl Replica {
 }
 
 impl Replica {
+    /// `(client, request)` of every client request in the log above the commit point.
+    fn uncommitted_requests(&self) -> impl Iterator<Item = (u128, u64)> + '_ {
+        span(&self.slots, self.commit_min + 1, self.op)
+            .filter(|(_, s)| s.header.operation == Operation::Request)
+            .map(|(_, s)| (s.header.client, s.header.request))
+    }
+
     /// Whether the active primary can order one more request now: its pipeline and its WAL
     /// ring have room, and its head is known.
     fn may_prepare(&self) -> bool {
@@ -242,10 +247,7 @@ impl Replica {
         if !self.is_primary() || primary == self.config.replica || self.halted.is_some() {
             return;
         }
-        let held: Vec<(u128, u64)> = span(&self.slots, self.commit_min + 1, self.op)
-            .filter(|(_, s)| s.header.operation == Operation::Request)
-            .map(|(_, s)| (s.header.client, s.header.request))
-            .collect();
+        let held: Vec<(u128, u64)> = self.uncommitted_requests().collect();
         if !held.is_empty() {
             crate::mark!("deposed_primary_redirects");
         }

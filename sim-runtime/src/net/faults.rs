@@ -8,33 +8,6 @@ use tokio::sync::mpsc;
 
 use super::{encode_frame, write_frame, TcpStream};
 
-/// Write one frame; flush it (one simulated payload) only once no further frame is queued, so
-/// a burst of frames travels as one payload, as a kernel coalesces a burst into full segments.
-/// (madsim delivers each payload a timer tick after the previous one: flushing every frame of
-/// a backlog of thousands capped a connection at a thousand frames per simulated second, far
-/// below what any real link carries — a replica flooded with a backlog after a heal fell
-/// further behind every second.)
-async fn write_coalesced(
-    write: &mut WriteHalf<TcpStream>,
-    frame: &[u8],
-    queue_empty: bool,
-    unflushed: &mut bool,
-) -> std::io::Result<()> {
-    write.write_all(frame).await?;
-    *unflushed = true;
-    if queue_empty {
-        flush(write, unflushed).await?;
-    }
-    Ok(())
-}
-
-/// Flush what [`write_coalesced`] left unflushed (before any wait).
-async fn flush(write: &mut WriteHalf<TcpStream>, unflushed: &mut bool) -> std::io::Result<()> {
-    if std::mem::take(unflushed) {
-        write.flush().await?;
-    }
-    Ok(())
-}
 use crate::fault;
 use crate::time::Duration;
 
@@ -43,6 +16,30 @@ const HOLD_MAX: Duration = Duration::from_millis(20);
 
 /// At most this many frames wait per connection to be sent again (`replay_probability`).
 const REPLAYS_MAX: usize = 16;
+
+/// Write one frame without flushing it: the writer flushes (one simulated payload) only once no
+/// further frame is queued, so a burst of frames travels as one payload, as a kernel coalesces
+/// a burst into full segments. (madsim delivers each payload a timer tick after the previous
+/// one: flushing every frame of a backlog of thousands capped a connection at a thousand
+/// frames per simulated second, far below what any real link carries — a replica flooded with
+/// a backlog after a heal fell further behind every second.)
+async fn write_unflushed(
+    write: &mut WriteHalf<TcpStream>,
+    frame: &[u8],
+    unflushed: &mut bool,
+) -> std::io::Result<()> {
+    write.write_all(frame).await?;
+    *unflushed = true;
+    Ok(())
+}
+
+/// Flush what [`write_unflushed`] left unflushed (when the queue is empty, and before any wait).
+async fn flush(write: &mut WriteHalf<TcpStream>, unflushed: &mut bool) -> std::io::Result<()> {
+    if std::mem::take(unflushed) {
+        write.flush().await?;
+    }
+    Ok(())
+}
 
 /// What the fault layer decided for one frame.
 struct Plan {
@@ -168,7 +165,8 @@ pub(super) async fn writer_task(
         let Some(payload) = next else { break };
         let mut frame = encode_frame(&payload);
         let Some((src, dst)) = link else {
-            if write_coalesced(&mut write, &frame, rx.is_empty(), &mut unflushed)
+            // Flushed at the top of the loop once the queue is empty.
+            if write_unflushed(&mut write, &frame, &mut unflushed)
                 .await
                 .is_err()
             {
@@ -205,7 +203,7 @@ pub(super) async fn writer_task(
         }
         let copies = if plan.duplicate { 2 } else { 1 };
         for _ in 0..copies {
-            if write_coalesced(&mut write, &frame, false, &mut unflushed)
+            if write_unflushed(&mut write, &frame, &mut unflushed)
                 .await
                 .is_err()
             {
@@ -213,7 +211,7 @@ pub(super) async fn writer_task(
             }
         }
         if let Some(frame) = held.take() {
-            if write_coalesced(&mut write, &frame, false, &mut unflushed)
+            if write_unflushed(&mut write, &frame, &mut unflushed)
                 .await
                 .is_err()
             {

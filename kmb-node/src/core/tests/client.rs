@@ -54,8 +54,13 @@ fn client_table_retry_returns_cached_reply_incrby_once() {
     assert_eq!(effects, vec![]);
     assert_eq!(net.replies.len(), before);
     net.tick(15);
-    for r in 0..3 {
-        assert_eq!(net.replica(r).kv().get(b"n"), Some(&b"10"[..]));
+    assert_every_replica_holds(&net, b"n", b"10");
+}
+
+/// Every replica of `net` holds `value` at `key`.
+fn assert_every_replica_holds(net: &Net, key: &[u8], value: &[u8]) {
+    for r in 0..net.nodes.len() as u8 {
+        assert_eq!(net.replica(r).kv().get(key), Some(value), "replica {r}");
     }
 }
 
@@ -156,13 +161,7 @@ fn an_evicted_clients_retry_is_answered_evicted_not_executed() {
         (5, Reply::Error(kv::SESSION_EVICTED.into()))
     );
     net.tick(15);
-    for r in 0..3 {
-        assert_eq!(
-            net.replica(r).kv().get(b"n"),
-            Some(&b"1"[..]),
-            "replica {r}"
-        );
-    }
+    assert_every_replica_holds(&net, b"n", b"1");
     assert_eq!(
         net.request(1, 2, Request::Register.encode()),
         (6, Reply::Ok)
@@ -200,13 +199,7 @@ fn a_late_registration_does_not_let_an_old_request_execute_again() {
     });
     assert_eq!(effects, vec![]);
     net.tick(15);
-    for r in 0..3 {
-        assert_eq!(
-            net.replica(r).kv().get(b"n"),
-            Some(&b"1"[..]),
-            "replica {r}"
-        );
-    }
+    assert_every_replica_holds(&net, b"n", b"1");
     // The session goes on above its registration's op.
     assert_eq!(net.request_numbered(1, 5, incr), (5, Reply::Integer(2)));
 }
