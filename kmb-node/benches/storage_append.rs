@@ -50,6 +50,7 @@ mod bench {
                         client: 1,
                         request: op,
                         operation: Operation::Request,
+                        timestamp: 0,
                     },
                     payload.clone(),
                 );

@@ -739,6 +739,8 @@ pub fn reply_value(reply: &kv::Reply) -> Value {
         ),
         kv::Reply::Error(e) if e.contains("not an integer") => not_integer(),
         kv::Reply::Error(e) => Value::err(e),
+        kv::Reply::Array(items) => Value::Array(items.iter().map(reply_value).collect()),
+        kv::Reply::Aborted => Value::NullArray,
     }
 }
 

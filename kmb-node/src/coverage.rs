@@ -78,6 +78,14 @@ pub const MARKS: &[(&str, &str)] = &[
         "a primary that heard from no quorum for a view-change timeout stepped down",
     ),
     (
+        "key_expired",
+        "a key's expiry time passed and the op that reached it removed the key",
+    ),
+    (
+        "transaction_aborted_by_watch",
+        "a transaction (EXEC) did not run because a watched key's version had moved",
+    ),
+    (
         "stale_client_request",
         "a client request older than the client's latest executed one reached the primary late",
     ),

@@ -23,7 +23,8 @@
 //! | 109     | operation     | [`Operation`]                                              |
 //! | 110..112| version       | [`FORMAT_VERSION`]                                         |
 //! | 112..116| magic         | `b"KMBE"`                                                  |
-//! | 116..128| reserved      | zero                                                       |
+//! | 116..124| timestamp     | cluster time in ms since the Unix epoch ([`Header::timestamp`]) |
+//! | 124..128| reserved      | zero                                                       |
 
 use xxhash_rust::xxh3::xxh3_128;
 
@@ -34,8 +35,8 @@ pub type Checksum = u128;
 pub const HEADER_SIZE: usize = 128;
 /// Header magic.
 pub const MAGIC: [u8; 4] = *b"KMBE";
-/// On-disk and on-wire format version (2: 64-bit views).
-pub const FORMAT_VERSION: u16 = 2;
+/// On-disk and on-wire format version (2: 64-bit views; 3: the cluster timestamp).
+pub const FORMAT_VERSION: u16 = 3;
 
 /// A view number. 64 bits: at one view change per 500 ms timeout the count lasts far longer
 /// than any cluster, and the core bounds how far one message may move it (`VIEW_JUMP_MAX` in
@@ -82,6 +83,11 @@ pub struct Header {
     pub size: u32,
     pub replica: u8,
     pub operation: Operation,
+    /// The cluster time the primary stamped the entry with: milliseconds since the Unix
+    /// epoch, the largest of its own clock and its predecessor's timestamp, so it never goes
+    /// backwards along a log (across views and restarts). Expiry is evaluated against it
+    /// (`kv::ApplyContext`), never against a replica's clock.
+    pub timestamp: u64,
 }
 
 /// Why bytes do not decode to a valid header.
@@ -112,6 +118,7 @@ impl Header {
         b[109] = self.operation as u8;
         b[110..112].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
         b[112..116].copy_from_slice(&MAGIC);
+        b[116..124].copy_from_slice(&self.timestamp.to_le_bytes());
         b
     }
 
@@ -133,7 +140,7 @@ impl Header {
         let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().expect("4"));
         if bytes[112..116] != MAGIC
             || u16::from_le_bytes([bytes[110], bytes[111]]) != FORMAT_VERSION
-            || bytes[116..].iter().any(|&b| b != 0)
+            || bytes[124..].iter().any(|&b| b != 0)
         {
             return Err(HeaderError::Corrupt);
         }
@@ -151,6 +158,7 @@ impl Header {
             size: u32_at(104),
             replica: bytes[108],
             operation,
+            timestamp: u64_at(116),
         };
         if header.size > BODY_SIZE_MAX || xxh3_128(&bytes[16..]) != header.checksum {
             return Err(HeaderError::Corrupt);
@@ -178,6 +186,8 @@ pub struct EntryFields {
     pub client: u128,
     pub request: u64,
     pub operation: Operation,
+    /// [`Header::timestamp`].
+    pub timestamp: u64,
 }
 
 impl Entry {
@@ -199,6 +209,7 @@ impl Entry {
             size: body.len() as u32,
             replica: fields.replica,
             operation: fields.operation,
+            timestamp: fields.timestamp,
         };
         header.checksum = header.calculate_checksum();
         Entry { header, body }
@@ -217,6 +228,7 @@ impl Entry {
                 client: 0,
                 request: 0,
                 operation: Operation::Root,
+                timestamp: 0,
             },
             Vec::new(),
         )
@@ -276,6 +288,7 @@ mod tests {
                 client: 99,
                 request: 5,
                 operation: Operation::Request,
+                timestamp: 0,
             },
             b"set k v".to_vec(),
         )

@@ -30,6 +30,7 @@ pub mod core;
 pub mod coverage;
 pub mod entry;
 pub mod fuzzing;
+pub mod glob;
 #[cfg(madsim)]
 pub mod inspect;
 pub mod kv;

@@ -66,11 +66,16 @@ pub enum Mutation {
     /// Quorum arithmetic in the view change: with 5 replicas the new primary starts its view
     /// from f DoViewChanges (itself included) instead of f + 1.
     DvcQuorumOneShort,
+    /// A plain SET keeps the key's old expiry instead of clearing it (expiry semantics).
+    SetKeepsTtl,
+    /// A transaction stops at its first error reply, keeping what ran before it: not
+    /// all-or-nothing (transaction atomicity).
+    MultiPartial,
 }
 
 impl Mutation {
     /// Every mutation, in a fixed order.
-    pub const ALL: [Mutation; 16] = [
+    pub const ALL: [Mutation; 18] = [
         Mutation::CommitBeforeQuorum,
         Mutation::PrepareOkBeforeSync,
         Mutation::ViewNotSyncedBeforeDvc,
@@ -87,6 +92,8 @@ impl Mutation {
         Mutation::BodyChecksumUnchecked,
         Mutation::EvictedSessionExecutes,
         Mutation::DvcQuorumOneShort,
+        Mutation::SetKeepsTtl,
+        Mutation::MultiPartial,
     ];
 
     /// The command-line name.
@@ -108,6 +115,8 @@ impl Mutation {
             Mutation::BodyChecksumUnchecked => "body-checksum-unchecked",
             Mutation::EvictedSessionExecutes => "evicted-session-executes",
             Mutation::DvcQuorumOneShort => "dvc-quorum-one-short",
+            Mutation::SetKeepsTtl => "set-keeps-ttl",
+            Mutation::MultiPartial => "multi-partial",
         }
     }
 
@@ -161,6 +170,10 @@ impl Mutation {
             }
             Mutation::DvcQuorumOneShort => {
                 "with 5 replicas a new primary starts its view from 2 DoViewChanges (itself included), not 3"
+            }
+            Mutation::SetKeepsTtl => "a plain SET keeps the key's old expiry instead of clearing it",
+            Mutation::MultiPartial => {
+                "a transaction stops at its first error reply, keeping what ran before it (not all-or-nothing)"
             }
         }
     }

@@ -366,6 +366,8 @@ pub enum Value {
     Bulk(Vec<u8>),
     /// The null bulk string (`$-1`, RESP3 `_`): an absent value.
     Null,
+    /// The null array (`*-1`, RESP3 `_`): an `EXEC` whose watched keys changed.
+    NullArray,
     Array(Vec<Value>),
     /// RESP3 map (`%`): ordered key–value pairs.
     Map(Vec<(Value, Value)>),
@@ -440,6 +442,8 @@ impl Value {
             Value::Bulk(b) => push_bulk(out, b'$', b),
             Value::Null if resp3 => out.extend_from_slice(b"_\r\n"),
             Value::Null => out.extend_from_slice(b"$-1\r\n"),
+            Value::NullArray if resp3 => out.extend_from_slice(b"_\r\n"),
+            Value::NullArray => out.extend_from_slice(b"*-1\r\n"),
             Value::Array(items) | Value::Set(items) => {
                 let kind = if resp3 && matches!(self, Value::Set(_)) {
                     b'~'
@@ -535,7 +539,7 @@ fn parse_value_depth(buf: &[u8], depth: usize) -> Result<Option<(Value, usize)>,
         b'*' | b'~' | b'%' => {
             let count = parse_int(line, "array length")?;
             if count == -1 && kind == b'*' {
-                return Ok(Some((Value::Null, next)));
+                return Ok(Some((Value::NullArray, next)));
             }
             if !(0..=1 << 20).contains(&count) {
                 return error("invalid array length");

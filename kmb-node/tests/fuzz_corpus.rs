@@ -181,6 +181,7 @@ fn entry(op: u64, parent: u128, body: Vec<u8>) -> Entry {
             client: 99,
             request: op,
             operation: Operation::Request,
+            timestamp: 0,
         },
         body,
     )

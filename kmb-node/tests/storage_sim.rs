@@ -575,6 +575,7 @@ fn make_entry(chain: &Chain, view: u64) -> Entry {
             client: 7,
             request: op,
             operation: Operation::Request,
+            timestamp: 0,
         },
         body,
     )

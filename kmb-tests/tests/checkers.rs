@@ -28,6 +28,7 @@ fn one_set() -> Observations {
                 client: 1,
                 request: op,
                 operation: Operation::Request,
+                timestamp: 0,
             },
             request.encode(),
         )

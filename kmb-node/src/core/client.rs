@@ -138,6 +138,13 @@ impl Replica {
         let Some(parent) = self.checksum_at(self.op) else {
             return;
         };
+        // Cluster time never goes backwards along the log: at least the predecessor's stamp
+        // (the state's clock when the head is the checkpoint).
+        let previous = self
+            .slots
+            .get(&self.op)
+            .map_or(self.kv.clock(), |s| s.header.timestamp);
+        let timestamp = self.wall_clock.max(previous);
         let entry = Entry::new(
             EntryFields {
                 cluster: self.config.cluster,
@@ -149,6 +156,7 @@ impl Replica {
                 client,
                 request,
                 operation: Operation::Request,
+                timestamp,
             },
             body,
         );

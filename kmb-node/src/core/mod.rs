@@ -249,6 +249,10 @@ pub enum Input {
         client: u128,
         request: u64,
         body: Vec<u8>,
+        /// The glue's wall clock (milliseconds since the Unix epoch): the core keeps the
+        /// largest it was given and a primary stamps each entry with at least it
+        /// (`entry::Header::timestamp`). The core itself reads no clock.
+        now: u64,
     },
     /// Answer to [`Effect::Sync`] (echoing its `op`): every entry written before it is durable.
     Synced { op: u64 },

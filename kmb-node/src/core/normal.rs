@@ -275,7 +275,13 @@ impl Replica {
             _ => {
                 let request_decoded = decoded();
                 let reply = match &request_decoded {
-                    Ok(r) => self.kv.apply(r),
+                    Ok(r) => self.kv.apply(
+                        r,
+                        kv::ApplyContext {
+                            op: header.op,
+                            timestamp: header.timestamp,
+                        },
+                    ),
                     Err(_) => kv::Reply::Error("malformed request".to_string()),
                 };
                 // A registration raises the session's request floor to its own op: the

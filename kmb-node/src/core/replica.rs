@@ -68,6 +68,9 @@ pub struct Replica {
     pub(super) commit_max: u64,
     pub(super) kv: KvState,
     pub(super) clients: ClientTable,
+    /// The latest wall-clock reading the glue passed in with a client request
+    /// (milliseconds since the Unix epoch): a primary stamps entries with at least it.
+    pub(super) wall_clock: u64,
 
     /// Ops written since the last Sync request.
     pub(super) dirty: BTreeSet<u64>,
@@ -261,6 +264,7 @@ impl Replica {
             commit_max: checkpoint.op,
             kv: KvState::new(),
             clients: ClientTable::new(),
+            wall_clock: 0,
             dirty: BTreeSet::new(),
             held_max: 0,
             never_written: BTreeSet::new(),
@@ -402,7 +406,11 @@ impl Replica {
                     client,
                     request,
                     body,
-                } => self.on_client_request(client, request, body),
+                    now,
+                } => {
+                    self.wall_clock = self.wall_clock.max(now);
+                    self.on_client_request(client, request, body)
+                }
                 Input::Synced { op } => self.on_synced(op),
                 Input::SuperblockSynced { view, log_view } => {
                     self.on_superblock_synced(view, log_view)

@@ -477,6 +477,7 @@ impl Driver {
                     client,
                     request,
                     body,
+                    now: wall_clock_millis(),
                 })
             }
             Event::Status { reply } => {
@@ -655,4 +656,12 @@ impl Driver {
             }
         }
     }
+}
+
+/// The wall clock in milliseconds since the Unix epoch (0 before it): what a primary stamps
+/// entries with (`Input::ClientRequest::now`).
+fn wall_clock_millis() -> u64 {
+    time::now_wall()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -984,6 +984,7 @@ mod tests {
                         client: 9,
                         request: op,
                         operation: Operation::Request,
+                        timestamp: 0,
                     },
                     vec![op as u8; 40],
                 );
@@ -1011,6 +1012,7 @@ mod tests {
                         client: 9,
                         request: h.request,
                         operation: Operation::Request,
+                        timestamp: 0,
                     },
                     vec![tag; 40],
                 );

@@ -536,6 +536,7 @@ mod tests {
                 client: 1,
                 request: op,
                 operation: Operation::Request,
+                timestamp: 0,
             },
             body.to_vec(),
         )
@@ -616,6 +617,7 @@ mod tests {
                     client: 0,
                     request: 0,
                     operation: Operation::Request,
+                    timestamp: 0,
                 }
             },
             vec![1, 2, 3],

@@ -28,6 +28,7 @@ pub fn entry(op: u64, parent: Checksum, view: u64, len: usize) -> Entry {
             client: 9,
             request: op,
             operation: Operation::Request,
+            timestamp: 0,
         },
         (0..len).map(|i| (i as u64 ^ op) as u8).collect(),
     )

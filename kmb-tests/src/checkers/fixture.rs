@@ -97,6 +97,7 @@ pub fn entry(op: u64, parent: u128, client: u128, request: u64, body: Vec<u8>) -
             client,
             request,
             operation: Operation::Request,
+            timestamp: 0,
         },
         body,
     )

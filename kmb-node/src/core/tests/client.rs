@@ -9,6 +9,7 @@ fn client_request_at_backup_redirects() {
     let mut b = Replica::new(config(3, 2), DurableState::formatted());
     assert_eq!(
         b.step(Input::ClientRequest {
+            now: 0,
             client: 5,
             request: 1,
             body: set("a", "1")
@@ -35,6 +36,7 @@ fn client_table_retry_returns_cached_reply_incrby_once() {
     net.input(
         0,
         Input::ClientRequest {
+            now: 0,
             client: 1,
             request: 2,
             body: incr.clone(),
@@ -47,6 +49,7 @@ fn client_table_retry_returns_cached_reply_incrby_once() {
     assert_eq!(net.request(1, 2, incr.clone()), (3, Reply::Integer(10)));
     let before = net.replies.len();
     let effects = net.nodes[0].replica.step(Input::ClientRequest {
+        now: 0,
         client: 1,
         request: 2,
         body: incr,
@@ -92,6 +95,7 @@ fn set_of_size(size: usize) -> Vec<u8> {
 fn a_request_larger_than_a_slot_is_never_prepared() {
     let mut net = Net::new(3, slot_sized);
     let effects = net.nodes[0].replica.step(Input::ClientRequest {
+        now: 0,
         client: 1,
         request: 1,
         body: set_of_size(101),
@@ -120,6 +124,7 @@ fn a_prepare_larger_than_a_slot_is_dropped() {
                 client: 9,
                 request: 1,
                 operation: Operation::Request,
+                timestamp: 0,
             },
             set_of_size(size),
         );
@@ -193,6 +198,7 @@ fn a_late_registration_does_not_let_an_old_request_execute_again() {
     assert_eq!(net.request_numbered(1, 1, register), (4, Reply::Ok));
     // The old INCRBY (2 ≤ 4) is stale: nothing is prepared, nothing replies.
     let effects = net.nodes[0].replica.step(Input::ClientRequest {
+        now: 0,
         client: 1,
         request: 2,
         body: incr.clone(),
@@ -237,6 +243,7 @@ fn a_request_beyond_a_full_pipeline_is_held_and_ordered_when_room_appears() {
     net.input(
         0,
         Input::ClientRequest {
+            now: 0,
             client: 1,
             request: base1 + 1,
             body: set("a", "1"),
@@ -244,6 +251,7 @@ fn a_request_beyond_a_full_pipeline_is_held_and_ordered_when_room_appears() {
     );
     let op = net.replica(0).op();
     let effects = net.nodes[0].replica.step(Input::ClientRequest {
+        now: 0,
         client: 2,
         request: base2 + 1,
         body: set("b", "2"),
@@ -278,6 +286,7 @@ fn a_primary_elect_holds_requests_until_its_view_starts() {
     net.tick(60);
     assert_eq!(net.replica(1).status(), Status::ViewChange);
     let effects = net.nodes[1].replica.step(Input::ClientRequest {
+        now: 0,
         client: 1,
         request: base + 1,
         body: set("a", "1"),
@@ -306,6 +315,7 @@ fn cut_off_primary_with_an_uncommitted_incr() -> (Net, u64) {
     net.input(
         0,
         Input::ClientRequest {
+            now: 0,
             client: 1,
             request: base + 1,
             body: incr("n", 1),
@@ -369,6 +379,7 @@ fn a_primary_that_hears_no_quorum_stops_serving_and_redirects() {
     };
     assert!(net.log.contains(&(0, redirect)), "its uncommitted request");
     let effects = net.nodes[0].replica.step(Input::ClientRequest {
+        now: 0,
         client: 2,
         request: 1,
         body: set("a", "1"),
@@ -384,6 +395,7 @@ fn a_primary_that_hears_no_quorum_stops_serving_and_redirects() {
     );
     // A retry of the request it ordered is redirected as ordered: it may still take effect.
     let effects = net.nodes[0].replica.step(Input::ClientRequest {
+        now: 0,
         client: 1,
         request: base + 1,
         body: incr("n", 1),
@@ -411,6 +423,7 @@ fn an_idle_cluster_keeps_serving() {
     net.tick(50 * 50);
     assert_eq!(net.replica(0).view(), 0);
     let effects = net.nodes[0].replica.step(Input::ClientRequest {
+        now: 0,
         client: 1,
         request: base + 1,
         body: set("a", "1"),

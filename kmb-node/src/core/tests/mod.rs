@@ -79,6 +79,7 @@ fn chain(parent: u128, first: u64, last: u64, view: View, tag: &str) -> Vec<Entr
                 client: 9,
                 request: op,
                 operation: Operation::Request,
+                timestamp: 0,
             },
             // Client 9's session opens at op 1 (nothing else executes for an unknown client).
             if op == 1 {
@@ -355,6 +356,7 @@ impl Net {
                     self.input(
                         p,
                         Input::ClientRequest {
+                            now: 0,
                             client,
                             request,
                             body: body.clone(),

@@ -12,6 +12,7 @@ fn normal_case_three_replicas_exact_effects() {
     assert_eq!(p.poll_effects(), vec![]);
     // A session's first request: its registration.
     let effects = p.step(Input::ClientRequest {
+        now: 0,
         client: 5,
         request: 1,
         body: Request::Register.encode(),
@@ -109,6 +110,7 @@ fn normal_case_three_replicas_exact_effects() {
 fn normal_case_primary_synced_without_quorum_no_commit() {
     let mut p = Replica::new(config(3, 0), DurableState::formatted());
     p.step(Input::ClientRequest {
+        now: 0,
         client: 5,
         request: 1,
         body: set("a", "1"),
@@ -168,6 +170,7 @@ fn backup_writes_during_sync_wait_for_next_sync() {
 fn cluster_size_one_commits_after_own_sync() {
     let mut p = Replica::new(config(1, 0), DurableState::formatted());
     let effects = p.step(Input::ClientRequest {
+        now: 0,
         client: 5,
         request: 1,
         body: Request::Register.encode(),
@@ -224,6 +227,7 @@ fn random_faults_committed_prefix_agrees_and_converges() {
                     net.input(
                         p,
                         Input::ClientRequest {
+                            now: 0,
                             client: 1 + rng.gen_range(0..3u128),
                             request: step + 1,
                             body: set(&format!("k{}", rng.gen_range(0..5)), "v"),

@@ -36,6 +36,7 @@ fn checkpoint_not_durable_blocks_slot_reuse() {
     let mut checkpoint_op = None;
     for i in 1..=16u64 {
         let effects = p.step(Input::ClientRequest {
+            now: 0,
             client: 1,
             request: i,
             body: set("k", "v"),
@@ -50,6 +51,7 @@ fn checkpoint_not_durable_blocks_slot_reuse() {
     assert_eq!(checkpoint_op, Some(4));
     // Op 17 would reuse the slot of op 1: refused while the checkpoint at 4 is not durable.
     let request = |i| Input::ClientRequest {
+        now: 0,
         client: 1,
         request: i,
         body: set("k", "v"),
@@ -193,6 +195,7 @@ fn faulty_checkpoint_state_transfer_then_recovery_exact_effects() {
     assert_eq!(r.step(msg(1, sv)), vec![]);
     // Serves no client and no state transfer.
     let client = Input::ClientRequest {
+        now: 0,
         client: 5,
         request: 1,
         body: set("a", "b"),
@@ -214,7 +217,13 @@ fn faulty_checkpoint_state_transfer_then_recovery_exact_effects() {
     // Below the unreadable checkpoint, or at it with another checksum: ignored.
     let mut kv = crate::kv::KvState::new();
     for e in &log[..4] {
-        kv.apply(&Request::decode(&e.body).unwrap());
+        kv.apply(
+            &Request::decode(&e.body).unwrap(),
+            crate::kv::ApplyContext {
+                op: e.header.op,
+                timestamp: e.header.timestamp,
+            },
+        );
     }
     let state = snapshot::encode(&kv, &ClientTable::new());
     let transfer = |op, checkpoint_checksum| Body::StateTransfer {
@@ -521,7 +530,13 @@ fn faulty_checkpoint_replica_installs_a_transfer_from_far_ahead() {
     let c4 = log[3].checksum();
     let mut kv = crate::kv::KvState::new();
     for e in &log[..4] {
-        kv.apply(&Request::decode(&e.body).unwrap());
+        kv.apply(
+            &Request::decode(&e.body).unwrap(),
+            crate::kv::ApplyContext {
+                op: e.header.op,
+                timestamp: e.header.timestamp,
+            },
+        );
     }
     let far = 2 * VIEW_JUMP_MAX + 7;
     let effects = r.step(msg(

@@ -317,6 +317,7 @@ fn truncating_start_view_defers_superblock_until_log_view() {
     net.input(
         0,
         Input::ClientRequest {
+            now: 0,
             client: 2,
             request: 1,
             body: set("b", "2"),
