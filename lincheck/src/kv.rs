@@ -100,24 +100,97 @@ pub enum KvInput {
         /// Maximum number of entries.
         limit: u64,
     },
+    /// Single-key operations (no scans, no transactions) applied in order as one atomic
+    /// operation (`MULTI … EXEC`, `MSET`, `MGET`); the output is [`KvOutput::Results`].
+    Txn {
+        /// The operations, in order.
+        ops: Vec<KvInput>,
+    },
+    /// Write a key that expires at cluster time `expires_at` (`SET key value PXAT t`,
+    /// milliseconds): absent for every operation the cluster orders at time `t` or later.
+    SetAt {
+        /// The key.
+        key: String,
+        /// The value written.
+        value: String,
+        /// The expiry time (cluster milliseconds).
+        expires_at: u64,
+    },
+    /// The cluster's clock reached `at` (milliseconds): a key whose expiry is at or before
+    /// it is gone from here on. Not a client request: a checker adds one per expiry time,
+    /// completed at the real time the clock reached it (see [`check`]).
+    Tick {
+        /// The key.
+        key: String,
+        /// The cluster time reached.
+        at: u64,
+    },
 }
 
 impl KvInput {
-    /// The key of a single-key operation; `None` for a scan.
+    /// The key of a single-key operation (a transaction whose operations all name one key
+    /// included); `None` for a scan or a transaction over several keys.
     pub fn key(&self) -> Option<&str> {
         match self {
             KvInput::Get { key }
             | KvInput::Set { key, .. }
             | KvInput::Del { key }
             | KvInput::IncrBy { key, .. }
-            | KvInput::Cas { key, .. } => Some(key),
+            | KvInput::Cas { key, .. }
+            | KvInput::SetAt { key, .. }
+            | KvInput::Tick { key, .. } => Some(key),
             KvInput::Scan { .. } => None,
+            KvInput::Txn { ops } => {
+                let first = ops.first()?.key()?;
+                ops.iter().all(|o| o.key() == Some(first)).then_some(first)
+            }
+        }
+    }
+
+    /// Every key the operation names (a scan names none).
+    pub fn keys(&self) -> Vec<&str> {
+        match self {
+            KvInput::Txn { ops } => {
+                let mut keys: Vec<&str> = ops.iter().filter_map(KvInput::key).collect();
+                keys.sort_unstable();
+                keys.dedup();
+                keys
+            }
+            other => other.key().into_iter().collect(),
         }
     }
 
     /// `true` for operations that may change the store (everything but get and scan).
     pub fn may_write(&self) -> bool {
-        !matches!(self, KvInput::Get { .. } | KvInput::Scan { .. })
+        match self {
+            KvInput::Get { .. } | KvInput::Scan { .. } => false,
+            KvInput::Txn { ops } => ops.iter().any(KvInput::may_write),
+            _ => true,
+        }
+    }
+
+    /// Whether the operation involves expiry (its key needs the timed model).
+    pub fn is_timed(&self) -> bool {
+        match self {
+            KvInput::SetAt { .. } | KvInput::Tick { .. } => true,
+            KvInput::Txn { ops } => ops.iter().any(KvInput::is_timed),
+            _ => false,
+        }
+    }
+
+    /// The operations of `self` on `key`, as one operation: a transaction's projection.
+    pub fn project(&self, key: &str) -> Option<KvInput> {
+        match self {
+            KvInput::Txn { ops } => {
+                let ops: Vec<KvInput> = ops
+                    .iter()
+                    .filter(|o| o.key() == Some(key))
+                    .cloned()
+                    .collect();
+                (!ops.is_empty()).then_some(KvInput::Txn { ops })
+            }
+            other => (other.key() == Some(key)).then(|| other.clone()),
+        }
     }
 }
 
@@ -138,6 +211,28 @@ pub enum KvOutput {
     Swapped(bool),
     /// Reply to `Scan`.
     Entries(Vec<(String, String)>),
+    /// Reply to `Txn`: each operation's output, in order.
+    Results(Vec<KvOutput>),
+}
+
+impl KvOutput {
+    /// A transaction's output restricted to the operations on `key` (as
+    /// [`KvInput::project`] restricts its input).
+    pub fn project(&self, input: &KvInput, key: &str) -> Option<KvOutput> {
+        match (input, self) {
+            (KvInput::Txn { ops }, KvOutput::Results(outs)) if ops.len() == outs.len() => {
+                Some(KvOutput::Results(
+                    ops.iter()
+                        .zip(outs)
+                        .filter(|(o, _)| o.key() == Some(key))
+                        .map(|(_, out)| out.clone())
+                        .collect(),
+                ))
+            }
+            (KvInput::Txn { .. }, _) => None,
+            _ => Some(self.clone()),
+        }
+    }
 }
 
 /// A completed kmb reply: the output plus the op number at which the server ordered
@@ -204,6 +299,185 @@ fn apply_key(cur: Option<&str>, input: &KvInput) -> (KvOutput, Effect) {
             }
         }
         KvInput::Scan { .. } => (KvOutput::Entries(Vec::new()), Effect::Keep),
+        // Without a clock (the untimed model and the untimed replay): a write that expires
+        // is a write, and the clock does nothing. Keys with expiry use [`apply_timed`].
+        KvInput::SetAt { value, .. } => (KvOutput::Ok, Effect::Put(value.clone())),
+        KvInput::Tick { .. } => (KvOutput::Ok, Effect::Keep),
+        KvInput::Txn { ops } => {
+            let mut value = cur.map(str::to_string);
+            let mut outs = Vec::with_capacity(ops.len());
+            for op in ops {
+                let (out, effect) = apply_key(value.as_deref(), op);
+                outs.push(out);
+                match effect {
+                    Effect::Keep => {}
+                    Effect::Put(v) => value = Some(v),
+                    Effect::Remove => value = None,
+                }
+            }
+            let effect = match value {
+                v if v.as_deref() == cur => Effect::Keep,
+                Some(v) => Effect::Put(v),
+                None => Effect::Remove,
+            };
+            (KvOutput::Results(outs), effect)
+        }
+    }
+}
+
+/// One key's state in the timed model: its value, its expiry, and the latest cluster time
+/// the key has seen (from ticks).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct TimedValue {
+    /// The value (`None` = absent).
+    pub value: Option<String>,
+    /// The expiry time, if the key has one.
+    pub expires_at: Option<u64>,
+    /// The latest tick applied.
+    pub now: u64,
+}
+
+/// Applies a single-key operation (a one-key transaction included) to a key's timed state:
+/// `SET` and a successful `CAS` clear the expiry, `INCRBY` keeps it, `SetAt` sets it (and
+/// removes the key at once when the time has already passed), a tick removes the key when
+/// its expiry is reached.
+pub fn apply_timed(state: &TimedValue, input: &KvInput) -> (KvOutput, TimedValue) {
+    let mut next = state.clone();
+    let out = match input {
+        KvInput::Tick { at, .. } => {
+            next.now = next.now.max(*at);
+            if next.expires_at.is_some_and(|t| t <= next.now) {
+                next.value = None;
+                next.expires_at = None;
+            }
+            KvOutput::Ok
+        }
+        KvInput::SetAt {
+            value, expires_at, ..
+        } => {
+            if *expires_at <= next.now {
+                next.value = None;
+                next.expires_at = None;
+            } else {
+                next.value = Some(value.clone());
+                next.expires_at = Some(*expires_at);
+            }
+            KvOutput::Ok
+        }
+        KvInput::Txn { ops } => {
+            let mut outs = Vec::with_capacity(ops.len());
+            for op in ops {
+                let (out, after) = apply_timed(&next, op);
+                outs.push(out);
+                next = after;
+            }
+            KvOutput::Results(outs)
+        }
+        other => {
+            let (out, effect) = apply_key(next.value.as_deref(), other);
+            match effect {
+                Effect::Keep => {}
+                Effect::Put(v) => {
+                    if !matches!(other, KvInput::IncrBy { .. }) {
+                        next.expires_at = None;
+                    }
+                    next.value = Some(v);
+                }
+                Effect::Remove => {
+                    next.value = None;
+                    next.expires_at = None;
+                }
+            }
+            out
+        }
+    };
+    (out, next)
+}
+
+/// The full sequential specification with time: the store, each key's expiry, and the
+/// cluster clock. [`TimedStore::apply`] takes the time each operation is ordered at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TimedStore {
+    /// Present keys and their values.
+    pub values: BTreeMap<String, String>,
+    /// Expiry times of the keys that have one.
+    pub expiry: BTreeMap<String, u64>,
+    /// The largest time applied.
+    pub now: u64,
+}
+
+impl TimedStore {
+    /// Applies `input` ordered at cluster time `now` (milliseconds; the clock never goes
+    /// back): first every key whose expiry is at or before the clock goes, then the
+    /// operation runs (with [`apply_timed`]'s rules; scans as [`apply`]'s).
+    pub fn apply(&mut self, input: &KvInput, now: u64) -> KvOutput {
+        self.now = self.now.max(now);
+        let due: Vec<String> = self
+            .expiry
+            .iter()
+            .filter(|(_, &t)| t <= self.now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.values.remove(&key);
+            self.expiry.remove(&key);
+        }
+        if let KvInput::Scan { .. } = input {
+            return apply(&mut self.values, input);
+        }
+        let keys: Vec<String> = input.keys().into_iter().map(str::to_string).collect();
+        let mut outs: BTreeMap<String, (KvOutput, TimedValue)> = BTreeMap::new();
+        for key in &keys {
+            let Some(projected) = input.project(key) else {
+                continue;
+            };
+            let state = TimedValue {
+                value: self.values.get(key).cloned(),
+                expires_at: self.expiry.get(key).copied(),
+                now: self.now,
+            };
+            outs.insert(key.clone(), apply_timed(&state, &projected));
+        }
+        for (key, (_, after)) in &outs {
+            match &after.value {
+                Some(v) => {
+                    self.values.insert(key.clone(), v.clone());
+                }
+                None => {
+                    self.values.remove(key);
+                }
+            }
+            match after.expires_at {
+                Some(t) => {
+                    self.expiry.insert(key.clone(), t);
+                }
+                None => {
+                    self.expiry.remove(key);
+                }
+            }
+        }
+        match input {
+            KvInput::Txn { ops } => {
+                // Reassemble the per-key outputs in the transaction's order.
+                let mut cursors: BTreeMap<&str, usize> = BTreeMap::new();
+                let mut results = Vec::with_capacity(ops.len());
+                for op in ops {
+                    let key = op.key().unwrap_or_default();
+                    let i = cursors.entry(key).or_default();
+                    let out = match outs.get(key) {
+                        Some((KvOutput::Results(r), _)) => r.get(*i).cloned(),
+                        _ => None,
+                    };
+                    *i += 1;
+                    results.push(out.unwrap_or(KvOutput::Error));
+                }
+                KvOutput::Results(results)
+            }
+            _ => outs
+                .into_values()
+                .next()
+                .map_or(KvOutput::Ok, |(out, _)| out),
+        }
     }
 }
 
@@ -227,6 +501,7 @@ pub fn apply(store: &mut BTreeMap<String, String>, input: &KvInput) -> KvOutput 
                     .collect(),
             )
         }
+        KvInput::Txn { ops } => KvOutput::Results(ops.iter().map(|o| apply(store, o)).collect()),
         _ => {
             let key = input.key().unwrap_or_default();
             let (out, effect) = apply_key(store.get(key).map(String::as_str), input);
@@ -296,6 +571,83 @@ impl PartitionedModel for KvKeyModel {
     }
 }
 
+/// The per-key model with expiry: the state is the key's [`TimedValue`]. Used for keys
+/// with an expiring write ([`KvInput::SetAt`]); time enters through [`KvInput::Tick`]
+/// operations, one per expiry time, which [`check`] adds to the history.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KvTimedKeyModel;
+
+impl Model for KvTimedKeyModel {
+    type State = TimedValue;
+    type Input = KvInput;
+    type Output = KvReply;
+
+    fn init(&self) -> TimedValue {
+        TimedValue::default()
+    }
+
+    fn step(&self, state: &TimedValue, input: &KvInput, output: &KvReply) -> Option<TimedValue> {
+        if matches!(input, KvInput::Scan { .. }) {
+            return None;
+        }
+        let (expected, next) = apply_timed(state, input);
+        (expected == output.output).then_some(next)
+    }
+
+    fn step_unknown(&self, state: &TimedValue, input: &KvInput) -> Vec<TimedValue> {
+        if matches!(input, KvInput::Scan { .. }) {
+            return vec![state.clone()];
+        }
+        vec![apply_timed(state, input).1]
+    }
+}
+
+impl PartitionedModel for KvTimedKeyModel {
+    type Key = String;
+
+    fn partition(&self, input: &KvInput) -> Option<String> {
+        input.key().map(str::to_string)
+    }
+}
+
+/// The history with every multi-key transaction's per-key projections appended (same
+/// call, return and op number; the projection of an unknown-outcome transaction is
+/// unknown): each key's part of a transaction is checked with that key.
+fn with_projections(history: &[KvOp]) -> std::borrow::Cow<'_, [KvOp]> {
+    let multi = |op: &KvOp| matches!(op.input, KvInput::Txn { .. }) && op.input.key().is_none();
+    if !history.iter().any(multi) {
+        return std::borrow::Cow::Borrowed(history);
+    }
+    let mut out = history.to_vec();
+    for op in history.iter().filter(|op| multi(op)) {
+        for key in op.input.keys() {
+            let Some(input) = op.input.project(key) else {
+                continue;
+            };
+            let output = match &op.output {
+                None => None,
+                Some(reply) => match reply.output.project(&op.input, key) {
+                    Some(output) => Some(KvReply {
+                        output,
+                        op_number: reply.op_number,
+                    }),
+                    // A reply whose shape does not fit: keep it whole, so the key's
+                    // check reports it.
+                    None => Some(reply.clone()),
+                },
+            };
+            out.push(Operation {
+                client: op.client,
+                input,
+                output,
+                call: op.call,
+                ret: op.ret,
+            });
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// The partition name of failures found by the op-number checks.
 pub const OP_NUMBER_PARTITION: &str = "(op-number order)";
 
@@ -314,6 +666,7 @@ pub fn check(history: &[KvOp], options: &CheckOptions) -> Verdict {
 /// is checked in that order, placing only its unknown-outcome ops; any other key gets
 /// the general search.
 pub fn check_keys(history: &[KvOp], options: &CheckOptions) -> Verdict {
+    let history = &*with_projections(history);
     let mut parts: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, op) in history.iter().enumerate() {
         if let Some(key) = op.input.key() {
@@ -342,6 +695,9 @@ fn check_key(history: &[KvOp], members: &[usize], key: &str, options: &CheckOpti
                 history[i].ret, history[i].call
             ),
         };
+    }
+    if members.iter().any(|&i| history[i].input.is_timed()) {
+        return check_subset(&KvTimedKeyModel, history, members, key, options);
     }
     match ordered::check_key(history, members, options.step_cap) {
         ordered::KeyOutcome::Linearizable => Verdict::Linearizable,
@@ -484,21 +840,50 @@ pub fn check_op_numbers(history: &[KvOp]) -> Verdict {
     // Earliest call of an unknown-outcome write, per key.
     let mut uncertain_from: HashMap<&str, u64> = HashMap::new();
     for op in history.iter().filter(|op| op.output.is_none()) {
-        if let (true, Some(key)) = (op.input.may_write(), op.input.key()) {
-            let e = uncertain_from.entry(key).or_insert(op.call);
-            *e = (*e).min(op.call);
+        if op.input.may_write() {
+            for key in op.input.keys() {
+                let e = uncertain_from.entry(key).or_insert(op.call);
+                *e = (*e).min(op.call);
+            }
         }
     }
+    // Keys with expiry: the replay has no clock, so they are left to the per-key check.
+    let timed: std::collections::HashSet<&str> = history
+        .iter()
+        .filter(|op| op.input.is_timed())
+        .flat_map(|op| op.input.keys())
+        .collect();
     let mut store: BTreeMap<String, String> = BTreeMap::new();
     for (pos, &(num, i)) in numbered.iter().enumerate() {
         let op = &history[i];
         let Some(reply) = &op.output else { continue };
-        let uncertain = |key: &str| uncertain_from.get(key).is_some_and(|&c| c <= op.ret);
+        let uncertain = |key: &str| {
+            timed.contains(key) || uncertain_from.get(key).is_some_and(|&c| c <= op.ret)
+        };
         let result = match (&op.input, &reply.output) {
             (KvInput::Scan { start, end, limit }, KvOutput::Entries(actual)) => {
                 check_scan(&store, start, end, *limit, actual, &uncertain)
             }
             (KvInput::Scan { .. }, other) => Err(format!("a scan cannot reply {other:?}")),
+            (KvInput::Txn { ops }, actual) => {
+                let expected = apply(&mut store, &op.input);
+                match (&expected, actual) {
+                    (KvOutput::Results(want), KvOutput::Results(got)) if want.len() == got.len() => {
+                        match ops.iter().zip(want.iter().zip(got)).position(|(o, (w, g))| {
+                            w != g && !uncertain(o.key().unwrap_or_default())
+                        }) {
+                            Some(j) => Err(format!(
+                                "replaying in op-number order gives {:?} for the transaction's operation {j} ({:?}), but the reply was {:?}",
+                                want[j], ops[j], got[j]
+                            )),
+                            None => Ok(()),
+                        }
+                    }
+                    _ => Err(format!(
+                        "replaying in op-number order gives {expected:?}, but the reply was {actual:?}"
+                    )),
+                }
+            }
             (input, actual) => {
                 let expected = apply(&mut store, input);
                 if expected != *actual && !uncertain(input.key().unwrap_or_default()) {

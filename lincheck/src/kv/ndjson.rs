@@ -21,6 +21,10 @@ pub enum OpName {
     Cas,
     /// `scan`
     Scan,
+    /// `txn`: a transaction (its operations in `ops`)
+    Txn,
+    /// `tick`: the cluster clock reached `at` (checker-made)
+    Tick,
 }
 
 impl OpName {
@@ -33,6 +37,8 @@ impl OpName {
             OpName::Incrby => "incrby",
             OpName::Cas => "cas",
             OpName::Scan => "scan",
+            OpName::Txn => "txn",
+            OpName::Tick => "tick",
         }
     }
 }
@@ -124,6 +130,16 @@ pub struct Record {
     /// absent for `unknown`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub op_number: Option<u64>,
+    /// A `set` with an expiry: the cluster time (ms) at which the key disappears.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+    /// A `tick`: the cluster time reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<u64>,
+    /// A `txn`: its operations, in order (each with the transaction's client, call, ret and
+    /// result, and its own output fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ops: Option<Vec<Record>>,
 }
 
 const INPUT_FIELDS: [&str; 8] = [
@@ -151,6 +167,9 @@ impl Record {
             swapped: None,
             entries: None,
             op_number: None,
+            expires_at: None,
+            at: None,
+            ops: None,
         }
     }
 
@@ -174,6 +193,27 @@ impl Record {
                 self.start = Some(start.clone());
                 self.end = Some(end.clone());
                 self.limit = Some(*limit);
+            }
+            KvInput::SetAt {
+                key,
+                value,
+                expires_at,
+            } => {
+                self.key = Some(key.clone());
+                self.value = Some(Some(value.clone()));
+                self.expires_at = Some(*expires_at);
+            }
+            KvInput::Tick { key, at } => {
+                self.key = Some(key.clone());
+                self.at = Some(*at);
+            }
+            KvInput::Txn { ops } => {
+                let (client, call, ret, result) = (self.client, self.call, self.ret, self.result);
+                self.ops = Some(
+                    ops.iter()
+                        .map(|o| Record::empty(client, call, ret, op_name(o), result).with_input(o))
+                        .collect(),
+                );
             }
         }
         self
@@ -202,6 +242,23 @@ impl Record {
             KvOutput::Int(n) => r.new_value = Some(*n),
             KvOutput::Swapped(b) => r.swapped = Some(*b),
             KvOutput::Entries(e) => r.entries = Some(e.clone()),
+            KvOutput::Results(outs) => {
+                if let (KvInput::Txn { ops }, Some(records)) = (&op.input, r.ops.as_mut()) {
+                    for ((sub, out), record) in ops.iter().zip(outs).zip(records.iter_mut()) {
+                        let sub_op = Operation {
+                            client: op.client,
+                            input: sub.clone(),
+                            output: Some(KvReply {
+                                output: out.clone(),
+                                op_number: None,
+                            }),
+                            call: op.call,
+                            ret: op.ret,
+                        };
+                        *record = Record::from_op(&sub_op);
+                    }
+                }
+            }
         }
         r
     }
@@ -231,6 +288,9 @@ impl Record {
             "new_value" => self.new_value.is_some(),
             "swapped" => self.swapped.is_some(),
             "entries" => self.entries.is_some(),
+            "expires_at" => self.expires_at.is_some(),
+            "at" => self.at.is_some(),
+            "ops" => self.ops.is_some(),
             _ => false,
         }
     }
@@ -243,6 +303,18 @@ impl Record {
 
     /// [`Record::to_op`], moving the strings instead of copying them.
     fn into_op(mut self) -> Result<Option<KvOp>, String> {
+        if self.op == OpName::Txn {
+            return self.into_txn();
+        }
+        if self.ops.is_some() {
+            return Err("field `ops` is only allowed for op `txn`".to_string());
+        }
+        if self.at.is_some() != (self.op == OpName::Tick) {
+            return Err("field `at` is required for op `tick` and allowed only there".to_string());
+        }
+        if self.expires_at.is_some() && self.op != OpName::Set {
+            return Err("field `expires_at` is only allowed for op `set`".to_string());
+        }
         let (inputs, output): (&[&str], Option<&str>) = match self.op {
             OpName::Get => (&["key"], Some("value")),
             OpName::Set => (&["key", "value"], None),
@@ -250,6 +322,8 @@ impl Record {
             OpName::Incrby => (&["key", "delta"], Some("new_value")),
             OpName::Cas => (&["key", "expected", "new"], Some("swapped")),
             OpName::Scan => (&["start", "end", "limit"], Some("entries")),
+            OpName::Tick => (&["key"], None),
+            OpName::Txn => (&[], None),
         };
         let op = self.op.as_str();
         let with_output = self.result == ResultKind::Ok;
@@ -309,6 +383,7 @@ impl Record {
             OpName::Incrby => KvOutput::Int(self.new_value.unwrap_or_default()),
             OpName::Cas => KvOutput::Swapped(self.swapped.unwrap_or_default()),
             OpName::Scan => KvOutput::Entries(self.entries.take().unwrap_or_default()),
+            OpName::Tick | OpName::Txn => KvOutput::Ok,
         };
         Ok(Some(Operation {
             client: self.client,
@@ -328,14 +403,26 @@ impl Record {
         let key = self.key.take().unwrap_or_default();
         Ok(match self.op {
             OpName::Get => KvInput::Get { key },
-            OpName::Set => KvInput::Set {
-                key,
-                value: self
+            OpName::Set => {
+                let value = self
                     .value
                     .take()
                     .flatten()
-                    .ok_or_else(|| "`value` of a set must be a string, not null".to_string())?,
+                    .ok_or_else(|| "`value` of a set must be a string, not null".to_string())?;
+                match self.expires_at {
+                    Some(expires_at) => KvInput::SetAt {
+                        key,
+                        value,
+                        expires_at,
+                    },
+                    None => KvInput::Set { key, value },
+                }
+            }
+            OpName::Tick => KvInput::Tick {
+                key,
+                at: self.at.unwrap_or_default(),
             },
+            OpName::Txn => return Err("a `txn` inside a `txn` is not allowed".to_string()),
             OpName::Del => KvInput::Del { key },
             OpName::Incrby => KvInput::IncrBy {
                 key,
@@ -355,8 +442,83 @@ impl Record {
     }
 }
 
+impl Record {
+    /// A `txn` record: its sub-records carry the inputs and outputs; the transaction's
+    /// result is theirs (all `ok`, or all `unknown`, or all `fail`).
+    fn into_txn(self) -> Result<Option<KvOp>, String> {
+        let records = self
+            .ops
+            .ok_or_else(|| "missing field `ops` for op `txn`".to_string())?;
+        if records.is_empty() {
+            return Err("a `txn` needs at least one operation".to_string());
+        }
+        let mut inputs = Vec::with_capacity(records.len());
+        let mut outputs = Vec::with_capacity(records.len());
+        for record in records {
+            if record.result != self.result
+                && !(self.result == ResultKind::Ok && record.result == ResultKind::Error)
+            {
+                return Err("a `txn`'s operations must have the transaction's result".to_string());
+            }
+            if matches!(record.op, OpName::Scan | OpName::Txn | OpName::Tick) {
+                return Err(format!("a `txn` cannot hold a `{}`", record.op.as_str()));
+            }
+            let op = match record.result {
+                // A failed transaction's operations: their inputs only.
+                ResultKind::Fail => {
+                    let mut r = record;
+                    r.result = ResultKind::Unknown;
+                    r.into_op()?
+                }
+                _ => record.into_op()?,
+            }
+            .ok_or_else(|| "a `txn` operation did not parse".to_string())?;
+            inputs.push(op.input);
+            outputs.push(op.output.map(|o| o.output));
+        }
+        let input = KvInput::Txn { ops: inputs };
+        match self.result {
+            ResultKind::Fail => Ok(None),
+            ResultKind::Unknown => Ok(Some(Operation {
+                client: self.client,
+                input,
+                output: None,
+                call: self.call,
+                ret: u64::MAX,
+            })),
+            ResultKind::Ok | ResultKind::Error => {
+                let ret = self
+                    .ret
+                    .ok_or_else(|| "missing field `ret` (required for ok/error)".to_string())?;
+                if ret < self.call {
+                    return Err(format!("`ret` ({ret}) is before `call` ({})", self.call));
+                }
+                let outputs = outputs
+                    .into_iter()
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| {
+                        "a completed `txn` needs every operation's output".to_string()
+                    })?;
+                Ok(Some(Operation {
+                    client: self.client,
+                    input,
+                    output: Some(KvReply {
+                        output: KvOutput::Results(outputs),
+                        op_number: self.op_number,
+                    }),
+                    call: self.call,
+                    ret,
+                }))
+            }
+        }
+    }
+}
+
 fn op_name(input: &KvInput) -> OpName {
     match input {
+        KvInput::Txn { .. } => OpName::Txn,
+        KvInput::Tick { .. } => OpName::Tick,
+        KvInput::SetAt { .. } => OpName::Set,
         KvInput::Get { .. } => OpName::Get,
         KvInput::Set { .. } => OpName::Set,
         KvInput::Del { .. } => OpName::Del,

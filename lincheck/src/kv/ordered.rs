@@ -779,6 +779,15 @@ fn anonymous_values(history: &[KvOp], order: &[usize], unknown: &[usize]) -> Val
 
 /// Checks one key (`members` index `history`, all single-key ops on the key).
 pub(crate) fn check_key(history: &[KvOp], members: &[usize], step_cap: u64) -> KeyOutcome {
+    // Transactions and expiry are outside the classes below: the general search.
+    if members.iter().any(|&i| {
+        matches!(
+            history[i].input,
+            KvInput::Txn { .. } | KvInput::SetAt { .. } | KvInput::Tick { .. }
+        )
+    }) {
+        return KeyOutcome::NotApplicable;
+    }
     // Completed ops in op-number order.
     let mut completed: Vec<(u64, usize)> = Vec::new();
     let mut unknown: Vec<usize> = Vec::new();

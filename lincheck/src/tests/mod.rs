@@ -7,5 +7,6 @@ mod kv_check;
 mod kv_differential;
 mod kv_model;
 mod kv_ordered;
+mod kv_txn;
 mod ndjson;
 mod register;
