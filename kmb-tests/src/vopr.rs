@@ -333,6 +333,7 @@ async fn simulate(
     replay: Option<Scenario>,
 ) -> SimResult {
     let start = Instant::now();
+    let clock_origin_us = workload::wall_micros();
     let cluster = Cluster::start(&swarm);
     let (mut scheduler, plan, disabled) = match replay {
         None => (
@@ -535,6 +536,7 @@ async fn simulate(
         }
     }
     let mut observations = observations(&swarm, &registry, history.clone(), liveness);
+    observations.clock_origin_us = clock_origin_us;
     observations.disks = disks;
     observations.disk_oracle = sim_runtime::disk::oracle_violations();
     observations.corruptible = scheduler

@@ -53,9 +53,11 @@ pub struct Shared {
 
 fn op_kind(input: &KvInput) -> OpKind {
     match input {
-        KvInput::Set { .. } | KvInput::Del { .. } => OpKind::Write,
+        KvInput::Set { .. } | KvInput::Del { .. } | KvInput::SetAt { .. } => OpKind::Write,
         KvInput::Get { .. } => OpKind::Read,
-        KvInput::IncrBy { .. } | KvInput::Cas { .. } => OpKind::Rmw,
+        KvInput::IncrBy { .. } | KvInput::Cas { .. } | KvInput::Tick { .. } => OpKind::Rmw,
+        KvInput::Txn { .. } if !input.may_write() => OpKind::Read,
+        KvInput::Txn { .. } => OpKind::Rmw,
         KvInput::Scan { .. } => OpKind::Scan,
     }
 }
@@ -65,8 +67,16 @@ fn op_kind(input: &KvInput) -> OpKind {
 pub fn key_of(input: &KvInput) -> String {
     match input {
         KvInput::Scan { start, end, .. } => format!("{start}..{end}"),
-        other => other.key().unwrap_or_default().to_string(),
+        other => other.keys().join(","),
     }
+}
+
+/// The simulated wall clock in microseconds since the Unix epoch: the cluster clock the
+/// primaries stamp entries with (the simulated replicas share it).
+pub fn wall_micros() -> u64 {
+    time::now_wall()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// The key name for key index `i` (zero-padded so byte order equals numeric order).
@@ -207,6 +217,13 @@ fn op_name(input: &KvInput) -> &'static str {
         KvInput::IncrBy { .. } => "INCRBY",
         KvInput::Cas { .. } => "CAS",
         KvInput::Scan { .. } => "RANGE",
+        KvInput::SetAt { .. } => "SET PXAT",
+        KvInput::Tick { .. } => "TICK",
+        KvInput::Txn { ops } => match txn_form(ops) {
+            TxnForm::MSet => "MSET",
+            TxnForm::MGet => "MGET",
+            TxnForm::Tx => "KMB.TX",
+        },
     }
 }
 
@@ -226,6 +243,21 @@ pub fn output_of(input: &KvInput, value: &Value) -> Option<KvOutput> {
         (KvInput::Cas { .. }, Value::Integer(n)) if *n == 0 || *n == 1 => {
             KvOutput::Swapped(*n == 1)
         }
+        (KvInput::SetAt { .. }, Value::Simple(s)) if s == "OK" => KvOutput::Ok,
+        (KvInput::Txn { ops }, value) => match (txn_form(ops), value) {
+            (TxnForm::MSet, Value::Simple(s)) if s == "OK" => {
+                KvOutput::Results(vec![KvOutput::Ok; ops.len()])
+            }
+            (TxnForm::MGet | TxnForm::Tx, Value::Array(items)) if items.len() == ops.len() => {
+                KvOutput::Results(
+                    ops.iter()
+                        .zip(items)
+                        .map(|(op, item)| output_of(op, item))
+                        .collect::<Option<Vec<_>>>()?,
+                )
+            }
+            _ => return None,
+        },
         (KvInput::Scan { .. }, Value::Array(items)) if items.len() % 2 == 0 => {
             let mut entries = Vec::new();
             for pair in items.chunks(2) {
@@ -263,6 +295,14 @@ async fn execute(
                 .range(start.as_bytes(), end.as_bytes(), *limit as u32)
                 .await
         }
+        KvInput::SetAt { .. } | KvInput::Tick { .. } | KvInput::Txn { .. } => {
+            let args = match input {
+                KvInput::Txn { ops } => txn_args(ops),
+                other => command_args(other),
+            };
+            let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            client.execute(&args).await
+        }
     }
 }
 
@@ -273,6 +313,161 @@ pub struct PlannedOp {
     pub key: u32,
     pub input: KvInput,
     pub think_us: u64,
+    /// The other keys a multi-key operation names (locked with `key` for the per-key
+    /// concurrency bound).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_keys: Vec<u32>,
+}
+
+/// A transaction over `key` and one or two others (an `MSET`, an `MGET`, or `KMB.TX` with
+/// reads, writes, increments, CAS and deletes), with values unique to `(client, n)`.
+fn pick_txn(
+    rng: &mut ChaCha8Rng,
+    swarm: &Swarm,
+    client: u64,
+    n: u64,
+    key: u32,
+) -> (KvInput, Vec<u32>) {
+    let mut keys = vec![key];
+    for _ in 0..rng.gen_range(1..=2) {
+        let k = rng.gen_range(0..swarm.key_count);
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    let value = |i: usize| format!("c{client}-{n}-t{i}");
+    let ops: Vec<KvInput> = match rng.gen_range(0..3) {
+        0 => keys
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| KvInput::Set {
+                key: key_name(k),
+                value: value(i),
+            })
+            .collect(),
+        1 => keys
+            .iter()
+            .map(|&k| KvInput::Get { key: key_name(k) })
+            .collect(),
+        _ => (0..rng.gen_range(2..=4))
+            .map(|i| {
+                let k = key_name(keys[rng.gen_range(0..keys.len())]);
+                match rng.gen_range(0..5) {
+                    0 => KvInput::Get { key: k },
+                    1 => KvInput::Set {
+                        key: k,
+                        value: value(i),
+                    },
+                    2 => KvInput::IncrBy {
+                        key: k,
+                        delta: rng.gen_range(-3..=5),
+                    },
+                    3 => KvInput::Cas {
+                        key: k,
+                        expected: None,
+                        new: value(i),
+                    },
+                    _ => KvInput::Del { key: k },
+                }
+            })
+            .collect(),
+    };
+    keys.remove(0);
+    (KvInput::Txn { ops }, keys)
+}
+
+/// How a transaction is sent: `MSET` (all sets, distinct keys), `MGET` (all gets), or the
+/// general `KMB.TX`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TxnForm {
+    MSet,
+    MGet,
+    Tx,
+}
+
+fn txn_form(ops: &[KvInput]) -> TxnForm {
+    let distinct = {
+        let mut keys: Vec<_> = ops.iter().filter_map(KvInput::key).collect();
+        keys.sort_unstable();
+        keys.windows(2).all(|w| w[0] != w[1])
+    };
+    if distinct && ops.iter().all(|o| matches!(o, KvInput::Set { .. })) {
+        TxnForm::MSet
+    } else if ops.iter().all(|o| matches!(o, KvInput::Get { .. })) {
+        TxnForm::MGet
+    } else {
+        TxnForm::Tx
+    }
+}
+
+/// The RESP arguments of one single-key operation (inside `KMB.TX`).
+fn command_args(input: &KvInput) -> Vec<Vec<u8>> {
+    let b = |s: &str| s.as_bytes().to_vec();
+    match input {
+        KvInput::Get { key } => vec![b("GET"), b(key)],
+        KvInput::Set { key, value } => vec![b("SET"), b(key), b(value)],
+        KvInput::Del { key } => vec![b("DEL"), b(key)],
+        KvInput::IncrBy { key, delta } => vec![b("INCRBY"), b(key), b(&delta.to_string())],
+        KvInput::Cas { key, expected, new } => match expected {
+            None => vec![b("CAS"), b(key), b("IFABSENT"), b(new)],
+            Some(e) => vec![b("CAS"), b(key), b("IFEQ"), b(e), b(new)],
+        },
+        KvInput::SetAt {
+            key,
+            value,
+            expires_at,
+        } => vec![
+            b("SET"),
+            b(key),
+            b(value),
+            b("PXAT"),
+            b(&expires_at.to_string()),
+        ],
+        KvInput::Scan { start, end, limit } => {
+            vec![
+                b("RANGE"),
+                b(start),
+                b(end),
+                b("LIMIT"),
+                b(&limit.to_string()),
+            ]
+        }
+        KvInput::Tick { .. } | KvInput::Txn { .. } => Vec::new(),
+    }
+}
+
+/// The RESP arguments of a transaction.
+fn txn_args(ops: &[KvInput]) -> Vec<Vec<u8>> {
+    let mut args: Vec<Vec<u8>> = Vec::new();
+    match txn_form(ops) {
+        TxnForm::MSet => {
+            args.push(b"MSET".to_vec());
+            for op in ops {
+                if let KvInput::Set { key, value } = op {
+                    args.push(key.as_bytes().to_vec());
+                    args.push(value.as_bytes().to_vec());
+                }
+            }
+        }
+        TxnForm::MGet => {
+            args.push(b"MGET".to_vec());
+            args.extend(
+                ops.iter()
+                    .filter_map(|o| o.key())
+                    .map(|k| k.as_bytes().to_vec()),
+            );
+        }
+        TxnForm::Tx => {
+            args.push(b"KMB.TX".to_vec());
+            args.push(ops.len().to_string().into_bytes());
+            for op in ops {
+                let sub = command_args(op);
+                args.push(sub.len().to_string().into_bytes());
+                args.extend(sub);
+            }
+        }
+    }
+    args
 }
 
 /// The workload of client number `client`, as data (drawn from the seed), so it can be
@@ -285,6 +480,10 @@ pub fn plan_client(swarm: &Swarm, client: u64) -> Vec<PlannedOp> {
     let mut shapes = ChaCha8Rng::seed_from_u64(
         swarm.seed.wrapping_mul(0x9E37_79B9).wrapping_add(client) ^ 0x7061_796c_6f61_6473,
     );
+    // Transactions and expiring writes: a stream of its own too, replacing some planned ops.
+    let mut commands = ChaCha8Rng::seed_from_u64(
+        swarm.seed.wrapping_mul(0x9E37_79B9).wrapping_add(client) ^ 0x7478_6e5f_7474_6c00,
+    );
     let payloads = swarm.payloads;
     let mut incr_next: Option<u32> = None;
     (0..swarm.requests_per_client as u64)
@@ -293,6 +492,22 @@ pub fn plan_client(swarm: &Swarm, client: u64) -> Vec<PlannedOp> {
             let mut input = pick_input(&mut rng, swarm, client, n, key);
             let think_us = rng.gen_range(0..2000);
             let mut key = key;
+            let mut more_keys = Vec::new();
+            match commands.gen_range(0..100) {
+                0..8 => {
+                    (input, more_keys) = pick_txn(&mut commands, swarm, client, n, key);
+                }
+                8..14 => {
+                    // The expiry is relative here (milliseconds); `run_client` makes it the
+                    // cluster time at which the write is sent plus this.
+                    input = KvInput::SetAt {
+                        key: key_name(key),
+                        value: format!("c{client}-{n}"),
+                        expires_at: commands.gen_range(1..=1500),
+                    };
+                }
+                _ => {}
+            }
             if let Some(k) = incr_next.take() {
                 // After a non-canonical integer, increment it.
                 key = k;
@@ -323,6 +538,7 @@ pub fn plan_client(swarm: &Swarm, client: u64) -> Vec<PlannedOp> {
                 key,
                 input,
                 think_us,
+                more_keys,
             }
         })
         .collect()
@@ -365,9 +581,12 @@ pub async fn run_client(
     for (n, planned) in plan.into_iter().enumerate() {
         let PlannedOp {
             key,
-            input,
+            mut input,
             think_us,
+            more_keys,
         } = planned;
+        let mut locked = more_keys;
+        locked.insert(0, key);
         let every = swarm.payloads.session_every as usize;
         if every > 0 && n > 0 && n % every == 0 {
             // A new session: a new client id, request numbers from 1.
@@ -378,10 +597,13 @@ pub async fn run_client(
         loop {
             let admitted = {
                 let mut in_flight = shared.in_flight.lock().expect("lock");
-                let count = in_flight.entry(key).or_default();
-                let admitted = *count < swarm.per_key_concurrency_max;
+                let admitted = locked.iter().all(|k| {
+                    in_flight.get(k).copied().unwrap_or(0) < swarm.per_key_concurrency_max
+                });
                 if admitted {
-                    *count += 1;
+                    for k in &locked {
+                        *in_flight.entry(*k).or_default() += 1;
+                    }
                 }
                 admitted
             };
@@ -389,6 +611,10 @@ pub async fn run_client(
                 break;
             }
             time::sleep(Duration::from_millis(1)).await;
+        }
+        if let KvInput::SetAt { expires_at, .. } = &mut input {
+            // Absolute: the cluster time now (ms) plus the planned delay.
+            *expires_at += wall_micros() / 1000;
         }
         let writes = input.may_write();
         if writes {
@@ -462,12 +688,12 @@ pub async fn run_client(
         if writes {
             shared.writes_in_flight.fetch_sub(1, Ordering::Relaxed);
         }
-        *shared
-            .in_flight
-            .lock()
-            .expect("lock")
-            .entry(key)
-            .or_default() -= 1;
+        {
+            let mut in_flight = shared.in_flight.lock().expect("lock");
+            for k in &locked {
+                *in_flight.entry(*k).or_default() -= 1;
+            }
+        }
         let output = match result {
             Ok(reply) => match output_of(&input, &reply.value) {
                 Some(output) => Some(KvReply {

@@ -6,7 +6,7 @@
 //! "no wrong value is ever returned". The committed log (`Observations::committed`) is replayed
 //! by [`super::replay`] exactly as the core applies it (client-table deduplication and the
 //! session rule included); the requests it executes are then run, in op order, through
-//! [`spec`]: lincheck's sequential specification (`lincheck::kv::apply`, written apart from the
+//! [`spec`]: lincheck's sequential specification (`lincheck::kv::TimedStore`, written apart from the
 //! node) plus SCAN's two documented reply bounds. A bug in the node's `kv` code that every
 //! replica shares (so every replica agrees, and the replay — which runs that code — agrees too)
 //! is caught here by the specification.
@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use kmb_node::commands::reply_value;
 use kmb_node::entry::Operation;
 use kmb_node::kv::{self, SCAN_BYTES_MAX, SCAN_LIMIT_MAX};
-use lincheck::kv::{KvInput, KvOutput};
+use lincheck::kv::{KvInput, KvOutput, TimedStore};
 
 use super::replay::{self, Stop};
 use super::{Observations, Verdict, Violation};
@@ -65,6 +65,54 @@ pub fn request_of(input: &KvInput) -> kv::Request {
             end: b(end),
             limit: (*limit).min(u64::from(SCAN_LIMIT_MAX)) as u32,
         },
+        KvInput::SetAt {
+            key,
+            value,
+            expires_at,
+        } => kv::Request::SetWith {
+            key: b(key),
+            value: b(value),
+            condition: kv::SetCondition::Always,
+            expiry: kv::SetExpiry::At(*expires_at),
+            get: false,
+        },
+        // A tick is the checker's, never sent: as an empty transaction it matches nothing.
+        KvInput::Tick { .. } => kv::Request::Multi {
+            watches: Vec::new(),
+            commands: Vec::new(),
+        },
+        KvInput::Txn { ops } => {
+            let sets: Option<Vec<(Vec<u8>, Vec<u8>)>> = ops
+                .iter()
+                .map(|o| match o {
+                    KvInput::Set { key, value } => Some((b(key), b(value))),
+                    _ => None,
+                })
+                .collect();
+            let gets: Option<Vec<Vec<u8>>> = ops
+                .iter()
+                .map(|o| match o {
+                    KvInput::Get { key } => Some(b(key)),
+                    _ => None,
+                })
+                .collect();
+            let distinct = {
+                let mut keys: Vec<_> = ops.iter().filter_map(KvInput::key).collect();
+                keys.sort_unstable();
+                keys.windows(2).all(|w| w[0] != w[1])
+            };
+            match (sets, gets) {
+                (Some(pairs), _) if distinct => kv::Request::MSet {
+                    pairs,
+                    only_if_none: false,
+                },
+                (_, Some(keys)) => kv::Request::MGet { keys },
+                _ => kv::Request::Multi {
+                    watches: Vec::new(),
+                    commands: ops.iter().map(request_of).collect(),
+                },
+            }
+        }
     }
 }
 
@@ -85,26 +133,27 @@ fn violation(message: String) -> Violation {
     Violation::new(NAME, Classification::DataCorruption, message)
 }
 
-/// The specification's state: key → value.
-pub type SpecStore = BTreeMap<String, String>;
+/// The specification's state: key → value, expiries, the clock.
+pub type SpecStore = TimedStore;
 
-/// A specification of the key-value semantics: applies one request to the store.
-pub type Spec = fn(&mut SpecStore, &KvInput) -> KvOutput;
+/// A specification of the key-value semantics: applies one request to the store at the
+/// cluster time (ms) its entry carries.
+pub type Spec = fn(&mut SpecStore, &KvInput, u64) -> KvOutput;
 
 /// The key-value semantics as documented, independent of the node's `kv` code: lincheck's
 /// sequential specification, with SCAN's reply bounds — at most [`SCAN_LIMIT_MAX`] pairs
 /// whatever the limit asked, and no pair added once the reply already holds
 /// [`SCAN_BYTES_MAX`] key and value bytes.
-pub fn spec(store: &mut SpecStore, input: &KvInput) -> KvOutput {
+pub fn spec(store: &mut SpecStore, input: &KvInput, now: u64) -> KvOutput {
     let KvInput::Scan { start, end, limit } = input else {
-        return lincheck::kv::apply(store, input);
+        return store.apply(input, now);
     };
     let capped = KvInput::Scan {
         start: start.clone(),
         end: end.clone(),
         limit: (*limit).min(u64::from(SCAN_LIMIT_MAX)),
     };
-    match lincheck::kv::apply(store, &capped) {
+    match store.apply(&capped, now) {
         KvOutput::Entries(all) => {
             let mut bytes = 0usize;
             let mut entries = Vec::new();
@@ -161,6 +210,50 @@ fn spec_input(request: Option<&kv::Request>) -> SpecInput {
                 limit: u64::from(*limit),
             })
         }
+        Some(kv::Request::SetWith {
+            key,
+            value,
+            condition: kv::SetCondition::Always,
+            expiry: kv::SetExpiry::At(expires_at),
+            get: false,
+        }) => t(key).zip(t(value)).map(|(key, value)| KvInput::SetAt {
+            key,
+            value,
+            expires_at: *expires_at,
+        }),
+        Some(kv::Request::MSet {
+            pairs,
+            only_if_none: false,
+        }) => pairs
+            .iter()
+            .map(|(k, v)| {
+                t(k).zip(t(v))
+                    .map(|(key, value)| KvInput::Set { key, value })
+            })
+            .collect::<Option<Vec<_>>>()
+            .map(|ops| KvInput::Txn { ops }),
+        Some(kv::Request::MGet { keys }) => keys
+            .iter()
+            .map(|k| t(k).map(|key| KvInput::Get { key }))
+            .collect::<Option<Vec<_>>>()
+            .map(|ops| KvInput::Txn { ops }),
+        Some(kv::Request::Multi { watches, commands }) if watches.is_empty() => {
+            let mut ops = Vec::with_capacity(commands.len());
+            for c in commands {
+                match spec_input(Some(c)) {
+                    SpecInput::Command(input)
+                        if input.key().is_some() && !matches!(input, KvInput::Txn { .. }) =>
+                    {
+                        ops.push(input)
+                    }
+                    _ => return SpecInput::Unmodelled,
+                }
+            }
+            Some(KvInput::Txn { ops })
+        }
+        // The rest of the command set is outside what the VOPR's clients send and what the
+        // specification states.
+        Some(_) => None,
     };
     input.map_or(SpecInput::Unmodelled, SpecInput::Command)
 }
@@ -201,7 +294,7 @@ pub fn check_with(obs: &Observations, spec: Spec) -> Verdict {
     }
     // Rule 3: the executed requests, in op order, through the specification. The spec's
     // outputs stand for ops up to `spec_last` (an unmodelled request ends the comparison).
-    let mut store = SpecStore::new();
+    let mut store = SpecStore::default();
     let mut spec_outputs: BTreeMap<u64, KvOutput> = BTreeMap::new();
     let mut spec_last = model.last;
     for (&op, exec) in &model.executions {
@@ -213,7 +306,7 @@ pub fn check_with(obs: &Observations, spec: Spec) -> Verdict {
                 break;
             }
         };
-        let expected = spec(&mut store, &input);
+        let expected = spec(&mut store, &input, exec.timestamp);
         let node = output_of(&input, &reply_value(&exec.reply));
         if node.as_ref() != Some(&expected) {
             found.push(
@@ -423,7 +516,7 @@ mod tests {
     }
 
     /// A wrong specification: INCRBY adds one too many.
-    fn off_by_one(store: &mut SpecStore, input: &KvInput) -> KvOutput {
+    fn off_by_one(store: &mut SpecStore, input: &KvInput, now: u64) -> KvOutput {
         match input {
             KvInput::IncrBy { key, delta } => spec(
                 store,
@@ -431,8 +524,9 @@ mod tests {
                     key: key.clone(),
                     delta: delta + 1,
                 },
+                now,
             ),
-            other => spec(store, other),
+            other => spec(store, other, now),
         }
     }
 
@@ -463,7 +557,7 @@ mod tests {
     #[test]
     fn spec_scan_bounds_agree_with_the_node() {
         let big = "x".repeat(SCAN_BYTES_MAX / 2 - 2);
-        let mut store = SpecStore::new();
+        let mut store = SpecStore::default();
         let mut node = kv::KvState::new();
         for i in 0..3 {
             let (key, value) = (format!("k{i}"), big.clone());
@@ -473,11 +567,15 @@ mod tests {
                     key: key.clone(),
                     value: value.clone(),
                 },
+                0,
             );
-            node.apply(&kv::Request::Set {
-                key: key.into_bytes(),
-                value: value.into_bytes(),
-            });
+            node.apply(
+                &kv::Request::Set {
+                    key: key.into_bytes(),
+                    value: value.into_bytes(),
+                },
+                kv::ApplyContext::default(),
+            );
         }
         for i in 0..1500 {
             let key = format!("s{i:04}");
@@ -487,11 +585,15 @@ mod tests {
                     key: key.clone(),
                     value: "v".into(),
                 },
+                0,
             );
-            node.apply(&kv::Request::Set {
-                key: key.into_bytes(),
-                value: b"v".to_vec(),
-            });
+            node.apply(
+                &kv::Request::Set {
+                    key: key.into_bytes(),
+                    value: b"v".to_vec(),
+                },
+                kv::ApplyContext::default(),
+            );
         }
         for (start, end, limit, pairs) in
             [("k", "l", 10, 2), ("s", "t", 5000, 1000), ("s", "t", 7, 7)]
@@ -501,12 +603,12 @@ mod tests {
                 end: end.into(),
                 limit,
             };
-            let expected = spec(&mut store, &input);
+            let expected = spec(&mut store, &input, 0);
             let KvOutput::Entries(entries) = &expected else {
                 panic!("{expected:?}");
             };
             assert_eq!(entries.len(), pairs, "{start}..{end} limit {limit}");
-            let got = node.apply(&request_of(&input));
+            let got = node.apply(&request_of(&input), kv::ApplyContext::default());
             assert_eq!(output_of(&input, &reply_value(&got)), Some(expected));
         }
     }

@@ -124,6 +124,7 @@ pub fn clean() -> Observations {
             client: client_id(c),
             number: 1,
             body: &body,
+            timestamp: 0,
         };
         let executed = replay::execute(&mut kv, &mut clients, obs.clients_max, request);
         assert_eq!(
@@ -147,6 +148,7 @@ pub fn clean() -> Observations {
             client: client_id(c),
             number: *number,
             body: &body,
+            timestamp: 0,
         };
         let executed = replay::execute(&mut kv, &mut clients, obs.clients_max, request);
         let reply = executed.expect("every scripted request is fresh").reply;

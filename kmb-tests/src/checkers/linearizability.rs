@@ -4,9 +4,17 @@
 //!
 //! From DESIGN.md "The VOPR" (checker "linearizability", Wing–Gong/Lowe search split by key).
 //! `lincheck::kv::check` decides; a step-capped search is `Unknown`, never a pass.
+//!
+//! **Expiry.** A key written with an expiry time `T` (`SET … PXAT T`) disappears for every
+//! op the cluster orders at cluster time `T` or later (the entry's timestamp). The checker
+//! adds one [`KvInput::Tick`] per key and expiry time, completed at the real time the
+//! cluster clock read `T` (call = return = that instant). That is sound because an op's
+//! entry timestamp lies within its call and return: the primary stamps the largest wall
+//! clock it has seen with a request, and the simulated replicas share one clock — so an op
+//! that returned before `T` was stamped before it, and one called after `T` at or after it.
 
-use lincheck::kv;
-use lincheck::CheckOptions;
+use lincheck::kv::{self, KvInput, KvOp, KvOutput, KvReply};
+use lincheck::{CheckOptions, Operation};
 
 use super::{Observations, Verdict, Violation};
 use crate::diagnosis::Classification;
@@ -20,7 +28,7 @@ pub fn check(obs: &Observations) -> Verdict {
 
 /// Check linearizability with `options`.
 pub fn check_with(obs: &Observations, options: &CheckOptions) -> Verdict {
-    match kv::check(&obs.history, options) {
+    match kv::check(&with_ticks(&obs.history, obs.clock_origin_us), options) {
         lincheck::Verdict::Linearizable => Verdict::Pass,
         lincheck::Verdict::NotLinearizable(f) => Verdict::Fail(
             Violation::new(NAME, Classification::Linearizability, f.to_string())
@@ -28,6 +36,41 @@ pub fn check_with(obs: &Observations, options: &CheckOptions) -> Verdict {
         ),
         lincheck::Verdict::Unknown { reason } => Verdict::Unknown(reason),
     }
+}
+
+/// `history` with one tick per (key, expiry time) its expiring writes name, at the history
+/// time the cluster clock reached it (`clock_origin_us` is the clock at history time 0).
+pub fn with_ticks(history: &[KvOp], clock_origin_us: u64) -> Vec<KvOp> {
+    let mut expiries: std::collections::BTreeSet<(String, u64)> = Default::default();
+    let mut collect = |input: &KvInput| {
+        if let KvInput::SetAt {
+            key, expires_at, ..
+        } = input
+        {
+            expiries.insert((key.clone(), *expires_at));
+        }
+    };
+    for op in history {
+        match &op.input {
+            KvInput::Txn { ops } => ops.iter().for_each(&mut collect),
+            other => collect(other),
+        }
+    }
+    let mut out = history.to_vec();
+    for (key, at) in expiries {
+        let time = at.saturating_mul(1000).saturating_sub(clock_origin_us);
+        out.push(Operation {
+            client: u64::MAX,
+            input: KvInput::Tick { key, at },
+            output: Some(KvReply {
+                output: KvOutput::Ok,
+                op_number: None,
+            }),
+            call: time,
+            ret: time,
+        });
+    }
+    out
 }
 
 #[cfg(test)]

@@ -108,6 +108,10 @@ pub struct Observations {
     pub clients_max: usize,
     /// What clients saw: every completed or unknown-outcome operation, replies with op numbers.
     pub history: Vec<KvOp>,
+    /// The cluster clock (wall time, microseconds since the Unix epoch) at history time 0:
+    /// history times are microseconds since then. Places the expiry ticks
+    /// ([`linearizability::with_ticks`]).
+    pub clock_origin_us: u64,
     /// Optional: history client index (`KvOp::client`) → the session client id the node sees
     /// in entry headers (one per session). When present, a reply's entry must carry one of them.
     pub client_ids: BTreeMap<u64, Vec<u128>>,
@@ -170,6 +174,7 @@ impl Observations {
             replica_count,
             clients_max: CLIENTS_MAX_DEFAULT,
             history: Vec::new(),
+            clock_origin_us: 0,
             client_ids: BTreeMap::new(),
             committed: BTreeMap::new(),
             commits: BTreeMap::new(),

@@ -27,6 +27,8 @@ pub struct Execution {
     /// The decoded body (`None` if it did not decode).
     pub request: Option<kv::Request>,
     pub reply: kv::Reply,
+    /// The entry's cluster timestamp (ms): the time the request was applied at.
+    pub timestamp: u64,
 }
 
 /// Why the replay stopped before the highest committed op.
@@ -63,6 +65,8 @@ pub struct Request<'a> {
     pub client: u128,
     pub number: u64,
     pub body: &'a [u8],
+    /// The entry's cluster timestamp (ms).
+    pub timestamp: u64,
 }
 
 /// The duplicate-request rule, stated once for the model: a request whose client's last
@@ -87,7 +91,13 @@ pub fn execute(
         return None;
     }
     let reply = match &request {
-        Some(req) => kv.apply(req),
+        Some(req) => kv.apply(
+            req,
+            kv::ApplyContext {
+                op: r.op,
+                timestamp: r.timestamp,
+            },
+        ),
         None => kv::Reply::Error("malformed request".to_string()),
     };
     let entry = ClientEntry {
@@ -102,6 +112,7 @@ pub fn execute(
         request_number: r.number,
         request,
         reply,
+        timestamp: r.timestamp,
     })
 }
 
@@ -139,6 +150,7 @@ pub fn run(obs: &Observations, wanted: &BTreeSet<u64>) -> Replay {
                 client,
                 number: request,
                 body: &entry.body,
+                timestamp: entry.header.timestamp,
             };
             if let Some(execution) = execute(&mut kv, &mut clients, clients_max, request) {
                 replay.executions.insert(op, execution);
@@ -210,6 +222,7 @@ mod tests {
                 client,
                 number,
                 body,
+                timestamp: 0,
             };
             execute(&mut kv, &mut clients, 1, r).map(|e| e.reply)
         };
