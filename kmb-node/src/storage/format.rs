@@ -8,8 +8,9 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use crate::entry::{Checksum, HEADER_SIZE};
 
-/// The file format version stored in the superblock (2: 64-bit views, entry format 2).
-pub const STORAGE_VERSION: u16 = 2;
+/// The file format version stored in the superblock (3: entry format 3, with the cluster
+/// timestamp; 2: 64-bit views, entry format 2).
+pub const STORAGE_VERSION: u16 = 3;
 /// Superblock magic.
 pub const SUPERBLOCK_MAGIC: [u8; 4] = *b"KMBS";
 /// Checkpoint header magic.
