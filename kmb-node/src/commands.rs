@@ -6,31 +6,48 @@
 //! | command | request | reply |
 //! |---|---|---|
 //! | `SET key value` | SET | `+OK` |
-//! | `SET key value NX`, `SETNX key value` | CAS if absent | `+OK` / null; `:1` / `:0` |
-//! | `GET key` | GET | bulk value, or null if absent |
+//! | `SET key value [NX\|XX] [GET] [EX s\|PX ms\|EXAT s\|PXAT ms\|KEEPTTL]` | SET with options | `+OK`, or null if NX/XX refused; with GET the old value |
+//! | `SETNX key value` | CAS if absent | `:1` / `:0` |
+//! | `SETEX key s value`, `PSETEX key ms value` | SET with options | `+OK` |
+//! | `GETSET key value` | SET with GET | the old value |
+//! | `GET key`, `GETDEL key` | GET, GETDEL | bulk value, or null if absent |
+//! | `GETEX key [EX\|PX\|EXAT\|PXAT t \| PERSIST]` | GET, or a transaction of GET and the expiry change | the value ([`Shape::First`]) |
+//! | `GETRANGE key start end`, `SUBSTR` | GET | the bytes in Redis's inclusive range ([`Shape::Range`]) |
 //! | `EXISTS key`, `STRLEN key`, `TYPE key` | GET | `:1`/`:0`; the length; `+string`/`+none` ([`Shape`]) |
-//! | `DEL key`, `UNLINK key` | DEL | `:1` if the key existed, else `:0` (one key per command) |
+//! | `EXISTS key key…`, `TOUCH key…` | EXISTS | how many exist |
+//! | `DEL key`, `UNLINK key` | DEL | `:1` if the key existed, else `:0` |
+//! | `DEL key key…`, `UNLINK key key…` | DEL of several keys | how many existed |
+//! | `MGET key…`, `MSET k v…`, `MSETNX k v…` | MGET, MSET | values; `+OK`; `:1`/`:0` |
+//! | `APPEND key value` | APPEND | the new length |
 //! | `INCR key` / `INCRBY key delta` / `DECR` / `DECRBY` | INCRBY | the new value; `-ERR value is not an integer or out of range` if the stored value is not a canonical i64 |
+//! | `INCRBYFLOAT key delta` | INCRBYFLOAT | the new value as a bulk string |
+//! | `EXPIRE`/`PEXPIRE`/`EXPIREAT`/`PEXPIREAT key t [NX\|XX\|GT\|LT]`, `PERSIST key` | EXPIRE, PERSIST | `:1` / `:0` |
+//! | `TTL`/`PTTL`/`EXPIRETIME`/`PEXPIRETIME key` | TTL | `-2` absent, `-1` no expiry |
+//! | `DBSIZE`, `FLUSHDB`/`FLUSHALL [ASYNC\|SYNC]`, `KEYS pattern` | DBSIZE, FLUSH, KEYS | |
+//! | `SCAN cursor [MATCH p] [COUNT n] [TYPE t]` | SCAN by cursor | `[cursor, keys]`, the cursor a bulk string ([`Shape::Cursor`]) |
 //! | `CAS key IFEQ expected new` | CAS | `:1` if the key held `expected` and now holds `new`, else `:0` |
 //! | `CAS key IFABSENT new` | CAS | `:1` if the key was absent and now holds `new`, else `:0` |
 //! | `RANGE start end [LIMIT n]` | SCAN | flat array `key, value, …` of keys in `[start, end)`, in order, at most `n` (default and cap 1000) |
+//! | `KMB.TX count argc arg… argc arg…` | a transaction (no watches) | the array of the `count` commands' replies, each shaped as its command |
 //! | `KMB.REQ client-id request-number command args…` | any of the above | `[op-number, reply]` — the session extension (see `client`) |
 //! | `KMB.REQ client-id request-number REGISTER` | REGISTER | `[op-number, +OK]`: opens (or reopens after an eviction) the session, whose later requests number above `op-number`; its other requests are refused with `session evicted` until it does |
 //!
 //! Connection commands ([`Conn`], answered by [`crate::connection::Connection`] from the
 //! connection's state and the replica's, without the log): `HELLO [2|3] [AUTH u p] [SETNAME n]`
 //! (RESP3 replies per connection), `AUTH`, `CLIENT ID|SETNAME|GETNAME|INFO|LIST|SETINFO`,
-//! `RESET`, `INFO [section…]`, `ROLE`, `WAIT`, `TIME`, `DBSIZE`, `CONFIG GET pattern…`,
-//! `MULTI`/`EXEC`/`DISCARD`/`WATCH`/`UNWATCH` (transactions are refused: nothing queued is
-//! ever applied). Answered here directly: `PING`, `ECHO`, `QUIT`, `SELECT 0`, `COMMAND
+//! `RESET`, `INFO [section…]`, `ROLE`, `WAIT`, `TIME`, `CONFIG GET pattern…`,
+//! `MULTI`/`EXEC`/`DISCARD`/`WATCH`/`UNWATCH` (a transaction is one request through the log).
+//! Answered here directly: `PING`, `ECHO`, `QUIT`, `SELECT 0`, `COMMAND
 //! [COUNT|INFO|DOCS|LIST]`, `CLIENT NO-EVICT|NO-TOUCH`, `READONLY`, `READWRITE`.
 //!
-//! Commands planned in issue 14 (multi-key, expiry, read-modify-write, scans) answer
-//! `-ERR <NAME> is not supported yet by kmb (see docs/redis-compat.md)`; every other command
-//! answers Redis's `-ERR unknown command '<name>', with args beginning with: '<arg>' …`.
-//! `docs/redis-compat.md` lists every command Redis clients use and what kmb does with it.
+//! Every other command answers Redis's `-ERR unknown command '<name>', with args beginning
+//! with: '<arg>' …`. `docs/redis-compat.md` lists every command Redis clients use and what kmb
+//! does with it.
 
-use crate::kv::{self, Request, SCAN_LIMIT_MAX};
+use crate::kv::{
+    self, ExpireCondition, ExpireWhen, Request, SetCondition, SetExpiry, TtlKind, KEYS_MAX,
+    SCAN_LIMIT_MAX,
+};
 use crate::resp::{Protocol, Value};
 
 /// A parsed client command.
@@ -53,8 +70,9 @@ pub enum Command {
 }
 
 /// How a key-value reply is turned into the command's reply (several commands read or write
-/// through one request and answer differently).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// through one request and answer differently). Errors (redirects, timeouts, a command's own
+/// error) pass unchanged whatever the shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Shape {
     /// As [`reply_value`] gives it.
     Plain,
@@ -64,8 +82,172 @@ pub enum Shape {
     Strlen,
     /// `TYPE`: a GET's value → `+string`, null → `+none`.
     Type,
-    /// `SET key value NX`: a CAS-if-absent's `:1` → `+OK`, `:0` → null.
-    SetNx,
+    /// `SCAN`: `[cursor, keys]` with the cursor (an unsigned 64-bit number the state machine
+    /// carries in an integer's bits) as a decimal bulk string, as Redis sends it.
+    Cursor,
+    /// `GETEX` with an option (a transaction of a GET and the expiry change): the GET's reply.
+    First,
+    /// `GETRANGE key start end`: the bytes of a GET's value in Redis's inclusive range
+    /// (negative positions count from the end).
+    Range(i64, i64),
+    /// An array of several commands' replies (a transaction, a pipelined batch): each part
+    /// shapes its own elements, in order.
+    Each(Vec<Part>),
+}
+
+/// One command's place in an array of replies ([`Shape::Each`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// One element, shaped.
+    One(Shape),
+    /// `len` elements gathered into an array, then shaped: a command that is itself several
+    /// plain commands (`GETEX` with an option) queued in a transaction.
+    Group { len: usize, shape: Shape },
+    /// A reply the connection answered itself (`PING` queued in `MULTI`): inserted here, it
+    /// takes no element.
+    Local(Value),
+}
+
+impl Shape {
+    /// Shape a key-value reply (as [`reply_value`] gives it) for the command that asked.
+    pub fn apply(&self, value: Value) -> Value {
+        if matches!(value, Value::Error(_)) {
+            return value;
+        }
+        match (self, value) {
+            (Shape::Plain, v) => v,
+            (Shape::Exists, Value::Bulk(_)) => Value::Integer(1),
+            (Shape::Exists, Value::Null) => Value::Integer(0),
+            (Shape::Strlen, Value::Bulk(b)) => Value::Integer(b.len() as i64),
+            (Shape::Strlen, Value::Null) => Value::Integer(0),
+            (Shape::Type, Value::Bulk(_)) => Value::Simple("string".into()),
+            (Shape::Type, Value::Null) => Value::Simple("none".into()),
+            (Shape::Cursor, Value::Array(mut items)) => {
+                if let Some(&Value::Integer(cursor)) = items.first() {
+                    items[0] = Value::text((cursor as u64).to_string());
+                }
+                Value::Array(items)
+            }
+            (Shape::First, Value::Array(items)) => items.into_iter().next().unwrap_or(Value::Null),
+            (&Shape::Range(start, end), Value::Bulk(b)) => Value::Bulk(range(&b, start, end)),
+            (Shape::Range(..), Value::Null) => Value::Bulk(Vec::new()),
+            (Shape::Each(parts), Value::Array(items)) => {
+                let mut items = items.into_iter();
+                let mut out = Vec::with_capacity(parts.len());
+                for part in parts {
+                    match part {
+                        Part::One(shape) => {
+                            out.push(shape.apply(items.next().unwrap_or(Value::Null)))
+                        }
+                        Part::Group { len, shape } => {
+                            let group = items.by_ref().take(*len).collect();
+                            out.push(shape.apply(Value::Array(group)));
+                        }
+                        Part::Local(v) => out.push(v.clone()),
+                    }
+                }
+                Value::Array(out)
+            }
+            (_, v) => v,
+        }
+    }
+
+    /// How many elements of a reply array this shape's command takes: 1, or for a
+    /// [`Shape::Each`] of a transaction spliced into another, its parts' elements.
+    fn elements(parts: &[Part]) -> usize {
+        parts
+            .iter()
+            .map(|p| match p {
+                Part::One(_) => 1,
+                Part::Group { len, .. } => *len,
+                Part::Local(_) => 0,
+            })
+            .sum()
+    }
+}
+
+/// `GETRANGE`'s slice of `b`: positions `start..=end`, negative ones from the end, clamped.
+fn range(b: &[u8], start: i64, end: i64) -> Vec<u8> {
+    let len = b.len() as i64;
+    if len == 0 || (start < 0 && end < 0 && start > end) {
+        return Vec::new();
+    }
+    let start = if start < 0 { len + start } else { start }.max(0);
+    let end = if end < 0 { len + end } else { end }.max(0).min(len - 1);
+    if start > end {
+        return Vec::new();
+    }
+    b[start as usize..=end as usize].to_vec()
+}
+
+/// Key-value commands gathered into one transaction (`MULTI … EXEC`, `KMB.TX`), and how its
+/// reply array is shaped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Transaction {
+    pub commands: Vec<Request>,
+    pub parts: Vec<Part>,
+    /// Encoded bytes of `commands`.
+    pub bytes: usize,
+}
+
+impl Transaction {
+    /// Add one parsed key-value command. A command that is a transaction of its own (`GETEX`
+    /// with an option) is spliced in: transactions do not nest. Refused (nothing added) if the
+    /// transaction would hold more than [`KEYS_MAX`] commands or `body_max` encoded bytes.
+    pub fn push(&mut self, request: Request, shape: Shape, body_max: usize) -> Result<(), Value> {
+        let (commands, part) = match request {
+            Request::Multi { watches, commands } if watches.is_empty() => {
+                let part = Part::Group {
+                    len: commands.len(),
+                    shape,
+                };
+                (commands, part)
+            }
+            request => (vec![request], Part::One(shape)),
+        };
+        let bytes: usize = commands.iter().map(|c| c.encode().len()).sum();
+        if self.commands.len() + commands.len() > KEYS_MAX
+            || self.bytes.saturating_add(bytes) > body_max
+        {
+            return Err(Value::err(format!(
+                "transaction too large (at most {KEYS_MAX} commands and {body_max} encoded bytes)"
+            )));
+        }
+        self.bytes += bytes;
+        self.commands.extend(commands);
+        self.parts.push(part);
+        Ok(())
+    }
+
+    /// Add a reply the connection answered itself (`PING` inside `MULTI`).
+    pub fn push_local(&mut self, value: Value) {
+        self.parts.push(Part::Local(value));
+    }
+
+    /// The request that runs the transaction in one log entry, and its reply's shape.
+    pub fn into_request(self, watches: Vec<(Vec<u8>, u64)>) -> (Request, Shape) {
+        debug_assert_eq!(Shape::elements(&self.parts), self.commands.len());
+        (
+            Request::Multi {
+                watches,
+                commands: self.commands,
+            },
+            Shape::Each(self.parts),
+        )
+    }
+
+    /// The reply of a transaction with no key-value command: its local replies.
+    pub fn local_replies(&self) -> Value {
+        Value::Array(
+            self.parts
+                .iter()
+                .filter_map(|p| match p {
+                    Part::Local(v) => Some(v.clone()),
+                    _ => None,
+                })
+                .collect(),
+        )
+    }
 }
 
 /// A connection command.
@@ -99,13 +281,13 @@ pub enum Conn {
     /// `WAIT numreplicas timeout`: arguments checked, answered at once.
     Wait,
     Time,
-    DbSize,
     /// `CONFIG GET pattern …`.
     ConfigGet(Vec<Vec<u8>>),
     Multi,
     Exec,
     Discard,
-    Watch,
+    /// `WATCH key …`.
+    Watch(Vec<Vec<u8>>),
     Unwatch,
 }
 
@@ -114,8 +296,33 @@ impl Conn {
     pub fn needs_status(&self) -> bool {
         matches!(
             self,
-            Conn::Hello { .. } | Conn::Info(_) | Conn::Role | Conn::Wait | Conn::DbSize
+            Conn::Hello { .. } | Conn::Info(_) | Conn::Role | Conn::Wait | Conn::Time
         )
+    }
+
+    /// The command's name, as an error names it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Conn::Hello { .. } => "HELLO",
+            Conn::Auth { .. } => "AUTH",
+            Conn::Reset => "RESET",
+            Conn::ClientId
+            | Conn::ClientSetName(_)
+            | Conn::ClientGetName
+            | Conn::ClientInfo
+            | Conn::ClientList
+            | Conn::ClientSetInfo { .. } => "CLIENT",
+            Conn::Info(_) => "INFO",
+            Conn::Role => "ROLE",
+            Conn::Wait => "WAIT",
+            Conn::Time => "TIME",
+            Conn::ConfigGet(_) => "CONFIG",
+            Conn::Multi => "MULTI",
+            Conn::Exec => "EXEC",
+            Conn::Discard => "DISCARD",
+            Conn::Watch(_) => "WATCH",
+            Conn::Unwatch => "UNWATCH",
+        }
     }
 }
 
@@ -146,11 +353,8 @@ fn syntax_error() -> Value {
     Value::err("syntax error")
 }
 
-/// A Redis command kmb does not support yet (planned: issue 14).
-fn not_yet(what: &str) -> Value {
-    Value::err(format!(
-        "{what} is not supported yet by kmb (see docs/redis-compat.md)"
-    ))
+fn invalid_expire_time(command: &str) -> Value {
+    Value::err(format!("invalid expire time in '{command}' command"))
 }
 
 fn unknown_subcommand(command: &str, sub: &[u8]) -> Value {
@@ -201,19 +405,46 @@ const COMMANDS: &[CommandSpec] = &[
     ("get", 2, &["readonly", "fast"], 1, 1, 1),
     ("set", -3, &["write", "denyoom"], 1, 1, 1),
     ("setnx", 3, &["write", "denyoom", "fast"], 1, 1, 1),
-    ("del", -2, &["write"], 1, 1, 1),
-    ("unlink", -2, &["write", "fast"], 1, 1, 1),
-    ("exists", -2, &["readonly", "fast"], 1, 1, 1),
+    ("setex", 4, &["write", "denyoom"], 1, 1, 1),
+    ("psetex", 4, &["write", "denyoom"], 1, 1, 1),
+    ("getset", 3, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("getdel", 2, &["write", "fast"], 1, 1, 1),
+    ("getex", -2, &["write", "fast"], 1, 1, 1),
+    ("getrange", 4, &["readonly"], 1, 1, 1),
+    ("substr", 4, &["readonly"], 1, 1, 1),
+    ("mget", -2, &["readonly", "fast"], 1, -1, 1),
+    ("mset", -3, &["write", "denyoom"], 1, -1, 2),
+    ("msetnx", -3, &["write", "denyoom"], 1, -1, 2),
+    ("append", 3, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("del", -2, &["write"], 1, -1, 1),
+    ("unlink", -2, &["write", "fast"], 1, -1, 1),
+    ("exists", -2, &["readonly", "fast"], 1, -1, 1),
+    ("touch", -2, &["readonly", "fast"], 1, -1, 1),
     ("strlen", 2, &["readonly", "fast"], 1, 1, 1),
     ("type", 2, &["readonly", "fast"], 1, 1, 1),
     ("incr", 2, &["write", "denyoom", "fast"], 1, 1, 1),
     ("decr", 2, &["write", "denyoom", "fast"], 1, 1, 1),
     ("incrby", 3, &["write", "denyoom", "fast"], 1, 1, 1),
     ("decrby", 3, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("incrbyfloat", 3, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("expire", -3, &["write", "fast"], 1, 1, 1),
+    ("pexpire", -3, &["write", "fast"], 1, 1, 1),
+    ("expireat", -3, &["write", "fast"], 1, 1, 1),
+    ("pexpireat", -3, &["write", "fast"], 1, 1, 1),
+    ("expiretime", 2, &["readonly", "fast"], 1, 1, 1),
+    ("pexpiretime", 2, &["readonly", "fast"], 1, 1, 1),
+    ("ttl", 2, &["readonly", "fast"], 1, 1, 1),
+    ("pttl", 2, &["readonly", "fast"], 1, 1, 1),
+    ("persist", 2, &["write", "fast"], 1, 1, 1),
+    ("dbsize", 1, &["readonly", "fast"], 0, 0, 0),
+    ("keys", 2, &["readonly"], 0, 0, 0),
+    ("scan", -2, &["readonly"], 0, 0, 0),
+    ("flushdb", -1, &["write"], 0, 0, 0),
+    ("flushall", -1, &["write"], 0, 0, 0),
     ("cas", -4, &["write", "denyoom"], 1, 1, 1),
     ("range", -3, &["readonly"], 0, 0, 0),
+    ("kmb.tx", -2, &["write"], 0, 0, 0),
     ("kmb.req", -4, &["write"], 0, 0, 0),
-    ("dbsize", 1, &["readonly", "fast"], 0, 0, 0),
     ("ping", -1, &["fast", "stale"], 0, 0, 0),
     ("echo", 2, &["fast", "stale"], 0, 0, 0),
     ("quit", -1, &["fast", "stale", "no-auth"], 0, 0, 0),
@@ -296,7 +527,9 @@ fn command_command(rest: &[Vec<u8>]) -> Result<Command, Value> {
             "    Return the names of all commands.",
         ])),
         ("COUNT" | "HELP", _) => Err(arity_error(&format!("command|{sub_name}"))),
-        ("GETKEYS" | "GETKEYSANDFLAGS", _) => Err(not_yet(&format!("COMMAND {sub_name}"))),
+        ("GETKEYS" | "GETKEYSANDFLAGS", _) => Err(Value::err(format!(
+            "COMMAND {sub_name} is not supported by kmb"
+        ))),
         _ => Err(unknown_subcommand("COMMAND", sub)),
     }
 }
@@ -431,57 +664,324 @@ fn hello_command(rest: &[Vec<u8>]) -> Result<Command, Value> {
     }))
 }
 
-/// `SET key value [NX]`; the other options are not supported yet.
-fn set_command(name: &str, rest: &[Vec<u8>]) -> Result<Command, Value> {
-    if rest.len() < 2 {
-        return Err(arity_error(name));
+/// An expiry argument in milliseconds, checked as Redis checks `SET`'s and `SETEX`'s: an
+/// integer (else `not an integer`), positive and not overflowing once in milliseconds (else
+/// `invalid expire time in '<command>' command`).
+fn expire_millis(arg: &[u8], seconds: bool, command: &str) -> Result<u64, Value> {
+    let n = parse_i64(arg).ok_or_else(not_integer)?;
+    let ms = if seconds {
+        n.checked_mul(1000)
+    } else {
+        Some(n)
+    };
+    match ms {
+        Some(ms) if n > 0 => Ok(ms as u64),
+        _ => Err(invalid_expire_time(command)),
     }
-    let (mut nx, mut xx, mut unsupported) = (false, false, None);
+}
+
+/// The expiry options `SET` and `GETEX` share (`EX s | PX ms | EXAT s | PXAT ms`), with its
+/// argument; `None` if `option` is not one of them.
+fn expiry_option(option: &str) -> Option<(bool, bool)> {
+    // (in seconds, absolute)
+    match option {
+        "EX" => Some((true, false)),
+        "PX" => Some((false, false)),
+        "EXAT" => Some((true, true)),
+        "PXAT" => Some((false, true)),
+        _ => None,
+    }
+}
+
+/// `SET key value [NX | XX] [GET] [EX s | PX ms | EXAT s | PXAT ms | KEEPTTL]`, parsed as
+/// Redis parses it: options in any order, a repeated option allowed, conflicting ones a syntax
+/// error; the expiry is checked after every option is read. Without options a plain SET.
+fn set_command(rest: &[Vec<u8>]) -> Result<Command, Value> {
+    if rest.len() < 2 {
+        return Err(arity_error("set"));
+    }
+    let mut condition = SetCondition::Always;
+    let mut get = false;
+    let mut keepttl = false;
+    // (unit in seconds, absolute, argument)
+    let mut expiry: Option<(bool, bool, &[u8])> = None;
     let mut i = 2;
     while i < rest.len() {
         let option = String::from_utf8_lossy(&rest[i]).to_ascii_uppercase();
+        let next = rest.get(i + 1);
         match option.as_str() {
-            "NX" => nx = true,
-            "XX" => xx = true,
-            "GET" | "KEEPTTL" => unsupported = unsupported.or(Some(option)),
-            "EX" | "PX" | "EXAT" | "PXAT" => {
-                if i + 1 == rest.len() {
-                    return Err(syntax_error());
+            "NX" if condition != SetCondition::IfPresent => condition = SetCondition::IfAbsent,
+            "XX" if condition != SetCondition::IfAbsent => condition = SetCondition::IfPresent,
+            "GET" => get = true,
+            "KEEPTTL" if expiry.is_none() => keepttl = true,
+            o => match (expiry_option(o), next) {
+                (Some((seconds, absolute)), Some(arg))
+                    if !keepttl && expiry.is_none_or(|(s, a, _)| (s, a) == (seconds, absolute)) =>
+                {
+                    expiry = Some((seconds, absolute, arg));
+                    i += 1;
                 }
+                _ => return Err(syntax_error()),
+            },
+        }
+        i += 1;
+    }
+    let key = rest[0].clone();
+    let value = rest[1].clone();
+    let expiry = match expiry {
+        Some((seconds, absolute, arg)) => {
+            let ms = expire_millis(arg, seconds, "set")?;
+            if absolute {
+                SetExpiry::At(ms)
+            } else {
+                SetExpiry::In(ms)
+            }
+        }
+        None if keepttl => SetExpiry::Keep,
+        None => SetExpiry::Clear,
+    };
+    let request = if condition == SetCondition::Always && !get && expiry == SetExpiry::Clear {
+        Request::Set { key, value }
+    } else {
+        Request::SetWith {
+            key,
+            value,
+            condition,
+            expiry,
+            get,
+        }
+    };
+    Ok(Command::Kv {
+        session: None,
+        request,
+        shape: Shape::Plain,
+    })
+}
+
+/// `GETEX key [EX s | PX ms | EXAT s | PXAT ms | PERSIST]`: a GET, or with an option a
+/// transaction of a GET and the expiry change, answering the GET's value.
+fn getex_command(rest: &[Vec<u8>]) -> Result<Command, Value> {
+    let Some(key) = rest.first() else {
+        return Err(arity_error("getex"));
+    };
+    let mut persist = false;
+    let mut expiry: Option<(bool, bool, &[u8])> = None;
+    let mut i = 1;
+    while i < rest.len() {
+        let option = String::from_utf8_lossy(&rest[i]).to_ascii_uppercase();
+        match (option.as_str(), expiry_option(&option), rest.get(i + 1)) {
+            ("PERSIST", _, _) if expiry.is_none() => persist = true,
+            (_, Some((seconds, absolute)), Some(arg))
+                if !persist && expiry.is_none_or(|(s, a, _)| (s, a) == (seconds, absolute)) =>
+            {
+                expiry = Some((seconds, absolute, arg));
                 i += 1;
-                unsupported = unsupported.or(Some(option));
             }
             _ => return Err(syntax_error()),
         }
         i += 1;
     }
-    if nx && xx {
+    let get = Request::Get { key: key.clone() };
+    let change = match expiry {
+        Some((seconds, absolute, arg)) => {
+            let ms = expire_millis(arg, seconds, "getex")? as i64;
+            Request::Expire {
+                key: key.clone(),
+                when: if absolute {
+                    ExpireWhen::At(ms)
+                } else {
+                    ExpireWhen::In(ms)
+                },
+                condition: ExpireCondition::Always,
+            }
+        }
+        None if persist => Request::Persist { key: key.clone() },
+        None => {
+            return Ok(Command::Kv {
+                session: None,
+                request: get,
+                shape: Shape::Plain,
+            })
+        }
+    };
+    Ok(Command::Kv {
+        session: None,
+        request: Request::Multi {
+            watches: Vec::new(),
+            commands: vec![get, change],
+        },
+        shape: Shape::First,
+    })
+}
+
+/// `EXPIRE key seconds [NX | XX | GT | LT]` and `PEXPIRE`, `EXPIREAT`, `PEXPIREAT`, with
+/// Redis's checks in Redis's order (options, then the time).
+fn expire_command(name: &str, rest: &[Vec<u8>]) -> Result<Command, Value> {
+    if rest.len() < 2 {
+        return Err(arity_error(name));
+    }
+    let (seconds, absolute) = match name {
+        "EXPIRE" => (true, false),
+        "PEXPIRE" => (false, false),
+        "EXPIREAT" => (true, true),
+        _ => (false, true),
+    };
+    let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
+    for option in &rest[2..] {
+        match String::from_utf8_lossy(option)
+            .to_ascii_uppercase()
+            .as_str()
+        {
+            "NX" => nx = true,
+            "XX" => xx = true,
+            "GT" => gt = true,
+            "LT" => lt = true,
+            _ => {
+                return Err(Value::err(format!(
+                    "Unsupported option {}",
+                    truncate(&String::from_utf8_lossy(option), 128)
+                )))
+            }
+        }
+    }
+    if nx && (xx || gt || lt) {
+        return Err(Value::err(
+            "NX and XX, GT or LT options at the same time are not compatible",
+        ));
+    }
+    if gt && lt {
+        return Err(Value::err(
+            "GT and LT options at the same time are not compatible",
+        ));
+    }
+    let condition = match (nx, xx, gt, lt) {
+        (true, ..) => ExpireCondition::Nx,
+        (_, _, true, _) => ExpireCondition::Gt,
+        (_, _, _, true) => ExpireCondition::Lt,
+        (_, true, ..) => ExpireCondition::Xx,
+        _ => ExpireCondition::Always,
+    };
+    // Redis applies XX and LT both (an expiry must exist and the new one be earlier); kmb's
+    // request holds one condition.
+    if xx && lt {
+        return Err(Value::err(
+            "XX and LT options at the same time are not supported by kmb",
+        ));
+    }
+    let n = parse_i64(&rest[1]).ok_or_else(not_integer)?;
+    let command = name.to_ascii_lowercase();
+    let ms = if seconds {
+        n.checked_mul(1000)
+            .ok_or_else(|| invalid_expire_time(&command))?
+    } else {
+        n
+    };
+    Ok(Command::Kv {
+        session: None,
+        request: Request::Expire {
+            key: rest[0].clone(),
+            when: if absolute {
+                ExpireWhen::At(ms)
+            } else {
+                ExpireWhen::In(ms)
+            },
+            condition,
+        },
+        shape: Shape::Plain,
+    })
+}
+
+/// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE type]`. kmb has strings only: a `TYPE` other
+/// than `string` answers an empty, finished scan at once.
+fn scan_command(rest: &[Vec<u8>]) -> Result<Command, Value> {
+    let Some(cursor) = rest.first() else {
+        return Err(arity_error("scan"));
+    };
+    let cursor = parse_u64(cursor).ok_or_else(|| Value::err("invalid cursor"))?;
+    let mut pattern = None;
+    let mut count = 10u32;
+    let mut other_type = false;
+    let mut i = 1;
+    while i < rest.len() {
+        let option = String::from_utf8_lossy(&rest[i]).to_ascii_uppercase();
+        let Some(arg) = rest.get(i + 1) else {
+            return Err(syntax_error());
+        };
+        match option.as_str() {
+            "MATCH" => pattern = Some(arg.clone()),
+            "COUNT" => {
+                let n = parse_i64(arg).ok_or_else(not_integer)?;
+                if n < 1 {
+                    return Err(syntax_error());
+                }
+                count = n.min(SCAN_LIMIT_MAX as i64) as u32;
+            }
+            "TYPE" => other_type = !arg.eq_ignore_ascii_case(b"string"),
+            _ => return Err(syntax_error()),
+        }
+        i += 2;
+    }
+    if other_type {
+        return Ok(Command::Local(Value::Array(vec![
+            Value::text("0"),
+            Value::Array(Vec::new()),
+        ])));
+    }
+    // `*` matches every key: no pattern to test.
+    let pattern = pattern.filter(|p| p.as_slice() != b"*");
+    Ok(Command::Kv {
+        session: None,
+        request: Request::ScanCursor {
+            cursor,
+            pattern,
+            count,
+        },
+        shape: Shape::Cursor,
+    })
+}
+
+/// `KMB.TX count argc arg… argc arg…`: `count` key-value commands, each given as its argument
+/// count then its arguments, run as one transaction (one log entry, no watches). Inside
+/// `KMB.REQ` the whole transaction is one request of the session.
+fn kmb_tx_command(rest: &[Vec<u8>]) -> Result<Command, Value> {
+    let Some(count) = rest.first() else {
+        return Err(arity_error("kmb.tx"));
+    };
+    let count = parse_u64(count)
+        .filter(|&n| n <= KEYS_MAX as u64)
+        .ok_or_else(|| Value::err(format!("invalid command count (0 to {KEYS_MAX})")))?;
+    let mut tx = Transaction::default();
+    let mut i = 1;
+    for _ in 0..count {
+        let argc = rest
+            .get(i)
+            .and_then(|a| parse_u64(a))
+            .filter(|&n| n >= 1 && (n as usize) < rest.len() - i)
+            .ok_or_else(|| {
+                Value::err("KMB.TX: each command is its argument count, then its arguments")
+            })? as usize;
+        let element = &rest[i + 1..i + 1 + argc];
+        i += 1 + argc;
+        if element[0].eq_ignore_ascii_case(b"KMB.TX") {
+            return Err(Value::err("KMB.TX cannot nest"));
+        }
+        match parse(element)? {
+            Command::Kv {
+                session: None,
+                request,
+                shape,
+            } => tx.push(request, shape, usize::MAX)?,
+            _ => return Err(Value::err("KMB.TX holds key-value commands only")),
+        }
+    }
+    if i != rest.len() {
         return Err(syntax_error());
     }
-    if xx {
-        unsupported = unsupported.or(Some("XX".into()));
-    }
-    if let Some(option) = unsupported {
-        return Err(not_yet(&format!("SET option {option}")));
-    }
-    let key = rest[0].clone();
-    let value = rest[1].clone();
-    Ok(if nx {
-        Command::Kv {
-            session: None,
-            request: Request::Cas {
-                key,
-                expected: None,
-                new: value,
-            },
-            shape: Shape::SetNx,
-        }
-    } else {
-        Command::Kv {
-            session: None,
-            request: Request::Set { key, value },
-            shape: Shape::Plain,
-        }
+    let (request, shape) = tx.into_request(Vec::new());
+    Ok(Command::Kv {
+        session: None,
+        request,
+        shape,
     })
 }
 
@@ -515,39 +1015,100 @@ pub fn parse(args: &[Vec<u8>]) -> Result<Command, Value> {
     };
     let kv = |request: Request| shaped(request, Shape::Plain);
     let conn = |c: Conn| Ok(Command::Conn(c));
-    // One key: the key-value commands that take several keys support one for now.
-    let one_key = |what: &str| {
-        at_least(1)?;
-        if rest.len() > 1 {
-            return Err(not_yet(&format!("{what} with more than one key")));
-        }
-        Ok(rest[0].clone())
-    };
+    let key = || rest[0].clone();
     match name.as_str() {
-        "SET" => set_command(&name, rest),
+        "SET" => set_command(rest),
         "SETNX" => {
             arity(2)?;
             kv(Request::Cas {
-                key: rest[0].clone(),
+                key: key(),
                 expected: None,
                 new: rest[1].clone(),
             })
         }
-        "GET" => {
-            arity(1)?;
-            kv(Request::Get {
-                key: rest[0].clone(),
+        "SETEX" | "PSETEX" => {
+            arity(3)?;
+            let ms = expire_millis(&rest[1], name == "SETEX", &name.to_ascii_lowercase())?;
+            kv(Request::SetWith {
+                key: key(),
+                value: rest[2].clone(),
+                condition: SetCondition::Always,
+                expiry: SetExpiry::In(ms),
+                get: false,
             })
         }
-        "DEL" | "UNLINK" => kv(Request::Del {
-            key: one_key(&name)?,
-        }),
-        "EXISTS" => shaped(
-            Request::Get {
-                key: one_key(&name)?,
-            },
-            Shape::Exists,
-        ),
+        "GETSET" => {
+            arity(2)?;
+            kv(Request::SetWith {
+                key: key(),
+                value: rest[1].clone(),
+                condition: SetCondition::Always,
+                expiry: SetExpiry::Clear,
+                get: true,
+            })
+        }
+        "GET" => {
+            arity(1)?;
+            kv(Request::Get { key: key() })
+        }
+        "GETDEL" => {
+            arity(1)?;
+            kv(Request::GetDel { key: key() })
+        }
+        "GETEX" => getex_command(rest),
+        "GETRANGE" | "SUBSTR" => {
+            arity(3)?;
+            let start = parse_i64(&rest[1]).ok_or_else(not_integer)?;
+            let end = parse_i64(&rest[2]).ok_or_else(not_integer)?;
+            shaped(Request::Get { key: key() }, Shape::Range(start, end))
+        }
+        // One key keeps the one-key request (its reply is the same `:1` / `:0`).
+        "DEL" | "UNLINK" => match rest {
+            [] => Err(arity_error(&name)),
+            [k] => kv(Request::Del { key: k.clone() }),
+            keys => kv(Request::DelKeys {
+                keys: keys.to_vec(),
+            }),
+        },
+        "EXISTS" => match rest {
+            [] => Err(arity_error(&name)),
+            [k] => shaped(Request::Get { key: k.clone() }, Shape::Exists),
+            keys => kv(Request::Exists {
+                keys: keys.to_vec(),
+            }),
+        },
+        // Redis's TOUCH only updates access times, which kmb does not keep: how many exist.
+        "TOUCH" => {
+            at_least(1)?;
+            kv(Request::Exists {
+                keys: rest.to_vec(),
+            })
+        }
+        "MGET" => {
+            at_least(1)?;
+            kv(Request::MGet {
+                keys: rest.to_vec(),
+            })
+        }
+        "MSET" | "MSETNX" => {
+            if rest.is_empty() || !rest.len().is_multiple_of(2) {
+                return Err(arity_error(&name));
+            }
+            kv(Request::MSet {
+                pairs: rest
+                    .chunks_exact(2)
+                    .map(|p| (p[0].clone(), p[1].clone()))
+                    .collect(),
+                only_if_none: name == "MSETNX",
+            })
+        }
+        "APPEND" => {
+            arity(2)?;
+            kv(Request::Append {
+                key: key(),
+                value: rest[1].clone(),
+            })
+        }
         "STRLEN" | "TYPE" => {
             arity(1)?;
             let shape = if name == "STRLEN" {
@@ -555,17 +1116,12 @@ pub fn parse(args: &[Vec<u8>]) -> Result<Command, Value> {
             } else {
                 Shape::Type
             };
-            shaped(
-                Request::Get {
-                    key: rest[0].clone(),
-                },
-                shape,
-            )
+            shaped(Request::Get { key: key() }, shape)
         }
         "INCR" | "DECR" => {
             arity(1)?;
             kv(Request::IncrBy {
-                key: rest[0].clone(),
+                key: key(),
                 delta: if name == "INCR" { 1 } else { -1 },
             })
         }
@@ -577,23 +1133,54 @@ pub fn parse(args: &[Vec<u8>]) -> Result<Command, Value> {
             } else {
                 delta.checked_neg().ok_or_else(not_integer)?
             };
-            kv(Request::IncrBy {
-                key: rest[0].clone(),
-                delta,
-            })
+            kv(Request::IncrBy { key: key(), delta })
         }
+        "INCRBYFLOAT" => {
+            arity(2)?;
+            let delta = kv::parse_float(&rest[1])
+                .ok_or_else(|| Value::err("value is not a valid float"))?;
+            kv(Request::IncrByFloat { key: key(), delta })
+        }
+        "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" => expire_command(&name, rest),
+        "TTL" | "PTTL" | "EXPIRETIME" | "PEXPIRETIME" => {
+            arity(1)?;
+            let kind = match name.as_str() {
+                "TTL" => TtlKind::Seconds,
+                "PTTL" => TtlKind::Millis,
+                "EXPIRETIME" => TtlKind::AtSeconds,
+                _ => TtlKind::AtMillis,
+            };
+            kv(Request::Ttl { key: key(), kind })
+        }
+        "PERSIST" => {
+            arity(1)?;
+            kv(Request::Persist { key: key() })
+        }
+        "DBSIZE" => arity(0).and_then(|_| kv(Request::DbSize)),
+        "FLUSHDB" | "FLUSHALL" => match rest {
+            [] => kv(Request::Flush),
+            [mode] if mode.eq_ignore_ascii_case(b"ASYNC") || mode.eq_ignore_ascii_case(b"SYNC") => {
+                kv(Request::Flush)
+            }
+            _ => Err(syntax_error()),
+        },
+        "KEYS" => {
+            arity(1)?;
+            kv(Request::Keys { pattern: key() })
+        }
+        "SCAN" => scan_command(rest),
         "CAS" => {
             let mode = rest
                 .get(1)
                 .map(|m| String::from_utf8_lossy(m).to_ascii_uppercase());
             match (mode.as_deref(), rest.len()) {
                 (Some("IFEQ"), 4) => kv(Request::Cas {
-                    key: rest[0].clone(),
+                    key: key(),
                     expected: Some(rest[2].clone()),
                     new: rest[3].clone(),
                 }),
                 (Some("IFABSENT"), 3) => kv(Request::Cas {
-                    key: rest[0].clone(),
+                    key: key(),
                     expected: None,
                     new: rest[2].clone(),
                 }),
@@ -615,11 +1202,12 @@ pub fn parse(args: &[Vec<u8>]) -> Result<Command, Value> {
                 _ => return Err(arity_error(&name)),
             };
             kv(Request::Scan {
-                start: rest[0].clone(),
+                start: key(),
                 end: rest[1].clone(),
                 limit,
             })
         }
+        "KMB.TX" => kmb_tx_command(rest),
         "KMB.REQ" => {
             if rest.len() < 3 {
                 return Err(arity_error(&name));
@@ -697,7 +1285,6 @@ pub fn parse(args: &[Vec<u8>]) -> Result<Command, Value> {
         )),
         "ROLE" => arity(0).and_then(|_| conn(Conn::Role)),
         "TIME" => arity(0).and_then(|_| conn(Conn::Time)),
-        "DBSIZE" => arity(0).and_then(|_| conn(Conn::DbSize)),
         "WAIT" => {
             arity(2)?;
             parse_i64(&rest[0]).ok_or_else(not_integer)?;
@@ -711,14 +1298,8 @@ pub fn parse(args: &[Vec<u8>]) -> Result<Command, Value> {
         "MULTI" => arity(0).and_then(|_| conn(Conn::Multi)),
         "EXEC" => arity(0).and_then(|_| conn(Conn::Exec)),
         "DISCARD" => arity(0).and_then(|_| conn(Conn::Discard)),
-        "WATCH" => at_least(1).and_then(|_| conn(Conn::Watch)),
+        "WATCH" => at_least(1).and_then(|_| conn(Conn::Watch(rest.to_vec()))),
         "UNWATCH" => arity(0).and_then(|_| conn(Conn::Unwatch)),
-        // Planned (issue 14): a clear error until they are implemented.
-        "MGET" | "MSET" | "MSETNX" | "GETSET" | "GETDEL" | "GETEX" | "APPEND" | "INCRBYFLOAT"
-        | "SETEX" | "PSETEX" | "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" | "EXPIRETIME"
-        | "PEXPIRETIME" | "TTL" | "PTTL" | "PERSIST" | "SCAN" | "KEYS" | "FLUSHDB" | "FLUSHALL"
-        | "RANDOMKEY" | "RENAME" | "RENAMENX" | "COPY" | "GETRANGE" | "SETRANGE" | "SUBSTR"
-        | "LCS" | "TOUCH" => Err(not_yet(&name)),
         _ => Err(unknown_command(args)),
     }
 }
@@ -756,6 +1337,17 @@ mod tests {
         match parse(&args(s)) {
             Err(Value::Error(e)) => e,
             other => panic!("{s}: expected an error, got {other:?}"),
+        }
+    }
+
+    fn kv_of(s: &str) -> Request {
+        match parse(&args(s)) {
+            Ok(Command::Kv {
+                session: None,
+                request,
+                shape: Shape::Plain,
+            }) => request,
+            other => panic!("{s}: {other:?}"),
         }
     }
 
@@ -829,7 +1421,10 @@ mod tests {
             error_of("EVAL"),
             "ERR unknown command 'EVAL', with args beginning with: "
         );
-        assert!(error_of("FLUSHALL").contains("not supported yet"));
+        assert_eq!(
+            error_of("RENAME a b"),
+            "ERR unknown command 'RENAME', with args beginning with: 'a' 'b' "
+        );
         assert_eq!(
             error_of("SET k"),
             "ERR wrong number of arguments for 'set' command"
@@ -916,38 +1511,523 @@ mod tests {
         }
     }
 
-    /// Goal: the one-key commands read or write through an existing request, shaped.
+    /// Goal: the one-key commands read or write through an existing request, shaped; with
+    /// several keys DEL and EXISTS take the multi-key requests.
     #[test]
     fn parse_shaped_keyspace_commands() {
         let get = Request::Get { key: b"k".to_vec() };
         assert_eq!(shaped("EXISTS k"), (get.clone(), Shape::Exists));
         assert_eq!(shaped("strlen k"), (get.clone(), Shape::Strlen));
-        assert_eq!(shaped("TYPE k"), (get, Shape::Type));
+        assert_eq!(shaped("TYPE k"), (get.clone(), Shape::Type));
+        assert_eq!(shaped("GETRANGE k 0 -1"), (get, Shape::Range(0, -1)));
         let absent = Request::Cas {
             key: b"k".to_vec(),
             expected: None,
             new: b"v".to_vec(),
         };
-        assert_eq!(shaped("SETNX k v"), (absent.clone(), Shape::Plain));
-        assert_eq!(shaped("SET k v NX"), (absent.clone(), Shape::SetNx));
-        assert_eq!(shaped("SET k v nx NX"), (absent, Shape::SetNx));
+        assert_eq!(shaped("SETNX k v"), (absent, Shape::Plain));
         assert_eq!(
             shaped("UNLINK k"),
             (Request::Del { key: b"k".to_vec() }, Shape::Plain)
         );
-        assert_eq!(error_of("SET k v NX XX"), "ERR syntax error");
-        assert_eq!(error_of("SET k v EX"), "ERR syntax error");
-        assert_eq!(error_of("SET k v FOO"), "ERR syntax error");
-        assert!(error_of("SET k v EX 10").contains("SET option EX is not supported yet"));
-        assert!(error_of("SET k v XX").contains("not supported yet"));
-        assert!(error_of("DEL a b").contains("DEL with more than one key is not supported yet"));
-        assert!(error_of("EXISTS a b").contains("not supported yet"));
-        assert!(error_of("MGET a b").contains("MGET is not supported yet"));
-        assert!(error_of("GETSET a b").contains("not supported yet"));
+        let keys = vec![b"a".to_vec(), b"b".to_vec()];
+        assert_eq!(
+            shaped("DEL a b"),
+            (Request::DelKeys { keys: keys.clone() }, Shape::Plain)
+        );
+        assert_eq!(
+            shaped("EXISTS a b"),
+            (Request::Exists { keys: keys.clone() }, Shape::Plain)
+        );
+        assert_eq!(
+            shaped("TOUCH a b"),
+            (Request::Exists { keys: keys.clone() }, Shape::Plain)
+        );
+        assert_eq!(shaped("MGET a b"), (Request::MGet { keys }, Shape::Plain));
         assert_eq!(
             error_of("EXISTS"),
             "ERR wrong number of arguments for 'exists' command"
         );
+        assert_eq!(
+            error_of("GETRANGE k 0 x"),
+            "ERR value is not an integer or out of range"
+        );
+    }
+
+    fn set_with(condition: SetCondition, expiry: SetExpiry, get: bool) -> Request {
+        Request::SetWith {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            condition,
+            expiry,
+            get,
+        }
+    }
+
+    /// Goal: SET's options parse as Redis parses them, with Redis's errors; a plain SET stays
+    /// the plain request.
+    #[test]
+    fn parse_set_options() {
+        use SetCondition::*;
+        assert_eq!(
+            kv_of("SET k v"),
+            Request::Set {
+                key: b"k".to_vec(),
+                value: b"v".to_vec()
+            }
+        );
+        assert_eq!(
+            kv_of("SET k v NX"),
+            set_with(IfAbsent, SetExpiry::Clear, false)
+        );
+        assert_eq!(
+            kv_of("SET k v nx NX"),
+            set_with(IfAbsent, SetExpiry::Clear, false)
+        );
+        assert_eq!(
+            kv_of("set k v xx"),
+            set_with(IfPresent, SetExpiry::Clear, false)
+        );
+        assert_eq!(
+            kv_of("SET k v GET"),
+            set_with(Always, SetExpiry::Clear, true)
+        );
+        assert_eq!(
+            kv_of("SET k v NX GET PX 30000"),
+            set_with(IfAbsent, SetExpiry::In(30_000), true)
+        );
+        assert_eq!(
+            kv_of("SET k v EX 10"),
+            set_with(Always, SetExpiry::In(10_000), false)
+        );
+        assert_eq!(
+            kv_of("SET k v EX 5 EX 10"),
+            set_with(Always, SetExpiry::In(10_000), false)
+        );
+        assert_eq!(
+            kv_of("SET k v EXAT 1700000000"),
+            set_with(Always, SetExpiry::At(1_700_000_000_000), false)
+        );
+        assert_eq!(
+            kv_of("SET k v PXAT 5"),
+            set_with(Always, SetExpiry::At(5), false)
+        );
+        assert_eq!(
+            kv_of("SET k v KEEPTTL XX"),
+            set_with(IfPresent, SetExpiry::Keep, false)
+        );
+        for bad in [
+            "SET k v NX XX",
+            "SET k v EX",
+            "SET k v FOO",
+            "SET k v EX 10 PX 10",
+            "SET k v KEEPTTL EX 10",
+            "SET k v EX 10 KEEPTTL",
+            "SET k v PXAT 10 EXAT 10",
+            // Every option is read before the expiry is checked.
+            "SET k v EX x FOO",
+        ] {
+            assert_eq!(error_of(bad), "ERR syntax error", "{bad}");
+        }
+        assert_eq!(
+            error_of("SET k v EX x"),
+            "ERR value is not an integer or out of range"
+        );
+        for bad in [
+            "SET k v EX 0",
+            "SET k v PX -5",
+            "SET k v EX 9223372036854775807",
+        ] {
+            assert_eq!(
+                error_of(bad),
+                "ERR invalid expire time in 'set' command",
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            error_of("SET k"),
+            "ERR wrong number of arguments for 'set' command"
+        );
+        assert_eq!(
+            kv_of("SETEX k 10 v"),
+            set_with(Always, SetExpiry::In(10_000), false)
+        );
+        assert_eq!(
+            kv_of("PSETEX k 10 v"),
+            set_with(Always, SetExpiry::In(10), false)
+        );
+        assert_eq!(
+            error_of("SETEX k 0 v"),
+            "ERR invalid expire time in 'setex' command"
+        );
+        assert_eq!(
+            error_of("PSETEX k x v"),
+            "ERR value is not an integer or out of range"
+        );
+        assert_eq!(
+            kv_of("GETSET k v"),
+            set_with(Always, SetExpiry::Clear, true)
+        );
+    }
+
+    /// Goal: the multi-key, read-modify-write and expiry commands parse to their requests,
+    /// with Redis's errors.
+    #[test]
+    fn parse_keyspace_and_expiry_commands() {
+        let k = || b"k".to_vec();
+        assert_eq!(
+            kv_of("MSET a 1 b 2"),
+            Request::MSet {
+                pairs: vec![
+                    (b"a".to_vec(), b"1".to_vec()),
+                    (b"b".to_vec(), b"2".to_vec())
+                ],
+                only_if_none: false
+            }
+        );
+        assert_eq!(
+            kv_of("MSETNX a 1"),
+            Request::MSet {
+                pairs: vec![(b"a".to_vec(), b"1".to_vec())],
+                only_if_none: true
+            }
+        );
+        assert_eq!(
+            error_of("MSET a 1 b"),
+            "ERR wrong number of arguments for 'mset' command"
+        );
+        assert_eq!(kv_of("GETDEL k"), Request::GetDel { key: k() });
+        assert_eq!(
+            kv_of("APPEND k v"),
+            Request::Append {
+                key: k(),
+                value: b"v".to_vec()
+            }
+        );
+        assert_eq!(
+            kv_of("INCRBYFLOAT k 1.5e2"),
+            Request::IncrByFloat {
+                key: k(),
+                delta: 150.0
+            }
+        );
+        for bad in ["INCRBYFLOAT k x", "INCRBYFLOAT k inf", "INCRBYFLOAT k nan"] {
+            assert_eq!(error_of(bad), "ERR value is not a valid float", "{bad}");
+        }
+        let expire = |when, condition| Request::Expire {
+            key: k(),
+            when,
+            condition,
+        };
+        assert_eq!(
+            kv_of("EXPIRE k 10"),
+            expire(ExpireWhen::In(10_000), ExpireCondition::Always)
+        );
+        assert_eq!(
+            kv_of("PEXPIRE k -5 nx"),
+            expire(ExpireWhen::In(-5), ExpireCondition::Nx)
+        );
+        assert_eq!(
+            kv_of("EXPIREAT k 1700000000 GT"),
+            expire(ExpireWhen::At(1_700_000_000_000), ExpireCondition::Gt)
+        );
+        assert_eq!(
+            kv_of("PEXPIREAT k 5 XX GT"),
+            expire(ExpireWhen::At(5), ExpireCondition::Gt)
+        );
+        assert_eq!(
+            kv_of("PEXPIRE k 5 LT"),
+            expire(ExpireWhen::In(5), ExpireCondition::Lt)
+        );
+        assert_eq!(
+            kv_of("EXPIRE k 5 XX"),
+            expire(ExpireWhen::In(5_000), ExpireCondition::Xx)
+        );
+        assert_eq!(error_of("EXPIRE k 10 FOO"), "ERR Unsupported option FOO");
+        assert_eq!(
+            error_of("EXPIRE k 10 NX XX"),
+            "ERR NX and XX, GT or LT options at the same time are not compatible"
+        );
+        assert_eq!(
+            error_of("EXPIRE k 10 GT LT"),
+            "ERR GT and LT options at the same time are not compatible"
+        );
+        assert_eq!(
+            error_of("EXPIRE k x"),
+            "ERR value is not an integer or out of range"
+        );
+        assert_eq!(
+            error_of("EXPIRE k 9223372036854775807"),
+            "ERR invalid expire time in 'expire' command"
+        );
+        assert_eq!(
+            error_of("EXPIRE k"),
+            "ERR wrong number of arguments for 'expire' command"
+        );
+        assert_eq!(
+            kv_of("TTL k"),
+            Request::Ttl {
+                key: k(),
+                kind: TtlKind::Seconds
+            }
+        );
+        assert_eq!(
+            kv_of("PEXPIRETIME k"),
+            Request::Ttl {
+                key: k(),
+                kind: TtlKind::AtMillis
+            }
+        );
+        assert_eq!(kv_of("PERSIST k"), Request::Persist { key: k() });
+        assert_eq!(kv_of("GETEX k"), Request::Get { key: k() });
+        assert_eq!(
+            shaped("GETEX k PX 100"),
+            (
+                Request::Multi {
+                    watches: vec![],
+                    commands: vec![
+                        Request::Get { key: k() },
+                        expire(ExpireWhen::In(100), ExpireCondition::Always)
+                    ]
+                },
+                Shape::First
+            )
+        );
+        assert_eq!(
+            shaped("GETEX k PERSIST"),
+            (
+                Request::Multi {
+                    watches: vec![],
+                    commands: vec![Request::Get { key: k() }, Request::Persist { key: k() }]
+                },
+                Shape::First
+            )
+        );
+        assert_eq!(error_of("GETEX k PERSIST EX 1"), "ERR syntax error");
+        assert_eq!(
+            error_of("GETEX k EX 0"),
+            "ERR invalid expire time in 'getex' command"
+        );
+    }
+
+    /// Goal: DBSIZE, FLUSHDB/FLUSHALL, KEYS and SCAN parse to their requests (through the
+    /// log), with Redis's errors; SCAN's cursor is shaped as a bulk string.
+    #[test]
+    fn parse_scan_keys_flush() {
+        assert_eq!(kv_of("DBSIZE"), Request::DbSize);
+        assert_eq!(kv_of("FLUSHDB"), Request::Flush);
+        assert_eq!(kv_of("flushall async"), Request::Flush);
+        assert_eq!(error_of("FLUSHALL NOW"), "ERR syntax error");
+        assert_eq!(error_of("FLUSHDB SYNC SYNC"), "ERR syntax error");
+        assert_eq!(
+            kv_of("KEYS user:*"),
+            Request::Keys {
+                pattern: b"user:*".to_vec()
+            }
+        );
+        assert_eq!(
+            shaped("SCAN 0"),
+            (
+                Request::ScanCursor {
+                    cursor: 0,
+                    pattern: None,
+                    count: 10
+                },
+                Shape::Cursor
+            )
+        );
+        assert_eq!(
+            shaped("SCAN 18446744073709551615 MATCH a* COUNT 5000 TYPE string"),
+            (
+                Request::ScanCursor {
+                    cursor: u64::MAX,
+                    pattern: Some(b"a*".to_vec()),
+                    count: SCAN_LIMIT_MAX
+                },
+                Shape::Cursor
+            )
+        );
+        assert_eq!(
+            parse(&args("SCAN 7 TYPE hash")),
+            Ok(Command::Local(Value::Array(vec![
+                Value::text("0"),
+                Value::Array(vec![])
+            ])))
+        );
+        assert_eq!(error_of("SCAN x"), "ERR invalid cursor");
+        assert_eq!(error_of("SCAN 0 COUNT 0"), "ERR syntax error");
+        assert_eq!(
+            error_of("SCAN 0 COUNT x"),
+            "ERR value is not an integer or out of range"
+        );
+        assert_eq!(error_of("SCAN 0 MATCH"), "ERR syntax error");
+        assert_eq!(error_of("SCAN 0 FOO x"), "ERR syntax error");
+    }
+
+    /// Goal: KMB.TX parses its commands into one transaction whose reply shapes each element
+    /// as its own command; inside KMB.REQ it is one session request; it refuses nesting and
+    /// malformed counts.
+    #[test]
+    fn parse_kmb_tx() {
+        let (request, shape) = shaped("KMB.TX 3 3 SET a 1 2 EXISTS a 4 GETEX a EX 5");
+        assert_eq!(
+            request,
+            Request::Multi {
+                watches: vec![],
+                commands: vec![
+                    Request::Set {
+                        key: b"a".to_vec(),
+                        value: b"1".to_vec()
+                    },
+                    Request::Get { key: b"a".to_vec() },
+                    Request::Get { key: b"a".to_vec() },
+                    Request::Expire {
+                        key: b"a".to_vec(),
+                        when: ExpireWhen::In(5_000),
+                        condition: ExpireCondition::Always
+                    },
+                ]
+            }
+        );
+        assert_eq!(
+            shape,
+            Shape::Each(vec![
+                Part::One(Shape::Plain),
+                Part::One(Shape::Exists),
+                Part::Group {
+                    len: 2,
+                    shape: Shape::First
+                },
+            ])
+        );
+        let reply = Value::Array(vec![
+            Value::ok(),
+            Value::text("1"),
+            Value::text("1"),
+            Value::Integer(1),
+        ]);
+        assert_eq!(
+            shape.apply(reply),
+            Value::Array(vec![Value::ok(), Value::Integer(1), Value::text("1")])
+        );
+        match parse(&args("KMB.REQ 9 4 KMB.TX 2 2 GET a 3 INCRBY n 2")) {
+            Ok(Command::Kv {
+                session: Some((9, 4)),
+                request: Request::Multi { commands, .. },
+                shape: Shape::Each(parts),
+            }) => {
+                assert_eq!(commands.len(), 2);
+                assert_eq!(parts.len(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            shaped("KMB.TX 0"),
+            (
+                Request::Multi {
+                    watches: vec![],
+                    commands: vec![]
+                },
+                Shape::Each(vec![])
+            )
+        );
+        assert_eq!(error_of("KMB.TX 1 2 KMB.TX 0"), "ERR KMB.TX cannot nest");
+        assert_eq!(
+            error_of("KMB.TX 1 1 PING"),
+            "ERR KMB.TX holds key-value commands only"
+        );
+        assert_eq!(
+            error_of("KMB.TX 1 3 KMB.REQ 1 1"),
+            "ERR wrong number of arguments for 'kmb.req' command"
+        );
+        for bad in ["KMB.TX 2 2 GET a", "KMB.TX 1 5 GET a", "KMB.TX 1 0 GET a"] {
+            assert!(error_of(bad).contains("argument count"), "{bad}");
+        }
+        assert_eq!(error_of("KMB.TX 1 2 GET a extra"), "ERR syntax error");
+        assert_eq!(
+            error_of("KMB.TX 1 2 SET a"),
+            "ERR wrong number of arguments for 'set' command"
+        );
+        assert!(error_of("KMB.TX x").contains("invalid command count"));
+    }
+
+    /// Goal: shapes turn replies into each command's Redis reply; errors and a null array
+    /// pass unchanged; a batch or transaction shapes element by element, inserting local
+    /// replies in order.
+    #[test]
+    fn shapes_apply() {
+        let v = || Value::text("hello");
+        assert_eq!(Shape::Exists.apply(v()), Value::Integer(1));
+        assert_eq!(Shape::Exists.apply(Value::Null), Value::Integer(0));
+        assert_eq!(Shape::Strlen.apply(v()), Value::Integer(5));
+        assert_eq!(Shape::Strlen.apply(Value::Null), Value::Integer(0));
+        assert_eq!(Shape::Type.apply(v()), Value::Simple("string".into()));
+        assert_eq!(Shape::Type.apply(Value::Null), Value::Simple("none".into()));
+        assert_eq!(Shape::Range(1, 3).apply(v()), Value::text("ell"));
+        assert_eq!(Shape::Range(-3, -1).apply(v()), Value::text("llo"));
+        assert_eq!(Shape::Range(0, 100).apply(v()), v());
+        assert_eq!(Shape::Range(-1, -3).apply(v()), Value::text(""));
+        assert_eq!(Shape::Range(4, 2).apply(v()), Value::text(""));
+        assert_eq!(Shape::Range(0, -1).apply(Value::Null), Value::text(""));
+        assert_eq!(
+            Shape::Cursor.apply(Value::Array(vec![
+                Value::Integer(-1),
+                Value::Array(vec![v()])
+            ])),
+            Value::Array(vec![
+                Value::text("18446744073709551615"),
+                Value::Array(vec![v()])
+            ])
+        );
+        let redirect = Value::Error("REDIRECT 1 127.0.0.1:6382".into());
+        for shape in [
+            Shape::Exists,
+            Shape::Cursor,
+            Shape::First,
+            Shape::Each(vec![Part::One(Shape::Strlen)]),
+        ] {
+            assert_eq!(shape.apply(redirect.clone()), redirect);
+        }
+        let each = Shape::Each(vec![
+            Part::Local(Value::Simple("PONG".into())),
+            Part::One(Shape::Strlen),
+            Part::One(Shape::Exists),
+            Part::Local(v()),
+            Part::One(Shape::Plain),
+        ]);
+        assert_eq!(each.apply(Value::NullArray), Value::NullArray);
+        assert_eq!(
+            each.apply(Value::Array(vec![
+                v(),
+                Value::err("value is not an integer or out of range"),
+                Value::Integer(3)
+            ])),
+            Value::Array(vec![
+                Value::Simple("PONG".into()),
+                Value::Integer(5),
+                Value::err("value is not an integer or out of range"),
+                v(),
+                Value::Integer(3),
+            ])
+        );
+    }
+
+    /// Goal: a transaction refuses a command beyond its bounds and keeps what it held.
+    #[test]
+    fn transaction_bounds() {
+        let mut tx = Transaction::default();
+        let set = Request::Set {
+            key: b"k".to_vec(),
+            value: vec![b'x'; 100],
+        };
+        let size = set.encode().len();
+        tx.push(set.clone(), Shape::Plain, 2 * size).unwrap();
+        tx.push(set.clone(), Shape::Plain, 2 * size).unwrap();
+        assert!(tx.push(set, Shape::Plain, 2 * size).is_err());
+        assert_eq!(tx.commands.len(), 2);
+        assert_eq!(tx.bytes, 2 * size);
+        tx.push_local(Value::ok());
+        assert_eq!(tx.local_replies(), Value::Array(vec![Value::ok()]));
     }
 
     /// Goal: the connection commands parse with Redis's errors for bad arguments.
@@ -1027,12 +2107,14 @@ mod tests {
         assert_eq!(error_of("WAIT 1 -1"), "ERR timeout is negative");
         assert_eq!(conn_of("ROLE"), Conn::Role);
         assert_eq!(conn_of("TIME"), Conn::Time);
-        assert_eq!(conn_of("DBSIZE"), Conn::DbSize);
         assert_eq!(conn_of("RESET"), Conn::Reset);
         assert_eq!(conn_of("MULTI"), Conn::Multi);
         assert_eq!(conn_of("EXEC"), Conn::Exec);
         assert_eq!(conn_of("DISCARD"), Conn::Discard);
-        assert_eq!(conn_of("WATCH k"), Conn::Watch);
+        assert_eq!(
+            conn_of("WATCH k j"),
+            Conn::Watch(vec![b"k".to_vec(), b"j".to_vec()])
+        );
         assert_eq!(parse(&args("SELECT 0")), Ok(Command::Local(Value::ok())));
         assert!(error_of("SELECT 3").starts_with("ERR DB index is out of range"));
         assert_eq!(

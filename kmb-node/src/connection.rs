@@ -3,19 +3,28 @@
 //!
 //! A connection has a protocol (RESP2 until `HELLO 3`), a name and library info (`CLIENT
 //! SETNAME` / `SETINFO`), whether it has authenticated (`AUTH`, when the node has a password),
-//! and whether it is inside a refused `MULTI` (transactions are not supported yet: every command
-//! up to `EXEC` / `DISCARD` is refused, never applied, and `EXEC` answers `EXECABORT`).
+//! its `WATCH`ed keys with their versions, and inside `MULTI` the queued transaction.
 //!
-//! [`Connection::step`] gates each parsed command (authentication, the refused transaction) and
-//! says what to do with it: reply at once, send a key-value request through the log, or answer
-//! a connection command with [`Connection::local`] given a [`Context`] (the node's state read by
-//! the glue).
+//! **Transactions.** `MULTI` queues key-value commands (`+QUEUED`) and `PING`/`ECHO`-like
+//! replies the connection answers itself; `EXEC` sends the queued commands and the watched
+//! keys' versions as one [`Request::Multi`] — one log entry, all or nothing — whose reply is the
+//! array of the commands' replies (each shaped as its command, local replies merged in order),
+//! or a null array if a watched key changed. A command refused while queuing (unknown, wrong
+//! arity, a syntax error, too large, a connection command) answers its error and makes `EXEC`
+//! answer `EXECABORT` and apply nothing. `WATCH` reads each key's version from the replica's
+//! applied state (the glue asks the driver: [`Step::Watch`], then [`Connection::watched`]);
+//! `UNWATCH`, `EXEC`, `DISCARD` and `RESET` forget them.
+//!
+//! [`Connection::step`] gates each parsed command (authentication, the transaction) and says
+//! what to do with it: reply at once, send a key-value request through the log, read watched
+//! keys' versions, or answer a connection command with [`Connection::local`] given a
+//! [`Context`] (the node's state read by the glue).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::commands::{Command, Conn, Shape};
-use crate::kv::Request;
+use crate::commands::{Command, Conn, Shape, Transaction};
+use crate::kv::{self, Request, KEYS_MAX, KEY_SIZE_MAX};
 use crate::resp::{Protocol, Value};
 
 /// The Redis version whose command semantics kmb follows (what `HELLO`, `INFO` and clients
@@ -85,6 +94,9 @@ pub struct NodeStatus {
     pub checkpoint_op: u64,
     /// Keys in the replica's applied state (committed ops applied so far).
     pub keys: usize,
+    /// The applied state's clock: the largest cluster timestamp applied (milliseconds since
+    /// the Unix epoch; `kv::KvState::clock`).
+    pub clock: u64,
     /// Every replica's client address, by index.
     pub client_addresses: Vec<SocketAddr>,
 }
@@ -123,6 +135,9 @@ pub enum Step {
     /// Answer with [`Connection::local`] (reading the node's state first if
     /// [`Conn::needs_status`]).
     Local(Conn),
+    /// `WATCH`: read these keys' versions from the replica's applied state and answer with
+    /// [`Connection::watched`].
+    Watch(Vec<Vec<u8>>),
 }
 
 /// One client connection's state.
@@ -136,14 +151,24 @@ pub struct Connection {
     lib_name: Option<Vec<u8>>,
     lib_ver: Option<Vec<u8>>,
     authenticated: bool,
-    /// Inside a refused `MULTI`.
-    in_multi: bool,
+    /// Inside `MULTI`: what is queued.
+    multi: Option<Queued>,
+    /// `WATCH`ed keys, each with its version when first watched.
+    watches: Vec<(Vec<u8>, u64)>,
 }
 
-const MULTI_REFUSED: &str = "ERR MULTI is not supported yet (kmb): transactions are refused; \
-     the commands up to EXEC or DISCARD are not queued and not applied";
-const QUEUED_REFUSED: &str =
-    "ERR MULTI is not supported yet (kmb): command refused inside MULTI, not applied";
+/// A transaction being queued.
+#[derive(Clone, Debug, Default)]
+struct Queued {
+    tx: Transaction,
+    /// A command was refused while queuing: `EXEC` aborts.
+    failed: bool,
+}
+
+const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
+/// Bytes a `Request::Multi` adds to its commands' encodings besides the watches (tag, two
+/// counts).
+const MULTI_OVERHEAD: usize = 9;
 const NOAUTH: &str = "NOAUTH Authentication required.";
 const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 
@@ -168,7 +193,8 @@ impl Connection {
             lib_name: None,
             lib_ver: None,
             authenticated,
-            in_multi: false,
+            multi: None,
+            watches: Vec::new(),
         }
     }
 
@@ -179,30 +205,6 @@ impl Connection {
 
     /// Gate a parsed command and say what to do with it.
     pub fn step(&mut self, parsed: Result<Command, Value>) -> Step {
-        if self.in_multi {
-            return match parsed {
-                Ok(Command::Conn(Conn::Exec)) => {
-                    self.in_multi = false;
-                    Step::Reply(Value::Error(
-                        "EXECABORT Transaction discarded because of previous errors.".into(),
-                    ))
-                }
-                Ok(Command::Conn(Conn::Discard)) => {
-                    self.in_multi = false;
-                    Step::Reply(Value::ok())
-                }
-                Ok(Command::Conn(Conn::Multi)) => {
-                    Step::Reply(Value::err("MULTI calls can not be nested"))
-                }
-                Ok(Command::Conn(Conn::Watch)) => {
-                    Step::Reply(Value::err("WATCH inside MULTI is not allowed"))
-                }
-                Ok(Command::Conn(Conn::Reset)) => Step::Local(Conn::Reset),
-                Ok(Command::Quit) => Step::Close(Value::ok()),
-                Err(e) => Step::Reply(e),
-                Ok(_) => Step::Reply(Value::Error(QUEUED_REFUSED.into())),
-            };
-        }
         if !self.authenticated {
             match &parsed {
                 Ok(Command::Conn(Conn::Auth { .. } | Conn::Hello { .. } | Conn::Reset))
@@ -213,6 +215,9 @@ impl Connection {
                         || e.starts_with("ERR wrong number of arguments") => {}
                 _ => return Step::Reply(Value::Error(NOAUTH.into())),
             }
+        }
+        if self.multi.is_some() {
+            return self.queue(parsed);
         }
         match parsed {
             Err(e) => Step::Reply(e),
@@ -228,13 +233,124 @@ impl Connection {
                 shape,
             },
             Ok(Command::Conn(Conn::Multi)) => {
-                self.in_multi = true;
-                Step::Reply(Value::Error(MULTI_REFUSED.into()))
+                self.multi = Some(Queued::default());
+                Step::Reply(Value::ok())
             }
             Ok(Command::Conn(Conn::Exec)) => Step::Reply(Value::err("EXEC without MULTI")),
             Ok(Command::Conn(Conn::Discard)) => Step::Reply(Value::err("DISCARD without MULTI")),
+            Ok(Command::Conn(Conn::Watch(keys))) => {
+                if self.watches.len() + keys.len() > KEYS_MAX {
+                    Step::Reply(Value::err(format!(
+                        "too many watched keys (at most {KEYS_MAX})"
+                    )))
+                } else if keys.iter().any(|k| k.len() > KEY_SIZE_MAX) {
+                    Step::Reply(Value::err(format!(
+                        "key too large (at most {KEY_SIZE_MAX} bytes)"
+                    )))
+                } else {
+                    Step::Watch(keys)
+                }
+            }
+            Ok(Command::Conn(Conn::Unwatch)) => {
+                self.watches.clear();
+                Step::Reply(Value::ok())
+            }
             Ok(Command::Conn(c)) => Step::Local(c),
         }
+    }
+
+    /// A command inside `MULTI`: queued, refused (the transaction then aborts), or one of the
+    /// commands that act at once.
+    fn queue(&mut self, parsed: Result<Command, Value>) -> Step {
+        let body_max = self
+            .settings
+            .request_size_max
+            .saturating_sub(MULTI_OVERHEAD);
+        let Some(queued) = self.multi.as_mut() else {
+            return Step::Reply(Value::err("internal: no transaction"));
+        };
+        let queued_reply = || Step::Reply(Value::Simple("QUEUED".into()));
+        let refused = match parsed {
+            Ok(Command::Conn(Conn::Exec)) => return self.exec(),
+            Ok(Command::Conn(Conn::Discard)) => {
+                self.multi = None;
+                self.watches.clear();
+                return Step::Reply(Value::ok());
+            }
+            Ok(Command::Conn(Conn::Multi)) => {
+                return Step::Reply(Value::err("MULTI calls can not be nested"))
+            }
+            Ok(Command::Conn(Conn::Watch(_))) => {
+                return Step::Reply(Value::err("WATCH inside MULTI is not allowed"))
+            }
+            Ok(Command::Conn(Conn::Reset)) => return Step::Local(Conn::Reset),
+            Ok(Command::Quit) => return Step::Close(Value::ok()),
+            // Queued as in Redis, where it runs at EXEC, which forgets the watches anyway.
+            Ok(Command::Conn(Conn::Unwatch)) => {
+                queued.tx.push_local(Value::ok());
+                return queued_reply();
+            }
+            Ok(Command::Local(v)) => {
+                queued.tx.push_local(v);
+                return queued_reply();
+            }
+            Ok(Command::Kv {
+                session: None,
+                request,
+                shape,
+            }) => match kv::admit(&request, self.settings.request_size_max) {
+                Err(why) => Value::err(why),
+                Ok(_) => match queued.tx.push(request, shape, body_max) {
+                    Ok(()) => return queued_reply(),
+                    Err(e) => e,
+                },
+            },
+            Ok(Command::Kv {
+                session: Some(_), ..
+            }) => Value::err(
+                "KMB.REQ inside MULTI is not supported: send the transaction as KMB.REQ … KMB.TX",
+            ),
+            Ok(Command::Conn(c)) => Value::err(format!(
+                "{} inside MULTI is not supported by kmb: the transaction is discarded",
+                c.name()
+            )),
+            Err(e) => e,
+        };
+        queued.failed = true;
+        Step::Reply(refused)
+    }
+
+    /// `EXEC`: the queued transaction as one request, or `EXECABORT` if a command was refused.
+    fn exec(&mut self) -> Step {
+        let queued = self.multi.take().unwrap_or_default();
+        let watches = std::mem::take(&mut self.watches);
+        if queued.failed {
+            return Step::Reply(Value::Error(EXECABORT.into()));
+        }
+        if queued.tx.commands.is_empty() && watches.is_empty() {
+            return Step::Reply(queued.tx.local_replies());
+        }
+        let (request, shape) = queued.tx.into_request(watches);
+        Step::Kv {
+            session: None,
+            request,
+            shape,
+        }
+    }
+
+    /// The versions of the keys a [`Step::Watch`] named, read from the replica's applied
+    /// state (`None` if the node could not answer). A key already watched keeps its first
+    /// version, as in Redis.
+    pub fn watched(&mut self, keys: Vec<Vec<u8>>, versions: Option<Vec<u64>>) -> Value {
+        let Some(versions) = versions.filter(|v| v.len() == keys.len()) else {
+            return stopping();
+        };
+        for (key, version) in keys.into_iter().zip(versions) {
+            if !self.watches.iter().any(|(k, _)| *k == key) {
+                self.watches.push((key, version));
+            }
+        }
+        Value::ok()
     }
 
     /// Answer a connection command; `Close` for `QUIT`-like commands.
@@ -292,27 +408,22 @@ impl Connection {
                 Some(s) => Value::Integer(s.replicas_acknowledging()),
                 None => stopping(),
             },
-            Conn::DbSize => match &ctx.status {
-                Some(s) => Value::Integer(s.keys as i64),
-                None => stopping(),
-            },
             Conn::Time => {
-                let secs = ctx.unix_micros / 1_000_000;
-                let micros = ctx.unix_micros % 1_000_000;
+                // Never before the cluster timestamp of the last op this replica applied.
+                let applied = ctx.status.as_ref().map_or(0, |s| s.clock as u128 * 1000);
+                let now = ctx.unix_micros.max(applied);
+                let secs = now / 1_000_000;
+                let micros = now % 1_000_000;
                 Value::Array(vec![
                     Value::text(secs.to_string()),
                     Value::text(micros.to_string()),
                 ])
             }
             Conn::ConfigGet(patterns) => self.config_get(&patterns),
-            Conn::Watch => {
-                Value::err("WATCH is not supported yet (kmb): transactions are not supported")
-            }
-            Conn::Unwatch => Value::ok(),
             // Gated in `step`; answered here only if a caller skips it.
-            Conn::Multi => Value::Error(MULTI_REFUSED.into()),
-            Conn::Exec => Value::err("EXEC without MULTI"),
-            Conn::Discard => Value::err("DISCARD without MULTI"),
+            c @ (Conn::Watch(_) | Conn::Multi | Conn::Exec | Conn::Discard | Conn::Unwatch) => {
+                Value::err(format!("{} is answered by the connection's step", c.name()))
+            }
         };
         Step::Reply(reply)
     }
@@ -400,7 +511,9 @@ impl Connection {
             addr,
             self.settings.listen,
             text(&self.name),
-            if self.in_multi { 0 } else { -1 },
+            self.multi
+                .as_ref()
+                .map_or(-1, |q| q.tx.commands.len() as i64),
             self.protocol.version(),
             text(&self.lib_name),
             text(&self.lib_ver),
@@ -586,31 +699,19 @@ fn role(s: &NodeStatus) -> Value {
     }
 }
 
-/// Shape a key-value reply for the command that asked (`EXISTS`, `STRLEN`, `TYPE`, `SET NX`
-/// read or write through an existing request and reply differently). Errors (redirects,
-/// timeouts) pass unchanged; a session reply `[op, value]` is shaped inside.
-pub fn shape_reply(shape: Shape, session: bool, value: Value) -> Value {
-    if session {
-        if let Value::Array(mut items) = value {
-            if items.len() == 2 {
-                let inner = items.pop().unwrap_or(Value::Null);
-                items.push(shape_reply(shape, false, inner));
-            }
-            return Value::Array(items);
-        }
-        return value;
+/// Shape a key-value reply for the command that asked ([`Shape::apply`]); a session reply
+/// `[op, value]` is shaped inside.
+pub fn shape_reply(shape: &Shape, session: bool, value: Value) -> Value {
+    if !session {
+        return shape.apply(value);
     }
-    match (shape, value) {
-        (Shape::Plain, v) => v,
-        (Shape::Exists, Value::Bulk(_)) => Value::Integer(1),
-        (Shape::Exists, Value::Null) => Value::Integer(0),
-        (Shape::Strlen, Value::Bulk(b)) => Value::Integer(b.len() as i64),
-        (Shape::Strlen, Value::Null) => Value::Integer(0),
-        (Shape::Type, Value::Bulk(_)) => Value::Simple("string".into()),
-        (Shape::Type, Value::Null) => Value::Simple("none".into()),
-        (Shape::SetNx, Value::Integer(1)) => Value::ok(),
-        (Shape::SetNx, Value::Integer(0)) => Value::Null,
-        (_, v) => v,
+    match value {
+        Value::Array(mut items) if items.len() == 2 => {
+            let inner = items.pop().unwrap_or(Value::Null);
+            items.push(shape.apply(inner));
+            Value::Array(items)
+        }
+        other => other,
     }
 }
 
@@ -643,6 +744,7 @@ mod tests {
             commit_max: 11,
             checkpoint_op: 8,
             keys: 5,
+            clock: 1_600_000_000_000,
             client_addresses: (0..3)
                 .map(|i| SocketAddr::from(([127, 0, 0, 1], 6381 + i)))
                 .collect(),
@@ -797,48 +899,211 @@ mod tests {
         assert!(!format!("{:?}", settings(Some("s3cret"))).contains("s3cret"));
     }
 
-    /// Goal: a refused MULTI never lets a queued command through; EXEC aborts it; the
-    /// connection works normally afterwards.
+    fn kv_step(c: &mut Connection, line: &str) -> (Request, Shape) {
+        match run(c, line) {
+            Step::Kv {
+                session: None,
+                request,
+                shape,
+            } => (request, shape),
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    fn queued() -> Value {
+        Value::Simple("QUEUED".into())
+    }
+
+    /// Goal: MULTI queues key-value commands and local replies; EXEC sends them as one
+    /// transaction request whose reply is shaped command by command, local replies in order;
+    /// the connection is out of the transaction afterwards.
     #[test]
-    fn refused_transaction_applies_nothing() {
+    fn multi_exec_is_one_request() {
+        let mut c = Connection::new(settings(None), 1, None);
+        assert_eq!(reply(&mut c, "MULTI"), Value::ok());
+        for line in ["SET a 1", "PING", "EXISTS a", "GETEX a PX 5", "UNWATCH"] {
+            assert_eq!(reply(&mut c, line), queued(), "{line}");
+        }
+        match reply(&mut c, "CLIENT INFO") {
+            Value::Error(e) => assert!(e.contains("CLIENT inside MULTI"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        // That refusal aborts this transaction; start again.
+        assert_eq!(reply(&mut c, "EXEC"), Value::Error(EXECABORT.into()));
+        reply(&mut c, "MULTI");
+        for line in ["SET a 1", "PING", "EXISTS a", "GETEX a PX 5"] {
+            assert_eq!(reply(&mut c, line), queued(), "{line}");
+        }
+        let (request, shape) = kv_step(&mut c, "EXEC");
+        let a = || b"a".to_vec();
+        assert_eq!(
+            request,
+            Request::Multi {
+                watches: vec![],
+                commands: vec![
+                    Request::Set {
+                        key: a(),
+                        value: b"1".to_vec()
+                    },
+                    Request::Get { key: a() },
+                    Request::Get { key: a() },
+                    Request::Expire {
+                        key: a(),
+                        when: kv::ExpireWhen::In(5),
+                        condition: kv::ExpireCondition::Always
+                    },
+                ]
+            }
+        );
+        let executed = Value::Array(vec![
+            Value::ok(),
+            Value::text("1"),
+            Value::text("1"),
+            Value::Integer(1),
+        ]);
+        assert_eq!(
+            shape_reply(&shape, false, executed),
+            Value::Array(vec![
+                Value::ok(),
+                Value::Simple("PONG".into()),
+                Value::Integer(1),
+                Value::text("1"),
+            ])
+        );
+        assert_eq!(
+            shape_reply(&shape, false, Value::NullArray),
+            Value::NullArray
+        );
+        // Out of the transaction: commands run at once again.
+        assert!(matches!(run(&mut c, "SET a 1"), Step::Kv { .. }));
+        assert_eq!(reply(&mut c, "EXEC"), Value::err("EXEC without MULTI"));
+    }
+
+    /// Goal: a command refused while queuing (unknown, arity, syntax, too large, a connection
+    /// command, a session command) answers its error and EXEC then applies nothing.
+    #[test]
+    fn refused_command_aborts_the_transaction() {
+        let big = format!("SET a {}", "x".repeat(70_000));
+        for bad in [
+            "NOPE x",
+            "SET k",
+            "SET k v EX 0",
+            big.as_str(),
+            "CLIENT SETNAME x",
+            "HELLO 3",
+            "KMB.REQ 5 1 GET a",
+        ] {
+            let mut c = Connection::new(settings(None), 1, None);
+            reply(&mut c, "MULTI");
+            assert_eq!(reply(&mut c, "SET a 1"), queued());
+            assert!(
+                matches!(reply(&mut c, bad), Value::Error(_)),
+                "{bad} inside MULTI"
+            );
+            assert_eq!(reply(&mut c, "INCR b"), queued(), "after {bad}");
+            assert_eq!(
+                reply(&mut c, "EXEC"),
+                Value::Error(EXECABORT.into()),
+                "{bad}"
+            );
+            assert_eq!(c.protocol(), Protocol::Resp2);
+            assert_eq!(reply(&mut c, "CLIENT GETNAME"), Value::Null);
+            assert!(matches!(run(&mut c, "SET a 1"), Step::Kv { .. }));
+        }
+    }
+
+    /// Goal: the commands that act at once inside MULTI: a nested MULTI and WATCH are refused
+    /// without aborting, DISCARD and RESET leave the transaction, QUIT closes; EXEC and
+    /// DISCARD outside MULTI are errors; a transaction without key-value commands or
+    /// watches is answered by the connection.
+    #[test]
+    fn transaction_control_commands() {
         let mut c = Connection::new(settings(None), 1, None);
         assert_eq!(reply(&mut c, "EXEC"), Value::err("EXEC without MULTI"));
         assert_eq!(
             reply(&mut c, "DISCARD"),
             Value::err("DISCARD without MULTI")
         );
-        assert!(
-            matches!(reply(&mut c, "MULTI"), Value::Error(e) if e.contains("MULTI is not supported yet"))
-        );
-        for line in [
-            "SET a 1",
-            "INCRBY b 5",
-            "GET a",
-            "CLIENT SETNAME x",
-            "PING",
-            "NOPE x",
-        ] {
-            assert!(
-                matches!(run(&mut c, line), Step::Reply(Value::Error(_))),
-                "{line} inside MULTI"
-            );
-        }
+        reply(&mut c, "MULTI");
         assert_eq!(
             reply(&mut c, "MULTI"),
             Value::err("MULTI calls can not be nested")
         );
         assert_eq!(
-            reply(&mut c, "EXEC"),
-            Value::Error("EXECABORT Transaction discarded because of previous errors.".into())
+            reply(&mut c, "WATCH k"),
+            Value::err("WATCH inside MULTI is not allowed")
         );
-        assert_eq!(reply(&mut c, "CLIENT GETNAME"), Value::Null);
-        assert!(matches!(run(&mut c, "SET a 1"), Step::Kv { .. }));
+        assert_eq!(reply(&mut c, "ECHO hi"), queued());
+        assert_eq!(reply(&mut c, "EXEC"), Value::Array(vec![Value::text("hi")]));
         reply(&mut c, "MULTI");
+        assert_eq!(reply(&mut c, "EXEC"), Value::Array(vec![]));
+        reply(&mut c, "MULTI");
+        reply(&mut c, "SET a 1");
         assert_eq!(reply(&mut c, "DISCARD"), Value::ok());
         assert!(matches!(run(&mut c, "SET a 1"), Step::Kv { .. }));
         reply(&mut c, "MULTI");
         assert_eq!(reply(&mut c, "RESET"), Value::Simple("RESET".into()));
         assert!(matches!(run(&mut c, "SET a 1"), Step::Kv { .. }));
+        reply(&mut c, "MULTI");
+        assert!(matches!(run(&mut c, "QUIT"), Step::Close(_)));
+    }
+
+    /// Goal: WATCH reads versions through the glue, keeps each key's first version, and
+    /// EXEC carries them; UNWATCH, EXEC, DISCARD and RESET forget them.
+    #[test]
+    fn watch_versions_go_with_exec() {
+        let mut c = Connection::new(settings(None), 1, None);
+        let k = |s: &str| s.as_bytes().to_vec();
+        let watch = |c: &mut Connection, line: &str, versions: Vec<u64>| match run(c, line) {
+            Step::Watch(keys) => c.watched(keys, Some(versions)),
+            other => panic!("{line}: {other:?}"),
+        };
+        assert_eq!(watch(&mut c, "WATCH a b", vec![3, 4]), Value::ok());
+        assert_eq!(watch(&mut c, "WATCH a c", vec![9, 6]), Value::ok());
+        reply(&mut c, "MULTI");
+        reply(&mut c, "SET a 1");
+        let (request, _) = kv_step(&mut c, "EXEC");
+        assert_eq!(
+            request,
+            Request::Multi {
+                watches: vec![(k("a"), 3), (k("b"), 4), (k("c"), 6)],
+                commands: vec![Request::Set {
+                    key: k("a"),
+                    value: k("1")
+                }]
+            }
+        );
+        // EXEC forgot them.
+        reply(&mut c, "MULTI");
+        assert_eq!(reply(&mut c, "EXEC"), Value::Array(vec![]));
+        // Watches alone still go through the log (EXEC may abort).
+        watch(&mut c, "WATCH a", vec![7]);
+        reply(&mut c, "MULTI");
+        assert_eq!(
+            kv_step(&mut c, "EXEC").0,
+            Request::Multi {
+                watches: vec![(k("a"), 7)],
+                commands: vec![]
+            }
+        );
+        for forget in ["UNWATCH", "DISCARD", "RESET"] {
+            watch(&mut c, "WATCH a", vec![7]);
+            if forget == "DISCARD" {
+                reply(&mut c, "MULTI");
+            }
+            reply(&mut c, forget);
+            reply(&mut c, "MULTI");
+            assert_eq!(reply(&mut c, "EXEC"), Value::Array(vec![]), "{forget}");
+        }
+        // No versions (the node is stopping): an error, nothing watched.
+        let Step::Watch(keys) = run(&mut c, "WATCH a") else {
+            panic!()
+        };
+        assert_eq!(c.watched(keys, None), Value::Error(STOPPING.into()));
+        reply(&mut c, "MULTI");
+        assert_eq!(reply(&mut c, "EXEC"), Value::Array(vec![]));
+        let long = format!("WATCH {}", "k".repeat(KEY_SIZE_MAX + 1));
+        assert!(matches!(reply(&mut c, &long), Value::Error(e) if e.contains("key too large")));
     }
 
     /// Goal: INFO reports the replica's state by section; in RESP3 it is a verbatim string.
@@ -902,7 +1167,22 @@ mod tests {
             reply(&mut c, "TIME"),
             Value::Array(vec![Value::text("1700000000"), Value::text("123456")])
         );
-        assert_eq!(reply(&mut c, "DBSIZE"), Value::Integer(5));
+        // TIME never answers before the cluster time the replica has applied.
+        let args: Vec<Vec<u8>> = vec![b"TIME".to_vec()];
+        let Step::Local(command) = c.step(parse(&args)) else {
+            panic!()
+        };
+        let mut ahead = ctx(true);
+        if let Some(s) = ahead.status.as_mut() {
+            s.clock = 1_800_000_000_250;
+        }
+        assert_eq!(
+            c.local(command, &ahead),
+            Step::Reply(Value::Array(vec![
+                Value::text("1800000000"),
+                Value::text("250000")
+            ]))
+        );
         assert_eq!(
             reply(&mut c, "CONFIG GET save"),
             Value::Map(vec![(Value::text("save"), Value::text(""))])
@@ -930,49 +1210,23 @@ mod tests {
         ));
     }
 
-    /// Goal: shaped replies follow Redis; errors and session replies pass through shaped inside.
+    /// Goal: a session reply `[op, value]` is shaped inside; anything else passes whole.
     #[test]
-    fn shaped_replies() {
+    fn shaped_session_replies() {
         let v = || Value::text("hello");
-        assert_eq!(shape_reply(Shape::Exists, false, v()), Value::Integer(1));
-        assert_eq!(
-            shape_reply(Shape::Exists, false, Value::Null),
-            Value::Integer(0)
-        );
-        assert_eq!(shape_reply(Shape::Strlen, false, v()), Value::Integer(5));
-        assert_eq!(
-            shape_reply(Shape::Strlen, false, Value::Null),
-            Value::Integer(0)
-        );
-        assert_eq!(
-            shape_reply(Shape::Type, false, v()),
-            Value::Simple("string".into())
-        );
-        assert_eq!(
-            shape_reply(Shape::Type, false, Value::Null),
-            Value::Simple("none".into())
-        );
-        assert_eq!(
-            shape_reply(Shape::SetNx, false, Value::Integer(1)),
-            Value::ok()
-        );
-        assert_eq!(
-            shape_reply(Shape::SetNx, false, Value::Integer(0)),
-            Value::Null
-        );
+        assert_eq!(shape_reply(&Shape::Exists, false, v()), Value::Integer(1));
         let redirect = Value::Error("REDIRECT 1 127.0.0.1:6382".into());
         assert_eq!(
-            shape_reply(Shape::Exists, false, redirect.clone()),
-            redirect
-        );
-        assert_eq!(
             shape_reply(
-                Shape::Strlen,
+                &Shape::Strlen,
                 true,
                 Value::Array(vec![Value::Integer(4), v()])
             ),
             Value::Array(vec![Value::Integer(4), Value::Integer(5)])
         );
-        assert_eq!(shape_reply(Shape::Strlen, true, redirect.clone()), redirect);
+        assert_eq!(
+            shape_reply(&Shape::Strlen, true, redirect.clone()),
+            redirect
+        );
     }
 }

@@ -165,6 +165,12 @@ enum Event {
     Status {
         reply: oneshot::Sender<NodeStatus>,
     },
+    /// `WATCH`: the keys' versions in the replica's applied state (`kv::KvState::version`):
+    /// read, no step.
+    Versions {
+        keys: Vec<Vec<u8>>,
+        reply: oneshot::Sender<Vec<u64>>,
+    },
 }
 
 /// What recovery found, in the core's terms.
@@ -484,6 +490,11 @@ impl Driver {
                 let _ = reply.send(self.status(replica));
                 Vec::new()
             }
+            Event::Versions { keys, reply } => {
+                let kv = replica.kv();
+                let _ = reply.send(keys.iter().map(|k| kv.version(k)).collect());
+                Vec::new()
+            }
         }
     }
 
@@ -506,6 +517,7 @@ impl Driver {
             commit_max: replica.commit_max(),
             checkpoint_op: replica.checkpoint_op(),
             keys: replica.kv().len(),
+            clock: replica.kv().clock(),
             client_addresses: self.client_addresses.clone(),
         }
     }
