@@ -399,12 +399,22 @@ async fn client_connection(
             match kv::admit(&request, body_max) {
                 Ok(body) => {
                     let reply = reply_bound(&request);
-                    if !batch.fits(body.len(), reply, body_max)
-                        && !batch
+                    if !batch.fits(body.len(), reply, body_max) {
+                        if !batch
                             .run(&mut session, &inbox, body_max, state.protocol(), &mut out)
                             .await
-                    {
-                        return;
+                        {
+                            return;
+                        }
+                        // A long pipeline's replies leave as its batches complete.
+                        if out.len() >= OUT_FLUSH_BYTES {
+                            if stream.write_all(&out).await.is_err()
+                                || stream.flush().await.is_err()
+                            {
+                                return;
+                            }
+                            out.clear();
+                        }
                     }
                     batch.push(request, shape, body, reply);
                 }
