@@ -493,7 +493,10 @@ pub fn plan_client(swarm: &Swarm, client: u64) -> Vec<PlannedOp> {
             let think_us = rng.gen_range(0..2000);
             let mut key = key;
             let mut more_keys = Vec::new();
+            // Only with the enhanced workloads (`--no-enhanced-workloads`: writes and reads).
+            let enhanced = swarm.mix.rmw + swarm.mix.scan > 0;
             match commands.gen_range(0..100) {
+                _ if !enhanced => {}
                 0..8 => {
                     (input, more_keys) = pick_txn(&mut commands, swarm, client, n, key);
                 }

@@ -200,6 +200,24 @@ fn expiry_is_checked_with_ticks() {
         check(&h, &CheckOptions::default()),
         Verdict::NotLinearizable(_)
     ));
+    // Ticks carry no op number and are no client's writes: a history with a scan is
+    // still checked in op-number order.
+    let with_scan = vec![
+        op(set_at("k", "v", 100), KvOutput::Ok, 0, 10, 1),
+        tick("k", 100),
+        op(
+            KvInput::Scan {
+                start: s("a"),
+                end: s("z"),
+                limit: 10,
+            },
+            KvOutput::Entries(vec![]),
+            200,
+            210,
+            2,
+        ),
+    ];
+    assert_eq!(check(&with_scan, &CheckOptions::default()), Verdict::Linearizable);
     // An expiry already past when the write is ordered: gone at once.
     let late = vec![
         tick("j", 5),
