@@ -6,7 +6,7 @@
 #   PIPELINE=16 REQUESTS=200000 scripts/bench-cluster.sh
 #                                        # one pipelined run instead: redis-benchmark -P 16
 #                                        # -t $TESTS (default set) -n $REQUESTS -q, its defaults
-#                                        # otherwise (50 clients, 3-byte values)
+#                                        # otherwise (3-byte values; CLIENTS=n for -c n, default 50)
 #
 # KMB_BIN=path uses that kmb-node binary instead of building target/release/kmb-node (to compare
 # two builds); PORT_BASE=n moves the ports (peers n+1..n+3, clients n+101..n+103).
@@ -60,7 +60,7 @@ done
 [ -n "$port" ] || { echo "error: no primary answered" >&2; exit 1; }
 if [ -n "${PIPELINE:-}" ]; then
   # -q prints progress lines ending in \r, then the result line.
-  redis-benchmark -p "$port" -P "$PIPELINE" -t "${TESTS:-set}" -n "$requests" -q 2>&1 |
+  redis-benchmark -p "$port" -P "$PIPELINE" -c "${CLIENTS:-50}" -t "${TESTS:-set}" -n "$requests" -q 2>&1 |
     tr '\r' '\n' | grep 'requests per second'
   exit 0
 fi
