@@ -94,6 +94,8 @@ pub struct NodeStatus {
     pub checkpoint_op: u64,
     /// Keys in the replica's applied state (committed ops applied so far).
     pub keys: usize,
+    /// How many of them have an expiry (`INFO keyspace`'s `expires`).
+    pub expires: usize,
     /// The applied state's clock: the largest cluster timestamp applied (milliseconds since
     /// the Unix epoch; `kv::KvState::clock`).
     pub clock: u64,
@@ -646,7 +648,10 @@ impl Connection {
             if wanted("keyspace") {
                 let mut lines = Vec::new();
                 if s.keys > 0 {
-                    lines.push(format!("db0:keys={},expires=0,avg_ttl=0", s.keys));
+                    lines.push(format!(
+                        "db0:keys={},expires={},avg_ttl=0",
+                        s.keys, s.expires
+                    ));
                 }
                 section("Keyspace", lines);
             }
@@ -744,6 +749,7 @@ mod tests {
             commit_max: 11,
             checkpoint_op: 8,
             keys: 5,
+            expires: 2,
             clock: 1_600_000_000_000,
             client_addresses: (0..3)
                 .map(|i| SocketAddr::from(([127, 0, 0, 1], 6381 + i)))
@@ -1126,7 +1132,7 @@ mod tests {
             "kmb_commit:11\r\n",
             "kmb_op:12\r\n",
             "# Persistence\r\n",
-            "# Keyspace\r\ndb0:keys=5,expires=0,avg_ttl=0\r\n",
+            "# Keyspace\r\ndb0:keys=5,expires=2,avg_ttl=0\r\n",
         ] {
             assert!(all.contains(line), "{line:?} in {all}");
         }

@@ -48,6 +48,11 @@ pub const KEYS_MAX: usize = 4096;
 /// request, so replies are bounded).
 pub const REPLY_BYTES_MAX: usize = 1 << 20;
 
+/// Most bytes the replies of one transaction or batch may take: a command whose reply could
+/// go beyond what is left is not executed and answers an error (the client table keeps each
+/// reply, at most 4 MiB encoded: `core::snapshot`).
+pub const MULTI_REPLY_BYTES_MAX: usize = 2 << 20;
+
 const SNAPSHOT_MAGIC: [u8; 4] = *b"KMBK";
 const SNAPSHOT_VERSION: u16 = 2;
 
@@ -1310,13 +1315,11 @@ impl KvState {
                 let count = (*count).clamp(1, SCAN_LIMIT_MAX) as usize;
                 let mut keys = Vec::new();
                 let mut next = 0;
-                let mut visited = 0;
-                for (h, k) in self.hashed.range((*cursor, Vec::new())..) {
+                for (visited, (h, k)) in self.hashed.range((*cursor, Vec::new())..).enumerate() {
                     if visited == count {
                         next = *h;
                         break;
                     }
-                    visited += 1;
                     if pattern
                         .as_ref()
                         .is_none_or(|p| crate::glob::glob_match(p, k, false))
@@ -1333,27 +1336,82 @@ impl KvState {
                     crate::mark!("transaction_aborted_by_watch");
                     return Reply::Aborted;
                 }
-                // Mutation `multi-partial` (simulator): a transaction stops at its first
-                // error reply, keeping what ran before it (not all-or-nothing as documented:
-                // Redis runs every queued command; an error reply is that command's only).
-                let partial = planted(Planted::MultiPartial);
+                let mut budget = MULTI_REPLY_BYTES_MAX;
+                self.execute_all(commands, op, &mut budget)
+            }
+            Request::Batch { commands } => {
+                let mut budget = MULTI_REPLY_BYTES_MAX;
                 let mut replies = Vec::with_capacity(commands.len());
-                for (i, c) in commands.iter().enumerate() {
-                    let reply = self.execute(c, op);
-                    let stop = partial && matches!(reply, Reply::Error(_));
-                    replies.push(reply);
-                    if stop {
-                        if i + 1 < commands.len() {
-                            bitten(Planted::MultiPartial);
+                for c in commands {
+                    replies.push(match c {
+                        Request::Multi { watches, commands }
+                            if watches.iter().all(|(k, v)| self.version(k) == *v) =>
+                        {
+                            self.execute_all(commands, op, &mut budget)
                         }
-                        break;
-                    }
+                        other => self.execute_bounded(other, op, &mut budget),
+                    });
                 }
                 Reply::Array(replies)
             }
-            Request::Batch { commands } => {
-                Reply::Array(commands.iter().map(|c| self.execute(c, op)).collect())
+        }
+    }
+
+    /// The commands of a transaction in order, within the reply `budget`.
+    fn execute_all(&mut self, commands: &[Request], op: u64, budget: &mut usize) -> Reply {
+        // Mutation `multi-partial` (simulator): a transaction stops at its first error
+        // reply, keeping what ran before it (not all-or-nothing as documented: Redis runs
+        // every queued command; an error reply is that command's only).
+        let partial = planted(Planted::MultiPartial);
+        let mut replies = Vec::with_capacity(commands.len());
+        for (i, c) in commands.iter().enumerate() {
+            let reply = self.execute_bounded(c, op, budget);
+            let stop = partial && matches!(reply, Reply::Error(_));
+            replies.push(reply);
+            if stop {
+                if i + 1 < commands.len() {
+                    bitten(Planted::MultiPartial);
+                }
+                break;
             }
+        }
+        Reply::Array(replies)
+    }
+
+    /// One command of a transaction or batch: executed only if the largest reply it could
+    /// give fits what is left of `budget` (every reply stays in the client table until the
+    /// client's next request, and a checkpoint holds it: replies are bounded); otherwise it
+    /// changes nothing and answers an error saying so.
+    fn execute_bounded(&mut self, c: &Request, op: u64, budget: &mut usize) -> Reply {
+        let bound = self.reply_bound(c);
+        if bound > *budget {
+            return Reply::Error(format!(
+                "not executed: the replies of this transaction or pipeline would exceed {MULTI_REPLY_BYTES_MAX} bytes"
+            ));
+        }
+        let reply = self.execute(c, op);
+        *budget = budget.saturating_sub(reply.encode().len());
+        reply
+    }
+
+    /// An upper bound on the encoded size of `c`'s reply in the current state.
+    fn reply_bound(&self, c: &Request) -> usize {
+        const SMALL: usize = ERROR_SIZE_MAX + 16;
+        let value = |k: &Vec<u8>| self.get(k).map_or(0, <[u8]>::len) + SMALL;
+        match c {
+            Request::Get { key }
+            | Request::GetDel { key }
+            | Request::SetWith { key, get: true, .. } => value(key),
+            Request::MGet { keys } => keys.iter().map(value).sum(),
+            Request::Scan { .. } => SCAN_BYTES_MAX + KEY_SIZE_MAX + VALUE_SIZE_MAX + SMALL,
+            Request::Keys { .. } => REPLY_BYTES_MAX + KEY_SIZE_MAX + SMALL,
+            Request::ScanCursor { count, .. } => {
+                (*count).clamp(1, SCAN_LIMIT_MAX) as usize * (KEY_SIZE_MAX + 8) + SMALL
+            }
+            Request::Multi { commands, .. } | Request::Batch { commands } => {
+                commands.iter().map(|c| self.reply_bound(c)).sum()
+            }
+            _ => SMALL,
         }
     }
 
@@ -2446,5 +2504,48 @@ mod tests {
         assert_eq!(restored.version(b"zz"), 10);
         assert_eq!(restored.clock(), 1_000);
         assert_eq!(restored.expires_at(b"a"), Some(1_500));
+    }
+
+    /// Goal: a transaction's replies stay bounded: a read whose reply would overflow the
+    /// budget is not executed and says so, and the client table can hold the result.
+    #[test]
+    fn transaction_replies_are_bounded() {
+        let mut s = KvState::new();
+        let big = vec![b'x'; VALUE_SIZE_MAX];
+        for i in 0..40 {
+            s.apply(
+                &Request::Set {
+                    key: k(&format!("b{i}")),
+                    value: big.clone(),
+                },
+                at(1, 0),
+            );
+        }
+        let gets: Vec<Request> = (0..40)
+            .map(|i| Request::GetDel {
+                key: k(&format!("b{i}")),
+            })
+            .collect();
+        let Reply::Array(replies) = s.apply(
+            &Request::Multi {
+                watches: vec![],
+                commands: gets,
+            },
+            at(2, 0),
+        ) else {
+            panic!()
+        };
+        let refused = replies
+            .iter()
+            .filter(|r| matches!(r, Reply::Error(_)))
+            .count();
+        assert!(refused > 0 && refused < 40, "{refused}");
+        // A refused GETDEL deleted nothing.
+        assert_eq!(s.len(), refused);
+        let encoded = Reply::Array(replies).encode().len();
+        assert!(
+            encoded <= MULTI_REPLY_BYTES_MAX + 40 * (ERROR_SIZE_MAX + 16),
+            "{encoded}"
+        );
     }
 }

@@ -202,7 +202,7 @@ fn sample_state() -> (KvState, ClientTable) {
             },
             _ => unreachable!(),
         };
-        kv.apply(&request);
+        kv.apply(&request, kmb_node::kv::ApplyContext::default());
     }
     let mut clients = ClientTable::new();
     clients.insert(

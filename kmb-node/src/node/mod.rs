@@ -517,6 +517,7 @@ impl Driver {
             commit_max: replica.commit_max(),
             checkpoint_op: replica.checkpoint_op(),
             keys: replica.kv().len(),
+            expires: replica.kv().expiring(),
             clock: replica.kv().clock(),
             client_addresses: self.client_addresses.clone(),
         }

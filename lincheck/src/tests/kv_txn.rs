@@ -217,7 +217,10 @@ fn expiry_is_checked_with_ticks() {
             2,
         ),
     ];
-    assert_eq!(check(&with_scan, &CheckOptions::default()), Verdict::Linearizable);
+    assert_eq!(
+        check(&with_scan, &CheckOptions::default()),
+        Verdict::Linearizable
+    );
     // An expiry already past when the write is ordered: gone at once.
     let late = vec![
         tick("j", 5),
