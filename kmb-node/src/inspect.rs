@@ -403,9 +403,12 @@ pub fn snapshot() -> Registry {
     REGISTRY.with(|r| r.borrow().clone())
 }
 
-/// Record a checkpoint's bytes (by hash).
+/// Record a checkpoint by the state hash of the state it holds (`core::snapshot::state_hash`,
+/// what replicas publish at each commit); a snapshot that does not decode is recorded by the
+/// hash of its bytes, which matches no state.
 pub fn checkpoint(replica: u8, op: u64, snapshot: &[u8]) {
-    let hash = xxhash_rust::xxh3::xxh3_128(snapshot);
+    let hash = crate::core::snapshot::state_hash_of(snapshot)
+        .unwrap_or_else(|_| xxhash_rust::xxh3::xxh3_128(snapshot));
     REGISTRY.with(|r| {
         r.borrow_mut()
             .checkpoints

@@ -935,6 +935,22 @@ pub struct KvState {
     clock: u64,
     /// The last op that removed a key (delete, expiry, flush): absent keys' version.
     removed: u64,
+    /// The wrapping sum of every key's [`item_hash`]: kept up to date by every insert and
+    /// removal, so [`KvState::digest`] costs nothing per op whatever the state's size (the
+    /// simulator publishes a state hash at every commit; hashing the whole snapshot each time
+    /// cost time in proportion to the state).
+    items_digest: u128,
+}
+
+/// One key's contribution to [`KvState::digest`].
+fn item_hash(key: &[u8], item: &Item) -> u128 {
+    let mut b = Vec::with_capacity(key.len() + item.value.len() + 24);
+    b.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    b.extend_from_slice(key);
+    b.extend_from_slice(&item.value);
+    b.extend_from_slice(&item.expires_at.unwrap_or(0).to_le_bytes());
+    b.extend_from_slice(&item.modified.to_le_bytes());
+    xxh3_128(&b)
 }
 
 /// The hash that orders `SCAN`: never 0 (cursor 0 means "start" and "done").
@@ -987,14 +1003,16 @@ impl KvState {
     }
 
     fn insert(&mut self, key: &[u8], value: Vec<u8>, expires_at: Option<u64>, op: u64) {
-        let old = self.map.insert(
-            key.to_vec(),
-            Item {
-                value,
-                expires_at,
-                modified: op,
-            },
-        );
+        let item = Item {
+            value,
+            expires_at,
+            modified: op,
+        };
+        self.items_digest = self.items_digest.wrapping_add(item_hash(key, &item));
+        let old = self.map.insert(key.to_vec(), item);
+        if let Some(old) = &old {
+            self.items_digest = self.items_digest.wrapping_sub(item_hash(key, old));
+        }
         match old {
             Some(old) => {
                 if old.expires_at != expires_at {
@@ -1017,6 +1035,7 @@ impl KvState {
 
     fn remove(&mut self, key: &[u8], op: u64) -> Option<Vec<u8>> {
         let item = self.map.remove(key)?;
+        self.items_digest = self.items_digest.wrapping_sub(item_hash(key, &item));
         self.hashed.remove(&(scan_hash(key), key.to_vec()));
         if let Some(t) = item.expires_at {
             self.expiring.remove(&(t, key.to_vec()));
@@ -1287,6 +1306,7 @@ impl KvState {
                     self.map.clear();
                     self.expiring.clear();
                     self.hashed.clear();
+                    self.items_digest = 0;
                     self.removed = op;
                 }
                 Reply::Ok
@@ -1474,8 +1494,35 @@ impl KvState {
     }
 
     /// xxh3-128 of the canonical snapshot encoding: equal states hash equal on every replica.
+    /// Costs time in proportion to the state; [`KvState::digest`] does not.
     pub fn state_hash(&self) -> u128 {
         xxh3_128(&self.encode_snapshot())
+    }
+
+    /// A digest of the whole state (every key's value, expiry and version, the clock, the
+    /// last removal), maintained incrementally: equal states have equal digests on every
+    /// replica, and a state differing in any key differs in its digest but for a 2^-128
+    /// accident (a sum of independent 128-bit hashes).
+    pub fn digest(&self) -> u128 {
+        self.digest_of(self.items_digest)
+    }
+
+    fn digest_of(&self, items: u128) -> u128 {
+        let mut b = [0u8; 40];
+        b[..16].copy_from_slice(&items.to_le_bytes());
+        b[16..24].copy_from_slice(&self.clock.to_le_bytes());
+        b[24..32].copy_from_slice(&self.removed.to_le_bytes());
+        b[32..40].copy_from_slice(&(self.map.len() as u64).to_le_bytes());
+        xxh3_128(&b)
+    }
+
+    /// [`KvState::digest`] computed from scratch (checks the incremental one).
+    pub fn digest_recomputed(&self) -> u128 {
+        let items = self
+            .map
+            .iter()
+            .fold(0u128, |sum, (k, item)| sum.wrapping_add(item_hash(k, item)));
+        self.digest_of(items)
     }
 }
 
@@ -2547,5 +2594,50 @@ mod tests {
             encoded <= MULTI_REPLY_BYTES_MAX + 40 * (ERROR_SIZE_MAX + 16),
             "{encoded}"
         );
+    }
+
+    /// Goal: the incremental digest equals the recomputed one after every kind of change,
+    /// equal states have equal digests whatever the order of their making, and any change
+    /// moves it.
+    #[test]
+    fn digest_is_incremental_and_canonical() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(15);
+        let mut s = KvState::new();
+        for op in 1..2_000u64 {
+            let key = k(&format!("k{}", rng.gen_range(0..20)));
+            let request = match rng.gen_range(0..7) {
+                0 => Request::Del { key },
+                1 => Request::Flush,
+                2 => set_with(
+                    "x",
+                    "1",
+                    SetCondition::Always,
+                    SetExpiry::In(rng.gen_range(1..50)),
+                    false,
+                ),
+                3 => Request::Expire {
+                    key,
+                    when: ExpireWhen::In(rng.gen_range(-5..50)),
+                    condition: ExpireCondition::Always,
+                },
+                4 => Request::Append { key, value: k("z") },
+                _ => Request::Set {
+                    key,
+                    value: k(&op.to_string()),
+                },
+            };
+            let before = s.digest();
+            let snapshot = s.encode_snapshot();
+            s.apply(&request, at(op, op * 3));
+            assert_eq!(s.digest(), s.digest_recomputed(), "op {op}: {request:?}");
+            assert_eq!(
+                s.digest() == before,
+                s.encode_snapshot() == snapshot,
+                "op {op}: {request:?}"
+            );
+        }
+        let restored = KvState::decode_snapshot(&s.encode_snapshot()).unwrap();
+        assert_eq!(restored.digest(), s.digest());
     }
 }

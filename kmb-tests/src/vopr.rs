@@ -247,7 +247,8 @@ async fn examine_disks(cluster: &Cluster) -> BTreeMap<u8, Result<checkers::DiskI
                     CheckpointState::Empty => DiskCheckpoint::Empty,
                     CheckpointState::Loaded(blob) => DiskCheckpoint::Verified {
                         op: cp.op,
-                        hash: xxhash_rust::xxh3::xxh3_128(blob),
+                        hash: kmb_node::core::snapshot::state_hash_of(blob)
+                            .unwrap_or_else(|_| xxhash_rust::xxh3::xxh3_128(blob)),
                     },
                     CheckpointState::Faulty => DiskCheckpoint::Faulty { op: cp.op },
                 };

@@ -83,6 +83,12 @@ impl Replica {
         let Some(checksum) = self.checksum_at(self.commit_min) else {
             return;
         };
+        // The incremental digests behind every published state hash match a recomputation.
+        invariant!(
+            self.kv.digest() == self.kv.digest_recomputed() && self.clients.digest_is_consistent(),
+            "incremental state digest diverged from a recomputation at checkpoint {}",
+            self.commit_min
+        );
         let snapshot = snapshot::encode(&self.kv, &self.clients);
         #[cfg(madsim)]
         let snapshot = {

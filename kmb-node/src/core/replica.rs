@@ -18,8 +18,6 @@
 use crate::entry::View;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use xxhash_rust::xxh3::xxh3_128;
-
 use super::client::QueuedRequest;
 use super::log::Slot;
 use super::message::{Body, LogSummary, Message, Vote};
@@ -381,9 +379,9 @@ impl Replica {
         &self.clients
     }
 
-    /// xxh3-128 of the snapshot encoding (kv state + client table) at `commit()`.
+    /// The state hash at `commit()` ([`snapshot::state_hash`]: kv state and client table).
     pub fn state_hash(&self) -> u128 {
-        xxh3_128(&snapshot::encode(&self.kv, &self.clients))
+        snapshot::state_hash(&self.kv, &self.clients)
     }
 
     /// The (op, checksum) pairs applied since the last call.

@@ -78,7 +78,8 @@ pub struct Liveness {
 pub enum DiskCheckpoint {
     /// None yet (op 0).
     Empty,
-    /// The bytes at `op` read back and verified; xxh3-128 of them (the same hash as
+    /// The bytes at `op` read back and verified; the state hash of the state they hold
+    /// (`kmb_node::core::snapshot::state_hash_of`, the same hash as
     /// [`Observations::checkpoints`]).
     Verified { op: u64, hash: u128 },
     /// Referenced but unreadable or failing its checksum.
@@ -131,8 +132,8 @@ pub struct Observations {
     pub logs: BTreeMap<u8, BTreeMap<u64, (Checksum, Checksum)>>,
     /// Each start after recovery, in start order: (replica, commit, state hash).
     pub recoveries: Vec<(u8, u64, u128)>,
-    /// Per replica: checkpoint op → xxh3-128 of the checkpointed bytes (kv state + client
-    /// table, the same encoding the state hash covers).
+    /// Per replica: checkpoint op → the state hash of the checkpointed state (kv state + client
+    /// table).
     pub checkpoints: BTreeMap<u8, BTreeMap<u64, u128>>,
     /// Per replica: its published state at the end.
     pub final_states: BTreeMap<u8, FinalState>,

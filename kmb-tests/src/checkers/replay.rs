@@ -6,8 +6,9 @@
 //! equal one is a duplicate (not executed again, its cached reply stands), a greater one
 //! executes (a body that does not decode replies
 //! "malformed request") and replaces the client's table entry, evicting the least recently
-//! committed client when the table is full. The state hash is xxh3-128 of the checkpoint
-//! snapshot encoding (kv state + client table), as `Replica::state_hash` computes it.
+//! committed client when the table is full. The state hash is `snapshot::state_hash` (kv
+//! state + client table, as the checkpoint snapshot holds them), as `Replica::state_hash`
+//! computes it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,7 +16,6 @@ use kmb_node::core::snapshot;
 use kmb_node::core::{ClientEntry, ClientTable};
 use kmb_node::entry::Operation;
 use kmb_node::kv::{self, KvState};
-use xxhash_rust::xxh3::xxh3_128;
 
 use super::Observations;
 
@@ -53,9 +53,9 @@ pub struct Replay {
     pub executions: BTreeMap<u64, Execution>,
 }
 
-/// The model's state hash: xxh3-128 of the snapshot encoding.
+/// The model's state hash: the one replicas publish (`snapshot::state_hash`).
 pub fn state_hash(kv: &KvState, clients: &ClientTable) -> u128 {
-    xxh3_128(&snapshot::encode(kv, clients))
+    snapshot::state_hash(kv, clients)
 }
 
 /// A committed request entry, as the model needs it.
