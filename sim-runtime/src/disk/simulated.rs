@@ -5,10 +5,15 @@
 //! the pending writes into `durable`; a kill (madsim calls `World::reset_node`) decides for each
 //! pending write whether it is lost, kept or torn, then `current` becomes `durable`.
 //! Directory operations (create, remove, rename) are durable at once.
+//!
+//! The images are sparse ([`Image`]): a data file is up to 64 MiB in the production geometry
+//! but a seed writes little of it, and dense images made the simulator spend its time zeroing,
+//! copying and faulting in pages nobody reads.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use madsim::rand::Rng;
 use madsim::task::NodeId;
@@ -27,10 +32,138 @@ enum Pending {
     SetLen(u64),
 }
 
+/// Page size of an [`Image`] (the OS page size: any size would do).
+const PAGE: usize = 4096;
+
+/// A file's content as a sparse image: a logical length and the pages written so far; a page
+/// never written reads as zeros. Sparse because a seed writes a small part of a large data file
+/// (formatting only sets its length): a dense `Vec<u8>` cost zeroing the whole file on
+/// `set_len`, copying it whole between `current` and `durable` at a power loss and for
+/// `copy_durable`, and the page faults of all that. Pages are shared (`Arc`) between an image
+/// and its clones, and copied on the first write after: cloning an image copies no bytes.
+///
+/// Invariant: every byte of a page at or past `len` is zero, so growing the length (by
+/// `set_len` or a write past the end) exposes zeros, as a dense image's `resize` did.
+#[derive(Clone, Default)]
+struct Image {
+    len: u64,
+    pages: BTreeMap<u64, Arc<[u8; PAGE]>>,
+}
+
+/// The pieces of the byte range `[offset, offset + len)` that fall in one page each: (page
+/// index, offset in the page, offset in the range, length).
+fn pieces(offset: u64, len: usize) -> impl Iterator<Item = (u64, usize, usize, usize)> {
+    let mut done = 0;
+    std::iter::from_fn(move || {
+        if done >= len {
+            return None;
+        }
+        let at = offset + done as u64;
+        let in_page = (at % PAGE as u64) as usize;
+        let n = (PAGE - in_page).min(len - done);
+        let piece = (at / PAGE as u64, in_page, done, n);
+        done += n;
+        Some(piece)
+    })
+}
+
+impl Image {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Page `page`, writable: created zeroed if never written, copied if shared with a clone.
+    fn page_mut(&mut self, page: u64) -> &mut [u8; PAGE] {
+        Arc::make_mut(
+            self.pages
+                .entry(page)
+                .or_insert_with(|| Arc::new([0; PAGE])),
+        )
+    }
+
+    /// Truncate, or extend with zeros.
+    fn set_len(&mut self, len: u64) {
+        if len < self.len {
+            // Drop the pages wholly past the end and zero the tail of the last one (the
+            // invariant), so a later extension reads zeros there.
+            self.pages.split_off(&len.div_ceil(PAGE as u64));
+            let tail = (len % PAGE as u64) as usize;
+            if tail > 0 && self.pages.contains_key(&(len / PAGE as u64)) {
+                self.page_mut(len / PAGE as u64)[tail..].fill(0);
+            }
+        }
+        self.len = len;
+    }
+
+    /// Write `data` at `offset`, extending the image (with zeros before `offset`) if it ends
+    /// past the end — even an empty write, as a dense image's `resize` did.
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        for (page, at, from, n) in pieces(offset, data.len()) {
+            self.page_mut(page)[at..at + n].copy_from_slice(&data[from..from + n]);
+        }
+        self.len = self.len.max(offset + data.len() as u64);
+    }
+
+    fn apply(&mut self, pending: &Pending) {
+        match pending {
+            Pending::Write { offset, data, .. } => self.write(*offset, data),
+            Pending::SetLen(len) => self.set_len(*len),
+        }
+    }
+
+    /// Read `buf.len()` bytes at `offset`, which the caller checked lie within the image.
+    fn read(&self, offset: u64, buf: &mut [u8]) {
+        for (page, at, to, n) in pieces(offset, buf.len()) {
+            match self.pages.get(&page) {
+                Some(p) => buf[to..to + n].copy_from_slice(&p[at..at + n]),
+                None => buf[to..to + n].fill(0),
+            }
+        }
+    }
+
+    /// Whether the image holds exactly `data` at `offset` (false if it ends before).
+    fn holds(&self, offset: u64, data: &[u8]) -> bool {
+        offset + data.len() as u64 <= self.len
+            && pieces(offset, data.len()).all(|(page, at, from, n)| {
+                let want = &data[from..from + n];
+                match self.pages.get(&page) {
+                    Some(p) => &p[at..at + n] == want,
+                    None => want.iter().all(|&b| b == 0),
+                }
+            })
+    }
+
+    /// Flip the bits `bit` of byte `byte` (which lies within the image).
+    fn flip(&mut self, byte: u64, bit: u8) {
+        self.page_mut(byte / PAGE as u64)[(byte % PAGE as u64) as usize] ^= bit;
+    }
+
+    /// Copy `[lo, hi)` from `src` (both images at least `hi` long).
+    fn copy_from(&mut self, src: &Image, lo: u64, hi: u64) {
+        for (page, at, _, n) in pieces(lo, (hi - lo) as usize) {
+            match src.pages.get(&page) {
+                // A whole page: share it (or drop ours: both read as zeros).
+                Some(p) if n == PAGE => {
+                    self.pages.insert(page, Arc::clone(p));
+                }
+                None if n == PAGE => {
+                    self.pages.remove(&page);
+                }
+                Some(p) => self.page_mut(page)[at..at + n].copy_from_slice(&p[at..at + n]),
+                None => {
+                    if let Some(ours) = self.pages.get_mut(&page) {
+                        Arc::make_mut(ours)[at..at + n].fill(0);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct SimFile {
-    current: Vec<u8>,
-    durable: Vec<u8>,
+    current: Image,
+    durable: Image,
     pending: Vec<Pending>,
     /// Sectors (by index) with a latent error: reads fail until the sector is rewritten.
     bad_sectors: BTreeSet<u64>,
@@ -142,7 +275,7 @@ impl SimFile {
     }
 
     fn durable_apply(&mut self, pending: &Pending) {
-        apply_pending(&mut self.durable, pending);
+        self.durable.apply(pending);
         if let Pending::Write {
             offset,
             data,
@@ -213,24 +346,10 @@ pub(crate) struct NodeDisk {
 }
 
 impl NodeDisk {
+    /// Space used, for the disk-full knob: the files' lengths, holes included (as the dense
+    /// images counted it; a sparse image does not change what a seed sees).
     fn bytes_used(&self) -> u64 {
-        self.files.values().map(|f| f.current.len() as u64).sum()
-    }
-}
-
-fn apply(buf: &mut Vec<u8>, offset: u64, data: &[u8]) {
-    let start = offset as usize;
-    let end = start + data.len();
-    if buf.len() < end {
-        buf.resize(end, 0);
-    }
-    buf[start..end].copy_from_slice(data);
-}
-
-fn apply_pending(buf: &mut Vec<u8>, pending: &Pending) {
-    match pending {
-        Pending::Write { offset, data, .. } => apply(buf, *offset, data),
-        Pending::SetLen(len) => buf.resize(*len as usize, 0),
+        self.files.values().map(|f| f.current.len()).sum()
     }
 }
 
@@ -251,8 +370,7 @@ pub(crate) fn power_loss(state: &mut WorldState, node: NodeId) {
     for (inode, file) in disk.files.iter_mut() {
         let pending = std::mem::take(&mut file.pending);
         // Outside the pending writes' ranges `current` equals `durable` (unless a failed
-        // sync or a pending resize says otherwise): only those ranges are copied back below,
-        // not the whole image (64 MiB per replica in the production geometry).
+        // sync or a pending resize says otherwise): only those ranges are copied back below.
         let whole = file.diverged || pending.iter().any(|p| matches!(p, Pending::SetLen(_)));
         let ranges: Vec<(u64, u64)> = pending
             .iter()
@@ -268,7 +386,7 @@ pub(crate) fn power_loss(state: &mut WorldState, node: NodeId) {
                 misdirected,
             } = &pending
             else {
-                apply_pending(&mut file.durable, &pending);
+                file.durable.apply(&pending);
                 continue;
             };
             let draw: f64 = state.rng.gen();
@@ -291,12 +409,12 @@ pub(crate) fn power_loss(state: &mut WorldState, node: NodeId) {
                     let sector_end = ((start / SECTOR_SIZE + 1) * SECTOR_SIZE).min(end);
                     let slice = &data[(start - offset) as usize..(sector_end - offset) as usize];
                     if state.rng.gen_bool(0.5) {
-                        apply(&mut file.durable, start, slice);
+                        file.durable.write(start, slice);
                         file.durable_rewritten(start, sector_end - start, *misdirected);
                         file.rewritten(start, sector_end - start);
                         kept.push(start / SECTOR_SIZE);
                         torn.kept.insert(start, sector_end);
-                    } else if file.durable.get(start as usize..sector_end as usize) == Some(slice) {
+                    } else if file.durable.holds(start, slice) {
                         // Lost, but the sector already held these bytes (a rewrite of the same
                         // content, e.g. a repair): nothing old and new to mix.
                         torn.kept.insert(start, sector_end);
@@ -329,12 +447,11 @@ pub(crate) fn power_loss(state: &mut WorldState, node: NodeId) {
             file.current = file.durable.clone();
             file.diverged = false;
         } else {
-            file.current.resize(file.durable.len(), 0);
             let len = file.durable.len();
+            file.current.set_len(len);
             for (offset, n) in ranges {
-                let lo = (offset as usize).min(len);
-                let hi = ((offset + n) as usize).min(len);
-                file.current[lo..hi].copy_from_slice(&file.durable[lo..hi]);
+                let (lo, hi) = (offset.min(len), (offset + n).min(len));
+                file.current.copy_from(&file.durable, lo, hi);
             }
         }
     }
@@ -417,7 +534,7 @@ impl File {
         let path = self.path.display().to_string();
         self.with_file(|file, s| {
             let len = buf.len() as u64;
-            if offset + len > file.current.len() as u64 {
+            if offset + len > file.current.len() {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     format!("{path}: read of {len} bytes at {offset} past the end"),
@@ -444,12 +561,12 @@ impl File {
                 let byte = s.rng.gen_range(offset..offset + len) as usize;
                 let bit = 1u8 << s.rng.gen_range(0..8);
                 if file.admit_damage(&faults.redundant_copies, &[(byte as u64, byte as u64 + 1)]) {
-                    file.current[byte] ^= bit;
-                    if byte < file.durable.len() {
-                        file.durable[byte] ^= bit;
+                    file.current.flip(byte as u64, bit);
+                    if (byte as u64) < file.durable.len() {
+                        file.durable.flip(byte as u64, bit);
                     }
                     file.damaged.insert(byte as u64, byte as u64 + 1);
-                    if byte < file.durable.len() {
+                    if (byte as u64) < file.durable.len() {
                         file.damaged_durable.insert(byte as u64, byte as u64 + 1);
                     }
                     s.counters.bit_rots += 1;
@@ -470,8 +587,7 @@ impl File {
                     "{path}: latent sector error reading {len} bytes at {offset}"
                 )));
             }
-            let start = offset as usize;
-            buf.copy_from_slice(&file.current[start..start + buf.len()]);
+            file.current.read(offset, buf);
             Ok(())
         })
     }
@@ -485,7 +601,7 @@ impl File {
         self.with_file(|file, s| {
             let faults = s.disk_faults(node);
             let len = data.len() as u64;
-            let growth = (offset + len).saturating_sub(file.current.len() as u64);
+            let growth = (offset + len).saturating_sub(file.current.len());
             let over_capacity = faults.capacity_bytes.is_some_and(|cap| used + growth > cap);
             if over_capacity || s.chance(faults.disk_full_probability) {
                 s.counters.disk_full_errors += 1;
@@ -497,7 +613,7 @@ impl File {
             }
             let mut target = offset;
             if len > 0 && s.chance(faults.misdirect_probability) {
-                let extent = (file.current.len() as u64).max(offset + len);
+                let extent = file.current.len().max(offset + len);
                 let slots = extent.div_ceil(SECTOR_SIZE).max(2);
                 target = s.rng.gen_range(0..slots) * SECTOR_SIZE;
                 if target == offset {
@@ -518,7 +634,7 @@ impl File {
                     target = offset;
                 }
             }
-            apply(&mut file.current, target, data);
+            file.current.write(target, data);
             file.rewritten(target, len);
             if target != offset {
                 // The landing place holds bytes written for another: damaged (the meant place
@@ -604,7 +720,7 @@ impl File {
 
     /// The file's length in bytes.
     pub async fn len(&self) -> io::Result<u64> {
-        self.with_file(|file, _| Ok(file.current.len() as u64))
+        self.with_file(|file, _| Ok(file.current.len()))
     }
 
     /// Whether the file is empty.
@@ -622,7 +738,7 @@ impl File {
     /// Truncate or extend (with zeros) to `len` bytes (not durable until [`File::sync`]).
     pub async fn set_len(&self, len: u64) -> io::Result<()> {
         self.with_file(|file, _| {
-            file.current.resize(len as usize, 0);
+            file.current.set_len(len);
             file.pending.push(Pending::SetLen(len));
             Ok(())
         })
@@ -827,4 +943,109 @@ pub fn discard_disk(node: NodeId) {
     fault::with(|s| {
         s.disks.remove(&node);
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The dense image the sparse one replaced, as the reference: what every operation of
+    /// [`Image`] must do.
+    #[derive(Clone, Default)]
+    struct Dense(Vec<u8>);
+
+    impl Dense {
+        fn write(&mut self, offset: u64, data: &[u8]) {
+            let (start, end) = (offset as usize, offset as usize + data.len());
+            if self.0.len() < end {
+                self.0.resize(end, 0);
+            }
+            self.0[start..end].copy_from_slice(data);
+        }
+    }
+
+    /// A small deterministic generator (xorshift64*), enough to drive the comparison.
+    struct Gen(u64);
+
+    impl Gen {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
+        }
+    }
+
+    fn same(sparse: &Image, dense: &Dense) {
+        assert_eq!(sparse.len(), dense.0.len() as u64);
+        let mut buf = vec![0xaa; dense.0.len()];
+        sparse.read(0, &mut buf);
+        assert!(buf == dense.0, "contents differ");
+    }
+
+    /// Random writes, resizes, bit flips, range copies and clones across page boundaries:
+    /// the sparse image reads exactly as the dense one, byte for byte.
+    #[test]
+    fn sparse_image_reads_as_the_dense_one() {
+        let mut g = Gen(0x9e37_79b9_7f4a_7c15);
+        let span = 5 * PAGE as u64;
+        for _ in 0..200 {
+            let (mut a, mut da) = (Image::default(), Dense::default());
+            let (mut b, mut db) = (Image::default(), Dense::default());
+            for _ in 0..60 {
+                match g.below(7) {
+                    0 | 1 => {
+                        let offset = g.below(span);
+                        let len = g.below(2 * PAGE as u64 + 10) as usize;
+                        let data: Vec<u8> = (0..len).map(|_| g.below(256) as u8).collect();
+                        a.write(offset, &data);
+                        da.write(offset, &data);
+                    }
+                    2 => {
+                        let len = g.below(span + 100);
+                        a.set_len(len);
+                        da.0.resize(len as usize, 0);
+                    }
+                    3 if da.0.is_empty() => {}
+                    3 => {
+                        let byte = g.below(da.0.len() as u64);
+                        let bit = 1u8 << g.below(8);
+                        a.flip(byte, bit);
+                        da.0[byte as usize] ^= bit;
+                    }
+                    4 => {
+                        // As at a power loss: `b` takes `a`'s length, then ranges of `a`.
+                        let len = a.len();
+                        b.set_len(len);
+                        db.0.resize(len as usize, 0);
+                        for _ in 0..3 {
+                            let lo = g.below(len + 1);
+                            let hi = (lo + g.below(2 * PAGE as u64)).min(len);
+                            b.copy_from(&a, lo, hi);
+                            db.0[lo as usize..hi as usize]
+                                .copy_from_slice(&da.0[lo as usize..hi as usize]);
+                        }
+                    }
+                    5 => {
+                        (b, db) = (a.clone(), da.clone());
+                    }
+                    _ => {
+                        let offset = g.below(span);
+                        let len = g.below(PAGE as u64) as usize;
+                        let end = offset as usize + len;
+                        let data = match da.0.get(offset as usize..end) {
+                            Some(d) if g.below(2) == 0 => d.to_vec(),
+                            _ => (0..len).map(|_| g.below(2) as u8).collect(),
+                        };
+                        assert_eq!(
+                            a.holds(offset, &data),
+                            da.0.get(offset as usize..end) == Some(&data[..])
+                        );
+                    }
+                }
+                same(&a, &da);
+                same(&b, &db);
+            }
+        }
+    }
 }
