@@ -139,6 +139,8 @@ struct Net {
     /// (`core::session_floor`), so [`Net::request`] sends a test's request number `n` as
     /// `op + n`: tests keep writing 1, 2, 3 after a registration.
     bases: BTreeMap<u128, u64>,
+    /// Per replica: the wall clock (ms) its glue passes with client requests.
+    clocks: BTreeMap<u8, u64>,
 }
 
 impl Net {
@@ -162,6 +164,7 @@ impl Net {
             queue: VecDeque::new(),
             blocked: BTreeSet::new(),
             bases: BTreeMap::new(),
+            clocks: BTreeMap::new(),
             replies: Vec::new(),
             halts: Vec::new(),
             log: Vec::new(),
@@ -353,10 +356,11 @@ impl Net {
             }
             if let Some(p) = self.primary() {
                 if !self.blocked.contains(&p) {
+                    let now = self.clocks.get(&p).copied().unwrap_or(0);
                     self.input(
                         p,
                         Input::ClientRequest {
-                            now: 0,
+                            now,
                             client,
                             request,
                             body: body.clone(),

@@ -468,3 +468,70 @@ fn invariants_catch_a_checkpoint_above_the_commit() {
     replica.checkpoint.op = 5;
     replica.step(Input::Tick);
 }
+
+/// Goal: entries carry cluster time that never goes backwards: the primary stamps the
+/// largest of its clock and its predecessor's timestamp — a primary whose clock went back, or
+/// a new primary whose clock is behind the old one's, stamps the predecessor's time — and the
+/// state machine evaluates expiry against it (a key set to expire 1 s after the old primary's
+/// clock is still there under the new primary, whose clock is 9 s behind).
+#[test]
+fn entries_carry_cluster_time_that_never_goes_back() {
+    let mut net = Net::new(3, config);
+    net.clocks.insert(0, 10_000);
+    net.request(1, 1, Request::Register.encode());
+    let expiring = Request::SetWith {
+        key: b"lock".to_vec(),
+        value: b"me".to_vec(),
+        condition: crate::kv::SetCondition::Always,
+        expiry: crate::kv::SetExpiry::In(1_000),
+        get: false,
+    };
+    let (op, _) = net.request(1, 1, expiring.encode());
+    assert_eq!(net.replica(0).entry(op).unwrap().header.timestamp, 10_000);
+    net.clocks.insert(0, 4_000);
+    let (op, _) = net.request(1, 2, set("a", "1"));
+    assert_eq!(
+        net.replica(0).entry(op).unwrap().header.timestamp,
+        10_000,
+        "clock went back"
+    );
+    // The primary fails; the new one's clock is far behind.
+    net.crash(0);
+    net.blocked.insert(0);
+    for r in [1, 2] {
+        net.clocks.insert(r, 1_000);
+    }
+    let (op, reply) = net.request(
+        1,
+        3,
+        Request::Get {
+            key: b"lock".to_vec(),
+        }
+        .encode(),
+    );
+    let primary = net.primary().expect("a new primary");
+    assert_ne!(primary, 0);
+    assert_eq!(
+        net.replica(primary).entry(op).unwrap().header.timestamp,
+        10_000
+    );
+    assert_eq!(
+        reply,
+        Reply::Value(Some(b"me".to_vec())),
+        "not expired at 10 s"
+    );
+    net.clocks.insert(primary, 11_000);
+    let (op, reply) = net.request(
+        1,
+        4,
+        Request::Get {
+            key: b"lock".to_vec(),
+        }
+        .encode(),
+    );
+    assert_eq!(
+        net.replica(primary).entry(op).unwrap().header.timestamp,
+        11_000
+    );
+    assert_eq!(reply, Reply::Value(None), "expired at 11 s");
+}
