@@ -272,7 +272,8 @@ pub fn output_of(input: &KvInput, value: &Value) -> Option<KvOutput> {
     })
 }
 
-async fn execute(
+/// Send `input` through the client library (one exactly-once request).
+pub async fn execute(
     client: &mut Client,
     input: &KvInput,
 ) -> Result<kmb_node::client::Reply, ClientError> {

@@ -17,8 +17,11 @@ const OK_OPS_DRAWN_MAX: usize = 30_000;
 fn kind(input: &KvInput) -> OpKind {
     match input {
         KvInput::Get { .. } => OpKind::Read,
-        KvInput::Set { .. } | KvInput::Del { .. } => OpKind::Write,
-        KvInput::IncrBy { .. } | KvInput::Cas { .. } => OpKind::Rmw,
+        KvInput::Set { .. } | KvInput::Del { .. } | KvInput::SetAt { .. } => OpKind::Write,
+        KvInput::IncrBy { .. }
+        | KvInput::Cas { .. }
+        | KvInput::Txn { .. }
+        | KvInput::Tick { .. } => OpKind::Rmw,
         KvInput::Scan { .. } => OpKind::Scan,
     }
 }
@@ -26,7 +29,7 @@ fn kind(input: &KvInput) -> OpKind {
 fn key(input: &KvInput) -> String {
     match input {
         KvInput::Scan { start, end, .. } => format!("{start}..{end}"),
-        other => other.key().unwrap_or_default().to_string(),
+        other => other.keys().join(","),
     }
 }
 

@@ -90,26 +90,7 @@ pub async fn execute(
     input: KvInput,
 ) -> Op {
     let call = shared.micros();
-    let result = match &input {
-        KvInput::Get { key } => client.get(key.as_bytes()).await,
-        KvInput::Set { key, value } => client.set(key.as_bytes(), value.as_bytes()).await,
-        KvInput::Del { key } => client.del(key.as_bytes()).await,
-        KvInput::IncrBy { key, delta } => client.incrby(key.as_bytes(), *delta).await,
-        KvInput::Cas { key, expected, new } => {
-            client
-                .cas(
-                    key.as_bytes(),
-                    expected.as_deref().map(str::as_bytes),
-                    new.as_bytes(),
-                )
-                .await
-        }
-        KvInput::Scan { start, end, limit } => {
-            client
-                .range(start.as_bytes(), end.as_bytes(), *limit as u32)
-                .await
-        }
-    };
+    let result = kmb_tests::workload::execute(client, &input).await;
     let ret = shared.micros();
     let outcome = match result {
         Ok(reply) => match output_of(&input, &reply.value) {
