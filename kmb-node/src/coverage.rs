@@ -78,6 +78,10 @@ pub const MARKS: &[(&str, &str)] = &[
         "a primary that heard from no quorum for a view-change timeout stepped down",
     ),
     (
+        "timestamp_kept_from_predecessor",
+        "a primary whose clock was behind its log's last timestamp stamped that timestamp (cluster time never goes back)",
+    ),
+    (
         "key_expired",
         "a key's expiry time passed and the op that reached it removed the key",
     ),

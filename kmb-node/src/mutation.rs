@@ -71,11 +71,14 @@ pub enum Mutation {
     /// A transaction stops at its first error reply, keeping what ran before it: not
     /// all-or-nothing (transaction atomicity).
     MultiPartial,
+    /// A primary stamps entries with its own clock only, not the largest of it and the
+    /// previous entry's timestamp: with skewed clocks, cluster time goes back at a failover.
+    TimestampGoesBack,
 }
 
 impl Mutation {
     /// Every mutation, in a fixed order.
-    pub const ALL: [Mutation; 18] = [
+    pub const ALL: [Mutation; 19] = [
         Mutation::CommitBeforeQuorum,
         Mutation::PrepareOkBeforeSync,
         Mutation::ViewNotSyncedBeforeDvc,
@@ -94,6 +97,7 @@ impl Mutation {
         Mutation::DvcQuorumOneShort,
         Mutation::SetKeepsTtl,
         Mutation::MultiPartial,
+        Mutation::TimestampGoesBack,
     ];
 
     /// The command-line name.
@@ -117,6 +121,7 @@ impl Mutation {
             Mutation::DvcQuorumOneShort => "dvc-quorum-one-short",
             Mutation::SetKeepsTtl => "set-keeps-ttl",
             Mutation::MultiPartial => "multi-partial",
+            Mutation::TimestampGoesBack => "timestamp-goes-back",
         }
     }
 
@@ -174,6 +179,9 @@ impl Mutation {
             Mutation::SetKeepsTtl => "a plain SET keeps the key's old expiry instead of clearing it",
             Mutation::MultiPartial => {
                 "a transaction stops at its first error reply, keeping what ran before it (not all-or-nothing)"
+            }
+            Mutation::TimestampGoesBack => {
+                "a primary stamps entries with its own clock only (cluster time goes back when a new primary's clock is behind)"
             }
         }
     }

@@ -104,6 +104,9 @@ impl Cluster {
                 .ip(replica_ip(i))
                 .init(move || replica_main(config.clone(), identity, geometry))
                 .build();
+            // Before the node first runs: its clock is skewed from its first reading.
+            let skew = swarm.clock_skew_ms.get(i).copied().unwrap_or(0);
+            sim_runtime::fault::set_clock_offset(handle.id(), skew);
             replicas.push(handle.id());
         }
         Cluster {

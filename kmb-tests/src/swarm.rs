@@ -123,6 +123,11 @@ pub struct Swarm {
     pub aimed: f64,
     /// `SwarmOptions::late_sessions`.
     pub late_sessions: bool,
+    /// Per replica: how far its wall clock is from the simulation's, in milliseconds
+    /// (`sim_runtime::fault::set_clock_offset`): clock skew between the machines, so primaries
+    /// stamp entries from clocks that disagree (empty: no skew). In 40% of the seeds with
+    /// faults, each replica −2 s..+2 s.
+    pub clock_skew_ms: Vec<i64>,
 }
 
 impl Swarm {
@@ -353,6 +358,14 @@ impl Swarm {
         };
         // Drawn after everything else, for the same reason.
         links.tcp_partitions = faults && more.gen_bool(0.5);
+        // And after that, clock skew.
+        let clock_skew_ms = if faults && !options.classic && more.gen_bool(0.4) {
+            (0..replica_count)
+                .map(|_| more.gen_range(-2_000..=2_000))
+                .collect()
+        } else {
+            Vec::new()
+        };
         if options.classic {
             (net.tail, net.replay) = (0.0, 0.0);
         }
@@ -396,6 +409,7 @@ impl Swarm {
             links,
             classic: options.classic,
             late_sessions: options.late_sessions,
+            clock_skew_ms,
         }
     }
 

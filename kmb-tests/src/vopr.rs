@@ -538,6 +538,10 @@ async fn simulate(
     }
     let mut observations = observations(&swarm, &registry, history.clone(), liveness);
     observations.clock_origin_us = clock_origin_us;
+    observations.clock_skew_ms = (
+        swarm.clock_skew_ms.iter().copied().min().unwrap_or(0),
+        swarm.clock_skew_ms.iter().copied().max().unwrap_or(0),
+    );
     observations.disks = disks;
     observations.disk_oracle = sim_runtime::disk::oracle_violations();
     observations.corruptible = scheduler

@@ -57,7 +57,7 @@ fn caught(mutation: Mutation, seed: u64, budget: u64) -> String {
 
 #[test]
 fn mutation_names_round_trip() {
-    assert_eq!(Mutation::ALL.len(), 18);
+    assert_eq!(Mutation::ALL.len(), 19);
     for m in Mutation::ALL {
         assert_eq!(Mutation::from_name(m.name()), Some(m));
     }
@@ -196,3 +196,12 @@ fn mutation_set_keeps_ttl_is_caught() {
 fn mutation_multi_partial_is_caught() {
     assert!(!caught(Mutation::MultiPartial, 0, 1).is_empty());
 }
+
+/// Cluster time (issue 14): a primary stamping its own clock only. Harmless without clock
+/// skew; with the skew dimension a new primary behind the old one stamps an earlier time, and
+/// `commit_history` rule 4 (cluster time never goes back) catches it.
+#[test]
+fn mutation_timestamp_goes_back_is_caught() {
+    assert!(!caught(Mutation::TimestampGoesBack, 5, 1).is_empty());
+}
+

@@ -228,6 +228,8 @@ pub(crate) struct WorldState {
     pub(crate) abandoned: BTreeSet<(SocketAddr, SocketAddr)>,
     /// Each node's IP address, as its listeners and connections show it (madsim does not say).
     pub(crate) node_ips: BTreeMap<NodeId, IpAddr>,
+    /// Per node: how far its wall clock is from the simulation's (ms; `time::now_wall`).
+    pub(crate) clock_offsets: BTreeMap<NodeId, i64>,
     /// Per unordered link: how many times it was reset (`crate::net` streams compare).
     pub(crate) link_epochs: BTreeMap<(IpAddr, IpAddr), u64>,
     /// Per directed link: bytes are held until this instant.
@@ -314,6 +316,7 @@ impl Simulator for World {
                 resumes: BTreeMap::new(),
                 abandoned: BTreeSet::new(),
                 node_ips: BTreeMap::new(),
+                clock_offsets: BTreeMap::new(),
                 link_epochs: BTreeMap::new(),
                 stalls: BTreeMap::new(),
                 fragments: BTreeMap::new(),
@@ -352,6 +355,20 @@ pub(crate) fn with<T>(f: impl FnOnce(&mut WorldState) -> T) -> T {
     let world = world();
     let mut state = world.lock();
     f(&mut state)
+}
+
+/// Set how far `node`'s wall clock (`time::now_wall`) is from the simulation's, in
+/// milliseconds (negative: behind): clock skew between machines. Monotonic time is shared.
+pub fn set_clock_offset(node: NodeId, offset_ms: i64) {
+    with(|s| {
+        s.clock_offsets.insert(node, offset_ms);
+    })
+}
+
+/// The current node's clock offset (milliseconds).
+pub fn clock_offset_ms() -> i64 {
+    let node = madsim::plugin::node();
+    with(|s| s.clock_offsets.get(&node).copied().unwrap_or(0))
 }
 
 /// Set the disk fault knobs of `node`.

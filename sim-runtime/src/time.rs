@@ -44,8 +44,21 @@ impl Sub<Instant> for Instant {
     }
 }
 
-/// Wall-clock time (simulated under madsim, which intercepts the system clock).
+/// Wall-clock time (simulated under madsim, which intercepts the system clock; each simulated
+/// node's clock may be off by `fault::set_clock_offset`, as machines' clocks are).
 pub fn now_wall() -> SystemTime {
+    #[cfg(madsim)]
+    {
+        let offset = crate::fault::clock_offset_ms();
+        let now = SystemTime::now();
+        let by = Duration::from_millis(offset.unsigned_abs());
+        if offset >= 0 {
+            now + by
+        } else {
+            now.checked_sub(by).unwrap_or(now)
+        }
+    }
+    #[cfg(not(madsim))]
     SystemTime::now()
 }
 

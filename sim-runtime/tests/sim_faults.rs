@@ -1357,3 +1357,29 @@ fn net_connect_into_a_tcp_partition_waits_for_a_syn_retransmission() {
         assert!(fault::counters().stream_connects_held >= 2);
     });
 }
+
+/// Goal: a node's clock offset moves its wall clock (and only its own): two nodes reading
+/// `now_wall` at the same simulated instant differ by the offsets; monotonic time is shared.
+#[test]
+fn clock_offset_skews_one_nodes_wall_clock() {
+    sim::run(44, || async {
+        let ahead = node("ahead", "10.0.5.1").id();
+        let behind = node("behind", "10.0.5.2").id();
+        fault::set_clock_offset(ahead, 1_500);
+        fault::set_clock_offset(behind, -700);
+        let read = || async { sim_runtime::time::now_wall() };
+        let here = read().await;
+        let (a, b) = (on(ahead, read()).await, on(behind, read()).await);
+        let ms = |x: std::time::SystemTime, y: std::time::SystemTime| match x.duration_since(y) {
+            Ok(d) => d.as_millis() as i64,
+            Err(e) => -(e.duration().as_millis() as i64),
+        };
+        // Spawning on a node takes a little simulated time: within 10 ms.
+        let near = |got: i64, want: i64| (want..want + 10).contains(&got);
+        assert!(near(ms(a, here), 1_500), "{}", ms(a, here));
+        assert!(near(ms(b, here), -700), "{}", ms(b, here));
+        fault::set_clock_offset(ahead, 0);
+        let zero = ms(on(ahead, read()).await, here);
+        assert!(near(zero, 0), "{zero}");
+    });
+}

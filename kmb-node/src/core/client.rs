@@ -144,7 +144,23 @@ impl Replica {
             .slots
             .get(&self.op)
             .map_or(self.kv.clock(), |s| s.header.timestamp);
+        if previous > self.wall_clock {
+            crate::mark!("timestamp_kept_from_predecessor");
+        }
         let timestamp = self.wall_clock.max(previous);
+        // Mutation `timestamp-goes-back` (simulator): the primary stamps its own clock only.
+        #[cfg(madsim)]
+        let timestamp = {
+            use crate::mutation::{self, Mutation};
+            if mutation::is(Mutation::TimestampGoesBack) {
+                if self.wall_clock < previous {
+                    mutation::bit(Mutation::TimestampGoesBack);
+                }
+                self.wall_clock
+            } else {
+                timestamp
+            }
+        };
         let entry = Entry::new(
             EntryFields {
                 cluster: self.config.cluster,

@@ -15,6 +15,9 @@
 //!    restart replays its log from the checkpoint up to the recovered commit, re-emitting
 //!    those commits, which must keep their checksums) unless a state transfer covers the jump:
 //!    recovery never skips ops.
+//! 4. Cluster time never goes back: along the committed log, each entry's timestamp is at
+//!    least its predecessor's (the primary stamps the largest of its clock and the previous
+//!    entry's timestamp; with skewed replica clocks a new primary's clock may be behind).
 
 use std::collections::BTreeMap;
 
@@ -34,6 +37,23 @@ fn transferred(obs: &Observations, r: u8, t: u64, after: u64) -> bool {
 
 /// Check the commit history (see the module docs).
 pub fn check(obs: &Observations) -> Verdict {
+    // 4. Cluster time never goes back (checked first: a rewritten entry may differ only in
+    // its timestamp).
+    let mut previous: Option<(u64, u64)> = None;
+    for (&op, entry) in &obs.committed {
+        let t = entry.header.timestamp;
+        if let Some((p, pt)) = previous.filter(|&(p, _)| p + 1 == op) {
+            if t < pt {
+                return Verdict::Fail(
+                    violation(format!(
+                        "cluster time went back: the committed entry at op {op} is stamped {t} ms, its predecessor at op {p} {pt} ms"
+                    ))
+                    .op(op),
+                );
+            }
+        }
+        previous = Some((op, t));
+    }
     // 1. Never rewritten.
     let mut seen: BTreeMap<u64, (u128, String)> = obs
         .committed
@@ -160,6 +180,37 @@ mod tests {
         let v = fail(&obs);
         assert_eq!(v.classification, Classification::CommitGapOrRewrite);
         assert_eq!((v.replica, v.op), (Some(2), Some(3)));
+    }
+
+    /// Goal: a committed entry stamped earlier than its predecessor fires (rule 4).
+    #[test]
+    fn commit_history_cluster_time_going_back_fires() {
+        let mut obs = fixture::clean();
+        let op = fixture::REGISTERED + 2;
+        let e = obs.committed[&op].clone();
+        let restamped = kmb_node::entry::Entry::new(
+            kmb_node::entry::EntryFields {
+                cluster: e.header.cluster,
+                replica: e.header.replica,
+                view: e.header.view,
+                op: e.header.op,
+                commit: e.header.commit,
+                parent: e.header.parent,
+                client: e.header.client,
+                request: e.header.request,
+                operation: e.header.operation,
+                timestamp: 100,
+            },
+            e.body.clone(),
+        );
+        obs.committed.insert(op, restamped);
+        let v = fail(&obs);
+        assert!(
+            v.message.contains("cluster time went back"),
+            "{}",
+            v.message
+        );
+        assert_eq!(v.op, Some(op + 1));
     }
 
     /// Goal: a replica rewriting an op after a restart fires.

@@ -7,11 +7,14 @@
 //!
 //! **Expiry.** A key written with an expiry time `T` (`SET … PXAT T`) disappears for every
 //! op the cluster orders at cluster time `T` or later (the entry's timestamp). The checker
-//! adds one [`KvInput::Tick`] per key and expiry time, completed at the real time the
-//! cluster clock read `T` (call = return = that instant). That is sound because an op's
-//! entry timestamp lies within its call and return: the primary stamps the largest wall
-//! clock it has seen with a request, and the simulated replicas share one clock — so an op
-//! that returned before `T` was stamped before it, and one called after `T` at or after it.
+//! adds one [`KvInput::Tick`] per key and expiry time, spanning the real times at which the
+//! cluster clock can read `T`: with replica clocks off the real one by `lo..=hi` ms
+//! (`Observations::clock_skew_ms`), from `T − hi` to `T − lo` (a single instant without
+//! skew). That is sound because an op's entry timestamp lies within its call and return,
+//! shifted by the skew: the primary stamps the largest of its clock at the request's arrival
+//! (≥ real call + lo) and its predecessor's stamp (itself ≤ real time + hi), so an op stamped
+//! at or after `T` returned after `T − hi`, and one stamped before `T` was called before
+//! `T − lo` — the tick may be placed between them.
 
 use lincheck::kv::{self, KvInput, KvOp, KvOutput, KvReply};
 use lincheck::{CheckOptions, Operation};
@@ -28,7 +31,8 @@ pub fn check(obs: &Observations) -> Verdict {
 
 /// Check linearizability with `options`.
 pub fn check_with(obs: &Observations, options: &CheckOptions) -> Verdict {
-    match kv::check(&with_ticks(&obs.history, obs.clock_origin_us), options) {
+    let ticks = with_ticks(&obs.history, obs.clock_origin_us, obs.clock_skew_ms);
+    match kv::check(&ticks, options) {
         lincheck::Verdict::Linearizable => Verdict::Pass,
         lincheck::Verdict::NotLinearizable(f) => Verdict::Fail(
             Violation::new(NAME, Classification::Linearizability, f.to_string())
@@ -38,9 +42,10 @@ pub fn check_with(obs: &Observations, options: &CheckOptions) -> Verdict {
     }
 }
 
-/// `history` with one tick per (key, expiry time) its expiring writes name, at the history
-/// time the cluster clock reached it (`clock_origin_us` is the clock at history time 0).
-pub fn with_ticks(history: &[KvOp], clock_origin_us: u64) -> Vec<KvOp> {
+/// `history` with one tick per (key, expiry time) its expiring writes name, over the history
+/// times at which the cluster clock could read it (`clock_origin_us` is the real clock at
+/// history time 0; `skew_ms` the least and greatest replica clock offsets).
+pub fn with_ticks(history: &[KvOp], clock_origin_us: u64, skew_ms: (i64, i64)) -> Vec<KvOp> {
     let mut expiries: std::collections::BTreeSet<(String, u64)> = Default::default();
     let mut collect = |input: &KvInput| {
         if let KvInput::SetAt {
@@ -58,7 +63,11 @@ pub fn with_ticks(history: &[KvOp], clock_origin_us: u64) -> Vec<KvOp> {
     }
     let mut out = history.to_vec();
     for (key, at) in expiries {
-        let time = at.saturating_mul(1000).saturating_sub(clock_origin_us);
+        let real = |offset_ms: i64| {
+            let us =
+                i128::from(at) * 1000 - i128::from(offset_ms) * 1000 - i128::from(clock_origin_us);
+            us.clamp(0, i128::from(u64::MAX)) as u64
+        };
         out.push(Operation {
             client: u64::MAX,
             input: KvInput::Tick { key, at },
@@ -66,8 +75,8 @@ pub fn with_ticks(history: &[KvOp], clock_origin_us: u64) -> Vec<KvOp> {
                 output: KvOutput::Ok,
                 op_number: None,
             }),
-            call: time,
-            ret: time,
+            call: real(skew_ms.1),
+            ret: real(skew_ms.0),
         });
     }
     out
@@ -206,6 +215,15 @@ mod tests {
         // A read that overlaps the expiry time may see either.
         obs.history[2].call = 400_000;
         assert_eq!(check(&obs), Verdict::Pass);
+        // Clocks skewed by up to 200 ms: a read 100 ms after the expiry may still see it; one
+        // 300 ms after may not.
+        obs.history[2].call = 600_000;
+        assert!(matches!(check(&obs), Verdict::Fail(_)));
+        obs.clock_skew_ms = (-200, 0);
+        assert_eq!(check(&obs), Verdict::Pass);
+        obs.history[2].call = 800_000;
+        obs.history[2].ret = 801_000;
+        assert!(matches!(check(&obs), Verdict::Fail(_)));
     }
 
     /// Goal: a transaction seen half-applied by a concurrent multi-key read fires.

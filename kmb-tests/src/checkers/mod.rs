@@ -113,6 +113,9 @@ pub struct Observations {
     /// history times are microseconds since then. Places the expiry ticks
     /// ([`linearizability::with_ticks`]).
     pub clock_origin_us: u64,
+    /// The least and greatest replica clock offsets (ms; `Swarm::clock_skew_ms`, (0, 0)
+    /// without skew): how far an entry's timestamp may be from the real time its op ran.
+    pub clock_skew_ms: (i64, i64),
     /// Optional: history client index (`KvOp::client`) → the session client id the node sees
     /// in entry headers (one per session). When present, a reply's entry must carry one of them.
     pub client_ids: BTreeMap<u64, Vec<u128>>,
@@ -176,6 +179,7 @@ impl Observations {
             clients_max: CLIENTS_MAX_DEFAULT,
             history: Vec::new(),
             clock_origin_us: 0,
+            clock_skew_ms: (0, 0),
             client_ids: BTreeMap::new(),
             committed: BTreeMap::new(),
             commits: BTreeMap::new(),
