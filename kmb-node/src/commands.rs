@@ -1576,46 +1576,34 @@ mod tests {
                 value: b"v".to_vec()
             }
         );
-        assert_eq!(
-            kv_of("SET k v NX"),
-            set_with(IfAbsent, SetExpiry::Clear, false)
-        );
-        assert_eq!(
-            kv_of("SET k v nx NX"),
-            set_with(IfAbsent, SetExpiry::Clear, false)
-        );
-        assert_eq!(
-            kv_of("set k v xx"),
-            set_with(IfPresent, SetExpiry::Clear, false)
-        );
-        assert_eq!(
-            kv_of("SET k v GET"),
-            set_with(Always, SetExpiry::Clear, true)
-        );
-        assert_eq!(
-            kv_of("SET k v NX GET PX 30000"),
-            set_with(IfAbsent, SetExpiry::In(30_000), true)
-        );
-        assert_eq!(
-            kv_of("SET k v EX 10"),
-            set_with(Always, SetExpiry::In(10_000), false)
-        );
-        assert_eq!(
-            kv_of("SET k v EX 5 EX 10"),
-            set_with(Always, SetExpiry::In(10_000), false)
-        );
-        assert_eq!(
-            kv_of("SET k v EXAT 1700000000"),
-            set_with(Always, SetExpiry::At(1_700_000_000_000), false)
-        );
-        assert_eq!(
-            kv_of("SET k v PXAT 5"),
-            set_with(Always, SetExpiry::At(5), false)
-        );
-        assert_eq!(
-            kv_of("SET k v KEEPTTL XX"),
-            set_with(IfPresent, SetExpiry::Keep, false)
-        );
+        for (command, condition, expiry, get) in [
+            ("SET k v NX", IfAbsent, SetExpiry::Clear, false),
+            ("SET k v nx NX", IfAbsent, SetExpiry::Clear, false),
+            ("set k v xx", IfPresent, SetExpiry::Clear, false),
+            ("SET k v GET", Always, SetExpiry::Clear, true),
+            (
+                "SET k v NX GET PX 30000",
+                IfAbsent,
+                SetExpiry::In(30_000),
+                true,
+            ),
+            ("SET k v EX 10", Always, SetExpiry::In(10_000), false),
+            ("SET k v EX 5 EX 10", Always, SetExpiry::In(10_000), false),
+            (
+                "SET k v EXAT 1700000000",
+                Always,
+                SetExpiry::At(1_700_000_000_000),
+                false,
+            ),
+            ("SET k v PXAT 5", Always, SetExpiry::At(5), false),
+            ("SET k v KEEPTTL XX", IfPresent, SetExpiry::Keep, false),
+        ] {
+            assert_eq!(
+                kv_of(command),
+                set_with(condition, expiry, get),
+                "{command}"
+            );
+        }
         for bad in [
             "SET k v NX XX",
             "SET k v EX",

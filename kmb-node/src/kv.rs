@@ -2138,26 +2138,19 @@ mod tests {
             at(5, 0),
         );
         assert_eq!(s.expires_at(b"a"), None);
-        assert_eq!(
-            s.apply(&expire(ExpireWhen::In(50), ExpireCondition::Xx), at(6, 0)),
-            Reply::Integer(0)
-        );
-        assert_eq!(
-            s.apply(&expire(ExpireWhen::In(50), ExpireCondition::Nx), at(7, 0)),
-            Reply::Integer(1)
-        );
-        assert_eq!(
-            s.apply(&expire(ExpireWhen::In(40), ExpireCondition::Gt), at(8, 0)),
-            Reply::Integer(0)
-        );
-        assert_eq!(
-            s.apply(&expire(ExpireWhen::In(60), ExpireCondition::Gt), at(9, 0)),
-            Reply::Integer(1)
-        );
-        assert_eq!(
-            s.apply(&expire(ExpireWhen::In(70), ExpireCondition::Lt), at(10, 0)),
-            Reply::Integer(0)
-        );
+        for (when, condition, op, set) in [
+            (ExpireWhen::In(50), ExpireCondition::Xx, 6, 0),
+            (ExpireWhen::In(50), ExpireCondition::Nx, 7, 1),
+            (ExpireWhen::In(40), ExpireCondition::Gt, 8, 0),
+            (ExpireWhen::In(60), ExpireCondition::Gt, 9, 1),
+            (ExpireWhen::In(70), ExpireCondition::Lt, 10, 0),
+        ] {
+            assert_eq!(
+                s.apply(&expire(when, condition), at(op, 0)),
+                Reply::Integer(set),
+                "{condition:?}"
+            );
+        }
         assert_eq!(s.expires_at(b"a"), Some(60));
         assert_eq!(
             s.apply(&Request::Persist { key: k("a") }, at(11, 0)),

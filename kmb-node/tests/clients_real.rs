@@ -95,6 +95,15 @@ impl Cluster {
         }
         panic!("no primary among {:?}", self.clients);
     }
+
+    /// A client port other than `primary`'s.
+    fn backup(&self, primary: u16) -> u16 {
+        *self
+            .clients
+            .iter()
+            .find(|&&p| p != primary)
+            .expect("backup")
+    }
 }
 
 impl Drop for Cluster {
@@ -142,11 +151,7 @@ fn script(name: &str) -> PathBuf {
 fn redis_py_cli_and_benchmark_with_defaults() {
     let cluster = Cluster::start(3, &[]);
     let primary = cluster.primary(&[]);
-    let backup = *cluster
-        .clients
-        .iter()
-        .find(|&&p| p != primary)
-        .expect("backup");
+    let backup = cluster.backup(primary);
 
     let (ok, out) = run(
         "python3",
@@ -363,11 +368,7 @@ fn redis_rs_with_defaults() {
     use redis::{Commands, ExistenceCheck, SetExpiry, SetOptions};
     let cluster = Cluster::start(3, &[]);
     let primary = cluster.primary(&[]);
-    let backup = *cluster
-        .clients
-        .iter()
-        .find(|&&p| p != primary)
-        .expect("backup");
+    let backup = cluster.backup(primary);
     let client = redis::Client::open(format!("redis://127.0.0.1:{primary}/")).expect("client");
     let mut con = client.get_connection().expect("connect");
     let () = con.set("rs:k", "v").expect("SET");

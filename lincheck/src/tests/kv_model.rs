@@ -5,15 +5,15 @@ use std::collections::BTreeMap;
 use crate::kv::{apply, KvInput, KvKeyModel, KvOp, KvOutput, KvReply};
 use crate::{check_partitioned, CheckOptions, Model, Operation, Verdict};
 
-fn s(x: &str) -> String {
+pub(super) fn s(x: &str) -> String {
     x.to_string()
 }
 
-fn get(k: &str) -> KvInput {
+pub(super) fn get(k: &str) -> KvInput {
     KvInput::Get { key: s(k) }
 }
 
-fn set(k: &str, v: &str) -> KvInput {
+pub(super) fn set(k: &str, v: &str) -> KvInput {
     KvInput::Set {
         key: s(k),
         value: s(v),

@@ -1,22 +1,8 @@
 //! Transactions (multi-key, atomic) and expiry (the timed model with ticks).
 
+use super::kv_model::{get, s, set};
 use crate::kv::{check, parse_ndjson, write_ndjson, KvInput, KvOp, KvOutput, KvReply, TimedStore};
 use crate::{CheckOptions, Operation, Verdict};
-
-fn s(x: &str) -> String {
-    x.to_string()
-}
-
-fn get(k: &str) -> KvInput {
-    KvInput::Get { key: s(k) }
-}
-
-fn set(k: &str, v: &str) -> KvInput {
-    KvInput::Set {
-        key: s(k),
-        value: s(v),
-    }
-}
 
 fn val(v: Option<&str>) -> KvOutput {
     KvOutput::Value(v.map(s))
