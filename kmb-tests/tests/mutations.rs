@@ -204,4 +204,3 @@ fn mutation_multi_partial_is_caught() {
 fn mutation_timestamp_goes_back_is_caught() {
     assert!(!caught(Mutation::TimestampGoesBack, 5, 1).is_empty());
 }
-
