@@ -104,7 +104,7 @@ pub enum ExpireCondition {
 /// What `TTL`-family commands report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TtlKind {
-    /// `TTL`: seconds left, rounded.
+    /// `TTL`: seconds left, rounded to the nearest (as Redis: `(ms + 500) / 1000`).
     Seconds,
     /// `PTTL`.
     Millis,
@@ -773,6 +773,25 @@ impl Reply {
         w.buf
     }
 
+    /// The length of [`Reply::encode`]'s bytes, without encoding.
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Reply::Ok | Reply::Aborted => 1,
+            Reply::Value(None) => 2,
+            Reply::Value(Some(v)) => 2 + 4 + v.len(),
+            Reply::Integer(_) => 9,
+            Reply::Bool(_) => 2,
+            Reply::Entries(entries) => {
+                5 + entries
+                    .iter()
+                    .map(|(k, v)| 8 + k.len() + v.len())
+                    .sum::<usize>()
+            }
+            Reply::Error(message) => 5 + message.len(),
+            Reply::Array(items) => 5 + items.iter().map(Reply::encoded_len).sum::<usize>(),
+        }
+    }
+
     pub(crate) fn encode_into(&self, w: &mut Writer) {
         match self {
             Reply::Ok => w.u8(1),
@@ -1293,7 +1312,7 @@ impl KvState {
                 }) => {
                     let left = t.saturating_sub(now);
                     Reply::Integer(match kind {
-                        TtlKind::Seconds => left.div_ceil(1000) as i64,
+                        TtlKind::Seconds => left.saturating_add(500) as i64 / 1000,
                         TtlKind::Millis => left as i64,
                         TtlKind::AtSeconds => (t / 1000) as i64,
                         TtlKind::AtMillis => *t as i64,
@@ -1352,22 +1371,17 @@ impl KvState {
                 Reply::Array(vec![Reply::Integer(next as i64), Reply::Array(keys)])
             }
             Request::Multi { watches, commands } => {
-                if watches.iter().any(|(k, v)| self.version(k) != *v) {
-                    crate::mark!("transaction_aborted_by_watch");
-                    return Reply::Aborted;
-                }
                 let mut budget = MULTI_REPLY_BYTES_MAX;
-                self.execute_all(commands, op, &mut budget)
+                self.execute_multi(watches, commands, op, &mut budget)
             }
             Request::Batch { commands } => {
                 let mut budget = MULTI_REPLY_BYTES_MAX;
                 let mut replies = Vec::with_capacity(commands.len());
                 for c in commands {
                     replies.push(match c {
-                        Request::Multi { watches, commands }
-                            if watches.iter().all(|(k, v)| self.version(k) == *v) =>
-                        {
-                            self.execute_all(commands, op, &mut budget)
+                        // A transaction in a batch shares the batch's reply budget.
+                        Request::Multi { watches, commands } => {
+                            self.execute_multi(watches, commands, op, &mut budget)
                         }
                         other => self.execute_bounded(other, op, &mut budget),
                     });
@@ -1377,8 +1391,19 @@ impl KvState {
         }
     }
 
-    /// The commands of a transaction in order, within the reply `budget`.
-    fn execute_all(&mut self, commands: &[Request], op: u64, budget: &mut usize) -> Reply {
+    /// A transaction: nothing if a watched key's version moved, else its commands in order
+    /// within the reply `budget`.
+    fn execute_multi(
+        &mut self,
+        watches: &[(Vec<u8>, u64)],
+        commands: &[Request],
+        op: u64,
+        budget: &mut usize,
+    ) -> Reply {
+        if watches.iter().any(|(k, v)| self.version(k) != *v) {
+            crate::mark!("transaction_aborted_by_watch");
+            return Reply::Aborted;
+        }
         // Mutation `multi-partial` (simulator): a transaction stops at its first error
         // reply, keeping what ran before it (not all-or-nothing as documented: Redis runs
         // every queued command; an error reply is that command's only).
@@ -1410,7 +1435,7 @@ impl KvState {
             ));
         }
         let reply = self.execute(c, op);
-        *budget = budget.saturating_sub(reply.encode().len());
+        *budget = budget.saturating_sub(reply.encoded_len());
         reply
     }
 
@@ -1593,6 +1618,7 @@ mod tests {
             assert_eq!(Request::decode(&request.encode()), Ok(request));
         }
         for reply in all_replies() {
+            assert_eq!(reply.encoded_len(), reply.encode().len(), "{reply:?}");
             assert_eq!(Reply::decode(&reply.encode()), Ok(reply));
         }
     }
@@ -1998,7 +2024,12 @@ mod tests {
                 Reply::Ok,
                 Reply::Array(vec![Reply::Integer(3), Reply::Aborted]),
             ]),
+            Reply::Array(vec![
+                Reply::Entries(vec![(k("a"), k("bc"))]),
+                Reply::Error("e".into()),
+            ]),
         ] {
+            assert_eq!(reply.encoded_len(), reply.encode().len(), "{reply:?}");
             assert_eq!(Reply::decode(&reply.encode()), Ok(reply));
         }
     }
@@ -2076,6 +2107,17 @@ mod tests {
                 at(4, 11_001)
             ),
             Reply::Integer(20)
+        );
+        // TTL rounds to the nearest second, as Redis: 19.4 s left is 19.
+        assert_eq!(
+            s.apply(
+                &Request::Ttl {
+                    key: k("lock"),
+                    kind: TtlKind::Seconds
+                },
+                at(4, 11_600)
+            ),
+            Reply::Integer(19)
         );
         // NX fails while the lock is held, succeeds once it expired.
         let take = set_with(

@@ -334,7 +334,7 @@ async fn simulate(
     replay: Option<Scenario>,
 ) -> SimResult {
     let start = Instant::now();
-    let clock_origin_us = workload::wall_micros();
+    let clock_origin_us = time::unix_micros();
     let cluster = Cluster::start(&swarm);
     let (mut scheduler, plan, disabled) = match replay {
         None => (

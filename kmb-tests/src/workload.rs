@@ -71,14 +71,6 @@ pub fn key_of(input: &KvInput) -> String {
     }
 }
 
-/// The simulated wall clock in microseconds since the Unix epoch: the cluster clock the
-/// primaries stamp entries with (the simulated replicas share it).
-pub fn wall_micros() -> u64 {
-    time::now_wall()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
 /// The key name for key index `i` (zero-padded so byte order equals numeric order).
 pub fn key_name(i: u32) -> String {
     format!("k{i:04}")
@@ -380,13 +372,14 @@ fn pick_txn(
 /// How a transaction is sent: `MSET` (all sets, distinct keys), `MGET` (all gets), or the
 /// general `KMB.TX`.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum TxnForm {
+pub enum TxnForm {
     MSet,
     MGet,
     Tx,
 }
 
-fn txn_form(ops: &[KvInput]) -> TxnForm {
+/// The form `ops` is sent in (and committed as: `checkers::data_correctness::request_of`).
+pub fn txn_form(ops: &[KvInput]) -> TxnForm {
     let distinct = {
         let mut keys: Vec<_> = ops.iter().filter_map(KvInput::key).collect();
         keys.sort_unstable();
@@ -617,8 +610,8 @@ pub async fn run_client(
             time::sleep(Duration::from_millis(1)).await;
         }
         if let KvInput::SetAt { expires_at, .. } = &mut input {
-            // Absolute: the cluster time now (ms) plus the planned delay.
-            *expires_at += wall_micros() / 1000;
+            // Absolute: the time now (ms; a client's clock is not skewed) plus the delay.
+            *expires_at += time::unix_micros() / 1000;
         }
         let writes = input.may_write();
         if writes {

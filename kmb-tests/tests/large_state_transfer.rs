@@ -3,7 +3,8 @@
 //! peer link's frame limit is derived from the largest message the core encodes
 //! (`node/peers.rs`, `PEER_FRAME_MAX`); with the fixed 4 MiB limit it had before, every
 //! state-transfer reply here was refused by the receiver, the connection dropped, and the
-//! replica never caught up.
+//! replica never caught up. And a transaction whose replies would overflow the client table's
+//! per-reply bound is answered within it, so checkpoints stay loadable.
 #![cfg(madsim)]
 
 use kmb_node::client::{Client, ClientConfig};
@@ -86,5 +87,103 @@ fn a_replica_catches_up_by_a_snapshot_larger_than_a_default_frame() {
     assert!(
         caught_up,
         "replica 2 reached the cluster's commit ({others})"
+    );
+}
+
+/// Goal: a transaction whose replies would be larger than the client table keeps per reply
+/// (`core::snapshot`, 4 MiB encoded: 70 GETs of 60 KB values) is answered within the bound
+/// (`kv::MULTI_REPLY_BYTES_MAX`: the reads beyond it are not executed and say so), so the
+/// checkpoints that carry the reply decode and a restarted replica recovers. Without the bound
+/// the reply went into the client table whole and every later checkpoint held it: the
+/// restarted replica could not load its checkpoint, nor a peer's.
+#[test]
+fn a_transaction_with_huge_replies_stays_within_the_client_table() {
+    const READS: usize = 70;
+    let (reply, restarted, halts) = sim::run(12, || async {
+        let mut swarm = Swarm::from_seed(
+            12,
+            SwarmOptions {
+                no_faults: true,
+                ..Default::default()
+            },
+        );
+        swarm.replica_count = 3;
+        swarm.geometry = Geometry {
+            slot_count: 64,
+            slot_size: 65_536,
+        };
+        let cluster = Cluster::start(&swarm);
+        let client = Handle::current()
+            .create_node()
+            .name("client-0")
+            .ip(client_ip(0))
+            .build();
+        time::sleep(Duration::from_secs(2)).await;
+        let addresses = cluster.client_addresses.clone();
+        let reply = client
+            .spawn(async move {
+                let config = ClientConfig {
+                    request_timeout: Duration::from_secs(60),
+                    ..ClientConfig::default()
+                };
+                let c_addresses = addresses.clone();
+                let mut c = Client::new(addresses, 1, config);
+                for k in 0..READS {
+                    c.set(format!("key-{k}").as_bytes(), &vec![b'v'; VALUE_SIZE])
+                        .await
+                        .expect("set");
+                }
+                let mut tx: Vec<Vec<u8>> = vec![b"KMB.TX".to_vec(), READS.to_string().into()];
+                for k in 0..READS {
+                    tx.extend([b"2".to_vec(), b"GET".to_vec(), format!("key-{k}").into()]);
+                }
+                let args: Vec<&[u8]> = tx.iter().map(Vec::as_slice).collect();
+                let reply = c.execute(&args).await.expect("the transaction commits");
+                // Past the next checkpoints, by another client: this one's reply stays in the
+                // client table (its last request's) and in every checkpoint meanwhile.
+                let mut other = Client::new(c_addresses, 2, ClientConfig::default());
+                for k in 0..150 {
+                    other
+                        .set(format!("small-{k}").as_bytes(), b"x")
+                        .await
+                        .expect("set");
+                }
+                reply.value
+            })
+            .await
+            .unwrap();
+        sim::kill(cluster.replicas[1]);
+        time::sleep(Duration::from_secs(1)).await;
+        sim::restart(cluster.replicas[1]);
+        let mut restarted = false;
+        for _ in 0..300 {
+            time::sleep(Duration::from_millis(100)).await;
+            let r = kmb_node::inspect::snapshot();
+            let commit = |i: u8| r.replicas.get(&i).map_or(0, |s| s.commit);
+            if r.recoveries.iter().any(|(i, _, _)| *i == 1) && commit(1) >= commit(0) {
+                restarted = true;
+                break;
+            }
+        }
+        let halts = kmb_node::inspect::snapshot().halts.len();
+        (reply, restarted, halts)
+    });
+    assert_eq!(halts, 0, "no replica halted");
+    assert!(restarted, "the restarted replica recovered and caught up");
+    let kmb_node::resp::Value::Array(items) = &reply else {
+        panic!("not an array: {reply:?}");
+    };
+    assert_eq!(items.len(), READS);
+    let read = items
+        .iter()
+        .filter(|v| matches!(v, kmb_node::resp::Value::Bulk(b) if b.len() == VALUE_SIZE))
+        .count();
+    let refused = items
+        .iter()
+        .filter(|v| matches!(v, kmb_node::resp::Value::Error(e) if e.contains("not executed")))
+        .count();
+    assert!(
+        read > 0 && refused > 0 && read + refused == READS,
+        "{read} read, {refused} refused"
     );
 }

@@ -422,62 +422,33 @@ impl TimedStore {
             self.values.remove(&key);
             self.expiry.remove(&key);
         }
-        if let KvInput::Scan { .. } = input {
-            return apply(&mut self.values, input);
-        }
-        let keys: Vec<String> = input.keys().into_iter().map(str::to_string).collect();
-        let mut outs: BTreeMap<String, (KvOutput, TimedValue)> = BTreeMap::new();
-        for key in &keys {
-            let Some(projected) = input.project(key) else {
-                continue;
-            };
-            let state = TimedValue {
-                value: self.values.get(key).cloned(),
-                expires_at: self.expiry.get(key).copied(),
-                now: self.now,
-            };
-            outs.insert(key.clone(), apply_timed(&state, &projected));
-        }
-        for (key, (_, after)) in &outs {
-            match &after.value {
-                Some(v) => {
-                    self.values.insert(key.clone(), v.clone());
-                }
-                None => {
-                    self.values.remove(key);
-                }
-            }
-            match after.expires_at {
-                Some(t) => {
-                    self.expiry.insert(key.clone(), t);
-                }
-                None => {
-                    self.expiry.remove(key);
-                }
-            }
-        }
         match input {
+            KvInput::Scan { .. } => apply(&mut self.values, input),
             KvInput::Txn { ops } => {
-                // Reassemble the per-key outputs in the transaction's order.
-                let mut cursors: BTreeMap<&str, usize> = BTreeMap::new();
-                let mut results = Vec::with_capacity(ops.len());
-                for op in ops {
-                    let key = op.key().unwrap_or_default();
-                    let i = cursors.entry(key).or_default();
-                    let out = match outs.get(key) {
-                        Some((KvOutput::Results(r), _)) => r.get(*i).cloned(),
-                        _ => None,
-                    };
-                    *i += 1;
-                    results.push(out.unwrap_or(KvOutput::Error));
-                }
-                KvOutput::Results(results)
+                KvOutput::Results(ops.iter().map(|op| self.apply_single(op)).collect())
             }
-            _ => outs
-                .into_values()
-                .next()
-                .map_or(KvOutput::Ok, |(out, _)| out),
+            single => self.apply_single(single),
         }
+    }
+
+    /// One single-key operation on its key's timed state.
+    fn apply_single(&mut self, input: &KvInput) -> KvOutput {
+        let key = input.key().unwrap_or_default().to_string();
+        let state = TimedValue {
+            value: self.values.get(&key).cloned(),
+            expires_at: self.expiry.get(&key).copied(),
+            now: self.now,
+        };
+        let (out, after) = apply_timed(&state, input);
+        match after.value {
+            Some(v) => self.values.insert(key.clone(), v),
+            None => self.values.remove(&key),
+        };
+        match after.expires_at {
+            Some(t) => self.expiry.insert(key, t),
+            None => self.expiry.remove(&key),
+        };
+        out
     }
 }
 

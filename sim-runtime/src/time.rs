@@ -62,6 +62,13 @@ pub fn now_wall() -> SystemTime {
     SystemTime::now()
 }
 
+/// [`now_wall`] in microseconds since the Unix epoch (0 for a clock before it).
+pub fn unix_micros() -> u64 {
+    now_wall()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 /// Sleep for `duration`.
 pub async fn sleep(duration: Duration) {
     tokio::time::sleep(duration).await

@@ -31,6 +31,7 @@ async fn touch_everything() -> std::io::Result<()> {
     let mut interval: Interval = time::interval(Duration::from_millis(1));
     let _: Instant = interval.tick().await;
     let _: SystemTime = time::now_wall();
+    let _: u64 = time::unix_micros();
 
     // rand
     let mut rng: SimRng = rand::rng();

@@ -110,9 +110,7 @@ async fn context(inbox: &mpsc::Sender<Event>, node: &NodeInfo, needs_status: boo
         None
     };
     let max = node.settings.client_connections_max;
-    let unix_micros = time::now_wall()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros());
+    let unix_micros = u128::from(time::unix_micros());
     Context {
         status,
         connected_clients: max.saturating_sub(node.connections.available_permits()),
@@ -125,10 +123,11 @@ async fn context(inbox: &mpsc::Sender<Event>, node: &NodeInfo, needs_status: boo
 const BATCH_COMMANDS_MAX: usize = 64;
 /// Bytes a `Request::Batch` adds to its commands' encodings (tag, count).
 const BATCH_OVERHEAD: usize = 5;
-/// The most reply bytes one batch may produce at worst ([`reply_bound`]): the client table keeps
-/// each session's last reply (and checkpoints carry it), so a batch's reply stays well below
-/// the table's bound per reply, whatever the values read turn out to be.
-const BATCH_REPLY_MAX: usize = 2 << 20;
+/// The most reply bytes one batch may produce at worst ([`reply_bound`]): the state machine
+/// refuses a command of a batch whose reply could pass this budget (`kv::MULTI_REPLY_BYTES_MAX`:
+/// the client table keeps each session's last reply, and checkpoints carry it), so batches
+/// are sized to stay within it and no pipelined command is refused for its batch's sake.
+const BATCH_REPLY_MAX: usize = kv::MULTI_REPLY_BYTES_MAX;
 /// Replies held before they are written even though more pipelined commands wait.
 const OUT_FLUSH_BYTES: usize = 64 * 1024;
 

@@ -483,7 +483,7 @@ impl Driver {
                     client,
                     request,
                     body,
-                    now: wall_clock_millis(),
+                    now: time::unix_micros() / 1000,
                 })
             }
             Event::Status { reply } => {
@@ -669,12 +669,4 @@ impl Driver {
             }
         }
     }
-}
-
-/// The wall clock in milliseconds since the Unix epoch (0 before it): what a primary stamps
-/// entries with (`Input::ClientRequest::now`).
-fn wall_clock_millis() -> u64 {
-    time::now_wall()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

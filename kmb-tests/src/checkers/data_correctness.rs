@@ -36,7 +36,7 @@ use lincheck::kv::{KvInput, KvOutput, TimedStore};
 use super::replay::{self, Stop};
 use super::{Observations, Verdict, Violation};
 use crate::diagnosis::Classification;
-use crate::workload::{key_of, output_of};
+use crate::workload::{key_of, output_of, txn_form, TxnForm};
 
 pub const NAME: &str = "data_correctness";
 
@@ -81,38 +81,25 @@ pub fn request_of(input: &KvInput) -> kv::Request {
             watches: Vec::new(),
             commands: Vec::new(),
         },
-        KvInput::Txn { ops } => {
-            let sets: Option<Vec<(Vec<u8>, Vec<u8>)>> = ops
-                .iter()
-                .map(|o| match o {
-                    KvInput::Set { key, value } => Some((b(key), b(value))),
-                    _ => None,
-                })
-                .collect();
-            let gets: Option<Vec<Vec<u8>>> = ops
-                .iter()
-                .map(|o| match o {
-                    KvInput::Get { key } => Some(b(key)),
-                    _ => None,
-                })
-                .collect();
-            let distinct = {
-                let mut keys: Vec<_> = ops.iter().filter_map(KvInput::key).collect();
-                keys.sort_unstable();
-                keys.windows(2).all(|w| w[0] != w[1])
-            };
-            match (sets, gets) {
-                (Some(pairs), _) if distinct => kv::Request::MSet {
-                    pairs,
-                    only_if_none: false,
-                },
-                (_, Some(keys)) => kv::Request::MGet { keys },
-                _ => kv::Request::Multi {
-                    watches: Vec::new(),
-                    commands: ops.iter().map(request_of).collect(),
-                },
-            }
-        }
+        KvInput::Txn { ops } => match txn_form(ops) {
+            TxnForm::MSet => kv::Request::MSet {
+                pairs: ops
+                    .iter()
+                    .filter_map(|o| match o {
+                        KvInput::Set { key, value } => Some((b(key), b(value))),
+                        _ => None,
+                    })
+                    .collect(),
+                only_if_none: false,
+            },
+            TxnForm::MGet => kv::Request::MGet {
+                keys: ops.iter().filter_map(KvInput::key).map(b).collect(),
+            },
+            TxnForm::Tx => kv::Request::Multi {
+                watches: Vec::new(),
+                commands: ops.iter().map(request_of).collect(),
+            },
+        },
     }
 }
 
