@@ -2,7 +2,9 @@
 //!
 //! Every request is sent as `KMB.REQ <client-id> <request-number> <command> <args>...`; the
 //! reply is a two-element array `[op-number, reply]`, where `op-number` is the op at which the
-//! cluster ordered the request (the simulator's checkers use it). The client:
+//! cluster ordered the request (the simulator's checkers use it) — or, for a read the primary
+//! served without a log entry, `[op-number, reply, "read"]`: the reply reads the state after
+//! op `op-number` (`Reply::read`). The client:
 //!
 //! * follows the primary: a `-REDIRECT <replica> <address>` error moves it there;
 //! * retries a request on timeout, connection loss or redirect **with the same request
@@ -85,6 +87,9 @@ impl std::error::Error for ClientError {}
 pub struct Reply {
     pub op: u64,
     pub value: Value,
+    /// A read served without a log entry: `op` names the state it read (the state after that
+    /// op), not an op of its own.
+    pub read: bool,
 }
 
 struct Connection {
@@ -361,13 +366,20 @@ impl Client {
 
     fn interpret(&self, value: Value) -> Attempt {
         match value {
-            Value::Array(mut items) if items.len() == 2 => {
+            Value::Array(mut items) if matches!(items.len(), 2 | 3) => {
+                let read = items.len() == 3;
+                let marker = if read { items.pop() } else { None };
                 let reply = items.pop().expect("two items");
                 match items.pop() {
-                    Some(Value::Integer(op)) if op >= 0 => Attempt::Reply(Reply {
-                        op: op as u64,
-                        value: reply,
-                    }),
+                    Some(Value::Integer(op))
+                        if op >= 0 && (!read || marker == Some(Value::Simple("read".into()))) =>
+                    {
+                        Attempt::Reply(Reply {
+                            op: op as u64,
+                            value: reply,
+                            read,
+                        })
+                    }
                     _ => Attempt::Broken {
                         sent: true,
                         why: "malformed session reply".into(),

@@ -86,6 +86,22 @@ pub const MARKS: &[(&str, &str)] = &[
         "a key's expiry time passed and the op that reached it removed the key",
     ),
     (
+        "read_served_without_entry",
+        "the primary served a read from its state after a quorum round, with no log entry",
+    ),
+    (
+        "read_through_log",
+        "a read went through the log (TTL, or a key it reads was due to expire)",
+    ),
+    (
+        "read_came_due",
+        "a key a waiting read reads came due before its round confirmed: ordered through the log",
+    ),
+    (
+        "reads_redirected",
+        "a primary that stopped serving redirected the reads waiting for their round",
+    ),
+    (
         "transaction_aborted_by_watch",
         "a transaction (EXEC) did not run because a watched key's version had moved",
     ),

@@ -1081,12 +1081,173 @@ impl KvState {
         }
     }
 
+    /// Whether [`KvState::read`] answers `request` when the wall clock reads `now`
+    /// (milliseconds): it only reads, its answer does not name the clock (`TTL` does), and no
+    /// key it could read has an expiry at or before `now` — a key the next entry would expire,
+    /// so that the answer would depend on when the read is ordered.
+    pub fn readable(&self, request: &Request, now: u64) -> bool {
+        let due = |k: &Vec<u8>| {
+            self.map
+                .get(k)
+                .and_then(|i| i.expires_at)
+                .is_some_and(|t| t <= now)
+        };
+        let mut due_keys = self
+            .expiring
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .map(|(_, k)| k);
+        match request {
+            Request::Get { key } => !due(key),
+            Request::Exists { keys } | Request::MGet { keys } => !keys.iter().any(due),
+            Request::Scan { start, end, .. } => !due_keys.any(|k| k >= start && k < end),
+            Request::DbSize | Request::Keys { .. } | Request::ScanCursor { .. } => {
+                due_keys.next().is_none()
+            }
+            Request::Batch { commands } => commands
+                .iter()
+                .all(|c| !matches!(c, Request::Batch { .. }) && self.readable(c, now)),
+            _ => false,
+        }
+    }
+
+    /// A read served without a log entry (`core/read.rs`): the reply to `request` in the
+    /// current state, or `None` unless [`KvState::readable`] at `now`. The same replies as
+    /// [`KvState::apply`] would give at the state's clock (a batch within the same reply
+    /// budget), with nothing changed.
+    pub fn read(&self, request: &Request, now: u64) -> Option<Reply> {
+        if !self.readable(request, now) {
+            return None;
+        }
+        match request {
+            Request::Batch { commands } => {
+                let mut budget = MULTI_REPLY_BYTES_MAX;
+                let mut replies = Vec::with_capacity(commands.len());
+                for c in commands {
+                    let reply = match self.over_budget(c, budget) {
+                        Some(refused) => refused,
+                        None => self.query(c)?,
+                    };
+                    budget = budget.saturating_sub(reply.encoded_len());
+                    replies.push(reply);
+                }
+                Some(Reply::Array(replies))
+            }
+            other => self.query(other),
+        }
+    }
+
     /// Apply one command at `ctx` (its op and timestamp). Deterministic: the same state,
     /// request and context give the same state and reply on every replica.
     pub fn apply(&mut self, request: &Request, ctx: ApplyContext) -> Reply {
         self.clock = self.clock.max(ctx.timestamp);
         self.expire(ctx.op);
         self.execute(request, ctx.op)
+    }
+
+    /// The reply to a command that only reads the state (at its clock), or `None` for any
+    /// other: shared by [`KvState::apply`] and [`KvState::read`].
+    fn query(&self, request: &Request) -> Option<Reply> {
+        let now = self.clock;
+        let reply = match request {
+            Request::Get { key } => Reply::Value(self.get(key).map(<[u8]>::to_vec)),
+            Request::Scan { start, end, limit } => {
+                let mut entries = Vec::new();
+                if start < end {
+                    let limit = (*limit).min(SCAN_LIMIT_MAX) as usize;
+                    let mut bytes = 0usize;
+                    for (k, item) in self.map.range(start.clone()..end.clone()) {
+                        if entries.len() >= limit || bytes >= SCAN_BYTES_MAX {
+                            break;
+                        }
+                        bytes += k.len() + item.value.len();
+                        entries.push((k.clone(), item.value.clone()));
+                    }
+                }
+                Reply::Entries(entries)
+            }
+            Request::Exists { keys } => {
+                Reply::Integer(keys.iter().filter(|k| self.map.contains_key(*k)).count() as i64)
+            }
+            Request::MGet { keys } => {
+                let bytes: usize = keys
+                    .iter()
+                    .filter_map(|k| self.get(k))
+                    .map(<[u8]>::len)
+                    .sum();
+                if bytes > REPLY_BYTES_MAX {
+                    return Some(Reply::Error(format!(
+                        "reply too large ({bytes} bytes of values, max {REPLY_BYTES_MAX}): ask for fewer keys"
+                    )));
+                }
+                Reply::Array(
+                    keys.iter()
+                        .map(|k| Reply::Value(self.get(k).map(<[u8]>::to_vec)))
+                        .collect(),
+                )
+            }
+            Request::Ttl { key, kind } => match self.map.get(key) {
+                None => Reply::Integer(-2),
+                Some(Item {
+                    expires_at: None, ..
+                }) => Reply::Integer(-1),
+                Some(Item {
+                    expires_at: Some(t),
+                    ..
+                }) => {
+                    let left = t.saturating_sub(now);
+                    Reply::Integer(match kind {
+                        TtlKind::Seconds => left.saturating_add(500) as i64 / 1000,
+                        TtlKind::Millis => left as i64,
+                        TtlKind::AtSeconds => (t / 1000) as i64,
+                        TtlKind::AtMillis => *t as i64,
+                    })
+                }
+            },
+            Request::DbSize => Reply::Integer(self.map.len() as i64),
+            Request::Keys { pattern } => {
+                let mut keys = Vec::new();
+                let mut bytes = 0;
+                for k in self.map.keys() {
+                    if crate::glob::glob_match(pattern, k, false) {
+                        bytes += k.len();
+                        keys.push(Reply::Value(Some(k.clone())));
+                        if keys.len() > SCAN_LIMIT_MAX as usize || bytes > REPLY_BYTES_MAX {
+                            return Some(Reply::Error(format!(
+                                "KEYS would return more than {SCAN_LIMIT_MAX} keys or {REPLY_BYTES_MAX} bytes (kmb bounds replies): use SCAN"
+                            )));
+                        }
+                    }
+                }
+                Reply::Array(keys)
+            }
+            Request::ScanCursor {
+                cursor,
+                pattern,
+                count,
+            } => {
+                let count = (*count).clamp(1, SCAN_LIMIT_MAX) as usize;
+                let mut keys = Vec::new();
+                let mut next = 0;
+                for (visited, (h, k)) in self.hashed.range((*cursor, Vec::new())..).enumerate() {
+                    if visited == count {
+                        next = *h;
+                        break;
+                    }
+                    if pattern
+                        .as_ref()
+                        .is_none_or(|p| crate::glob::glob_match(p, k, false))
+                    {
+                        keys.push(Reply::Value(Some(k.clone())));
+                    }
+                }
+                // Keys sharing the stopping hash are visited again by the next call: a SCAN
+                // may return a key twice, as Redis's may.
+                Reply::Array(vec![Reply::Integer(next as i64), Reply::Array(keys)])
+            }
+            _ => return None,
+        };
+        Some(reply)
     }
 
     fn execute(&mut self, request: &Request, op: u64) -> Reply {
@@ -1106,7 +1267,6 @@ impl KvState {
                 self.insert(key, value.clone(), expires_at, op);
                 Reply::Ok
             }
-            Request::Get { key } => Reply::Value(self.get(key).map(<[u8]>::to_vec)),
             Request::Del { key } => Reply::Bool(self.remove(key, op).is_some()),
             Request::IncrBy { key, delta } => {
                 let current = match self.get(key) {
@@ -1134,21 +1294,6 @@ impl KvState {
                 } else {
                     Reply::Bool(false)
                 }
-            }
-            Request::Scan { start, end, limit } => {
-                let mut entries = Vec::new();
-                if start < end {
-                    let limit = (*limit).min(SCAN_LIMIT_MAX) as usize;
-                    let mut bytes = 0usize;
-                    for (k, item) in self.map.range(start.clone()..end.clone()) {
-                        if entries.len() >= limit || bytes >= SCAN_BYTES_MAX {
-                            break;
-                        }
-                        bytes += k.len() + item.value.len();
-                        entries.push((k.clone(), item.value.clone()));
-                    }
-                }
-                Reply::Entries(entries)
             }
             Request::Register => Reply::Ok,
             Request::SetWith {
@@ -1191,26 +1336,6 @@ impl KvState {
             Request::DelKeys { keys } => {
                 let n = keys.iter().filter(|k| self.remove(k, op).is_some()).count();
                 Reply::Integer(n as i64)
-            }
-            Request::Exists { keys } => {
-                Reply::Integer(keys.iter().filter(|k| self.map.contains_key(*k)).count() as i64)
-            }
-            Request::MGet { keys } => {
-                let bytes: usize = keys
-                    .iter()
-                    .filter_map(|k| self.get(k))
-                    .map(<[u8]>::len)
-                    .sum();
-                if bytes > REPLY_BYTES_MAX {
-                    return Reply::Error(format!(
-                        "reply too large ({bytes} bytes of values, max {REPLY_BYTES_MAX}): ask for fewer keys"
-                    ));
-                }
-                Reply::Array(
-                    keys.iter()
-                        .map(|k| Reply::Value(self.get(k).map(<[u8]>::to_vec)))
-                        .collect(),
-                )
             }
             Request::MSet {
                 pairs,
@@ -1301,25 +1426,6 @@ impl KvState {
                 }
                 None => Reply::Integer(0),
             },
-            Request::Ttl { key, kind } => match self.map.get(key) {
-                None => Reply::Integer(-2),
-                Some(Item {
-                    expires_at: None, ..
-                }) => Reply::Integer(-1),
-                Some(Item {
-                    expires_at: Some(t),
-                    ..
-                }) => {
-                    let left = t.saturating_sub(now);
-                    Reply::Integer(match kind {
-                        TtlKind::Seconds => left.saturating_add(500) as i64 / 1000,
-                        TtlKind::Millis => left as i64,
-                        TtlKind::AtSeconds => (t / 1000) as i64,
-                        TtlKind::AtMillis => *t as i64,
-                    })
-                }
-            },
-            Request::DbSize => Reply::Integer(self.map.len() as i64),
             Request::Flush => {
                 if !self.map.is_empty() {
                     self.map.clear();
@@ -1329,46 +1435,6 @@ impl KvState {
                     self.removed = op;
                 }
                 Reply::Ok
-            }
-            Request::Keys { pattern } => {
-                let mut keys = Vec::new();
-                let mut bytes = 0;
-                for k in self.map.keys() {
-                    if crate::glob::glob_match(pattern, k, false) {
-                        bytes += k.len();
-                        keys.push(Reply::Value(Some(k.clone())));
-                        if keys.len() > SCAN_LIMIT_MAX as usize || bytes > REPLY_BYTES_MAX {
-                            return Reply::Error(format!(
-                                "KEYS would return more than {SCAN_LIMIT_MAX} keys or {REPLY_BYTES_MAX} bytes (kmb bounds replies): use SCAN"
-                            ));
-                        }
-                    }
-                }
-                Reply::Array(keys)
-            }
-            Request::ScanCursor {
-                cursor,
-                pattern,
-                count,
-            } => {
-                let count = (*count).clamp(1, SCAN_LIMIT_MAX) as usize;
-                let mut keys = Vec::new();
-                let mut next = 0;
-                for (visited, (h, k)) in self.hashed.range((*cursor, Vec::new())..).enumerate() {
-                    if visited == count {
-                        next = *h;
-                        break;
-                    }
-                    if pattern
-                        .as_ref()
-                        .is_none_or(|p| crate::glob::glob_match(p, k, false))
-                    {
-                        keys.push(Reply::Value(Some(k.clone())));
-                    }
-                }
-                // Keys sharing the stopping hash are visited again by the next call: a SCAN
-                // may return a key twice, as Redis's may.
-                Reply::Array(vec![Reply::Integer(next as i64), Reply::Array(keys)])
             }
             Request::Multi { watches, commands } => {
                 let mut budget = MULTI_REPLY_BYTES_MAX;
@@ -1388,6 +1454,10 @@ impl KvState {
                 }
                 Reply::Array(replies)
             }
+            // Everything else only reads.
+            read => self.query(read).unwrap_or_else(|| {
+                Reply::Error("not a command of the state machine".to_string())
+            }),
         }
     }
 
@@ -1428,15 +1498,22 @@ impl KvState {
     /// client's next request, and a checkpoint holds it: replies are bounded); otherwise it
     /// changes nothing and answers an error saying so.
     fn execute_bounded(&mut self, c: &Request, op: u64, budget: &mut usize) -> Reply {
-        let bound = self.reply_bound(c);
-        if bound > *budget {
-            return Reply::Error(format!(
-                "not executed: the replies of this transaction or pipeline would exceed {MULTI_REPLY_BYTES_MAX} bytes"
-            ));
+        if let Some(refused) = self.over_budget(c, *budget) {
+            return refused;
         }
         let reply = self.execute(c, op);
         *budget = budget.saturating_sub(reply.encoded_len());
         reply
+    }
+
+    /// The error that replaces `c`'s reply if the largest reply it could give exceeds what
+    /// is left of the `budget`.
+    fn over_budget(&self, c: &Request, budget: usize) -> Option<Reply> {
+        (self.reply_bound(c) > budget).then(|| {
+            Reply::Error(format!(
+                "not executed: the replies of this transaction or pipeline would exceed {MULTI_REPLY_BYTES_MAX} bytes"
+            ))
+        })
     }
 
     /// An upper bound on the encoded size of `c`'s reply in the current state.

@@ -74,11 +74,14 @@ pub enum Mutation {
     /// A primary stamps entries with its own clock only, not the largest of it and the
     /// previous entry's timestamp: with skewed clocks, cluster time goes back at a failover.
     TimestampGoesBack,
+    /// The primary serves a read without a log entry before a quorum confirmed, after the
+    /// read arrived, that it is still the primary of its view (`core/read.rs`).
+    ReadUnconfirmed,
 }
 
 impl Mutation {
     /// Every mutation, in a fixed order.
-    pub const ALL: [Mutation; 19] = [
+    pub const ALL: [Mutation; 20] = [
         Mutation::CommitBeforeQuorum,
         Mutation::PrepareOkBeforeSync,
         Mutation::ViewNotSyncedBeforeDvc,
@@ -98,6 +101,7 @@ impl Mutation {
         Mutation::SetKeepsTtl,
         Mutation::MultiPartial,
         Mutation::TimestampGoesBack,
+        Mutation::ReadUnconfirmed,
     ];
 
     /// The command-line name.
@@ -122,6 +126,7 @@ impl Mutation {
             Mutation::SetKeepsTtl => "set-keeps-ttl",
             Mutation::MultiPartial => "multi-partial",
             Mutation::TimestampGoesBack => "timestamp-goes-back",
+            Mutation::ReadUnconfirmed => "read-unconfirmed",
         }
     }
 
@@ -183,6 +188,9 @@ impl Mutation {
             Mutation::TimestampGoesBack => {
                 "a primary stamps entries with its own clock only (cluster time goes back when a new primary's clock is behind)"
             }
+            Mutation::ReadUnconfirmed => {
+                "the primary serves reads without a log entry before a quorum confirms it still leads its view"
+            }
         }
     }
 
@@ -236,8 +244,11 @@ pub fn from_env() -> Option<Mutation> {
 }
 
 /// The mutations whose points exist in a production `chaos-mutation` build.
-pub const PRODUCTION_POINTS: [Mutation; 2] =
-    [Mutation::ReadFromBackup, Mutation::CommitBeforeQuorum];
+pub const PRODUCTION_POINTS: [Mutation; 3] = [
+    Mutation::ReadFromBackup,
+    Mutation::CommitBeforeQuorum,
+    Mutation::ReadUnconfirmed,
+];
 
 /// Whether `mutation` is active; if it is, the point counts as fired.
 pub fn is(mutation: Mutation) -> bool {

@@ -31,6 +31,8 @@ pub struct ClientOp {
     /// `None` when the trace ends before the completion.
     pub outcome: Option<Outcome>,
     pub op_number: Option<u64>,
+    /// A read served without a log entry: `op_number` names the state it read.
+    pub read: bool,
 }
 
 impl ClientOp {
@@ -47,6 +49,7 @@ impl ClientOp {
     /// `client 3 request 17 (write k12, ok at op 57, 1.2s..1.3s)`
     pub fn describe(&self) -> String {
         let outcome = match (self.outcome, self.op_number) {
+            (Some(o), Some(n)) if self.read => format!("{}, read at op {n}", o.as_str()),
             (Some(o), Some(n)) => format!("{} at op {n}", o.as_str()),
             (Some(o), None) => o.as_str().to_string(),
             (None, _) => "never completed".to_string(),
@@ -252,6 +255,7 @@ impl<'a> TraceAnalyzer<'a> {
                         complete_us: None,
                         outcome: None,
                         op_number: None,
+                        read: false,
                     });
                 }
                 EventKind::ClientComplete {
@@ -259,6 +263,7 @@ impl<'a> TraceAnalyzer<'a> {
                     request,
                     outcome,
                     op_number,
+                    read,
                     ..
                 } => {
                     if let Some(i) = open.remove(&(*client, *request)) {
@@ -267,6 +272,7 @@ impl<'a> TraceAnalyzer<'a> {
                         op.complete_us = Some(e.at_us);
                         op.outcome = Some(*outcome);
                         op.op_number = *op_number;
+                        op.read = *read;
                     }
                 }
                 _ => {}
@@ -451,6 +457,7 @@ pub(crate) mod tests {
                 op: OpKind::Write,
                 outcome: Outcome::Ok,
                 op_number: Some(57),
+                read: false,
             },
         );
         t.push(
@@ -525,6 +532,7 @@ pub(crate) mod tests {
                 op: OpKind::Rmw,
                 outcome: Outcome::Unknown,
                 op_number: None,
+                read: false,
             },
         );
         t.push(30 * ms, EventKind::Restart { replica: 2 });
@@ -552,6 +560,7 @@ pub(crate) mod tests {
                 op: OpKind::Read,
                 outcome: Outcome::Ok,
                 op_number: Some(58),
+                read: false,
             },
         );
         t.push(

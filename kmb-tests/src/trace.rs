@@ -86,6 +86,9 @@ pub enum EventKind {
         outcome: Outcome,
         /// The op number the reply carried (committed ops only).
         op_number: Option<u64>,
+        /// A read served without a log entry: `op_number` names the state it read.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        read: bool,
     },
     // --- protocol ---
     Commit {
@@ -320,6 +323,7 @@ impl EventKind {
                 op,
                 outcome,
                 op_number,
+                read,
             } => {
                 out.push(2);
                 u(out, *client);
@@ -327,6 +331,7 @@ impl EventKind {
                 out.push(*op as u8);
                 out.push(*outcome as u8);
                 o(out, *op_number);
+                out.push(u8::from(*read));
             }
             EventKind::Commit {
                 replica,
@@ -418,6 +423,7 @@ impl fmt::Display for EventKind {
                 op,
                 outcome,
                 op_number,
+                read,
             } => {
                 write!(
                     f,
@@ -425,8 +431,10 @@ impl fmt::Display for EventKind {
                     op.as_str(),
                     outcome.as_str()
                 )?;
-                if let Some(n) = op_number {
-                    write!(f, " at op {n}")?;
+                match (op_number, read) {
+                    (Some(n), true) => write!(f, ", read at op {n}")?,
+                    (Some(n), false) => write!(f, " at op {n}")?,
+                    (None, _) => {}
                 }
                 Ok(())
             }
@@ -881,6 +889,7 @@ mod tests {
                 op: OpKind::Read,
                 outcome: Outcome::Unknown,
                 op_number: None,
+                read: false,
             },
         );
         let doc = parse_json(&trace.to_json()).unwrap();

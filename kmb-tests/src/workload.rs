@@ -650,10 +650,12 @@ pub async fn run_client(
             }
         }
         let ret = micros_since(start);
-        let (outcome, op_number) = match &result {
-            Ok(reply) => (Outcome::Ok, Some(reply.op)),
-            Err(ClientError::Failed(_) | ClientError::Rejected(_)) => (Outcome::Failed, None),
-            Err(ClientError::Unknown(_)) => (Outcome::Unknown, None),
+        let (outcome, op_number, read) = match &result {
+            Ok(reply) => (Outcome::Ok, Some(reply.op), reply.read),
+            Err(ClientError::Failed(_) | ClientError::Rejected(_)) => {
+                (Outcome::Failed, None, false)
+            }
+            Err(ClientError::Unknown(_)) => (Outcome::Unknown, None, false),
         };
         // The request limit: whatever fits a WAL slot is served, whatever does not is refused
         // with an error (and never stops a replica).
@@ -680,6 +682,7 @@ pub async fn run_client(
                 op: op_kind(&input),
                 outcome,
                 op_number,
+                read,
             },
         ));
         if writes {
@@ -696,6 +699,7 @@ pub async fn run_client(
                 Some(output) => Some(KvReply {
                     output,
                     op_number: Some(reply.op),
+                    read: reply.read,
                 }),
                 None => {
                     shared.malformed.lock().expect("lock").push(format!(

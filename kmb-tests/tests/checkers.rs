@@ -84,6 +84,7 @@ fn one_set() -> Observations {
         output: Some(KvReply {
             output: KvOutput::Ok,
             op_number: Some(2),
+            read: false,
         }),
         call: 0,
         ret: 1,
@@ -114,6 +115,7 @@ fn check_all_wrong_reply_becomes_failure() {
     obs.history[0].output = Some(KvReply {
         output: KvOutput::Value(Some("v".into())),
         op_number: Some(2),
+        read: false,
     });
     let problem = checkers::first_problem(&checkers::check_all(&obs));
     let failure: Failure = problem.expect("a problem").expect("a violation").into();

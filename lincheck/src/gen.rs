@@ -209,6 +209,7 @@ pub fn generate(opts: &GenOptions) -> Vec<Record> {
         replies[i] = Some(KvReply {
             output,
             op_number: Some(num as u64 + 1),
+            read: false,
         });
     }
 

@@ -243,6 +243,12 @@ pub struct KvReply {
     pub output: KvOutput,
     /// The server's op number for this operation.
     pub op_number: Option<u64>,
+    /// A read the server answered without an op of its own: `op_number` names the state it
+    /// read — the state after that op, which is another operation's (kmb's reads served
+    /// without a log entry). Reads may share an op number with each other and with the write
+    /// at that op; they order after it and before the next.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read: bool,
 }
 
 /// A key-value operation as checked by [`check`].
@@ -601,6 +607,7 @@ fn with_projections(history: &[KvOp]) -> std::borrow::Cow<'_, [KvOp]> {
                     Some(output) => Some(KvReply {
                         output,
                         op_number: reply.op_number,
+                        read: reply.read,
                     }),
                     // A reply whose shape does not fit: keep it whole, so the key's
                     // check reports it.
@@ -711,72 +718,93 @@ fn numbered_failure(history: &[KvOp], prefix: Vec<usize>, index: usize, reason: 
 /// The op-number checks alone (part 2 of [`check`]): uniqueness and real-time order of
 /// op numbers, and the replay in op-number order (which checks scans).
 pub fn check_op_numbers(history: &[KvOp]) -> Verdict {
-    // Completed ops with an op number, sorted by op number.
-    let mut numbered: Vec<(u64, usize)> = history
+    // Completed ops with an op number, sorted by position: `(op number, read)` — a read
+    // answered without an op of its own ([`KvReply::read`]) sees the state after its op
+    // number, so it sorts after the op with that number and before the next; reads may share
+    // a position.
+    let mut numbered: Vec<((u64, bool), usize)> = history
         .iter()
         .enumerate()
-        .filter_map(|(i, op)| Some((op.output.as_ref()?.op_number?, i)))
+        .filter_map(|(i, op)| {
+            let reply = op.output.as_ref()?;
+            Some(((reply.op_number?, reply.read), i))
+        })
         .collect();
     if numbered.is_empty() {
         return Verdict::Linearizable;
     }
     numbered.sort_unstable();
     for (pos, w) in numbered.windows(2).enumerate() {
-        if w[0].0 == w[1].0 {
+        if w[0].0 == w[1].0 && !w[0].0 .1 {
             return numbered_failure(
                 history,
                 numbered[..pos].iter().map(|&(_, i)| i).collect(),
                 w[1].1,
-                format!("op number {} is also used by op #{}", w[1].0, w[0].1),
+                format!("op number {} is also used by op #{}", w[1].0 .0, w[0].1),
             );
         }
     }
     let prefix_before = |num: u64| -> Vec<usize> {
         numbered
             .iter()
-            .take_while(|&&(n, _)| n < num)
+            .take_while(|&&((n, _), _)| n < num)
             .map(|&(_, i)| i)
             .collect()
     };
 
-    // (a) Real time: if a.ret < b.call then op(a) < op(b).
-    // By return, then op number; by call, then return, then op number (op numbers
-    // are unique, so the orders are total).
-    let mut by_ret: Vec<(u64, u64, usize)> = numbered
+    // (a) Real time: if a.ret < b.call then pos(a) < pos(b) (or both are reads of the same
+    // state). By return, then position; by call, then return, then position.
+    let mut by_ret: Vec<(u64, (u64, bool), usize)> = numbered
         .iter()
         .map(|&(n, i)| (history[i].ret, n, i))
         .collect();
     by_ret.sort_unstable();
-    let mut by_call: Vec<(u64, u64, u64, usize)> = by_ret
+    let mut by_call: Vec<(u64, u64, (u64, bool), usize)> = by_ret
         .iter()
         .map(|&(r, n, i)| (history[i].call, r, n, i))
         .collect();
     by_call.sort_unstable();
     let by_ret: Vec<usize> = by_ret.into_iter().map(|(_, _, i)| i).collect();
     let by_call: Vec<usize> = by_call.into_iter().map(|(_, _, _, i)| i).collect();
-    let op_num = |i: usize| history[i].output.as_ref().and_then(|r| r.op_number);
+    let position = |i: usize| {
+        history[i]
+            .output
+            .as_ref()
+            .and_then(|r| Some((r.op_number?, r.read)))
+            .unwrap_or((0, false))
+    };
+    let describe_position = |(n, read): (u64, bool)| {
+        if read {
+            format!("a read of the state after op {n}")
+        } else {
+            format!("op number {n}")
+        }
+    };
     let mut ptr = 0;
-    let mut max: Option<(u64, usize)> = None;
+    let mut max: Option<((u64, bool), usize)> = None;
     for &b in &by_call {
         while ptr < by_ret.len() && history[by_ret[ptr]].ret < history[b].call {
             let a = by_ret[ptr];
-            let n = op_num(a).unwrap_or(0);
-            if !matches!(max, Some((m, _)) if m >= n) {
-                max = Some((n, a));
+            let p = position(a);
+            if !matches!(max, Some((m, _)) if m >= p) {
+                max = Some((p, a));
             }
             ptr += 1;
         }
-        let nb = op_num(b).unwrap_or(0);
-        if let Some((na, a)) = max {
-            if na >= nb {
+        let pb = position(b);
+        if let Some((pa, a)) = max {
+            if pa > pb || (pa == pb && !pa.1) {
                 return numbered_failure(
                     history,
-                    prefix_before(nb),
+                    prefix_before(pb.0),
                     b,
                     format!(
-                        "real-time order violated: op #{a} (op number {na}) returned at {} \
-                         before this op (op number {nb}) was called at {}",
-                        history[a].ret, history[b].call
+                        "real-time order violated: op #{a} ({}) returned at {} \
+                         before this op ({}) was called at {}",
+                        describe_position(pa),
+                        history[a].ret,
+                        describe_position(pb),
+                        history[b].call
                     ),
                 );
             }
@@ -826,7 +854,7 @@ pub fn check_op_numbers(history: &[KvOp]) -> Verdict {
         .flat_map(|op| op.input.keys())
         .collect();
     let mut store: BTreeMap<String, String> = BTreeMap::new();
-    for (pos, &(num, i)) in numbered.iter().enumerate() {
+    for (pos, &((num, _), i)) in numbered.iter().enumerate() {
         let op = &history[i];
         let Some(reply) = &op.output else { continue };
         let uncertain = |key: &str| {

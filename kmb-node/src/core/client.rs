@@ -60,6 +60,7 @@ impl Replica {
                         request,
                         op: self.commit_min,
                         reply,
+                        read: true,
                     });
                     return;
                 }
@@ -89,6 +90,16 @@ impl Replica {
             self.enqueue_request(client, request, body);
             return;
         }
+        match self.try_start_read(client, request, body) {
+            Ok(()) => {}
+            Err(body) => self.order_request(client, request, body),
+        }
+    }
+
+    /// The active primary orders a request through the log: answered from the client table
+    /// if it is a retry, held if its client's earlier request or the pipeline is not done,
+    /// else prepared.
+    pub(super) fn order_request(&mut self, client: u128, request: u64, body: Vec<u8>) {
         if let Some(e) = self.clients.get(client) {
             // A retry of the last request gets its cached reply. So does a registration's
             // retry: its entry records the registration's op, above the number it was sent
@@ -106,6 +117,7 @@ impl Replica {
                     request,
                     op,
                     reply,
+                    read: false,
                 });
                 return;
             }

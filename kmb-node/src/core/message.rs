@@ -24,8 +24,9 @@ const MAGIC: [u8; 4] = *b"KMBM";
 /// (entry format 2). 6: client sessions register (`kv::Request::Register`; the client table
 /// executes nothing else for a client it does not hold), so no replica of version 5 may apply
 /// the same log. 7: `CommitAck` (a backup answers the primary's heartbeat; a primary that
-/// hears from no quorum steps down).
-const VERSION: u16 = 7;
+/// hears from no quorum steps down). 8: `Commit` and `CommitAck` carry a read round (reads
+/// served without a log entry, `core/read.rs`).
+const VERSION: u16 = 8;
 
 /// A replica's log as DoViewChange, StartView and RecoveryResponse carry it: the head (`op` and
 /// its entry's checksum), the commit number, the durable checkpoint op, and the last (at most
@@ -88,16 +89,22 @@ pub enum Body {
         op: u64,
         checksum: Checksum,
     },
-    /// Primary → backups heartbeat: commit number and durable checkpoint op.
+    /// Primary → backups heartbeat: commit number and durable checkpoint op; `round` is the
+    /// primary's latest read round (sent at once when reads wait for one, then with every
+    /// heartbeat until answered).
     Commit {
         view: View,
         commit: u64,
         checkpoint_op: u64,
+        round: u64,
     },
     /// Backup → primary, answering each heartbeat: the primary knows a quorum still hears
-    /// it (a primary that hears from no quorum for a view-change timeout steps down).
+    /// it (a primary that hears from no quorum for a view-change timeout steps down), and —
+    /// echoing `round` — that the sender was in `view`, normal, after the round was sent: what
+    /// confirms the reads waiting for it (`core/read.rs`).
     CommitAck {
         view: View,
+        round: u64,
     },
     StartViewChange {
         view: View,
@@ -280,10 +287,12 @@ impl Message {
                 view,
                 commit,
                 checkpoint_op,
+                round,
             } => {
                 w.u64(*view);
                 w.u64(*commit);
                 w.u64(*checkpoint_op);
+                w.u64(*round);
             }
             Body::StartViewChange { view } | Body::RequestStartView { view } => w.u64(*view),
             Body::DoViewChange { view, vote } => {
@@ -318,7 +327,10 @@ impl Message {
             }
             Body::Headers { headers } => write_headers(&mut w, headers),
             Body::RequestStateTransfer { op_min } => w.u64(*op_min),
-            Body::CommitAck { view } => w.u64(*view),
+            Body::CommitAck { view, round } => {
+                w.u64(*view);
+                w.u64(*round);
+            }
             Body::StateTransfer {
                 view,
                 checkpoint_op,
@@ -364,6 +376,7 @@ impl Message {
                 view: r.u64()?,
                 commit: r.u64()?,
                 checkpoint_op: r.u64()?,
+                round: r.u64()?,
             },
             4 => Body::StartViewChange { view: r.u64()? },
             5 => {
@@ -415,7 +428,10 @@ impl Message {
                 headers: read_headers(&mut r)?,
             },
             13 => Body::RequestStateTransfer { op_min: r.u64()? },
-            15 => Body::CommitAck { view: r.u64()? },
+            15 => Body::CommitAck {
+                view: r.u64()?,
+                round: r.u64()?,
+            },
             14 => Body::StateTransfer {
                 view: r.u64()?,
                 checkpoint_op: r.u64()?,

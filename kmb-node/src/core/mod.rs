@@ -11,7 +11,7 @@
 //!   dispatch and the `progress` order. Each sub-protocol is an `impl Replica` block in its
 //!   own file: `log` (slots, hash chain, prefixes, installing a log), `durability` (sync,
 //!   superblock, checkpoints), `normal` (prepare, prepare-ok, commit, apply), `view_change`,
-//!   `nack`, `recovery`, `repair`, `state_transfer`, `client`, `timers`, `diagnose`.
+//!   `nack`, `recovery`, `repair`, `state_transfer`, `client`, `read`, `timers`, `diagnose`.
 //! * [`snapshot`] — the client table and the checkpoint snapshot (kv state + client table).
 
 /// An invariant of the core: `assert!` in the simulator (every VOPR build, release included,
@@ -35,6 +35,7 @@ mod log;
 pub mod message;
 mod nack;
 mod normal;
+mod read;
 mod recovery;
 mod repair;
 pub mod replica;
@@ -293,12 +294,15 @@ pub enum Effect {
         checksum: Checksum,
         snapshot: Vec<u8>,
     },
-    /// Reply to a client: `op` is the op the request was committed (ordered) at.
+    /// Reply to a client: `op` is the op the request was committed (ordered) at — or, for a
+    /// `read` served without a log entry (`read.rs`), the op whose state it read (the state
+    /// after `op`; the entry at `op` is another request).
     Reply {
         client: u128,
         request: u64,
         op: u64,
         reply: kv::Reply,
+        read: bool,
     },
     /// The request reached a replica that is not the primary (or, `ordered`, a primary that
     /// ordered it and left its view before committing it: it may still take effect, and a

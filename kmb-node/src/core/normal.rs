@@ -100,7 +100,14 @@ impl Replica {
         }
     }
 
-    pub(super) fn on_commit(&mut self, from: u8, view: View, commit: u64, checkpoint_op: u64) {
+    pub(super) fn on_commit(
+        &mut self,
+        from: u8,
+        view: View,
+        commit: u64,
+        checkpoint_op: u64,
+        round: u64,
+    ) {
         if from != self.config.primary_of(view) {
             return;
         }
@@ -108,8 +115,9 @@ impl Replica {
             self.primary_contact_tick = self.tick;
             self.commit_max = self.commit_max.max(commit);
             self.maybe_request_state_transfer(from, checkpoint_op);
-            // The primary learns that this backup still hears it.
-            self.send(from, Body::CommitAck { view });
+            // The primary learns that this backup still hears it, in this view, after it sent
+            // `round` (which confirms the reads waiting for that round: `read.rs`).
+            self.send(from, Body::CommitAck { view, round });
         } else if view > self.view || self.status == Status::Recovering {
             self.request_start_view(from, view);
         }
@@ -308,6 +316,7 @@ impl Replica {
                 request,
                 op,
                 reply,
+                read: false,
             });
         }
     }

@@ -19,6 +19,7 @@ use crate::entry::View;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::client::QueuedRequest;
+use super::read::PendingRead;
 use super::log::Slot;
 use super::message::{Body, LogSummary, Message, Vote};
 use super::snapshot::{self, ClientTable};
@@ -109,6 +110,12 @@ pub struct Replica {
     /// pipeline or WAL ring is full, or its view is not yet active — at most one per client
     /// and [`REQUEST_QUEUE_MAX`] in all, in arrival order (`client.rs`).
     pub(super) request_queue: VecDeque<QueuedRequest>,
+    /// Primary: reads waiting for their read round and commit point (`read.rs`).
+    pub(super) reads: VecDeque<PendingRead>,
+    /// Primary: the latest read round it sent (rounds number on across views).
+    pub(super) read_round: u64,
+    /// Primary: the view `read_acks` are of, and the latest round each replica answered in it.
+    pub(super) read_acks: (View, Vec<u64>),
 
     pub(super) svc_from: BTreeSet<u8>,
     pub(super) dvcs: BTreeMap<u8, Vote>,
@@ -161,10 +168,11 @@ fn numbers_in_range(body: &Body) -> bool {
             view,
             commit,
             checkpoint_op,
+            ..
         } => *view < VIEW_MAX && *commit < OP_MAX && *checkpoint_op < OP_MAX,
         Body::StartViewChange { view }
         | Body::RequestStartView { view }
-        | Body::CommitAck { view } => *view < VIEW_MAX,
+        | Body::CommitAck { view, .. } => *view < VIEW_MAX,
         Body::DoViewChange {
             view,
             vote: Vote { log, .. },
@@ -196,7 +204,7 @@ fn view_of(body: &Body) -> Option<View> {
         Body::Prepare { view, .. }
         | Body::PrepareOk { view, .. }
         | Body::Commit { view, .. }
-        | Body::CommitAck { view }
+        | Body::CommitAck { view, .. }
         | Body::StartViewChange { view }
         | Body::RequestStartView { view }
         | Body::DoViewChange { view, .. }
@@ -277,6 +285,9 @@ impl Replica {
             leading_since: None,
             quorum_lost: false,
             request_queue: VecDeque::new(),
+            reads: VecDeque::new(),
+            read_round: 0,
+            read_acks: (0, vec![0; n]),
             svc_from: BTreeSet::new(),
             dvcs: BTreeMap::new(),
             dvc_sent: false,
@@ -521,10 +532,11 @@ impl Replica {
                 view,
                 commit,
                 checkpoint_op,
-            } => self.on_commit(from, view, commit, checkpoint_op),
+                round,
+            } => self.on_commit(from, view, commit, checkpoint_op, round),
             Body::StartViewChange { view } => self.on_start_view_change(from, view),
-            // Heard (above): all a CommitAck says.
-            Body::CommitAck { .. } => {}
+            // Heard (above), and a read round answered.
+            Body::CommitAck { view, round } => self.on_commit_ack(from, view, round),
             Body::DoViewChange { view, vote } => self.on_do_view_change(from, view, vote),
             Body::StartView { view, log } => self.on_start_view(from, view, log),
             Body::RequestStartView { view } => self.on_request_start_view(from, view),
@@ -560,6 +572,7 @@ impl Replica {
         self.maybe_checkpoint();
         self.try_send_dvc();
         self.serve_request_queue();
+        self.serve_reads();
         self.maybe_write_superblock();
         self.maybe_sync();
     }

@@ -28,11 +28,7 @@ impl Replica {
                 self.quorum_lost = lost;
                 if tick >= self.heartbeat_due {
                     self.heartbeat_due = tick + self.config.heartbeat_ticks;
-                    self.broadcast(Body::Commit {
-                        view: self.view,
-                        commit: self.commit_max,
-                        checkpoint_op: self.checkpoint.op,
-                    });
+                    self.send_heartbeat();
                 }
                 if tick >= self.prepare_due {
                     self.prepare_due = tick + self.config.prepare_ticks;

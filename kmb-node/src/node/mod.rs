@@ -616,13 +616,21 @@ impl Driver {
                         request,
                         op,
                         reply,
+                        read,
                     } => {
                         let value = commands::reply_value(&reply);
                         self.answer(client, request, |session| {
-                            if session {
-                                Value::Array(vec![Value::Integer(op as i64), value.clone()])
-                            } else {
-                                value.clone()
+                            match (session, read) {
+                                // A read served without an entry: the state after `op`.
+                                (true, true) => Value::Array(vec![
+                                    Value::Integer(op as i64),
+                                    value.clone(),
+                                    Value::Simple("read".to_string()),
+                                ]),
+                                (true, false) => {
+                                    Value::Array(vec![Value::Integer(op as i64), value.clone()])
+                                }
+                                (false, _) => value.clone(),
                             }
                         });
                     }

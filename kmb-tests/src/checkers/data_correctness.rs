@@ -23,6 +23,10 @@
 //!      and the client's output must equal the specification's output for it;
 //!    * otherwise (the entry at `n` was never observed): unverified.
 //!
+//! 5. Every completed read the primary served without an entry (its reply marked a read of
+//!    the state after op `n`): `n` committed, and the client's output equal to the
+//!    specification's for that read in the state after op `n`, at that state's clock.
+//!
 //! Verdict: the violation at the lowest op; else `Unknown` if the replay stopped at a gap
 //! (an op whose entry no replica reported) or a reply could not be verified; else `Pass`.
 
@@ -284,7 +288,34 @@ pub fn check_with(obs: &Observations, spec: Spec) -> Verdict {
     let mut store = SpecStore::default();
     let mut spec_outputs: BTreeMap<u64, KvOutput> = BTreeMap::new();
     let mut spec_last = model.last;
+    // Reads served without an entry (rule 5), by the op whose state they read; each is
+    // evaluated on the specification's state after that op, at the state's clock (the
+    // largest timestamp applied).
+    let mut reads: Vec<(u64, usize)> = obs
+        .history
+        .iter()
+        .enumerate()
+        .filter_map(|(i, op)| {
+            let out = op.output.as_ref()?;
+            (out.read && out.op_number? <= model.last).then_some((out.op_number?, i))
+        })
+        .collect();
+    reads.sort_unstable();
+    let mut reads = reads.into_iter().peekable();
+    let mut read_outputs: BTreeMap<usize, KvOutput> = BTreeMap::new();
+    let mut clock = 0u64;
+    let mut read_state =
+        |store: &mut SpecStore, before: u64, clock: u64, out: &mut BTreeMap<usize, KvOutput>| {
+            while let Some(&(_, i)) = reads.peek().filter(|&&(n, _)| n < before) {
+                reads.next();
+                out.insert(i, spec(store, &obs.history[i].input, clock));
+            }
+        };
     for (&op, exec) in &model.executions {
+        read_state(&mut store, op, clock, &mut read_outputs);
+        if exec.request.is_some() {
+            clock = clock.max(exec.timestamp);
+        }
         let input = match spec_input(exec.request.as_ref()) {
             SpecInput::Command(input) => input,
             SpecInput::NoEffect => continue,
@@ -307,6 +338,7 @@ pub fn check_with(obs: &Observations, spec: Spec) -> Verdict {
         }
         spec_outputs.insert(op, expected);
     }
+    read_state(&mut store, spec_last + 1, clock, &mut read_outputs);
     let mut unverified = 0usize;
     for (index, op) in obs.history.iter().enumerate() {
         let Some(out) = &op.output else { continue };
@@ -320,6 +352,22 @@ pub fn check_with(obs: &Observations, spec: Spec) -> Verdict {
             "client {} {:?} -> {:?} at op {n}",
             op.client, op.input, out.output
         );
+        if out.read {
+            // Rule 5: a read of the state after op `n`.
+            if n > highest {
+                found.push(at(format!(
+                    "{describe} (a read): no replica ever committed op {n} (highest committed op is {highest})"
+                )));
+            } else if n > spec_last {
+                unverified += 1;
+            } else if read_outputs.get(&index) != Some(&out.output) {
+                found.push(at(format!(
+                    "{describe} (history #{index}), a read of the state after op {n}: the specification, over the committed log, gives {:?}",
+                    read_outputs.get(&index)
+                )));
+            }
+            continue;
+        }
         if n > highest || n == 0 {
             found.push(at(format!(
                 "{describe}: no replica ever committed op {n} (highest committed op is {highest})"
@@ -394,6 +442,13 @@ mod tests {
     use super::*;
     use crate::checkers::fixture;
 
+    fn the_read(obs: &mut Observations) -> &mut lincheck::kv::KvReply {
+        obs.history
+            .iter_mut()
+            .find_map(|h| h.output.as_mut().filter(|o| o.read))
+            .expect("the read")
+    }
+
     fn fail(obs: &Observations) -> Violation {
         violation_of(check(obs))
     }
@@ -421,6 +476,27 @@ mod tests {
         let v = fail(&obs);
         assert_eq!(v.classification, Classification::DataCorruption);
         assert_eq!((v.op, v.key.as_deref()), (Some(at), Some("k0000")));
+    }
+
+    /// Goal: a read served without an entry (rule 5) is judged on the state after the op it
+    /// names: the GET's reply, named as a read of the state after the op before it, passes;
+    /// the value from before the CAS fires; a read of an op never committed fires.
+    #[test]
+    fn data_correctness_judges_reads_at_the_state_they_name() {
+        let mut obs = fixture::clean();
+        let at = fixture::REGISTERED + 6;
+        let get = fixture::history_at(&mut obs, at);
+        let reply = get.output.as_mut().expect("reply");
+        reply.read = true;
+        reply.op_number = Some(at - 1);
+        assert_eq!(check(&obs), Verdict::Pass);
+        let mut stale = obs.clone();
+        the_read(&mut stale).output = KvOutput::Value(Some("a".into()));
+        let v = fail(&stale);
+        assert_eq!((v.op, v.key.as_deref()), (Some(at - 1), Some("k0000")));
+        assert!(v.message.contains("a read of the state after op"), "{}", v.message);
+        the_read(&mut obs).op_number = Some(99);
+        assert_eq!(fail(&obs).op, Some(99));
     }
 
     /// Goal: a scan reply missing a pair fires.

@@ -164,6 +164,7 @@ pub fn clean() -> Observations {
             output: Some(KvReply {
                 output,
                 op_number: Some(op),
+                read: false,
             }),
             call: op * 10,
             ret: op * 10 + 5,

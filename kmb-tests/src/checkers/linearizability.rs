@@ -74,6 +74,7 @@ pub fn with_ticks(history: &[KvOp], clock_origin_us: u64, skew_ms: (i64, i64)) -
             output: Some(KvReply {
                 output: KvOutput::Ok,
                 op_number: None,
+                read: false,
             }),
             call: real(skew_ms.1),
             ret: real(skew_ms.0),
@@ -109,6 +110,7 @@ mod tests {
             output: Some(KvReply {
                 output: KvOutput::Value(Some("a".into())),
                 op_number: None,
+                read: false,
             }),
             call: 1_000,
             ret: 1_005,
@@ -135,6 +137,7 @@ mod tests {
                 output: Some(KvReply {
                     output: KvOutput::Ok,
                     op_number: None,
+                    read: false,
                 }),
                 call: 0,
                 ret: 100,
@@ -145,6 +148,7 @@ mod tests {
                 output: Some(KvReply {
                     output: KvOutput::Value(Some(((c + 1) % 6).to_string())),
                     op_number: None,
+                    read: false,
                 }),
                 call: 0,
                 ret: 100,
@@ -161,6 +165,7 @@ mod tests {
             output: Some(KvReply {
                 output,
                 op_number: Some(n),
+                read: false,
             }),
             call,
             ret,
@@ -210,6 +215,7 @@ mod tests {
         obs.history[2].output = Some(KvReply {
             output: KvOutput::Value(Some("v".into())),
             op_number: Some(3),
+            read: false,
         });
         assert!(matches!(check(&obs), Verdict::Fail(_)));
         // A read that overlaps the expiry time may see either.
@@ -274,6 +280,7 @@ mod tests {
                 KvOutput::Value(Some("1".into())),
             ]),
             op_number: Some(3),
+            read: false,
         });
         assert_eq!(check(&obs), Verdict::Pass);
     }

@@ -130,6 +130,10 @@ pub struct Record {
     /// absent for `unknown`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub op_number: Option<u64>,
+    /// `op_number` names the state a read saw (after that op), not an op of its own
+    /// ([`KvReply::read`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read: bool,
     /// A `set` with an expiry: the cluster time (ms) at which the key disappears.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
@@ -167,6 +171,7 @@ impl Record {
             swapped: None,
             entries: None,
             op_number: None,
+            read: false,
             expires_at: None,
             at: None,
             ops: None,
@@ -235,6 +240,7 @@ impl Record {
         let mut r =
             Record::empty(op.client, op.call, Some(op.ret), name, result).with_input(&op.input);
         r.op_number = reply.op_number;
+        r.read = reply.read;
         match &reply.output {
             KvOutput::Ok | KvOutput::Error => {}
             KvOutput::Value(v) => r.value = Some(v.clone()),
@@ -251,6 +257,7 @@ impl Record {
                             output: Some(KvReply {
                                 output: out.clone(),
                                 op_number: None,
+                                read: false,
                             }),
                             call: op.call,
                             ret: op.ret,
@@ -350,6 +357,9 @@ impl Record {
                 "result `error` is only valid for `incrby`, not `{op}`"
             ));
         }
+        if self.read && self.op_number.is_none() {
+            return Err("`read` needs an `op_number` (the state the read saw)".to_string());
+        }
         let input = self.take_input()?;
         let ret = match self.result {
             ResultKind::Fail => return Ok(None),
@@ -391,6 +401,7 @@ impl Record {
             output: Some(KvReply {
                 output,
                 op_number: self.op_number,
+                read: self.read,
             }),
             call: self.call,
             ret,
@@ -505,6 +516,7 @@ impl Record {
                     output: Some(KvReply {
                         output: KvOutput::Results(outputs),
                         op_number: self.op_number,
+                        read: self.read,
                     }),
                     call: self.call,
                     ret,

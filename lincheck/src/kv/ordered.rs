@@ -47,6 +47,9 @@
 //!   holding it hold a common stand-in instead, and the classes writing it merge into
 //!   those writing the stand-in, adding up used and available members.
 //!
+//! A read answered without an op of its own (`KvReply::read`) sits after the op whose
+//! number it carries; reads of the same state commute.
+//!
 //! A key whose completed ops lack an op number, or whose op numbers contradict real
 //! time, or whose frontier grows beyond [`MAX_FRONTIER`] states, is left to the general
 //! search (and the op-number checks report the latter).
@@ -788,23 +791,25 @@ pub(crate) fn check_key(history: &[KvOp], members: &[usize], step_cap: u64) -> K
     }) {
         return KeyOutcome::NotApplicable;
     }
-    // Completed ops in op-number order.
-    let mut completed: Vec<(u64, usize)> = Vec::new();
+    // Completed ops in op-number order: a read of the state after op `n`
+    // (`KvReply::read`) after the op numbered `n`; reads of one state (which commute) by
+    // return, which respects real time among them.
+    let mut completed: Vec<((u64, bool), u64, usize)> = Vec::new();
     let mut unknown: Vec<usize> = Vec::new();
     for &i in members {
         match &history[i].output {
             Some(reply) => match reply.op_number {
-                Some(n) => completed.push((n, i)),
+                Some(n) => completed.push(((n, reply.read), history[i].ret, i)),
                 None => return KeyOutcome::NotApplicable,
             },
             None => unknown.push(i),
         }
     }
     completed.sort_unstable();
-    if completed.windows(2).any(|w| w[0].0 == w[1].0) {
+    if completed.windows(2).any(|w| w[0].0 == w[1].0 && !w[0].0 .1) {
         return KeyOutcome::NotApplicable;
     }
-    let order: Vec<usize> = completed.iter().map(|&(_, i)| i).collect();
+    let order: Vec<usize> = completed.iter().map(|&(_, _, i)| i).collect();
     // Real time: no op may return before an op ordered earlier was called.
     let mut max_call = 0;
     for (p, &i) in order.iter().enumerate() {

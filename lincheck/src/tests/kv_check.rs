@@ -33,6 +33,7 @@ fn op(call: u64, ret: u64, input: KvInput, output: KvOutput, num: u64) -> KvOp {
         output: Some(KvReply {
             output,
             op_number: Some(num),
+            read: false,
         }),
         call,
         ret,
@@ -288,4 +289,80 @@ fn kv_random_sequential_executions_are_linearizable() {
         }
     }
     assert!(caught > 100, "only {caught} corrupted scans caught");
+}
+
+/// A read answered at the state after op `num`, without an op of its own.
+fn read_at(call: u64, ret: u64, input: KvInput, output: KvOutput, num: u64) -> KvOp {
+    let mut o = op(call, ret, input, output, num);
+    if let Some(reply) = o.output.as_mut() {
+        reply.read = true;
+    }
+    o
+}
+
+fn get(k: &str) -> KvInput {
+    KvInput::Get { key: s(k) }
+}
+
+fn value(v: Option<&str>) -> KvOutput {
+    KvOutput::Value(v.map(s))
+}
+
+/// Reads of the state after op 2 share its number with the write at op 2 and with each
+/// other, one after another in real time and overlapping: linearizable; so is a scan read
+/// there, and a write at op 3 called after them.
+#[test]
+fn reads_sharing_an_op_number_are_linearizable() {
+    let h = [
+        op(0, 1, set("a", "1"), KvOutput::Ok, 1),
+        op(2, 3, set("a", "2"), KvOutput::Ok, 2),
+        read_at(4, 5, get("a"), value(Some("2")), 2),
+        read_at(6, 9, get("a"), value(Some("2")), 2),
+        read_at(7, 8, get("a"), value(Some("2")), 2),
+        read_at(7, 8, scan("a", "b", 10), entries(&[("a", "2")]), 2),
+        op(10, 11, set("a", "3"), KvOutput::Ok, 3),
+        read_at(12, 13, get("a"), value(Some("3")), 3),
+    ];
+    assert_eq!(verdict(&h), Verdict::Linearizable);
+}
+
+/// A stale read: the write at op 2 returned before the read was called, yet the read names
+/// the state after op 1 — the op-number check fires (so does the per-key check: the value
+/// is stale).
+#[test]
+fn a_read_of_a_state_older_than_a_returned_write_fires() {
+    let h = [
+        op(0, 1, set("a", "1"), KvOutput::Ok, 1),
+        op(2, 3, set("b", "2"), KvOutput::Ok, 2),
+        read_at(4, 5, get("a"), value(Some("1")), 1),
+    ];
+    assert_eq!(failure_at(&h), (OP_NUMBER_PARTITION.to_string(), 2));
+}
+
+/// A read that returned before the write at its op number was called: the read sees the
+/// state after that write, which did not exist yet.
+#[test]
+fn a_read_before_the_write_whose_state_it_names_fires() {
+    let h = [
+        read_at(0, 1, get("b"), value(None), 1),
+        op(2, 3, set("a", "1"), KvOutput::Ok, 1),
+    ];
+    assert_eq!(failure_at(&h), (OP_NUMBER_PARTITION.to_string(), 1));
+}
+
+/// A read whose value is not the state after its op fires, though every op overlaps (real
+/// time allows the value read): the key's check in op-number order places the read after
+/// the write at its op.
+#[test]
+fn a_read_with_the_wrong_state_for_its_op_fires() {
+    let h = [
+        op(0, 10, set("a", "1"), KvOutput::Ok, 1),
+        op(0, 10, set("a", "2"), KvOutput::Ok, 2),
+        read_at(0, 10, get("a"), value(Some("1")), 2),
+    ];
+    assert_eq!(failure_at(&h), ("a".to_string(), 2));
+    // Named as a read of the state after op 1, it is linearizable.
+    let mut h = h;
+    h[2] = read_at(0, 10, get("a"), value(Some("1")), 1);
+    assert_eq!(verdict(&h), Verdict::Linearizable);
 }

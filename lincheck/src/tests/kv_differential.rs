@@ -135,6 +135,7 @@ fn random_history(rng: &mut Rng, shape: Shape) -> Vec<KvOp> {
                 output: Some(KvReply {
                     output,
                     op_number: Some(completed + 1),
+                    read: false,
                 }),
                 call: 10 * completed + 1,
                 ret: 10 * completed + 2,

@@ -124,6 +124,7 @@ fn key_model_step_checks_output() {
     let reply = |output| KvReply {
         output,
         op_number: None,
+        read: false,
     };
     let m = KvKeyModel;
     let st = Some(s("1"));
@@ -147,6 +148,7 @@ fn op(client: u64, call: u64, ret: u64, input: KvInput, output: KvOutput) -> KvO
         output: Some(KvReply {
             output,
             op_number: None,
+            read: false,
         }),
         call,
         ret,

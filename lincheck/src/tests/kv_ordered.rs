@@ -41,6 +41,7 @@ fn history(completed: &[(KvInput, KvOutput)], unknown: &[KvInput]) -> Vec<KvOp> 
             output: Some(KvReply {
                 output: output.clone(),
                 op_number: Some(i as u64 + 1),
+                read: false,
             }),
             call: 10 * i as u64 + 1,
             ret: 10 * i as u64 + 2,

@@ -15,6 +15,7 @@ fn op(input: KvInput, output: KvOutput, call: u64, ret: u64, n: u64) -> KvOp {
         output: Some(KvReply {
             output,
             op_number: Some(n),
+            read: false,
         }),
         call,
         ret,
@@ -103,6 +104,7 @@ fn a_torn_multi_key_write_is_caught_through_the_op_order() {
         output: Some(KvReply {
             output: results(vec![val(Some("1")), val(Some("0"))]),
             op_number: None,
+            read: false,
         }),
         call: 11,
         ret: 12,
@@ -152,6 +154,7 @@ fn tick(k: &str, at: u64) -> KvOp {
         output: Some(KvReply {
             output: KvOutput::Ok,
             op_number: None,
+            read: false,
         }),
         call: at,
         ret: at,

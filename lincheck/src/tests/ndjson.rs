@@ -14,6 +14,7 @@ fn op(call: u64, ret: u64, input: KvInput, output: Option<KvOutput>, num: Option
         output: output.map(|output| KvReply {
             output,
             op_number: num,
+            read: false,
         }),
         call,
         ret: if num.is_some() { ret } else { u64::MAX },

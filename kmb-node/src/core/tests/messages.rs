@@ -22,8 +22,9 @@ fn every_message() -> Vec<Message> {
             view: 1,
             commit: 2,
             checkpoint_op: 3,
+            round: 4,
         },
-        Body::CommitAck { view: 5 },
+        Body::CommitAck { view: 5, round: 6 },
         Body::StartViewChange { view: 4 },
         Body::DoViewChange {
             view: 4,

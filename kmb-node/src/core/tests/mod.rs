@@ -9,6 +9,7 @@ mod diagnose;
 mod messages;
 mod nack;
 mod normal;
+mod read;
 mod recovery;
 mod repair;
 mod state_transfer;
@@ -278,6 +279,7 @@ impl Net {
                     request,
                     op,
                     reply,
+                    ..
                 } => self.replies.push((r, client, request, op, reply)),
                 Effect::Halt(reason) => self.halts.push((r, reason)),
                 Effect::Redirect { .. }

@@ -78,7 +78,8 @@ fn normal_case_three_replicas_exact_effects() {
                 client: 5,
                 request: 1,
                 op: 1,
-                reply: Reply::Ok
+                reply: Reply::Ok,
+                read: false,
             },
         ]
     );
@@ -88,13 +89,14 @@ fn normal_case_three_replicas_exact_effects() {
         view: 0,
         commit: 1,
         checkpoint_op: 0,
+        round: 0,
     };
     assert_eq!(
         b.step(msg(0, heartbeat)),
         vec![
             Effect::Send {
                 to: 0,
-                message: Message::new(CLUSTER, 1, Body::CommitAck { view: 0 })
+                message: Message::new(CLUSTER, 1, Body::CommitAck { view: 0, round: 0 })
             },
             Effect::Commit {
                 op: 1,
@@ -348,9 +350,10 @@ fn commit_waits_for_head_chain_over_stale_entry_below_hole_exact_effects() {
             view: 1,
             commit: 4,
             checkpoint_op: 0,
+            round: 0,
         },
     ));
-    assert_eq!(sends(&effects), vec![(1, Body::CommitAck { view: 1 })]);
+    assert_eq!(sends(&effects), vec![(1, Body::CommitAck { view: 1, round: 0 })]);
     assert_eq!(effects.len(), 1);
     assert_eq!(b.commit(), 0);
     // The headers of 2 and 3 connect op 1 to the head and replace the stale op 2.
@@ -501,14 +504,18 @@ fn entries_carry_cluster_time_that_never_goes_back() {
     for r in [1, 2] {
         net.clocks.insert(r, 1_000);
     }
-    let (op, reply) = net.request(
-        1,
-        3,
-        Request::Get {
+    // A write that reads the lock (a plain read would not make an entry: `read.rs`).
+    let touch = || {
+        Request::SetWith {
             key: b"lock".to_vec(),
+            value: b"me".to_vec(),
+            condition: crate::kv::SetCondition::IfPresent,
+            expiry: crate::kv::SetExpiry::Keep,
+            get: true,
         }
-        .encode(),
-    );
+        .encode()
+    };
+    let (op, reply) = net.request(1, 3, touch());
     let primary = net.primary().expect("a new primary");
     assert_ne!(primary, 0);
     assert_eq!(
@@ -521,14 +528,7 @@ fn entries_carry_cluster_time_that_never_goes_back() {
         "not expired at 10 s"
     );
     net.clocks.insert(primary, 11_000);
-    let (op, reply) = net.request(
-        1,
-        4,
-        Request::Get {
-            key: b"lock".to_vec(),
-        }
-        .encode(),
-    );
+    let (op, reply) = net.request(1, 4, touch());
     assert_eq!(
         net.replica(primary).entry(op).unwrap().header.timestamp,
         11_000

@@ -283,6 +283,7 @@ mod tests {
         Outcome::Ok(KvReply {
             output: KvOutput::Int(n),
             op_number: Some(1),
+            read: false,
         })
     }
 
@@ -320,6 +321,7 @@ mod tests {
             outcome: Outcome::Ok(KvReply {
                 output: KvOutput::Ok,
                 op_number: Some(op),
+                read: false,
             }),
         };
         let ops = vec![set("a", 1), set("b", 5)];

@@ -53,9 +53,9 @@ pub fn render(ops: &[Op], applied: &[Applied], clients: u64, title: &str) -> Str
             Outcome::Fail => TraceOutcome::Failed,
             Outcome::Unknown => TraceOutcome::Unknown,
         };
-        let op_number = match &op.outcome {
-            Outcome::Ok(r) => r.op_number,
-            _ => None,
+        let (op_number, read) = match &op.outcome {
+            Outcome::Ok(r) => (r.op_number, r.read),
+            _ => (None, false),
         };
         let (client, request) = (op.worker.min(clients), request as u64);
         events.push((
@@ -75,6 +75,7 @@ pub fn render(ops: &[Op], applied: &[Applied], clients: u64, title: &str) -> Str
                 op: kind(&op.input),
                 outcome,
                 op_number,
+                read,
             },
         ));
     }

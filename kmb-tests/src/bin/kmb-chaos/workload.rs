@@ -97,6 +97,7 @@ pub async fn execute(
             Some(output) => Outcome::Ok(KvReply {
                 output,
                 op_number: Some(reply.op),
+                read: reply.read,
             }),
             None => {
                 shared.anomalies.lock().expect("lock").push(format!(
