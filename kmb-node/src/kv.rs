@@ -1455,9 +1455,9 @@ impl KvState {
                 Reply::Array(replies)
             }
             // Everything else only reads.
-            read => self.query(read).unwrap_or_else(|| {
-                Reply::Error("not a command of the state machine".to_string())
-            }),
+            read => self
+                .query(read)
+                .unwrap_or_else(|| Reply::Error("not a command of the state machine".to_string())),
         }
     }
 

@@ -261,9 +261,10 @@ fn messages() -> Vec<(&'static str, Body)> {
                 view: 3,
                 commit: 1,
                 checkpoint_op: 0,
+                round: 2,
             },
         ),
-        ("commit_ack", Body::CommitAck { view: 4 }),
+        ("commit_ack", Body::CommitAck { view: 4, round: 2 }),
         ("start_view_change", Body::StartViewChange { view: 4 }),
         (
             "do_view_change",

@@ -129,6 +129,7 @@ fn failing_trace() -> Vec<kmb_tests::trace::TraceEvent> {
                 },
                 outcome,
                 op_number: (outcome == Outcome::Ok).then_some(100 + i),
+                read: false,
             },
         );
     }

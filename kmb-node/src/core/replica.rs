@@ -19,9 +19,9 @@ use crate::entry::View;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::client::QueuedRequest;
-use super::read::PendingRead;
 use super::log::Slot;
 use super::message::{Body, LogSummary, Message, Vote};
+use super::read::PendingRead;
 use super::snapshot::{self, ClientTable};
 use super::{CheckpointState, Config, DurableState, Effect, Input, Status};
 use crate::entry::{Checksum, Entry, Header};

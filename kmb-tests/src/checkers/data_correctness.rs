@@ -494,7 +494,11 @@ mod tests {
         the_read(&mut stale).output = KvOutput::Value(Some("a".into()));
         let v = fail(&stale);
         assert_eq!((v.op, v.key.as_deref()), (Some(at - 1), Some("k0000")));
-        assert!(v.message.contains("a read of the state after op"), "{}", v.message);
+        assert!(
+            v.message.contains("a read of the state after op"),
+            "{}",
+            v.message
+        );
         the_read(&mut obs).op_number = Some(99);
         assert_eq!(fail(&obs).op, Some(99));
     }

@@ -353,7 +353,10 @@ fn commit_waits_for_head_chain_over_stale_entry_below_hole_exact_effects() {
             round: 0,
         },
     ));
-    assert_eq!(sends(&effects), vec![(1, Body::CommitAck { view: 1, round: 0 })]);
+    assert_eq!(
+        sends(&effects),
+        vec![(1, Body::CommitAck { view: 1, round: 0 })]
+    );
     assert_eq!(effects.len(), 1);
     assert_eq!(b.commit(), 0);
     // The headers of 2 and 3 connect op 1 to the head and replace the stale op 2.

@@ -95,7 +95,10 @@ fn a_read_is_served_after_a_quorum_round_with_no_log_write() {
 fn an_earlier_round_does_not_confirm_a_later_read() {
     let (mut net, _) = cluster();
     let p = &mut net.nodes[0].replica;
-    assert_eq!(round_sent(&p.step(read_input(7, 1, get("a"), 0))), [(1, 1), (2, 1)]);
+    assert_eq!(
+        round_sent(&p.step(read_input(7, 1, get("a"), 0))),
+        [(1, 1), (2, 1)]
+    );
     // The second read arrives with round 1 in flight: no new round yet.
     assert!(round_sent(&p.step(read_input(8, 1, get("a"), 0))).is_empty());
     let effects = p.step(ack(1, 0, 1));
@@ -104,7 +107,10 @@ fn an_earlier_round_does_not_confirm_a_later_read() {
     assert_eq!(round_sent(&effects), vec![(1, 2), (2, 2)]);
     // A repeated answer to round 1 still serves nothing.
     assert!(read_replies(&p.step(ack(2, 0, 1))).is_empty());
-    let served: Vec<u128> = read_replies(&p.step(ack(2, 0, 2))).iter().map(|r| r.0).collect();
+    let served: Vec<u128> = read_replies(&p.step(ack(2, 0, 2)))
+        .iter()
+        .map(|r| r.0)
+        .collect();
     assert_eq!(served, vec![8]);
 }
 
@@ -118,7 +124,11 @@ fn a_read_waits_for_the_ops_held_when_it_arrived() {
     assert!(effects.iter().any(|e| matches!(e, Effect::WriteEntries(_))));
     p.step(Input::Synced { op: op + 1 });
     p.step(read_input(7, 1, get("a"), 0));
-    assert!(read_replies(&p.step(ack(1, 0, 1))).is_empty(), "op {} not committed", op + 1);
+    assert!(
+        read_replies(&p.step(ack(1, 0, 1))).is_empty(),
+        "op {} not committed",
+        op + 1
+    );
     let checksum = p.entry(op + 1).expect("prepared").checksum();
     let effects = p.step(msg(
         1,
@@ -174,11 +184,7 @@ fn ttl_and_due_keys_go_through_the_log() {
     net.request(1, 1, expiring.encode());
     net.tick(20);
     let p = &mut net.nodes[0].replica;
-    let writes = |effects: &[Effect]| {
-        effects
-            .iter()
-            .any(|e| matches!(e, Effect::WriteEntries(_)))
-    };
+    let writes = |effects: &[Effect]| effects.iter().any(|e| matches!(e, Effect::WriteEntries(_)));
     assert!(!writes(&p.step(read_input(7, 1, get("k"), 4_999))));
     let ttl = Request::Ttl {
         key: b"k".to_vec(),
