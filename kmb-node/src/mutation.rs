@@ -1,5 +1,5 @@
 //! Planted bugs (mutation points), compiled under `cfg(madsim)` — and, for real-cluster chaos
-//! runs, into a production build with the `chaos-mutation` feature, where two of the points
+//! runs, into a production build with the `chaos-mutation` feature, where three of the points
 //! exist ([`PRODUCTION_POINTS`]) and `KMB_MUTATION=<name>` selects one (docs/chaos.md).
 //!
 //! A simulator is worth what its checkers catch: each [`Mutation`] is a known protocol or
