@@ -206,7 +206,9 @@ pub fn publish(replica: &Replica) {
         let state = r.replicas.entry(id).or_default();
         state.view = replica.view();
         state.log_view = replica.log_view();
-        state.status = status.to_string();
+        if state.status != status {
+            state.status = status.to_string();
+        }
         state.primary = replica.is_primary();
         state.op = replica.op();
         state.commit = commit;
@@ -226,10 +228,26 @@ pub fn publish(replica: &Replica) {
             return;
         }
         state.log_shape = Some(shape);
-        let lo = replica.checkpoint_op();
-        state.log = (lo..=replica.op())
-            .filter_map(|op| replica.header_at(op).map(|h| (op, (h.checksum, h.parent))))
-            .collect();
+        // Updated in place (most of it is unchanged from the last publish): what a rebuild
+        // from scratch gives, without reallocating the map at every commit.
+        let (lo, hi) = (replica.checkpoint_op(), replica.op());
+        state.log.retain(|&op, _| (lo..=hi).contains(&op));
+        for op in lo..=hi {
+            match replica.header_at(op) {
+                Some(h) => {
+                    let v = (h.checksum, h.parent);
+                    match state.log.get_mut(&op) {
+                        Some(old) => *old = v,
+                        None => {
+                            state.log.insert(op, v);
+                        }
+                    }
+                }
+                None => {
+                    state.log.remove(&op);
+                }
+            }
+        }
         if let Some(what) = transition {
             happen(r, id, what);
         }
@@ -279,12 +297,15 @@ pub fn started(replica: u8) {
     });
 }
 
-/// Record a commit (and, the first time any replica commits `op`, its entry).
-pub fn commit(replica: u8, op: u64, checksum: Checksum, entry: Option<Entry>) {
+/// Record a commit (and, the first time any replica commits `op`, its entry: `entry` is
+/// called only then, so the other replicas' commits copy no body).
+pub fn commit(replica: u8, op: u64, checksum: Checksum, entry: impl FnOnce() -> Option<Entry>) {
     REGISTRY.with(|r| {
         let mut r = r.borrow_mut();
-        if let Some(entry) = entry {
-            r.committed.entry(op).or_insert(entry);
+        if let std::collections::btree_map::Entry::Vacant(slot) = r.committed.entry(op) {
+            if let Some(entry) = entry() {
+                slot.insert(entry);
+            }
         }
         r.commits.entry(replica).or_default().push((op, checksum));
         happen(&mut r, replica, Happening::Commit { op, checksum });

@@ -347,8 +347,33 @@ impl World {
     }
 }
 
+thread_local! {
+    /// The current simulation's [`World`], looked up once: `madsim::plugin::simulator` takes
+    /// the runtime's context, a lock and a hash lookup on every call, and [`with`] runs for
+    /// every simulated read, write and frame. A thread runs one simulation at a time
+    /// ([`crate::sim::run`] gives each its own thread; [`crate::sim::runtime`] clears this), and
+    /// the reference is weak, so a finished simulation's world is never reached through it.
+    static WORLD: std::cell::RefCell<std::sync::Weak<World>> =
+        const { std::cell::RefCell::new(std::sync::Weak::new()) };
+}
+
+/// Forget the cached world of an earlier simulation on this thread.
+pub(crate) fn forget_world() {
+    WORLD.with(|w| *w.borrow_mut() = std::sync::Weak::new());
+}
+
 pub(crate) fn world() -> Arc<World> {
-    madsim::plugin::simulator::<World>()
+    let cached = WORLD.with(|w| w.borrow().upgrade());
+    if let Some(world) = cached {
+        debug_assert!(
+            Arc::ptr_eq(&world, &madsim::plugin::simulator::<World>()),
+            "a thread interleaved two simulations"
+        );
+        return world;
+    }
+    let world = madsim::plugin::simulator::<World>();
+    WORLD.with(|w| *w.borrow_mut() = Arc::downgrade(&world));
+    world
 }
 
 pub(crate) fn with<T>(f: impl FnOnce(&mut WorldState) -> T) -> T {

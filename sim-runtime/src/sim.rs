@@ -8,10 +8,13 @@ pub use madsim::task::NodeId;
 
 use crate::fault::{self, World};
 
-/// A madsim runtime for `seed` with kmb's simulator plugins registered.
+/// A madsim runtime for `seed` with kmb's simulator plugins registered. A thread runs one
+/// simulation at a time (the fault plugin is cached per thread): create it on the thread that
+/// runs it, as [`run`] does.
 pub fn runtime(seed: u64) -> Runtime {
     let rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
     rt.add_simulator::<World>();
+    fault::forget_world();
     rt
 }
 
