@@ -118,6 +118,8 @@ fn happen(r: &mut Registry, replica: u8, what: Happening) {
 
 thread_local! {
     static REGISTRY: RefCell<Registry> = RefCell::new(Registry::default());
+    /// [`checkpoint`]'s state hashes by the xxh3-128 of the snapshot's bytes.
+    static CHECKPOINT_STATE_HASHES: RefCell<BTreeMap<u128, u128>> = const { RefCell::new(BTreeMap::new()) };
     static BUGGY_VIEWS: std::cell::Cell<Option<BuggyViews>> = const { std::cell::Cell::new(None) };
 }
 
@@ -427,9 +429,16 @@ pub fn snapshot() -> Registry {
 /// Record a checkpoint by the state hash of the state it holds (`core::snapshot::state_hash`,
 /// what replicas publish at each commit); a snapshot that does not decode is recorded by the
 /// hash of its bytes, which matches no state.
+///
+/// Replicas checkpoint the same state in the same bytes: each distinct snapshot (by its
+/// xxh3-128) is decoded once per simulation.
 pub fn checkpoint(replica: u8, op: u64, snapshot: &[u8]) {
-    let hash = crate::core::snapshot::state_hash_of(snapshot)
-        .unwrap_or_else(|_| xxhash_rust::xxh3::xxh3_128(snapshot));
+    let bytes_hash = xxhash_rust::xxh3::xxh3_128(snapshot);
+    let hash = CHECKPOINT_STATE_HASHES.with(|memo| {
+        *memo.borrow_mut().entry(bytes_hash).or_insert_with(|| {
+            crate::core::snapshot::state_hash_of(snapshot).unwrap_or(bytes_hash)
+        })
+    });
     REGISTRY.with(|r| {
         r.borrow_mut()
             .checkpoints
