@@ -469,9 +469,7 @@ async fn read_value(connection: &mut Connection) -> Result<Value, String> {
         }
         match connection.stream.read(&mut connection.chunk[..]).await {
             Ok(0) => return Err("connection closed".into()),
-            Ok(n) => connection
-                .buffer
-                .extend_from_slice(&connection.chunk[..n]),
+            Ok(n) => connection.buffer.extend_from_slice(&connection.chunk[..n]),
             Err(e) => return Err(format!("receive: {e}")),
         }
     }

@@ -435,9 +435,10 @@ pub fn snapshot() -> Registry {
 pub fn checkpoint(replica: u8, op: u64, snapshot: &[u8]) {
     let bytes_hash = xxhash_rust::xxh3::xxh3_128(snapshot);
     let hash = CHECKPOINT_STATE_HASHES.with(|memo| {
-        *memo.borrow_mut().entry(bytes_hash).or_insert_with(|| {
-            crate::core::snapshot::state_hash_of(snapshot).unwrap_or(bytes_hash)
-        })
+        *memo
+            .borrow_mut()
+            .entry(bytes_hash)
+            .or_insert_with(|| crate::core::snapshot::state_hash_of(snapshot).unwrap_or(bytes_hash))
     });
     REGISTRY.with(|r| {
         r.borrow_mut()

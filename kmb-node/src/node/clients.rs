@@ -376,8 +376,7 @@ async fn client_connection(
                     out.clear();
                 }
                 chunk.clear();
-                match time::timeout(limits.client_idle_timeout, stream.read_buf(&mut chunk)).await
-                {
+                match time::timeout(limits.client_idle_timeout, stream.read_buf(&mut chunk)).await {
                     Ok(Ok(0) | Err(_)) => return,
                     Ok(Ok(n)) => reader.feed(&chunk[..n]),
                     Err(_) => {

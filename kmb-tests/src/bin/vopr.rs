@@ -201,6 +201,11 @@ mod cli {
             return first;
         }
         let second = run_seed(seed, options);
+        // Both runs' CPU time: the summary's ratio per core is this sweep's, as its wall one.
+        first.cpu_time_us = first
+            .cpu_time_us
+            .zip(second.cpu_time_us)
+            .map(|(a, b)| a + b);
         if first.event_hash != second.event_hash {
             let a = first
                 .trace
