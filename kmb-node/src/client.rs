@@ -95,7 +95,13 @@ pub struct Reply {
 struct Connection {
     stream: TcpStream,
     buffer: Vec<u8>,
+    /// Where each read lands before it joins `buffer` (on the heap: in the read's future, a
+    /// 4 KiB array was copied whenever the future moved and zeroed on every read).
+    chunk: Box<[u8; READ_CHUNK]>,
 }
+
+/// Bytes one read of a reply takes at most.
+const READ_CHUNK: usize = 4096;
 
 /// `-ERR` replies about the replica's state rather than the request (another replica, or
 /// the same one later, may take it): the node stopping, its client connections full.
@@ -326,6 +332,7 @@ impl Client {
                         Connection {
                             stream,
                             buffer: Vec::new(),
+                            chunk: Box::new([0u8; READ_CHUNK]),
                         },
                     ));
                 }
@@ -472,10 +479,9 @@ async fn read_value(connection: &mut Connection) -> Result<Value, String> {
             }
             Ok(None) => {}
         }
-        let mut chunk = [0u8; 4096];
-        match connection.stream.read(&mut chunk).await {
+        match connection.stream.read(&mut connection.chunk[..]).await {
             Ok(0) => return Err("connection closed".into()),
-            Ok(n) => connection.buffer.extend_from_slice(&chunk[..n]),
+            Ok(n) => connection.buffer.extend_from_slice(&connection.chunk[..n]),
             Err(e) => return Err(format!("receive: {e}")),
         }
     }

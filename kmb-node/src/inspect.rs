@@ -118,6 +118,8 @@ fn happen(r: &mut Registry, replica: u8, what: Happening) {
 
 thread_local! {
     static REGISTRY: RefCell<Registry> = RefCell::new(Registry::default());
+    /// [`checkpoint`]'s state hashes by the xxh3-128 of the snapshot's bytes.
+    static CHECKPOINT_STATE_HASHES: RefCell<BTreeMap<u128, u128>> = const { RefCell::new(BTreeMap::new()) };
     static BUGGY_VIEWS: std::cell::Cell<Option<BuggyViews>> = const { std::cell::Cell::new(None) };
 }
 
@@ -206,7 +208,9 @@ pub fn publish(replica: &Replica) {
         let state = r.replicas.entry(id).or_default();
         state.view = replica.view();
         state.log_view = replica.log_view();
-        state.status = status.to_string();
+        if state.status != status {
+            state.status = status.to_string();
+        }
         state.primary = replica.is_primary();
         state.op = replica.op();
         state.commit = commit;
@@ -226,10 +230,26 @@ pub fn publish(replica: &Replica) {
             return;
         }
         state.log_shape = Some(shape);
-        let lo = replica.checkpoint_op();
-        state.log = (lo..=replica.op())
-            .filter_map(|op| replica.header_at(op).map(|h| (op, (h.checksum, h.parent))))
-            .collect();
+        // Updated in place (most of it is unchanged from the last publish): what a rebuild
+        // from scratch gives, without reallocating the map at every commit.
+        let (lo, hi) = (replica.checkpoint_op(), replica.op());
+        state.log.retain(|&op, _| (lo..=hi).contains(&op));
+        for op in lo..=hi {
+            match replica.header_at(op) {
+                Some(h) => {
+                    let v = (h.checksum, h.parent);
+                    match state.log.get_mut(&op) {
+                        Some(old) => *old = v,
+                        None => {
+                            state.log.insert(op, v);
+                        }
+                    }
+                }
+                None => {
+                    state.log.remove(&op);
+                }
+            }
+        }
         if let Some(what) = transition {
             happen(r, id, what);
         }
@@ -279,12 +299,15 @@ pub fn started(replica: u8) {
     });
 }
 
-/// Record a commit (and, the first time any replica commits `op`, its entry).
-pub fn commit(replica: u8, op: u64, checksum: Checksum, entry: Option<Entry>) {
+/// Record a commit (and, the first time any replica commits `op`, its entry: `entry` is
+/// called only then, so the other replicas' commits copy no body).
+pub fn commit(replica: u8, op: u64, checksum: Checksum, entry: impl FnOnce() -> Option<Entry>) {
     REGISTRY.with(|r| {
         let mut r = r.borrow_mut();
-        if let Some(entry) = entry {
-            r.committed.entry(op).or_insert(entry);
+        if let std::collections::btree_map::Entry::Vacant(slot) = r.committed.entry(op) {
+            if let Some(entry) = entry() {
+                slot.insert(entry);
+            }
         }
         r.commits.entry(replica).or_default().push((op, checksum));
         happen(&mut r, replica, Happening::Commit { op, checksum });
@@ -406,9 +429,17 @@ pub fn snapshot() -> Registry {
 /// Record a checkpoint by the state hash of the state it holds (`core::snapshot::state_hash`,
 /// what replicas publish at each commit); a snapshot that does not decode is recorded by the
 /// hash of its bytes, which matches no state.
+///
+/// Replicas checkpoint the same state in the same bytes: each distinct snapshot (by its
+/// xxh3-128) is decoded once per simulation.
 pub fn checkpoint(replica: u8, op: u64, snapshot: &[u8]) {
-    let hash = crate::core::snapshot::state_hash_of(snapshot)
-        .unwrap_or_else(|_| xxhash_rust::xxh3::xxh3_128(snapshot));
+    let bytes_hash = xxhash_rust::xxh3::xxh3_128(snapshot);
+    let hash = CHECKPOINT_STATE_HASHES.with(|memo| {
+        *memo
+            .borrow_mut()
+            .entry(bytes_hash)
+            .or_insert_with(|| crate::core::snapshot::state_hash_of(snapshot).unwrap_or(bytes_hash))
+    });
     REGISTRY.with(|r| {
         r.borrow_mut()
             .checkpoints

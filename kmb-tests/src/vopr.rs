@@ -74,6 +74,9 @@ pub struct SeedRecord {
     pub first_bad_event: Option<String>,
     pub sim_time_ms: u64,
     pub wall_time_ms: u64,
+    /// CPU time the seed's simulation thread used, in microseconds (`None` where the host
+    /// cannot tell): simulated time over it is the simulator's real-time ratio per core.
+    pub cpu_time_us: Option<u64>,
     pub event_hash: String,
     pub committed_ops: u64,
     pub client_ops: usize,
@@ -718,8 +721,9 @@ fn run_inner(seed: u64, options: &RunOptions, replay: Option<Scenario>) -> SeedR
     let params = swarm.clone();
     let (filter, capacity) = (options.trace_filter, options.trace_capacity);
     let mutation = options.mutation;
-    let result = std::panic::catch_unwind(|| {
-        sim::run(seed, move || async move {
+    let mut cpu_time_us = None;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let (result, cpu) = sim::run_measured(seed, move || async move {
             // The mutation is thread-local: set it on the simulation's own thread.
             kmb_node::mutation::set(mutation);
             kmb_node::inspect::set_buggy_views(params.buggy_peer.map(|b| {
@@ -734,8 +738,10 @@ fn run_inner(seed: u64, options: &RunOptions, replay: Option<Scenario>) -> SeedR
                 (kmb_node::mutation::fired(m), kmb_node::mutation::bites(m))
             });
             (result, counts)
-        })
-    });
+        });
+        cpu_time_us = cpu.map(|d| d.as_micros() as u64);
+        result
+    }));
     let wall_time_ms = started.elapsed().as_millis() as u64;
     let (result, (mutation_fired, mutation_bites)) = match result {
         Ok(r) => r,
@@ -806,6 +812,7 @@ fn run_inner(seed: u64, options: &RunOptions, replay: Option<Scenario>) -> SeedR
         first_bad_event,
         sim_time_ms: result.sim_time_ms,
         wall_time_ms,
+        cpu_time_us,
         event_hash: result.trace.event_hash_hex(),
         committed_ops: result.committed_ops,
         client_ops: result.history.len(),

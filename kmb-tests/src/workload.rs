@@ -130,7 +130,7 @@ fn large_value(rng: &mut ChaCha8Rng, swarm: &Swarm, key: &str, tag: String) -> S
         _ => rng.gen_range(max / 2..=max),
     };
     let mut value = tag;
-    value.extend(std::iter::repeat_n('x', size.saturating_sub(value.len())));
+    value.push_str(&"x".repeat(size.saturating_sub(value.len())));
     value.truncate(size.max(1));
     value
 }

@@ -347,8 +347,33 @@ impl World {
     }
 }
 
+thread_local! {
+    /// The current simulation's [`World`], looked up once: `madsim::plugin::simulator` takes
+    /// the runtime's context, a lock and a hash lookup on every call, and [`with`] runs for
+    /// every simulated read, write and frame. A thread runs one simulation at a time
+    /// ([`crate::sim::run`] gives each its own thread; [`crate::sim::runtime`] clears this), and
+    /// the reference is weak, so a finished simulation's world is never reached through it.
+    static WORLD: std::cell::RefCell<std::sync::Weak<World>> =
+        const { std::cell::RefCell::new(std::sync::Weak::new()) };
+}
+
+/// Forget the cached world of an earlier simulation on this thread.
+pub(crate) fn forget_world() {
+    WORLD.with(|w| *w.borrow_mut() = std::sync::Weak::new());
+}
+
 pub(crate) fn world() -> Arc<World> {
-    madsim::plugin::simulator::<World>()
+    let cached = WORLD.with(|w| w.borrow().upgrade());
+    if let Some(world) = cached {
+        debug_assert!(
+            Arc::ptr_eq(&world, &madsim::plugin::simulator::<World>()),
+            "a thread interleaved two simulations"
+        );
+        return world;
+    }
+    let world = madsim::plugin::simulator::<World>();
+    WORLD.with(|w| *w.borrow_mut() = Arc::downgrade(&world));
+    world
 }
 
 pub(crate) fn with<T>(f: impl FnOnce(&mut WorldState) -> T) -> T {
@@ -499,6 +524,8 @@ pub(crate) struct ReadFaults {
     pub(crate) fragment: Option<usize>,
     /// The slow reader's pace (bytes per millisecond), if any.
     pub(crate) slow: Option<usize>,
+    /// The writer gave up on the connection (its user timeout: [`abandon`]).
+    pub(crate) abandoned: bool,
 }
 
 /// See [`ReadFaults`]: a read on the connection `writer → reader`.
@@ -526,6 +553,7 @@ pub(crate) fn read_faults(writer: SocketAddr, reader: SocketAddr) -> ReadFaults 
                 .get(&(src, dst))
                 .filter(|&&(_, until)| until > now)
                 .map(|&(rate, _)| rate),
+            abandoned: s.abandoned.contains(&(writer, reader)),
         }
     })
 }
@@ -534,17 +562,6 @@ pub(crate) fn read_faults(writer: SocketAddr, reader: SocketAddr) -> ReadFaults 
 /// partition), if they are.
 pub(crate) fn held_until(writer: SocketAddr, reader: SocketAddr) -> Option<madsim::time::Instant> {
     read_faults(writer, reader).stalled_until
-}
-
-/// The connection `writer → reader` wrote bytes: into a TCP partition, they are held from now
-/// (from its first such write).
-pub(crate) fn note_write(writer: SocketAddr, reader: SocketAddr) {
-    with(|s| {
-        if s.tcp_partitions && s.blocked.contains_key(&(writer.ip(), reader.ip())) {
-            let now = s.time.now_instant();
-            s.held_since.entry((writer, reader)).or_insert(now);
-        }
-    })
 }
 
 /// Note that the current node has address `ip` (a listener bound to it, a connection from it).
@@ -586,11 +603,6 @@ pub(crate) fn abandon(writer: SocketAddr, reader: SocketAddr) {
     })
 }
 
-/// Whether the writer of `writer → reader` gave up on it.
-pub(crate) fn is_abandoned(writer: SocketAddr, reader: SocketAddr) -> bool {
-    with(|s| s.abandoned.contains(&(writer, reader)))
-}
-
 /// Count one connection held by a partition at its handshake.
 pub(crate) fn count_connect_held(dst: IpAddr) {
     let node = madsim::plugin::node();
@@ -605,15 +617,48 @@ pub(crate) fn unread(writer: SocketAddr, reader: SocketAddr) -> u64 {
     with(|s| s.unread.get(&(writer, reader)).copied().unwrap_or(0))
 }
 
+/// What a write on the connection `writer → reader` looks at first, in one look-up: the
+/// link's reset epoch ([`link_epoch`]) and the bytes not yet read ([`unread`]).
+pub(crate) fn write_state(writer: SocketAddr, reader: SocketAddr) -> (u64, u64) {
+    with(|s| {
+        let epoch = s
+            .link_epochs
+            .get(&unordered(writer.ip(), reader.ip()))
+            .copied()
+            .unwrap_or(0);
+        (epoch, s.unread.get(&(writer, reader)).copied().unwrap_or(0))
+    })
+}
+
 /// `n` more bytes from `writer` to `reader` are in flight (`n < 0`: `-n` were read).
 pub(crate) fn add_unread(writer: SocketAddr, reader: SocketAddr, n: i64) {
+    with(|s| s.add_unread(writer, reader, n))
+}
+
+/// The connection `writer → reader` wrote `n > 0` bytes: they are in flight ([`add_unread`]),
+/// and into a TCP partition they are held from now (from the connection's first such write).
+pub(crate) fn wrote(writer: SocketAddr, reader: SocketAddr, n: usize) {
     with(|s| {
-        let v = s.unread.entry((writer, reader)).or_default();
+        s.add_unread(writer, reader, n as i64);
+        s.note_write(writer, reader);
+    })
+}
+
+impl WorldState {
+    fn add_unread(&mut self, writer: SocketAddr, reader: SocketAddr, n: i64) {
+        let v = self.unread.entry((writer, reader)).or_default();
         *v = v.saturating_add_signed(n);
         if *v == 0 {
-            s.unread.remove(&(writer, reader));
+            self.unread.remove(&(writer, reader));
         }
-    })
+    }
+
+    fn note_write(&mut self, writer: SocketAddr, reader: SocketAddr) {
+        if self.tcp_partitions && self.blocked.contains_key(&(writer.ip(), reader.ip())) {
+            let now = self.time.now_instant();
+            self.held_since.entry((writer, reader)).or_insert(now);
+        }
+    }
 }
 
 /// A connection from `local` to `peer` opened: whatever an earlier connection between the

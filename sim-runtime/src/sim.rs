@@ -8,10 +8,13 @@ pub use madsim::task::NodeId;
 
 use crate::fault::{self, World};
 
-/// A madsim runtime for `seed` with kmb's simulator plugins registered.
+/// A madsim runtime for `seed` with kmb's simulator plugins registered. A thread runs one
+/// simulation at a time (the fault plugin is cached per thread): create it on the thread that
+/// runs it, as [`run`] does.
 pub fn runtime(seed: u64) -> Runtime {
     let rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
     rt.add_simulator::<World>();
+    fault::forget_world();
     rt
 }
 
@@ -23,15 +26,43 @@ where
     Fut: Future<Output = T> + 'static,
     T: Send + 'static,
 {
+    run_measured(seed, make).0
+}
+
+/// [`run`], also returning the CPU time the simulation's thread used (see
+/// [`thread_cpu_time`]; `None` where it cannot be read).
+pub fn run_measured<F, Fut, T>(seed: u64, make: F) -> (T, Option<std::time::Duration>)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
     let thread = std::thread::Builder::new()
         .name(format!("sim-seed-{seed}"))
         .stack_size(32 << 20)
-        .spawn(move || runtime(seed).block_on(make()))
+        .spawn(move || {
+            let before = thread_cpu_time();
+            let value = runtime(seed).block_on(make());
+            let used = thread_cpu_time()
+                .zip(before)
+                .map(|(after, before)| after.saturating_sub(before));
+            (value, used)
+        })
         .expect("spawn simulation thread");
     match thread.join() {
         Ok(value) => value,
         Err(panic) => std::panic::resume_unwind(panic),
     }
+}
+
+/// The CPU time the calling thread has used so far, for measuring the simulator itself (the
+/// summary's real-time ratio per core). Linux: the scheduler's own count in
+/// `/proc/thread-self/schedstat`, in nanoseconds; `None` elsewhere. Never call it inside a
+/// simulation's logic: it is the host's clock.
+pub fn thread_cpu_time() -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let nanos = stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    Some(std::time::Duration::from_nanos(nanos))
 }
 
 /// The node the current task runs on.

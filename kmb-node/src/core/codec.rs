@@ -40,7 +40,11 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn new() -> Writer {
-        Writer { buf: Vec::new() }
+        // Room for most messages and hashes at once (growing from empty copied each a few
+        // times over).
+        Writer {
+            buf: Vec::with_capacity(64),
+        }
     }
     pub(crate) fn u8(&mut self, v: u8) {
         self.buf.push(v);

@@ -654,7 +654,7 @@ impl Driver {
                     Effect::Commit { op, checksum } => {
                         tracing::trace!(replica = self.me, op, "commit");
                         #[cfg(madsim)]
-                        crate::inspect::commit(self.me, op, checksum, replica.entry(op));
+                        crate::inspect::commit(self.me, op, checksum, || replica.entry(op));
                         #[cfg(not(madsim))]
                         let _ = checksum;
                     }

@@ -11,6 +11,14 @@ compile_error!(
      (or run scripts/vopr-quick.sh)"
 );
 
+/// mimalloc rather than glibc's malloc: a sweep allocates and frees small buffers (messages,
+/// frames, entries, futures) at a high rate, and glibc's allocator was the largest single cost
+/// in its profile (docs/vopr-speed.md). Allocation addresses never reach a seed's behaviour:
+/// the same seed runs the same with either allocator (checked by comparing sweeps).
+#[cfg(madsim)]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[cfg(madsim)]
 fn main() -> std::process::ExitCode {
     cli::main()
@@ -193,6 +201,11 @@ mod cli {
             return first;
         }
         let second = run_seed(seed, options);
+        // Both runs' CPU time: the summary's ratio per core is this sweep's, as its wall one.
+        first.cpu_time_us = first
+            .cpu_time_us
+            .zip(second.cpu_time_us)
+            .map(|(a, b)| a + b);
         if first.event_hash != second.event_hash {
             let a = first
                 .trace
@@ -412,6 +425,8 @@ mod cli {
         let (mut passed, mut failed, mut unknown) = (0u64, 0u64, 0u64);
         let mut failures: Vec<(u64, String)> = Vec::new();
         let mut sim_ms = 0u64;
+        // Simulated and CPU time of the seeds whose CPU time is known.
+        let (mut measured_sim_ms, mut cpu_us) = (0u64, 0u64);
         // Coverage mark → (seeds that hit it, hits).
         let mut coverage: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
         let total = seeds.len();
@@ -423,6 +438,10 @@ mod cli {
             |seed, record| {
                 done += 1;
                 sim_ms += record.sim_time_ms;
+                if let Some(us) = record.cpu_time_us {
+                    measured_sim_ms += record.sim_time_ms;
+                    cpu_us += us;
+                }
                 match record.outcome {
                     Outcome::Pass => passed += 1,
                     Outcome::Fail => failed += 1,
@@ -528,16 +547,24 @@ mod cli {
             passed as f64 * 100.0 / ran as f64
         };
         println!("  Success Rate: {rate:.1}%");
-        // Per core: the aggregate divided by the jobs that ran at once (each seed runs on one
-        // thread; the simulator is single-threaded).
         let real_time = sim_ms as f64 / 1000.0 / wall.max(1e-9);
-        let cores = args.jobs.min(ran.max(1) as usize) as f64;
         println!(
-            "  Time: {wall:.1} s wall, {:.0} s simulated ({real_time:.0}x real time, {:.0}x per core on {cores} jobs, {:.1} seeds/s)",
+            "  Time: {wall:.1} s wall, {:.0} s simulated ({real_time:.0}x real time, {:.1} seeds/s)",
             sim_ms as f64 / 1000.0,
-            real_time / cores,
             ran as f64 / wall.max(1e-9)
         );
+        // Per core: simulated time over the CPU time the seeds' threads used (each seed runs
+        // on one thread; the simulator is single-threaded), so neither the number of jobs nor
+        // other work on the machine moves it.
+        if cpu_us > 0 {
+            let cpu = cpu_us as f64 / 1e6;
+            println!(
+                "  Per core: {:.0}x real time ({:.0} s simulated in {cpu:.1} s CPU), {:.1} seeds/s",
+                measured_sim_ms as f64 / 1000.0 / cpu,
+                measured_sim_ms as f64 / 1000.0,
+                ran as f64 / cpu
+            );
+        }
         if args.coverage {
             println!();
             let hit = kmb_node::coverage::MARKS

@@ -531,7 +531,7 @@ impl File {
     pub async fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         latency(self.node, false).await;
         let node = self.node;
-        let path = self.path.display().to_string();
+        let path = self.path.display(); // formatted only into a message that needs it
         self.with_file(|file, s| {
             let len = buf.len() as u64;
             if offset + len > file.current.len() {
@@ -596,7 +596,7 @@ impl File {
     pub async fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
         latency(self.node, false).await;
         let node = self.node;
-        let path = self.path.display().to_string();
+        let path = self.path.display(); // formatted only into a message that needs it
         let used = fault::with(|s| s.disks.get(&node).map_or(0, NodeDisk::bytes_used));
         self.with_file(|file, s| {
             let faults = s.disk_faults(node);
@@ -686,7 +686,7 @@ impl File {
             crate::sim::kill(node);
             std::future::pending::<()>().await;
         }
-        let path = self.path.display().to_string();
+        let path = self.path.display(); // formatted only into a message that needs it
         self.with_file(|file, s| {
             let faults = s.disk_faults(node);
             let pending = std::mem::take(&mut file.pending);

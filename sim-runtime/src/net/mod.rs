@@ -247,15 +247,26 @@ impl FrameReader {
         // The buffer grows as bytes arrive rather than being allocated at the announced length:
         // a header damaged in transit (caught only by the payload checksum, after the read)
         // must not cost the reader the full limit in memory up front.
-        let mut payload = Vec::with_capacity(len.min(PAYLOAD_PREALLOCATE_MAX));
-        let read = (&mut self.read)
-            .take(len as u64)
-            .read_to_end(&mut payload)
-            .await
-            .map_err(FrameError::Io)?;
-        if read < len {
-            return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into()));
-        }
+        let payload = if len <= PAYLOAD_PREALLOCATE_MAX {
+            // Read in place: `read_to_end` grows (and copies) a buffer of exactly `len` bytes
+            // whenever fewer than 32 spare bytes remain before a read.
+            let mut payload = vec![0u8; len];
+            match self.read.read_exact(&mut payload).await {
+                Ok(_) => payload,
+                Err(e) => return Err(FrameError::Io(e)),
+            }
+        } else {
+            let mut payload = Vec::with_capacity(PAYLOAD_PREALLOCATE_MAX);
+            let read = (&mut self.read)
+                .take(len as u64)
+                .read_to_end(&mut payload)
+                .await
+                .map_err(FrameError::Io)?;
+            if read < len {
+                return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into()));
+            }
+            payload
+        };
         verify_frame_payload(&payload, sum)?;
         Ok(payload)
     }

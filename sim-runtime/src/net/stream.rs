@@ -231,8 +231,9 @@ impl AsyncRead for TcpStream {
         this.check_epoch(faults.epoch)?;
         this.check_user_timeout()?;
         // The peer gave up on what it sent (its user timeout): those bytes never arrive, and
-        // nothing tells this end (a half-open connection).
-        if fault::is_abandoned(this.peer_socket, this.local_socket) {
+        // nothing tells this end (a half-open connection). (Read with the other faults: the
+        // user timeout above abandons only this end's own direction.)
+        if faults.abandoned {
             return Poll::Pending;
         }
         // Bytes from the peer are held while the link is stalled in that direction.
@@ -295,12 +296,16 @@ impl AsyncWrite for TcpStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.check_reset()?;
-        self.check_user_timeout()?;
         let this = &mut *self;
+        let (epoch, mut used) = fault::write_state(this.local_socket, this.peer_socket);
+        this.check_epoch(epoch)?;
+        this.check_user_timeout()?;
         // Flow control: wait while the reader has not taken a window's worth already sent.
+        let mut first = true;
         let used = loop {
-            let used = fault::unread(this.local_socket, this.peer_socket);
+            if !std::mem::take(&mut first) {
+                used = fault::unread(this.local_socket, this.peer_socket);
+            }
             if used < fault::STREAM_WINDOW {
                 this.window_wait = None;
                 break used;
@@ -334,9 +339,8 @@ impl AsyncWrite for TcpStream {
         match Pin::new(&mut this.inner).poll_write(cx, part) {
             Poll::Ready(Ok(n)) => {
                 this.unflushed |= n > 0;
-                fault::add_unread(this.local_socket, this.peer_socket, n as i64);
                 if n > 0 {
-                    fault::note_write(this.local_socket, this.peer_socket);
+                    fault::wrote(this.local_socket, this.peer_socket, n);
                     if this.user_timeout.is_some()
                         && this.unacked_since.is_none()
                         && fault::held_until(this.local_socket, this.peer_socket).is_some()
