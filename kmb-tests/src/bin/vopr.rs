@@ -11,14 +11,6 @@ compile_error!(
      (or run scripts/vopr-quick.sh)"
 );
 
-/// mimalloc rather than glibc's malloc: a sweep allocates and frees small buffers (messages,
-/// frames, entries, futures) at a high rate, and glibc's allocator was the largest single cost
-/// in its profile (docs/vopr-speed.md). Allocation addresses never reach a seed's behaviour:
-/// the same seed runs the same with either allocator (checked by comparing sweeps).
-#[cfg(madsim)]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[cfg(madsim)]
 fn main() -> std::process::ExitCode {
     cli::main()
