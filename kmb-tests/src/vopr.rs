@@ -214,6 +214,11 @@ fn final_states(registry: &kmb_node::inspect::Registry) -> BTreeMap<u8, FinalSta
                 commit: state.commit,
                 state_hash: state.state_hash,
                 halted,
+                durable: registry
+                    .durable_heads
+                    .get(&replica)
+                    .and_then(|heads| heads.last().copied())
+                    .unwrap_or(0),
             };
             (replica, f)
         })
