@@ -1272,6 +1272,103 @@ mod tests {
         });
     }
 
+    /// Goal: the pipelined steps the I/O task runs: appends made while an fsync is in flight
+    /// are not claimed by it; an op counts as durable only once an fsync covered its redundant
+    /// header, written after an fsync covered its prepare; and the fsync that makes one
+    /// group's headers durable also makes the next group's prepares durable, so two groups
+    /// take three fsyncs, not four. Recovery finds both groups.
+    #[test]
+    fn pipelined_fsyncs_cover_one_group_s_headers_and_the_next_group_s_prepares() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r1.kmb");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let entries = chain(4);
+            Storage::format(&path, ID, SMALL).await.unwrap();
+            let (mut s, _) = Storage::open(&path).await.unwrap();
+            let mut fsyncs = 0;
+            let mut step = |s: &mut Storage| {
+                fsyncs += 1;
+                s.start_fsync()
+            };
+            // Group 1: ops 1, 2.
+            s.append(&entries[0]).await.unwrap();
+            s.append(&entries[1]).await.unwrap();
+            let group1 = s.writes_issued();
+            let f1 = step(&mut s);
+            // Group 2 overlaps the fsync in flight.
+            s.append(&entries[2]).await.unwrap();
+            s.append(&entries[3]).await.unwrap();
+            let group2 = s.writes_issued();
+            let r = f1.done.await;
+            assert!(s.finish_fsync(f1.covers, r).await.unwrap().is_empty());
+            assert_eq!(s.durable(), 0, "prepares durable, headers not yet");
+            assert!(!s.durable_through(group1));
+            s.write_redundant_headers().await.unwrap();
+            let f2 = step(&mut s);
+            let r = f2.done.await;
+            let durable = s.finish_fsync(f2.covers, r).await.unwrap();
+            assert_eq!(durable.iter().map(|h| h.op).collect::<Vec<_>>(), vec![1, 2]);
+            assert_eq!((s.durable(), s.synced_above(0)), (2, 2));
+            assert!(s.durable_through(group1) && !s.durable_through(group2));
+            // Group 2's prepares were covered by the second fsync: its headers need one more.
+            s.write_redundant_headers().await.unwrap();
+            let f3 = step(&mut s);
+            let r = f3.done.await;
+            assert_eq!(s.finish_fsync(f3.covers, r).await.unwrap().len(), 2);
+            assert_eq!(s.durable(), 4);
+            assert!(s.durable_through(group2) && !s.has_pending());
+            assert_eq!(fsyncs, 3);
+            drop(s);
+            let (_, r) = Storage::open(&path).await.unwrap();
+            assert_eq!(r.log, entries);
+            assert!(r.faulty.is_empty() && r.header_repairs.is_empty());
+        });
+    }
+
+    /// Goal: an op replaced while the fsync covering its first version is in flight is not
+    /// claimed durable by that fsync (the durable prefix stops below it until the new version
+    /// is synced), and `durable_through` of a sync requested before the replacement does not
+    /// wait for the new version (the core no longer expects it of that sync).
+    #[test]
+    fn an_append_replacing_an_op_in_flight_is_not_claimed_by_the_fsync_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r1.kmb");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let entries = chain(2);
+            let other = in_view(&entries, 1, 0xee);
+            Storage::format(&path, ID, SMALL).await.unwrap();
+            let (mut s, _) = Storage::open(&path).await.unwrap();
+            s.append(&entries[0]).await.unwrap();
+            s.append(&entries[1]).await.unwrap();
+            let requested = s.writes_issued();
+            let f = s.start_fsync();
+            s.append(&other[1]).await.unwrap();
+            let r = f.done.await;
+            s.finish_fsync(f.covers, r).await.unwrap();
+            s.write_redundant_headers().await.unwrap();
+            let f = s.start_fsync();
+            let r = f.done.await;
+            let durable = s.finish_fsync(f.covers, r).await.unwrap();
+            assert_eq!(durable.iter().map(|h| h.op).collect::<Vec<_>>(), vec![1]);
+            assert_eq!(s.durable(), 1, "op 2's new version is not durable yet");
+            assert!(s.durable_through(requested));
+            assert_eq!(
+                s.sync().await.unwrap(),
+                1,
+                "op 2 of view 1 does not chain to op 1"
+            );
+            assert!(!s.has_pending());
+        });
+    }
+
     /// Goal: an unreadable checkpoint is reported `Faulty` with the log above it intact, and
     /// `install_checkpoint` repairs it with a peer's copy at the same op only if the entry
     /// checksum is the recorded one (an older op or another checksum is refused).
