@@ -581,6 +581,21 @@ async fn simulate(
             });
         }
     }
+    if failure.is_none() {
+        // Likewise for votes: no DoViewChange before the view, its `log_view` and the bodies
+        // it vouches for were durable, by storage's completions.
+        if let Some((replica, view, what)) = registry.early_votes.first() {
+            failure = fail(
+                Classification::RecoveryFailure,
+                "durable_vote",
+                format!("replica {replica} sent DoViewChange for view {view} too early: {what}"),
+            )
+            .map(|f| Failure {
+                replica: Some(*replica),
+                ..f
+            });
+        }
+    }
     // The trace: client events, the node's happenings and the fault log, in time order.
     let nodes: Vec<String> = cluster.replicas.iter().map(|n| n.to_string()).collect();
     let mut events: Vec<(u64, EventKind)> =

@@ -521,6 +521,10 @@ impl Driver {
         Ok(match done {
             IoDone::Synced { op } => replica.step(Input::Synced { op }),
             IoDone::SuperblockSynced { view, log_view } => {
+                #[cfg(madsim)]
+                {
+                    self.audit.superblock = (view, log_view);
+                }
                 replica.step(Input::SuperblockSynced { view, log_view })
             }
             IoDone::CheckpointDone { op } => {
@@ -635,7 +639,8 @@ impl Driver {
                     };
                     #[cfg(madsim)]
                     match &message.body {
-                        crate::core::Body::DoViewChange { view, .. } => {
+                        crate::core::Body::DoViewChange { view, vote } => {
+                            self.audit.vote(self.me, *view, vote);
                             crate::inspect::voted(self.me, *view)
                         }
                         crate::core::Body::PrepareOk { op, .. } => crate::inspect::acknowledged(
@@ -750,18 +755,59 @@ struct DurabilityAudit {
     written: BTreeMap<u64, crate::entry::Header>,
     /// Per op: that header, once storage reported it durable (redundant header synced).
     durable: BTreeMap<u64, crate::entry::Header>,
+    /// The `(view, log_view)` storage last reported durable in the superblock.
+    superblock: (crate::entry::View, crate::entry::View),
 }
 
 #[cfg(madsim)]
 impl DurabilityAudit {
     /// The recovered log is durable (it was read back from the disk).
     fn recovered(recovery: &Recovery) -> DurabilityAudit {
-        let mut audit = DurabilityAudit::default();
+        let mut audit = DurabilityAudit {
+            superblock: (recovery.superblock.view, recovery.superblock.log_view),
+            ..DurabilityAudit::default()
+        };
         for e in recovery.log.iter().chain(&recovery.after_gap) {
             audit.written.insert(e.header.op, e.header);
             audit.durable.insert(e.header.op, e.header);
         }
         audit
+    }
+
+    /// A DoViewChange for `view` is sent: the new view and the `log_view` it reports must be
+    /// durable in the superblock, and every body it vouches for durable in the WAL.
+    fn vote(&self, me: u8, view: crate::entry::View, vote: &crate::core::message::Vote) {
+        let (durable_view, durable_log_view) = self.superblock;
+        if durable_view < view || durable_log_view < vote.log_view {
+            crate::inspect::voted_early(
+                me,
+                view,
+                format!(
+                    "the superblock held view {durable_view} / log_view {durable_log_view}, the \
+                     vote claims view {view} / log_view {}",
+                    vote.log_view
+                ),
+            );
+        }
+        for (h, _) in vote
+            .log
+            .headers
+            .iter()
+            .zip(&vote.bodies)
+            .filter(|(_, &b)| b)
+        {
+            if self.durable.get(&h.op) != Some(h) {
+                crate::inspect::voted_early(
+                    me,
+                    view,
+                    format!(
+                        "the body of op {} it vouches for was not reported durable",
+                        h.op
+                    ),
+                );
+                return;
+            }
+        }
     }
 
     fn wrote(&mut self, entries: &[crate::entry::Entry]) {
