@@ -676,7 +676,10 @@ impl Driver {
                     snapshot,
                 } => {
                     #[cfg(madsim)]
-                    crate::inspect::checkpoint(self.me, op, &snapshot);
+                    {
+                        crate::inspect::checkpoint(self.me, op, &snapshot);
+                        self.audit.checkpointing(op, checksum);
+                    }
                     self.storage(IoRequest::Checkpoint {
                         op,
                         checksum,
@@ -687,11 +690,15 @@ impl Driver {
                     op,
                     checksum,
                     snapshot,
-                } => self.storage(IoRequest::InstallCheckpoint {
-                    op,
-                    checksum,
-                    snapshot,
-                }),
+                } => {
+                    #[cfg(madsim)]
+                    self.audit.checkpointing(op, checksum);
+                    self.storage(IoRequest::InstallCheckpoint {
+                        op,
+                        checksum,
+                        snapshot,
+                    })
+                }
                 Effect::Reply {
                     client,
                     request,
@@ -757,6 +764,11 @@ struct DurabilityAudit {
     durable: BTreeMap<u64, crate::entry::Header>,
     /// The `(view, log_view)` storage last reported durable in the superblock.
     superblock: (crate::entry::View, crate::entry::View),
+    /// The durable checkpoint's op and entry checksum: the hash chain's anchor (a checkpoint
+    /// installed from a peer may replace a local entry at its op).
+    anchor: (u64, crate::entry::Checksum),
+    /// The checkpoint being stored, until its completion.
+    checkpointing: Option<(u64, crate::entry::Checksum)>,
 }
 
 #[cfg(madsim)]
@@ -765,6 +777,10 @@ impl DurabilityAudit {
     fn recovered(recovery: &Recovery) -> DurabilityAudit {
         let mut audit = DurabilityAudit {
             superblock: (recovery.superblock.view, recovery.superblock.log_view),
+            anchor: (
+                recovery.superblock.checkpoint.op,
+                recovery.superblock.checkpoint.entry_checksum,
+            ),
             ..DurabilityAudit::default()
         };
         for e in recovery.log.iter().chain(&recovery.after_gap) {
@@ -796,7 +812,9 @@ impl DurabilityAudit {
             .zip(&vote.bodies)
             .filter(|(_, &b)| b)
         {
-            if self.durable.get(&h.op) != Some(h) {
+            // The checkpoint's own op (the core keeps its slot) is durable as the checkpoint.
+            let checkpointed = (h.op, h.checksum) == self.anchor;
+            if !checkpointed && self.durable.get(&h.op) != Some(h) {
                 crate::inspect::voted_early(
                     me,
                     view,
@@ -822,9 +840,17 @@ impl DurabilityAudit {
         self.durable.split_off(&(op + 1));
     }
 
+    fn checkpointing(&mut self, op: u64, checksum: crate::entry::Checksum) {
+        self.checkpointing = Some((op, checksum));
+    }
+
+    /// The checkpoint at `op` is durable: it anchors the chain; entries at or below it drop.
     fn checkpointed(&mut self, op: u64) {
-        self.written = self.written.split_off(&op);
-        self.durable = self.durable.split_off(&op);
+        if let Some(anchor) = self.checkpointing.take().filter(|&(o, _)| o == op) {
+            self.anchor = anchor;
+        }
+        self.written = self.written.split_off(&(op + 1));
+        self.durable = self.durable.split_off(&(op + 1));
     }
 
     fn became_durable(&mut self, headers: Vec<crate::entry::Header>) {
@@ -840,11 +866,12 @@ impl DurabilityAudit {
     fn synced_above(&self, floor: u64) -> u64 {
         let mut at = floor;
         while let Some(next) = self.durable.get(&(at + 1)) {
-            if self
-                .durable
-                .get(&at)
-                .is_some_and(|below| next.parent != below.checksum)
-            {
+            let below = if at == self.anchor.0 {
+                Some(self.anchor.1)
+            } else {
+                self.durable.get(&at).map(|h| h.checksum)
+            };
+            if below.is_some_and(|b| next.parent != b) {
                 break;
             }
             at += 1;
