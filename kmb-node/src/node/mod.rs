@@ -866,10 +866,11 @@ impl DurabilityAudit {
     fn synced_above(&self, floor: u64) -> u64 {
         let mut at = floor;
         while let Some(next) = self.durable.get(&(at + 1)) {
+            // As storage's walk: the entry below is the one last written there, durable or not.
             let below = if at == self.anchor.0 {
                 Some(self.anchor.1)
             } else {
-                self.durable.get(&at).map(|h| h.checksum)
+                self.written.get(&at).map(|h| h.checksum)
             };
             if below.is_some_and(|b| next.parent != b) {
                 break;
