@@ -49,7 +49,7 @@ use peers::{peer_listener_task, peer_sender, InboundPeers, PeerLink, PeerWarning
 const INBOX_MAX: usize = 8192;
 /// Messages queued per peer before new ones are dropped (the protocol resends).
 const PEER_QUEUE_MAX: usize = 4096;
-/// Events handled per batch before the batch's effects run.
+/// Events handled per round of the driver loop before it publishes the replica's state.
 const BATCH_MAX: usize = 256;
 /// A client command waits this long for its committed reply, then gets an "outcome unknown"
 /// error (the request may still commit later).
@@ -401,8 +401,15 @@ async fn drive(
     let mut ticker = time::interval(tick);
     let mut debug_ticks: u64 = 0;
     tokio::pin!(shutdown);
+    // Each step's effects run before the next step: the I/O task receives storage work in the
+    // order the core emitted it, and the simulator's durability audit judges each message
+    // against the completions delivered before the step that sent it.
+    let run = |driver: &mut Driver, replica: &mut Replica, effects: Vec<Effect>| {
+        driver
+            .execute(replica, effects)
+            .inspect_err(|e| tracing::warn!(replica = me, "stopping: {e}"))
+    };
     loop {
-        let mut effects = Vec::new();
         tokio::select! {
             biased;
             _ = &mut shutdown => {
@@ -411,14 +418,17 @@ async fn drive(
             }
             done = completions.recv() => {
                 let Some(done) = done else { return Ok(()) };
-                effects.extend(driver.completed(replica, done)?);
+                let effects = driver.completed(replica, done)?;
+                run(driver, replica, effects)?;
             }
             event = events.recv() => {
                 let Some(event) = event else { return Ok(()) };
-                effects.extend(driver.step_event(replica, event));
+                let effects = driver.step_event(replica, event);
+                run(driver, replica, effects)?;
             }
             _ = ticker.tick() => {
-                effects.extend(replica.step(Input::Tick));
+                let effects = replica.step(Input::Tick);
+                run(driver, replica, effects)?;
                 debug_ticks += 1;
                 if debug_ticks.is_multiple_of(100) {
                     tracing::debug!(replica = me, "{}", replica.debug_summary());
@@ -430,22 +440,17 @@ async fn drive(
                 driver.prune_pending();
             }
         }
-        // Take whatever else is already waiting, then run all effects.
+        // Take whatever else is already waiting before publishing.
         for _ in 0..BATCH_MAX {
-            match completions.try_recv() {
-                Ok(done) => {
-                    effects.extend(driver.completed(replica, done)?);
-                    continue;
-                }
+            let effects = match completions.try_recv() {
+                Ok(done) => driver.completed(replica, done)?,
                 Err(_) => match events.try_recv() {
-                    Ok(event) => effects.extend(driver.step_event(replica, event)),
+                    Ok(event) => driver.step_event(replica, event),
                     Err(_) => break,
                 },
-            }
+            };
+            run(driver, replica, effects)?;
         }
-        driver
-            .execute(replica, effects)
-            .inspect_err(|e| tracing::warn!(replica = me, "stopping: {e}"))?;
         role.log_change(replica);
         #[cfg(madsim)]
         crate::inspect::publish(replica);

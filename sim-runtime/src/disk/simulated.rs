@@ -414,17 +414,19 @@ pub(crate) fn power_loss(state: &mut WorldState, node: NodeId) {
                 while start < end {
                     let sector_end = ((start / SECTOR_SIZE + 1) * SECTOR_SIZE).min(end);
                     let slice = &data[(start - offset) as usize..(sector_end - offset) as usize];
+                    // A sector that already held these bytes (a rewrite of the same content: a
+                    // repair, or an entry re-prepared with the same body under a new header)
+                    // reads the same kept or lost: neither old nor new, nothing to mix.
+                    let same = file.durable.holds(start, slice);
                     if state.rng.gen_bool(0.5) {
                         file.durable.write(start, slice);
                         file.durable_rewritten(start, sector_end - start, *misdirected);
                         file.rewritten(start, sector_end - start);
                         kept.push(start / SECTOR_SIZE);
-                        torn.kept.insert(start, sector_end);
-                    } else if file.durable.holds(start, slice) {
-                        // Lost, but the sector already held these bytes (a rewrite of the same
-                        // content, e.g. a repair): nothing old and new to mix.
-                        torn.kept.insert(start, sector_end);
-                    } else {
+                        if !same {
+                            torn.kept.insert(start, sector_end);
+                        }
+                    } else if !same {
                         torn.lost.insert(start, sector_end);
                     }
                     start = sector_end;
