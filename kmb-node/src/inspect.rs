@@ -69,6 +69,10 @@ pub struct Registry {
     pub replicas: BTreeMap<u8, ReplicaState>,
     /// PrepareOks sent for an op above storage's durable, chained head: (replica, op, durable).
     pub early_acks: Vec<(u8, u64, u64)>,
+    /// DoViewChanges sent before what they claim was durable (the view and `log_view` in the
+    /// superblock, the bodies they vouch for), as storage's completions reported it:
+    /// (replica, view, what was not durable).
+    pub early_votes: Vec<(u8, View, String)>,
     /// What each replica last said it waits for ([`Replica::blocker`]), sampled on ticks.
     pub blockers: BTreeMap<u8, Option<String>>,
     /// Every (op, checksum) each replica ever committed, in commit order.
@@ -271,6 +275,12 @@ pub fn acknowledged(replica: u8, op: u64, synced: u64) {
             r.acks.pop_first();
         }
     });
+}
+
+/// Record a DoViewChange for `view` sent before `what` it claims was durable by storage's own
+/// completions (the I/O task's reports, not the core's flags): the VOPR fails such a seed.
+pub fn voted_early(replica: u8, view: View, what: String) {
+    REGISTRY.with(|r| r.borrow_mut().early_votes.push((replica, view, what)));
 }
 
 /// Record what a replica waits for (sampled: cheap enough for every few ticks).

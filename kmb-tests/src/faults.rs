@@ -169,6 +169,8 @@ fn latency_only(swarm: &Swarm) -> DiskFaults {
             Duration::from_micros(swarm.disk.sync_latency_us.1),
         ),
         io_latency: (Duration::ZERO, Duration::from_micros(50)),
+        sync_stall_probability: swarm.disk.sync_stall,
+        sync_stall_max: Duration::from_millis(crate::swarm::SYNC_STALL_MAX_MS),
         redundant_copies: redundant_copies(swarm.geometry.storage_config()).into(),
         ..Default::default()
     }

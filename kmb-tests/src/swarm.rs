@@ -36,7 +36,14 @@ pub struct DiskSwarm {
     pub rot_burst: f64,
     pub disk_full: f64,
     pub sync_latency_us: (u64, u64),
+    /// Per sync, on every replica: probability it stalls, up to [`SYNC_STALL_MAX_MS`] ms on top of
+    /// its latency (`DiskFaults::sync_stall_probability`): a slow disk, while the node keeps
+    /// handling messages and ticks, and appends overlap the stalled sync. Drawn last.
+    pub sync_stall: f64,
 }
+
+/// The longest a stalled sync takes (`DiskSwarm::sync_stall`).
+pub const SYNC_STALL_MAX_MS: u64 = 300;
 
 /// Network fault probabilities (per frame).
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -264,6 +271,7 @@ impl Swarm {
             rot_burst: maybe(&mut rng, 0.5, 0.05),
             disk_full: maybe(&mut rng, 0.2, 0.001),
             sync_latency_us: (rng.gen_range(50..500), rng.gen_range(500..5000)),
+            sync_stall: 0.0,
         };
         let net = NetSwarm {
             drop: maybe(&mut rng, 0.6, 0.05),
@@ -366,6 +374,11 @@ impl Swarm {
         } else {
             Vec::new()
         };
+        // And after that, stalled syncs (issue 15: the storage I/O runs beside the driver).
+        let mut disk = disk;
+        if faults && !options.classic {
+            disk.sync_stall = maybe(&mut more, 0.3, 0.05);
+        }
         if options.classic {
             (net.tail, net.replay) = (0.0, 0.0);
         }
@@ -452,5 +465,29 @@ mod tests {
             },
         );
         assert_eq!((plain.mix.rmw, plain.mix.scan), (0, 0));
+    }
+
+    /// Goal: stalled syncs are drawn in some seeds with faults, within bounds, never in
+    /// classic or fault-free seeds, and reach the replicas' disk knobs.
+    #[test]
+    fn swarm_draws_sync_stalls() {
+        let stalled = (0..1000)
+            .map(|seed| Swarm::from_seed(seed, SwarmOptions::default()))
+            .filter(|s| s.disk.sync_stall > 0.0)
+            .inspect(|s| assert!(s.disk.sync_stall < 0.05))
+            .count();
+        assert!((150..450).contains(&stalled), "{stalled} of 1000");
+        for options in [
+            SwarmOptions {
+                classic: true,
+                ..Default::default()
+            },
+            SwarmOptions {
+                no_faults: true,
+                ..Default::default()
+            },
+        ] {
+            assert!((0..200).all(|seed| Swarm::from_seed(seed, options).disk.sync_stall == 0.0));
+        }
     }
 }

@@ -217,6 +217,11 @@ fn final_states(registry: &kmb_node::inspect::Registry) -> BTreeMap<u8, FinalSta
                 commit: state.commit,
                 state_hash: state.state_hash,
                 halted,
+                durable: registry
+                    .durable_heads
+                    .get(&replica)
+                    .and_then(|heads| heads.last().copied())
+                    .unwrap_or(0),
             };
             (replica, f)
         })
@@ -575,6 +580,21 @@ async fn simulate(
             )
             .map(|f| Failure {
                 replica: Some(replica),
+                ..f
+            });
+        }
+    }
+    if failure.is_none() {
+        // Likewise for votes: no DoViewChange before the view, its `log_view` and the bodies
+        // it vouches for were durable, by storage's completions.
+        if let Some((replica, view, what)) = registry.early_votes.first() {
+            failure = fail(
+                Classification::RecoveryFailure,
+                "durable_vote",
+                format!("replica {replica} sent DoViewChange for view {view} too early: {what}"),
+            )
+            .map(|f| Failure {
+                replica: Some(*replica),
                 ..f
             });
         }

@@ -73,6 +73,7 @@ fn one_set() -> Observations {
             commit: 2,
             state_hash: 0,
             halted: None,
+            durable: 2,
         },
     );
     obs.history.push(lincheck::Operation {

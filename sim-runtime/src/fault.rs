@@ -51,6 +51,12 @@ pub struct DiskFaults {
     pub sync_latency: (Duration, Duration),
     /// Latency of each read and write, drawn uniformly in `[min, max]`.
     pub io_latency: (Duration, Duration),
+    /// Per sync: probability that it stalls on top of its latency, for a time log-uniform
+    /// from `sync_latency.1` up to `sync_stall_max` (a slow or overloaded disk): the writes
+    /// and messages a node handles meanwhile, and the order in which its I/O completes
+    /// relative to them, are what this explores.
+    pub sync_stall_probability: f64,
+    pub sync_stall_max: Duration,
     /// Groups of byte ranges `(offset, len)` that hold redundant copies of one structure (a
     /// superblock's copies; a WAL entry's prepare and redundant header). The storage fault
     /// model is one fault per structure: a latent error, bit rot or misdirected write (which
@@ -99,6 +105,8 @@ pub struct FaultCounters {
     pub misdirected_writes: u64,
     pub sync_errors: u64,
     pub crashes_during_sync: u64,
+    /// Syncs that stalled (`DiskFaults::sync_stall_probability`).
+    pub syncs_stalled: u64,
     pub disk_full_errors: u64,
     pub frames_sent: u64,
     pub frames_dropped: u64,
@@ -159,6 +167,7 @@ impl FaultCounters {
             ("misdirected_writes", self.misdirected_writes),
             ("sync_errors", self.sync_errors),
             ("crashes_during_sync", self.crashes_during_sync),
+            ("syncs_stalled", self.syncs_stalled),
             ("disk_full_errors", self.disk_full_errors),
             ("frames_sent", self.frames_sent),
             ("frames_dropped", self.frames_dropped),

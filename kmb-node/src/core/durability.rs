@@ -11,6 +11,13 @@ use crate::entry::View;
 
 impl Replica {
     pub(super) fn on_synced(&mut self, op: u64) {
+        // The glue answers each sync once, in order, only after the fsync that covered it
+        // (`node/io.rs`): a completion of no sync in flight is a glue bug.
+        invariant!(
+            self.sync_inflight.as_ref().is_some_and(|(o, _)| *o == op),
+            "Synced {{ op: {op} }} without that sync in flight ({:?})",
+            self.sync_inflight.as_ref().map(|(o, _)| o)
+        );
         if self.sync_inflight.as_ref().is_some_and(|(o, _)| *o == op) {
             let (_, ops) = self.sync_inflight.take().expect("checked");
             for o in ops {
@@ -33,6 +40,11 @@ impl Replica {
     }
 
     pub(super) fn on_superblock_synced(&mut self, view: View, log_view: View) {
+        invariant!(
+            self.superblock_inflight == Some((view, log_view)),
+            "SuperblockSynced {{ {view}, {log_view} }} without that write in flight ({:?})",
+            self.superblock_inflight
+        );
         if self.superblock_inflight == Some((view, log_view)) {
             self.superblock_inflight = None;
             self.superblock = (view, log_view);
@@ -55,6 +67,13 @@ impl Replica {
     }
 
     pub(super) fn on_checkpoint_done(&mut self, op: u64) {
+        invariant!(
+            self.checkpoint_inflight
+                .as_ref()
+                .is_some_and(|c| c.op == op),
+            "CheckpointDone {{ op: {op} }} without that checkpoint in flight ({:?})",
+            self.checkpoint_inflight.as_ref().map(|c| c.op)
+        );
         if self
             .checkpoint_inflight
             .as_ref()

@@ -2,8 +2,13 @@
 //! completions to the pure core, and executing its effects. It makes no protocol decisions.
 //!
 //! Tasks of a running node:
-//! * **driver** (in [`run`]): owns the [`Replica`] and the [`Storage`]; steps the core for each
-//!   event, executes the effects; syncs once per batch of events (group commit).
+//! * **driver** (in [`run`]): owns the [`Replica`]; steps the core for each event (messages,
+//!   ticks, client requests, storage completions) and executes the effects, handing storage
+//!   work to the I/O task in order. It never awaits storage: while a write or an fsync is in
+//!   flight the core keeps handling messages and ticks.
+//! * **I/O** (`io.rs`): owns the [`Storage`]; executes the storage effects in order, overlaps
+//!   appends with the fsync in flight (group commit: the core keeps one sync outstanding, and
+//!   the appends made meanwhile make up the next group), and reports completions.
 //! * **peer listener** (`peers.rs`): accepts framed connections from other replicas within the
 //!   bounds, runs the authenticated handshake, decodes messages, forwards them to the driver.
 //! * **peer senders** (`peers.rs`): one per other replica, (re)connecting with backoff and
@@ -33,16 +38,18 @@ use sim_runtime::net::TcpListener;
 use sim_runtime::time::{self, Duration};
 
 mod clients;
+mod io;
 mod peers;
 
 use clients::client_listener_task;
+use io::{io_task, IoDone, IoRequest};
 use peers::{peer_listener_task, peer_sender, InboundPeers, PeerLink, PeerWarnings};
 
 /// Events the driver consumes, bounded.
 const INBOX_MAX: usize = 8192;
 /// Messages queued per peer before new ones are dropped (the protocol resends).
 const PEER_QUEUE_MAX: usize = 4096;
-/// Events handled per batch before the batch's effects (and its one sync) run.
+/// Events handled per round of the driver loop before it publishes the replica's state.
 const BATCH_MAX: usize = 256;
 /// A client command waits this long for its committed reply, then gets an "outcome unknown"
 /// error (the request may still commit later).
@@ -346,62 +353,107 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         settings,
     ));
 
+    #[cfg(madsim)]
+    let audit = DurabilityAudit::recovered(&recovery);
+    let (io_requests, requests) = mpsc::unbounded_channel();
+    let (io_done, mut completions) = mpsc::unbounded_channel();
+    let io = sim_runtime::task::spawn(io_task(storage, requests, io_done));
     let mut driver = Driver {
-        storage,
+        io: io_requests,
         peers,
         pending: BTreeMap::new(),
         client_addresses: config.client_addresses.clone(),
         me: me as u8,
+        #[cfg(madsim)]
+        audit,
     };
+    let result = drive(
+        &mut driver,
+        &mut replica,
+        &mut events,
+        &mut completions,
+        config.tick,
+        shutdown,
+    )
+    .await;
+    // Stop the I/O task and wait for it: it finishes the fsync in flight, and the data file
+    // (and its lock) is released before `run` returns.
+    drop(driver);
+    drop(completions);
+    let _ = io.await;
+    result
+}
+
+/// The driver loop: events and storage completions → core → effects, until `shutdown`
+/// completes or the node stops.
+async fn drive(
+    driver: &mut Driver,
+    replica: &mut Replica,
+    events: &mut mpsc::Receiver<Event>,
+    completions: &mut mpsc::UnboundedReceiver<IoDone>,
+    tick: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let me = driver.me;
     let initial = replica.poll_effects();
-    driver.execute(&mut replica, initial).await?;
-    let mut role = Role::of(&replica);
-    let mut ticker = time::interval(config.tick);
+    driver.execute(replica, initial)?;
+    let mut role = Role::of(replica);
+    let mut ticker = time::interval(tick);
     let mut debug_ticks: u64 = 0;
     tokio::pin!(shutdown);
+    // Each step's effects run before the next step: the I/O task receives storage work in the
+    // order the core emitted it, and the simulator's durability audit judges each message
+    // against the completions delivered before the step that sent it.
+    let run = |driver: &mut Driver, replica: &mut Replica, effects: Vec<Effect>| {
+        driver
+            .execute(replica, effects)
+            .inspect_err(|e| tracing::warn!(replica = me, "stopping: {e}"))
+    };
     loop {
-        let mut effects = Vec::new();
         tokio::select! {
             biased;
             _ = &mut shutdown => {
                 tracing::info!(replica = me, "shutting down");
                 return Ok(());
             }
+            done = completions.recv() => {
+                let Some(done) = done else { return Ok(()) };
+                let effects = driver.completed(replica, done)?;
+                run(driver, replica, effects)?;
+            }
             event = events.recv() => {
                 let Some(event) = event else { return Ok(()) };
-                effects.extend(driver.step_event(&mut replica, event));
+                let effects = driver.step_event(replica, event);
+                run(driver, replica, effects)?;
             }
             _ = ticker.tick() => {
-                effects.extend(replica.step(Input::Tick));
+                let effects = replica.step(Input::Tick);
+                run(driver, replica, effects)?;
                 debug_ticks += 1;
                 if debug_ticks.is_multiple_of(100) {
                     tracing::debug!(replica = me, "{}", replica.debug_summary());
                 }
                 #[cfg(madsim)]
                 if debug_ticks.is_multiple_of(10) {
-                    crate::inspect::blocker(&replica);
+                    crate::inspect::blocker(replica);
                 }
                 driver.prune_pending();
             }
         }
-        // Group commit: take whatever else is already waiting, then run all effects with
-        // one sync.
+        // Take whatever else is already waiting before publishing.
         for _ in 0..BATCH_MAX {
-            match events.try_recv() {
-                Ok(event) => effects.extend(driver.step_event(&mut replica, event)),
-                Err(_) => break,
-            }
+            let effects = match completions.try_recv() {
+                Ok(done) => driver.completed(replica, done)?,
+                Err(_) => match events.try_recv() {
+                    Ok(event) => driver.step_event(replica, event),
+                    Err(_) => break,
+                },
+            };
+            run(driver, replica, effects)?;
         }
-        driver
-            .execute(&mut replica, effects)
-            .await
-            .inspect_err(|e| tracing::warn!(replica = me, "stopping: {e}"))?;
-        role.log_change(&replica);
+        role.log_change(replica);
         #[cfg(madsim)]
-        {
-            crate::inspect::publish(&replica);
-            crate::inspect::durable(me as u8, driver.storage.durable());
-        }
+        crate::inspect::publish(replica);
     }
 }
 
@@ -457,14 +509,53 @@ struct Pending {
 }
 
 struct Driver {
-    storage: Storage,
+    /// Storage work for the I/O task, in order.
+    io: mpsc::UnboundedSender<IoRequest>,
     peers: Vec<Option<mpsc::Sender<Vec<u8>>>>,
     pending: BTreeMap<(u128, u64), Vec<Pending>>,
     client_addresses: Vec<SocketAddr>,
     me: u8,
+    /// What storage reported durable, to audit every PrepareOk against (simulation).
+    #[cfg(madsim)]
+    audit: DurabilityAudit,
 }
 
 impl Driver {
+    /// A storage completion: fed to the core (or, failed, the node stops).
+    fn completed(&mut self, replica: &mut Replica, done: IoDone) -> Result<Vec<Effect>, NodeError> {
+        Ok(match done {
+            IoDone::Synced { op } => replica.step(Input::Synced { op }),
+            IoDone::SuperblockSynced { view, log_view } => {
+                #[cfg(madsim)]
+                {
+                    self.audit.superblock = (view, log_view);
+                }
+                replica.step(Input::SuperblockSynced { view, log_view })
+            }
+            IoDone::CheckpointDone { op } => {
+                #[cfg(madsim)]
+                self.audit.checkpointed(op);
+                replica.step(Input::CheckpointDone { op })
+            }
+            IoDone::Durable(headers) => {
+                #[cfg(madsim)]
+                self.audit.became_durable(headers);
+                #[cfg(not(madsim))]
+                let _ = headers;
+                Vec::new()
+            }
+            IoDone::Failed(e) => {
+                tracing::warn!(replica = self.me, "stopping: {e}");
+                return Err(NodeError::Storage(e));
+            }
+        })
+    }
+
+    /// Hand storage work to the I/O task (gone only if it stopped, which it reports).
+    fn storage(&self, request: IoRequest) {
+        let _ = self.io.send(request);
+    }
+
     fn step_event(&mut self, replica: &mut Replica, event: Event) -> Vec<Effect> {
         match event {
             Event::Peer { from, message } => replica.step(Input::Message { from, message }),
@@ -539,142 +630,264 @@ impl Driver {
         }
     }
 
-    /// Execute effects in order; durability completions are fed back to the core, whose new
-    /// effects run in the same call. One fsync covers every entry written before it.
-    async fn execute(
-        &mut self,
-        replica: &mut Replica,
-        effects: Vec<Effect>,
-    ) -> Result<(), NodeError> {
-        let mut queue: std::collections::VecDeque<Effect> = effects.into();
-        let mut sync_requested: Option<u64> = None;
-        loop {
-            while let Some(effect) = queue.pop_front() {
-                match effect {
-                    Effect::Send { to, message } => {
-                        #[cfg(madsim)]
-                        let message = {
-                            let mut message = message;
-                            crate::inspect::buggy_view(self.me, &mut message.body);
-                            message
-                        };
-                        #[cfg(madsim)]
-                        match &message.body {
-                            crate::core::Body::DoViewChange { view, .. } => {
-                                crate::inspect::voted(self.me, *view)
-                            }
-                            crate::core::Body::PrepareOk { op, .. } => {
-                                crate::inspect::acknowledged(
-                                    self.me,
-                                    *op,
-                                    self.storage.synced_above(replica.commit()),
-                                )
-                            }
-                            _ => {}
+    /// Execute effects in order. Storage effects go to the I/O task in order; their
+    /// completions come back as events ([`Driver::completed`]).
+    fn execute(&mut self, replica: &mut Replica, effects: Vec<Effect>) -> Result<(), NodeError> {
+        for effect in effects {
+            match effect {
+                Effect::Send { to, message } => {
+                    #[cfg(madsim)]
+                    let message = {
+                        let mut message = message;
+                        crate::inspect::buggy_view(self.me, &mut message.body);
+                        message
+                    };
+                    #[cfg(madsim)]
+                    match &message.body {
+                        crate::core::Body::DoViewChange { view, vote } => {
+                            self.audit.vote(self.me, *view, vote);
+                            crate::inspect::voted(self.me, *view)
                         }
-                        if let Some(Some(peer)) = self.peers.get(to as usize) {
-                            // A full queue drops the message: the protocol resends.
-                            let _ = peer.try_send(message.encode());
-                        }
+                        crate::core::Body::PrepareOk { op, .. } => crate::inspect::acknowledged(
+                            self.me,
+                            *op,
+                            self.audit.synced_above(replica.commit()),
+                        ),
+                        _ => {}
                     }
-                    Effect::WriteEntries(entries) => {
-                        for entry in &entries {
-                            self.storage.append(entry).await?;
-                        }
+                    if let Some(Some(peer)) = self.peers.get(to as usize) {
+                        // A full queue drops the message: the protocol resends.
+                        let _ = peer.try_send(message.encode());
                     }
-                    Effect::TruncateLogAfter(op) => {
-                        tracing::debug!(replica = self.me, op, "truncate log");
-                        self.storage.truncate_after(op).await?
-                    }
-                    Effect::Sync { op } => sync_requested = Some(op),
-                    Effect::WriteSuperblock { view, log_view } => {
-                        self.storage.write_superblock(view, log_view).await?;
-                        queue.extend(replica.step(Input::SuperblockSynced { view, log_view }));
-                    }
-                    Effect::Checkpoint {
-                        op,
-                        checksum,
-                        snapshot,
-                    } => {
-                        #[cfg(madsim)]
+                }
+                Effect::WriteEntries(entries) => {
+                    #[cfg(madsim)]
+                    self.audit.wrote(&entries);
+                    self.storage(IoRequest::Append(entries));
+                }
+                Effect::TruncateLogAfter(op) => {
+                    tracing::debug!(replica = self.me, op, "truncate log");
+                    #[cfg(madsim)]
+                    self.audit.truncated(op);
+                    self.storage(IoRequest::Truncate(op));
+                }
+                Effect::Sync { op } => self.storage(IoRequest::Sync { op }),
+                Effect::WriteSuperblock { view, log_view } => {
+                    self.storage(IoRequest::WriteSuperblock { view, log_view })
+                }
+                Effect::Checkpoint {
+                    op,
+                    checksum,
+                    snapshot,
+                } => {
+                    #[cfg(madsim)]
+                    {
                         crate::inspect::checkpoint(self.me, op, &snapshot);
-                        self.storage.checkpoint(op, checksum, &snapshot).await?;
-                        queue.extend(replica.step(Input::CheckpointDone { op }));
+                        self.audit.checkpointing(op, checksum);
                     }
-                    Effect::InstallCheckpoint {
+                    self.storage(IoRequest::Checkpoint {
                         op,
                         checksum,
                         snapshot,
-                    } => {
-                        self.storage
-                            .install_checkpoint(op, checksum, &snapshot)
-                            .await?;
-                        queue.extend(replica.step(Input::CheckpointDone { op }));
-                    }
-                    Effect::Reply {
-                        client,
-                        request,
+                    });
+                }
+                Effect::InstallCheckpoint {
+                    op,
+                    checksum,
+                    snapshot,
+                } => {
+                    #[cfg(madsim)]
+                    self.audit.checkpointing(op, checksum);
+                    self.storage(IoRequest::InstallCheckpoint {
                         op,
-                        reply,
-                        read,
-                    } => {
-                        let value = commands::reply_value(&reply);
-                        self.answer(client, request, |session| {
-                            match (session, read) {
-                                // A read served without an entry: the state after `op`.
-                                (true, true) => Value::Array(vec![
-                                    Value::Integer(op as i64),
-                                    value.clone(),
-                                    Value::Simple("read".to_string()),
-                                ]),
-                                (true, false) => {
-                                    Value::Array(vec![Value::Integer(op as i64), value.clone()])
-                                }
-                                (false, _) => value.clone(),
-                            }
-                        });
-                    }
-                    Effect::Redirect {
-                        client,
-                        request,
-                        primary,
-                        ordered,
-                    } => {
-                        let address = self
-                            .client_addresses
-                            .get(primary as usize)
-                            .map_or(String::new(), |a| format!(" {a}"));
-                        // `ORDERED`: this replica ordered the request and left its view before
-                        // committing it — it may still take effect (docs/redis-compat.md).
-                        let ordered = if ordered { " ORDERED" } else { "" };
-                        self.answer(client, request, |_| {
-                            Value::Error(format!("REDIRECT {primary}{address}{ordered}"))
-                        });
-                    }
-                    Effect::Commit { op, checksum } => {
-                        tracing::trace!(replica = self.me, op, "commit");
-                        #[cfg(madsim)]
-                        crate::inspect::commit(self.me, op, checksum, || replica.entry(op));
-                        #[cfg(not(madsim))]
-                        let _ = checksum;
-                    }
-                    Effect::StateTransferred { op, checksum } => {
-                        tracing::info!(replica = self.me, op, "state transferred");
-                        #[cfg(madsim)]
-                        crate::inspect::state_transferred(self.me, op, checksum);
-                        #[cfg(not(madsim))]
-                        let _ = checksum;
-                    }
-                    Effect::Halt(reason) => return Err(NodeError::Halted(reason)),
+                        checksum,
+                        snapshot,
+                    })
                 }
-            }
-            match sync_requested.take() {
-                Some(op) => {
-                    self.storage.sync().await?;
-                    queue.extend(replica.step(Input::Synced { op }));
+                Effect::Reply {
+                    client,
+                    request,
+                    op,
+                    reply,
+                    read,
+                } => {
+                    let value = commands::reply_value(&reply);
+                    self.answer(client, request, |session| match (session, read) {
+                        // A read served without an entry: the state after `op`.
+                        (true, true) => Value::Array(vec![
+                            Value::Integer(op as i64),
+                            value.clone(),
+                            Value::Simple("read".to_string()),
+                        ]),
+                        (true, false) => {
+                            Value::Array(vec![Value::Integer(op as i64), value.clone()])
+                        }
+                        (false, _) => value.clone(),
+                    });
                 }
-                None => return Ok(()),
+                Effect::Redirect {
+                    client,
+                    request,
+                    primary,
+                    ordered,
+                } => {
+                    let address = self
+                        .client_addresses
+                        .get(primary as usize)
+                        .map_or(String::new(), |a| format!(" {a}"));
+                    // `ORDERED`: this replica ordered the request and left its view before
+                    // committing it — it may still take effect (docs/redis-compat.md).
+                    let ordered = if ordered { " ORDERED" } else { "" };
+                    self.answer(client, request, |_| {
+                        Value::Error(format!("REDIRECT {primary}{address}{ordered}"))
+                    });
+                }
+                Effect::Commit { op, checksum } => {
+                    tracing::trace!(replica = self.me, op, "commit");
+                    #[cfg(madsim)]
+                    crate::inspect::commit(self.me, op, checksum, || replica.entry(op));
+                    #[cfg(not(madsim))]
+                    let _ = (checksum, &replica);
+                }
+                Effect::StateTransferred { op, checksum } => {
+                    tracing::info!(replica = self.me, op, "state transferred");
+                    #[cfg(madsim)]
+                    crate::inspect::state_transferred(self.me, op, checksum);
+                    #[cfg(not(madsim))]
+                    let _ = checksum;
+                }
+                Effect::Halt(reason) => return Err(NodeError::Halted(reason)),
             }
         }
+        Ok(())
+    }
+}
+
+/// What storage reported durable, mirrored in the driver (simulation): every PrepareOk is
+/// audited against it (`inspect::acknowledged`), so an acknowledgement sent before the I/O
+/// task's completion covered it is caught however the completions interleave with messages.
+#[cfg(madsim)]
+#[derive(Default)]
+struct DurabilityAudit {
+    /// Per op: the header last handed to storage.
+    written: BTreeMap<u64, crate::entry::Header>,
+    /// Per op: that header, once storage reported it durable (redundant header synced).
+    durable: BTreeMap<u64, crate::entry::Header>,
+    /// The `(view, log_view)` storage last reported durable in the superblock.
+    superblock: (crate::entry::View, crate::entry::View),
+    /// The durable checkpoint's op and entry checksum: the hash chain's anchor (a checkpoint
+    /// installed from a peer may replace a local entry at its op).
+    anchor: (u64, crate::entry::Checksum),
+    /// The checkpoint being stored, until its completion.
+    checkpointing: Option<(u64, crate::entry::Checksum)>,
+}
+
+#[cfg(madsim)]
+impl DurabilityAudit {
+    /// The recovered log is durable (it was read back from the disk).
+    fn recovered(recovery: &Recovery) -> DurabilityAudit {
+        let mut audit = DurabilityAudit {
+            superblock: (recovery.superblock.view, recovery.superblock.log_view),
+            anchor: (
+                recovery.superblock.checkpoint.op,
+                recovery.superblock.checkpoint.entry_checksum,
+            ),
+            ..DurabilityAudit::default()
+        };
+        for e in recovery.log.iter().chain(&recovery.after_gap) {
+            audit.written.insert(e.header.op, e.header);
+            audit.durable.insert(e.header.op, e.header);
+        }
+        audit
+    }
+
+    /// A DoViewChange for `view` is sent: the new view and the `log_view` it reports must be
+    /// durable in the superblock, and every body it vouches for durable in the WAL.
+    fn vote(&self, me: u8, view: crate::entry::View, vote: &crate::core::message::Vote) {
+        let (durable_view, durable_log_view) = self.superblock;
+        if durable_view < view || durable_log_view < vote.log_view {
+            crate::inspect::voted_early(
+                me,
+                view,
+                format!(
+                    "the superblock held view {durable_view} / log_view {durable_log_view}, the \
+                     vote claims view {view} / log_view {}",
+                    vote.log_view
+                ),
+            );
+        }
+        for (h, _) in vote
+            .log
+            .headers
+            .iter()
+            .zip(&vote.bodies)
+            .filter(|(_, &b)| b)
+        {
+            // The checkpoint's own op (the core keeps its slot) is durable as the checkpoint.
+            let checkpointed = (h.op, h.checksum) == self.anchor;
+            if !checkpointed && self.durable.get(&h.op) != Some(h) {
+                crate::inspect::voted_early(
+                    me,
+                    view,
+                    format!(
+                        "the body of op {} it vouches for was not reported durable",
+                        h.op
+                    ),
+                );
+                return;
+            }
+        }
+    }
+
+    fn wrote(&mut self, entries: &[crate::entry::Entry]) {
+        for e in entries {
+            self.written.insert(e.header.op, e.header);
+            self.durable.remove(&e.header.op);
+        }
+    }
+
+    fn truncated(&mut self, op: u64) {
+        self.written.split_off(&(op + 1));
+        self.durable.split_off(&(op + 1));
+    }
+
+    fn checkpointing(&mut self, op: u64, checksum: crate::entry::Checksum) {
+        self.checkpointing = Some((op, checksum));
+    }
+
+    /// The checkpoint at `op` is durable: it anchors the chain; entries at or below it drop.
+    fn checkpointed(&mut self, op: u64) {
+        if let Some(anchor) = self.checkpointing.take().filter(|&(o, _)| o == op) {
+            self.anchor = anchor;
+        }
+        self.written = self.written.split_off(&(op + 1));
+        self.durable = self.durable.split_off(&(op + 1));
+    }
+
+    fn became_durable(&mut self, headers: Vec<crate::entry::Header>) {
+        for h in headers {
+            if self.written.get(&h.op) == Some(&h) {
+                self.durable.insert(h.op, h);
+            }
+        }
+    }
+
+    /// The highest op up to which the log above `floor` (a committed op) is reported durable
+    /// and hash-chained: what a PrepareOk sent now may claim (`Storage::synced_above`).
+    fn synced_above(&self, floor: u64) -> u64 {
+        let mut at = floor;
+        while let Some(next) = self.durable.get(&(at + 1)) {
+            // As storage's walk: the entry below is the one last written there, durable or not.
+            let below = if at == self.anchor.0 {
+                Some(self.anchor.1)
+            } else {
+                self.written.get(&at).map(|h| h.checksum)
+            };
+            if below.is_some_and(|b| next.parent != b) {
+                break;
+            }
+            at += 1;
+        }
+        at
     }
 }

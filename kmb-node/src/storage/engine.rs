@@ -81,9 +81,15 @@ pub struct Storage {
     head: u64,
     /// Highest op known durable.
     durable: u64,
-    /// Ops appended since the last sync: their redundant headers are written after the
-    /// prepares are synced.
-    pending: Vec<Header>,
+    /// Ops appended whose redundant header is not yet durable, in append order: each moves
+    /// from written to prepare-durable (an fsync called after its prepare write completed),
+    /// then its redundant header is written, then it is durable (an fsync called after that).
+    pending: Vec<PendingOp>,
+    /// Writes issued so far: `PendingOp` records the number of its writes, and an fsync
+    /// covers exactly the writes numbered below its `Fsync::covers`.
+    writes: u64,
+    /// Ops that became durable (redundant header synced) since [`Storage::take_durable`].
+    newly_durable: Vec<Header>,
     /// `log_view_head` to record at the next superblock write (lowered by truncation).
     log_view_head: u64,
     /// The highest view among entries truncated since the last superblock write.
@@ -192,6 +198,8 @@ impl Storage {
             head,
             durable: superblock.checkpoint.op,
             pending: Vec::new(),
+            writes: 0,
+            newly_durable: Vec::new(),
             log_view_head: superblock.log_view_head,
             truncated_view: None,
             failed: None,
@@ -271,8 +279,9 @@ impl Storage {
     }
 
     /// Walk up from `from` while the next slot holds the next op, linked to the entry below.
-    /// `synced`: also stop at an op not yet synced, and accept a first step whose entry below
-    /// is not in its slot (the floor is a committed op, not a slot the walk vouches for).
+    /// Stops at an op not yet durable (its redundant header not synced). `synced`: accept a
+    /// first step whose entry below is not in its slot (the floor is a committed op, not a
+    /// slot the walk vouches for).
     fn walk_chain(&self, from: u64, synced: bool) -> u64 {
         let checkpoint = self.superblock.checkpoint;
         let mut at = from.max(checkpoint.op);
@@ -288,7 +297,7 @@ impl Storage {
                 break;
             };
             let linked = below.map_or(synced, |b| next.parent == b);
-            let unsynced = synced && self.pending.iter().any(|p| p.op == at + 1);
+            let unsynced = self.pending.iter().any(|p| p.header.op == at + 1);
             if next.op != at + 1 || !linked || unsynced {
                 break;
             }
@@ -305,6 +314,7 @@ impl Storage {
     }
 
     async fn write(&mut self, data: &[u8], offset: u64) -> Result<(), StorageError> {
+        self.writes += 1;
         if let Err(e) = self.file.write_at(data, offset).await {
             let m = format!("write of {} bytes at {offset}: {e}", data.len());
             self.failed = Some(m.clone());
@@ -372,8 +382,13 @@ impl Storage {
         self.write(&entry.encode(), self.layout.prepare_offset(slot))
             .await?;
         self.slots[slot] = Some(*h);
-        self.pending.retain(|p| p.op != h.op);
-        self.pending.push(*h);
+        self.pending.retain(|p| p.header.op != h.op);
+        self.pending.push(PendingOp {
+            header: *h,
+            prepare: self.writes - 1,
+            prepare_durable: false,
+            redundant: None,
+        });
         self.head = self.head.max(h.op);
         Ok(())
     }
@@ -381,27 +396,132 @@ impl Storage {
     /// Make every append since the last sync durable (group commit) and return the highest
     /// durable op.
     ///
-    /// Two fsyncs per call, whatever the number of appends: first the prepares, then the
-    /// redundant headers of those prepares. A redundant header therefore proves its prepare
-    /// was once durable, which is what lets recovery tell a torn tail from corruption.
+    /// Called alone, two fsyncs, whatever the number of appends: the first makes the prepares
+    /// durable, then the redundant headers of those prepares are written, and the second
+    /// makes them durable. A redundant header therefore proves its prepare was once durable,
+    /// which is what lets recovery tell a torn tail from corruption. The node's I/O task
+    /// pipelines the same steps ([`Storage::start_fsync`], [`Storage::finish_fsync`],
+    /// [`Storage::write_redundant_headers`]): the fsync that makes one group's headers durable
+    /// also makes the next group's prepares durable, so a busy node spends one fsync per group
+    /// (docs/storage-format.md, "Write protocol").
     /// On failure the storage is stopped ([`StorageError::SyncFailed`] forever after).
     pub async fn sync(&mut self) -> Result<u64, StorageError> {
         self.check()?;
-        if self.pending.is_empty() {
-            return Ok(self.durable);
+        while !self.pending.is_empty() {
+            self.write_redundant_headers().await?;
+            let fsync = self.start_fsync();
+            let result = fsync.done.await;
+            self.finish_fsync(fsync.covers, result).await?;
         }
-        self.sync_file().await?;
-        let mut pending = std::mem::take(&mut self.pending);
-        pending.sort_by_key(|h| h.op);
-        for h in &pending {
-            let slot = self.layout.slot_of(h.op);
-            self.write(&h.encode(), self.layout.header_offset(slot))
-                .await?;
-        }
-        self.sync_file().await?;
-        self.durable = self.chained_head(self.durable);
-        self.record_old_view_entries(&pending).await?;
         Ok(self.durable)
+    }
+
+    /// The number of writes issued so far: [`Storage::durable_through`] of it tells whether
+    /// every append issued before now is durable.
+    pub fn writes_issued(&self) -> u64 {
+        self.writes
+    }
+
+    /// Whether every op appended by a write numbered below `writes` (see
+    /// [`Storage::writes_issued`]) is durable, redundant header included, or was replaced or
+    /// truncated since.
+    pub fn durable_through(&self, writes: u64) -> bool {
+        !self.pending.iter().any(|p| p.prepare < writes)
+    }
+
+    /// The headers of the appends that became durable (redundant header synced) since the
+    /// last call, by any sync: for the simulator's durability audit of what a PrepareOk may
+    /// claim.
+    pub fn take_durable(&mut self) -> Vec<Header> {
+        std::mem::take(&mut self.newly_durable)
+    }
+
+    /// Whether some append awaits an fsync (its prepare's, or its redundant header's).
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Write the redundant header of every appended op whose prepare is durable and whose
+    /// header is not written yet: one write per run of consecutive slots (a header never
+    /// spans a sector, so a torn run write leaves each header whole, old or new).
+    pub async fn write_redundant_headers(&mut self) -> Result<(), StorageError> {
+        self.check()?;
+        let mut ready: Vec<(usize, Header)> = self
+            .pending
+            .iter()
+            .filter(|p| p.prepare_durable && p.redundant.is_none())
+            .map(|p| (self.layout.slot_of(p.header.op), p.header))
+            .collect();
+        if ready.is_empty() {
+            return Ok(());
+        }
+        ready.sort_by_key(|&(slot, _)| slot);
+        let mut written: Vec<(u64, u64)> = Vec::with_capacity(ready.len());
+        let mut i = 0;
+        while i < ready.len() {
+            let first = ready[i].0;
+            let mut bytes = Vec::new();
+            let mut j = i;
+            while j < ready.len() && ready[j].0 == first + (j - i) {
+                bytes.extend_from_slice(&ready[j].1.encode());
+                j += 1;
+            }
+            self.write(&bytes, self.layout.header_offset(first)).await?;
+            let number = self.writes - 1;
+            written.extend(ready[i..j].iter().map(|&(_, h)| (h.op, number)));
+            i = j;
+        }
+        for (op, number) in written {
+            if let Some(p) = self.pending.iter_mut().find(|p| p.header.op == op) {
+                p.redundant = Some(number);
+            }
+        }
+        Ok(())
+    }
+
+    /// Start an fsync of the data file: it covers exactly the writes issued before this call.
+    /// Appends may continue while it is in flight; hand its result to
+    /// [`Storage::finish_fsync`].
+    pub fn start_fsync(&mut self) -> Fsync {
+        Fsync {
+            covers: self.writes,
+            done: Box::pin(self.file.sync()),
+        }
+    }
+
+    /// An fsync started by [`Storage::start_fsync`] completed with `result`: every prepare it
+    /// covered is durable (its redundant header may now be written), every redundant header
+    /// it covered is durable (its op counts towards [`Storage::durable`]). Returns the headers
+    /// of the ops that became durable. An error stops the storage (never retried).
+    pub async fn finish_fsync(
+        &mut self,
+        covers: u64,
+        result: io::Result<()>,
+    ) -> Result<Vec<Header>, StorageError> {
+        self.check()?;
+        if let Err(e) = result {
+            let m = e.to_string();
+            self.failed = Some(m.clone());
+            return Err(StorageError::SyncFailed(m));
+        }
+        let mut done = Vec::new();
+        self.pending.retain_mut(|p| {
+            if p.redundant.is_some_and(|w| w < covers) {
+                done.push(p.header);
+                return false;
+            }
+            if p.prepare < covers {
+                p.prepare_durable = true;
+            }
+            true
+        });
+        done.sort_by_key(|h| h.op);
+        self.newly_durable.extend_from_slice(&done);
+        self.durable = self.chained_head(self.durable);
+        if !done.is_empty() {
+            self.record_old_view_entries().await?;
+        }
+        Ok(done)
     }
 
     /// Recovery takes an entry above the recorded `log_view_head` whose view is older than
@@ -410,20 +530,21 @@ impl Storage {
     /// peer while `log_view` is newer than the view it was prepared in): once such entries
     /// are durable, raise the recorded `log_view_head` over the contiguous run of the log
     /// above it (every op of which now holds, durably, the entry the log holds), so recovery
-    /// does not forget them. Ops past a hole are covered by a later sync that fills the hole
-    /// (a stale entry of a truncated suffix may still sit in the hole's slot). Skipped while a
+    /// does not forget them. Ops past a hole, or past an op not yet durable, are covered by a
+    /// later sync that fills the hole or makes that op durable (a stale entry of a truncated
+    /// suffix may still sit in the hole's slot): checked after every sync that made an op
+    /// durable, over the whole run, not only over the ops that sync covered. Skipped while a
     /// truncation is unpublished: the next [`Storage::write_superblock`] records the head.
-    async fn record_old_view_entries(&mut self, synced: &[Header]) -> Result<(), StorageError> {
+    async fn record_old_view_entries(&mut self) -> Result<(), StorageError> {
         let sb = self.superblock;
-        if self.truncated_view.is_some()
-            || !synced
-                .iter()
-                .any(|h| h.op > self.log_view_head && h.view < sb.log_view)
-        {
+        if self.truncated_view.is_some() {
             return Ok(());
         }
         let head = self.contiguous_head();
-        if head <= sb.log_view_head {
+        let older = |op: u64| {
+            self.slots[self.layout.slot_of(op)].is_some_and(|h| h.op == op && h.view < sb.log_view)
+        };
+        if head <= sb.log_view_head || !(sb.log_view_head + 1..=head).any(older) {
             return Ok(());
         }
         let next = Superblock {
@@ -440,10 +561,13 @@ impl Storage {
     /// entry of a truncated suffix, which a recorded head above it would make current again
     /// (VOPR seed 1089485152360: a backup that received prepares past a hole recorded its
     /// head at a view-only superblock write, and recovery resurrected two truncated entries).
+    /// Nor past an op not yet durable: a crash may lose its write and leave the slot's older,
+    /// possibly truncated, entry.
     fn contiguous_head(&self) -> u64 {
         let mut head = self.log_view_head.max(self.superblock.checkpoint.op);
         while head < self.head
             && matches!(self.slots[self.layout.slot_of(head + 1)], Some(h) if h.op == head + 1)
+            && !self.pending.iter().any(|p| p.header.op == head + 1)
         {
             head += 1;
         }
@@ -469,7 +593,7 @@ impl Storage {
                 }
             }
         }
-        self.pending.retain(|h| h.op <= op);
+        self.pending.retain(|p| p.header.op <= op);
         self.head = self.head.min(op);
         self.durable = self.durable.min(op);
         self.log_view_head = self.log_view_head.min(op);
@@ -559,7 +683,7 @@ impl Storage {
                     *slot = None;
                 }
             }
-            self.pending.retain(|h| h.op <= op);
+            self.pending.retain(|p| p.header.op <= op);
             self.head = op;
             self.durable = op;
         }
@@ -695,6 +819,26 @@ impl Storage {
             _ => Err(StorageError::Corrupt { op }),
         }
     }
+}
+
+/// An op appended whose redundant header is not yet durable.
+#[derive(Clone, Copy, Debug)]
+struct PendingOp {
+    header: Header,
+    /// The number of its prepare's write.
+    prepare: u64,
+    /// An fsync that covered the prepare's write completed.
+    prepare_durable: bool,
+    /// The number of its redundant header's write, once written.
+    redundant: Option<u64>,
+}
+
+/// An fsync in flight ([`Storage::start_fsync`]).
+pub struct Fsync {
+    /// It covers the writes numbered below this.
+    pub covers: u64,
+    /// Completes when the fsync does.
+    pub done: std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<()>> + Send>>,
 }
 
 /// Write the superblock to every copy, one at a time, syncing after each copy, so a crash or
@@ -1125,6 +1269,103 @@ mod tests {
             assert_eq!(r.log, entries[..4].to_vec(), "no truncated view-1 entry");
             assert_eq!(r.faulty, vec![5, 6], "7 and 8 are intact, above the hole");
             assert_eq!(r.never_written, vec![5, 6]);
+        });
+    }
+
+    /// Goal: the pipelined steps the I/O task runs: appends made while an fsync is in flight
+    /// are not claimed by it; an op counts as durable only once an fsync covered its redundant
+    /// header, written after an fsync covered its prepare; and the fsync that makes one
+    /// group's headers durable also makes the next group's prepares durable, so two groups
+    /// take three fsyncs, not four. Recovery finds both groups.
+    #[test]
+    fn pipelined_fsyncs_cover_one_group_s_headers_and_the_next_group_s_prepares() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r1.kmb");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let entries = chain(4);
+            Storage::format(&path, ID, SMALL).await.unwrap();
+            let (mut s, _) = Storage::open(&path).await.unwrap();
+            let mut fsyncs = 0;
+            let mut step = |s: &mut Storage| {
+                fsyncs += 1;
+                s.start_fsync()
+            };
+            // Group 1: ops 1, 2.
+            s.append(&entries[0]).await.unwrap();
+            s.append(&entries[1]).await.unwrap();
+            let group1 = s.writes_issued();
+            let f1 = step(&mut s);
+            // Group 2 overlaps the fsync in flight.
+            s.append(&entries[2]).await.unwrap();
+            s.append(&entries[3]).await.unwrap();
+            let group2 = s.writes_issued();
+            let r = f1.done.await;
+            assert!(s.finish_fsync(f1.covers, r).await.unwrap().is_empty());
+            assert_eq!(s.durable(), 0, "prepares durable, headers not yet");
+            assert!(!s.durable_through(group1));
+            s.write_redundant_headers().await.unwrap();
+            let f2 = step(&mut s);
+            let r = f2.done.await;
+            let durable = s.finish_fsync(f2.covers, r).await.unwrap();
+            assert_eq!(durable.iter().map(|h| h.op).collect::<Vec<_>>(), vec![1, 2]);
+            assert_eq!((s.durable(), s.synced_above(0)), (2, 2));
+            assert!(s.durable_through(group1) && !s.durable_through(group2));
+            // Group 2's prepares were covered by the second fsync: its headers need one more.
+            s.write_redundant_headers().await.unwrap();
+            let f3 = step(&mut s);
+            let r = f3.done.await;
+            assert_eq!(s.finish_fsync(f3.covers, r).await.unwrap().len(), 2);
+            assert_eq!(s.durable(), 4);
+            assert!(s.durable_through(group2) && !s.has_pending());
+            assert_eq!(fsyncs, 3);
+            drop(s);
+            let (_, r) = Storage::open(&path).await.unwrap();
+            assert_eq!(r.log, entries);
+            assert!(r.faulty.is_empty() && r.header_repairs.is_empty());
+        });
+    }
+
+    /// Goal: an op replaced while the fsync covering its first version is in flight is not
+    /// claimed durable by that fsync (the durable prefix stops below it until the new version
+    /// is synced), and `durable_through` of a sync requested before the replacement does not
+    /// wait for the new version (the core no longer expects it of that sync).
+    #[test]
+    fn an_append_replacing_an_op_in_flight_is_not_claimed_by_the_fsync_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r1.kmb");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let entries = chain(2);
+            let other = in_view(&entries, 1, 0xee);
+            Storage::format(&path, ID, SMALL).await.unwrap();
+            let (mut s, _) = Storage::open(&path).await.unwrap();
+            s.append(&entries[0]).await.unwrap();
+            s.append(&entries[1]).await.unwrap();
+            let requested = s.writes_issued();
+            let f = s.start_fsync();
+            s.append(&other[1]).await.unwrap();
+            let r = f.done.await;
+            s.finish_fsync(f.covers, r).await.unwrap();
+            s.write_redundant_headers().await.unwrap();
+            let f = s.start_fsync();
+            let r = f.done.await;
+            let durable = s.finish_fsync(f.covers, r).await.unwrap();
+            assert_eq!(durable.iter().map(|h| h.op).collect::<Vec<_>>(), vec![1]);
+            assert_eq!(s.durable(), 1, "op 2's new version is not durable yet");
+            assert!(s.durable_through(requested));
+            assert_eq!(
+                s.sync().await.unwrap(),
+                1,
+                "op 2 of view 1 does not chain to op 1"
+            );
+            assert!(!s.has_pending());
         });
     }
 

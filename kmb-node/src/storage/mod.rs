@@ -16,6 +16,6 @@ pub mod format;
 pub mod recovery;
 pub mod verify;
 
-pub use engine::{Examination, Storage, StorageError};
+pub use engine::{Examination, Fsync, Storage, StorageError};
 pub use format::{CheckpointRef, Identity, StorageConfig, Superblock};
 pub use recovery::{CheckpointState, Recovery, RecoveryReport};

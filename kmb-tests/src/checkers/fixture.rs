@@ -220,6 +220,7 @@ pub fn clean() -> Observations {
                 commit: last,
                 state_hash: hashes[&last],
                 halted: None,
+                durable: last,
             },
         );
     }

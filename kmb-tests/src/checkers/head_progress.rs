@@ -11,7 +11,8 @@
 //! 2. The replicas' final published states still show it ([`converged`], the test the liveness
 //!    phase polls, on the states taken after the disks were read back: a replica that stopped
 //!    or moved on since the poll fires here): every replica of `replica_count` published, is
-//!    `normal`, has `op == commit`, all in one view at one commit `c` with one state hash, and
+//!    `normal`, has `op == commit` and its storage's durable claim at or above `commit` (no
+//!    sync still in flight), all in one view at one commit `c` with one state hash, and
 //!    `c` covers every op number a client saw.
 //! 3. The replicas' **durable** state, read back from their disks and examined by storage's
 //!    own recovery code (`Observations::disks`, independent of what the replicas published),
@@ -78,6 +79,19 @@ pub fn converged(
                 format!(
                     "replica {i} (view {}) has op {} but commit {}",
                     r.view, r.op, r.commit
+                ),
+                Some(i),
+                Some(r.commit),
+            ));
+        }
+        // The storage I/O runs beside the core: a backup may apply a commit before its own
+        // sync of those ops completes. Converged means that sync completed too (rule 3 then
+        // reads the disk).
+        if r.durable < r.commit {
+            return Err(not(
+                format!(
+                    "replica {i}'s storage holds the log durably through op {} only, below commit {} (a sync in flight)",
+                    r.durable, r.commit
                 ),
                 Some(i),
                 Some(r.commit),
@@ -382,5 +396,18 @@ mod tests {
         let e = converged(&obs.final_states, 3, 0).expect_err("not converged");
         assert_eq!(e.message, "replica 1 halted: fsync failed");
         assert_eq!(converged(&fixture::clean().final_states, 3, 10), Ok(10));
+    }
+
+    /// Goal: a replica whose storage has not yet made the log durable through the common
+    /// commit (its I/O task's sync still in flight) has not converged: the disks are read
+    /// back only once every sync completed.
+    #[test]
+    fn converged_waits_for_a_sync_in_flight() {
+        let mut obs = fixture::clean();
+        let r2 = obs.final_states.get_mut(&2).expect("r2");
+        r2.durable = r2.commit - 1;
+        let e = converged(&obs.final_states, 3, 0).expect_err("not converged");
+        assert_eq!((e.replica, e.op), (Some(2), Some(10)));
+        assert!(e.message.contains("a sync in flight"), "{}", e.message);
     }
 }

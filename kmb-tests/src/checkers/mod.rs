@@ -59,6 +59,9 @@ pub struct FinalState {
     pub state_hash: u128,
     /// Why the replica last stopped, if it ever halted (reported when `status` is empty).
     pub halted: Option<String>,
+    /// The op through which its storage last claimed the log durable (`inspect::durable`, the
+    /// current incarnation's): below `commit` while the I/O task's sync is still in flight.
+    pub durable: u64,
 }
 
 /// What the liveness phase found (filled by the harness from the replicas' published states).

@@ -4,6 +4,10 @@
 //! * [`File::open`] creates a missing file and never truncates an existing one.
 //! * [`File::write_at`] is *not* durable until a later [`File::sync`] returns `Ok`. A crash may
 //!   lose, keep, or tear (at 512-byte sector granularity) any write not yet synced.
+//! * [`File::sync`] covers exactly the writes completed before it was *called* (the fsync
+//!   starts at the call, not at the first poll of the future it returns): a caller may keep
+//!   writing while a sync is in flight, and only a later sync covers those writes (production
+//!   may persist them sooner; nothing may count on it; the simulated disk never does).
 //! * [`File::sync`] failing means the state of the unsynced data is unknown: callers must stop,
 //!   never retry the same sync (the kernel may already have dropped the dirty pages).
 //! * [`File::read_at`] reads exactly `buf.len()` bytes or fails (`UnexpectedEof` past the end).
@@ -13,7 +17,8 @@
 //!   [`create_dir_all`]) are durable when they return (production syncs the parent directory,
 //!   both parents for a rename across directories; the simulated disk applies them at once).
 //!
-//! Production ([`real`](self)): `std::fs` files, `sync_data` on a blocking thread.
+//! Production ([`real`](self)): `std::fs` files; every read, write, resize and `sync_data` on
+//! a blocking thread (a slow disk never holds a runtime worker).
 //! Simulation: an in-memory disk per madsim node, registered as a simulator plugin, surviving
 //! kill/restart, with the faults configured through [`crate::fault`].
 

@@ -36,22 +36,35 @@ impl File {
         &self.path
     }
 
-    /// Read exactly `buf.len()` bytes at `offset`.
+    /// Read exactly `buf.len()` bytes at `offset`, on a blocking thread.
     pub async fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.inner.read_exact_at(buf, offset)
-    }
-
-    /// Write all of `data` at `offset` (not durable until [`File::sync`]).
-    pub async fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
-        self.inner.write_all_at(data, offset)
-    }
-
-    /// Make every completed write durable (`fdatasync`), on a blocking thread.
-    pub async fn sync(&self) -> io::Result<()> {
         let file = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || file.sync_data())
-            .await
-            .map_err(io::Error::other)?
+        let len = buf.len();
+        let data = blocking(move || {
+            let mut data = vec![0u8; len];
+            file.read_exact_at(&mut data, offset).map(|()| data)
+        })
+        .await?;
+        buf.copy_from_slice(&data);
+        Ok(())
+    }
+
+    /// Write all of `data` at `offset` (not durable until [`File::sync`]), on a blocking
+    /// thread.
+    pub async fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        let file = Arc::clone(&self.inner);
+        let data = data.to_vec();
+        blocking(move || file.write_all_at(&data, offset)).await
+    }
+
+    /// Make every write completed before this call durable (`fdatasync`), on a blocking
+    /// thread. The `fdatasync` starts when `sync` is called (not when the future is first
+    /// polled), so the writes it covers are those completed before the call; writes issued
+    /// while it runs may or may not be covered, and the caller must not count on them.
+    pub fn sync(&self) -> impl std::future::Future<Output = io::Result<()>> + Send + use<> {
+        let file = Arc::clone(&self.inner);
+        let handle = tokio::task::spawn_blocking(move || file.sync_data());
+        async move { handle.await.map_err(io::Error::other)? }
     }
 
     /// The file's length in bytes.
@@ -77,10 +90,21 @@ impl File {
         })
     }
 
-    /// Truncate or extend (with zeros) to `len` bytes (not durable until [`File::sync`]).
+    /// Truncate or extend (with zeros) to `len` bytes (not durable until [`File::sync`]), on a
+    /// blocking thread.
     pub async fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
+        let file = Arc::clone(&self.inner);
+        blocking(move || file.set_len(len)).await
     }
+}
+
+/// Run file I/O on tokio's blocking threads, so a slow disk never holds a runtime worker.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(io::Error::other)?
 }
 
 fn sync_parent(path: &Path) -> io::Result<()> {

@@ -165,6 +165,11 @@ struct SimFile {
     current: Image,
     durable: Image,
     pending: Vec<Pending>,
+    /// Writes (and resizes) completed since the file was created: `pending[i]` is number
+    /// `pending_base + i`. A sync covers exactly the writes completed before it was called.
+    completed: u64,
+    /// The number of the first write still in `pending`.
+    pending_base: u64,
     /// Sectors (by index) with a latent error: reads fail until the sector is rewritten.
     bad_sectors: BTreeSet<u64>,
     /// Copies of redundancy groups (`DiskFaults::redundant_copies`: group, copy) damaged by an
@@ -369,6 +374,7 @@ pub(crate) fn power_loss(state: &mut WorldState, node: NodeId) {
     };
     for (inode, file) in disk.files.iter_mut() {
         let pending = std::mem::take(&mut file.pending);
+        file.pending_base = file.completed;
         // Outside the pending writes' ranges `current` equals `durable` (unless a failed
         // sync or a pending resize says otherwise): only those ranges are copied back below.
         let whole = file.diverged || pending.iter().any(|p| matches!(p, Pending::SetLen(_)));
@@ -408,17 +414,19 @@ pub(crate) fn power_loss(state: &mut WorldState, node: NodeId) {
                 while start < end {
                     let sector_end = ((start / SECTOR_SIZE + 1) * SECTOR_SIZE).min(end);
                     let slice = &data[(start - offset) as usize..(sector_end - offset) as usize];
+                    // A sector that already held these bytes (a rewrite of the same content: a
+                    // repair, or an entry re-prepared with the same body under a new header)
+                    // reads the same kept or lost: neither old nor new, nothing to mix.
+                    let same = file.durable.holds(start, slice);
                     if state.rng.gen_bool(0.5) {
                         file.durable.write(start, slice);
                         file.durable_rewritten(start, sector_end - start, *misdirected);
                         file.rewritten(start, sector_end - start);
                         kept.push(start / SECTOR_SIZE);
-                        torn.kept.insert(start, sector_end);
-                    } else if file.durable.holds(start, slice) {
-                        // Lost, but the sector already held these bytes (a rewrite of the same
-                        // content, e.g. a repair): nothing old and new to mix.
-                        torn.kept.insert(start, sector_end);
-                    } else {
+                        if !same {
+                            torn.kept.insert(start, sector_end);
+                        }
+                    } else if !same {
                         torn.lost.insert(start, sector_end);
                     }
                     start = sector_end;
@@ -655,6 +663,7 @@ impl File {
                     file.bad_sectors.remove(&sector);
                 }
             }
+            file.completed += 1;
             file.pending.push(Pending::Write {
                 offset: target,
                 data: data.to_vec(),
@@ -664,11 +673,35 @@ impl File {
         })
     }
 
-    /// Make every completed write durable. On an injected failure, a random subset of the
-    /// dirty writes persists and the rest are dropped, as after a real `fsync` error.
-    pub async fn sync(&self) -> io::Result<()> {
+    /// Make every write completed before this call durable (not those completed while the
+    /// sync is in flight: the caller may keep writing, and only a later sync covers those).
+    /// The writes covered are fixed when `sync` is called, before the returned future is
+    /// first polled. On an injected failure, a random subset of the covered writes persists
+    /// and the rest are dropped, as after a real `fsync` error.
+    pub fn sync(&self) -> impl std::future::Future<Output = io::Result<()>> + Send + use<> {
+        let covers = self.with_file(|file, _| Ok(file.completed)).unwrap_or(0);
+        let file = self.clone();
+        async move { file.sync_covering(covers).await }
+    }
+
+    async fn sync_covering(&self, covers: u64) -> io::Result<()> {
         latency(self.node, true).await;
         let node = self.node;
+        let stall = fault::with(|s| {
+            let faults = s.disk_faults(node);
+            s.chance(faults.sync_stall_probability).then(|| {
+                let stall = s.log_uniform(faults.sync_latency.1, faults.sync_stall_max);
+                s.counters.syncs_stalled += 1;
+                s.record(
+                    "disk.sync_stall",
+                    format!("node {node} {} {stall:?}", self.path.display()),
+                );
+                stall
+            })
+        });
+        if let Some(stall) = stall {
+            crate::time::sleep(stall).await;
+        }
         let crash = fault::with(|s| {
             let p = s.disk_faults(node).crash_during_sync_probability;
             let crash = s.armed.remove(&node) || s.chance(p);
@@ -689,7 +722,11 @@ impl File {
         let path = self.path.display(); // formatted only into a message that needs it
         self.with_file(|file, s| {
             let faults = s.disk_faults(node);
-            let pending = std::mem::take(&mut file.pending);
+            // The writes completed before the call (a power loss since may have taken some).
+            let count = covers.saturating_sub(file.pending_base) as usize;
+            let count = count.min(file.pending.len());
+            let pending: Vec<Pending> = file.pending.drain(..count).collect();
+            file.pending_base += count as u64;
             if s.chance(faults.sync_error_probability) {
                 let mut persisted = 0;
                 for p in &pending {
@@ -739,6 +776,7 @@ impl File {
     pub async fn set_len(&self, len: u64) -> io::Result<()> {
         self.with_file(|file, _| {
             file.current.set_len(len);
+            file.completed += 1;
             file.pending.push(Pending::SetLen(len));
             Ok(())
         })
@@ -828,6 +866,8 @@ pub fn copy_durable(from: NodeId, to: NodeId) {
                         current: f.durable.clone(),
                         durable: f.durable.clone(),
                         pending: Vec::new(),
+                        completed: f.completed,
+                        pending_base: f.completed,
                         bad_sectors: f.bad_sectors.clone(),
                         damaged_copies: f.damaged_copies.clone(),
                         diverged: false,
