@@ -90,7 +90,7 @@ fn mutation_prepare_ok_before_sync_is_caught() {
 
 #[test]
 fn mutation_view_not_synced_before_dvc_is_caught() {
-    assert!(!caught(Mutation::ViewNotSyncedBeforeDvc, 16, 1).is_empty());
+    assert!(!caught(Mutation::ViewNotSyncedBeforeDvc, 0, 1).is_empty());
 }
 
 /// Rarely harmful by chance: it bites (picks another log than the correct choice) in about one
@@ -102,20 +102,21 @@ fn mutation_view_not_synced_before_dvc_is_caught() {
 /// numbering above their registration's op, seed 16 (`MUTATION_SEEDS=1000
 /// scripts/mutation-score.sh`); with TCP partitions, held client requests, redirects of a
 /// deposed primary and CheckQuorum (issue 16 item 6), seed 90; with reads served without an
-/// entry (fewer entries, other timings), seed 181.
+/// entry and storage I/O beside the driver (issue 15: fewer entries, completions interleaved
+/// with messages, stalled syncs), seed 95.
 #[test]
 fn mutation_view_change_longest_log_is_caught() {
-    assert!(!caught(Mutation::ViewChangeLongestLog, 181, 1).is_empty());
+    assert!(!caught(Mutation::ViewChangeLongestLog, 95, 1).is_empty());
 }
 
 #[test]
 fn mutation_recovery_truncates_at_bad_checksum_is_caught() {
-    assert!(!caught(Mutation::RecoveryTruncatesAtBadChecksum, 24, 1).is_empty());
+    assert!(!caught(Mutation::RecoveryTruncatesAtBadChecksum, 3, 1).is_empty());
 }
 
 #[test]
 fn mutation_corrupt_as_blank_is_caught() {
-    assert!(!caught(Mutation::CorruptAsBlank, 24, 1).is_empty());
+    assert!(!caught(Mutation::CorruptAsBlank, 3, 1).is_empty());
 }
 
 #[test]
@@ -134,17 +135,17 @@ fn mutation_read_from_backup_is_caught() {
 
 #[test]
 fn mutation_quorum_one_short_is_caught() {
-    assert!(!caught(Mutation::QuorumOneShort, 6, 1).is_empty());
+    assert!(!caught(Mutation::QuorumOneShort, 0, 1).is_empty());
 }
 
 #[test]
 fn mutation_stale_prepare_accepted_is_caught() {
-    assert!(!caught(Mutation::StalePrepareAccepted, 179, 1).is_empty());
+    assert!(!caught(Mutation::StalePrepareAccepted, 104, 1).is_empty());
 }
 
 #[test]
 fn mutation_repair_accepts_unchained_is_caught() {
-    assert!(!caught(Mutation::RepairAcceptsUnchained, 222, 1).is_empty());
+    assert!(!caught(Mutation::RepairAcceptsUnchained, 7, 1).is_empty());
 }
 
 #[test]
@@ -158,28 +159,29 @@ fn mutation_stale_state_transfer_installed_is_caught() {
 /// bites.
 #[test]
 fn mutation_recovery_ignores_log_view_head_is_caught() {
-    assert!(!caught(Mutation::RecoveryIgnoresLogViewHead, 15, 1).is_empty());
+    assert!(!caught(Mutation::RecoveryIgnoresLogViewHead, 69, 1).is_empty());
 }
 
 /// Read-path validation: caught at once — the core re-verifies every recovered entry and the
 /// replica stops (`recovered entry at op 42 is invalid`); the disk oracle flags the same read.
 #[test]
 fn mutation_body_checksum_unchecked_is_caught() {
-    assert!(!caught(Mutation::BodyChecksumUnchecked, 24, 1).is_empty());
+    assert!(!caught(Mutation::BodyChecksumUnchecked, 239, 1).is_empty());
 }
 
 /// Client-table eviction: the bug issue 11 fixed, planted back. Caught at seed 196 (the seed
 /// that first reproduced it, `vopr_regressions.rs`) before client requests were replayed late
-/// (issue 12, `workload::run_replayer`); at seed 40 since.
+/// (issue 12, `workload::run_replayer`); at seed 40 since, 91 with issue 15 (reads without
+/// entries, the I/O task).
 #[test]
 fn mutation_evicted_session_executes_is_caught() {
-    assert!(!caught(Mutation::EvictedSessionExecutes, 40, 1).is_empty());
+    assert!(!caught(Mutation::EvictedSessionExecutes, 91, 1).is_empty());
 }
 
 /// Quorum arithmetic in the view change (5 replicas).
 #[test]
 fn mutation_dvc_quorum_one_short_is_caught() {
-    assert!(!caught(Mutation::DvcQuorumOneShort, 6, 1).is_empty());
+    assert!(!caught(Mutation::DvcQuorumOneShort, 48, 1).is_empty());
 }
 
 /// Expiry semantics (issue 14): a plain SET that keeps the key's old expiry. The workload's
@@ -207,10 +209,11 @@ fn mutation_timestamp_goes_back_is_caught() {
 }
 
 /// Reads without a log entry (issue 15): the primary serving a read before a quorum answered
-/// a round sent after it arrived. A deposed primary (paused, or cut off from its peers before
-/// it steps down) answers from a state the new view has moved past; linearizability catches
-/// the stale read.
+/// a round sent after it arrived. Rarely harmful: CheckQuorum makes a cut-off primary step
+/// down about when the others elect a new one, so a stale answer needs the new view to commit
+/// a write while the deposed primary still serves (it bit in 562 of seeds 0..649 before this
+/// first catch); linearizability catches the stale read.
 #[test]
 fn mutation_read_unconfirmed_is_caught() {
-    assert!(!caught(Mutation::ReadUnconfirmed, 17, 1).is_empty());
+    assert!(!caught(Mutation::ReadUnconfirmed, 615, 1).is_empty());
 }
