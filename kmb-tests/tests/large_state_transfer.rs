@@ -19,30 +19,37 @@ use sim_runtime::time::{self, Duration};
 const KEYS: usize = 120;
 const VALUE_SIZE: usize = 60_000;
 
+/// Three replicas without faults whose WAL holds 64 slots of 64 KiB (checkpoints come often),
+/// and a client node, two seconds after the start.
+async fn small_wal_cluster(seed: u64) -> (Cluster, sim::NodeHandle) {
+    let mut swarm = Swarm::from_seed(
+        seed,
+        SwarmOptions {
+            no_faults: true,
+            ..Default::default()
+        },
+    );
+    swarm.replica_count = 3;
+    swarm.geometry = Geometry {
+        slot_count: 64,
+        slot_size: 65_536,
+    };
+    let cluster = Cluster::start(&swarm);
+    let client = Handle::current()
+        .create_node()
+        .name("client-0")
+        .ip(client_ip(0))
+        .build();
+    time::sleep(Duration::from_secs(2)).await;
+    (cluster, client)
+}
+
 /// Goal: replica 2, cut off while the others write ~7 MB and checkpoint past its whole WAL,
 /// reaches the others' commit after the heal by a state transfer of that snapshot.
 #[test]
 fn a_replica_catches_up_by_a_snapshot_larger_than_a_default_frame() {
     let (caught_up, transferred, others) = sim::run(11, || async {
-        let mut swarm = Swarm::from_seed(
-            11,
-            SwarmOptions {
-                no_faults: true,
-                ..Default::default()
-            },
-        );
-        swarm.replica_count = 3;
-        swarm.geometry = Geometry {
-            slot_count: 64,
-            slot_size: 65_536,
-        };
-        let cluster = Cluster::start(&swarm);
-        let client = Handle::current()
-            .create_node()
-            .name("client-0")
-            .ip(client_ip(0))
-            .build();
-        time::sleep(Duration::from_secs(2)).await;
+        let (cluster, client) = small_wal_cluster(11).await;
         // Cut replica 2 off (frames to and from it are dropped; a killed replica would get
         // the others' queued prepares on restart and need no transfer).
         for i in 0..2 {
@@ -100,25 +107,7 @@ fn a_replica_catches_up_by_a_snapshot_larger_than_a_default_frame() {
 fn a_transaction_with_huge_replies_stays_within_the_client_table() {
     const READS: usize = 70;
     let (reply, restarted, halts) = sim::run(12, || async {
-        let mut swarm = Swarm::from_seed(
-            12,
-            SwarmOptions {
-                no_faults: true,
-                ..Default::default()
-            },
-        );
-        swarm.replica_count = 3;
-        swarm.geometry = Geometry {
-            slot_count: 64,
-            slot_size: 65_536,
-        };
-        let cluster = Cluster::start(&swarm);
-        let client = Handle::current()
-            .create_node()
-            .name("client-0")
-            .ip(client_ip(0))
-            .build();
-        time::sleep(Duration::from_secs(2)).await;
+        let (cluster, client) = small_wal_cluster(12).await;
         let addresses = cluster.client_addresses.clone();
         let reply = client
             .spawn(async move {

@@ -134,7 +134,7 @@ impl Io {
                 biased;
                 result = fsync_done(&mut self.fsync) => {
                     let covers = self.fsync.take().map_or(0, |f| f.covers);
-                    self.finished(covers, result).await?;
+                    self.storage.finish_fsync(covers, result).await?;
                 }
                 request = requests.recv() => match request {
                     Some(request) => self.execute(request).await?,
@@ -149,20 +149,11 @@ impl Io {
         }
     }
 
-    async fn finished(
-        &mut self,
-        covers: u64,
-        result: std::io::Result<()>,
-    ) -> Result<(), StorageError> {
-        self.storage.finish_fsync(covers, result).await?;
-        Ok(())
-    }
-
     /// Wait for the fsync in flight, if any.
     async fn drain(&mut self) -> Result<(), StorageError> {
         if let Some(f) = self.fsync.take() {
             let result = f.done.await;
-            self.finished(f.covers, result).await?;
+            self.storage.finish_fsync(f.covers, result).await?;
         }
         Ok(())
     }

@@ -491,23 +491,24 @@ impl Storage {
 
     /// An fsync started by [`Storage::start_fsync`] completed with `result`: every prepare it
     /// covered is durable (its redundant header may now be written), every redundant header
-    /// it covered is durable (its op counts towards [`Storage::durable`]). Returns the headers
-    /// of the ops that became durable. An error stops the storage (never retried).
+    /// it covered is durable (its op counts towards [`Storage::durable`]; its header is
+    /// reported by [`Storage::take_durable`]). An error stops the storage (never retried).
     pub async fn finish_fsync(
         &mut self,
         covers: u64,
         result: io::Result<()>,
-    ) -> Result<Vec<Header>, StorageError> {
+    ) -> Result<(), StorageError> {
         self.check()?;
         if let Err(e) = result {
             let m = e.to_string();
             self.failed = Some(m.clone());
             return Err(StorageError::SyncFailed(m));
         }
-        let mut done = Vec::new();
+        let before = self.newly_durable.len();
+        let newly_durable = &mut self.newly_durable;
         self.pending.retain_mut(|p| {
             if p.redundant.is_some_and(|w| w < covers) {
-                done.push(p.header);
+                newly_durable.push(p.header);
                 return false;
             }
             if p.prepare < covers {
@@ -515,13 +516,11 @@ impl Storage {
             }
             true
         });
-        done.sort_by_key(|h| h.op);
-        self.newly_durable.extend_from_slice(&done);
         self.durable = self.chained_head(self.durable);
-        if !done.is_empty() {
+        if self.newly_durable.len() > before {
             self.record_old_view_entries().await?;
         }
-        Ok(done)
+        Ok(())
     }
 
     /// Recovery takes an entry above the recorded `log_view_head` whose view is older than
@@ -1304,13 +1303,15 @@ mod tests {
             s.append(&entries[3]).await.unwrap();
             let group2 = s.writes_issued();
             let r = f1.done.await;
-            assert!(s.finish_fsync(f1.covers, r).await.unwrap().is_empty());
+            s.finish_fsync(f1.covers, r).await.unwrap();
+            assert!(s.take_durable().is_empty());
             assert_eq!(s.durable(), 0, "prepares durable, headers not yet");
             assert!(!s.durable_through(group1));
             s.write_redundant_headers().await.unwrap();
             let f2 = step(&mut s);
             let r = f2.done.await;
-            let durable = s.finish_fsync(f2.covers, r).await.unwrap();
+            s.finish_fsync(f2.covers, r).await.unwrap();
+            let durable = s.take_durable();
             assert_eq!(durable.iter().map(|h| h.op).collect::<Vec<_>>(), vec![1, 2]);
             assert_eq!((s.durable(), s.synced_above(0)), (2, 2));
             assert!(s.durable_through(group1) && !s.durable_through(group2));
@@ -1318,7 +1319,8 @@ mod tests {
             s.write_redundant_headers().await.unwrap();
             let f3 = step(&mut s);
             let r = f3.done.await;
-            assert_eq!(s.finish_fsync(f3.covers, r).await.unwrap().len(), 2);
+            s.finish_fsync(f3.covers, r).await.unwrap();
+            assert_eq!(s.take_durable().len(), 2);
             assert_eq!(s.durable(), 4);
             assert!(s.durable_through(group2) && !s.has_pending());
             assert_eq!(fsyncs, 3);
@@ -1356,7 +1358,8 @@ mod tests {
             s.write_redundant_headers().await.unwrap();
             let f = s.start_fsync();
             let r = f.done.await;
-            let durable = s.finish_fsync(f.covers, r).await.unwrap();
+            s.finish_fsync(f.covers, r).await.unwrap();
+            let durable = s.take_durable();
             assert_eq!(durable.iter().map(|h| h.op).collect::<Vec<_>>(), vec![1]);
             assert_eq!(s.durable(), 1, "op 2's new version is not durable yet");
             assert!(s.durable_through(requested));

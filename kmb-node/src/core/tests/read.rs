@@ -206,3 +206,32 @@ fn a_single_replica_serves_a_read_at_once() {
         vec![(7, 1, op, Reply::Value(Some(b"1".to_vec())))]
     );
 }
+
+/// Goal: the reads waiting at the primary are bounded: past `READS_MAX`, a read is redirected
+/// to this same primary (its client retries) instead of held.
+#[test]
+fn waiting_reads_are_bounded() {
+    let (mut net, _) = cluster();
+    let p = &mut net.nodes[0].replica;
+    let max = crate::core::read::READS_MAX as u128;
+    for client in 0..max {
+        let effects = p.step(read_input(100 + client, 1, get("a"), 0));
+        assert!(!effects.iter().any(|e| matches!(e, Effect::Redirect { .. })));
+    }
+    let effects = p.step(read_input(100 + max, 1, get("a"), 0));
+    assert!(
+        effects.iter().any(|e| matches!(
+            e,
+            Effect::Redirect {
+                primary: 0,
+                ordered: false,
+                ..
+            }
+        )),
+        "{effects:?}"
+    );
+    // Round 1 was sent for the first; the others, arriving while it was in flight, are all
+    // served by the answer to round 2.
+    assert_eq!(read_replies(&p.step(ack(1, 0, 1))).len(), 1);
+    assert_eq!(read_replies(&p.step(ack(1, 0, 2))).len(), max as usize - 1);
+}
