@@ -276,10 +276,18 @@ pub struct Session(HmacSha256);
 impl Session {
     /// Append the MAC of `message` to it.
     pub fn seal(&self, message: &mut Vec<u8>) {
+        let tag = self.tag(message);
+        message.extend_from_slice(&tag);
+    }
+
+    /// The MAC of `message`: what [`Session::seal`] appends to it.
+    pub fn tag(&self, message: &[u8]) -> [u8; MESSAGE_MAC_SIZE] {
         let mut mac = self.0.clone();
         mac.update(message);
         let tag = mac.finalize().into_bytes();
-        message.extend_from_slice(&tag[..MESSAGE_MAC_SIZE]);
+        let mut out = [0u8; MESSAGE_MAC_SIZE];
+        out.copy_from_slice(&tag[..MESSAGE_MAC_SIZE]);
+        out
     }
 
     /// The message of a sealed frame if its MAC verifies (constant time), else `None`.

@@ -262,7 +262,29 @@ impl Message {
 
     /// Encode. Bodies built by the replica respect every bound the decoder checks.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::new();
+        let mut out = Vec::with_capacity(self.encoded_len_hint());
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// About how many bytes [`Message::encode`] writes: exact for the messages that carry an
+    /// entry or a snapshot, room for the small ones otherwise (the rest grow as they are
+    /// written).
+    pub fn encoded_len_hint(&self) -> usize {
+        // Magic, version, tag, cluster, replica.
+        const FIXED: usize = 4 + 2 + 1 + 8 + 1;
+        match &self.body {
+            Body::Prepare { entry, .. } => FIXED + 8 + 8 + 4 + HEADER_SIZE + entry.body.len(),
+            Body::StateTransfer { snapshot, .. } => FIXED + 8 + 8 + 16 + 8 + snapshot.len(),
+            _ => 64,
+        }
+    }
+
+    /// Append the encoding of [`Message::encode`] to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let mut w = Writer {
+            buf: std::mem::take(out),
+        };
         w.raw(&MAGIC);
         w.u16(VERSION);
         w.u8(self.body.tag());
@@ -276,7 +298,10 @@ impl Message {
             } => {
                 w.u64(*view);
                 w.u64(*commit);
-                w.bytes(&entry.encode());
+                // `w.bytes(&entry.encode())` without the temporary.
+                w.u32((HEADER_SIZE + entry.body.len()) as u32);
+                w.raw(&entry.header.encode());
+                w.raw(&entry.body);
             }
             Body::PrepareOk { view, op, checksum } => {
                 w.u64(*view);
@@ -343,7 +368,7 @@ impl Message {
                 w.blob(snapshot);
             }
         }
-        w.buf
+        *out = w.buf;
     }
 
     /// Decode; total (never panics), bounded, no trailing bytes.

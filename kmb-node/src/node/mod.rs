@@ -34,7 +34,7 @@ use crate::resp::Value;
 use crate::storage::{
     recovery::CheckpointState as StoredCheckpoint, Recovery, Storage, StorageError,
 };
-use sim_runtime::net::TcpListener;
+use sim_runtime::net::{Frame, TcpListener};
 use sim_runtime::time::{self, Duration};
 
 mod clients;
@@ -43,7 +43,7 @@ mod peers;
 
 use clients::client_listener_task;
 use io::{io_task, IoDone, IoRequest};
-use peers::{peer_listener_task, peer_sender, InboundPeers, PeerLink, PeerWarnings};
+use peers::{message_frame, peer_listener_task, peer_sender, InboundPeers, PeerLink, PeerWarnings};
 
 /// Events the driver consumes, bounded.
 const INBOX_MAX: usize = 8192;
@@ -304,7 +304,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
 
     let (inbox, mut events) = mpsc::channel::<Event>(INBOX_MAX);
     let warnings = PeerWarnings::new();
-    let mut peers: Vec<Option<mpsc::Sender<Vec<u8>>>> = Vec::new();
+    let mut peers: Vec<Option<mpsc::Sender<Frame>>> = Vec::new();
     for (i, addr) in config.replica_addresses.iter().enumerate() {
         if i == me {
             peers.push(None);
@@ -511,7 +511,7 @@ struct Pending {
 struct Driver {
     /// Storage work for the I/O task, in order.
     io: mpsc::UnboundedSender<IoRequest>,
-    peers: Vec<Option<mpsc::Sender<Vec<u8>>>>,
+    peers: Vec<Option<mpsc::Sender<Frame>>>,
     pending: BTreeMap<(u128, u64), Vec<Pending>>,
     client_addresses: Vec<SocketAddr>,
     me: u8,
@@ -657,7 +657,7 @@ impl Driver {
                     }
                     if let Some(Some(peer)) = self.peers.get(to as usize) {
                         // A full queue drops the message: the protocol resends.
-                        let _ = peer.try_send(message.encode());
+                        let _ = peer.try_send(message_frame(&message));
                     }
                 }
                 Effect::WriteEntries(entries) => {

@@ -217,11 +217,19 @@ impl PeerLink {
     }
 }
 
+/// `message` encoded into a frame of its own, with room for the MAC [`peer_sender`] appends:
+/// encoded, sealed and framed in one buffer.
+pub(super) fn message_frame(message: &Message) -> net::Frame {
+    let mut frame = net::Frame::with_capacity(message.encoded_len_hint() + auth::MESSAGE_MAC_SIZE);
+    frame.append_with(|buf| message.encode_into(buf));
+    frame
+}
+
 pub(super) async fn peer_sender(
     link: PeerLink,
     to: u8,
     addr: SocketAddr,
-    mut outbox: mpsc::Receiver<Vec<u8>>,
+    mut outbox: mpsc::Receiver<net::Frame>,
 ) {
     let backoff = Backoff {
         min: Duration::from_millis(20),
@@ -247,9 +255,12 @@ pub(super) async fn peer_sender(
             tokio::select! {
                 biased;
                 message = outbox.recv() => {
-                    let Some(mut message) = message else { return };
-                    session.seal(&mut message);
-                    if writer.send(message).await.is_err() {
+                    let Some(mut frame) = message else { return };
+                    // Sealed and framed in place: the MAC after the message, the frame header
+                    // (filled in by the writer) before it.
+                    let tag = session.tag(frame.payload());
+                    frame.extend_from_slice(&tag);
+                    if writer.send_frame(frame).await.is_err() {
                         break "send failed";
                     }
                 }

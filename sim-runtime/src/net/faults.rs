@@ -6,7 +6,7 @@ use madsim::rand::Rng;
 use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::sync::mpsc;
 
-use super::{encode_frame, write_frame, TcpStream};
+use super::{write_frame, Frame, TcpStream};
 
 use crate::fault;
 use crate::time::Duration;
@@ -110,7 +110,7 @@ fn plan(src: IpAddr, dst: IpAddr, frame_len: usize) -> Plan {
 
 pub(super) async fn writer_task(
     mut write: WriteHalf<TcpStream>,
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    mut rx: mpsc::Receiver<Frame>,
     link: Option<(IpAddr, IpAddr)>,
 ) {
     let mut held: Option<Vec<u8>> = None;
@@ -162,8 +162,8 @@ pub(super) async fn writer_task(
         } else {
             rx.recv().await
         };
-        let Some(payload) = next else { break };
-        let mut frame = encode_frame(&payload);
+        let Some(frame) = next else { break };
+        let mut frame = frame.into_bytes();
         let Some((src, dst)) = link else {
             // Flushed at the top of the loop once the queue is empty.
             if write_unflushed(&mut write, &frame, &mut unflushed)

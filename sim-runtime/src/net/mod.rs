@@ -73,11 +73,66 @@ fn checksum(payload: &[u8]) -> u64 {
 
 /// Encode one frame.
 pub fn encode_frame(payload: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(FRAME_HEADER_SIZE + payload.len());
-    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    frame.extend_from_slice(&checksum(payload).to_le_bytes());
-    frame.extend_from_slice(payload);
-    frame
+    Frame::from_payload(payload).into_bytes()
+}
+
+/// A frame built in place: its payload is written after room for the header, which is filled
+/// in when the frame is sent — the payload is never copied into a second buffer. The bytes on
+/// the wire are [`encode_frame`]'s of the same payload.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    /// Room for the header, then the payload.
+    buf: Vec<u8>,
+}
+
+impl Default for Frame {
+    fn default() -> Frame {
+        Frame::with_capacity(0)
+    }
+}
+
+impl Frame {
+    /// An empty frame with room for `payload_capacity` payload bytes before it reallocates.
+    pub fn with_capacity(payload_capacity: usize) -> Frame {
+        let mut buf = Vec::with_capacity(FRAME_HEADER_SIZE + payload_capacity);
+        buf.resize(FRAME_HEADER_SIZE, 0);
+        Frame { buf }
+    }
+
+    /// A frame of this payload (copied).
+    pub fn from_payload(payload: &[u8]) -> Frame {
+        let mut frame = Frame::with_capacity(payload.len());
+        frame.buf.extend_from_slice(payload);
+        frame
+    }
+
+    /// The payload written so far.
+    pub fn payload(&self) -> &[u8] {
+        &self.buf[FRAME_HEADER_SIZE..]
+    }
+
+    /// Append bytes to the payload.
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Append to the payload through `append`, which is lent the frame's buffer (room for the
+    /// header, then the payload so far) and may only push bytes onto its end.
+    pub fn append_with(&mut self, append: impl FnOnce(&mut Vec<u8>)) {
+        append(&mut self.buf);
+        assert!(
+            self.buf.len() >= FRAME_HEADER_SIZE,
+            "a frame's buffer is only appended to"
+        );
+    }
+
+    /// The frame's bytes as sent: the header filled in before the payload.
+    pub fn into_bytes(mut self) -> Vec<u8> {
+        let (header, payload) = self.buf.split_at_mut(FRAME_HEADER_SIZE);
+        header[0..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        header[4..12].copy_from_slice(&checksum(payload).to_le_bytes());
+        self.buf
+    }
 }
 
 /// The payload length and checksum a frame header announces; a length above `payload_max` is
@@ -159,14 +214,11 @@ async fn write_frame(write: &mut WriteHalf<TcpStream>, frame: &[u8]) -> io::Resu
 #[cfg(not(madsim))]
 async fn writer_task(
     mut write: WriteHalf<TcpStream>,
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    mut rx: mpsc::Receiver<Frame>,
     _link: Option<(IpAddr, IpAddr)>,
 ) {
-    while let Some(payload) = rx.recv().await {
-        if write_frame(&mut write, &encode_frame(&payload))
-            .await
-            .is_err()
-        {
+    while let Some(frame) = rx.recv().await {
+        if write_frame(&mut write, &frame.into_bytes()).await.is_err() {
             return;
         }
     }
@@ -176,7 +228,7 @@ async fn writer_task(
 #[cfg(madsim)]
 async fn writer_task(
     write: WriteHalf<TcpStream>,
-    rx: mpsc::Receiver<Vec<u8>>,
+    rx: mpsc::Receiver<Frame>,
     link: Option<(IpAddr, IpAddr)>,
 ) {
     faults::writer_task(write, rx, link).await
@@ -185,22 +237,29 @@ async fn writer_task(
 /// The sending half of a framed connection. Cloning shares the connection.
 #[derive(Clone, Debug)]
 pub struct FrameWriter {
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::Sender<Frame>,
     peer: Option<SocketAddr>,
 }
 
 impl FrameWriter {
-    /// Queue one frame; waits while the queue is full.
+    /// Queue one frame of this payload; waits while the queue is full.
     pub async fn send(&self, payload: Vec<u8>) -> Result<(), FrameError> {
-        self.tx.send(payload).await.map_err(|_| FrameError::Closed)
+        self.send_frame(Frame::from_payload(&payload)).await
     }
 
-    /// Queue one frame without waiting; `Full` if the queue is full.
+    /// Queue one frame built in place; waits while the queue is full.
+    pub async fn send_frame(&self, frame: Frame) -> Result<(), FrameError> {
+        self.tx.send(frame).await.map_err(|_| FrameError::Closed)
+    }
+
+    /// Queue one frame of this payload without waiting; `Full` if the queue is full.
     pub fn try_send(&self, payload: Vec<u8>) -> Result<(), FrameError> {
-        self.tx.try_send(payload).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => FrameError::Full,
-            mpsc::error::TrySendError::Closed(_) => FrameError::Closed,
-        })
+        self.tx
+            .try_send(Frame::from_payload(&payload))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => FrameError::Full,
+                mpsc::error::TrySendError::Closed(_) => FrameError::Closed,
+            })
     }
 
     /// Whether the writer task has ended (the connection is gone).
