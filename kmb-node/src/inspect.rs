@@ -236,24 +236,26 @@ pub fn publish(replica: &Replica) {
         state.log_shape = Some(shape);
         // Updated in place (most of it is unchanged from the last publish): what a rebuild
         // from scratch gives, without reallocating the map at every commit.
-        let (lo, hi) = (replica.checkpoint_op(), replica.op());
-        state.log.retain(|&op, _| (lo..=hi).contains(&op));
-        for op in lo..=hi {
-            match replica.header_at(op) {
-                Some(h) => {
-                    let v = (h.checksum, h.parent);
-                    match state.log.get_mut(&op) {
-                        Some(old) => *old = v,
-                        None => {
-                            state.log.insert(op, v);
-                        }
-                    }
-                }
-                None => {
-                    state.log.remove(&op);
-                }
+        // One pass over the old picture and the log's headers together (both in op order):
+        // entries held in both are updated, then the ones gone are removed and the new added.
+        let mut gone = Vec::new();
+        let mut added = Vec::new();
+        let mut old = state.log.iter_mut().peekable();
+        for (op, h) in replica.headers_between(replica.checkpoint_op(), replica.op()) {
+            while let Some((&o, _)) = old.next_if(|(&o, _)| o < op) {
+                gone.push(o);
+            }
+            let v = (h.checksum, h.parent);
+            match old.next_if(|(&o, _)| o == op) {
+                Some((_, old)) => *old = v,
+                None => added.push((op, v)),
             }
         }
+        gone.extend(old.map(|(&o, _)| o));
+        for o in gone {
+            state.log.remove(&o);
+        }
+        state.log.extend(added);
         if let Some(what) = transition {
             happen(r, id, what);
         }

@@ -373,6 +373,16 @@ impl Replica {
         self.slots.get(&op).map(|slot| slot.header)
     }
 
+    /// The headers of the log entries held from `lo` to `hi` (inclusive), in op order (for
+    /// inspection: [`Replica::header_at`] of each op that has one, in one pass).
+    pub fn headers_between(&self, lo: u64, hi: u64) -> impl Iterator<Item = (u64, &Header)> {
+        (lo <= hi)
+            .then(|| self.slots.range(lo..=hi))
+            .into_iter()
+            .flatten()
+            .map(|(&op, slot)| (op, &slot.header))
+    }
+
     /// The entry at `op`, if its body is present.
     pub fn entry(&self, op: u64) -> Option<Entry> {
         let slot = self.slots.get(&op)?;
