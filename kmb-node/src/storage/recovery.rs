@@ -342,8 +342,9 @@ pub fn recover(
     let n = config.slot_count as u64;
     let evidence: Vec<SlotEvidence> = (0..config.slot_count as usize)
         .map(|slot| {
-            let read = slots.get(slot).cloned().unwrap_or_default();
-            classify(slot, config.slot_count, config.slot_size, cluster, &read)
+            let unread = SlotRead::default();
+            let read = slots.get(slot).unwrap_or(&unread);
+            classify(slot, config.slot_count, config.slot_size, cluster, read)
         })
         .collect();
 
