@@ -348,29 +348,35 @@ pub fn check_with(obs: &Observations, spec: Spec) -> Verdict {
             continue;
         };
         let at = |message: String| violation(message).op(n).key(key.clone());
-        let describe = format!(
-            "client {} {:?} -> {:?} at op {n}",
-            op.client, op.input, out.output
-        );
+        // Formatted only for a violation (the inputs may carry large values).
+        let describe = || {
+            format!(
+                "client {} {:?} -> {:?} at op {n}",
+                op.client, op.input, out.output
+            )
+        };
         if out.read {
             // Rule 5: a read of the state after op `n`.
             if n > highest {
                 found.push(at(format!(
-                    "{describe} (a read): no replica ever committed op {n} (highest committed op is {highest})"
+                    "{describe} (a read): no replica ever committed op {n} (highest committed op is {highest})",
+                    describe = describe()
                 )));
             } else if n > spec_last {
                 unverified += 1;
             } else if read_outputs.get(&index) != Some(&out.output) {
                 found.push(at(format!(
                     "{describe} (history #{index}), a read of the state after op {n}: the specification, over the committed log, gives {:?}",
-                    read_outputs.get(&index)
+                    read_outputs.get(&index),
+                    describe = describe()
                 )));
             }
             continue;
         }
         if n > highest || n == 0 {
             found.push(at(format!(
-                "{describe}: no replica ever committed op {n} (highest committed op is {highest})"
+                "{describe}: no replica ever committed op {n} (highest committed op is {highest})",
+                describe = describe()
             )));
             continue;
         }
@@ -386,7 +392,8 @@ pub fn check_with(obs: &Observations, spec: Spec) -> Verdict {
                 other => format!("a {other:?} entry"),
             };
             found.push(at(format!(
-                "{describe}: the committed entry at op {n} is {what}"
+                "{describe}: the committed entry at op {n} is {what}",
+                describe = describe()
             )));
             continue;
         };
@@ -394,7 +401,9 @@ pub fn check_with(obs: &Observations, spec: Spec) -> Verdict {
             if !ids.contains(&exec.client) {
                 found.push(at(format!(
                     "{describe}: op {n} committed request {} of client {:#x}, not of this client's sessions {ids:x?}",
-                    exec.request_number, exec.client
+                    exec.request_number,
+                    exec.client,
+                    describe = describe()
                 )));
                 continue;
             }
@@ -403,7 +412,8 @@ pub fn check_with(obs: &Observations, spec: Spec) -> Verdict {
             Some(r) if same_request(r, &op.input) => {}
             other => {
                 found.push(at(format!(
-                    "{describe}: op {n} committed a different command: {other:?}"
+                    "{describe}: op {n} committed a different command: {other:?}",
+                    describe = describe()
                 )));
                 continue;
             }
@@ -415,7 +425,8 @@ pub fn check_with(obs: &Observations, spec: Spec) -> Verdict {
         let expected = spec_outputs.get(&n);
         if expected != Some(&out.output) {
             found.push(at(format!(
-                "{describe} (history #{index}): the specification, over the committed log, gives {expected:?}"
+                "{describe} (history #{index}): the specification, over the committed log, gives {expected:?}",
+                describe = describe()
             )));
         }
     }
