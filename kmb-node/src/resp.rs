@@ -389,17 +389,32 @@ fn push_line(out: &mut Vec<u8>, kind: u8, s: &str) {
 }
 
 fn push_bulk(out: &mut Vec<u8>, kind: u8, b: &[u8]) {
-    out.push(kind);
-    out.extend_from_slice(b.len().to_string().as_bytes());
-    out.extend_from_slice(b"\r\n");
+    // Room for all of it at once (kind, length, two line ends, the bytes).
+    out.reserve(1 + 20 + 2 + b.len() + 2);
+    push_len(out, kind, b.len());
     out.extend_from_slice(b);
     out.extend_from_slice(b"\r\n");
 }
 
 fn push_len(out: &mut Vec<u8>, kind: u8, n: usize) {
     out.push(kind);
-    out.extend_from_slice(n.to_string().as_bytes());
+    push_decimal(out, n);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Append `n` in decimal (what `n.to_string()` gives, without allocating it).
+fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// A verbatim string's format: exactly three bytes, none of them `:` or a line break.
@@ -606,6 +621,33 @@ mod tests {
 
     fn args(list: &[&str]) -> Vec<Vec<u8>> {
         list.iter().map(|s| s.as_bytes().to_vec()).collect()
+    }
+
+    /// Goal: lengths are written as `to_string` writes them.
+    #[test]
+    fn push_decimal_is_to_string() {
+        let mut n = 1usize;
+        for v in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            4096,
+            1 << 20,
+            usize::MAX - 1,
+            usize::MAX,
+        ]
+        .into_iter()
+        .chain(std::iter::from_fn(|| {
+            n = n.checked_mul(7)?;
+            Some(n)
+        })) {
+            let mut out = vec![b'x'];
+            push_decimal(&mut out, v);
+            assert_eq!(out, format!("x{v}").into_bytes());
+        }
     }
 
     /// Goal: a client's array command parses, and partial input asks for more.
