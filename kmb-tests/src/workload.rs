@@ -794,7 +794,13 @@ fn hostile_request(rng: &mut ChaCha8Rng) -> Vec<u8> {
                 .collect();
             bulk(&args)
         }
-        _ => bulk(&[b"SET", b"hkey", &vec![b'x'; 600 * 1024]]),
+        // `bulk(&[b"SET", b"hkey", &vec![b'x'; 600 * 1024]])` without copying the value twice.
+        _ => Value::Array(vec![
+            Value::Bulk(b"SET".to_vec()),
+            Value::Bulk(b"hkey".to_vec()),
+            Value::Bulk(vec![b'x'; 600 * 1024]),
+        ])
+        .encode(),
     }
 }
 
