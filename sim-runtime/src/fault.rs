@@ -241,9 +241,12 @@ pub(crate) struct WorldState {
     pub(crate) clock_offsets: BTreeMap<NodeId, i64>,
     /// Per unordered link: how many times it was reset (`crate::net` streams compare).
     pub(crate) link_epochs: BTreeMap<(IpAddr, IpAddr), u64>,
-    /// Per directed link: its stall, fragmentation and slow reader (one map: every read looks
-    /// up all three).
-    pub(crate) stream_faults: BTreeMap<(IpAddr, IpAddr), StreamFaults>,
+    /// Per directed link: bytes are held until this instant.
+    pub(crate) stalls: BTreeMap<(IpAddr, IpAddr), madsim::time::Instant>,
+    /// Per directed link: reads return at most this many bytes.
+    pub(crate) fragments: BTreeMap<(IpAddr, IpAddr), usize>,
+    /// Per directed link: the reader takes at most this many bytes per millisecond, until.
+    pub(crate) slow_readers: BTreeMap<(IpAddr, IpAddr), (usize, madsim::time::Instant)>,
     /// Per connection and direction (writer's socket, reader's socket): bytes written and not
     /// yet read — what the receive window holds.
     pub(crate) unread: BTreeMap<(SocketAddr, SocketAddr), u64>,
@@ -324,7 +327,9 @@ impl Simulator for World {
                 node_ips: BTreeMap::new(),
                 clock_offsets: BTreeMap::new(),
                 link_epochs: BTreeMap::new(),
-                stream_faults: BTreeMap::new(),
+                stalls: BTreeMap::new(),
+                fragments: BTreeMap::new(),
+                slow_readers: BTreeMap::new(),
                 unread: BTreeMap::new(),
                 killed: BTreeSet::new(),
                 armed: BTreeSet::new(),
@@ -475,7 +480,7 @@ pub fn link_epoch(a: IpAddr, b: IpAddr) -> u64 {
 pub fn stall_link(src: IpAddr, dst: IpAddr, duration: Duration) {
     with(|s| {
         let until = s.time.now_instant() + duration;
-        s.stream_faults.entry((src, dst)).or_default().stall = Some(until);
+        s.stalls.insert((src, dst), until);
         s.counters.stream_stalls += 1;
         s.record("net.stall", format!("{src} -> {dst} for {duration:?}"));
     })
@@ -485,7 +490,7 @@ pub fn stall_link(src: IpAddr, dst: IpAddr, duration: Duration) {
 pub fn fragment_link(src: IpAddr, dst: IpAddr, max: Option<usize>) {
     with(|s| match max {
         Some(max) => {
-            s.stream_faults.entry((src, dst)).or_default().fragment = Some(max.max(1));
+            s.fragments.insert((src, dst), max.max(1));
             s.counters.stream_fragments += 1;
             s.record(
                 "net.fragment",
@@ -493,9 +498,7 @@ pub fn fragment_link(src: IpAddr, dst: IpAddr, max: Option<usize>) {
             );
         }
         None => {
-            if let Some(f) = s.stream_faults.get_mut(&(src, dst)) {
-                f.fragment = None;
-            }
+            s.fragments.remove(&(src, dst));
         }
     })
 }
@@ -507,7 +510,7 @@ pub fn slow_reader(src: IpAddr, dst: IpAddr, bytes_per_ms: usize, duration: Dura
     with(|s| {
         let until = s.time.now_instant() + duration;
         let rate = bytes_per_ms.max(1);
-        s.stream_faults.entry((src, dst)).or_default().slow = Some((rate, until));
+        s.slow_readers.insert((src, dst), (rate, until));
         s.counters.stream_slow_readers += 1;
         s.record(
             "net.slow_reader",
@@ -534,18 +537,6 @@ pub(crate) struct ReadFaults {
     pub(crate) abandoned: bool,
 }
 
-/// The byte-stream faults of one directed link ([`stall_link`], [`fragment_link`],
-/// [`slow_reader`]).
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct StreamFaults {
-    /// Bytes are held until this instant.
-    stall: Option<madsim::time::Instant>,
-    /// Reads return at most this many bytes.
-    fragment: Option<usize>,
-    /// The reader takes at most this many bytes per millisecond, until.
-    slow: Option<(usize, madsim::time::Instant)>,
-}
-
 /// See [`ReadFaults`]: a read on the connection `writer → reader`.
 pub(crate) fn read_faults(writer: SocketAddr, reader: SocketAddr) -> ReadFaults {
     let (src, dst) = (writer.ip(), reader.ip());
@@ -556,23 +547,21 @@ pub(crate) fn read_faults(writer: SocketAddr, reader: SocketAddr) -> ReadFaults 
             .copied()
             .unwrap_or(0);
         let now = s.time.now_instant();
-        let link = s
-            .stream_faults
+        let stalled_until = s
+            .stalls
             .get(&(src, dst))
             .copied()
-            .unwrap_or_default();
-        let stalled_until = link
-            .stall
             .filter(|&until| until > now)
             .max(s.partition_hold(writer, reader));
         ReadFaults {
             epoch,
             stalled_until,
-            fragment: link.fragment,
-            slow: link
-                .slow
-                .filter(|&(_, until)| until > now)
-                .map(|(rate, _)| rate),
+            fragment: s.fragments.get(&(src, dst)).copied(),
+            slow: s
+                .slow_readers
+                .get(&(src, dst))
+                .filter(|&&(_, until)| until > now)
+                .map(|&(rate, _)| rate),
             abandoned: s.abandoned.contains(&(writer, reader)),
         }
     })
@@ -717,7 +706,9 @@ pub(crate) fn count_window_wait() {
 /// End every stall, fragmentation and slow reader (resets are events, nothing to end).
 pub fn heal_streams() {
     with(|s| {
-        s.stream_faults.clear();
+        s.stalls.clear();
+        s.fragments.clear();
+        s.slow_readers.clear();
     })
 }
 
