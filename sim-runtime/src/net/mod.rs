@@ -418,6 +418,24 @@ pub async fn connect_with_backoff(
 mod tests {
     use super::*;
 
+    /// Goal: a frame built in place (payload appended in pieces, header filled in at the end)
+    /// is byte for byte the frame `encode_frame` makes of the same payload.
+    #[test]
+    fn frame_built_in_place_is_encode_frame() {
+        for payload in [&b""[..], b"x", b"hello, frame", &[7u8; 300][..]] {
+            let (head, tail) = payload.split_at(payload.len() / 2);
+            let mut frame = Frame::with_capacity(1);
+            frame.append_with(|buf| buf.extend_from_slice(head));
+            frame.extend_from_slice(tail);
+            assert_eq!(frame.payload(), payload);
+            assert_eq!(frame.into_bytes(), encode_frame(payload));
+            assert_eq!(
+                Frame::from_payload(payload).into_bytes(),
+                encode_frame(payload)
+            );
+        }
+    }
+
     /// Goal: the pure decoder reads back what `encode_frame` wrote, asks for more bytes on a
     /// partial frame, and refuses a corrupt or oversized one.
     #[test]

@@ -95,6 +95,22 @@ fn message_every_type_roundtrip_is_identical() {
     }
 }
 
+/// Goal: `encode_into` appends exactly `encode`'s bytes after what the buffer held (a frame's
+/// header room, `node/peers.rs`), and the size hint is exact for a message carrying an entry or
+/// a snapshot (the frame is then allocated once).
+#[test]
+fn message_encode_into_appends_encode() {
+    for m in every_message() {
+        let mut buf = vec![0xAA; 12];
+        m.encode_into(&mut buf);
+        assert_eq!(&buf[..12], &[0xAA; 12]);
+        assert_eq!(&buf[12..], &m.encode()[..]);
+        if matches!(m.body, Body::Prepare { .. } | Body::StateTransfer { .. }) {
+            assert_eq!(m.encoded_len_hint(), m.encode().len(), "{m:?}");
+        }
+    }
+}
+
 /// Goal: random bytes, truncations and bit flips of valid messages never make decode panic.
 #[test]
 fn message_decode_random_bytes_never_panics() {
