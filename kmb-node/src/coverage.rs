@@ -22,6 +22,10 @@ pub const MARKS: &[(&str, &str)] = &[
         "the primary-elect truncated uncommitted ops a quorum nacked",
     ),
     (
+        "nack_by_log_view",
+        "a nack truncation needed a vote whose log_view is older than the chosen entry's view",
+    ),
+    (
         "state_transfer_installed",
         "a replica installed a peer's checkpoint (state transfer)",
     ),

@@ -77,11 +77,15 @@ pub enum Mutation {
     /// The primary serves a read without a log entry before a quorum confirmed, after the
     /// read arrived, that it is still the primary of its view (`core/read.rs`).
     ReadUnconfirmed,
+    /// A DoViewChange sender whose durable `log_view` equals the chosen entry's view (not only
+    /// an older one) counts as a nack of it, though it may have acknowledged it
+    /// (`core/nack.rs`, rule 5).
+    NackLogViewNotOlder,
 }
 
 impl Mutation {
     /// Every mutation, in a fixed order.
-    pub const ALL: [Mutation; 20] = [
+    pub const ALL: [Mutation; 21] = [
         Mutation::CommitBeforeQuorum,
         Mutation::PrepareOkBeforeSync,
         Mutation::ViewNotSyncedBeforeDvc,
@@ -102,6 +106,7 @@ impl Mutation {
         Mutation::MultiPartial,
         Mutation::TimestampGoesBack,
         Mutation::ReadUnconfirmed,
+        Mutation::NackLogViewNotOlder,
     ];
 
     /// The command-line name.
@@ -127,6 +132,7 @@ impl Mutation {
             Mutation::MultiPartial => "multi-partial",
             Mutation::TimestampGoesBack => "timestamp-goes-back",
             Mutation::ReadUnconfirmed => "read-unconfirmed",
+            Mutation::NackLogViewNotOlder => "nack-log-view-not-older",
         }
     }
 
@@ -190,6 +196,9 @@ impl Mutation {
             }
             Mutation::ReadUnconfirmed => {
                 "the primary serves reads without a log entry before a quorum confirms it still leads its view"
+            }
+            Mutation::NackLogViewNotOlder => {
+                "a view-change vote whose log_view equals the chosen entry's view counts as a nack (it may have acknowledged it)"
             }
         }
     }

@@ -503,7 +503,8 @@ async fn simulate(
     } else {
         BTreeMap::new()
     };
-    let history = shared.history.lock().expect("lock").clone();
+    // Taken, not copied: the clients are done, and nothing reads the shared history after this.
+    let history = std::mem::take(&mut *shared.history.lock().expect("lock"));
     let malformed = shared.malformed.lock().expect("lock").clone();
     if failure.is_none() {
         if let Some(m) = malformed.first() {
@@ -544,7 +545,7 @@ async fn simulate(
             });
         }
     }
-    let mut observations = observations(&swarm, &registry, history.clone(), liveness);
+    let mut observations = observations(&swarm, &registry, history, liveness);
     observations.clock_origin_us = clock_origin_us;
     observations.clock_skew_ms = (
         swarm.clock_skew_ms.iter().copied().min().unwrap_or(0),
@@ -704,7 +705,7 @@ async fn simulate(
         unknown,
         sim_time_ms,
         committed_ops,
-        history,
+        history: observations.history,
         corruptible: scheduler.corruptible(),
         scenario: Some(Scenario {
             seed: swarm.seed,

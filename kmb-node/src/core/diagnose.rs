@@ -67,7 +67,7 @@ impl Replica {
                     });
                     if held {
                         hold.push(r);
-                    } else if Self::nacks(d, op, checksum) {
+                    } else if Self::nacks(d, op, checksum, self.chosen_view_floor(op)) {
                         nack.push(r);
                     } else {
                         miss.push(r);

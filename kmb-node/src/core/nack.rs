@@ -5,7 +5,7 @@
 use super::message::Vote;
 use super::replica::Replica;
 use super::Status;
-use crate::entry::Checksum;
+use crate::entry::{Checksum, View};
 
 impl Replica {
     /// Whether `dvc` proves its sender never held (so never acknowledged) the entry `checksum`
@@ -13,11 +13,33 @@ impl Replica {
     /// there with its body intact. A header without a body (faulty or not yet repaired), a
     /// hole, or an op below the sender's header suffix proves nothing.
     ///
+    /// `view_floor`: a view the chosen entry at `op` is at least of (its own, or that of the
+    /// chosen log's nearest known entry below it: views never decrease along a log). A sender
+    /// whose durable `log_view` is older never acknowledged it (docs/protocol.md, "Nacks",
+    /// rule 5), whatever it holds at `op`.
+    ///
     /// With `checksum` unknown (no DVC's header for `op` is known to be canonical) only the
-    /// proofs that hold for any entry count: the op is beyond the sender's head, or it never
-    /// wrote that slot.
-    pub(super) fn nacks(dvc: &Vote, op: u64, checksum: Option<Checksum>) -> bool {
+    /// proofs that hold for any entry the chosen log may have there count: the op is beyond
+    /// the sender's head, it never wrote that slot, or its `log_view` is below `view_floor`.
+    pub(super) fn nacks(
+        dvc: &Vote,
+        op: u64,
+        checksum: Option<Checksum>,
+        view_floor: Option<View>,
+    ) -> bool {
         if op > dvc.log.op || op > dvc.held_max || dvc.never_written.binary_search(&op).is_ok() {
+            return true;
+        }
+        if view_floor.is_some_and(|floor| dvc.log_view < floor) {
+            return true;
+        }
+        // Mutation `nack-log-view-not-older` (simulator): a sender of the entry's own view
+        // nacks too.
+        #[cfg(madsim)]
+        if view_floor.is_some_and(|floor| dvc.log_view == floor)
+            && crate::mutation::is(crate::mutation::Mutation::NackLogViewNotOlder)
+        {
+            crate::mutation::bit(crate::mutation::Mutation::NackLogViewNotOlder);
             return true;
         }
         let Some(checksum) = checksum else {
@@ -27,6 +49,13 @@ impl Replica {
             Ok(i) => dvc.log.headers[i].checksum != checksum && dvc.bodies.get(i) == Some(&true),
             Err(_) => false,
         }
+    }
+
+    /// A view the chosen log's entry at `op` is at least of: the view of its header if known,
+    /// else of the nearest known header below it (views never decrease along a log).
+    pub(super) fn chosen_view_floor(&self, op: u64) -> Option<View> {
+        let at = self.vc_headers.partition_point(|h| h.op <= op);
+        at.checked_sub(1).map(|i| self.vc_headers[i].view)
     }
 
     /// Fill holes of the chosen log from other DoViewChanges where the canonical entry is
@@ -134,8 +163,21 @@ impl Replica {
             if !head_known {
                 continue;
             }
-            let nacks = self.dvcs.values().filter(|d| Self::nacks(d, op, c)).count();
+            let floor = self.chosen_view_floor(op);
+            let nacks = self
+                .dvcs
+                .values()
+                .filter(|d| Self::nacks(d, op, c, floor))
+                .count();
             if nacks >= quorum_nack {
+                let without_rule_5 = self
+                    .dvcs
+                    .values()
+                    .filter(|d| Self::nacks(d, op, c, None))
+                    .count();
+                if without_rule_5 < quorum_nack {
+                    crate::mark!("nack_by_log_view");
+                }
                 cut = Some(below);
                 break;
             }

@@ -133,6 +133,21 @@ impl Image {
             })
     }
 
+    /// Share with `other` each page of `pages` whose bytes are the same in both (memory only:
+    /// the content is unchanged, and a later write to either copies the page again). After a
+    /// sync the durable image holds what the current one does on every page no unsynced write
+    /// touched, so the synced pages are stored once, not twice.
+    fn share_equal_pages(&mut self, other: &Image, pages: impl Iterator<Item = u64>) {
+        for page in pages {
+            if let (Some(mine), Some(theirs)) = (self.pages.get_mut(&page), other.pages.get(&page))
+            {
+                if !Arc::ptr_eq(mine, theirs) && **mine == **theirs {
+                    *mine = Arc::clone(theirs);
+                }
+            }
+        }
+    }
+
     /// Flip the bits `bit` of byte `byte` (which lies within the image).
     fn flip(&mut self, byte: u64, bit: u8) {
         self.page_mut(byte / PAGE as u64)[(byte % PAGE as u64) as usize] ^= bit;
@@ -751,6 +766,19 @@ impl File {
             for p in &pending {
                 file.durable_apply(p);
             }
+            let touched = pending
+                .iter()
+                .filter_map(|p| match p {
+                    Pending::Write { offset, data, .. } if !data.is_empty() => Some(
+                        *offset / PAGE as u64..=(*offset + data.len() as u64 - 1) / PAGE as u64,
+                    ),
+                    _ => None,
+                })
+                .flatten();
+            let SimFile {
+                durable, current, ..
+            } = file;
+            durable.share_equal_pages(current, touched);
             Ok(())
         })
     }
@@ -1021,6 +1049,26 @@ mod tests {
         let mut buf = vec![0xaa; dense.0.len()];
         sparse.read(0, &mut buf);
         assert!(buf == dense.0, "contents differ");
+    }
+
+    /// Pages shared after a sync hold the same bytes once, and a write to either image after
+    /// copies the page again: the other one keeps its bytes. Pages that differ stay apart.
+    #[test]
+    fn shared_equal_pages_are_stored_once_and_copied_on_write() {
+        let (mut durable, mut current) = (Image::default(), Image::default());
+        for image in [&mut durable, &mut current] {
+            image.write(0, &[1; 2 * PAGE]);
+        }
+        current.write(PAGE as u64 + 7, &[2; 3]);
+        durable.share_equal_pages(&current, 0..=1);
+        assert!(Arc::ptr_eq(&durable.pages[&0], &current.pages[&0]));
+        assert!(!Arc::ptr_eq(&durable.pages[&1], &current.pages[&1]));
+        current.write(3, &[9]);
+        let (mut d, mut c) = ([0; 8], [0; 8]);
+        durable.read(0, &mut d);
+        current.read(0, &mut c);
+        assert_eq!((d, c), ([1; 8], [1, 1, 1, 9, 1, 1, 1, 1]));
+        assert!(!Arc::ptr_eq(&durable.pages[&0], &current.pages[&0]));
     }
 
     /// Random writes, resizes, bit flips, range copies and clones across page boundaries:

@@ -386,3 +386,55 @@ fn nack_adopts_same_view_header_and_truncates_past_an_unknown_op_exact_effects()
     assert_eq!((r.status(), r.op()), (Status::Normal, 4));
     assert!(r.is_primary());
 }
+
+/// Goal (issue 15, VOPR seed 779786877473 on the I/O branch): a DVC sender whose durable
+/// `log_view` is older than the view of the chosen entry at op `X` never acknowledged that
+/// entry (a replica acknowledges only while its durable `log_view` is its view, which is at
+/// least the view of every entry it acknowledges, and `log_view` never decreases), so it
+/// nacks `X` even though it holds an older view's header there without a body. Replica 1
+/// (primary-elect of view 4, `log_view` 3) restarted with op 3 of view 3 never written;
+/// replica 0's log, of `log_view` 2, holds a view-2 header at op 3 whose body it lacks. Before
+/// this rule that was one nack short and the view change waited for replica 2 forever; with
+/// it, 2 nacks truncate after op 2. The same DVC with `log_view` 3 (it may have acknowledged
+/// the view-3 entry) is no nack.
+#[test]
+fn nack_from_a_sender_whose_log_view_is_older_than_the_entry() {
+    let root = Entry::root(CLUSTER).checksum();
+    let log = chain(root, 1, 4, 3, "k");
+    let older = chain(log[1].checksum(), 3, 3, 2, "o");
+    for (log_view, truncates) in [(2, true), (3, false)] {
+        let durable = DurableState {
+            view: 4,
+            log_view: 3,
+            checkpoint: None,
+            checkpoint_faulty: None,
+            entries: vec![log[0].clone(), log[1].clone(), log[3].clone()],
+            faulty: vec![3],
+            never_written: vec![3],
+            restarted: true,
+        };
+        let mut r = Replica::new(config(3, 1), durable);
+        r.poll_effects();
+        r.step(msg(0, Body::StartViewChange { view: 4 }));
+        let dvc = Body::DoViewChange {
+            view: 4,
+            vote: Vote {
+                log_view,
+                log: LogSummary {
+                    op: 3,
+                    op_checksum: older[0].checksum(),
+                    commit: 0,
+                    checkpoint_op: 0,
+                    headers: vec![log[0].header, log[1].header, older[0].header],
+                },
+                bodies: vec![true, true, false],
+                held_max: 3,
+                never_written: vec![],
+            },
+        };
+        let effects = r.step(msg(0, dvc));
+        let truncated = effects.contains(&Effect::TruncateLogAfter(2));
+        assert_eq!(truncated, truncates, "log_view {log_view}: {effects:?}");
+        assert_eq!(r.op(), if truncates { 2 } else { 4 });
+    }
+}
