@@ -254,13 +254,10 @@ fn nack_never_written_hole_or_above_held_max_truncates() {
     }
 }
 
-/// Goal (issue 17): the primary-elect's own never-written hole counts as its nack: replica 1
-/// restarted with op 3 faulty and storage proving it never wrote op 3 there; with replica 0's
-/// short log (2 nacks) it truncates after op 2 without waiting for replica 2.
-#[test]
-fn nack_own_never_written_hole_counts() {
-    let root = Entry::root(CLUSTER).checksum();
-    let log = chain(root, 1, 4, 3, "k");
+/// Primary-elect 1 of view 4 (`log_view` 3) after a restart with `log` (ops 1..=4 of view 3)
+/// on disk but op 3 faulty, storage proving it never wrote op 3 there; replica 0's
+/// StartViewChange received.
+fn elect_with_op_3_never_written(log: &[Entry]) -> Replica {
     let durable = DurableState {
         view: 4,
         log_view: 3,
@@ -274,6 +271,17 @@ fn nack_own_never_written_hole_counts() {
     let mut r = Replica::new(config(3, 1), durable);
     r.poll_effects();
     r.step(msg(0, Body::StartViewChange { view: 4 }));
+    r
+}
+
+/// Goal (issue 17): the primary-elect's own never-written hole counts as its nack: replica 1
+/// restarted with op 3 faulty and storage proving it never wrote op 3 there; with replica 0's
+/// short log (2 nacks) it truncates after op 2 without waiting for replica 2.
+#[test]
+fn nack_own_never_written_hole_counts() {
+    let root = Entry::root(CLUSTER).checksum();
+    let log = chain(root, 1, 4, 3, "k");
+    let mut r = elect_with_op_3_never_written(&log);
     let effects = r.step(msg(0, short_dvc(&log)));
     assert_eq!(
         effects,
@@ -403,19 +411,7 @@ fn nack_from_a_sender_whose_log_view_is_older_than_the_entry() {
     let log = chain(root, 1, 4, 3, "k");
     let older = chain(log[1].checksum(), 3, 3, 2, "o");
     for (log_view, truncates) in [(2, true), (3, false)] {
-        let durable = DurableState {
-            view: 4,
-            log_view: 3,
-            checkpoint: None,
-            checkpoint_faulty: None,
-            entries: vec![log[0].clone(), log[1].clone(), log[3].clone()],
-            faulty: vec![3],
-            never_written: vec![3],
-            restarted: true,
-        };
-        let mut r = Replica::new(config(3, 1), durable);
-        r.poll_effects();
-        r.step(msg(0, Body::StartViewChange { view: 4 }));
+        let mut r = elect_with_op_3_never_written(&log);
         let dvc = Body::DoViewChange {
             view: 4,
             vote: Vote {
