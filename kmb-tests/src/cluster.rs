@@ -116,6 +116,15 @@ impl Cluster {
         }
     }
 
+    /// A new simulated machine for client `c` (at [`client_ip`]), to spawn a client on.
+    pub fn client_node(c: usize) -> sim::NodeHandle {
+        Handle::current()
+            .create_node()
+            .name(format!("client-{c}"))
+            .ip(client_ip(c))
+            .build()
+    }
+
     /// Power-loss replica `i`.
     pub fn kill(&self, i: usize) {
         sim::kill(self.replicas[i]);

@@ -234,6 +234,19 @@ fn maybe(rng: &mut ChaCha8Rng, on: f64, max: f64) -> f64 {
 }
 
 impl Swarm {
+    /// The parameters of `seed` without faults, for `replica_count` replicas: the set-up of
+    /// the scenario tests that inject their own faults.
+    pub fn without_faults(seed: u64, replica_count: u8) -> Swarm {
+        let options = SwarmOptions {
+            no_faults: true,
+            ..Default::default()
+        };
+        Swarm {
+            replica_count,
+            ..Swarm::from_seed(seed, options)
+        }
+    }
+
     /// Draw the parameters of `seed`.
     pub fn from_seed(seed: u64, options: SwarmOptions) -> Swarm {
         // Derive the stream from the seed, with a fixed label so it never coincides with the

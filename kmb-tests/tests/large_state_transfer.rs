@@ -8,10 +8,10 @@
 #![cfg(madsim)]
 
 use kmb_node::client::{Client, ClientConfig};
-use kmb_tests::cluster::{client_ip, replica_ip, Cluster};
-use kmb_tests::swarm::{Geometry, Swarm, SwarmOptions};
+use kmb_tests::cluster::{replica_ip, Cluster};
+use kmb_tests::swarm::{Geometry, Swarm};
 use sim_runtime::fault;
-use sim_runtime::sim::{self, Handle};
+use sim_runtime::sim;
 use sim_runtime::time::{self, Duration};
 
 /// Values written while the replica is down: 120 × 60 KB ≈ 7 MB of state, so the snapshot is
@@ -22,24 +22,13 @@ const VALUE_SIZE: usize = 60_000;
 /// Three replicas without faults whose WAL holds 64 slots of 64 KiB (checkpoints come often),
 /// and a client node, two seconds after the start.
 async fn small_wal_cluster(seed: u64) -> (Cluster, sim::NodeHandle) {
-    let mut swarm = Swarm::from_seed(
-        seed,
-        SwarmOptions {
-            no_faults: true,
-            ..Default::default()
-        },
-    );
-    swarm.replica_count = 3;
+    let mut swarm = Swarm::without_faults(seed, 3);
     swarm.geometry = Geometry {
         slot_count: 64,
         slot_size: 65_536,
     };
     let cluster = Cluster::start(&swarm);
-    let client = Handle::current()
-        .create_node()
-        .name("client-0")
-        .ip(client_ip(0))
-        .build();
+    let client = Cluster::client_node(0);
     time::sleep(Duration::from_secs(2)).await;
     (cluster, client)
 }

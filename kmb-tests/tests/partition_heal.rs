@@ -12,10 +12,10 @@
 #![cfg(madsim)]
 
 use kmb_node::client::{Client, ClientConfig};
-use kmb_tests::cluster::{client_ip, replica_ip, Cluster};
-use kmb_tests::swarm::{Swarm, SwarmOptions};
+use kmb_tests::cluster::{replica_ip, Cluster};
+use kmb_tests::swarm::Swarm;
 use sim_runtime::fault;
-use sim_runtime::sim::{self, Handle};
+use sim_runtime::sim;
 use sim_runtime::time::{self, Duration, Instant};
 
 /// The partition: from 2 s to 15.2 s of the run. TCP retransmits what was first sent into it
@@ -31,33 +31,21 @@ const HEAL_MS: u64 = 15_200;
 fn rejoin_after_heal(seed: u64, replica: usize) -> (Option<f64>, f64, u64) {
     sim::run(seed, move || async move {
         fault::set_tcp_partitions(std::env::var("NO_TCP").is_err());
-        let mut swarm = Swarm::from_seed(
-            seed,
-            SwarmOptions {
-                no_faults: true,
-                ..Default::default()
-            },
-        );
-        swarm.replica_count = 3;
+        let swarm = Swarm::without_faults(seed, 3);
         let cluster = Cluster::start(&swarm);
         let start = Instant::now();
         let addresses = cluster.client_addresses.clone();
         let done = std::sync::Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
         let log = done.clone();
-        Handle::current()
-            .create_node()
-            .name("client-0")
-            .ip(client_ip(0))
-            .build()
-            .spawn(async move {
-                let mut c = Client::new(addresses, 1, ClientConfig::default());
-                for i in 0u64.. {
-                    if c.set(b"k", i.to_string().as_bytes()).await.is_ok() {
-                        log.lock().unwrap().push(start.elapsed().as_secs_f64());
-                    }
-                    time::sleep(Duration::from_millis(20)).await;
+        Cluster::client_node(0).spawn(async move {
+            let mut c = Client::new(addresses, 1, ClientConfig::default());
+            for i in 0u64.. {
+                if c.set(b"k", i.to_string().as_bytes()).await.is_ok() {
+                    log.lock().unwrap().push(start.elapsed().as_secs_f64());
                 }
-            });
+                time::sleep(Duration::from_millis(20)).await;
+            }
+        });
         time::sleep(Duration::from_millis(CUT_MS)).await;
         let others: Vec<usize> = (0..3).filter(|&i| i != replica).collect();
         for &o in &others {

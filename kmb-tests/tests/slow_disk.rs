@@ -8,10 +8,10 @@
 #![cfg(madsim)]
 
 use kmb_node::client::{Client, ClientConfig};
-use kmb_tests::cluster::{client_ip, Cluster};
-use kmb_tests::swarm::{Swarm, SwarmOptions};
+use kmb_tests::cluster::Cluster;
+use kmb_tests::swarm::Swarm;
 use sim_runtime::fault::{self, DiskFaults};
-use sim_runtime::sim::{self, Handle};
+use sim_runtime::sim;
 use sim_runtime::time::{self, Duration};
 
 /// Goal: a primary with a disk whose fsyncs take 2 s stays primary for the 6 s it is slow,
@@ -19,32 +19,20 @@ use sim_runtime::time::{self, Duration};
 #[test]
 fn a_primary_with_a_slow_disk_keeps_leading() {
     let (views, during, after) = sim::run(11, || async {
-        let mut swarm = Swarm::from_seed(
-            11,
-            SwarmOptions {
-                no_faults: true,
-                ..Default::default()
-            },
-        );
-        swarm.replica_count = 3;
+        let swarm = Swarm::without_faults(11, 3);
         let cluster = Cluster::start(&swarm);
         let addresses = cluster.client_addresses.clone();
         let done = std::sync::Arc::new(std::sync::Mutex::new(0u64));
         let count = done.clone();
-        Handle::current()
-            .create_node()
-            .name("client-0")
-            .ip(client_ip(0))
-            .build()
-            .spawn(async move {
-                let mut c = Client::new(addresses, 1, ClientConfig::default());
-                for i in 0u64.. {
-                    if c.set(b"k", i.to_string().as_bytes()).await.is_ok() {
-                        *count.lock().unwrap() += 1;
-                    }
-                    time::sleep(Duration::from_millis(20)).await;
+        Cluster::client_node(0).spawn(async move {
+            let mut c = Client::new(addresses, 1, ClientConfig::default());
+            for i in 0u64.. {
+                if c.set(b"k", i.to_string().as_bytes()).await.is_ok() {
+                    *count.lock().unwrap() += 1;
                 }
-            });
+                time::sleep(Duration::from_millis(20)).await;
+            }
+        });
         time::sleep(Duration::from_secs(2)).await;
         let view = |r: u8| {
             kmb_node::inspect::snapshot()

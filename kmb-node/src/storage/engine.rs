@@ -1107,6 +1107,17 @@ mod tests {
         replica: 1,
         replica_count: 3,
     };
+    /// Run `test` on a runtime of its own with the path of a data file in a fresh temporary
+    /// directory (removed after).
+    fn on_disk<F: std::future::Future<Output = ()>>(test: impl FnOnce(std::path::PathBuf) -> F) {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(test(dir.path().join("r1.kmb")));
+    }
+
     const SMALL: StorageConfig = StorageConfig {
         slot_count: 8,
         slot_size: 1024,
@@ -1172,13 +1183,7 @@ mod tests {
     /// stale entry of a truncated suffix in a hole below such an entry is still ignored.
     #[test]
     fn old_view_entries_appended_above_log_view_head_survive_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r1.kmb");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        on_disk(|path| async move {
             let entries = chain(6);
             Storage::format(&path, ID, SMALL).await.unwrap();
             let (mut s, _) = Storage::open(&path).await.unwrap();
@@ -1233,13 +1238,7 @@ mod tests {
     /// that contradicts the committed one, and a view change that halted on it.
     #[test]
     fn a_superblock_write_does_not_resurrect_a_truncated_suffix_below_a_hole() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r1.kmb");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        on_disk(|path| async move {
             let entries = chain(8);
             let stale = in_view(&entries, 1, 0xee);
             let view2 = in_view(&entries, 2, 0xdd);
@@ -1278,13 +1277,7 @@ mod tests {
     /// take three fsyncs, not four. Recovery finds both groups.
     #[test]
     fn pipelined_fsyncs_cover_one_group_s_headers_and_the_next_group_s_prepares() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r1.kmb");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        on_disk(|path| async move {
             let entries = chain(4);
             Storage::format(&path, ID, SMALL).await.unwrap();
             let (mut s, _) = Storage::open(&path).await.unwrap();
@@ -1337,13 +1330,7 @@ mod tests {
     /// wait for the new version (the core no longer expects it of that sync).
     #[test]
     fn an_append_replacing_an_op_in_flight_is_not_claimed_by_the_fsync_before_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r1.kmb");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        on_disk(|path| async move {
             let entries = chain(2);
             let other = in_view(&entries, 1, 0xee);
             Storage::format(&path, ID, SMALL).await.unwrap();
@@ -1377,13 +1364,7 @@ mod tests {
     /// checksum is the recorded one (an older op or another checksum is refused).
     #[test]
     fn install_checkpoint_repairs_an_unreadable_checkpoint_at_the_same_op() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r1.kmb");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        on_disk(|path| async move {
             let entries = chain(6);
             Storage::format(&path, ID, SMALL).await.unwrap();
             let (mut s, _) = Storage::open(&path).await.unwrap();
