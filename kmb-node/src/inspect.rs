@@ -438,6 +438,12 @@ pub fn snapshot() -> Registry {
     REGISTRY.with(|r| r.borrow().clone())
 }
 
+/// Everything published so far, taken (the registry is left empty): for a harness whose run
+/// is over, which would otherwise hold it twice.
+pub fn take() -> Registry {
+    REGISTRY.with(|r| std::mem::take(&mut *r.borrow_mut()))
+}
+
 /// Record a checkpoint by the state hash of the state it holds (`core::snapshot::state_hash`,
 /// what replicas publish at each commit); a snapshot that does not decode is recorded by the
 /// hash of its bytes, which matches no state.

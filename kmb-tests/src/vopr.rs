@@ -98,7 +98,8 @@ pub struct SeedRecord {
     pub trace: Option<TraceCollector>,
     #[serde(skip)]
     pub report: Option<FailureReport>,
-    /// The fault schedule and workload as they ran (for shrinking and replay).
+    /// The fault schedule and workload as they ran (for shrinking and replay; the workload of
+    /// a seed that passed is left empty: nothing reads it, and it can be drawn again).
     #[serde(skip)]
     pub scenario: Option<Scenario>,
 }
@@ -278,9 +279,10 @@ async fn examine_disks(cluster: &Cluster) -> BTreeMap<u8, Result<checkers::DiskI
 }
 
 /// What the checkers read: the real replicas' published state and the real clients' history.
+/// What the checkers read is moved out of `registry` (the run is over), not copied.
 fn observations(
     swarm: &Swarm,
-    registry: &kmb_node::inspect::Registry,
+    registry: &mut kmb_node::inspect::Registry,
     history: Vec<KvOp>,
     liveness: Liveness,
 ) -> Observations {
@@ -299,21 +301,22 @@ fn observations(
     obs.client_ids = (0..swarm.client_count as u64)
         .map(|c| (c, workload::client_ids(swarm, c)))
         .collect();
-    obs.committed = registry.committed.clone();
-    obs.commits = registry.commits.clone();
-    obs.commit_incarnations = registry.commit_starts.clone();
-    obs.transfers = registry.transfers.clone();
-    obs.state_hashes = registry.state_hashes.clone();
-    obs.recoveries = registry.recoveries.clone();
-    obs.checkpoints = registry.checkpoints.clone();
-    for (&replica, state) in &registry.replicas {
-        obs.logs.insert(replica, state.log.clone());
-    }
     obs.final_states = final_states(registry);
+    use std::mem::take;
+    obs.committed = take(&mut registry.committed);
+    obs.commits = take(&mut registry.commits);
+    obs.commit_incarnations = take(&mut registry.commit_starts);
+    obs.transfers = take(&mut registry.transfers);
+    obs.state_hashes = take(&mut registry.state_hashes);
+    obs.recoveries = take(&mut registry.recoveries);
+    obs.checkpoints = take(&mut registry.checkpoints);
+    for (&replica, state) in &mut registry.replicas {
+        obs.logs.insert(replica, take(&mut state.log));
+    }
     obs.liveness = liveness;
-    obs.durable_heads = registry.durable_heads.clone();
-    obs.votes = registry.votes.clone();
-    obs.recovery_reports = registry.recovery_reports.clone();
+    obs.durable_heads = take(&mut registry.durable_heads);
+    obs.votes = take(&mut registry.votes);
+    obs.recovery_reports = take(&mut registry.recovery_reports);
     obs
 }
 
@@ -344,18 +347,24 @@ async fn simulate(
     let start = Instant::now();
     let clock_origin_us = time::unix_micros();
     let cluster = Cluster::start(&swarm);
-    let (mut scheduler, plan, disabled) = match replay {
+    // A replay keeps its workload for its result; a seed's own plan is handed to the clients
+    // (not copied: with large payloads a copy was megabytes held for the whole run) and drawn
+    // again for the result only if the seed fails (the shrinker is the only reader).
+    let (mut scheduler, plan, disabled, replayed_workload) = match replay {
         None => (
             Scheduler::new(&swarm),
             workload::plan(&swarm),
             Default::default(),
+            None,
         ),
         Some(sc) => (
             Scheduler::new(&swarm).replaying(sc.faults, sc.disabled_knobs.clone()),
-            sc.workload,
+            sc.workload.clone(),
             sc.disabled_knobs,
+            Some(sc.workload),
         ),
     };
+    let mut plans = plan.into_iter();
     // Let every replica format and start before any fault.
     time::sleep(Duration::from_millis(200)).await;
     scheduler.install_disk_faults(&cluster);
@@ -372,12 +381,13 @@ async fn simulate(
         clients.push(node.spawn(workload::run_client(
             swarm.clone(),
             c as u64,
-            plan.get(c).cloned().unwrap_or_default(),
+            plans.next().unwrap_or_default(),
             cluster.client_addresses.clone(),
             shared.clone(),
             start,
         )));
     }
+    let mut hostile_node = None;
     if swarm.payloads.hostile {
         let node = Handle::current()
             .create_node()
@@ -390,6 +400,7 @@ async fn simulate(
             cluster.client_addresses.clone(),
             Instant::now() + Duration::from_millis(swarm.safety_ms),
         ));
+        hostile_node = Some(node);
     }
     if swarm.replays_client_requests() {
         if let Some(node) = client_nodes.first() {
@@ -505,6 +516,26 @@ async fn simulate(
     };
     // Taken, not copied: the clients are done, and nothing reads the shared history after this.
     let history = std::mem::take(&mut *shared.history.lock().expect("lock"));
+    // The run is over: end every replica and client node (no power loss, nothing drawn) so
+    // that their logs, states and buffers are freed before the checkers run — with large
+    // payloads they were a seed's peak memory.
+    for &node in &cluster.replicas {
+        sim_runtime::sim::stop(node);
+    }
+    for node in &client_nodes {
+        sim_runtime::sim::stop(node.id());
+    }
+    if let Some(node) = &hostile_node {
+        sim_runtime::sim::stop(node.id());
+    }
+    // Their tasks are dropped when the executor next picks them (in random order): a sleep
+    // lets it drain every ready task first.
+    time::sleep(Duration::from_millis(1)).await;
+    // And what the replayer could have sent again (the requests as clients encoded them).
+    drop(std::mem::take(&mut *shared.sent.lock().expect("lock")));
+    drop(std::mem::take(
+        &mut *shared.session_starts.lock().expect("lock"),
+    ));
     let malformed = shared.malformed.lock().expect("lock").clone();
     if failure.is_none() {
         if let Some(m) = malformed.first() {
@@ -521,7 +552,8 @@ async fn simulate(
             failure = fail(Classification::Liveness, "unknown_outcomes", why);
         }
     }
-    let registry = kmb_node::inspect::snapshot();
+    // Taken, not copied (the run is over; nothing publishes or reads it after this).
+    let mut registry = kmb_node::inspect::take();
     // A replica stop is the root cause of whatever follows it (liveness, replies), so halts
     // are judged first — every halt, not only the first: inside the bound a replica only stops
     // for an injected disk fault (a failed fsync, read or write: `HaltKind::DiskFailure`),
@@ -545,7 +577,7 @@ async fn simulate(
             });
         }
     }
-    let mut observations = observations(&swarm, &registry, history, liveness);
+    let mut observations = observations(&swarm, &mut registry, history, liveness);
     observations.clock_origin_us = clock_origin_us;
     observations.clock_skew_ms = (
         swarm.clock_skew_ms.iter().copied().min().unwrap_or(0),
@@ -675,12 +707,11 @@ async fn simulate(
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-    let buggy_views = kmb_node::inspect::with(|r| {
-        r.happenings
-            .iter()
-            .filter(|(_, _, h)| matches!(h, Happening::BuggyView { .. }))
-            .count() as u64
-    });
+    let buggy_views = registry
+        .happenings
+        .iter()
+        .filter(|(_, _, h)| matches!(h, Happening::BuggyView { .. }))
+        .count() as u64;
     if buggy_views > 0 {
         fault_counters.insert("peer.buggy_view".into(), buggy_views);
     }
@@ -700,6 +731,7 @@ async fn simulate(
         fault_counters.insert("client.hostile_requests".into(), hostile);
     }
     drop(clients);
+    let failed = failure.is_some();
     SimResult {
         failure,
         unknown,
@@ -714,7 +746,11 @@ async fn simulate(
             classic: swarm.classic,
             disabled_knobs: disabled,
             faults: scheduler.recorded(),
-            workload: plan,
+            workload: match replayed_workload {
+                Some(workload) => workload,
+                None if failed => workload::plan(&swarm),
+                None => Vec::new(),
+            },
         }),
         fault_counters,
         marks,

@@ -25,8 +25,6 @@ use crate::trace::{EventKind, OpKind, Outcome};
 pub struct Shared {
     /// Completed and unknown-outcome operations, in completion order.
     pub history: Mutex<Vec<KvOp>>,
-    /// Operations the cluster certainly did not execute (reported for the trace only).
-    pub failed: Mutex<Vec<(u64, KvInput)>>,
     /// In-flight operations per key (bounded by `per_key_concurrency_max`).
     in_flight: Mutex<BTreeMap<u32, u32>>,
     /// Write-like operations in flight (crashes are more likely while this is high).
@@ -709,10 +707,8 @@ pub async fn run_client(
                     continue;
                 }
             },
-            Err(ClientError::Failed(_) | ClientError::Rejected(_)) => {
-                shared.failed.lock().expect("lock").push((client, input));
-                continue;
-            }
+            // Certainly not executed: in no history (the trace has its completion).
+            Err(ClientError::Failed(_) | ClientError::Rejected(_)) => continue,
             Err(ClientError::Unknown(_)) => None,
         };
         let ret = if output.is_some() { ret } else { u64::MAX };

@@ -587,15 +587,12 @@ impl PartitionedModel for KvTimedKeyModel {
     }
 }
 
-/// The history with every multi-key transaction's per-key projections appended (same
-/// call, return and op number; the projection of an unknown-outcome transaction is
-/// unknown): each key's part of a transaction is checked with that key.
-fn with_projections(history: &[KvOp]) -> std::borrow::Cow<'_, [KvOp]> {
+/// Every multi-key transaction's per-key projections (same call, return and op number; the
+/// projection of an unknown-outcome transaction is unknown), to be appended to the history:
+/// each key's part of a transaction is checked with that key.
+fn projections(history: &[&KvOp]) -> Vec<KvOp> {
     let multi = |op: &KvOp| matches!(op.input, KvInput::Txn { .. }) && op.input.key().is_none();
-    if !history.iter().any(multi) {
-        return std::borrow::Cow::Borrowed(history);
-    }
-    let mut out = history.to_vec();
+    let mut out = Vec::new();
     for op in history.iter().filter(|op| multi(op)) {
         for key in op.input.keys() {
             let Some(input) = op.input.project(key) else {
@@ -623,7 +620,7 @@ fn with_projections(history: &[KvOp]) -> std::borrow::Cow<'_, [KvOp]> {
             });
         }
     }
-    std::borrow::Cow::Owned(out)
+    out
 }
 
 /// The partition name of failures found by the op-number checks.
@@ -632,6 +629,13 @@ pub const OP_NUMBER_PARTITION: &str = "(op-number order)";
 /// Checks a kmb history: per-key linearizability, then the op-number checks (real-time
 /// order and replay, which is what checks scans). See the module documentation.
 pub fn check(history: &[KvOp], options: &CheckOptions) -> Verdict {
+    check_refs(&history.iter().collect::<Vec<_>>(), options)
+}
+
+/// [`check`] of a history given as references: a caller that adds operations of its own
+/// (ticks) checks its history and them without copying the history, which with large
+/// values is megabytes.
+pub fn check_refs(history: &[&KvOp], options: &CheckOptions) -> Verdict {
     let per_key = check_keys(history, options);
     if matches!(per_key, Verdict::NotLinearizable(_)) {
         return per_key;
@@ -643,8 +647,11 @@ pub fn check(history: &[KvOp], options: &CheckOptions) -> Verdict {
 /// violation. A key whose completed ops all carry op numbers consistent with real time
 /// is checked in that order, placing only its unknown-outcome ops; any other key gets
 /// the general search.
-pub fn check_keys(history: &[KvOp], options: &CheckOptions) -> Verdict {
-    let history = &*with_projections(history);
+pub fn check_keys(history: &[&KvOp], options: &CheckOptions) -> Verdict {
+    let projections = projections(history);
+    let mut all = history.to_vec();
+    all.extend(&projections);
+    let history = &all[..];
     let mut parts: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, op) in history.iter().enumerate() {
         if let Some(key) = op.input.key() {
@@ -662,7 +669,7 @@ pub fn check_keys(history: &[KvOp], options: &CheckOptions) -> Verdict {
     verdict
 }
 
-fn check_key(history: &[KvOp], members: &[usize], key: &str, options: &CheckOptions) -> Verdict {
+fn check_key(history: &[&KvOp], members: &[usize], key: &str, options: &CheckOptions) -> Verdict {
     if let Some(&i) = members
         .iter()
         .find(|&&i| history[i].output.is_some() && history[i].ret < history[i].call)
@@ -685,7 +692,7 @@ fn check_key(history: &[KvOp], members: &[usize], key: &str, options: &CheckOpti
             unknowns,
         } => Verdict::NotLinearizable(Failure {
             partition: key.to_string(),
-            op: describe_op(blocked, &history[blocked]),
+            op: describe_op(blocked, history[blocked]),
             op_index: blocked,
             reason: format!(
                 "no placement of the key's {unknowns} unknown-outcome ops into the op-number \
@@ -705,19 +712,24 @@ fn check_key(history: &[KvOp], members: &[usize], key: &str, options: &CheckOpti
     }
 }
 
-fn numbered_failure(history: &[KvOp], prefix: Vec<usize>, index: usize, reason: String) -> Verdict {
+fn numbered_failure(
+    history: &[&KvOp],
+    prefix: Vec<usize>,
+    index: usize,
+    reason: String,
+) -> Verdict {
     Verdict::NotLinearizable(Failure {
         partition: OP_NUMBER_PARTITION.to_string(),
         prefix,
         op_index: index,
-        op: describe_op(index, &history[index]),
+        op: describe_op(index, history[index]),
         reason,
     })
 }
 
 /// The op-number checks alone (part 2 of [`check`]): uniqueness and real-time order of
 /// op numbers, and the replay in op-number order (which checks scans).
-pub fn check_op_numbers(history: &[KvOp]) -> Verdict {
+pub fn check_op_numbers(history: &[&KvOp]) -> Verdict {
     // Completed ops with an op number, sorted by position: `(op number, read)` — a read
     // answered without an op of its own ([`KvReply::read`]) sees the state after its op
     // number, so it sorts after the op with that number and before the next; reads may share

@@ -225,7 +225,8 @@ pub fn check<M: Model>(
     options: &CheckOptions,
 ) -> Verdict {
     let all: Vec<usize> = (0..history.len()).collect();
-    check_subset(model, history, &all, Failure::WHOLE_HISTORY, options)
+    let history: Vec<&Operation<M::Input, M::Output>> = history.iter().collect();
+    check_subset(model, &history, &all, Failure::WHOLE_HISTORY, options)
 }
 
 /// Checks every partition of `history` independently; operations for which
@@ -243,9 +244,10 @@ pub fn check_partitioned<M: PartitionedModel>(
             parts.entry(key).or_default().push(i);
         }
     }
+    let history: Vec<&Operation<M::Input, M::Output>> = history.iter().collect();
     let mut verdict = Verdict::Linearizable;
     for (key, members) in &parts {
-        let v = check_subset(model, history, members, &key.to_string(), options);
+        let v = check_subset(model, &history, members, &key.to_string(), options);
         verdict = verdict.and(v);
         if matches!(verdict, Verdict::NotLinearizable(_)) {
             break;
@@ -256,7 +258,7 @@ pub fn check_partitioned<M: PartitionedModel>(
 
 pub(crate) fn check_subset<M: Model>(
     model: &M,
-    history: &[Operation<M::Input, M::Output>],
+    history: &[&Operation<M::Input, M::Output>],
     members: &[usize],
     partition: &str,
     options: &CheckOptions,
@@ -282,7 +284,7 @@ pub(crate) fn check_subset<M: Model>(
         },
         search::Outcome::Violation { prefix, blocked } => Verdict::NotLinearizable(Failure {
             partition: partition.to_string(),
-            op: describe_op(blocked, &history[blocked]),
+            op: describe_op(blocked, history[blocked]),
             op_index: blocked,
             reason: format!(
                 "no order of the partition's {} ops works; this op returned before it \

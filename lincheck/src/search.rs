@@ -97,9 +97,13 @@ struct Search<'a, M: Model> {
 }
 
 impl<'a, M: Model> Search<'a, M> {
-    fn new(model: &'a M, history: &'a [Operation<M::Input, M::Output>], members: &[usize]) -> Self {
+    fn new(
+        model: &'a M,
+        history: &[&'a Operation<M::Input, M::Output>],
+        members: &[usize],
+    ) -> Self {
         let n = members.len();
-        let ops: Vec<_> = members.iter().map(|&i| &history[i]).collect();
+        let ops: Vec<_> = members.iter().map(|&i| history[i]).collect();
         let mut events: Vec<(u64, bool, usize)> = Vec::with_capacity(2 * n);
         let mut known = 0;
         for (j, op) in ops.iter().enumerate() {
@@ -290,7 +294,7 @@ impl<'a, M: Model> Search<'a, M> {
 
 pub(crate) fn search<M: Model>(
     model: &M,
-    history: &[Operation<M::Input, M::Output>],
+    history: &[&Operation<M::Input, M::Output>],
     members: &[usize],
     step_cap: u64,
 ) -> Outcome {

@@ -219,6 +219,8 @@ pub const EVENT_LOG_MAX: usize = 1_000_000;
 pub(crate) struct WorldState {
     pub(crate) rng: GlobalRng,
     pub(crate) disks: BTreeMap<NodeId, NodeDisk>,
+    /// Synced disk pages stored once across the simulation's files.
+    pub(crate) pages: crate::disk::simulated::PageStore,
     pub(crate) disk_faults: BTreeMap<NodeId, DiskFaults>,
     pub(crate) link_faults: BTreeMap<(IpAddr, IpAddr), LinkFaults>,
     pub(crate) default_link_faults: LinkFaults,
@@ -251,6 +253,8 @@ pub(crate) struct WorldState {
     /// yet read — what the receive window holds.
     pub(crate) unread: BTreeMap<(SocketAddr, SocketAddr), u64>,
     pub(crate) killed: BTreeSet<NodeId>,
+    /// Nodes ended by [`crate::sim::stop`]: their kill is no power loss.
+    pub(crate) stopped: BTreeSet<NodeId>,
     /// Nodes that lose power during their next fsync.
     pub(crate) armed: BTreeSet<NodeId>,
     pub(crate) counters: FaultCounters,
@@ -316,6 +320,7 @@ impl Simulator for World {
             state: Mutex::new(WorldState {
                 rng: rand.clone(),
                 disks: BTreeMap::new(),
+                pages: Default::default(),
                 disk_faults: BTreeMap::new(),
                 link_faults: BTreeMap::new(),
                 default_link_faults: LinkFaults::default(),
@@ -332,6 +337,7 @@ impl Simulator for World {
                 slow_readers: BTreeMap::new(),
                 unread: BTreeMap::new(),
                 killed: BTreeSet::new(),
+                stopped: BTreeSet::new(),
                 armed: BTreeSet::new(),
                 counters: FaultCounters::default(),
                 disk_oracle: Vec::new(),
@@ -345,7 +351,9 @@ impl Simulator for World {
     fn reset_node(&self, id: NodeId) {
         // Called by madsim on kill: power loss for this node's disk.
         let mut state = self.lock();
-        crate::disk::simulated::power_loss(&mut state, id);
+        if !state.stopped.contains(&id) {
+            crate::disk::simulated::power_loss(&mut state, id);
+        }
     }
 }
 

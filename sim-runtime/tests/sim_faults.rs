@@ -111,6 +111,55 @@ fn disk_kill_with_no_crash_faults_keeps_unsynced() {
     assert!(synced_ok && unsynced_kept);
 }
 
+/// Goal: `sim::stop` ends a node's tasks (what they hold is freed) with no power loss: with
+/// every unsynced write set to be lost by a kill, the stopped node's disk still holds its
+/// unsynced write, and no kill or lost write is counted. A kill of the same node would lose it.
+#[test]
+fn stop_drops_the_tasks_without_a_power_loss() {
+    let (held_after, unsynced_kept) = sim::run(1, || async {
+        let faults = DiskFaults {
+            crash_lost_probability: 1.0,
+            ..Default::default()
+        };
+        let n = node("disk", "10.0.0.1");
+        let id = n.id();
+        fault::set_disk_faults(id, faults);
+        let held = Arc::new(());
+        let in_task = Arc::clone(&held);
+        on(id, async {
+            let f = File::open("/data/f").await.unwrap();
+            f.write_at(&block(1, 0, 4096), 0).await.unwrap();
+            f.sync().await.unwrap();
+            f.write_at(&block(2, 4096, 4096), 4096).await.unwrap();
+        })
+        .await;
+        n.spawn(async move {
+            let _kept = in_task;
+            std::future::pending::<()>().await;
+        });
+        time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(Arc::strong_count(&held), 2, "the task holds its value");
+        sim::stop(id);
+        time::sleep(Duration::from_millis(1)).await;
+        let held_after = Arc::strong_count(&held);
+        let counters = fault::counters();
+        assert_eq!((counters.kills, counters.crash_lost_writes), (0, 0));
+        // Read the disk back on the node restarted (its kill is no power loss either).
+        sim::restart(id);
+        let kept = on(id, async {
+            let f = File::open("/data/f").await.unwrap();
+            let mut second = vec![0; 4096];
+            f.len().await.unwrap() >= 8192
+                && f.read_at(&mut second, 4096).await.is_ok()
+                && second == block(2, 4096, 4096)
+        })
+        .await;
+        (held_after, kept)
+    });
+    assert_eq!(held_after, 1, "the stopped node's task was dropped");
+    assert!(unsynced_kept, "a stop is no power loss");
+}
+
 /// On a fresh node whose power losses tear every unsynced write: `len` bytes of 0x11 at 0,
 /// synced, then `(offset, len)` of 0xEE unsynced, then a power loss and a restart. The node.
 async fn torn_rewrite(len: usize, (offset, new_len): (u64, usize)) -> NodeId {

@@ -31,8 +31,9 @@ pub fn check(obs: &Observations) -> Verdict {
 
 /// Check linearizability with `options`.
 pub fn check_with(obs: &Observations, options: &CheckOptions) -> Verdict {
-    let ticks = with_ticks(&obs.history, obs.clock_origin_us, obs.clock_skew_ms);
-    match kv::check(&ticks, options) {
+    let ticks = ticks(&obs.history, obs.clock_origin_us, obs.clock_skew_ms);
+    let history: Vec<&KvOp> = obs.history.iter().chain(&ticks).collect();
+    match kv::check_refs(&history, options) {
         lincheck::Verdict::Linearizable => Verdict::Pass,
         lincheck::Verdict::NotLinearizable(f) => Verdict::Fail(
             Violation::new(NAME, Classification::Linearizability, f.to_string())
@@ -42,10 +43,11 @@ pub fn check_with(obs: &Observations, options: &CheckOptions) -> Verdict {
     }
 }
 
-/// `history` with one tick per (key, expiry time) its expiring writes name, over the history
+/// One tick per (key, expiry time) the expiring writes of `history` name, over the history
 /// times at which the cluster clock could read it (`clock_origin_us` is the real clock at
-/// history time 0; `skew_ms` the least and greatest replica clock offsets).
-pub fn with_ticks(history: &[KvOp], clock_origin_us: u64, skew_ms: (i64, i64)) -> Vec<KvOp> {
+/// history time 0; `skew_ms` the least and greatest replica clock offsets): checked after
+/// the history's own operations.
+pub fn ticks(history: &[KvOp], clock_origin_us: u64, skew_ms: (i64, i64)) -> Vec<KvOp> {
     let mut expiries: std::collections::BTreeSet<(String, u64)> = Default::default();
     let mut collect = |input: &KvInput| {
         if let KvInput::SetAt {
@@ -61,7 +63,7 @@ pub fn with_ticks(history: &[KvOp], clock_origin_us: u64, skew_ms: (i64, i64)) -
             other => collect(other),
         }
     }
-    let mut out = history.to_vec();
+    let mut out = Vec::new();
     for (key, at) in expiries {
         let real = |offset_ms: i64| {
             let us =

@@ -114,7 +114,7 @@ pub struct Observations {
     pub history: Vec<KvOp>,
     /// The cluster clock (wall time, microseconds since the Unix epoch) at history time 0:
     /// history times are microseconds since then. Places the expiry ticks
-    /// ([`linearizability::with_ticks`]).
+    /// ([`linearizability::ticks`]).
     pub clock_origin_us: u64,
     /// The least and greatest replica clock offsets (ms; `Swarm::clock_skew_ms`, (0, 0)
     /// without skew): how far an entry's timestamp may be from the real time its op ran.

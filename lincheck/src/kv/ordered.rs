@@ -258,7 +258,7 @@ fn need_of(input: &KvInput, output: &KvOutput) -> Need {
 }
 
 struct Checker<'h> {
-    history: &'h [KvOp],
+    history: &'h [&'h KvOp],
     classes: Vec<Class>,
     class_of: HashMap<KvInput, u32>,
     /// The class each class was merged into when the value it writes retired (itself
@@ -750,7 +750,7 @@ impl Values {
 /// The same holds from the position after the last completed op that tells a value
 /// apart, unless an unknown cas expects it: the value then retires (see
 /// [`Checker::retire`]).
-fn anonymous_values(history: &[KvOp], order: &[usize], unknown: &[usize]) -> Values {
+fn anonymous_values(history: &[&KvOp], order: &[usize], unknown: &[usize]) -> Values {
     let mut observed: HashMap<String, usize> = HashMap::new();
     let positions = order.iter().enumerate().map(|(p, &i)| (p, i));
     let forever = unknown.iter().map(|&i| (usize::MAX, i));
@@ -781,7 +781,7 @@ fn anonymous_values(history: &[KvOp], order: &[usize], unknown: &[usize]) -> Val
 }
 
 /// Checks one key (`members` index `history`, all single-key ops on the key).
-pub(crate) fn check_key(history: &[KvOp], members: &[usize], step_cap: u64) -> KeyOutcome {
+pub(crate) fn check_key(history: &[&KvOp], members: &[usize], step_cap: u64) -> KeyOutcome {
     // Transactions and expiry are outside the classes below: the general search.
     if members.iter().any(|&i| {
         matches!(

@@ -165,7 +165,11 @@ fn agree_on_random_histories(shape: Shape, seed: u64, count: usize) {
         let members: Vec<usize> = (0..h.len()).collect();
         let want = check(&KvKeyModel, &h, &CheckOptions::default());
         assert!(!matches!(want, crate::Verdict::Unknown { .. }), "{h:#?}");
-        let got = match check_key(&h, &members, CheckOptions::DEFAULT_STEP_CAP) {
+        let got = match check_key(
+            &h.iter().collect::<Vec<_>>(),
+            &members,
+            CheckOptions::DEFAULT_STEP_CAP,
+        ) {
             KeyOutcome::Linearizable => true,
             KeyOutcome::Violation {
                 prefix, blocked, ..

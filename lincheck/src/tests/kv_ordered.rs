@@ -59,7 +59,11 @@ fn history(completed: &[(KvInput, KvOutput)], unknown: &[KvInput]) -> Vec<KvOp> 
 
 fn ordered(h: &[KvOp]) -> Option<bool> {
     let members: Vec<usize> = (0..h.len()).collect();
-    match check_key(h, &members, CheckOptions::DEFAULT_STEP_CAP) {
+    match check_key(
+        &h.iter().collect::<Vec<_>>(),
+        &members,
+        CheckOptions::DEFAULT_STEP_CAP,
+    ) {
         KeyOutcome::Linearizable => Some(true),
         KeyOutcome::Violation { .. } => Some(false),
         KeyOutcome::StepCap | KeyOutcome::NotApplicable => None,
@@ -161,7 +165,11 @@ fn generated_keys_are_decided_in_op_number_order() {
             .collect();
         assert!(
             matches!(
-                check_key(&ops, &members, CheckOptions::DEFAULT_STEP_CAP),
+                check_key(
+                    &ops.iter().collect::<Vec<_>>(),
+                    &members,
+                    CheckOptions::DEFAULT_STEP_CAP
+                ),
                 KeyOutcome::Linearizable
             ),
             "key {key}"

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use madsim::rand::Rng;
 use madsim::task::NodeId;
@@ -148,6 +148,23 @@ impl Image {
         }
     }
 
+    /// Store each page of `pages` once across the simulation ([`PageStore`]), and let `other`
+    /// follow where it shared the page replaced. Memory only: no byte changes.
+    fn intern_pages(&mut self, store: &mut PageStore, other: &mut Image, pages: &[u64]) {
+        for page in pages {
+            let Some(mine) = self.pages.get_mut(page) else {
+                continue;
+            };
+            let was = Arc::as_ptr(mine);
+            store.intern(mine);
+            if let Some(theirs) = other.pages.get_mut(page) {
+                if std::ptr::eq(Arc::as_ptr(theirs), was) {
+                    *theirs = Arc::clone(mine);
+                }
+            }
+        }
+    }
+
     /// Flip the bits `bit` of byte `byte` (which lies within the image).
     fn flip(&mut self, byte: u64, bit: u8) {
         self.page_mut(byte / PAGE as u64)[(byte % PAGE as u64) as usize] ^= bit;
@@ -169,6 +186,40 @@ impl Image {
                     if let Some(ours) = self.pages.get_mut(&page) {
                         Arc::make_mut(ours)[at..at + n].fill(0);
                     }
+                }
+            }
+        }
+    }
+}
+
+/// Synced pages with equal bytes, stored once across every file of a simulation: the replicas
+/// of a cluster write the same prepares and checkpoints at the same offsets, and a large value
+/// fills pages alike, so with large payloads the disks held the same pages many times over (a
+/// seed's largest cost in memory). Keyed by xxh3-128 of the bytes; a hit is compared byte for
+/// byte before it is shared, so a collision only costs the sharing. Weak: a page no image holds
+/// any more is freed, and its entry swept when the map has doubled since the last sweep. A
+/// `BTreeMap` and no `HashMap`: a `HashMap`'s random state would draw on the simulation's
+/// randomness.
+#[derive(Default)]
+pub(crate) struct PageStore {
+    pages: BTreeMap<u128, Weak<[u8; PAGE]>>,
+    /// Entries after the last sweep.
+    swept: usize,
+}
+
+impl PageStore {
+    /// Replace `page` by the stored page with the same bytes, or store it.
+    fn intern(&mut self, page: &mut Arc<[u8; PAGE]>) {
+        let hash = xxhash_rust::xxh3::xxh3_128(&page[..]);
+        match self.pages.get(&hash).and_then(Weak::upgrade) {
+            Some(stored) if Arc::ptr_eq(&stored, page) => {}
+            Some(stored) if *stored == **page => *page = stored,
+            // Absent, freed, or (in theory) another page with the same hash: ours from now.
+            _ => {
+                self.pages.insert(hash, Arc::downgrade(page));
+                if self.pages.len() > 2 * self.swept.max(1024) {
+                    self.pages.retain(|_, p| p.strong_count() > 0);
+                    self.swept = self.pages.len();
                 }
             }
         }
@@ -775,10 +826,14 @@ impl File {
                     _ => None,
                 })
                 .flatten();
+            let mut touched: Vec<u64> = touched.collect();
+            touched.sort_unstable();
+            touched.dedup();
             let SimFile {
                 durable, current, ..
             } = file;
-            durable.share_equal_pages(current, touched);
+            durable.share_equal_pages(current, touched.iter().copied());
+            durable.intern_pages(&mut s.pages, current, &touched);
             Ok(())
         })
     }
@@ -1069,6 +1124,45 @@ mod tests {
         current.read(0, &mut c);
         assert_eq!((d, c), ([1; 8], [1, 1, 1, 9, 1, 1, 1, 1]));
         assert!(!Arc::ptr_eq(&durable.pages[&0], &current.pages[&0]));
+    }
+
+    /// Pages with equal bytes in different files are stored once after their syncs (and the
+    /// current image that shared the durable page follows); a write to one copies it again,
+    /// and the other keeps its bytes. Pages that differ stay apart.
+    #[test]
+    fn equal_pages_of_different_files_are_stored_once() {
+        let mut store = PageStore::default();
+        let (mut a, mut a_current) = (Image::default(), Image::default());
+        let (mut b, mut b_current) = (Image::default(), Image::default());
+        for image in [&mut a, &mut b, &mut a_current] {
+            image.write(0, &[7; 2 * PAGE]);
+        }
+        b.write(PAGE as u64, &[8]);
+        b_current.write(0, &[7; PAGE]);
+        a_current.share_equal_pages(&a, 0..=1);
+        a.intern_pages(&mut store, &mut a_current, &[0, 1]);
+        b.intern_pages(&mut store, &mut b_current, &[0, 1]);
+        assert!(Arc::ptr_eq(&a.pages[&0], &b.pages[&0]));
+        assert!(Arc::ptr_eq(&a.pages[&0], &a_current.pages[&0]));
+        assert!(!Arc::ptr_eq(&a.pages[&1], &b.pages[&1]));
+        // `b_current` held its own page, not `b`'s: it is left alone.
+        assert!(!Arc::ptr_eq(&b.pages[&0], &b_current.pages[&0]));
+        b.write(1, &[9]);
+        let (mut x, mut y) = ([0; 4], [0; 4]);
+        a.read(0, &mut x);
+        b.read(0, &mut y);
+        assert_eq!((x, y), ([7; 4], [7, 9, 7, 7]));
+        drop((b, b_current));
+        // Freed pages' entries go at a sweep; the live ones stay.
+        for n in 0..3000u32 {
+            let mut bytes = [0; PAGE];
+            bytes[..4].copy_from_slice(&n.to_le_bytes());
+            store.intern(&mut Arc::new(bytes));
+        }
+        assert!(store.pages.len() < 3000);
+        let mut again = Arc::new([7; PAGE]);
+        store.intern(&mut again);
+        assert!(Arc::ptr_eq(&again, &a.pages[&0]));
     }
 
     /// Random writes, resizes, bit flips, range copies and clones across page boundaries:
