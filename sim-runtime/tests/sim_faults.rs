@@ -54,20 +54,23 @@ fn block_valid(b: &[u8]) -> bool {
     xxhash_rust::xxh3::xxh3_64(&b[..len - 8]) == sum
 }
 
-/// Write a synced block at 0 and an unsynced one at 4096 on a fresh node, then power-cycle it
-/// with `faults`; returns the file length after restart and whether the unsynced block survived.
-async fn crash_after_unsynced_write(faults: DiskFaults) -> (u64, bool, bool) {
+/// On a fresh node with `faults`, write a synced block at 0 and an unsynced one at 4096.
+async fn synced_then_unsynced_write(faults: DiskFaults) -> NodeHandle {
     let n = node("disk", "10.0.0.1");
-    let id = n.id();
-    fault::set_disk_faults(id, faults);
-    on(id, async {
+    fault::set_disk_faults(n.id(), faults);
+    on(n.id(), async {
         let f = File::open("/data/f").await.unwrap();
         f.write_at(&block(1, 0, 4096), 0).await.unwrap();
         f.sync().await.unwrap();
         f.write_at(&block(2, 4096, 4096), 4096).await.unwrap();
     })
     .await;
-    sim::kill(id);
+    n
+}
+
+/// Restart `id` and read back what [`synced_then_unsynced_write`] wrote: the file length,
+/// whether the synced block is intact, and whether the unsynced block survived.
+async fn restart_and_read_back(id: NodeId) -> (u64, bool, bool) {
     sim::restart(id);
     on(id, async {
         let f = File::open("/data/f").await.unwrap();
@@ -81,6 +84,14 @@ async fn crash_after_unsynced_write(faults: DiskFaults) -> (u64, bool, bool) {
         (len, first == block(1, 0, 4096), kept)
     })
     .await
+}
+
+/// Write a synced block at 0 and an unsynced one at 4096 on a fresh node, then power-cycle it
+/// with `faults`; returns the file length after restart and whether the unsynced block survived.
+async fn crash_after_unsynced_write(faults: DiskFaults) -> (u64, bool, bool) {
+    let id = synced_then_unsynced_write(faults).await.id();
+    sim::kill(id);
+    restart_and_read_back(id).await
 }
 
 /// Goal: after a kill, synced data is kept and unsynced data is lost when the knob says so.
@@ -116,45 +127,27 @@ fn disk_kill_with_no_crash_faults_keeps_unsynced() {
 /// unsynced write, and no kill or lost write is counted. A kill of the same node would lose it.
 #[test]
 fn stop_drops_the_tasks_without_a_power_loss() {
-    let (held_after, unsynced_kept) = sim::run(1, || async {
+    let (held_after, (_, _, unsynced_kept)) = sim::run(1, || async {
         let faults = DiskFaults {
             crash_lost_probability: 1.0,
             ..Default::default()
         };
-        let n = node("disk", "10.0.0.1");
-        let id = n.id();
-        fault::set_disk_faults(id, faults);
+        let n = synced_then_unsynced_write(faults).await;
         let held = Arc::new(());
         let in_task = Arc::clone(&held);
-        on(id, async {
-            let f = File::open("/data/f").await.unwrap();
-            f.write_at(&block(1, 0, 4096), 0).await.unwrap();
-            f.sync().await.unwrap();
-            f.write_at(&block(2, 4096, 4096), 4096).await.unwrap();
-        })
-        .await;
         n.spawn(async move {
             let _kept = in_task;
             std::future::pending::<()>().await;
         });
         time::sleep(Duration::from_millis(1)).await;
         assert_eq!(Arc::strong_count(&held), 2, "the task holds its value");
-        sim::stop(id);
+        sim::stop(n.id());
         time::sleep(Duration::from_millis(1)).await;
         let held_after = Arc::strong_count(&held);
         let counters = fault::counters();
         assert_eq!((counters.kills, counters.crash_lost_writes), (0, 0));
         // Read the disk back on the node restarted (its kill is no power loss either).
-        sim::restart(id);
-        let kept = on(id, async {
-            let f = File::open("/data/f").await.unwrap();
-            let mut second = vec![0; 4096];
-            f.len().await.unwrap() >= 8192
-                && f.read_at(&mut second, 4096).await.is_ok()
-                && second == block(2, 4096, 4096)
-        })
-        .await;
-        (held_after, kept)
+        (held_after, restart_and_read_back(n.id()).await)
     });
     assert_eq!(held_after, 1, "the stopped node's task was dropped");
     assert!(unsynced_kept, "a stop is no power loss");
