@@ -99,7 +99,7 @@ pub struct SeedRecord {
     #[serde(skip)]
     pub report: Option<FailureReport>,
     /// The fault schedule and workload as they ran (for shrinking and replay; the workload of
-    /// a seed that passed is left empty: nothing reads it, and it can be drawn again).
+    /// a run that passed is left empty: nothing reads it).
     #[serde(skip)]
     pub scenario: Option<Scenario>,
 }
@@ -278,8 +278,8 @@ async fn examine_disks(cluster: &Cluster) -> BTreeMap<u8, Result<checkers::DiskI
     disks
 }
 
-/// What the checkers read: the real replicas' published state and the real clients' history.
-/// What the checkers read is moved out of `registry` (the run is over), not copied.
+/// What the checkers read: the real replicas' published state (moved out of `registry`, not
+/// copied: the run is over) and the real clients' history.
 fn observations(
     swarm: &Swarm,
     registry: &mut kmb_node::inspect::Registry,
@@ -347,9 +347,9 @@ async fn simulate(
     let start = Instant::now();
     let clock_origin_us = time::unix_micros();
     let cluster = Cluster::start(&swarm);
-    // A replay keeps its workload for its result; a seed's own plan is handed to the clients
-    // (not copied: with large payloads a copy was megabytes held for the whole run) and drawn
-    // again for the result only if the seed fails (the shrinker is the only reader).
+    // The plan is handed to the clients, not copied (with large payloads a copy was megabytes
+    // held for the whole run): the result records it only for a failed run (the shrinker is
+    // the only reader) — a replay's own, or a seed's drawn again.
     let (mut scheduler, plan, disabled, replayed_workload) = match replay {
         None => (
             Scheduler::new(&swarm),
@@ -532,10 +532,8 @@ async fn simulate(
     // lets it drain every ready task first.
     time::sleep(Duration::from_millis(1)).await;
     // And what the replayer could have sent again (the requests as clients encoded them).
-    drop(std::mem::take(&mut *shared.sent.lock().expect("lock")));
-    drop(std::mem::take(
-        &mut *shared.session_starts.lock().expect("lock"),
-    ));
+    shared.sent.lock().expect("lock").clear();
+    shared.session_starts.lock().expect("lock").clear();
     let malformed = shared.malformed.lock().expect("lock").clone();
     if failure.is_none() {
         if let Some(m) = malformed.first() {
@@ -746,10 +744,10 @@ async fn simulate(
             classic: swarm.classic,
             disabled_knobs: disabled,
             faults: scheduler.recorded(),
-            workload: match replayed_workload {
-                Some(workload) => workload,
-                None if failed => workload::plan(&swarm),
-                None => Vec::new(),
+            workload: match (failed, replayed_workload) {
+                (false, _) => Vec::new(),
+                (true, Some(workload)) => workload,
+                (true, None) => workload::plan(&swarm),
             },
         }),
         fault_counters,

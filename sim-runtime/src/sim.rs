@@ -82,21 +82,23 @@ pub fn kill(node: NodeId) {
 
 /// End `node` for good once a run is over, to free what its tasks hold before the checkers
 /// run: its tasks are dropped at the executor's next turn, with no power loss (its disk stays
-/// as it is), no fault drawn and nothing counted or recorded. Never restart it after.
+/// as it is), no fault drawn and nothing counted or recorded. A [`restart`] after brings it
+/// back on that disk, and its kills are power losses again.
 pub fn stop(node: NodeId) {
     fault::with(|s| s.stopped.insert(node));
     Handle::current().kill(node);
 }
 
 /// Restart `node`, re-running its init closure. A node still running is killed first, so a
-/// restart is always a power loss (and its sockets are released).
+/// restart of a running node is always a power loss (and its sockets are released).
 pub fn restart(node: NodeId) {
-    let was_killed = fault::with(|s| s.killed.contains(&node));
-    if !was_killed {
+    let was_ended = fault::with(|s| s.killed.contains(&node) || s.stopped.contains(&node));
+    if !was_ended {
         kill(node);
     }
     fault::with(|s| {
         s.killed.remove(&node);
+        s.stopped.remove(&node);
         s.counters.restarts += 1;
         s.record("node.restart", format!("node {node}"));
     });

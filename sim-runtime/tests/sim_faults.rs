@@ -146,7 +146,7 @@ fn stop_drops_the_tasks_without_a_power_loss() {
         let held_after = Arc::strong_count(&held);
         let counters = fault::counters();
         assert_eq!((counters.kills, counters.crash_lost_writes), (0, 0));
-        // Read the disk back on the node restarted (its kill is no power loss either).
+        // Read the disk back on the node restarted (no power loss: it was stopped).
         (held_after, restart_and_read_back(n.id()).await)
     });
     assert_eq!(held_after, 1, "the stopped node's task was dropped");

@@ -46,6 +46,27 @@ pub(super) fn short_dvc(log: &[Entry]) -> Body {
     }
 }
 
+/// A DoViewChange for view 4 from a replica of `log_view` whose log holds `log`'s ops 1 and 2
+/// and then `other` at op 3 (with its body if `body`).
+fn dvc_with_other_op_3(log: &[Entry], other: &Entry, log_view: View, body: bool) -> Body {
+    Body::DoViewChange {
+        view: 4,
+        vote: Vote {
+            log_view,
+            log: LogSummary {
+                op: 3,
+                op_checksum: other.checksum(),
+                commit: 0,
+                checkpoint_op: 0,
+                headers: vec![log[0].header, log[1].header, other.header],
+            },
+            bodies: vec![true, true, body],
+            held_max: 3,
+            never_written: vec![],
+        },
+    }
+}
+
 /// Goal (nacks): an uncommitted op whose only copy is faulty on the primary-elect blocks the
 /// view change only until enough replicas nack it. With its own DVC and replica 0's (1 nack:
 /// replica 0's log ends before op 3; its own faulty copy is no nack) op 3 may have been
@@ -58,22 +79,7 @@ fn nack_quorum_truncates_unrepairable_uncommitted_op_exact_effects() {
     let root = Entry::root(CLUSTER).checksum();
     let log = chain(root, 1, 4, 3, "k");
     let fork = chain(log[1].checksum(), 3, 3, 2, "f");
-    let other_entry = Body::DoViewChange {
-        view: 4,
-        vote: Vote {
-            log_view: 2,
-            log: LogSummary {
-                op: 3,
-                op_checksum: fork[0].checksum(),
-                commit: 0,
-                checkpoint_op: 0,
-                headers: vec![log[0].header, log[1].header, fork[0].header],
-            },
-            bodies: vec![true, true, true],
-            held_max: 3,
-            never_written: vec![],
-        },
-    };
+    let other_entry = dvc_with_other_op_3(&log, &fork[0], 2, true);
     for late in [short_dvc(&log), other_entry] {
         let (mut r, log) = nack_primary_elect();
         let ask = Body::RequestHeaders {
@@ -412,23 +418,10 @@ fn nack_from_a_sender_whose_log_view_is_older_than_the_entry() {
     let older = chain(log[1].checksum(), 3, 3, 2, "o");
     for (log_view, truncates) in [(2, true), (3, false)] {
         let mut r = elect_with_op_3_never_written(&log);
-        let dvc = Body::DoViewChange {
-            view: 4,
-            vote: Vote {
-                log_view,
-                log: LogSummary {
-                    op: 3,
-                    op_checksum: older[0].checksum(),
-                    commit: 0,
-                    checkpoint_op: 0,
-                    headers: vec![log[0].header, log[1].header, older[0].header],
-                },
-                bodies: vec![true, true, false],
-                held_max: 3,
-                never_written: vec![],
-            },
-        };
-        let effects = r.step(msg(0, dvc));
+        let effects = r.step(msg(
+            0,
+            dvc_with_other_op_3(&log, &older[0], log_view, false),
+        ));
         let truncated = effects.contains(&Effect::TruncateLogAfter(2));
         assert_eq!(truncated, truncates, "log_view {log_view}: {effects:?}");
         assert_eq!(r.op(), if truncates { 2 } else { 4 });
