@@ -78,8 +78,11 @@ impl Cluster {
             .append(true)
             .open(self.log(i))
             .expect("log file");
+        // Replica 2 runs a multi-threaded runtime, the others the default single thread.
+        let threads = if i == 2 { "2" } else { "1" };
         let child = Command::new(BIN)
             .arg("start")
+            .args(["--worker-threads", threads])
             .args(["--addresses", &Self::list(&self.peers)])
             .args(["--client-addresses", &Self::list(&self.clients)])
             .arg(self.data(i))
@@ -358,4 +361,18 @@ fn bad_configuration_is_one_line_and_nonzero() {
         d,
     ]);
     assert!(!ok && err.contains("invalid address"), "{err}");
+    let (ok, err) = run(&[
+        "start",
+        "--addresses",
+        "1,2,3",
+        "--client-addresses",
+        "4,5,6",
+        "--worker-threads",
+        "0",
+        d,
+    ]);
+    assert!(
+        !ok && err.lines().count() == 1 && err.contains("--worker-threads 0 must be within"),
+        "{err}"
+    );
 }

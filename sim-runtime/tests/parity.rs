@@ -19,6 +19,7 @@ async fn touch_everything() -> std::io::Result<()> {
     let handle: JoinHandle<u8> = task::spawn(async { 1u8 });
     task::yield_now().await;
     let _: u8 = handle.await.unwrap();
+    let () = task::spawn_dedicated("name", async {}).await;
 
     // time
     let start: Instant = Instant::now();

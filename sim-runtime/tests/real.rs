@@ -91,6 +91,71 @@ async fn net_framed_loopback_roundtrip() {
     }
 }
 
+/// Goal: frames queued faster than the writer drains them go out coalesced (one write for
+/// many) and still arrive whole and in order, a frame larger than one coalesced write
+/// included.
+#[tokio::test]
+async fn net_queued_frames_coalesce_and_stay_whole() {
+    let (a, b) = pair().await;
+    let (w, _r) = net::framed(a);
+    let (_w2, mut r) = net::framed_with_limit(b, 1 << 20);
+    let sizes: Vec<usize> = (0..40)
+        .map(|i| match i % 4 {
+            0 => 300 * 1024,
+            1 => 1,
+            2 => 100 * 1024,
+            _ => 7,
+        })
+        .collect();
+    for (i, &size) in sizes.iter().enumerate() {
+        w.try_send(vec![i as u8; size]).unwrap();
+    }
+    for (i, &size) in sizes.iter().enumerate() {
+        assert_eq!(r.recv().await.unwrap(), vec![i as u8; size], "frame {i}");
+    }
+}
+
+/// Goal: a future started by `task::spawn_dedicated` runs on its own named thread, where a
+/// file's writes, reads and syncs complete inline (ready at the first poll: no hand-off to a
+/// blocking thread), and the handle completes when it has.
+#[tokio::test]
+async fn dedicated_thread_runs_file_io_inline() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    fn ready_at_first_poll<T>(future: impl Future<Output = T>) -> Option<T> {
+        let mut future = std::pin::pin!(future);
+        match future
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(value) => Some(value),
+            Poll::Pending => None,
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let f = File::open(&path).await.unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let g = f.clone();
+    sim_runtime::task::spawn_dedicated("kmb-test-io", async move {
+        let name = std::thread::current().name().map(str::to_string);
+        let wrote = ready_at_first_poll(g.write_at(b"inline", 512)).map(|r| r.is_ok());
+        let synced = ready_at_first_poll(g.sync()).map(|r| r.is_ok());
+        let mut buf = [0u8; 6];
+        let read = ready_at_first_poll(g.read_at(&mut buf, 512)).map(|r| r.is_ok());
+        tx.send((name, wrote, synced, read, buf)).unwrap();
+    })
+    .await;
+    let (name, wrote, synced, read, buf) = rx.recv().unwrap();
+    assert_eq!(name.as_deref(), Some("kmb-test-io"));
+    assert_eq!((wrote, synced, read), (Some(true), Some(true), Some(true)));
+    assert_eq!(&buf, b"inline");
+    // On this (ordinary) runtime the same file's I/O goes through a blocking thread.
+    let mut buf = [0u8; 6];
+    f.read_at(&mut buf, 512).await.unwrap();
+    assert_eq!(&buf, b"inline");
+}
+
 /// Goal: a frame with a bad checksum is an error, never delivered, and poisons the reader.
 #[tokio::test]
 async fn net_corrupt_frame_is_checksum_error() {

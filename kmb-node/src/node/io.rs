@@ -14,6 +14,13 @@
 //! Truncations, superblock writes and checkpoints wait for the fsync in flight, then run
 //! whole (they sync themselves). Any storage error stops the task and, through
 //! [`IoDone::Failed`], the node: an fsync is never retried.
+//!
+//! In production the task has an OS thread of its own (`sim_runtime::task::spawn_dedicated`),
+//! where its writes and fsyncs run inline: a write costs one system call instead of two thread
+//! hand-offs, and requests that arrive during an fsync queue in the channel and are written
+//! the moment it returns — none of them could have been covered by it. In simulation it is an
+//! ordinary task, and the simulated disk's latencies interleave its I/O with the driver's
+//! messages and ticks.
 
 use std::collections::VecDeque;
 

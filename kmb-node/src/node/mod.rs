@@ -357,7 +357,9 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let audit = DurabilityAudit::recovered(&recovery);
     let (io_requests, requests) = mpsc::unbounded_channel();
     let (io_done, mut completions) = mpsc::unbounded_channel();
-    let io = sim_runtime::task::spawn(io_task(storage, requests, io_done));
+    // Its own thread in production: its writes run inline there (docs/storage-format.md,
+    // "Write protocol").
+    let io = sim_runtime::task::spawn_dedicated("kmb-io", io_task(storage, requests, io_done));
     let mut driver = Driver {
         io: io_requests,
         peers,

@@ -18,7 +18,9 @@
 //!   both parents for a rename across directories; the simulated disk applies them at once).
 //!
 //! Production ([`real`](self)): `std::fs` files; every read, write, resize and `sync_data` on
-//! a blocking thread (a slow disk never holds a runtime worker).
+//! a blocking thread (a slow disk never holds a runtime worker) — except on a thread started by
+//! [`crate::task::spawn_dedicated`], where reads, writes and resizes run inline (nothing else
+//! runs there) and only `sync_data` goes to a blocking thread.
 //! Simulation: an in-memory disk per madsim node, registered as a simulator plugin, surviving
 //! kill/restart, with the faults configured through [`crate::fault`].
 
@@ -27,6 +29,8 @@ pub const SECTOR_SIZE: u64 = 512;
 
 #[cfg(not(madsim))]
 mod real;
+#[cfg(not(madsim))]
+pub(crate) use real::inline_on_this_thread;
 #[cfg(not(madsim))]
 pub use real::*;
 

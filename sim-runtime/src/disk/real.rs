@@ -38,6 +38,9 @@ impl File {
 
     /// Read exactly `buf.len()` bytes at `offset`, on a blocking thread.
     pub async fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if inline() {
+            return self.inner.read_exact_at(buf, offset);
+        }
         let file = Arc::clone(&self.inner);
         let len = buf.len();
         let data = blocking(move || {
@@ -52,6 +55,9 @@ impl File {
     /// Write all of `data` at `offset` (not durable until [`File::sync`]), on a blocking
     /// thread.
     pub async fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        if inline() {
+            return self.inner.write_all_at(data, offset);
+        }
         let file = Arc::clone(&self.inner);
         let data = data.to_vec();
         blocking(move || file.write_all_at(&data, offset)).await
@@ -63,8 +69,19 @@ impl File {
     /// while it runs may or may not be covered, and the caller must not count on them.
     pub fn sync(&self) -> impl std::future::Future<Output = io::Result<()>> + Send + use<> {
         let file = Arc::clone(&self.inner);
-        let handle = tokio::task::spawn_blocking(move || file.sync_data());
-        async move { handle.await.map_err(io::Error::other)? }
+        // On a dedicated thread the fsync runs inline too: writes that arrive meanwhile wait
+        // for it, but no fsync could cover them before it returns anyway.
+        let handle = if inline() {
+            Err(file.sync_data())
+        } else {
+            Ok(tokio::task::spawn_blocking(move || file.sync_data()))
+        };
+        async move {
+            match handle {
+                Ok(handle) => handle.await.map_err(io::Error::other)?,
+                Err(result) => result,
+            }
+        }
     }
 
     /// The file's length in bytes.
@@ -98,10 +115,29 @@ impl File {
     }
 }
 
-/// Run file I/O on tokio's blocking threads, so a slow disk never holds a runtime worker.
+thread_local! {
+    /// Whether this thread's file I/O runs inline (a [`crate::task::spawn_dedicated`] thread).
+    static INLINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Make this thread's reads, writes and resizes run inline (called by
+/// [`crate::task::spawn_dedicated`] on the thread it starts, which nothing else runs on).
+pub(crate) fn inline_on_this_thread() {
+    INLINE.with(|inline| inline.set(true));
+}
+
+fn inline() -> bool {
+    INLINE.with(|inline| inline.get())
+}
+
+/// Run file I/O on tokio's blocking threads, so a slow disk never holds a runtime worker —
+/// or inline on a dedicated thread, which a slow disk may hold: nothing else runs there.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
+    if inline() {
+        return f();
+    }
     tokio::task::spawn_blocking(f)
         .await
         .map_err(io::Error::other)?
