@@ -1540,7 +1540,25 @@ impl KvState {
     /// Canonical encoding: magic, version, clock, last removal op, count, then per key in
     /// key order: key, value, expiry (0 = none), last-modified op.
     pub fn encode_snapshot(&self) -> Vec<u8> {
-        let mut w = Writer::new();
+        let mut w = Writer {
+            buf: Vec::with_capacity(self.snapshot_len()),
+        };
+        self.encode_snapshot_into(&mut w);
+        w.buf
+    }
+
+    /// The length of [`KvState::encode_snapshot`]'s bytes, without encoding them.
+    pub fn snapshot_len(&self) -> usize {
+        let items: usize = self
+            .map
+            .iter()
+            .map(|(k, item)| 4 + k.len() + 4 + item.value.len() + 8 + 8)
+            .sum();
+        SNAPSHOT_MAGIC.len() + 2 + 8 + 8 + 8 + items
+    }
+
+    /// Append [`KvState::encode_snapshot`]'s bytes to `w`.
+    pub(crate) fn encode_snapshot_into(&self, w: &mut Writer) {
         w.raw(&SNAPSHOT_MAGIC);
         w.u16(SNAPSHOT_VERSION);
         w.u64(self.clock);
@@ -1552,7 +1570,6 @@ impl KvState {
             w.u64(item.expires_at.unwrap_or(0));
             w.u64(item.modified);
         }
-        w.buf
     }
 
     /// Decode a snapshot; total. Keys must be strictly ascending (the encoding is canonical).
@@ -1996,6 +2013,37 @@ mod tests {
         );
         ap(&mut b, &Request::Del { key: k("x") });
         assert_ne!(a.state_hash(), b.state_hash());
+    }
+
+    /// Goal: `snapshot_len` is the exact length of the encoding (the checkpoint encoder sizes
+    /// its one buffer by it), and the checkpoint snapshot holds the kv encoding behind a
+    /// `u64` length, as `blob` writes it.
+    #[test]
+    fn snapshot_len_is_exact_and_checkpoint_embeds_the_encoding() {
+        let mut s = KvState::new();
+        assert_eq!(s.snapshot_len(), s.encode_snapshot().len());
+        for i in 0..50u32 {
+            ap(
+                &mut s,
+                &Request::Set {
+                    key: k(&format!("key{i}")),
+                    value: "v".repeat(i as usize).into_bytes(),
+                },
+            );
+        }
+        ap(&mut s, &Request::Del { key: k("key7") });
+        let bytes = s.encode_snapshot();
+        assert_eq!(s.snapshot_len(), bytes.len());
+        let clients = crate::core::snapshot::ClientTable::new();
+        let checkpoint = crate::core::snapshot::encode(&s, &clients);
+        let mut w = Writer::new();
+        w.raw(&checkpoint[..6]);
+        w.blob(&bytes);
+        assert_eq!(&checkpoint[..w.buf.len()], &w.buf[..]);
+        assert_eq!(
+            crate::core::snapshot::decode(&checkpoint).map(|(kv, _)| kv),
+            Ok(s)
+        );
     }
 
     fn at(op: u64, timestamp: u64) -> ApplyContext {

@@ -6,7 +6,7 @@ use super::replica::Replica;
 use super::snapshot;
 #[cfg(madsim)]
 use super::snapshot::ClientTable;
-use super::{CheckpointState, Effect};
+use super::{CheckpointState, Effect, Snapshot};
 use crate::entry::View;
 
 impl Replica {
@@ -108,13 +108,13 @@ impl Replica {
             "incremental state digest diverged from a recomputation at checkpoint {}",
             self.commit_min
         );
-        let snapshot = snapshot::encode(&self.kv, &self.clients);
+        let snapshot = Snapshot::new(snapshot::encode(&self.kv, &self.clients));
         #[cfg(madsim)]
         let snapshot = {
             use crate::mutation::{self, Mutation};
             if mutation::is(Mutation::ClientTableNotCheckpointed) {
                 mutation::bit(Mutation::ClientTableNotCheckpointed);
-                snapshot::encode(&self.kv, &ClientTable::new())
+                Snapshot::new(snapshot::encode(&self.kv, &ClientTable::new()))
             } else {
                 snapshot
             }
@@ -122,7 +122,7 @@ impl Replica {
         let cp = CheckpointState {
             op: self.commit_min,
             checksum,
-            snapshot: snapshot.clone(),
+            snapshot: Snapshot::clone(&snapshot),
         };
         self.checkpoint_inflight = Some(cp);
         self.effects.push(Effect::Checkpoint {

@@ -181,8 +181,12 @@ pub struct CheckpointState {
     /// Checksum of the log entry at `op` (the hash-chain anchor for `op + 1`).
     pub checksum: Checksum,
     /// [`snapshot::encode`]d kv state and client table.
-    pub snapshot: Vec<u8>,
+    pub snapshot: Snapshot,
 }
+
+/// An encoded snapshot, shared (not copied) between the replica's checkpoint state, the
+/// effect that stores it and the storage task: a checkpoint holds the whole state.
+pub type Snapshot = std::sync::Arc<Vec<u8>>;
 
 /// What storage recovered at start-up.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -284,7 +288,7 @@ pub enum Effect {
     Checkpoint {
         op: u64,
         checksum: Checksum,
-        snapshot: Vec<u8>,
+        snapshot: Snapshot,
     },
     /// State transfer: durably store a peer's checkpoint at `op` (whose entry need not be in
     /// the local WAL, see `Storage::install_checkpoint`), then feed [`Input::CheckpointDone`].
@@ -292,7 +296,7 @@ pub enum Effect {
     InstallCheckpoint {
         op: u64,
         checksum: Checksum,
-        snapshot: Vec<u8>,
+        snapshot: Snapshot,
     },
     /// Reply to a client: `op` is the op the request was committed (ordered) at — or, for a
     /// `read` served without a log entry (`read.rs`), the op whose state it read (the state

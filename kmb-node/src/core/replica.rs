@@ -23,7 +23,7 @@ use super::log::Slot;
 use super::message::{Body, LogSummary, Message, Vote};
 use super::read::PendingRead;
 use super::snapshot::{self, ClientTable};
-use super::{CheckpointState, Config, DurableState, Effect, Input, Status};
+use super::{CheckpointState, Config, DurableState, Effect, Input, Snapshot, Status};
 use crate::entry::{Checksum, Entry, Header};
 use crate::kv::KvState;
 
@@ -245,7 +245,7 @@ impl Replica {
         let checkpoint = durable.checkpoint.clone().unwrap_or(CheckpointState {
             op,
             checksum,
-            snapshot: snapshot::empty(),
+            snapshot: Snapshot::new(snapshot::empty()),
         });
         let mut rng = config.seed;
         let nonce = splitmix64(&mut rng);

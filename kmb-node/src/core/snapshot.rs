@@ -119,17 +119,35 @@ pub fn state_hash_of(snapshot: &[u8]) -> Result<u128, DecodeError> {
 
 /// Encode the kv state and client table as a checkpoint snapshot.
 pub fn encode(kv: &KvState, clients: &ClientTable) -> Vec<u8> {
-    let mut w = Writer::new();
+    // One buffer, sized up front: the kv state is encoded in place behind its length (what
+    // `blob` would write), not into a buffer of its own copied over, and the buffer never
+    // grows by doubling — a checkpoint of a large state is built once.
+    let client_bytes: usize = clients
+        .entries
+        .values()
+        .map(|entry| 16 + 8 + 8 + 4 + entry.reply.encoded_len())
+        .sum();
+    let size = MAGIC.len() + 2 + 8 + kv.snapshot_len() + 4 + client_bytes;
+    let mut w = Writer {
+        buf: Vec::with_capacity(size),
+    };
     w.raw(&MAGIC);
     w.u16(VERSION);
-    w.blob(&kv.encode_snapshot());
+    let at = w.buf.len();
+    w.u64(0);
+    kv.encode_snapshot_into(&mut w);
+    let len = (w.buf.len() - at - 8) as u64;
+    w.buf[at..at + 8].copy_from_slice(&len.to_le_bytes());
     w.u32(clients.entries.len() as u32);
     for (client, entry) in &clients.entries {
         w.u128(*client);
         w.u64(entry.request);
         w.u64(entry.op);
-        w.bytes(&entry.reply.encode());
+        // What `bytes` writes, the reply encoded in place.
+        w.u32(entry.reply.encoded_len() as u32);
+        entry.reply.encode_into(&mut w);
     }
+    debug_assert_eq!(w.buf.len(), size, "the snapshot's size is computed exactly");
     w.buf
 }
 

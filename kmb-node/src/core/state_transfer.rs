@@ -7,7 +7,7 @@ use super::log::span;
 use super::message::Body;
 use super::replica::Replica;
 use super::snapshot::{self, SNAPSHOT_SIZE_MAX};
-use super::{CheckpointState, Effect, Status};
+use super::{CheckpointState, Effect, Snapshot, Status};
 use crate::entry::Checksum;
 
 impl Replica {
@@ -71,7 +71,7 @@ impl Replica {
             (
                 self.checkpoint.op,
                 self.checkpoint.checksum,
-                self.checkpoint.snapshot.clone(),
+                self.checkpoint.snapshot.to_vec(),
             )
         } else if self.commit_min > self.checkpoint.op && self.commit_min >= op_min {
             let Some(checksum) = self.checksum_at(self.commit_min) else {
@@ -166,10 +166,11 @@ impl Replica {
         if self.op < op {
             self.op = op;
         }
+        let snapshot_bytes = Snapshot::new(snapshot_bytes);
         self.checkpoint_inflight = Some(CheckpointState {
             op,
             checksum,
-            snapshot: snapshot_bytes.clone(),
+            snapshot: Snapshot::clone(&snapshot_bytes),
         });
         self.effects.push(Effect::StateTransferred { op, checksum });
         self.effects.push(Effect::InstallCheckpoint {

@@ -46,12 +46,12 @@ pub(super) enum IoRequest {
     Checkpoint {
         op: u64,
         checksum: Checksum,
-        snapshot: Vec<u8>,
+        snapshot: crate::core::Snapshot,
     },
     InstallCheckpoint {
         op: u64,
         checksum: Checksum,
-        snapshot: Vec<u8>,
+        snapshot: crate::core::Snapshot,
     },
 }
 

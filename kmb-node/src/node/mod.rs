@@ -181,17 +181,18 @@ enum Event {
 }
 
 /// What recovery found, in the core's terms.
-fn durable_state(recovery: &Recovery) -> Result<core::DurableState, NodeError> {
+/// Takes the recovery by value: the log and the checkpoint move into the core, not copied.
+fn durable_state(recovery: Recovery) -> Result<core::DurableState, NodeError> {
     let sb = &recovery.superblock;
     // An unreadable checkpoint is faulty, never absent (Protocol-Aware Recovery): the core
     // starts recovering and repairs it by state transfer from a peer (a single replica halts).
-    let (checkpoint, checkpoint_faulty) = match &recovery.checkpoint {
+    let (checkpoint, checkpoint_faulty) = match recovery.checkpoint {
         StoredCheckpoint::Empty => (None, None),
         StoredCheckpoint::Loaded(blob) => (
             Some(core::CheckpointState {
                 op: sb.checkpoint.op,
                 checksum: sb.checkpoint.entry_checksum,
-                snapshot: blob.clone(),
+                snapshot: core::Snapshot::new(blob),
             }),
             None,
         ),
@@ -203,16 +204,16 @@ fn durable_state(recovery: &Recovery) -> Result<core::DurableState, NodeError> {
             (None, Some((sb.checkpoint.op, sb.checkpoint.entry_checksum)))
         }
     };
-    let mut entries = recovery.log.clone();
-    entries.extend(recovery.after_gap.iter().cloned());
+    let mut entries = recovery.log;
+    entries.extend(recovery.after_gap);
     Ok(core::DurableState {
         view: sb.view,
         log_view: sb.log_view,
         checkpoint,
         checkpoint_faulty,
         entries,
-        faulty: recovery.faulty.clone(),
-        never_written: recovery.never_written.clone(),
+        faulty: recovery.faulty,
+        never_written: recovery.never_written,
         // Format writes sequence 1; the first start bumps it (below), so anything higher means
         // this replica ran before and may have acknowledged prepares.
         restarted: sb.sequence > 1,
@@ -261,12 +262,18 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             config.client_addresses.len()
         )));
     }
-    let durable = durable_state(&recovery)?;
+    #[cfg(madsim)]
+    let audit = DurabilityAudit::recovered(&recovery);
+    #[cfg(madsim)]
+    let (recovered_view, recovered_checkpoint) =
+        (recovery.superblock.view, recovery.superblock.checkpoint.op);
+    let torn = recovery.torn.len();
+    let durable = durable_state(recovery)?;
     #[cfg(madsim)]
     crate::inspect::recovery_report(
         identity.replica,
-        recovery.superblock.view,
-        recovery.superblock.checkpoint.op,
+        recovered_view,
+        recovered_checkpoint,
         durable.entries.iter().map(|e| e.header.op).collect(),
         durable.faulty.clone(),
     );
@@ -283,7 +290,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         log_view = durable.log_view,
         entries = durable.entries.len(),
         faulty = durable.faulty.len(),
-        torn = recovery.torn.len(),
+        torn,
         restarted = durable.restarted,
         "recovered"
     );
@@ -353,8 +360,6 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         settings,
     ));
 
-    #[cfg(madsim)]
-    let audit = DurabilityAudit::recovered(&recovery);
     let (io_requests, requests) = mpsc::unbounded_channel();
     let (io_done, mut completions) = mpsc::unbounded_channel();
     // Its own thread in production: its writes run inline there (docs/storage-format.md,

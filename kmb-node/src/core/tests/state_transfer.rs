@@ -255,7 +255,7 @@ fn faulty_checkpoint_state_transfer_then_recovery_exact_effects() {
             Effect::InstallCheckpoint {
                 op: 4,
                 checksum: c4,
-                snapshot: state.clone()
+                snapshot: state.clone().into()
             },
             Effect::Send {
                 to: 0,
@@ -346,7 +346,7 @@ fn faulty_checkpoint_transfer_above_drops_superseded_entries() {
     assert!(effects.contains(&Effect::InstallCheckpoint {
         op: 5,
         checksum: other[0].checksum(),
-        snapshot: snapshot::empty()
+        snapshot: snapshot::empty().into()
     }));
     assert_eq!(r.halted(), None);
     assert_eq!(
@@ -513,7 +513,7 @@ fn view_change_backup_installs_start_view_whose_head_is_a_checkpoint() {
     assert!(effects.contains(&Effect::InstallCheckpoint {
         op: 8,
         checksum: head,
-        snapshot: snapshot::empty()
+        snapshot: snapshot::empty().into()
     }));
     assert_eq!((r.status(), r.view(), r.commit()), (Status::Normal, 4, 8));
     assert_eq!(r.op(), 8);
