@@ -752,21 +752,28 @@ impl Storage {
             size: blob.len() as u64,
             checksum: xxh3_128(blob),
         };
-        let mut bytes = encode_checkpoint_header(&sb.identity, &reference).to_vec();
-        bytes.extend_from_slice(blob);
+        let header = encode_checkpoint_header(&sb.identity, &reference);
+        let len = header.len() + blob.len();
         // Write, sync, read back (a misdirected write would leave garbage behind the reference).
         let mut attempts = 0;
         loop {
             attempts += 1;
+            // Header and blob in one write; the joined copy is freed before the sync and the
+            // read-back (a checkpoint holds the whole state: two copies of it at once is what
+            // a node's memory peaks at).
+            let mut bytes = Vec::with_capacity(len);
+            bytes.extend_from_slice(&header);
+            bytes.extend_from_slice(blob);
             self.write(&bytes, reference.offset).await?;
+            drop(bytes);
             self.sync_file().await?;
-            match read_exact(&self.file, bytes.len(), reference.offset).await {
-                Ok(back) if back == bytes => {
+            match read_exact(&self.file, len, reference.offset).await {
+                Ok(back) if back[..header.len()] == header[..] && back[header.len()..] == *blob => {
                     #[cfg(madsim)]
                     sim_runtime::disk::accepted(
                         &self.file,
                         reference.offset,
-                        bytes.len() as u64,
+                        len as u64,
                         "checkpoint read back",
                     );
                     break;
