@@ -87,37 +87,10 @@ else
   etcd_peers=(2480 22480 32480)
 fi
 list() { local IFS=,; echo "$*"; }
-dir=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-for i in 0 1 2; do
-  key_from=()
-  [ "$i" -gt 0 ] && key_from=(--key-from "$dir/r0.kmb.key")
-  "$bin" format --cluster 7 --replica "$i" --replica-count 3 "${key_from[@]}" "$dir/r$i.kmb" >/dev/null
-  "$bin" start --addresses "$(list "${peers[@]}")" --client-addresses "$(list "${client_ports[@]}")" \
-    "$dir/r$i.kmb" 2>"$dir/r$i.log" &
-  pids+=($!)
-done
-# The primary is the replica that answers instead of redirecting.
-find_primary() {
-  port=""
-  for _ in $(seq 1 100); do
-    for p in "${client_ports[@]}"; do
-      out=$(redis-cli -p "$p" SET probe 1 2>/dev/null || true)
-      case "$out" in OK) port=$p ;; esac
-      [ -n "$port" ] && break
-    done
-    [ -n "$port" ] && break
-    sleep 0.1
-  done
-  [ -n "$port" ] || { echo "error: no primary answered" >&2; exit 1; }
-}
-find_primary
+# shellcheck source=scripts/lib/bench-cluster.sh
+. scripts/lib/bench-cluster.sh
+start_kmb_cluster "$bin" "$(list "${peers[@]}")" "$(list "${client_ports[@]}")"
+find_primary "${client_ports[@]}"
 if [ -n "${PIPELINE:-}" ]; then
   # -q prints progress lines ending in \r, then the result line.
   redis-benchmark -p "$port" -P "$PIPELINE" -c "${CLIENTS:-50}" -t "${TESTS:-set}" -n "$requests" -q 2>&1 |
@@ -150,7 +123,7 @@ if [ -n "$vs_etcd" ]; then
   field() { grep -o "\"$1\":[0-9.]*" | head -n 1 | cut -d: -f2; }
   run() { # system workload clients round
     local sys=$1 w=$2 c=$3 r=$4 target eps out json errs
-    if [ "$sys" = kmb ]; then find_primary; target=resp; eps=127.0.0.1:$port
+    if [ "$sys" = kmb ]; then find_primary "${client_ports[@]}"; target=resp; eps=127.0.0.1:$port
     else target=etcd; eps=$etcd_eps; fi
     # shellcheck disable=SC2086
     out=$("$kvbench" --target "$target" --endpoints "$eps" --workload "$w" --clients "$c" \

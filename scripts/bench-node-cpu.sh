@@ -25,31 +25,10 @@ command -v redis-cli >/dev/null || { echo "error: needs redis-cli (apt-get insta
 base=${PORT_BASE:-3300}
 peers="127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2)),127.0.0.1:$((base + 3))"
 clients="127.0.0.1:$((base + 101)),127.0.0.1:$((base + 102)),127.0.0.1:$((base + 103))"
-dir=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-for i in 0 1 2; do
-  key_from=()
-  [ "$i" -gt 0 ] && key_from=(--key-from "$dir/r0.kmb.key")
-  "$bin" format --cluster 7 --replica "$i" --replica-count 3 "${key_from[@]}" "$dir/r$i.kmb" >/dev/null
-  "$bin" start --addresses "$peers" --client-addresses "$clients" "$dir/r$i.kmb" 2>"$dir/r$i.log" &
-  pids+=($!)
-done
-port=""
-for _ in $(seq 1 100); do
-  for i in 0 1 2; do
-    p=$((base + 101 + i))
-    [ "$(redis-cli -p "$p" SET probe 1 2>/dev/null || true)" = OK ] && { port=$p; break; }
-  done
-  [ -n "$port" ] && break
-  sleep 0.1
-done
-[ -n "$port" ] || { echo "error: no primary answered (logs: $dir/r*.log)" >&2; exit 1; }
+# shellcheck source=scripts/lib/bench-cluster.sh
+. scripts/lib/bench-cluster.sh
+start_kmb_cluster "$bin" "$peers" "$clients"
+find_primary $((base + 101)) $((base + 102)) $((base + 103))
 run() { # ops
   "$kvbench" --target resp --endpoints "127.0.0.1:$port" --workload set --clients "${CLIENTS:-16}" \
     --ops "$1" --warmup-ops 0 --value-size 100 --keys 10000 2>&1

@@ -330,27 +330,26 @@ fn bad_configuration_is_one_line_and_nonzero() {
         !ok && err.lines().count() == 1 && err.contains("give one of each"),
         "{err}"
     );
-    let (ok, err) = run(&[
-        "start",
-        "--addresses",
-        "1,2,3",
-        "--client-addresses",
-        "4,5,6",
-        d,
-    ]);
+    // A start with one of each address and `extra` flags.
+    let start = |extra: &[&str]| {
+        let mut args = vec![
+            "start",
+            "--addresses",
+            "1,2,3",
+            "--client-addresses",
+            "4,5,6",
+        ];
+        args.extend_from_slice(extra);
+        args.push(d);
+        run(&args)
+    };
+    let (ok, err) = start(&[]);
     assert!(
         !ok && err.lines().count() == 1 && err.contains("does not exist"),
         "{err}"
     );
     std::fs::write(&data, b"not a data file").expect("write");
-    let (ok, err) = run(&[
-        "start",
-        "--addresses",
-        "1,2,3",
-        "--client-addresses",
-        "4,5,6",
-        d,
-    ]);
+    let (ok, err) = start(&[]);
     assert!(!ok && err.lines().count() == 1, "{err}");
     let (ok, err) = run(&[
         "start",
@@ -361,16 +360,7 @@ fn bad_configuration_is_one_line_and_nonzero() {
         d,
     ]);
     assert!(!ok && err.contains("invalid address"), "{err}");
-    let (ok, err) = run(&[
-        "start",
-        "--addresses",
-        "1,2,3",
-        "--client-addresses",
-        "4,5,6",
-        "--worker-threads",
-        "0",
-        d,
-    ]);
+    let (ok, err) = start(&["--worker-threads", "0"]);
     assert!(
         !ok && err.lines().count() == 1 && err.contains("--worker-threads 0 must be within"),
         "{err}"
