@@ -534,6 +534,8 @@ async fn simulate(
     // And what the replayer could have sent again (the requests as clients encoded them).
     shared.sent.lock().expect("lock").clear();
     shared.session_starts.lock().expect("lock").clear();
+    // And the values replies shared (the history holds those it uses).
+    shared.values.lock().expect("lock").clear();
     let malformed = shared.malformed.lock().expect("lock").clone();
     if failure.is_none() {
         if let Some(m) = malformed.first() {

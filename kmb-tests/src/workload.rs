@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use kmb_node::client::{Client, ClientConfig, ClientError};
 use kmb_node::resp::Value;
-use lincheck::kv::{KvInput, KvOp, KvOutput, KvReply};
+use lincheck::kv::{KvInput, KvOp, KvOutput, KvReply, KvValue};
 use lincheck::Operation;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -37,7 +37,7 @@ pub struct Shared {
     pub hostile_requests: AtomicUsize,
     /// The most recent requests clients sent, exactly as encoded (at most [`SENT_KEPT`]):
     /// what [`run_replayer`] delivers again much later.
-    pub sent: Mutex<std::collections::VecDeque<Vec<u8>>>,
+    pub sent: Mutex<std::collections::VecDeque<SentRequest>>,
     /// Old client requests delivered again (`NetSwarm::replay`, client links).
     pub replayed_requests: AtomicUsize,
     /// Each session's first requests (at most [`SESSION_HELD`], small ones), in order: a
@@ -47,6 +47,129 @@ pub struct Shared {
     pub replayed_sessions: AtomicUsize,
     /// Client trace events (invoke, complete) with their simulated time in microseconds.
     pub trace: Mutex<Vec<(u64, EventKind)>>,
+    /// The large values clients sent: a reply holding one shares its bytes (cleared when
+    /// the run is over).
+    pub values: Mutex<Values>,
+}
+
+/// A request as a client encoded it, kept for [`run_replayer`]: whole, or — when it ends
+/// with a large value of its input (a SET's, a CAS's new value) — as the bytes before that
+/// value, sharing the value itself with the history instead of holding a copy.
+#[derive(Debug, Clone)]
+pub struct SentRequest {
+    head: Vec<u8>,
+    /// The value after `head` (then `\r\n` ends the request).
+    value: Option<KvValue>,
+}
+
+impl SentRequest {
+    /// `request`, sent for `input`.
+    pub fn new(mut request: Vec<u8>, input: &KvInput) -> SentRequest {
+        let mut last: Option<KvValue> = None;
+        if request.len() >= SHARED_VALUE_MIN {
+            each_value(input, &mut |v| {
+                let ends = request.len() >= v.len() + 2
+                    && request.ends_with(b"\r\n")
+                    && request[..request.len() - 2].ends_with(v.as_bytes());
+                if last.is_none() && v.len() >= SHARED_VALUE_MIN && ends {
+                    last = Some(v.clone());
+                }
+            });
+        }
+        if let Some(v) = &last {
+            request.truncate(request.len() - v.len() - 2);
+            request.shrink_to_fit();
+        }
+        SentRequest {
+            head: request,
+            value: last,
+        }
+    }
+
+    /// The request's bytes, exactly as the client sent them.
+    pub fn bytes(&self) -> Vec<u8> {
+        match &self.value {
+            None => self.head.clone(),
+            Some(v) => {
+                let mut out = Vec::with_capacity(self.head.len() + v.len() + 2);
+                out.extend_from_slice(&self.head);
+                out.extend_from_slice(v.as_bytes());
+                out.extend_from_slice(b"\r\n");
+                out
+            }
+        }
+    }
+}
+
+/// Values shorter than this are not shared: a reply holding one copies it.
+pub const SHARED_VALUE_MIN: usize = 1024;
+
+/// The large values (at least [`SHARED_VALUE_MIN`] bytes) a run's clients write, by
+/// content, so that a reply equal to one holds the written value itself (a reference
+/// count) rather than a copy of its bytes: with large values the history's replies would
+/// otherwise be a seed's peak memory. Deterministic: keyed by the xxh3-128 of the bytes,
+/// compared byte for byte on a hit (the first value with a hash keeps it; a colliding one
+/// is simply not shared).
+#[derive(Debug, Default)]
+pub struct Values {
+    by_hash: BTreeMap<u128, KvValue>,
+}
+
+/// Calls `f` with every value `input` writes or compares against.
+fn each_value(input: &KvInput, f: &mut impl FnMut(&KvValue)) {
+    match input {
+        KvInput::Set { value, .. } | KvInput::SetAt { value, .. } => f(value),
+        KvInput::Cas { expected, new, .. } => {
+            if let Some(e) = expected {
+                f(e);
+            }
+            f(new);
+        }
+        KvInput::Txn { ops } => ops.iter().for_each(|op| each_value(op, f)),
+        KvInput::Get { .. }
+        | KvInput::Del { .. }
+        | KvInput::IncrBy { .. }
+        | KvInput::Scan { .. }
+        | KvInput::Tick { .. } => {}
+    }
+}
+
+impl Values {
+    /// Adds the large values `input` writes or compares against.
+    pub fn add_input(&mut self, input: &KvInput) {
+        each_value(input, &mut |v| self.add(v));
+    }
+
+    fn add(&mut self, value: &KvValue) {
+        if value.len() >= SHARED_VALUE_MIN {
+            let hash = xxhash_rust::xxh3::xxh3_128(value.as_bytes());
+            self.by_hash.entry(hash).or_insert_with(|| value.clone());
+        }
+    }
+
+    /// The known value with these bytes, if there is one.
+    pub fn get(&self, bytes: &[u8]) -> Option<KvValue> {
+        if bytes.len() < SHARED_VALUE_MIN {
+            return None;
+        }
+        let value = self.by_hash.get(&xxhash_rust::xxh3::xxh3_128(bytes))?;
+        (value.as_bytes() == bytes).then(|| value.clone())
+    }
+
+    /// Forgets every value.
+    pub fn clear(&mut self) {
+        self.by_hash.clear();
+    }
+
+    /// How many values are known.
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    /// Whether no value is known.
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
 }
 
 fn op_kind(input: &KvInput) -> OpKind {
@@ -110,7 +233,7 @@ const ODD_INTEGERS: [&str; 9] = ["007", "+5", "-0", " 5", "5 ", "0x10", "1e3", "
 fn large_value(rng: &mut ChaCha8Rng, swarm: &Swarm, key: &str, tag: String) -> String {
     let empty = crate::checkers::data_correctness::request_of(&KvInput::Set {
         key: key.to_string(),
-        value: String::new(),
+        value: KvValue::from(""),
     })
     .encode()
     .len();
@@ -149,7 +272,7 @@ fn pick_input(rng: &mut ChaCha8Rng, swarm: &Swarm, client: u64, n: u64, key: u32
         } else {
             KvInput::Set {
                 key: key_s,
-                value: format!("c{client}-{n}"),
+                value: format!("c{client}-{n}").into(),
             }
         }
     } else if draw < mix.write + mix.read {
@@ -163,17 +286,20 @@ fn pick_input(rng: &mut ChaCha8Rng, swarm: &Swarm, client: u64, n: u64, key: u32
         } else {
             let expected = match rng.gen_range(0..3) {
                 0 => None,
-                1 => Some(format!(
-                    "c{}-{}",
-                    rng.gen_range(0..swarm.client_count),
-                    rng.gen_range(0..n.max(1))
-                )),
-                _ => Some(rng.gen_range(0..20).to_string()),
+                1 => Some(
+                    format!(
+                        "c{}-{}",
+                        rng.gen_range(0..swarm.client_count),
+                        rng.gen_range(0..n.max(1))
+                    )
+                    .into(),
+                ),
+                _ => Some(rng.gen_range(0..20).to_string().into()),
             };
             KvInput::Cas {
                 key: key_s,
                 expected,
-                new: format!("c{client}-{n}"),
+                new: format!("c{client}-{n}").into(),
             }
         }
     } else {
@@ -220,11 +346,21 @@ fn op_name(input: &KvInput) -> &'static str {
 /// Convert the client library's reply to the checker's output for `input`; `None` if the
 /// reply's shape does not fit the command.
 pub fn output_of(input: &KvInput, value: &Value) -> Option<KvOutput> {
+    output_of_shared(input, value, &Values::default())
+}
+
+/// [`output_of`], where a value read that equals one of `values` is that value (shared, not
+/// copied).
+pub fn output_of_shared(input: &KvInput, value: &Value, values: &Values) -> Option<KvOutput> {
     let text = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
+    let value_text = |b: &[u8]| match values.get(b) {
+        Some(v) => Some(v),
+        None => std::str::from_utf8(b).ok().map(KvValue::from),
+    };
     Some(match (input, value) {
         (KvInput::Set { .. }, Value::Simple(s)) if s == "OK" => KvOutput::Ok,
         (KvInput::Get { .. }, Value::Null) => KvOutput::Value(None),
-        (KvInput::Get { .. }, Value::Bulk(b)) => KvOutput::Value(Some(text(b)?)),
+        (KvInput::Get { .. }, Value::Bulk(b)) => KvOutput::Value(Some(value_text(b)?)),
         (KvInput::Del { .. }, Value::Integer(n)) if *n == 0 || *n == 1 => {
             KvOutput::Deleted(*n as u64)
         }
@@ -242,7 +378,7 @@ pub fn output_of(input: &KvInput, value: &Value) -> Option<KvOutput> {
                 KvOutput::Results(
                     ops.iter()
                         .zip(items)
-                        .map(|(op, item)| output_of(op, item))
+                        .map(|(op, item)| output_of_shared(op, item, values))
                         .collect::<Option<Vec<_>>>()?,
                 )
             }
@@ -252,7 +388,7 @@ pub fn output_of(input: &KvInput, value: &Value) -> Option<KvOutput> {
             let mut entries = Vec::new();
             for pair in items.chunks(2) {
                 match (&pair[0], &pair[1]) {
-                    (Value::Bulk(k), Value::Bulk(v)) => entries.push((text(k)?, text(v)?)),
+                    (Value::Bulk(k), Value::Bulk(v)) => entries.push((text(k)?, value_text(v)?)),
                     _ => return None,
                 }
             }
@@ -326,7 +462,7 @@ fn pick_txn(
             keys.push(k);
         }
     }
-    let value = |i: usize| format!("c{client}-{n}-t{i}");
+    let value = |i: usize| KvValue::from(format!("c{client}-{n}-t{i}"));
     let ops: Vec<KvInput> = match rng.gen_range(0..3) {
         0 => keys
             .iter()
@@ -497,7 +633,7 @@ pub fn plan_client(swarm: &Swarm, client: u64) -> Vec<PlannedOp> {
                     // cluster time at which the write is sent plus this.
                     input = KvInput::SetAt {
                         key: key_name(key),
-                        value: format!("c{client}-{n}"),
+                        value: format!("c{client}-{n}").into(),
                         expires_at: commands.gen_range(1..=1500),
                     };
                 }
@@ -513,12 +649,13 @@ pub fn plan_client(swarm: &Swarm, client: u64) -> Vec<PlannedOp> {
             } else if payloads.odd_integers > 0.0 && shapes.gen_bool(payloads.odd_integers) {
                 input = KvInput::Set {
                     key: key_name(key),
-                    value: ODD_INTEGERS[shapes.gen_range(0..ODD_INTEGERS.len())].to_string(),
+                    value: ODD_INTEGERS[shapes.gen_range(0..ODD_INTEGERS.len())].into(),
                 };
                 incr_next = Some(key);
             } else if payloads.large > 0.0 && shapes.gen_bool(payloads.large) {
                 let k = key_name(key);
-                let value = large_value(&mut shapes, swarm, &k, format!("c{client}-{n}-"));
+                let value: KvValue =
+                    large_value(&mut shapes, swarm, &k, format!("c{client}-{n}-")).into();
                 input = if shapes.gen_bool(0.8) {
                     KvInput::Set { key: k, value }
                 } else {
@@ -626,6 +763,13 @@ pub async fn run_client(
                 key: key_of(&input),
             },
         ));
+        // The request limit: whatever fits a WAL slot is served, whatever does not is refused
+        // with an error (and never stops a replica).
+        let oversized = too_large(&swarm, &input);
+        if !oversized {
+            // What this writes may be read back: replies share it.
+            shared.values.lock().expect("lock").add_input(&input);
+        }
         let result = execute(&mut session, &input).await;
         if replayed {
             let fresh = session.take_sent();
@@ -642,7 +786,7 @@ pub async fn run_client(
             }
             drop(starts);
             let mut sent = shared.sent.lock().expect("lock");
-            sent.extend(fresh);
+            sent.extend(fresh.into_iter().map(|r| SentRequest::new(r, &input)));
             while sent.len() > SENT_KEPT {
                 sent.pop_front();
             }
@@ -655,9 +799,6 @@ pub async fn run_client(
             }
             Err(ClientError::Unknown(_)) => (Outcome::Unknown, None, false),
         };
-        // The request limit: whatever fits a WAL slot is served, whatever does not is refused
-        // with an error (and never stops a replica).
-        let oversized = too_large(&swarm, &input);
         match (&result, oversized) {
             (Ok(reply), true) => shared.malformed.lock().expect("lock").push(format!(
                 "client {client}: an over-limit {} accepted at op {}",
@@ -693,20 +834,25 @@ pub async fn run_client(
             }
         }
         let output = match result {
-            Ok(reply) => match output_of(&input, &reply.value) {
-                Some(output) => Some(KvReply {
-                    output,
-                    op_number: Some(reply.op),
-                    read: reply.read,
-                }),
-                None => {
-                    shared.malformed.lock().expect("lock").push(format!(
-                        "client {client}: {input:?} got {:?} at op {}",
-                        reply.value, reply.op
-                    ));
-                    continue;
+            Ok(reply) => {
+                let values = shared.values.lock().expect("lock");
+                let output = output_of_shared(&input, &reply.value, &values);
+                drop(values);
+                match output {
+                    Some(output) => Some(KvReply {
+                        output,
+                        op_number: Some(reply.op),
+                        read: reply.read,
+                    }),
+                    None => {
+                        shared.malformed.lock().expect("lock").push(format!(
+                            "client {client}: {input:?} got {:?} at op {}",
+                            reply.value, reply.op
+                        ));
+                        continue;
+                    }
                 }
-            },
+            }
             // Certainly not executed: in no history (the trace has its completion).
             Err(ClientError::Failed(_) | ClientError::Rejected(_)) => continue,
             Err(ClientError::Unknown(_)) => None,
@@ -861,7 +1007,7 @@ pub async fn run_replayer(
             if sent.is_empty() {
                 continue;
             }
-            sent[rng.gen_range(0..sent.len())].clone()
+            sent[rng.gen_range(0..sent.len())].bytes()
         };
         let target = addresses[rng.gen_range(0..addresses.len())];
         if let Ok(Ok(mut stream)) = time::timeout(
@@ -906,5 +1052,72 @@ pub async fn run_hostile(
             }
         }
         time::sleep(Duration::from_millis(rng.gen_range(20..300))).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(value: &KvValue) -> KvInput {
+        KvInput::Set {
+            key: "k0000".into(),
+            value: value.clone(),
+        }
+    }
+
+    #[test]
+    fn a_reply_shares_a_large_written_value_and_copies_a_small_one() {
+        let large: KvValue = "x".repeat(SHARED_VALUE_MIN).into();
+        let small: KvValue = "y".repeat(SHARED_VALUE_MIN - 1).into();
+        let mut values = Values::default();
+        values.add_input(&set(&large));
+        values.add_input(&set(&small));
+        assert_eq!(values.len(), 1);
+        let get = KvInput::Get {
+            key: "k0000".into(),
+        };
+        let reply = |v: &KvValue| Value::Bulk(v.as_bytes().to_vec());
+        let Some(KvOutput::Value(Some(got))) = output_of_shared(&get, &reply(&large), &values)
+        else {
+            panic!("a value");
+        };
+        assert!(Arc::ptr_eq(&got, &large));
+        let Some(KvOutput::Value(Some(got))) = output_of_shared(&get, &reply(&small), &values)
+        else {
+            panic!("a value");
+        };
+        assert_eq!(got, small);
+        assert!(!Arc::ptr_eq(&got, &small));
+        // Same length, other bytes: not the known value.
+        let other: KvValue = format!("z{}", &large[1..]).into();
+        let out = output_of_shared(&get, &reply(&other), &values);
+        assert_eq!(out, Some(KvOutput::Value(Some(other))));
+        values.clear();
+        assert!(values.is_empty());
+    }
+
+    #[test]
+    fn a_kept_request_gives_back_its_bytes() {
+        let large: KvValue = format!("c1-2-{}", "x".repeat(2 * SHARED_VALUE_MIN)).into();
+        let input = set(&large);
+        let encoded = Value::Array(vec![
+            Value::Bulk(b"KMB.REQ".to_vec()),
+            Value::Bulk(b"7".to_vec()),
+            Value::Bulk(b"3".to_vec()),
+            Value::Bulk(b"SET".to_vec()),
+            Value::Bulk(b"k0000".to_vec()),
+            Value::Bulk(large.as_bytes().to_vec()),
+        ])
+        .encode();
+        let kept = SentRequest::new(encoded.clone(), &input);
+        assert!(kept.value.is_some());
+        assert!(kept.head.len() < 64);
+        assert_eq!(kept.bytes(), encoded);
+        // A request that does not end with the value is kept whole.
+        let register = b"*4\r\n$7\r\nKMB.REQ\r\n$1\r\n7\r\n$1\r\n1\r\n$8\r\nREGISTER\r\n".to_vec();
+        let kept = SentRequest::new(register.clone(), &input);
+        assert!(kept.value.is_none());
+        assert_eq!(kept.bytes(), register);
     }
 }

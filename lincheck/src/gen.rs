@@ -27,7 +27,7 @@
 use std::collections::{BTreeMap, BinaryHeap};
 
 use crate::hash::mix64;
-use crate::kv::{apply, KvInput, KvOp, KvOutput, KvReply, Record};
+use crate::kv::{apply, KvInput, KvOp, KvOutput, KvReply, KvValue, Record};
 use crate::Operation;
 
 /// Generator parameters.
@@ -111,7 +111,7 @@ pub fn generate(opts: &GenOptions) -> Vec<Record> {
     let clients = opts.clients.max(1);
     let name = |i: usize| key_name(i, keys);
     // Per register key: the last value a client wrote (what a cas expects).
-    let mut last_written: Vec<Option<String>> = vec![None; keys];
+    let mut last_written: Vec<Option<KvValue>> = vec![None; keys];
     let mut heap: BinaryHeap<std::cmp::Reverse<(u64, u64)>> = (0..clients)
         .map(|c| std::cmp::Reverse((c * 7, c)))
         .collect();
@@ -149,7 +149,7 @@ pub fn generate(opts: &GenOptions) -> Vec<Record> {
             let key = name(k);
             match rng.below(100) {
                 0..35 => {
-                    let value = format!("v{seq}");
+                    let value = KvValue::from(format!("v{seq}"));
                     last_written[k] = Some(value.clone());
                     KvInput::Set { key, value }
                 }
@@ -160,7 +160,7 @@ pub fn generate(opts: &GenOptions) -> Vec<Record> {
                     } else {
                         last_written[k].clone()
                     };
-                    let new = format!("c{seq}");
+                    let new = KvValue::from(format!("c{seq}"));
                     last_written[k] = Some(new.clone());
                     KvInput::Cas { key, expected, new }
                 }
@@ -203,7 +203,7 @@ pub fn generate(opts: &GenOptions) -> Vec<Record> {
         .collect();
     order.sort_unstable();
     let mut replies: Vec<Option<KvReply>> = vec![None; plan.len()];
-    let mut store: BTreeMap<String, String> = BTreeMap::new();
+    let mut store: BTreeMap<String, KvValue> = BTreeMap::new();
     for (num, &(_, i)) in order.iter().enumerate() {
         let output = apply(&mut store, &plan[i].input);
         replies[i] = Some(KvReply {
@@ -278,7 +278,7 @@ fn plant_stale_read(plan: &[Planned], replies: &mut [Option<KvReply>], hot: usiz
             .max();
         if let (Some(n), Some(reply)) = (floor, replies[g].as_mut()) {
             if n >= 1 {
-                reply.output = KvOutput::Value(Some((n - 1).to_string()));
+                reply.output = KvOutput::Value(Some((n - 1).to_string().into()));
                 return;
             }
         }

@@ -1,10 +1,12 @@
 //! The key-value model for kmb's own histories.
 //!
-//! Keys and values are UTF-8 strings (`String`). Operations:
+//! Keys and values are UTF-8 strings: keys `String`, values [`KvValue`] (shared, so a
+//! history's replies and the model's states hold the written value's bytes, not copies).
+//! Operations:
 //!
 //! | input | output |
 //! |---|---|
-//! | `Get { key }` | `Value(Option<String>)` (`None` = absent) |
+//! | `Get { key }` | `Value(Option<KvValue>)` (`None` = absent) |
 //! | `Set { key, value }` | `Ok` |
 //! | `Del { key }` | `Deleted(n)`, `n` = 1 if the key existed, else 0 |
 //! | `IncrBy { key, delta }` | `Int(new value)`, or `Error` if the value is not an integer or the sum overflows |
@@ -55,6 +57,22 @@ pub(crate) mod ordered;
 
 pub use ndjson::{parse_ndjson, parse_ndjson_with_lines, write_ndjson, OpName, Record, ResultKind};
 
+/// A value: an immutable string shared by reference count, so that cloning one (a reply
+/// that equals a written value, a model state, a replayed store) copies no bytes.
+/// Serialized as a plain string.
+pub type KvValue = std::sync::Arc<str>;
+
+/// The canonical decimal rendering of `n` as a value (one allocation, like
+/// `n.to_string()`).
+pub(crate) fn int_value(n: i64) -> KvValue {
+    use std::io::Write;
+    let mut buf = [0u8; 20]; // i64::MIN is 20 characters
+    let mut w = &mut buf[..];
+    write!(w, "{n}").expect("an i64 fits 20 bytes");
+    let len = 20 - w.len();
+    KvValue::from(std::str::from_utf8(&buf[..len]).expect("ASCII digits"))
+}
+
 /// A key-value request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum KvInput {
@@ -68,7 +86,7 @@ pub enum KvInput {
         /// The key.
         key: String,
         /// The value written.
-        value: String,
+        value: KvValue,
     },
     /// Delete a key.
     Del {
@@ -87,9 +105,9 @@ pub enum KvInput {
         /// The key.
         key: String,
         /// The value the key must hold (`None` = must be absent).
-        expected: Option<String>,
+        expected: Option<KvValue>,
         /// The new value.
-        new: String,
+        new: KvValue,
     },
     /// Ordered range read of `start <= key < end`, at most `limit` entries.
     Scan {
@@ -112,7 +130,7 @@ pub enum KvInput {
         /// The key.
         key: String,
         /// The value written.
-        value: String,
+        value: KvValue,
         /// The expiry time (cluster milliseconds).
         expires_at: u64,
     },
@@ -200,7 +218,7 @@ pub enum KvOutput {
     /// Reply to `Set`.
     Ok,
     /// Reply to `Get` (`None` = absent).
-    Value(Option<String>),
+    Value(Option<KvValue>),
     /// Reply to `Del`: 1 if the key existed, else 0.
     Deleted(u64),
     /// Reply to a successful `IncrBy`: the new value.
@@ -210,7 +228,7 @@ pub enum KvOutput {
     /// Reply to `Cas`: whether it swapped.
     Swapped(bool),
     /// Reply to `Scan`.
-    Entries(Vec<(String, String)>),
+    Entries(Vec<(String, KvValue)>),
     /// Reply to `Txn`: each operation's output, in order.
     Results(Vec<KvOutput>),
 }
@@ -256,7 +274,7 @@ pub type KvOp = Operation<KvInput, KvReply>;
 
 enum Effect {
     Keep,
-    Put(String),
+    Put(KvValue),
     Remove,
 }
 
@@ -279,9 +297,9 @@ pub(crate) fn parse_canonical_int(s: &str) -> Option<i64> {
 
 /// Applies a single-key operation to the current value of its key. Scans are not
 /// single-key operations: the result for them is `(Entries([]), Keep)`.
-fn apply_key(cur: Option<&str>, input: &KvInput) -> (KvOutput, Effect) {
+fn apply_key(cur: Option<&KvValue>, input: &KvInput) -> (KvOutput, Effect) {
     match input {
-        KvInput::Get { .. } => (KvOutput::Value(cur.map(str::to_string)), Effect::Keep),
+        KvInput::Get { .. } => (KvOutput::Value(cur.cloned()), Effect::Keep),
         KvInput::Set { value, .. } => (KvOutput::Ok, Effect::Put(value.clone())),
         KvInput::Del { .. } => match cur {
             Some(_) => (KvOutput::Deleted(1), Effect::Remove),
@@ -293,12 +311,12 @@ fn apply_key(cur: Option<&str>, input: &KvInput) -> (KvOutput, Effect) {
                 Some(s) => parse_canonical_int(s),
             };
             match base.and_then(|b| b.checked_add(*delta)) {
-                Some(n) => (KvOutput::Int(n), Effect::Put(n.to_string())),
+                Some(n) => (KvOutput::Int(n), Effect::Put(int_value(n))),
                 None => (KvOutput::Error, Effect::Keep),
             }
         }
         KvInput::Cas { expected, new, .. } => {
-            if cur == expected.as_deref() {
+            if cur.map(|v| &**v) == expected.as_deref() {
                 (KvOutput::Swapped(true), Effect::Put(new.clone()))
             } else {
                 (KvOutput::Swapped(false), Effect::Keep)
@@ -310,10 +328,10 @@ fn apply_key(cur: Option<&str>, input: &KvInput) -> (KvOutput, Effect) {
         KvInput::SetAt { value, .. } => (KvOutput::Ok, Effect::Put(value.clone())),
         KvInput::Tick { .. } => (KvOutput::Ok, Effect::Keep),
         KvInput::Txn { ops } => {
-            let mut value = cur.map(str::to_string);
+            let mut value = cur.cloned();
             let mut outs = Vec::with_capacity(ops.len());
             for op in ops {
-                let (out, effect) = apply_key(value.as_deref(), op);
+                let (out, effect) = apply_key(value.as_ref(), op);
                 outs.push(out);
                 match effect {
                     Effect::Keep => {}
@@ -322,7 +340,7 @@ fn apply_key(cur: Option<&str>, input: &KvInput) -> (KvOutput, Effect) {
                 }
             }
             let effect = match value {
-                v if v.as_deref() == cur => Effect::Keep,
+                v if v.as_deref() == cur.map(|v| &**v) => Effect::Keep,
                 Some(v) => Effect::Put(v),
                 None => Effect::Remove,
             };
@@ -336,7 +354,7 @@ fn apply_key(cur: Option<&str>, input: &KvInput) -> (KvOutput, Effect) {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct TimedValue {
     /// The value (`None` = absent).
-    pub value: Option<String>,
+    pub value: Option<KvValue>,
     /// The expiry time, if the key has one.
     pub expires_at: Option<u64>,
     /// The latest tick applied.
@@ -380,7 +398,7 @@ pub fn apply_timed(state: &TimedValue, input: &KvInput) -> (KvOutput, TimedValue
             KvOutput::Results(outs)
         }
         other => {
-            let (out, effect) = apply_key(next.value.as_deref(), other);
+            let (out, effect) = apply_key(next.value.as_ref(), other);
             match effect {
                 Effect::Keep => {}
                 Effect::Put(v) => {
@@ -405,7 +423,7 @@ pub fn apply_timed(state: &TimedValue, input: &KvInput) -> (KvOutput, TimedValue
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TimedStore {
     /// Present keys and their values.
-    pub values: BTreeMap<String, String>,
+    pub values: BTreeMap<String, KvValue>,
     /// Expiry times of the keys that have one.
     pub expiry: BTreeMap<String, u64>,
     /// The largest time applied.
@@ -460,7 +478,7 @@ impl TimedStore {
 
 /// The full sequential specification: applies `input` to `store` and returns the
 /// output.
-pub fn apply(store: &mut BTreeMap<String, String>, input: &KvInput) -> KvOutput {
+pub fn apply(store: &mut BTreeMap<String, KvValue>, input: &KvInput) -> KvOutput {
     match input {
         KvInput::Scan { start, end, limit } => {
             if start >= end {
@@ -481,7 +499,7 @@ pub fn apply(store: &mut BTreeMap<String, String>, input: &KvInput) -> KvOutput 
         KvInput::Txn { ops } => KvOutput::Results(ops.iter().map(|o| apply(store, o)).collect()),
         _ => {
             let key = input.key().unwrap_or_default();
-            let (out, effect) = apply_key(store.get(key).map(String::as_str), input);
+            let (out, effect) = apply_key(store.get(key), input);
             match effect {
                 Effect::Keep => {}
                 Effect::Put(v) => {
@@ -502,37 +520,37 @@ pub fn apply(store: &mut BTreeMap<String, String>, input: &KvInput) -> KvOutput 
 pub struct KvKeyModel;
 
 impl Model for KvKeyModel {
-    type State = Option<String>;
+    type State = Option<KvValue>;
     type Input = KvInput;
     type Output = KvReply;
 
-    fn init(&self) -> Option<String> {
+    fn init(&self) -> Option<KvValue> {
         None
     }
 
     fn step(
         &self,
-        state: &Option<String>,
+        state: &Option<KvValue>,
         input: &KvInput,
         output: &KvReply,
-    ) -> Option<Option<String>> {
+    ) -> Option<Option<KvValue>> {
         if matches!(input, KvInput::Scan { .. }) {
             return None;
         }
-        let (expected, effect) = apply_key(state.as_deref(), input);
+        let (expected, effect) = apply_key(state.as_ref(), input);
         (expected == output.output).then(|| next_state(state, effect))
     }
 
-    fn step_unknown(&self, state: &Option<String>, input: &KvInput) -> Vec<Option<String>> {
+    fn step_unknown(&self, state: &Option<KvValue>, input: &KvInput) -> Vec<Option<KvValue>> {
         if matches!(input, KvInput::Scan { .. }) {
             return vec![state.clone()];
         }
-        let (_, effect) = apply_key(state.as_deref(), input);
+        let (_, effect) = apply_key(state.as_ref(), input);
         vec![next_state(state, effect)]
     }
 }
 
-fn next_state(state: &Option<String>, effect: Effect) -> Option<String> {
+fn next_state(state: &Option<KvValue>, effect: Effect) -> Option<KvValue> {
     match effect {
         Effect::Keep => state.clone(),
         Effect::Put(v) => Some(v),
@@ -865,7 +883,7 @@ pub fn check_op_numbers(history: &[&KvOp]) -> Verdict {
         .filter(|op| op.input.is_timed())
         .flat_map(|op| op.input.keys())
         .collect();
-    let mut store: BTreeMap<String, String> = BTreeMap::new();
+    let mut store: BTreeMap<String, KvValue> = BTreeMap::new();
     for (pos, &((num, _), i)) in numbered.iter().enumerate() {
         let op = &history[i];
         let Some(reply) = &op.output else { continue };
@@ -921,11 +939,11 @@ pub fn check_op_numbers(history: &[&KvOp]) -> Verdict {
 
 /// Checks a scan's reply against the replayed store, ignoring uncertain keys.
 fn check_scan(
-    store: &BTreeMap<String, String>,
+    store: &BTreeMap<String, KvValue>,
     start: &str,
     end: &str,
     limit: u64,
-    actual: &[(String, String)],
+    actual: &[(String, KvValue)],
     uncertain: &dyn Fn(&str) -> bool,
 ) -> Result<(), String> {
     if actual.len() as u64 > limit {

@@ -35,7 +35,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use kmb_node::commands::reply_value;
 use kmb_node::entry::Operation;
 use kmb_node::kv::{self, SCAN_BYTES_MAX, SCAN_LIMIT_MAX};
-use lincheck::kv::{KvInput, KvOutput, TimedStore};
+use lincheck::kv::{KvInput, KvOutput, KvValue, TimedStore};
 
 use super::replay::{self, Stop};
 use super::{Observations, Verdict, Violation};
@@ -174,11 +174,12 @@ enum SpecInput {
 
 fn spec_input(request: Option<&kv::Request>) -> SpecInput {
     let t = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
+    let tv = |b: &[u8]| std::str::from_utf8(b).ok().map(KvValue::from);
     let input = match request {
         None | Some(kv::Request::Register) => return SpecInput::NoEffect,
         Some(kv::Request::Get { key }) => t(key).map(|key| KvInput::Get { key }),
         Some(kv::Request::Set { key, value }) => t(key)
-            .zip(t(value))
+            .zip(tv(value))
             .map(|(key, value)| KvInput::Set { key, value }),
         Some(kv::Request::Del { key }) => t(key).map(|key| KvInput::Del { key }),
         Some(kv::Request::IncrBy { key, delta }) => {
@@ -187,9 +188,9 @@ fn spec_input(request: Option<&kv::Request>) -> SpecInput {
         Some(kv::Request::Cas { key, expected, new }) => {
             let expected = match expected {
                 None => Some(None),
-                Some(e) => t(e).map(Some),
+                Some(e) => tv(e).map(Some),
             };
-            match (t(key), expected, t(new)) {
+            match (t(key), expected, tv(new)) {
                 (Some(key), Some(expected), Some(new)) => Some(KvInput::Cas { key, expected, new }),
                 _ => None,
             }
@@ -207,7 +208,7 @@ fn spec_input(request: Option<&kv::Request>) -> SpecInput {
             condition: kv::SetCondition::Always,
             expiry: kv::SetExpiry::At(expires_at),
             get: false,
-        }) => t(key).zip(t(value)).map(|(key, value)| KvInput::SetAt {
+        }) => t(key).zip(tv(value)).map(|(key, value)| KvInput::SetAt {
             key,
             value,
             expires_at: *expires_at,
@@ -218,7 +219,7 @@ fn spec_input(request: Option<&kv::Request>) -> SpecInput {
         }) => pairs
             .iter()
             .map(|(k, v)| {
-                t(k).zip(t(v))
+                t(k).zip(tv(v))
                     .map(|(key, value)| KvInput::Set { key, value })
             })
             .collect::<Option<Vec<_>>>()
@@ -643,7 +644,7 @@ mod tests {
                 &mut store,
                 &KvInput::Set {
                     key: key.clone(),
-                    value: value.clone(),
+                    value: value.as_str().into(),
                 },
                 0,
             );
@@ -745,7 +746,7 @@ mod tests {
                     0 => KvInput::Get { key: key(rng) },
                     1 => KvInput::Set {
                         key: key(rng),
-                        value: format!("v{}", rng.gen_range(0..3)),
+                        value: format!("v{}", rng.gen_range(0..3)).into(),
                     },
                     2 => KvInput::IncrBy {
                         key: key(rng),

@@ -40,7 +40,7 @@ pub fn script() -> Vec<(u64, KvInput)> {
             0,
             KvInput::Set {
                 key: s("k0000"),
-                value: s("a"),
+                value: s("a").into(),
             },
         ),
         (1, KvInput::Get { key: s("k0000") }),
@@ -48,7 +48,7 @@ pub fn script() -> Vec<(u64, KvInput)> {
             0,
             KvInput::Set {
                 key: s("k0001"),
-                value: s("b"),
+                value: s("b").into(),
             },
         ),
         (
@@ -62,8 +62,8 @@ pub fn script() -> Vec<(u64, KvInput)> {
             0,
             KvInput::Cas {
                 key: s("k0000"),
-                expected: Some(s("a")),
-                new: s("c"),
+                expected: Some(s("a").into()),
+                new: s("c").into(),
             },
         ),
         (1, KvInput::Get { key: s("k0000") }),

@@ -134,7 +134,7 @@ mod tests {
                 client: c,
                 input: KvInput::Set {
                     key: "k".into(),
-                    value: c.to_string(),
+                    value: c.to_string().into(),
                 },
                 output: Some(KvReply {
                     output: KvOutput::Ok,
@@ -148,7 +148,7 @@ mod tests {
                 client: c + 10,
                 input: KvInput::Get { key: "k".into() },
                 output: Some(KvReply {
-                    output: KvOutput::Value(Some(((c + 1) % 6).to_string())),
+                    output: KvOutput::Value(Some(((c + 1) % 6).to_string().into())),
                     op_number: None,
                     read: false,
                 }),

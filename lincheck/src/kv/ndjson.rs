@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{KvInput, KvOp, KvOutput, KvReply};
+use super::{KvInput, KvOp, KvOutput, KvReply, KvValue};
 use crate::{Operation, ParseError};
 
 /// The `op` field.
@@ -61,8 +61,8 @@ pub enum ResultKind {
 
 /// Deserializes a present field as `Some(inner)`, so that with `#[serde(default)]` an
 /// absent field is `None`, `null` is `Some(None)` and `"x"` is `Some(Some("x"))`.
-fn nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
+fn nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<KvValue>>, D::Error> {
+    Option::<KvValue>::deserialize(d).map(Some)
 }
 
 /// One line of a kmb NDJSON history: one operation. Serialize it with `serde_json`
@@ -89,7 +89,7 @@ pub struct Record {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "nullable"
     )]
-    pub value: Option<Option<String>>,
+    pub value: Option<Option<KvValue>>,
     /// `incrby`: the increment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<i64>,
@@ -99,10 +99,10 @@ pub struct Record {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "nullable"
     )]
-    pub expected: Option<Option<String>>,
+    pub expected: Option<Option<KvValue>>,
     /// `cas`: the new value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub new: Option<String>,
+    pub new: Option<KvValue>,
     /// `scan`: inclusive start key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<String>,
@@ -125,7 +125,7 @@ pub struct Record {
     pub swapped: Option<bool>,
     /// `scan` with result `ok`: `[[key, value], ...]` in ascending key order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub entries: Option<Vec<(String, String)>>,
+    pub entries: Option<Vec<(String, KvValue)>>,
     /// The server's op number (result `ok` / `error`; optional for `fail`; must be
     /// absent for `unknown`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -56,7 +56,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{apply_key, parse_canonical_int, Effect, KvInput, KvOp, KvOutput};
+use super::{apply_key, parse_canonical_int, Effect, KvInput, KvOp, KvOutput, KvValue};
 
 /// The result for one key.
 pub(crate) enum KeyOutcome {
@@ -112,7 +112,7 @@ struct Values {
     /// The ids of integer values by integer (stepping an increment need not format it).
     int_ids: HashMap<i64, u32>,
     /// Each id's value (`None` = absent) and, if it is one, its integer.
-    vals: Vec<(Option<String>, Option<i64>)>,
+    vals: Vec<(Option<KvValue>, Option<i64>)>,
     /// Values some op on the key can tell apart (see [`anonymous_values`]), each with
     /// the last position whose completed op does (`usize::MAX` if an unknown cas
     /// expects the value: that op may come at any later position).
@@ -120,7 +120,7 @@ struct Values {
     /// The current position: the index (in op-number order) of the next completed op.
     pos: usize,
     /// The stand-in for every other non-integer value.
-    anon: String,
+    anon: KvValue,
 }
 
 impl Values {
@@ -129,7 +129,7 @@ impl Values {
         parse_canonical_int(v).is_none() && self.observed.get(v).is_none_or(|&last| last < self.pos)
     }
 
-    fn new(observed: HashMap<String, usize>, anon: String) -> Values {
+    fn new(observed: HashMap<String, usize>, anon: KvValue) -> Values {
         Values {
             ids: HashMap::new(),
             int_ids: HashMap::new(),
@@ -145,7 +145,7 @@ impl Values {
             return ABSENT;
         };
         if self.canon(v) {
-            v = &self.anon;
+            v = &*self.anon;
         }
         if let Some(&id) = self.ids.get(v) {
             return id;
@@ -155,7 +155,7 @@ impl Values {
         if let Some(n) = int {
             self.int_ids.insert(n, id);
         }
-        self.vals.push((Some(v.to_string()), int));
+        self.vals.push((Some(KvValue::from(v)), int));
         self.ids.insert(v.to_string(), id);
         id
     }
@@ -169,6 +169,11 @@ impl Values {
 
     fn get(&self, id: u32) -> Option<&str> {
         self.vals[id as usize].0.as_deref()
+    }
+
+    /// The value an id stands for, shared.
+    fn get_value(&self, id: u32) -> Option<&KvValue> {
+        self.vals[id as usize].0.as_ref()
     }
 
     /// The integer an id stands for, if it is one.
@@ -208,7 +213,7 @@ fn take_units(used: &mut Used, class: u32) -> u32 {
 /// The string an op of this input writes, if it writes one.
 fn written_value(input: &KvInput) -> Option<&str> {
     match input {
-        KvInput::Set { value, .. } | KvInput::Cas { new: value, .. } => Some(value),
+        KvInput::Set { value, .. } | KvInput::Cas { new: value, .. } => Some(&**value),
         _ => None,
     }
 }
@@ -218,7 +223,7 @@ fn written_value(input: &KvInput) -> Option<&str> {
 /// the active classes. An over-approximation (it ignores how many members of each
 /// class a state has left), so a state holding any other value can be dropped.
 struct Useful {
-    strings: HashSet<String>,
+    strings: HashSet<KvValue>,
     absent: bool,
     /// Every integer and absence: increments may reach an integer target from them.
     ints: bool,
@@ -236,7 +241,7 @@ impl Useful {
 /// What the next completed op needs from the value before it, for pruning.
 enum Need {
     /// One of these values exactly.
-    Exact(Vec<Option<String>>),
+    Exact(Vec<Option<KvValue>>),
     /// Something else (checked by stepping).
     Other,
 }
@@ -245,8 +250,8 @@ fn need_of(input: &KvInput, output: &KvOutput) -> Need {
     match (input, output) {
         (KvInput::Get { .. }, KvOutput::Value(v)) => Need::Exact(vec![v.clone()]),
         (KvInput::IncrBy { delta, .. }, KvOutput::Int(n)) => match n.checked_sub(*delta) {
-            Some(0) => Need::Exact(vec![Some("0".to_string()), None]),
-            Some(b) => Need::Exact(vec![Some(b.to_string())]),
+            Some(0) => Need::Exact(vec![Some(KvValue::from("0")), None]),
+            Some(b) => Need::Exact(vec![Some(super::int_value(b))]),
             None => Need::Exact(Vec::new()),
         },
         (KvInput::Cas { expected, .. }, KvOutput::Swapped(true)) => {
@@ -327,7 +332,7 @@ impl Checker<'_> {
     /// different long-dead writes would stay incomparable and multiply the frontier.
     fn retire(&mut self, v: &str, frontier: Vec<St>) -> Vec<St> {
         let anon = self.values.anon.clone();
-        let anon_id = self.values.intern(Some(&anon));
+        let anon_id = self.values.intern(Some(&*anon));
         let old_id = self.values.ids.get(v).copied();
         let mut moves: Vec<(u32, u32)> = Vec::new();
         for a in self.writers.remove(v).unwrap_or_default() {
@@ -490,7 +495,7 @@ impl Checker<'_> {
 
     /// Whether a state in the increment phase (or with only increment classes left)
     /// can still reach a value in `targets`.
-    fn may_reach(&self, st: &St, targets: &[Option<String>]) -> bool {
+    fn may_reach(&self, st: &St, targets: &[Option<KvValue>]) -> bool {
         let mut lo: i128 = 0;
         let mut hi: i128 = 0;
         for &c in &self.active {
@@ -527,7 +532,7 @@ impl Checker<'_> {
     /// The values that lead to `targets` (see [`Useful`]): the targets, then backwards
     /// through cas ops (to its expected value if it writes a useful one) and
     /// increments, to a fixpoint.
-    fn useful(&self, targets: &[Option<String>]) -> Useful {
+    fn useful(&self, targets: &[Option<KvValue>]) -> Useful {
         let mut useful = Useful {
             strings: targets.iter().flatten().cloned().collect(),
             absent: targets.contains(&None),
@@ -695,10 +700,10 @@ impl Checker<'_> {
                 if st.incr_phase && class.incr.is_none() && !class.cas {
                     continue;
                 }
-                let (_, effect) = apply_key(self.values.get(st.val), &class.input);
+                let (_, effect) = apply_key(self.values.get_value(st.val), &class.input);
                 let val = match effect {
                     Effect::Keep => continue, // no change: dominated by not applying it
-                    Effect::Put(v) => self.values.intern(Some(&v)),
+                    Effect::Put(v) => self.values.intern(Some(&*v)),
                     Effect::Remove => ABSENT,
                 };
                 if val == st.val {
@@ -756,11 +761,11 @@ fn anonymous_values(history: &[&KvOp], order: &[usize], unknown: &[usize]) -> Va
     let forever = unknown.iter().map(|&i| (usize::MAX, i));
     for (last, i) in positions.chain(forever) {
         let op = &history[i];
-        let mut observe = |v: &String| {
+        let mut observe = |v: &KvValue| {
             if parse_canonical_int(v).is_some() {
                 return; // integers are never replaced by the stand-in
             }
-            let e = observed.entry(v.clone()).or_insert(last);
+            let e = observed.entry(v.to_string()).or_insert(last);
             *e = (*e).max(last);
         };
         if let KvInput::Cas {
@@ -777,7 +782,7 @@ fn anonymous_values(history: &[&KvOp], order: &[usize], unknown: &[usize]) -> Va
     while observed.contains_key(&anon) {
         anon.push('_');
     }
-    Values::new(observed, anon)
+    Values::new(observed, KvValue::from(anon))
 }
 
 /// Checks one key (`members` index `history`, all single-key ops on the key).

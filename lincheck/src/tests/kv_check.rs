@@ -1,16 +1,20 @@
 //! The full kv check: per key, op-number order, and scans.
 
-use crate::kv::{check, KvInput, KvOp, KvOutput, KvReply, OP_NUMBER_PARTITION};
+use crate::kv::{check, KvInput, KvOp, KvOutput, KvReply, KvValue, OP_NUMBER_PARTITION};
 use crate::{CheckOptions, Operation, Verdict};
 
 fn s(x: &str) -> String {
     x.to_string()
 }
 
+fn sv(x: &str) -> KvValue {
+    x.into()
+}
+
 fn set(k: &str, v: &str) -> KvInput {
     KvInput::Set {
         key: s(k),
-        value: s(v),
+        value: sv(v),
     }
 }
 
@@ -23,7 +27,7 @@ fn scan(start: &str, end: &str, limit: u64) -> KvInput {
 }
 
 fn entries(pairs: &[(&str, &str)]) -> KvOutput {
-    KvOutput::Entries(pairs.iter().map(|(k, v)| (s(k), s(v))).collect())
+    KvOutput::Entries(pairs.iter().map(|(k, v)| (s(k), sv(v))).collect())
 }
 
 fn op(call: u64, ret: u64, input: KvInput, output: KvOutput, num: u64) -> KvOp {
@@ -228,7 +232,7 @@ fn kv_random_sequential_executions_are_linearizable() {
             let lin = call + 1 + rnd(5);
             let ret = lin + 1 + rnd(5);
             let key = s(keys[rnd(4) as usize]);
-            let val = |r: u64| s(["1", "2", "x"][r as usize]);
+            let val = |r: u64| sv(["1", "2", "x"][r as usize]);
             let input = match rnd(6) {
                 0 => KvInput::Get { key },
                 1 => KvInput::Set {
@@ -305,7 +309,7 @@ fn get(k: &str) -> KvInput {
 }
 
 fn value(v: Option<&str>) -> KvOutput {
-    KvOutput::Value(v.map(s))
+    KvOutput::Value(v.map(sv))
 }
 
 /// Reads of the state after op 2 share its number with the write at op 2 and with each

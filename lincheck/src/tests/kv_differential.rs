@@ -6,7 +6,7 @@
 
 use crate::hash::mix64;
 use crate::kv::ordered::{check_key, KeyOutcome};
-use crate::kv::{apply, KvInput, KvKeyModel, KvOp, KvOutput, KvReply};
+use crate::kv::{apply, KvInput, KvKeyModel, KvOp, KvOutput, KvReply, KvValue};
 use crate::{check, CheckOptions, Operation};
 use std::collections::BTreeMap;
 
@@ -32,16 +32,16 @@ enum Shape {
 
 const KEY: &str = "k";
 
-fn random_input(rng: &mut Rng, shape: Shape, fresh: &mut u32, written: &[String]) -> KvInput {
+fn random_input(rng: &mut Rng, shape: Shape, fresh: &mut u32, written: &[KvValue]) -> KvInput {
     let key = KEY.to_string();
     // A value: a shared one, an integer, or a fresh one (written once: it is observed
     // for a while and then retires).
     let mut value = |rng: &mut Rng| match rng.below(4) {
         0 => {
             *fresh += 1;
-            format!("f{fresh}")
+            KvValue::from(format!("f{fresh}"))
         }
-        _ => rng.pick(&["a", "b", "7", "f1"]).to_string(),
+        _ => KvValue::from(rng.pick(&["a", "b", "7", "f1"])),
     };
     match (shape, rng.below(10)) {
         (Shape::Counter, 0..=2) => KvInput::Get { key },
@@ -71,7 +71,7 @@ fn random_input(rng: &mut Rng, shape: Shape, fresh: &mut u32, written: &[String]
                     written[written.len() - 1 - rng.below(written.len().min(3) as u64) as usize]
                         .clone(),
                 ),
-                1 => Some(rng.pick(&["a", "7"]).to_string()),
+                1 => Some(rng.pick(&["a", "7"]).into()),
                 _ => None,
             };
             KvInput::Cas {
@@ -90,7 +90,7 @@ fn corrupt(rng: &mut Rng, out: &KvOutput) -> KvOutput {
             0 => None,
             _ => Some(
                 rng.pick(&["a", "b", "7", "3", "5", "f1", "f2", "f3"])
-                    .to_string(),
+                    .into(),
             ),
         }),
         KvOutput::Int(n) => KvOutput::Int(n + 1 + rng.below(3) as i64),

@@ -2,11 +2,15 @@
 
 use std::collections::BTreeMap;
 
-use crate::kv::{apply, KvInput, KvKeyModel, KvOp, KvOutput, KvReply};
+use crate::kv::{apply, KvInput, KvKeyModel, KvOp, KvOutput, KvReply, KvValue};
 use crate::{check_partitioned, CheckOptions, Model, Operation, Verdict};
 
 pub(super) fn s(x: &str) -> String {
     x.to_string()
+}
+
+pub(super) fn sv(x: &str) -> KvValue {
+    x.into()
 }
 
 pub(super) fn get(k: &str) -> KvInput {
@@ -16,7 +20,7 @@ pub(super) fn get(k: &str) -> KvInput {
 pub(super) fn set(k: &str, v: &str) -> KvInput {
     KvInput::Set {
         key: s(k),
-        value: s(v),
+        value: sv(v),
     }
 }
 
@@ -27,8 +31,8 @@ fn incr(k: &str, delta: i64) -> KvInput {
 fn cas(k: &str, expected: Option<&str>, new: &str) -> KvInput {
     KvInput::Cas {
         key: s(k),
-        expected: expected.map(s),
-        new: s(new),
+        expected: expected.map(sv),
+        new: sv(new),
     }
 }
 
@@ -41,7 +45,7 @@ fn scan(start: &str, end: &str, limit: u64) -> KvInput {
 }
 
 fn entries(pairs: &[(&str, &str)]) -> KvOutput {
-    KvOutput::Entries(pairs.iter().map(|(k, v)| (s(k), s(v))).collect())
+    KvOutput::Entries(pairs.iter().map(|(k, v)| (s(k), sv(v))).collect())
 }
 
 /// Get, set and del behave like a map; del reports 1 only when the key existed.
@@ -50,7 +54,7 @@ fn apply_get_set_del_map_semantics() {
     let mut m = BTreeMap::new();
     assert_eq!(apply(&mut m, &get("a")), KvOutput::Value(None));
     assert_eq!(apply(&mut m, &set("a", "1")), KvOutput::Ok);
-    assert_eq!(apply(&mut m, &get("a")), KvOutput::Value(Some(s("1"))));
+    assert_eq!(apply(&mut m, &get("a")), KvOutput::Value(Some(sv("1"))));
     assert_eq!(
         apply(&mut m, &KvInput::Del { key: s("a") }),
         KvOutput::Deleted(1)
@@ -69,11 +73,11 @@ fn apply_incrby_integer_semantics_and_errors() {
     let mut m = BTreeMap::new();
     assert_eq!(apply(&mut m, &incr("n", 5)), KvOutput::Int(5));
     assert_eq!(apply(&mut m, &incr("n", -7)), KvOutput::Int(-2));
-    assert_eq!(apply(&mut m, &get("n")), KvOutput::Value(Some(s("-2"))));
+    assert_eq!(apply(&mut m, &get("n")), KvOutput::Value(Some(sv("-2"))));
     for bad in ["x", "+5", "05", " 5", "", "9223372036854775808"] {
         apply(&mut m, &set("b", bad));
         assert_eq!(apply(&mut m, &incr("b", 1)), KvOutput::Error, "{bad:?}");
-        assert_eq!(apply(&mut m, &get("b")), KvOutput::Value(Some(s(bad))));
+        assert_eq!(apply(&mut m, &get("b")), KvOutput::Value(Some(sv(bad))));
     }
     apply(&mut m, &set("big", &i64::MAX.to_string()));
     assert_eq!(apply(&mut m, &incr("big", 1)), KvOutput::Error);
@@ -96,7 +100,7 @@ fn apply_cas_compares_with_absent_and_values() {
         apply(&mut m, &cas("k", Some("a"), "b")),
         KvOutput::Swapped(true)
     );
-    assert_eq!(apply(&mut m, &get("k")), KvOutput::Value(Some(s("b"))));
+    assert_eq!(apply(&mut m, &get("k")), KvOutput::Value(Some(sv("b"))));
 }
 
 /// Scan returns present keys in [start, end), ascending, at most `limit`.
@@ -127,10 +131,10 @@ fn key_model_step_checks_output() {
         read: false,
     };
     let m = KvKeyModel;
-    let st = Some(s("1"));
+    let st = Some(sv("1"));
     assert_eq!(
         m.step(&st, &incr("k", 2), &reply(KvOutput::Int(3))),
-        Some(Some(s("3")))
+        Some(Some(sv("3")))
     );
     assert_eq!(m.step(&st, &incr("k", 2), &reply(KvOutput::Int(4))), None);
     assert_eq!(m.step(&st, &get("k"), &reply(KvOutput::Value(None))), None);
@@ -162,7 +166,7 @@ fn partitioned_violation_on_one_key_is_named() {
     let mut t = 0;
     for k in ["a", "b", "c", "d", "e"] {
         h.push(op(1, t, t + 1, set(k, "1"), KvOutput::Ok));
-        h.push(op(2, t + 2, t + 3, get(k), KvOutput::Value(Some(s("1")))));
+        h.push(op(2, t + 2, t + 3, get(k), KvOutput::Value(Some(sv("1")))));
         t += 4;
     }
     assert_eq!(
@@ -231,5 +235,12 @@ fn canonical_int_is_exactly_the_rendering_of_an_i64() {
     cases.extend((0..1200).map(|n| format!("0{n}")));
     for c in &cases {
         assert_eq!(crate::kv::parse_canonical_int(c), reference(c), "{c:?}");
+    }
+}
+
+#[test]
+fn int_value_is_the_canonical_rendering() {
+    for n in [0, 7, -5, 10, i64::MAX, i64::MIN] {
+        assert_eq!(&*crate::kv::int_value(n), n.to_string());
     }
 }

@@ -3,25 +3,29 @@
 
 use crate::gen::{generate, GenOptions};
 use crate::kv::ordered::{check_key, KeyOutcome};
-use crate::kv::{KvInput, KvOp, KvOutput, KvReply};
+use crate::kv::{KvInput, KvOp, KvOutput, KvReply, KvValue};
 use crate::{CheckOptions, Operation};
 
 fn s(x: &str) -> String {
     x.to_string()
 }
 
+fn sv(x: &str) -> KvValue {
+    x.into()
+}
+
 fn set(v: &str) -> KvInput {
     KvInput::Set {
         key: s("k"),
-        value: s(v),
+        value: sv(v),
     }
 }
 
 fn cas(expected: &str, new: &str) -> KvInput {
     KvInput::Cas {
         key: s("k"),
-        expected: Some(s(expected)),
-        new: s(new),
+        expected: Some(sv(expected)),
+        new: sv(new),
     }
 }
 
@@ -71,7 +75,7 @@ fn ordered(h: &[KvOp]) -> Option<bool> {
 }
 
 fn value(v: &str) -> KvOutput {
-    KvOutput::Value(Some(s(v)))
+    KvOutput::Value(Some(sv(v)))
 }
 
 /// An unknown cas from `w` to `x` explains a read of `x`, `w` is written again, and
@@ -188,7 +192,7 @@ fn a_set_stands_in_for_a_cas_and_keeps_the_frontier_small() {
         (0..600).map(|_| (del(), KvOutput::Deleted(1))).collect();
     let unknown: Vec<KvInput> = (0..300)
         .flat_map(|i| {
-            let new = format!("u{i}");
+            let new = format!("u{i}").into();
             [
                 set(&format!("s{i}")),
                 KvInput::Cas {

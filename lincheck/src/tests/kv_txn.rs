@@ -1,11 +1,11 @@
 //! Transactions (multi-key, atomic) and expiry (the timed model with ticks).
 
-use super::kv_model::{get, s, set};
+use super::kv_model::{get, s, set, sv};
 use crate::kv::{check, parse_ndjson, write_ndjson, KvInput, KvOp, KvOutput, KvReply, TimedStore};
 use crate::{CheckOptions, Operation, Verdict};
 
 fn val(v: Option<&str>) -> KvOutput {
-    KvOutput::Value(v.map(s))
+    KvOutput::Value(v.map(sv))
 }
 
 fn op(input: KvInput, output: KvOutput, call: u64, ret: u64, n: u64) -> KvOp {
@@ -142,7 +142,7 @@ fn a_partial_transaction_is_caught() {
 fn set_at(k: &str, v: &str, t: u64) -> KvInput {
     KvInput::SetAt {
         key: s(k),
-        value: s(v),
+        value: sv(v),
         expires_at: t,
     }
 }

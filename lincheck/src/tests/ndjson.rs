@@ -1,10 +1,14 @@
 //! kmb's NDJSON history format.
 
-use crate::kv::{parse_ndjson, write_ndjson, KvInput, KvOp, KvOutput, KvReply, Record};
+use crate::kv::{parse_ndjson, write_ndjson, KvInput, KvOp, KvOutput, KvReply, KvValue, Record};
 use crate::Operation;
 
 fn s(x: &str) -> String {
     x.to_string()
+}
+
+fn sv(x: &str) -> KvValue {
+    x.into()
 }
 
 fn op(call: u64, ret: u64, input: KvInput, output: Option<KvOutput>, num: Option<u64>) -> KvOp {
@@ -36,7 +40,7 @@ fn ndjson_round_trip_preserves_ops() {
             1,
             2,
             KvInput::Get { key: s("a") },
-            Some(KvOutput::Value(Some(s("v")))),
+            Some(KvOutput::Value(Some(sv("v")))),
             Some(2),
         ),
         op(
@@ -44,7 +48,7 @@ fn ndjson_round_trip_preserves_ops() {
             4,
             KvInput::Set {
                 key: s("a"),
-                value: s("v"),
+                value: sv("v"),
             },
             Some(KvOutput::Ok),
             Some(3),
@@ -82,7 +86,7 @@ fn ndjson_round_trip_preserves_ops() {
             KvInput::Cas {
                 key: s("a"),
                 expected: None,
-                new: s("w"),
+                new: sv("w"),
             },
             Some(KvOutput::Swapped(true)),
             Some(7),
@@ -95,7 +99,7 @@ fn ndjson_round_trip_preserves_ops() {
                 end: s("z"),
                 limit: 5,
             },
-            Some(KvOutput::Entries(vec![(s("a"), s("w"))])),
+            Some(KvOutput::Entries(vec![(s("a"), sv("w"))])),
             Some(8),
         ),
         op(
@@ -103,8 +107,8 @@ fn ndjson_round_trip_preserves_ops() {
             0,
             KvInput::Cas {
                 key: s("a"),
-                expected: Some(s("w")),
-                new: s("q"),
+                expected: Some(sv("w")),
+                new: sv("q"),
             },
             None,
             None,

@@ -89,8 +89,8 @@ pub fn acknowledged_writes(ops: &[Op], finals: &HashMap<String, Option<String>>)
     let mut last_acked: HashMap<&str, (u64, &str)> = HashMap::new();
     for op in ops {
         let (key, value) = match &op.input {
-            KvInput::Set { key, value } => (key.as_str(), value.as_str()),
-            KvInput::Cas { key, new, .. } => (key.as_str(), new.as_str()),
+            KvInput::Set { key, value } => (key.as_str(), &**value),
+            KvInput::Cas { key, new, .. } => (key.as_str(), &**new),
             _ => continue,
         };
         let acked = match &op.outcome {

@@ -429,7 +429,7 @@ mod run {
                 };
                 ops.push(op);
                 if let Some(v) = value {
-                    finals.insert(key.clone(), v);
+                    finals.insert(key.clone(), v.as_deref().map(str::to_string));
                     break;
                 }
                 time::sleep(Duration::from_millis(200)).await;

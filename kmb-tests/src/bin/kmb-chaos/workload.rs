@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use kmb_node::client::{Client, ClientConfig, ClientError};
 use kmb_tests::workload::output_of;
-use lincheck::kv::{KvInput, KvOutput, KvReply};
+use lincheck::kv::{KvInput, KvOutput, KvReply, KvValue};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sim_runtime::time::{Duration, Instant};
@@ -124,7 +124,7 @@ pub async fn execute(
 pub async fn run_client(shared: Arc<Shared>, c: u64) -> Vec<Op> {
     let mut rng = ChaCha8Rng::seed_from_u64(shared.seed.wrapping_mul(0x9E37_79B9).wrapping_add(c));
     let (mut session, mut client) = shared.session();
-    let mut seen: HashMap<String, Option<String>> = HashMap::new();
+    let mut seen: HashMap<String, Option<KvValue>> = HashMap::new();
     let mut ops = Vec::new();
     let mut n = 0u64;
     while !shared.stop.load(Ordering::Relaxed) {
@@ -142,7 +142,7 @@ pub async fn run_client(shared: Arc<Shared>, c: u64) -> Vec<Op> {
             }
         } else if r < 95 {
             let key = register(rng.gen_range(0..REGISTERS));
-            let value = format!("v{c}.{n}");
+            let value: KvValue = format!("v{c}.{n}").into();
             match rng.gen_range(0..100) {
                 0..40 => KvInput::Set { key, value },
                 40..70 => KvInput::Get { key },
