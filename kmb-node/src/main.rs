@@ -90,8 +90,8 @@ mod production {
             /// Threads that run the network and the protocol (1..=64). One — the default — is
             /// the fastest on few cores: the protocol runs on one thread in any case, and tasks
             /// on one thread wake each other without a system call. More spread the client
-            /// connections' parsing over cores. The log's writes have a thread of their own,
-            /// and each fsync a blocking thread, either way.
+            /// connections' parsing over cores. The log's writes and fsyncs have a thread of
+            /// their own either way.
             #[arg(long, default_value_t = 1)]
             worker_threads: usize,
             /// The cluster key file (default: `<data>.key`, written by `kmb-node format`). It

@@ -7,12 +7,13 @@ use std::future::Future;
 /// Run `future` apart from the caller's runtime and return a future that completes when it has.
 ///
 /// In production it runs on an OS thread of its own (named `name`) with a single-threaded
-/// runtime, and the real-disk calls it makes ([`crate::disk::File`]'s reads and writes, not its
-/// `sync`) run inline on that thread instead of being handed to a blocking thread each: a node's
+/// runtime, and the real-disk calls it makes ([`crate::disk::File`]'s reads, writes, resizes and
+/// syncs) run inline on that thread instead of being handed to a blocking thread each: a node's
 /// I/O task writes its log this way, so a slow disk holds that thread and never a runtime worker,
-/// and a buffered write costs one system call instead of two thread hand-offs. (Its `sync` still
-/// runs on a blocking thread, so writes go on while an `fdatasync` is in flight.) In simulation
-/// it is an ordinary task of the current node, scheduled deterministically and killed with it.
+/// and a buffered write costs one system call instead of two thread hand-offs (requests that
+/// arrive during an `fdatasync` wait for it; none of them could have been covered by it). In
+/// simulation it is an ordinary task of the current node, scheduled deterministically and killed
+/// with it.
 ///
 /// If `future` panics (or the thread cannot be started), the returned future completes all the
 /// same; what `future` owned (its channels) is dropped, which its peers see.

@@ -19,8 +19,8 @@
 //!
 //! Production ([`real`](self)): `std::fs` files; every read, write, resize and `sync_data` on
 //! a blocking thread (a slow disk never holds a runtime worker) — except on a thread started by
-//! [`crate::task::spawn_dedicated`], where reads, writes and resizes run inline (nothing else
-//! runs there) and only `sync_data` goes to a blocking thread.
+//! [`crate::task::spawn_dedicated`], where reads, writes, resizes and `sync_data` run inline
+//! (nothing else runs there).
 //! Simulation: an in-memory disk per madsim node, registered as a simulator plugin, surviving
 //! kill/restart, with the faults configured through [`crate::fault`].
 

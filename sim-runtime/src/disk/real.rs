@@ -36,7 +36,8 @@ impl File {
         &self.path
     }
 
-    /// Read exactly `buf.len()` bytes at `offset`, on a blocking thread.
+    /// Read exactly `buf.len()` bytes at `offset`, on a blocking thread (inline on a
+    /// dedicated one).
     pub async fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         if inline() {
             return self.inner.read_exact_at(buf, offset);
@@ -53,7 +54,7 @@ impl File {
     }
 
     /// Write all of `data` at `offset` (not durable until [`File::sync`]), on a blocking
-    /// thread.
+    /// thread (inline on a dedicated one).
     pub async fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
         if inline() {
             return self.inner.write_all_at(data, offset);
@@ -64,7 +65,7 @@ impl File {
     }
 
     /// Make every write completed before this call durable (`fdatasync`), on a blocking
-    /// thread. The `fdatasync` starts when `sync` is called (not when the future is first
+    /// thread (inline, before this returns, on a dedicated one). The `fdatasync` starts when `sync` is called (not when the future is first
     /// polled), so the writes it covers are those completed before the call; writes issued
     /// while it runs may or may not be covered, and the caller must not count on them.
     pub fn sync(&self) -> impl std::future::Future<Output = io::Result<()>> + Send + use<> {
@@ -108,7 +109,7 @@ impl File {
     }
 
     /// Truncate or extend (with zeros) to `len` bytes (not durable until [`File::sync`]), on a
-    /// blocking thread.
+    /// blocking thread (inline on a dedicated one).
     pub async fn set_len(&self, len: u64) -> io::Result<()> {
         let file = Arc::clone(&self.inner);
         blocking(move || file.set_len(len)).await
