@@ -133,6 +133,14 @@ pub const MARKS: &[(&str, &str)] = &[
         "wal_ring_wrapped",
         "the WAL ring wrapped: an op was written over an older op's slot",
     ),
+    (
+        "append_during_checkpoint",
+        "an op was written while a checkpoint was being stored alongside the appends",
+    ),
+    (
+        "checkpoint_finished_inline",
+        "a truncation, superblock write or stop completed the checkpoint in progress first",
+    ),
 ];
 
 /// Whether `name` is a listed mark.

@@ -11,8 +11,11 @@
 //! the next one; the redundant headers of a group are written once its prepares are durable
 //! and made durable by the next fsync, which also covers the prepares written meanwhile — one
 //! fsync per group under load (docs/storage-format.md, "Write protocol").
-//! Truncations, superblock writes and checkpoints wait for the fsync in flight, then run
-//! whole (they sync themselves). Any storage error stops the task and, through
+//! A checkpoint of the local log rides the same fsyncs: its blob is written at once, and it is
+//! read back and its superblock copies written one fsync after another while appends go on
+//! ([`Storage::start_checkpoint`]). Truncations, superblock writes and state-transfer
+//! checkpoints wait for the fsync in flight and the checkpoint in progress, then run whole
+//! (they sync themselves). Any storage error stops the task and, through
 //! [`IoDone::Failed`], the node: an fsync is never retried.
 //!
 //! In production the task has an OS thread of its own (`sim_runtime::task::spawn_dedicated`),
@@ -133,7 +136,11 @@ impl Io {
             // One fsync in flight whenever an append awaits one: it covers the headers of the
             // ops whose prepares the previous fsync made durable, and the prepares written
             // since (one fsync per group under load).
-            if self.fsync.is_none() && self.storage.has_pending() {
+            // A checkpoint in progress rides the same fsyncs, and asks for one when no append
+            // does.
+            if self.fsync.is_none()
+                && (self.storage.has_pending() || self.storage.checkpoint_awaits_fsync())
+            {
                 self.storage.write_redundant_headers().await?;
                 self.fsync = Some(self.storage.start_fsync());
             }
@@ -142,6 +149,10 @@ impl Io {
                 result = fsync_done(&mut self.fsync) => {
                     let covers = self.fsync.take().map_or(0, |f| f.covers);
                     self.storage.finish_fsync(covers, result).await?;
+                    if let Some(op) = self.storage.advance_checkpoint().await? {
+                        self.answer_syncs();
+                        let _ = self.done.send(IoDone::CheckpointDone { op });
+                    }
                 }
                 request = requests.recv() => match request {
                     Some(request) => self.execute(request).await?,
@@ -156,11 +167,16 @@ impl Io {
         }
     }
 
-    /// Wait for the fsync in flight, if any.
+    /// Wait for the fsync in flight, if any, then complete the checkpoint in progress, if
+    /// any (reported before whatever the caller does next, in the order the core asked).
     async fn drain(&mut self) -> Result<(), StorageError> {
         if let Some(f) = self.fsync.take() {
             let result = f.done.await;
             self.storage.finish_fsync(f.covers, result).await?;
+        }
+        if let Some(op) = self.storage.finish_checkpoint().await? {
+            self.answer_syncs();
+            let _ = self.done.send(IoDone::CheckpointDone { op });
         }
         Ok(())
     }
@@ -208,10 +224,19 @@ impl Io {
                 checksum,
                 snapshot,
             } => {
-                self.drain().await?;
-                self.storage.checkpoint(op, checksum, &snapshot).await?;
-                self.answer_syncs();
-                let _ = self.done.send(IoDone::CheckpointDone { op });
+                if self.storage.can_start_checkpoint(op, checksum) {
+                    // Written now, synced and published over the next fsyncs while appends
+                    // go on; reported when published (`run`).
+                    self.storage
+                        .start_checkpoint(op, checksum, snapshot)
+                        .await?;
+                } else {
+                    // A checkpoint the log cannot name (after state transfer): whole.
+                    self.drain().await?;
+                    self.storage.checkpoint(op, checksum, &snapshot).await?;
+                    self.answer_syncs();
+                    let _ = self.done.send(IoDone::CheckpointDone { op });
+                }
             }
             IoRequest::InstallCheckpoint {
                 op,

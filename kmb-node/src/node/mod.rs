@@ -931,7 +931,11 @@ mod tests {
     #[test]
     fn checkpoint_interval_takes_the_ring_s_room_past_the_pipeline_limit() {
         for slots in [8, 16, 32, 64, 128, 256] {
-            assert_eq!(derived(slots), (slots as u64 / 4, slots as u64 / 4), "{slots} slots");
+            assert_eq!(
+                derived(slots),
+                (slots as u64 / 4, slots as u64 / 4),
+                "{slots} slots"
+            );
         }
         assert_eq!(derived(StorageConfig::PRODUCTION.slot_count), (448, 64));
         assert_eq!(derived(4096), (1984, 64));

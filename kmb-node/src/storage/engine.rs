@@ -88,6 +88,10 @@ pub struct Storage {
     /// Writes issued so far: `PendingOp` records the number of its writes, and an fsync
     /// covers exactly the writes numbered below its `Fsync::covers`.
     writes: u64,
+    /// Every write numbered below this is covered by a completed fsync.
+    synced: u64,
+    /// A checkpoint being stored alongside the appends ([`Storage::start_checkpoint`]).
+    job: Option<CheckpointJob>,
     /// Ops that became durable (redundant header synced) since [`Storage::take_durable`].
     newly_durable: Vec<Header>,
     /// `log_view_head` to record at the next superblock write (lowered by truncation).
@@ -199,6 +203,8 @@ impl Storage {
             durable: superblock.checkpoint.op,
             pending: Vec::new(),
             writes: 0,
+            synced: 0,
+            job: None,
             newly_durable: Vec::new(),
             log_view_head: superblock.log_view_head,
             truncated_view: None,
@@ -324,11 +330,13 @@ impl Storage {
     }
 
     async fn sync_file(&mut self) -> Result<(), StorageError> {
+        let covers = self.writes;
         if let Err(e) = self.file.sync().await {
             let m = e.to_string();
             self.failed = Some(m.clone());
             return Err(StorageError::SyncFailed(m));
         }
+        self.synced = self.synced.max(covers);
         Ok(())
     }
 
@@ -375,6 +383,9 @@ impl Storage {
         let slot = self.layout.slot_of(h.op);
         if self.slots[slot].is_some_and(|old| old.op < h.op) {
             crate::mark!("wal_ring_wrapped");
+        }
+        if self.job.is_some() {
+            crate::mark!("append_during_checkpoint");
         }
         // Overwriting a durable entry (a view change or repair replaces it): until the next
         // sync, the log is durable only below it.
@@ -504,6 +515,7 @@ impl Storage {
             self.failed = Some(m.clone());
             return Err(StorageError::SyncFailed(m));
         }
+        self.synced = self.synced.max(covers);
         let before = self.newly_durable.len();
         let newly_durable = &mut self.newly_durable;
         self.pending.retain_mut(|p| {
@@ -534,9 +546,12 @@ impl Storage {
     /// suffix may still sit in the hole's slot): checked after every sync that made an op
     /// durable, over the whole run, not only over the ops that sync covered. Skipped while a
     /// truncation is unpublished: the next [`Storage::write_superblock`] records the head.
+    /// Deferred while a checkpoint is being published ([`Storage::start_checkpoint`]): its
+    /// superblock copies must not interleave with another update's; checked again when it
+    /// completes.
     async fn record_old_view_entries(&mut self) -> Result<(), StorageError> {
         let sb = self.superblock;
-        if self.truncated_view.is_some() {
+        if self.truncated_view.is_some() || self.job.is_some() {
             return Ok(());
         }
         let head = self.contiguous_head();
@@ -578,6 +593,7 @@ impl Storage {
     /// view of every discarded entry; until then a crash recovers the untruncated log.
     pub async fn truncate_after(&mut self, op: u64) -> Result<(), StorageError> {
         self.check()?;
+        self.finish_checkpoint().await?;
         let checkpoint_op = self.superblock.checkpoint.op;
         if op < checkpoint_op {
             return Err(StorageError::Invalid(format!(
@@ -607,6 +623,7 @@ impl Storage {
         log_view: View,
     ) -> Result<(), StorageError> {
         self.check()?;
+        self.finish_checkpoint().await?;
         let sb = self.superblock;
         if log_view > view || view < sb.view || log_view < sb.log_view {
             return Err(StorageError::Invalid(format!(
@@ -656,6 +673,7 @@ impl Storage {
         blob: &[u8],
     ) -> Result<(), StorageError> {
         self.check()?;
+        self.finish_checkpoint().await?;
         let sb = self.superblock;
         if op < sb.checkpoint.op {
             return Err(StorageError::Invalid(format!(
@@ -708,6 +726,7 @@ impl Storage {
         blob: &[u8],
     ) -> Result<(), StorageError> {
         self.check()?;
+        self.finish_checkpoint().await?;
         let sb = self.superblock;
         let repair = sb.checkpoint.offset != 0
             && op == sb.checkpoint.op
@@ -726,13 +745,14 @@ impl Storage {
         Ok(())
     }
 
-    /// Write the checkpoint blob (verified by read-back), then publish it in the superblock.
-    async fn store_checkpoint(
-        &mut self,
+    /// Where a checkpoint of `blob` at `op` goes (beside the referenced one, never over it)
+    /// and its header.
+    fn checkpoint_reference(
+        &self,
         op: u64,
         entry_checksum: Checksum,
         blob: &[u8],
-    ) -> Result<(), StorageError> {
+    ) -> Result<(CheckpointRef, [u8; CHECKPOINT_HEADER_SIZE]), StorageError> {
         let sb = self.superblock;
         if blob.len() as u64 > CHECKPOINT_SIZE_MAX {
             // A superblock referencing it would not verify (`Superblock::decode`).
@@ -753,50 +773,240 @@ impl Storage {
             checksum: xxh3_128(blob),
         };
         let header = encode_checkpoint_header(&sb.identity, &reference);
+        Ok((reference, header))
+    }
+
+    /// Header and blob in one write; the joined copy is freed before any sync and the
+    /// read-back (a checkpoint holds the whole state: two copies of it at once is what a
+    /// node's memory peaks at).
+    async fn write_checkpoint_blob(
+        &mut self,
+        header: &[u8],
+        blob: &[u8],
+        offset: u64,
+    ) -> Result<(), StorageError> {
+        let mut bytes = Vec::with_capacity(header.len() + blob.len());
+        bytes.extend_from_slice(header);
+        bytes.extend_from_slice(blob);
+        self.write(&bytes, offset).await
+    }
+
+    /// Read a synced checkpoint back and compare (a misdirected write would leave garbage
+    /// behind the reference). `Ok(false)`: rewrite it; after 4 attempts the storage stops
+    /// (like a failed sync).
+    async fn checkpoint_reads_back(
+        &mut self,
+        header: &[u8],
+        blob: &[u8],
+        offset: u64,
+        attempts: u32,
+    ) -> Result<bool, StorageError> {
         let len = header.len() + blob.len();
-        // Write, sync, read back (a misdirected write would leave garbage behind the reference).
+        match read_exact(&self.file, len, offset).await {
+            Ok(back) if back[..header.len()] == header[..] && back[header.len()..] == *blob => {
+                #[cfg(madsim)]
+                sim_runtime::disk::accepted(&self.file, offset, len as u64, "checkpoint read back");
+                Ok(true)
+            }
+            _ if attempts < 4 => Ok(false),
+            result => {
+                let m = match result {
+                    Ok(_) => "checkpoint read-back mismatch".to_string(),
+                    Err(e) => format!("checkpoint read-back: {e}"),
+                };
+                self.failed = Some(m.clone());
+                Err(StorageError::Io(m))
+            }
+        }
+    }
+
+    /// Write the checkpoint blob (verified by read-back), then publish it in the superblock.
+    async fn store_checkpoint(
+        &mut self,
+        op: u64,
+        entry_checksum: Checksum,
+        blob: &[u8],
+    ) -> Result<(), StorageError> {
+        let (reference, header) = self.checkpoint_reference(op, entry_checksum, blob)?;
+        // Write, sync, read back.
         let mut attempts = 0;
         loop {
             attempts += 1;
-            // Header and blob in one write; the joined copy is freed before the sync and the
-            // read-back (a checkpoint holds the whole state: two copies of it at once is what
-            // a node's memory peaks at).
-            let mut bytes = Vec::with_capacity(len);
-            bytes.extend_from_slice(&header);
-            bytes.extend_from_slice(blob);
-            self.write(&bytes, reference.offset).await?;
-            drop(bytes);
+            self.write_checkpoint_blob(&header, blob, reference.offset)
+                .await?;
             self.sync_file().await?;
-            match read_exact(&self.file, len, reference.offset).await {
-                Ok(back) if back[..header.len()] == header[..] && back[header.len()..] == *blob => {
-                    #[cfg(madsim)]
-                    sim_runtime::disk::accepted(
-                        &self.file,
-                        reference.offset,
-                        len as u64,
-                        "checkpoint read back",
-                    );
-                    break;
-                }
-                _ if attempts < 4 => continue,
-                result => {
-                    // The checkpoint cannot be stored: stop (like a failed sync).
-                    let m = match result {
-                        Ok(_) => "checkpoint read-back mismatch".to_string(),
-                        Err(e) => format!("checkpoint read-back: {e}"),
-                    };
-                    self.failed = Some(m.clone());
-                    return Err(StorageError::Io(m));
-                }
+            if self
+                .checkpoint_reads_back(&header, blob, reference.offset, attempts)
+                .await?
+            {
+                break;
             }
         }
         let next = Superblock {
-            sequence: sb.sequence + 1,
+            sequence: self.superblock.sequence + 1,
             log_view_head: self.contiguous_head(),
             checkpoint: reference,
-            ..sb
+            ..self.superblock
         };
         self.publish(next).await
+    }
+
+    /// Start storing a checkpoint of the state after `op` of the local log without holding up
+    /// appends (the node's I/O task): the same steps as [`Storage::checkpoint`] in the same
+    /// order — the blob written, synced and read back once every append at or below `op` is
+    /// durable, then each superblock copy written and synced in turn — but each sync is the
+    /// next group fsync of the pipeline ([`Storage::start_fsync`]), which makes appends durable
+    /// too. Drive it with [`Storage::advance_checkpoint`] after each fsync (it returns the op
+    /// once published), or complete it at once with [`Storage::finish_checkpoint`].
+    /// [`Storage::checkpoint_awaits_fsync`] says when it needs an fsync no append asks for.
+    ///
+    /// Only for what [`Storage::can_start_checkpoint`] allows; anything else is
+    /// [`StorageError::Invalid`] (store it whole with [`Storage::checkpoint`]).
+    pub async fn start_checkpoint(
+        &mut self,
+        op: u64,
+        entry_checksum: Checksum,
+        blob: std::sync::Arc<Vec<u8>>,
+    ) -> Result<(), StorageError> {
+        self.check()?;
+        if !self.can_start_checkpoint(op, entry_checksum) {
+            return Err(StorageError::Invalid(format!(
+                "checkpoint at {op} cannot be started alongside the appends"
+            )));
+        }
+        let (reference, header) = self.checkpoint_reference(op, entry_checksum, &blob)?;
+        self.write_checkpoint_blob(&header, &blob, reference.offset)
+            .await?;
+        self.job = Some(CheckpointJob {
+            reference,
+            header,
+            blob,
+            attempts: 1,
+            stage: JobStage::Blob {
+                write: self.writes - 1,
+            },
+        });
+        Ok(())
+    }
+
+    /// Whether [`Storage::start_checkpoint`] can take this checkpoint: none is in progress,
+    /// and it names an entry the log holds above the current checkpoint (not one installed
+    /// by state transfer, which replaces the log, nor the current one again).
+    pub fn can_start_checkpoint(&self, op: u64, entry_checksum: Checksum) -> bool {
+        self.job.is_none()
+            && op > self.superblock.checkpoint.op
+            && matches!(
+                self.slots[self.layout.slot_of(op)],
+                Some(h) if h.op == op && h.checksum == entry_checksum
+            )
+    }
+
+    /// Whether the checkpoint in progress waits for an fsync to cover its last write.
+    pub fn checkpoint_awaits_fsync(&self) -> bool {
+        self.job.as_ref().is_some_and(|job| {
+            let write = match job.stage {
+                JobStage::Blob { write } | JobStage::Copy { write, .. } => write,
+            };
+            write >= self.synced
+        })
+    }
+
+    /// Take the checkpoint in progress as far as the completed fsyncs allow: `Ok(Some(op))`
+    /// once its superblock is published (WAL slots up to `op` may then be reused).
+    pub async fn advance_checkpoint(&mut self) -> Result<Option<u64>, StorageError> {
+        self.check()?;
+        loop {
+            let Some(job) = self.job.as_ref() else {
+                return Ok(None);
+            };
+            match job.stage {
+                JobStage::Blob { write } => {
+                    let (reference, header, blob) = (job.reference, job.header, job.blob.clone());
+                    let attempts = job.attempts;
+                    let op = reference.op;
+                    if write >= self.synced || self.pending.iter().any(|p| p.header.op <= op) {
+                        return Ok(None);
+                    }
+                    let offset = reference.offset;
+                    if !self
+                        .checkpoint_reads_back(&header, &blob, offset, attempts)
+                        .await?
+                    {
+                        self.write_checkpoint_blob(&header, &blob, offset).await?;
+                        let stage = JobStage::Blob {
+                            write: self.writes - 1,
+                        };
+                        if let Some(job) = self.job.as_mut() {
+                            job.attempts += 1;
+                            job.stage = stage;
+                        }
+                        return Ok(None);
+                    }
+                    let next = Superblock {
+                        sequence: self.superblock.sequence + 1,
+                        log_view_head: self.contiguous_head(),
+                        checkpoint: reference,
+                        ..self.superblock
+                    };
+                    self.write(&next.encode(0), Layout::superblock_offset(0))
+                        .await?;
+                    self.set_stage(JobStage::Copy {
+                        next,
+                        copy: 0,
+                        write: self.writes - 1,
+                    });
+                }
+                JobStage::Copy { next, copy, write } => {
+                    if write >= self.synced {
+                        return Ok(None);
+                    }
+                    if copy + 1 < SUPERBLOCK_COPIES {
+                        self.write(
+                            &next.encode((copy + 1) as u8),
+                            Layout::superblock_offset(copy + 1),
+                        )
+                        .await?;
+                        self.set_stage(JobStage::Copy {
+                            next,
+                            copy: copy + 1,
+                            write: self.writes - 1,
+                        });
+                        continue;
+                    }
+                    self.job = None;
+                    self.superblock = next;
+                    self.log_view_head = next.log_view_head;
+                    // Deferred while the copies were written.
+                    self.record_old_view_entries().await?;
+                    return Ok(Some(next.checkpoint.op));
+                }
+            }
+        }
+    }
+
+    fn set_stage(&mut self, stage: JobStage) {
+        if let Some(job) = self.job.as_mut() {
+            job.stage = stage;
+        }
+    }
+
+    /// Complete the checkpoint in progress, if any, syncing as it needs (before a truncation,
+    /// a superblock write or another checkpoint, and when the node stops). `Ok(Some(op))` if
+    /// one was published.
+    pub async fn finish_checkpoint(&mut self) -> Result<Option<u64>, StorageError> {
+        if self.job.is_some() {
+            crate::mark!("checkpoint_finished_inline");
+        }
+        while self.job.is_some() {
+            if let Some(op) = self.advance_checkpoint().await? {
+                return Ok(Some(op));
+            }
+            self.write_redundant_headers().await?;
+            let fsync = self.start_fsync();
+            let result = fsync.done.await;
+            self.finish_fsync(fsync.covers, result).await?;
+        }
+        Ok(None)
     }
 
     /// Read and verify the entry at `op` (for serving repairs). `Ok(None)` if the log does
@@ -837,6 +1047,31 @@ struct PendingOp {
     prepare_durable: bool,
     /// The number of its redundant header's write, once written.
     redundant: Option<u64>,
+}
+
+/// A checkpoint being stored alongside the appends ([`Storage::start_checkpoint`]).
+struct CheckpointJob {
+    reference: CheckpointRef,
+    header: [u8; CHECKPOINT_HEADER_SIZE],
+    blob: std::sync::Arc<Vec<u8>>,
+    /// Writes of the blob so far (a read-back mismatch rewrites it; at most 4).
+    attempts: u32,
+    stage: JobStage,
+}
+
+/// What a checkpoint in progress waits for: an fsync that covers `write`.
+#[derive(Clone, Copy)]
+enum JobStage {
+    /// The header and blob were written (and every append at or below the op must be
+    /// durable) before the read-back.
+    Blob { write: u64 },
+    /// Superblock copy `copy` of `next` was written; the next copy is written after it is
+    /// synced, so a crash damages at most the copy being written.
+    Copy {
+        next: Superblock,
+        copy: usize,
+        write: u64,
+    },
 }
 
 /// An fsync in flight ([`Storage::start_fsync`]).
@@ -1328,6 +1563,115 @@ mod tests {
             let (_, r) = Storage::open(&path).await.unwrap();
             assert_eq!(r.log, entries);
             assert!(r.faulty.is_empty() && r.header_repairs.is_empty());
+        });
+    }
+
+    /// Goal: a checkpoint started alongside the appends takes no fsync of its own while they
+    /// keep the pipeline busy — its blob is synced by the next group fsync, then each
+    /// superblock copy is written only once the fsync covering the copy before it completed
+    /// (a crash damages at most the copy being written), one group fsync per copy — while the
+    /// appends made meanwhile are written and made durable by the same fsyncs. Until it is
+    /// published the old superblock stands; after it, recovery finds the checkpoint and the log
+    /// above it.
+    #[test]
+    fn a_checkpoint_rides_the_group_fsyncs_one_superblock_copy_per_fsync() {
+        on_disk(|path| async move {
+            let entries = chain(7);
+            Storage::format(&path, ID, SMALL).await.unwrap();
+            let (mut s, _) = Storage::open(&path).await.unwrap();
+            for e in &entries[..3] {
+                s.append(e).await.unwrap();
+            }
+            assert_eq!(s.sync().await.unwrap(), 3);
+            let checksum = entries[2].checksum();
+            let blob = std::sync::Arc::new(b"the state after op 3".to_vec());
+            assert!(
+                !s.can_start_checkpoint(3, checksum ^ 1),
+                "names no entry of the log"
+            );
+            assert!(
+                !s.can_start_checkpoint(0, 0),
+                "not above the current checkpoint"
+            );
+            assert!(!s.checkpoint_awaits_fsync());
+            s.start_checkpoint(3, checksum, blob.clone()).await.unwrap();
+            assert!(!s.can_start_checkpoint(3, checksum), "one at a time");
+            assert!(s.checkpoint_awaits_fsync());
+            assert_eq!(
+                s.advance_checkpoint().await.unwrap(),
+                None,
+                "blob not synced yet"
+            );
+            let new_copies = |path: &std::path::Path| {
+                let bytes = std::fs::read(path).unwrap();
+                (0..SUPERBLOCK_COPIES)
+                    .filter(|&c| {
+                        let at = Layout::superblock_offset(c) as usize;
+                        Superblock::decode(&bytes[at..at + SUPERBLOCK_SIZE], c as u8)
+                            .is_ok_and(|sb| sb.checkpoint.op == 3)
+                    })
+                    .count()
+            };
+            let (mut fsyncs, mut next, mut done) = (0, 3, None);
+            while done.is_none() {
+                assert!(fsyncs < 10, "the checkpoint never completed");
+                // An append each round keeps the pipeline busy.
+                if next < entries.len() {
+                    s.append(&entries[next]).await.unwrap();
+                    next += 1;
+                }
+                s.write_redundant_headers().await.unwrap();
+                let before = new_copies(&path);
+                let f = s.start_fsync();
+                fsyncs += 1;
+                let r = f.done.await;
+                s.finish_fsync(f.covers, r).await.unwrap();
+                assert_eq!(s.superblock().checkpoint.op, 0, "published only when done");
+                done = s.advance_checkpoint().await.unwrap();
+                assert!(
+                    new_copies(&path) <= before + 1,
+                    "one copy written per fsync"
+                );
+            }
+            assert_eq!(done, Some(3));
+            assert_eq!(fsyncs, 5, "the blob's fsync, then one per superblock copy");
+            assert_eq!(s.superblock().checkpoint.op, 3);
+            assert_eq!(new_copies(&path), SUPERBLOCK_COPIES);
+            assert!(!s.checkpoint_awaits_fsync());
+            assert_eq!(s.durable(), 7, "the appends made meanwhile are durable");
+            drop(s);
+            let (_, r) = Storage::open(&path).await.unwrap();
+            assert_eq!(r.checkpoint, CheckpointState::Loaded(blob.to_vec()));
+            assert_eq!(r.log, entries[3..]);
+        });
+    }
+
+    /// Goal: a truncation, a superblock write or another checkpoint first completes the
+    /// checkpoint in progress (their superblock updates never interleave with its copies),
+    /// syncing as it needs even with no append pending.
+    #[test]
+    fn a_checkpoint_in_progress_is_completed_before_a_superblock_write() {
+        on_disk(|path| async move {
+            let entries = chain(3);
+            Storage::format(&path, ID, SMALL).await.unwrap();
+            let (mut s, _) = Storage::open(&path).await.unwrap();
+            for e in &entries {
+                s.append(e).await.unwrap();
+            }
+            s.sync().await.unwrap();
+            let blob = std::sync::Arc::new(b"state".to_vec());
+            s.start_checkpoint(2, entries[1].checksum(), blob.clone())
+                .await
+                .unwrap();
+            s.write_superblock(1, 0).await.unwrap();
+            assert!(!s.checkpoint_awaits_fsync());
+            let sb = *s.superblock();
+            assert_eq!((sb.checkpoint.op, sb.view), (2, 1));
+            drop(s);
+            let (_, r) = Storage::open(&path).await.unwrap();
+            assert_eq!(r.superblock, sb);
+            assert_eq!(r.checkpoint, CheckpointState::Loaded(blob.to_vec()));
+            assert_eq!(r.log, entries[2..]);
         });
     }
 
