@@ -134,6 +134,10 @@ pub const MARKS: &[(&str, &str)] = &[
         "the WAL ring wrapped: an op was written over an older op's slot",
     ),
     (
+        "older_view_version_replaces_newer",
+        "an older view's version of an op replaced a newer one (its slot's header blanked first)",
+    ),
+    (
         "append_during_checkpoint",
         "an op was written while a checkpoint was being stored alongside the appends",
     ),

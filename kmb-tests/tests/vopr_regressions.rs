@@ -312,3 +312,19 @@ fn vopr_regression_late_registration_executes_nothing_twice() {
 fn vopr_regression_ordered_redirect_is_not_a_failure() {
     check(&[962, 1144], "an ordered request reported failed");
 }
+
+/// A replica with `log_view` 2 held op 21 of view 2, durable; a later view chose the log with
+/// view 1's op 21, and the repair wrote that older version's prepare and synced it, then the
+/// replica crashed before writing its redundant header: recovery saw a header newer than the
+/// prepare beside it — the evidence of a lost prepare write — and reported op 21 faulty with
+/// no fault injected (disk oracle; the repair it would ask for names a version no peer holds).
+/// Found by the 2,000-seed sweep once checkpoints were stored alongside the appends (issue 15;
+/// the same storage code before, another schedule). Fixed (storage): an older view's version
+/// replacing a newer one first blanks and syncs the slot's header copy.
+#[test]
+fn vopr_regression_older_view_version_over_newer_header() {
+    check(
+        &[1301],
+        "older-view prepare beside a newer header, reported faulty",
+    );
+}

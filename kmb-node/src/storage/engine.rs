@@ -77,6 +77,9 @@ pub struct Storage {
     superblock: Superblock,
     /// Per slot: the header of the entry the log holds there (verified when written or read).
     slots: Vec<Option<Header>>,
+    /// Per slot: the verified header its redundant header copy may hold on disk (read at open,
+    /// then as written), whatever the log holds there — a truncated entry's stays.
+    disk_headers: Vec<Option<Header>>,
     /// Highest op appended (or recovered).
     head: u64,
     /// Highest op known durable.
@@ -92,6 +95,9 @@ pub struct Storage {
     synced: u64,
     /// A checkpoint being stored alongside the appends ([`Storage::start_checkpoint`]).
     job: Option<CheckpointJob>,
+    /// The op of a checkpoint published and not yet reported by
+    /// [`Storage::advance_checkpoint`] or [`Storage::finish_checkpoint`].
+    published: Option<u64>,
     /// Ops that became durable (redundant header synced) since [`Storage::take_durable`].
     newly_durable: Vec<Header>,
     /// `log_view_head` to record at the next superblock write (lowered by truncation).
@@ -171,8 +177,14 @@ impl Storage {
             superblock,
             all_copies_current,
             recovered,
+            slots: reads,
             ..
         } = load(path.as_ref()).await?;
+        let disk_headers = reads
+            .iter()
+            .map(|read| read.header.as_deref().and_then(|b| Header::decode(b).ok()))
+            .collect();
+        drop(reads);
         // Postcondition of recovery, checked in the simulator (executable spec, like the core's
         // `invariant!`): no recovered entry belongs to a suffix a view change truncated — an
         // entry above `log_view_head` is of the current `log_view` (`recovery::Window::current`).
@@ -199,12 +211,14 @@ impl Storage {
             layout,
             superblock,
             slots: slot_headers,
+            disk_headers,
             head,
             durable: superblock.checkpoint.op,
             pending: Vec::new(),
             writes: 0,
             synced: 0,
             job: None,
+            published: None,
             newly_durable: Vec::new(),
             log_view_head: superblock.log_view_head,
             truncated_view: None,
@@ -224,6 +238,7 @@ impl Storage {
                     storage
                         .write(&h.encode(), layout.header_offset(slot))
                         .await?;
+                    storage.disk_headers[slot] = Some(h);
                 }
             }
             storage.sync_file().await?;
@@ -390,6 +405,21 @@ impl Storage {
         // Overwriting a durable entry (a view change or repair replaces it): until the next
         // sync, the log is durable only below it.
         self.durable = self.durable.min(h.op - 1);
+        // An older view's version of an op replacing a newer one (a view change chose the log
+        // that holds it): recovery takes a redundant header newer than the prepare beside it for
+        // a lost prepare write (`recovery::decide`: faulty). A crash after this prepare is synced
+        // and before its own header is written would leave just that pair, with no fault at all
+        // (VOPR seed 1301: the op was reported faulty, to be repaired to a version no peer
+        // holds). So the slot's header copy is blanked and synced first: a crash then leaves the
+        // newer version with a blank header copy, or this one with a blank header copy — each
+        // taken as it stands (the header is rewritten at open).
+        if self.disk_headers[slot].is_some_and(|d| d.op == h.op && d.view > h.view) {
+            crate::mark!("older_view_version_replaces_newer");
+            self.write(&[0u8; HEADER_SIZE], self.layout.header_offset(slot))
+                .await?;
+            self.sync_file().await?;
+            self.disk_headers[slot] = None;
+        }
         self.write(&entry.encode(), self.layout.prepare_offset(slot))
             .await?;
         self.slots[slot] = Some(*h);
@@ -480,6 +510,9 @@ impl Storage {
             self.write(&bytes, self.layout.header_offset(first)).await?;
             let number = self.writes - 1;
             written.extend(ready[i..j].iter().map(|&(_, h)| (h.op, number)));
+            for &(slot, h) in &ready[i..j] {
+                self.disk_headers[slot] = Some(h);
+            }
             i = j;
         }
         for (op, number) in written {
@@ -546,27 +579,59 @@ impl Storage {
     /// suffix may still sit in the hole's slot): checked after every sync that made an op
     /// durable, over the whole run, not only over the ops that sync covered. Skipped while a
     /// truncation is unpublished: the next [`Storage::write_superblock`] records the head.
-    /// Deferred while a checkpoint is being published ([`Storage::start_checkpoint`]): its
-    /// superblock copies must not interleave with another update's; checked again when it
-    /// completes.
+    /// A checkpoint whose superblock copies are being written
+    /// ([`Storage::start_checkpoint`]) completes first, its remaining copies synced one by one
+    /// here: the two updates' copies must not interleave, and these entries must be recorded
+    /// before they count as durable (VOPR seed 1301 while this waited for the checkpoint: a
+    /// crash in between left an acknowledged entry that recovery set aside).
     async fn record_old_view_entries(&mut self) -> Result<(), StorageError> {
+        if self.truncated_view.is_some() || !self.old_view_entries_unrecorded() {
+            return Ok(());
+        }
+        if let Some(CheckpointJob {
+            stage: JobStage::Copy { next, copy, .. },
+            ..
+        }) = self.job
+        {
+            crate::mark!("checkpoint_finished_inline");
+            self.sync_file().await?;
+            for later in copy + 1..SUPERBLOCK_COPIES {
+                self.write(&next.encode(later as u8), Layout::superblock_offset(later))
+                    .await?;
+                self.sync_file().await?;
+            }
+            self.complete_checkpoint(next);
+            if !self.old_view_entries_unrecorded() {
+                return Ok(());
+            }
+        }
         let sb = self.superblock;
-        if self.truncated_view.is_some() || self.job.is_some() {
-            return Ok(());
-        }
         let head = self.contiguous_head();
-        let older = |op: u64| {
-            self.slots[self.layout.slot_of(op)].is_some_and(|h| h.op == op && h.view < sb.log_view)
-        };
-        if head <= sb.log_view_head || !(sb.log_view_head + 1..=head).any(older) {
-            return Ok(());
-        }
         let next = Superblock {
             sequence: sb.sequence + 1,
             log_view_head: head,
             ..sb
         };
         self.publish(next).await
+    }
+
+    /// Whether the contiguous log above the recorded `log_view_head` holds an entry of a view
+    /// older than `log_view` (which recovery would take for a truncated suffix).
+    fn old_view_entries_unrecorded(&self) -> bool {
+        let sb = self.superblock;
+        let head = self.contiguous_head();
+        let older = |op: u64| {
+            self.slots[self.layout.slot_of(op)].is_some_and(|h| h.op == op && h.view < sb.log_view)
+        };
+        head > sb.log_view_head && (sb.log_view_head + 1..=head).any(older)
+    }
+
+    /// The checkpoint in progress was published with `next`.
+    fn complete_checkpoint(&mut self, next: Superblock) {
+        self.job = None;
+        self.superblock = next;
+        self.log_view_head = next.log_view_head;
+        self.published = Some(next.checkpoint.op);
     }
 
     /// The `log_view_head` the log supports: up from the recorded one (lowered by any
@@ -917,7 +982,7 @@ impl Storage {
         self.check()?;
         loop {
             let Some(job) = self.job.as_ref() else {
-                return Ok(None);
+                return Ok(self.published.take());
             };
             match job.stage {
                 JobStage::Blob { write } => {
@@ -973,12 +1038,8 @@ impl Storage {
                         });
                         continue;
                     }
-                    self.job = None;
-                    self.superblock = next;
-                    self.log_view_head = next.log_view_head;
-                    // Deferred while the copies were written.
-                    self.record_old_view_entries().await?;
-                    return Ok(Some(next.checkpoint.op));
+                    self.complete_checkpoint(next);
+                    return Ok(self.published.take());
                 }
             }
         }
@@ -1006,7 +1067,7 @@ impl Storage {
             let result = fsync.done.await;
             self.finish_fsync(fsync.covers, result).await?;
         }
-        Ok(None)
+        Ok(self.published.take())
     }
 
     /// Read and verify the entry at `op` (for serving repairs). `Ok(None)` if the log does
@@ -1672,6 +1733,53 @@ mod tests {
             assert_eq!(r.superblock, sb);
             assert_eq!(r.checkpoint, CheckpointState::Loaded(blob.to_vec()));
             assert_eq!(r.log, entries[2..]);
+        });
+    }
+
+    /// Goal: an older view's version of an op replacing a newer one never leaves the newer
+    /// version's redundant header beside the older version's synced prepare — the pair recovery
+    /// takes for a lost prepare write (faulty). The header copy is blanked and synced first, so
+    /// the image a crash leaves after the older prepares are synced, before their headers are
+    /// written, recovers them intact (VOPR seed 1301).
+    #[test]
+    fn an_older_view_version_replacing_a_newer_one_recovers_intact_after_a_crash() {
+        on_disk(|path| async move {
+            let newer = in_view(&chain(2), 2, 0xbb);
+            let older = in_view(&chain(2), 1, 0xaa);
+            Storage::format(&path, ID, SMALL).await.unwrap();
+            let (mut s, _) = Storage::open(&path).await.unwrap();
+            for e in &newer {
+                s.append(e).await.unwrap();
+            }
+            assert_eq!(s.sync().await.unwrap(), 2);
+            let layout = Layout::new(SMALL);
+            let header_copy = |slot: usize| {
+                let bytes = std::fs::read(&path).unwrap();
+                let at = layout.header_offset(slot) as usize;
+                bytes[at..at + HEADER_SIZE].to_vec()
+            };
+            assert_eq!(header_copy(1), newer[0].header.encode().to_vec());
+            for e in &older {
+                s.append(e).await.unwrap();
+            }
+            assert!(header_copy(1).iter().all(|&b| b == 0), "blanked first");
+            assert!(header_copy(2).iter().all(|&b| b == 0), "blanked first");
+            // The prepares synced, the headers not yet written: what a crash now leaves.
+            let f = s.start_fsync();
+            let r = f.done.await;
+            s.finish_fsync(f.covers, r).await.unwrap();
+            let crashed = path.with_extension("crashed");
+            std::fs::copy(&path, &crashed).unwrap();
+            let (_, r) = Storage::open(&crashed).await.unwrap();
+            assert_eq!(r.log, older);
+            assert!(r.faulty.is_empty() && r.torn.is_empty());
+            // Completed, the log is the older versions with their own headers.
+            assert_eq!(s.sync().await.unwrap(), 2);
+            assert_eq!(header_copy(1), older[0].header.encode().to_vec());
+            drop(s);
+            let (_, r) = Storage::open(&path).await.unwrap();
+            assert_eq!(r.log, older);
+            assert!(r.faulty.is_empty() && r.header_repairs.is_empty());
         });
     }
 
