@@ -1707,6 +1707,53 @@ mod tests {
         });
     }
 
+    /// Goal: entries of an older view that become durable above the recorded `log_view_head`
+    /// while a checkpoint's superblock copies are being written are recorded before the fsync
+    /// that made them durable returns (the checkpoint is completed first): never counted
+    /// durable while recovery would take them for a truncated suffix.
+    #[test]
+    fn old_view_entries_made_durable_during_a_checkpoint_are_recorded_at_once() {
+        on_disk(|path| async move {
+            let entries = chain(6);
+            Storage::format(&path, ID, SMALL).await.unwrap();
+            let (mut s, _) = Storage::open(&path).await.unwrap();
+            for e in &entries[..4] {
+                s.append(e).await.unwrap();
+            }
+            s.write_superblock(2, 2).await.unwrap();
+            assert_eq!(s.superblock().log_view_head, 4);
+            let blob = std::sync::Arc::new(b"state after op 3".to_vec());
+            s.start_checkpoint(3, entries[2].checksum(), blob)
+                .await
+                .unwrap();
+            let f = s.start_fsync();
+            let r = f.done.await;
+            s.finish_fsync(f.covers, r).await.unwrap();
+            assert_eq!(
+                s.advance_checkpoint().await.unwrap(),
+                None,
+                "copy 0 written"
+            );
+            // Ops 5 and 6, of view 0, repaired while the copies are written.
+            s.append(&entries[4]).await.unwrap();
+            s.append(&entries[5]).await.unwrap();
+            let mut published = None;
+            while s.durable() < 6 {
+                s.write_redundant_headers().await.unwrap();
+                let f = s.start_fsync();
+                let r = f.done.await;
+                s.finish_fsync(f.covers, r).await.unwrap();
+                published = published.or(s.advance_checkpoint().await.unwrap());
+            }
+            assert_eq!(s.superblock().log_view_head, 6, "recorded when durable");
+            assert_eq!(published, Some(3), "the checkpoint was published first");
+            assert_eq!(s.superblock().checkpoint.op, 3);
+            drop(s);
+            let (_, r) = Storage::open(&path).await.unwrap();
+            assert_eq!(r.log, entries[3..]);
+        });
+    }
+
     /// Goal: a truncation, a superblock write or another checkpoint first completes the
     /// checkpoint in progress (their superblock updates never interleave with its copies),
     /// syncing as it needs even with no append pending.
