@@ -228,9 +228,12 @@ pub fn too_large(swarm: &Swarm, input: &KvInput) -> bool {
 /// Integers in forms the kv semantics (and Redis) do not take as integers.
 const ODD_INTEGERS: [&str; 9] = ["007", "+5", "-0", " 5", "5 ", "0x10", "1e3", "00", ""];
 
-/// A value for a large SET or CAS: sized near, at, or past the largest value `key` admits in
-/// `swarm`'s geometry (the tag keeps values distinct for the checkers).
-fn large_value(rng: &mut ChaCha8Rng, swarm: &Swarm, key: &str, tag: String) -> String {
+/// The size of a large SET's or CAS's value: near, at, or past the largest value `key` admits
+/// in `swarm`'s geometry. The value is its tag (which keeps values distinct for the checkers)
+/// padded with `x` to that size ([`pad_value`]) — when the client sends it, not in the plan: a
+/// plan of large values held from the start of a run is what a seed's memory peaked at (seed
+/// 269: 15 MB).
+fn large_value_size(rng: &mut ChaCha8Rng, swarm: &Swarm, key: &str) -> usize {
     let empty = crate::checkers::data_correctness::request_of(&KvInput::Set {
         key: key.to_string(),
         value: KvValue::from(""),
@@ -242,16 +245,21 @@ fn large_value(rng: &mut ChaCha8Rng, swarm: &Swarm, key: &str, tag: String) -> S
         .storage_config()
         .body_size_max()
         .saturating_sub(empty);
-    let size = match rng.gen_range(0..6) {
+    match rng.gen_range(0..6) {
         0 => max.saturating_sub(rng.gen_range(1..64)),
         1 => max,
         2 => max + rng.gen_range(1..16),
         3 => max * 2,
         4 => 100_000,
         _ => rng.gen_range(max / 2..=max),
-    };
-    let mut value = tag;
-    value.push_str(&"x".repeat(size.saturating_sub(value.len())));
+    }
+}
+
+/// `tag` padded with `x` to `size` bytes (cut to `size`, at least 1, if longer).
+fn pad_value(tag: &str, size: usize) -> String {
+    let mut value = String::with_capacity(size.max(tag.len()));
+    value.push_str(tag);
+    value.extend(std::iter::repeat_n('x', size.saturating_sub(value.len())));
     value.truncate(size.max(1));
     value
 }
@@ -444,6 +452,36 @@ pub struct PlannedOp {
     /// concurrency bound).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub more_keys: Vec<u32>,
+    /// A large value's size: the input's value is its tag until [`PlannedOp::padded`] pads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad_to: Option<usize>,
+}
+
+impl PlannedOp {
+    /// The input as sent: a large value padded to its size.
+    pub fn padded(self) -> PlannedOp {
+        let Some(size) = self.pad_to else {
+            return self;
+        };
+        let pad = |tag: KvValue| KvValue::from(pad_value(&tag, size));
+        let input = match self.input {
+            KvInput::Set { key, value } => KvInput::Set {
+                key,
+                value: pad(value),
+            },
+            KvInput::Cas { key, expected, new } => KvInput::Cas {
+                key,
+                expected,
+                new: pad(new),
+            },
+            other => other,
+        };
+        PlannedOp {
+            input,
+            pad_to: None,
+            ..self
+        }
+    }
 }
 
 /// A transaction over `key` and one or two others (an `MSET`, an `MGET`, or `KMB.TX` with
@@ -621,6 +659,7 @@ pub fn plan_client(swarm: &Swarm, client: u64) -> Vec<PlannedOp> {
             let think_us = rng.gen_range(0..2000);
             let mut key = key;
             let mut more_keys = Vec::new();
+            let mut pad_to = None;
             // Only with the enhanced workloads (`--no-enhanced-workloads`: writes and reads).
             let enhanced = swarm.mix.rmw + swarm.mix.scan > 0;
             match commands.gen_range(0..100) {
@@ -654,8 +693,8 @@ pub fn plan_client(swarm: &Swarm, client: u64) -> Vec<PlannedOp> {
                 incr_next = Some(key);
             } else if payloads.large > 0.0 && shapes.gen_bool(payloads.large) {
                 let k = key_name(key);
-                let value: KvValue =
-                    large_value(&mut shapes, swarm, &k, format!("c{client}-{n}-")).into();
+                pad_to = Some(large_value_size(&mut shapes, swarm, &k));
+                let value = KvValue::from(format!("c{client}-{n}-"));
                 input = if shapes.gen_bool(0.8) {
                     KvInput::Set { key: k, value }
                 } else {
@@ -671,6 +710,7 @@ pub fn plan_client(swarm: &Swarm, client: u64) -> Vec<PlannedOp> {
                 input,
                 think_us,
                 more_keys,
+                pad_to,
             }
         })
         .collect()
@@ -716,7 +756,8 @@ pub async fn run_client(
             mut input,
             think_us,
             more_keys,
-        } = planned;
+            ..
+        } = planned.padded();
         let mut locked = more_keys;
         locked.insert(0, key);
         let every = swarm.payloads.session_every as usize;
@@ -1058,6 +1099,31 @@ pub async fn run_hostile(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Goal: a planned large value is its tag until sent, then the tag padded with `x` to its
+    /// size (cut to it if the tag is longer), for a SET and a CAS alike; other ops unchanged.
+    #[test]
+    fn planned_large_values_are_padded_when_sent() {
+        let planned = |input: KvInput, pad_to: Option<usize>| PlannedOp {
+            key: 0,
+            input,
+            think_us: 0,
+            more_keys: Vec::new(),
+            pad_to,
+        };
+        let sent = planned(set(&KvValue::from("c1-7-")), Some(12)).padded();
+        assert_eq!(sent.input, set(&KvValue::from("c1-7-xxxxxxx")));
+        assert_eq!(sent.pad_to, None);
+        let cas = KvInput::Cas {
+            key: "k0000".into(),
+            expected: None,
+            new: KvValue::from("c1-8-"),
+        };
+        let sent = planned(cas, Some(3)).padded();
+        assert!(matches!(sent.input, KvInput::Cas { ref new, .. } if &**new == "c1-"));
+        let plain = planned(set(&KvValue::from("v")), None);
+        assert_eq!(plain.clone().padded(), plain);
+    }
 
     fn set(value: &KvValue) -> KvInput {
         KvInput::Set {
