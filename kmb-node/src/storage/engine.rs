@@ -1627,6 +1627,24 @@ mod tests {
         });
     }
 
+    /// A freshly formatted storage at `path` with `entries` appended (not synced).
+    async fn fresh_with(path: &std::path::Path, entries: &[Entry]) -> Storage {
+        Storage::format(path, ID, SMALL).await.unwrap();
+        let (mut s, _) = Storage::open(path).await.unwrap();
+        for e in entries {
+            s.append(e).await.unwrap();
+        }
+        s
+    }
+
+    /// One round of the I/O task's pipeline: the ready redundant headers written, one fsync.
+    async fn group_fsync(s: &mut Storage) {
+        s.write_redundant_headers().await.unwrap();
+        let f = s.start_fsync();
+        let r = f.done.await;
+        s.finish_fsync(f.covers, r).await.unwrap();
+    }
+
     /// Goal: a checkpoint started alongside the appends takes no fsync of its own while they
     /// keep the pipeline busy — its blob is synced by the next group fsync, then each
     /// superblock copy is written only once the fsync covering the copy before it completed
@@ -1638,11 +1656,7 @@ mod tests {
     fn a_checkpoint_rides_the_group_fsyncs_one_superblock_copy_per_fsync() {
         on_disk(|path| async move {
             let entries = chain(7);
-            Storage::format(&path, ID, SMALL).await.unwrap();
-            let (mut s, _) = Storage::open(&path).await.unwrap();
-            for e in &entries[..3] {
-                s.append(e).await.unwrap();
-            }
+            let mut s = fresh_with(&path, &entries[..3]).await;
             assert_eq!(s.sync().await.unwrap(), 3);
             let checksum = entries[2].checksum();
             let blob = std::sync::Arc::new(b"the state after op 3".to_vec());
@@ -1715,20 +1729,14 @@ mod tests {
     fn old_view_entries_made_durable_during_a_checkpoint_are_recorded_at_once() {
         on_disk(|path| async move {
             let entries = chain(6);
-            Storage::format(&path, ID, SMALL).await.unwrap();
-            let (mut s, _) = Storage::open(&path).await.unwrap();
-            for e in &entries[..4] {
-                s.append(e).await.unwrap();
-            }
+            let mut s = fresh_with(&path, &entries[..4]).await;
             s.write_superblock(2, 2).await.unwrap();
             assert_eq!(s.superblock().log_view_head, 4);
             let blob = std::sync::Arc::new(b"state after op 3".to_vec());
             s.start_checkpoint(3, entries[2].checksum(), blob)
                 .await
                 .unwrap();
-            let f = s.start_fsync();
-            let r = f.done.await;
-            s.finish_fsync(f.covers, r).await.unwrap();
+            group_fsync(&mut s).await;
             assert_eq!(
                 s.advance_checkpoint().await.unwrap(),
                 None,
@@ -1739,10 +1747,7 @@ mod tests {
             s.append(&entries[5]).await.unwrap();
             let mut published = None;
             while s.durable() < 6 {
-                s.write_redundant_headers().await.unwrap();
-                let f = s.start_fsync();
-                let r = f.done.await;
-                s.finish_fsync(f.covers, r).await.unwrap();
+                group_fsync(&mut s).await;
                 published = published.or(s.advance_checkpoint().await.unwrap());
             }
             assert_eq!(s.superblock().log_view_head, 6, "recorded when durable");
@@ -1761,11 +1766,7 @@ mod tests {
     fn a_checkpoint_in_progress_is_completed_before_a_superblock_write() {
         on_disk(|path| async move {
             let entries = chain(3);
-            Storage::format(&path, ID, SMALL).await.unwrap();
-            let (mut s, _) = Storage::open(&path).await.unwrap();
-            for e in &entries {
-                s.append(e).await.unwrap();
-            }
+            let mut s = fresh_with(&path, &entries).await;
             s.sync().await.unwrap();
             let blob = std::sync::Arc::new(b"state".to_vec());
             s.start_checkpoint(2, entries[1].checksum(), blob.clone())
@@ -1793,11 +1794,7 @@ mod tests {
         on_disk(|path| async move {
             let newer = in_view(&chain(2), 2, 0xbb);
             let older = in_view(&chain(2), 1, 0xaa);
-            Storage::format(&path, ID, SMALL).await.unwrap();
-            let (mut s, _) = Storage::open(&path).await.unwrap();
-            for e in &newer {
-                s.append(e).await.unwrap();
-            }
+            let mut s = fresh_with(&path, &newer).await;
             assert_eq!(s.sync().await.unwrap(), 2);
             let layout = Layout::new(SMALL);
             let header_copy = |slot: usize| {
@@ -1812,9 +1809,7 @@ mod tests {
             assert!(header_copy(1).iter().all(|&b| b == 0), "blanked first");
             assert!(header_copy(2).iter().all(|&b| b == 0), "blanked first");
             // The prepares synced, the headers not yet written: what a crash now leaves.
-            let f = s.start_fsync();
-            let r = f.done.await;
-            s.finish_fsync(f.covers, r).await.unwrap();
+            group_fsync(&mut s).await;
             let crashed = path.with_extension("crashed");
             std::fs::copy(&path, &crashed).unwrap();
             let (_, r) = Storage::open(&crashed).await.unwrap();
