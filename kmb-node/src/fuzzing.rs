@@ -577,12 +577,12 @@ pub fn checkpoint(data: &[u8]) {
 }
 
 /// Checkpoint snapshots: [`snapshot::decode`] (kv state and client table),
-/// [`KvState::decode_snapshot`] and [`Reply::decode`]. Property: whatever decodes encodes to
-/// exactly the input (every snapshot encoding is canonical).
+/// [`KvState::decode_snapshot`] and [`Reply::decode`]. Property: whatever decodes in the
+/// current format encodes to exactly the input (every snapshot encoding is canonical).
 pub fn snapshot(data: &[u8]) {
-    if let Ok((kv, clients)) = snapshot::decode(data) {
+    if let (Ok((kv, clients)), Some(stamp)) = (snapshot::decode(data), snapshot::timestamp(data)) {
         assert!(
-            snapshot::encode(&kv, &clients) == data,
+            snapshot::encode(&kv, &clients, stamp) == data,
             "snapshot round trip"
         );
     }

@@ -2035,14 +2035,28 @@ mod tests {
         let bytes = s.encode_snapshot();
         assert_eq!(s.snapshot_len(), bytes.len());
         let clients = crate::core::snapshot::ClientTable::new();
-        let checkpoint = crate::core::snapshot::encode(&s, &clients);
+        let checkpoint = crate::core::snapshot::encode(&s, &clients, 42);
         let mut w = Writer::new();
-        w.raw(&checkpoint[..6]);
+        w.raw(&checkpoint[..14]);
         w.blob(&bytes);
         assert_eq!(&checkpoint[..w.buf.len()], &w.buf[..]);
         assert_eq!(
             crate::core::snapshot::decode(&checkpoint).map(|(kv, _)| kv),
-            Ok(s)
+            Ok(s.clone())
+        );
+        assert_eq!(crate::core::snapshot::timestamp(&checkpoint), Some(42));
+        // The first format (version 1, no timestamp) still decodes: a data file written
+        // before it keeps its checkpoint.
+        let mut v1 = checkpoint[..4].to_vec();
+        v1.extend_from_slice(&1u16.to_le_bytes());
+        v1.extend_from_slice(&checkpoint[14..]);
+        assert_eq!(crate::core::snapshot::decode(&v1).map(|(kv, _)| kv), Ok(s));
+        assert_eq!(crate::core::snapshot::timestamp(&v1), None);
+        let mut v3 = checkpoint.clone();
+        v3[4] = 3;
+        assert!(
+            crate::core::snapshot::decode(&v3).is_err(),
+            "unknown version"
         );
     }
 

@@ -321,7 +321,7 @@ fn messages() -> Vec<(&'static str, Body)> {
                 view: 4,
                 checkpoint_op: 2,
                 checkpoint_checksum: e2.checksum(),
-                snapshot: snapshot::encode(&kv, &clients),
+                snapshot: snapshot::encode(&kv, &clients, 7),
             },
         ),
     ]
@@ -479,7 +479,7 @@ fn write_corpus() {
 
     // Checkpoints and snapshots.
     let (state, clients) = sample_state();
-    let blob = snapshot::encode(&state, &clients);
+    let blob = snapshot::encode(&state, &clients, 7);
     let identity = Identity {
         cluster: 7,
         replica: 1,
@@ -514,7 +514,7 @@ fn write_corpus() {
         "empty-state",
         [
             fields(7),
-            snapshot::encode(&KvState::new(), &ClientTable::new()),
+            snapshot::encode(&KvState::new(), &ClientTable::new(), 0),
         ]
         .concat(),
     );

@@ -328,3 +328,17 @@ fn vopr_regression_older_view_version_over_newer_header() {
         "older-view prepare beside a newer header, reported faulty",
     );
 }
+
+/// Every replica restarted with its log ending at its checkpoint, whose op was a malformed
+/// request (it applied nothing, so the kv state's clock stayed a second below its stamp): the
+/// new primary stamped the next op from that clock and cluster time went back
+/// (`commit_history` rule 4). Found by a random-start soak once checkpoints were stored
+/// alongside the appends (issue 15). Fixed (core): the snapshot records the checkpoint entry's
+/// timestamp, and a primary never stamps below it.
+#[test]
+fn vopr_regression_cluster_time_over_a_checkpoint_of_an_unapplied_op() {
+    check(
+        &[580836881653],
+        "cluster time went back after a restart at the checkpoint",
+    );
+}

@@ -151,11 +151,8 @@ impl Replica {
             return;
         };
         // Cluster time never goes backwards along the log: at least the predecessor's stamp
-        // (the state's clock when the head is the checkpoint).
-        let previous = self
-            .slots
-            .get(&self.op)
-            .map_or(self.kv.clock(), |s| s.header.timestamp);
+        // (the one the checkpoint records when the head is the checkpoint).
+        let previous = self.timestamp_at(self.op);
         if previous > self.wall_clock {
             crate::mark!("timestamp_kept_from_predecessor");
         }

@@ -108,13 +108,14 @@ impl Replica {
             "incremental state digest diverged from a recomputation at checkpoint {}",
             self.commit_min
         );
-        let snapshot = Snapshot::new(snapshot::encode(&self.kv, &self.clients));
+        let stamp = self.timestamp_at(self.commit_min);
+        let snapshot = Snapshot::new(snapshot::encode(&self.kv, &self.clients, stamp));
         #[cfg(madsim)]
         let snapshot = {
             use crate::mutation::{self, Mutation};
             if mutation::is(Mutation::ClientTableNotCheckpointed) {
                 mutation::bit(Mutation::ClientTableNotCheckpointed);
-                Snapshot::new(snapshot::encode(&self.kv, &ClientTable::new()))
+                Snapshot::new(snapshot::encode(&self.kv, &ClientTable::new(), stamp))
             } else {
                 snapshot
             }

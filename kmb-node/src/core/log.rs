@@ -57,6 +57,23 @@ impl Replica {
         (op == self.checkpoint.op).then_some(self.checkpoint.checksum)
     }
 
+    /// The cluster time of the entry at `op` as far as this replica knows it: its header's
+    /// stamp, or for a checkpoint op whose entry the log no longer holds the stamp its snapshot
+    /// records (`snapshot::timestamp`; not the kv clock alone, which counts only applied ops);
+    /// never below the state's clock.
+    pub(super) fn timestamp_at(&self, op: u64) -> u64 {
+        if let Some(slot) = self.slots.get(&op) {
+            return slot.header.timestamp;
+        }
+        let recorded = [Some(&self.checkpoint), self.checkpoint_inflight.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter(|cp| cp.op == op)
+            .filter_map(|cp| super::snapshot::timestamp(&cp.snapshot))
+            .max();
+        self.kv.clock().max(recorded.unwrap_or(0))
+    }
+
     pub(super) fn ring_allows(&self, op: u64) -> bool {
         op <= self.checkpoint.op + self.config.slot_count
     }

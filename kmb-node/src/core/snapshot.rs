@@ -1,8 +1,16 @@
 //! The client table (exactly-once replies) and the checkpoint snapshot format.
 //!
-//! Snapshot layout: magic `KMBC`, version `u16`, the kv snapshot as a `u64`-prefixed blob,
-//! a `u32` client count, then per client (ascending id): id `u128`, request `u64`, op `u64`,
-//! the encoded reply as a `u32`-prefixed blob. Decoding is total and canonical.
+//! Snapshot layout: magic `KMBC`, version `u16` (2), the timestamp of the checkpoint's own
+//! log entry `u64`, the kv snapshot as a `u64`-prefixed blob, a `u32` client count, then per
+//! client (ascending id): id `u128`, request `u64`, op `u64`, the encoded reply as a
+//! `u32`-prefixed blob. Decoding is total and canonical. Version 1 (no timestamp) still
+//! decodes: a data file written before it keeps its checkpoint.
+//!
+//! The timestamp is the cluster time a primary must not stamp below when its log's head is
+//! the checkpoint (after a restart, nothing above it): the kv state's clock is only the
+//! largest timestamp *applied*, and an op that applied nothing (a duplicate, a malformed or
+//! evicted-session request) can sit on top of it (VOPR seed 580836881653: a new primary whose
+//! head was such an op stamped the next one a second earlier).
 
 use std::collections::BTreeMap;
 
@@ -17,7 +25,9 @@ pub const SNAPSHOT_SIZE_MAX: usize = kv::SNAPSHOT_SIZE_MAX + (8 << 20);
 const REPLY_SIZE_MAX: usize = 4 << 20;
 
 const MAGIC: [u8; 4] = *b"KMBC";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
+/// The format before the checkpoint entry's timestamp.
+const VERSION_1: u16 = 1;
 
 /// The last committed request of one client and its reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,8 +127,16 @@ pub fn state_hash_of(snapshot: &[u8]) -> Result<u128, DecodeError> {
     Ok(state_hash(&kv, &clients))
 }
 
-/// Encode the kv state and client table as a checkpoint snapshot.
-pub fn encode(kv: &KvState, clients: &ClientTable) -> Vec<u8> {
+/// The timestamp of the checkpoint's own log entry a snapshot records (`None` for the first
+/// format, or bytes that are no snapshot).
+pub fn timestamp(snapshot: &[u8]) -> Option<u64> {
+    let mut r = Reader::new(snapshot);
+    (r.raw(4).ok()? == MAGIC && r.u16().ok()? == VERSION).then(|| r.u64().ok())?
+}
+
+/// Encode the kv state and client table as a checkpoint snapshot of the state after an entry
+/// stamped `timestamp`.
+pub fn encode(kv: &KvState, clients: &ClientTable, timestamp: u64) -> Vec<u8> {
     // One buffer, sized up front: the kv state is encoded in place behind its length (what
     // `blob` would write), not into a buffer of its own copied over, and the buffer never
     // grows by doubling — a checkpoint of a large state is built once.
@@ -127,12 +145,13 @@ pub fn encode(kv: &KvState, clients: &ClientTable) -> Vec<u8> {
         .values()
         .map(|entry| 16 + 8 + 8 + 4 + entry.reply.encoded_len())
         .sum();
-    let size = MAGIC.len() + 2 + 8 + kv.snapshot_len() + 4 + client_bytes;
+    let size = MAGIC.len() + 2 + 8 + 8 + kv.snapshot_len() + 4 + client_bytes;
     let mut w = Writer {
         buf: Vec::with_capacity(size),
     };
     w.raw(&MAGIC);
     w.u16(VERSION);
+    w.u64(timestamp);
     let at = w.buf.len();
     w.u64(0);
     kv.encode_snapshot_into(&mut w);
@@ -160,8 +179,12 @@ pub fn decode(bytes: &[u8]) -> Result<(KvState, ClientTable), DecodeError> {
     if r.raw(4)? != MAGIC {
         return Err(DecodeError::Invalid("snapshot magic"));
     }
-    if r.u16()? != VERSION {
-        return Err(DecodeError::Invalid("snapshot version"));
+    match r.u16()? {
+        VERSION => {
+            r.u64()?;
+        }
+        VERSION_1 => {}
+        _ => return Err(DecodeError::Invalid("snapshot version")),
     }
     let kv = KvState::decode_snapshot(r.blob(kv::SNAPSHOT_SIZE_MAX)?)?;
     let n = r.count(CLIENTS_MAX_LIMIT, 36)?;
@@ -184,5 +207,5 @@ pub fn decode(bytes: &[u8]) -> Result<(KvState, ClientTable), DecodeError> {
 
 /// The empty snapshot (state at the root, op 0).
 pub fn empty() -> Vec<u8> {
-    encode(&KvState::new(), &ClientTable::new())
+    encode(&KvState::new(), &ClientTable::new(), 0)
 }

@@ -80,7 +80,7 @@ impl Replica {
             (
                 self.commit_min,
                 checksum,
-                snapshot::encode(&self.kv, &self.clients),
+                snapshot::encode(&self.kv, &self.clients, self.timestamp_at(self.commit_min)),
             )
         } else {
             return;

@@ -538,3 +538,53 @@ fn entries_carry_cluster_time_that_never_goes_back() {
     );
     assert_eq!(reply, Reply::Value(None), "expired at 11 s");
 }
+
+/// Goal: cluster time holds across a restart whose log's head is the checkpoint. The kv
+/// state's clock counts only applied ops, so when the op on top of the checkpoint applied
+/// nothing (here a malformed request, stamped later than the last applied one), the primary
+/// elected after every replica restarted must stamp no earlier than that op: the checkpoint's
+/// snapshot records its entry's timestamp (VOPR seed 580836881653: it stamped a second
+/// earlier, from the kv clock).
+#[test]
+fn cluster_time_holds_when_the_head_is_a_checkpoint_over_an_op_that_applied_nothing() {
+    let mut net = Net::new(3, small_config);
+    for r in 0..3 {
+        net.clocks.insert(r, 10_000);
+    }
+    net.request(1, 1, Request::Register.encode());
+    net.request(1, 2, set("a", "1"));
+    net.request(1, 3, set("b", "2"));
+    for r in 0..3 {
+        net.clocks.insert(r, 20_000);
+    }
+    let (op, reply) = net.request(1, 4, vec![0xff, 0xfe]);
+    assert!(matches!(reply, Reply::Error(_)), "malformed: {reply:?}");
+    assert_eq!(op, 4, "the checkpoint interval's op");
+    net.tick(50);
+    for r in 0..3 {
+        let replica = net.replica(r);
+        assert_eq!(
+            replica.checkpoint.op, 4,
+            "replica {r} checkpointed the malformed op"
+        );
+        assert_eq!(replica.kv.clock(), 10_000, "applied ops only");
+        assert_eq!(
+            crate::core::snapshot::timestamp(&replica.checkpoint.snapshot),
+            Some(20_000)
+        );
+    }
+    for r in 0..3 {
+        net.crash(r);
+    }
+    for r in 0..3 {
+        net.clocks.insert(r, 1_000);
+        net.restart(r);
+    }
+    let (op, _) = net.request(1, 5, set("c", "3"));
+    let primary = net.primary().expect("a primary");
+    assert_eq!(
+        net.replica(primary).entry(op).unwrap().header.timestamp,
+        20_000,
+        "not below the checkpoint's entry"
+    );
+}

@@ -225,7 +225,7 @@ fn faulty_checkpoint_state_transfer_then_recovery_exact_effects() {
             },
         );
     }
-    let state = snapshot::encode(&kv, &ClientTable::new());
+    let state = snapshot::encode(&kv, &ClientTable::new(), 0);
     let transfer = |op, checkpoint_checksum| Body::StateTransfer {
         view: 1,
         checkpoint_op: op,
@@ -551,7 +551,7 @@ fn faulty_checkpoint_replica_installs_a_transfer_from_far_ahead() {
             view: far,
             checkpoint_op: 4,
             checkpoint_checksum: c4,
-            snapshot: snapshot::encode(&kv, &ClientTable::new()),
+            snapshot: snapshot::encode(&kv, &ClientTable::new(), 0),
         },
     ));
     assert_eq!(
