@@ -242,8 +242,8 @@ pub fn core_config_for(
     // (`2 * interval + 2 * pipeline = slots`; the core requires one pipeline). Up to 256 slots
     // that is `slots / 4`, as the pipeline is; past it the pipeline stops at 64 and the interval
     // takes the room: production's 1,024 slots checkpoint every 448 ops, not 256 — a checkpoint
-    // writes and syncs the whole state, so at 64 clients SETs ran ~8–15% faster
-    // (docs/operations.md, "Threads").
+    // writes and syncs the whole state, so at 64 clients SETs ran 12% faster (CHANGELOG.md;
+    // docs/operations.md, "Threads").
     config.checkpoint_interval = (slots / 2).saturating_sub(config.pipeline_max).max(1);
     // As many client sessions as WAL slots (1,024 in production).
     config.clients_max = (geometry.slot_count as usize).min(core::snapshot::CLIENTS_MAX_LIMIT);

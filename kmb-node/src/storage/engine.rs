@@ -582,8 +582,9 @@ impl Storage {
     /// A checkpoint whose superblock copies are being written
     /// ([`Storage::start_checkpoint`]) completes first, its remaining copies synced one by one
     /// here: the two updates' copies must not interleave, and these entries must be recorded
-    /// before they count as durable (VOPR seed 1301 while this waited for the checkpoint: a
-    /// crash in between left an acknowledged entry that recovery set aside).
+    /// before they count as durable — waiting for the checkpoint instead, a crash in between
+    /// could leave an acknowledged entry that recovery sets aside (engine test
+    /// `old_view_entries_made_durable_during_a_checkpoint_are_recorded_at_once`).
     async fn record_old_view_entries(&mut self) -> Result<(), StorageError> {
         if self.truncated_view.is_some() || !self.old_view_entries_unrecorded() {
             return Ok(());
@@ -986,12 +987,12 @@ impl Storage {
             };
             match job.stage {
                 JobStage::Blob { write } => {
-                    let (reference, header, blob) = (job.reference, job.header, job.blob.clone());
-                    let attempts = job.attempts;
-                    let op = reference.op;
+                    let op = job.reference.op;
                     if write >= self.synced || self.pending.iter().any(|p| p.header.op <= op) {
                         return Ok(None);
                     }
+                    let (reference, header, blob) = (job.reference, job.header, job.blob.clone());
+                    let attempts = job.attempts;
                     let offset = reference.offset;
                     if !self
                         .checkpoint_reads_back(&header, &blob, offset, attempts)

@@ -65,9 +65,10 @@ impl File {
     }
 
     /// Make every write completed before this call durable (`fdatasync`), on a blocking
-    /// thread (inline, before this returns, on a dedicated one). The `fdatasync` starts when `sync` is called (not when the future is first
-    /// polled), so the writes it covers are those completed before the call; writes issued
-    /// while it runs may or may not be covered, and the caller must not count on them.
+    /// thread (inline, before this returns, on a dedicated one). The `fdatasync` starts when
+    /// `sync` is called (not when the future is first polled), so the writes it covers are those
+    /// completed before the call; writes issued while it runs may or may not be covered, and the
+    /// caller must not count on them.
     pub fn sync(&self) -> impl std::future::Future<Output = io::Result<()>> + Send + use<> {
         let file = Arc::clone(&self.inner);
         // On a dedicated thread the fsync runs inline too: writes that arrive meanwhile wait
